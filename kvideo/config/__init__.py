@@ -1,0 +1,20 @@
+"""Structured, validated configs composed by Hydra (see ``conf/``)."""
+
+from kvideo.config.data import DataConfig
+from kvideo.config.decoder import DecoderConfig
+from kvideo.config.model import ModelConfig
+from kvideo.config.root import KVideoConfig, check_cross_fields, register_configs, to_validated
+from kvideo.config.trainer import TrainerConfig
+from kvideo.config.video import VideoConfig
+
+__all__ = [
+    "DataConfig",
+    "DecoderConfig",
+    "KVideoConfig",
+    "ModelConfig",
+    "TrainerConfig",
+    "VideoConfig",
+    "check_cross_fields",
+    "register_configs",
+    "to_validated",
+]

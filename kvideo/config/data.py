@@ -1,0 +1,38 @@
+"""``DataConfig``: per-sample processing that is not about where videos live or how
+frames are sampled (those are ``VideoConfig``'s, kept exactly as the seed defined it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvideo.config.checks import require_choice, require_non_negative, require_positive
+
+BAD_SAMPLE_POLICIES = ("mask", "replace")
+
+
+@dataclass
+class DataConfig:
+    """Tokenizer, bad-sample handling and the embedded sample corpus.
+
+    tokenizer: Path to a local ``tokenizer.json`` (HF ``tokenizers``); empty = byte-level.
+    bad_sample_policy: ``mask`` keeps the slot with no loss and an all-false frame mask;
+        ``replace`` substitutes the next readable clip so batches stay full.
+    blocklist: Optional file of paths (one per line, from ``kvideo.validate``) to skip.
+    val_max_samples: Cap on validation clips (0 = all).
+    sample_train_clips / sample_val_clips / sample_seed: size and seed of the synthetic
+        corpus generated on first use of ``video/dataset=sample``.
+    """
+
+    tokenizer: str = ""
+    bad_sample_policy: str = "mask"
+    blocklist: str = ""
+    val_max_samples: int = 0
+    sample_train_clips: int = 800
+    sample_val_clips: int = 160
+    sample_seed: int = 0
+
+    def __post_init__(self) -> None:
+        require_choice("data.bad_sample_policy", self.bad_sample_policy, BAD_SAMPLE_POLICIES)
+        require_non_negative("data.val_max_samples", self.val_max_samples)
+        require_positive("data.sample_train_clips", self.sample_train_clips)
+        require_positive("data.sample_val_clips", self.sample_val_clips)

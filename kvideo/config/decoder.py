@@ -1,0 +1,39 @@
+"""``DecoderConfig``: which decoder turns timestamps into frames, and its guards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvideo.config.checks import require_non_negative, require_positive
+
+
+@dataclass
+class DecoderConfig:
+    """Decoder selection and the knobs that guard against decord's known failure modes.
+
+    name: Registry key of the decoder (``decord_cpu`` or ``decord_gpu``).
+    num_threads: decord's own decode threads per reader. 1 is right when DataLoader
+        workers already use every core; more only helps a single-process loader.
+    device_id: GPU for ``decord_gpu``; ``-1`` means this process's local rank.
+    timeout_s: Per-sample decode budget; a file that takes longer (decord can hang on
+        containers that over-report their frame count) is abandoned and counted.
+    prefetch: Batches decoded ahead by the GPU prefetch thread.
+    """
+
+    name: str = "decord_cpu"
+    num_threads: int = 1
+    device_id: int = -1
+    timeout_s: float = 30.0
+    prefetch: int = 2
+
+    def __post_init__(self) -> None:
+        from kvideo.registry import list_decoders
+
+        decoders = list_decoders()
+        if self.name not in decoders:
+            raise ValueError(f"decoder.name must be one of {decoders} (got {self.name!r})")
+        require_non_negative("decoder.num_threads", self.num_threads)
+        if self.device_id < -1:
+            raise ValueError(f"decoder.device_id must be -1 (local rank) or >= 0 (got {self.device_id})")
+        require_positive("decoder.timeout_s", self.timeout_s)
+        require_positive("decoder.prefetch", self.prefetch)

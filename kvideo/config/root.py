@@ -1,0 +1,78 @@
+"""The whole experiment config, its ConfigStore registration, and the one validator
+that every entry path (Python, ``@hydra.main``, multirun callbacks) goes through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from kvideo.config.data import DataConfig
+from kvideo.config.decoder import DecoderConfig
+from kvideo.config.model import ModelConfig
+from kvideo.config.trainer import TrainerConfig
+from kvideo.config.video import VideoConfig
+
+SCHEMA_NAME = "kvideo_schema"
+
+
+@dataclass
+class KVideoConfig:
+    """Root of the composed config: one node per module boundary."""
+
+    video: VideoConfig = field(default_factory=VideoConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self) -> None:
+        check_cross_fields(self)
+
+
+def check_cross_fields(cfg: KVideoConfig) -> None:
+    """Rules that span two nodes; messages show the arithmetic so the fix is obvious."""
+    video, model = cfg.video, cfg.model
+    visual = video.max_frames * model.tokens_per_frame
+    total = visual + model.max_text_len
+    if total > model.max_seq_len:
+        raise ValueError(
+            "token budget exceeded: video.max_frames * model.tokens_per_frame + model.max_text_len "
+            f"= {video.max_frames} * {model.tokens_per_frame} + {model.max_text_len} = {total} "
+            f"> model.max_seq_len ({model.max_seq_len})"
+        )
+    if video.frame_size % model.patch_size:
+        raise ValueError(
+            f"video.frame_size ({video.frame_size}) must be a multiple of model.patch_size "
+            f"({model.patch_size})"
+        )
+    grid = video.frame_size // model.patch_size
+    if model.tokens_per_frame > grid * grid:
+        raise ValueError(
+            f"model.tokens_per_frame ({model.tokens_per_frame}) cannot exceed the patch grid "
+            f"(video.frame_size / model.patch_size)^2 = ({video.frame_size} / {model.patch_size})^2 "
+            f"= {grid * grid}"
+        )
+
+
+def register_configs() -> None:
+    """Register the schema so ``conf/config.yaml`` can list it first in its defaults."""
+    cs = ConfigStore.instance()
+    cs.store(name=SCHEMA_NAME, node=KVideoConfig)
+
+
+def to_validated(cfg: DictConfig | dict[str, Any]) -> KVideoConfig:
+    """Convert a composed config into dataclasses, which runs every ``__post_init__``.
+
+    OmegaConf merges do not call ``__post_init__``, so nothing composed by Hydra is
+    validated until this runs; the launcher calls it before doing any work.
+    Only the schema's nodes are converted (``hydra`` and extras are ignored).
+    """
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    schema = OmegaConf.structured(KVideoConfig)
+    keys = [k for k in schema.keys() if k in cfg]
+    merged = OmegaConf.merge(schema, OmegaConf.masked_copy(cfg, keys))
+    return OmegaConf.to_object(merged)

@@ -1,0 +1,52 @@
+"""``TrainerConfig``: optimisation, devices, logging and checkpointing knobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvideo.config.checks import (
+    require_choice,
+    require_non_negative,
+    require_positive,
+    require_range,
+)
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class TrainerConfig:
+    """AdamW + warmup/cosine, AMP, DDP, checkpoint/resume, metrics.
+
+    device: ``auto`` picks CUDA when present. precision: ``auto`` = bf16 autocast on
+    CUDA, fp32 on CPU. ``*_every`` are in optimizer steps; 0 disables that action.
+    """
+
+    max_steps: int = 300
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    num_workers: int = 2
+    log_every: int = 10
+    ckpt_every: int = 100
+    val_every: int = 100
+    val_max_batches: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for field in ("max_steps", "batch_size", "lr", "grad_accum", "log_every"):
+            require_positive(f"trainer.{field}", getattr(self, field))
+        for field in ("weight_decay", "warmup_steps", "grad_clip", "num_workers",
+                      "ckpt_every", "val_every", "val_max_batches", "seed"):
+            require_non_negative(f"trainer.{field}", getattr(self, field))
+        require_range("trainer.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        require_choice("trainer.device", self.device, DEVICES)
+        require_choice("trainer.precision", self.precision, PRECISIONS)

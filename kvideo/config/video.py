@@ -1,0 +1,75 @@
+"""``VideoConfig``: where the videos are and how frames are sampled from them.
+
+Fields, defaults and messages follow the seed project's ``VideoConfig`` exactly
+(see shared/reference/seed_video_config.txt), so configs written for it keep
+working and its error messages stay familiar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VIDEO_SPLITS = ("train", "validation")
+
+
+@dataclass
+class VideoConfig:
+    """Video dataset location and frame-sampling knobs.
+
+    data_root: Root directory of the on-disk video dataset.
+    dataset_type: Registry key for the dataset builder (``"webvid"`` default).
+    dataset_name: On-disk corpus name within a style (e.g. ``"webvid-10M"``).
+    sampling_policy: Registry key for the frame-sampling policy (``"uniform"``).
+    split: Which split to read (``"train"`` or ``"validation"``).
+    max_samples: Cap the manifest to this many examples (``0`` = all).
+    max_frames: Maximum frames sampled per clip (the per-clip budget).
+    min_frames: Minimum frames sampled per clip; short clips pad up to this.
+    fps: Target sampling rate in frames per second (Molmo2 uses 2).
+    frame_size: Square pixel size each frame is resized to.
+    prompt: Optional instruction prepended to the target text, masked from loss.
+    """
+
+    data_root: str = ""
+    dataset_type: str = "webvid"
+    dataset_name: str = "webvid-10M"
+    sampling_policy: str = "uniform"
+    split: str = "train"
+    max_samples: int = 0
+    max_frames: int = 16
+    min_frames: int = 4
+    fps: float = 2.0
+    frame_size: int = 224
+    prompt: str = ""
+
+    def __post_init__(self) -> None:
+        # Late import: the registries are filled by importing the plugin modules,
+        # which themselves import config types (a cycle at module level).
+        from kvideo.registry import list_sampling_policies, list_video_datasets
+
+        datasets = list_video_datasets()
+        if self.dataset_type not in datasets:
+            raise ValueError(
+                f"video.dataset_type must be one of {datasets} (got {self.dataset_type!r})"
+            )
+        policies = list_sampling_policies()
+        if self.sampling_policy not in policies:
+            raise ValueError(
+                f"video.sampling_policy must be one of {policies} (got {self.sampling_policy!r})"
+            )
+        if self.split not in VIDEO_SPLITS:
+            raise ValueError(f"video.split must be one of {VIDEO_SPLITS} (got {self.split!r})")
+        if self.max_samples < 0:
+            raise ValueError(f"video.max_samples must be non-negative (got {self.max_samples})")
+        if self.min_frames < 1:
+            raise ValueError(f"video.min_frames must be >= 1 (got {self.min_frames})")
+        if self.max_frames < 1:
+            raise ValueError(f"video.max_frames must be >= 1 (got {self.max_frames})")
+        if self.min_frames > self.max_frames:
+            raise ValueError(
+                f"video.min_frames ({self.min_frames}) must be <= video.max_frames "
+                f"({self.max_frames})"
+            )
+        if self.fps <= 0:
+            raise ValueError(f"video.fps must be positive (got {self.fps})")
+        if self.frame_size <= 0:
+            raise ValueError(f"video.frame_size must be positive (got {self.frame_size})")
