@@ -1,0 +1,167 @@
+"""One manifest row -> one fixed-shape training sample; a bad video never raises.
+
+The dataset knows captions and rows, the decoder knows video files, the sampler knows
+timestamps: this module only wires them together, pads to ``max_frames`` and turns
+decode failures into counted, masked (or replaced) samples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from kvideo.config import KVideoConfig
+from kvideo.data.rows import ClipRow
+from kvideo.decode import build_decoder
+from kvideo.decode.errors import DecodeError
+from kvideo.decode.types import ClipMeta
+from kvideo.sampling import timestamps
+
+# How many following rows "replace" tries before giving up and masking the slot.
+MAX_REPLACEMENT_TRIES = 8
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """What the sampler needs besides the clip's own metadata."""
+
+    policy: str
+    fps: float
+    min_frames: int
+    max_frames: int
+    seed: int
+
+
+def sample_timestamps(spec: SamplingSpec, epoch: int, index: int, meta: ClipMeta) -> list[float]:
+    return timestamps(
+        spec.policy,
+        duration=meta.duration,
+        fps=spec.fps,
+        min_frames=spec.min_frames,
+        max_frames=spec.max_frames,
+        num_frames=meta.num_frames,
+        native_fps=meta.native_fps,
+        seed=spec.seed,
+        epoch=epoch,
+        index=index,
+    )
+
+
+class VideoClipDataset(Dataset):
+    """Map-style dataset of decoded, padded, tokenized clips.
+
+    Each item: ``frames`` uint8 (F, S, S, 3) zero-padded, ``frame_mask`` bool (F,),
+    ``frame_times`` float (F,) (actual display times, -1 for padding), ``input_ids`` /
+    ``labels`` long (L,) (labels -100 outside the caption), ``index``, ``skip_reason``
+    ("" when the clip decoded), ``path`` and ``caption``. A slot whose clip could not be
+    used under the ``mask`` policy has no valid frame and no loss.
+
+    ``on_device`` decoders (decord on GPU) return frames on the GPU; such a dataset must
+    be read in the training process (see ``kvideo.data.loader``), never in forked workers.
+    """
+
+    def __init__(
+        self,
+        rows: list[ClipRow],
+        cfg: KVideoConfig,
+        tokenizer: Any,
+        *,
+        local_rank: int = 0,
+        blocklist: frozenset[str] = frozenset(),
+    ) -> None:
+        self.rows = rows
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.local_rank = local_rank
+        self.blocklist = blocklist
+        self.epoch = 0
+        video = cfg.video
+        self.spec = SamplingSpec(
+            video.sampling_policy, video.fps, video.min_frames, video.max_frames, cfg.trainer.seed
+        )
+        self._decoder = None
+        self._decoder_pid = -1
+        # Tokenize once: captions never change, and workers inherit the result.
+        self._text = [
+            tokenizer.encode_example(video.prompt, row.caption, cfg.model.max_text_len) for row in rows
+        ]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch keys the random_segment jitter so each epoch sees different frames."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def decoder(self):
+        # Built per process: decoder objects own threads, which do not survive fork.
+        if self._decoder is None or self._decoder_pid != os.getpid():
+            self._decoder = build_decoder(self.cfg.decoder, local_rank=self.local_rank)
+            self._decoder_pid = os.getpid()
+        return self._decoder
+
+    def _decode(self, index: int):
+        row = self.rows[index]
+        if row.path in self.blocklist:
+            raise DecodeError("blocklisted", row.path)
+        return self.decoder.decode(
+            row.path,
+            partial(sample_timestamps, self.spec, self.epoch, index),
+            size=self.cfg.video.frame_size,
+            start=row.start,
+            end=row.end,
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        skip_reason, source = "", index
+        try:
+            clip = self._decode(index)
+        except DecodeError as err:
+            skip_reason, clip = err.reason, None
+            if self.cfg.data.bad_sample_policy == "replace":
+                clip, source = self._replacement(index)
+        return self._assemble(index, source, row, clip, skip_reason)
+
+    def _replacement(self, index: int):
+        """The next decodable row after ``index`` (deterministic, so resume-safe)."""
+        for step in range(1, min(MAX_REPLACEMENT_TRIES, len(self.rows)) + 1):
+            candidate = (index + step) % len(self.rows)
+            try:
+                return self._decode(candidate), candidate
+            except DecodeError:
+                continue
+        return None, index
+
+    def _assemble(self, index: int, source: int, row: ClipRow, clip, skip_reason: str) -> dict[str, Any]:
+        max_frames, size = self.cfg.video.max_frames, self.cfg.video.frame_size
+        device = clip.frames.device if clip is not None else torch.device("cpu")
+        frames = torch.zeros((max_frames, size, size, 3), dtype=torch.uint8, device=device)
+        frame_mask = torch.zeros(max_frames, dtype=torch.bool)
+        frame_times = torch.full((max_frames,), -1.0)
+        input_ids, labels = self._text[source]
+        labels = torch.tensor(labels, dtype=torch.long)
+        if clip is None:
+            labels.fill_(-100)  # nothing to learn from a slot without frames
+        else:
+            n = min(len(clip.times), max_frames)
+            frames[:n] = clip.frames[:n]
+            frame_mask[:n] = True
+            frame_times[:n] = torch.tensor(clip.times[:n])
+        return {
+            "frames": frames,
+            "frame_mask": frame_mask,
+            "frame_times": frame_times,
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "labels": labels,
+            "index": index,
+            "skip_reason": skip_reason,
+            "path": row.path,
+            "caption": self.rows[source].caption,
+        }

@@ -1,0 +1,152 @@
+"""Datasets and loaders for one epoch on one rank, CPU-worker or GPU-decode flavoured.
+
+CPU decoding runs in DataLoader worker processes. GPU decoding (decord on NVDEC) must
+not touch CUDA inside forked workers, so it runs in the training process, on a
+background thread that keeps ``decoder.prefetch`` batches ready (decord releases the
+GIL while it decodes).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from kvideo.config import KVideoConfig
+from kvideo.data.clip_dataset import VideoClipDataset
+from kvideo.data.preprocess import normalize_frames
+from kvideo.data.sharding import ResumableShardSampler
+from kvideo.registry import DATASETS, load_builtin_plugins
+
+GPU_DECODERS = ("decord_gpu",)
+
+
+def read_blocklist(path: str) -> frozenset[str]:
+    """Paths to skip, one per line (``kvideo.validate`` writes this file)."""
+    if not path:
+        return frozenset()
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"data.blocklist: no such file {path!r}")
+    lines = (line.strip() for line in file.read_text().splitlines())
+    return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
+def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: int = 0) -> VideoClipDataset:
+    """Rows from the configured dataset builder for ``split``, wrapped for decoding."""
+    load_builtin_plugins()
+    builder = DATASETS.get(cfg.video.dataset_type)
+    cap = cfg.video.max_samples if split == "train" else cfg.data.val_max_samples
+    rows = builder(cfg.video, cfg.data, split=split, max_samples=cap)
+    if not rows:
+        raise ValueError(
+            f"video.dataset_type={cfg.video.dataset_type} produced no {split} rows "
+            f"(video.data_root={cfg.video.data_root!r})"
+        )
+    return VideoClipDataset(
+        rows, cfg, tokenizer, local_rank=local_rank, blocklist=read_blocklist(cfg.data.blocklist)
+    )
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors, keep strings as lists (default_collate would, too, but slower)."""
+    batch: dict[str, Any] = {}
+    for key, first in samples[0].items():
+        values = [s[key] for s in samples]
+        if isinstance(first, torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(first, int):
+            batch[key] = torch.tensor(values, dtype=torch.long)
+        else:
+            batch[key] = values
+    return batch
+
+
+def _worker_init(_: int) -> None:
+    # One intra-op thread per worker: the workers already use every core.
+    torch.set_num_threads(1)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move tensors to the training device and normalize frames there."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+        out[key] = value
+    out["frames"] = normalize_frames(out["frames"])
+    return out
+
+
+class _ThreadPrefetcher:
+    """Iterate ``source`` on a daemon thread, ``depth`` items ahead."""
+
+    _END = object()
+
+    def __init__(self, source: Iterable[Any], depth: int) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, args=(source,), daemon=True)
+        self._thread.start()
+
+    def _run(self, source: Iterable[Any]) -> None:
+        try:
+            for item in source:
+                self._queue.put(item)
+        except BaseException as e:  # surfaced in the consumer, not lost in a thread
+            self._queue.put(e)
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+def build_loader(
+    dataset: VideoClipDataset,
+    cfg: KVideoConfig,
+    *,
+    rank: int,
+    world_size: int,
+    epoch: int,
+    skip_samples: int,
+    shuffle: bool,
+    batch_size: int,
+    drop_last: bool,
+    device: torch.device,
+) -> Iterator[dict[str, Any]]:
+    """Batches of one epoch for this rank, starting after ``skip_samples`` consumed ones.
+
+    Frames come out normalized, as float (B, F, 3, S, S) on ``device``.
+    """
+    dataset.set_epoch(epoch)
+    sampler = ResumableShardSampler(
+        len(dataset), rank=rank, world_size=world_size, seed=cfg.trainer.seed, epoch=epoch,
+        shuffle=shuffle, skip=skip_samples, drop_last=drop_last,
+    )
+    on_gpu = cfg.decoder.name in GPU_DECODERS
+    workers = 0 if on_gpu else cfg.trainer.num_workers
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        drop_last=drop_last,
+        pin_memory=device.type == "cuda" and not on_gpu,
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=4 if workers else None,
+    )
+    batches: Iterable[dict[str, Any]] = loader
+    if on_gpu:
+        batches = _ThreadPrefetcher(loader, cfg.decoder.prefetch)
+    return (to_device(batch, device) for batch in batches)

@@ -1,0 +1,55 @@
+"""The ``train.py`` command line refuses bad configs before doing any work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_bad_value_exits_before_work_with_the_seed_message(tmp_path: Path) -> None:
+    result = run_train("video.fps=0", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "video.fps must be positive (got 0.0)" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_multirun_with_one_bad_point_launches_nothing(tmp_path: Path) -> None:
+    result = run_train("-m", "video.max_frames=4,0", "video.min_frames=1",
+                       f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "refusing to launch: 1 of 2 sweep points are invalid" in result.stderr
+    assert "[video.max_frames=0] video.min_frames (1) must be <= video.max_frames (0)" in result.stderr
+    assert "Launching" not in result.stdout + result.stderr
+    assert not (tmp_path / "sweep" / "0").exists()
+
+
+def test_unknown_key_gets_hydras_error(tmp_path: Path) -> None:
+    result = run_train("video.bogus=1", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not override 'video.bogus'" in result.stderr
+    assert "Key 'bogus' not in 'VideoConfig'" in result.stderr
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
+    result = run_train("--cfg", "job", "video.fps=2.5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "fps: 2.5" in result.stdout
+    assert "sampling_policy: uniform" in result.stdout
+    assert "tokens_per_frame: 4" in result.stdout
+
+
+def test_token_budget_from_the_cli(tmp_path: Path) -> None:
+    result = run_train("video.max_frames=64", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "64 * 4 + 48 = 304 > model.max_seq_len (256)" in result.stderr

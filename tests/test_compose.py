@@ -1,0 +1,98 @@
+"""Hydra composition: every group option composes and validates; overrides address one object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from kvideo.config import KVideoConfig, register_configs, to_validated
+from tests.conftest import CONF_DIR
+
+register_configs()
+
+
+def compose_cfg(overrides: list[str] | None = None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_default_composes_to_the_embedded_sample() -> None:
+    cfg = to_validated(compose_cfg())
+    assert isinstance(cfg, KVideoConfig)
+    assert cfg.video.dataset_type == "sample"
+    assert cfg.video.sampling_policy == "uniform"
+    assert cfg.decoder.name == "decord_cpu"
+
+
+@pytest.mark.parametrize("option", group_options("video/sampling"))
+def test_each_sampling_option(option: str) -> None:
+    cfg = to_validated(compose_cfg([f"video/sampling={option}"]))
+    assert cfg.video.sampling_policy == option
+
+
+@pytest.mark.parametrize("option", group_options("video/dataset"))
+def test_each_dataset_option(option: str) -> None:
+    cfg = to_validated(compose_cfg([f"video/dataset={option}"]))
+    assert cfg.video.dataset_type == option
+
+
+@pytest.mark.parametrize("option", group_options("video/decoder"))
+def test_each_decoder_option(option: str) -> None:
+    assert to_validated(compose_cfg([f"video/decoder={option}"])).decoder.name == option
+
+
+@pytest.mark.parametrize("option", group_options("model"))
+def test_each_model_option(option: str) -> None:
+    # small_vlm is sized for 224 px frames; the token budget must still fit.
+    cfg = to_validated(compose_cfg([f"model={option}", "video.frame_size=224"]))
+    assert cfg.model.name == option
+
+
+@pytest.mark.parametrize("option", group_options("trainer"))
+def test_each_trainer_option(option: str) -> None:
+    assert isinstance(to_validated(compose_cfg([f"trainer={option}"])), KVideoConfig)
+
+
+def test_group_and_field_override_address_the_same_flat_node() -> None:
+    cfg = compose_cfg(["video/sampling=molmo2", "video.fps=1"])
+    assert cfg.video.sampling_policy == "molmo2"
+    assert cfg.video.fps == 1.0
+    assert "sampling" not in cfg.video  # group files land in video, not video.sampling
+    cfg = compose_cfg(["video.sampling_policy=qwen"])
+    assert to_validated(cfg).video.sampling_policy == "qwen"
+
+
+def test_unknown_key_is_a_composition_error() -> None:
+    with pytest.raises(ConfigCompositionException, match="bogus"):
+        compose_cfg(["video.bogus=1"])
+
+
+def test_wrong_type_is_a_composition_error() -> None:
+    with pytest.raises(ConfigCompositionException, match="video.max_frames"):
+        compose_cfg(["video.max_frames=many"])
+
+
+def test_post_init_rules_fire_after_compose() -> None:
+    cfg = compose_cfg(["video.fps=0"])  # composing alone does not validate...
+    with pytest.raises(ValueError, match=r"video.fps must be positive \(got 0.0\)"):
+        to_validated(cfg)  # ...converting does
+
+
+def test_token_budget_at_compose_time() -> None:
+    cfg = compose_cfg(["video.max_frames=64"])
+    with pytest.raises(ValueError, match=r"= 64 \* 4 \+ 48 = 304 > model.max_seq_len \(256\)"):
+        to_validated(cfg)
+
+
+def test_env_interpolation_in_dataset_roots(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KVIDEO_MANIFEST", str(tmp_path / "m.jsonl"))
+    cfg = compose_cfg(["video/dataset=manifest"])
+    assert OmegaConf.to_container(cfg.video, resolve=True)["data_root"] == str(tmp_path / "m.jsonl")
