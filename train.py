@@ -7,11 +7,15 @@ bad config fails before any work.
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from kvideo.config import register_configs, to_validated
@@ -28,7 +32,20 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     from kvideo.train import train
 
-    result = train(run_cfg, run_dir=Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        result = train(run_cfg, run_dir=run_dir)
+    except Exception as e:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        # In a sweep, one failed job must not hide the others' results: record the
+        # failure for the sweep report (which then exits non-zero) and carry on.
+        logging.getLogger("kvideo").exception("job failed")
+        (run_dir / "failed.json").write_text(
+            json.dumps({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        )
+        return None
     # Returned for sweepers that optimise a metric (e.g. Optuna): lower is better.
     return result.get("val_loss") if isinstance(result, dict) else None
 

@@ -53,3 +53,24 @@ class ValidateSweepCallback(Callback):
                 file=sys.stderr,
             )
             raise SystemExit(2)
+
+
+class SweepReportCallback(Callback):
+    """Write the sweep's comparison table and plot when a multirun ends.
+
+    Job failures are recorded by ``train.py`` as ``failed.json`` instead of being
+    raised, so Hydra reaches this hook and the other jobs still report; the exit code
+    is made non-zero here, after the report is written.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from kvideo.sweep_report import build_report
+
+        sweep_dir = config.hydra.sweep.dir
+        jobs = build_report(sweep_dir)
+        print(f"kvideo: sweep report written to {sweep_dir}/report.md (+ .csv, .png)")
+        bad = [j for j in jobs if j.status != "ok"]
+        if bad:
+            for job in bad:
+                print(f"kvideo: job {job.num} {job.status}: {job.error}", file=sys.stderr)
+            raise SystemExit(1)
