@@ -57,10 +57,19 @@ def check_cross_fields(cfg: KVideoConfig) -> None:
         )
 
 
+def tasks_per_node(gpus_per_node: int | None) -> int:
+    """One SLURM task per GPU, and one task on a CPU-only allocation."""
+    return max(1, int(gpus_per_node or 0))
+
+
 def register_configs() -> None:
-    """Register the schema so ``conf/config.yaml`` can list it first in its defaults."""
+    """Register the schema so ``conf/config.yaml`` can list it first in its defaults,
+    and the resolvers the config tree uses (here, not in ``__main__``: submitit
+    pickles configs into jobs that must be able to resolve them)."""
     cs = ConfigStore.instance()
     cs.store(name=SCHEMA_NAME, node=KVideoConfig)
+    if not OmegaConf.has_resolver("kvideo.tasks_per_node"):
+        OmegaConf.register_new_resolver("kvideo.tasks_per_node", tasks_per_node)
 
 
 def to_validated(cfg: DictConfig | dict[str, Any]) -> KVideoConfig:
