@@ -29,7 +29,7 @@ def test_multirun_with_one_bad_point_launches_nothing(tmp_path: Path) -> None:
                        f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert result.returncode != 0
     assert "refusing to launch: 1 of 2 sweep points are invalid" in result.stderr
-    assert "[video.max_frames=0] video.min_frames (1) must be <= video.max_frames (0)" in result.stderr
+    assert "[video.max_frames=0] video.max_frames must be >= 1 (got 0)" in result.stderr
     assert "Launching" not in result.stdout + result.stderr
     assert not (tmp_path / "sweep" / "0").exists()
 

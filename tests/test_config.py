@@ -43,7 +43,7 @@ def test_seed_defaults_are_exact() -> None:
         ({"max_samples": -1}, "video.max_samples must be non-negative (got -1)"),
         ({"min_frames": 0}, "video.min_frames must be >= 1 (got 0)"),
         ({"max_frames": 0, "min_frames": 0}, "video.min_frames must be >= 1 (got 0)"),
-        ({"max_frames": 0, "min_frames": 1}, "video.min_frames (1) must be <= video.max_frames (0)"),
+        ({"max_frames": 0, "min_frames": 1}, "video.max_frames must be >= 1 (got 0)"),
         ({"min_frames": 8, "max_frames": 4}, "video.min_frames (8) must be <= video.max_frames (4)"),
         ({"fps": 0.0}, "video.fps must be positive (got 0.0)"),
         ({"fps": -2.0}, "video.fps must be positive (got -2.0)"),

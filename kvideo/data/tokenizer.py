@@ -1,0 +1,154 @@
+"""Tokenizers: a download-free byte tokenizer (default) and a local ``tokenizer.json`` wrapper.
+
+Both expose one small interface (``Tokenizer``) so the per-sample code never branches
+on which one it has. Torch-free: tokenization happens once per row in the dataset and
+produces plain lists.
+
+``encode_example`` conventions (Hugging Face's, so a HF causal LM could consume them):
+
+* ``input_ids = [BOS] + prompt + caption + [EOS]``, right-padded with ``PAD`` to exactly
+  ``max_len``.
+* ``labels`` are *aligned* with ``input_ids`` (``labels[i]`` is the token at position
+  ``i``), ``-100`` everywhere except caption tokens and the final ``EOS``; the model does
+  the shift (logits at ``i - 1`` predict ``labels[i]``). The prompt is context only.
+* Too long: the sequence is cut at ``max_len`` from the end, and the ``EOS`` goes with
+  it. Keeping EOS after a cut caption would teach the model to stop mid-sentence; a
+  prompt so long that no caption token fits leaves every label at ``-100`` (no loss).
+* ``pad_id`` differs from ``bos_id``/``eos_id`` and from every token ``encode`` returns
+  for ordinary text, so ``input_ids != pad_id`` is the attention mask.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from kvideo.config.data import DataConfig
+
+IGNORE_INDEX = -100
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def encode_example(self, prompt: str, caption: str, max_len: int) -> tuple[list[int], list[int]]: ...
+
+
+class _ExampleMixin:
+    """``encode_example`` on top of ``encode`` and the special ids (shared by both tokenizers)."""
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]:  # pragma: no cover - provided by subclasses
+        raise NotImplementedError
+
+    def encode_example(self, prompt: str, caption: str, max_len: int) -> tuple[list[int], list[int]]:
+        """``(input_ids, labels)``, both exactly ``max_len`` long (see the module docstring)."""
+        if max_len < 2:
+            raise ValueError(f"max_len must be >= 2 to hold BOS and EOS (got {max_len})")
+        context = [self.bos_id, *(self.encode(prompt) if prompt else [])]
+        target = [*self.encode(caption), self.eos_id]
+        input_ids = (context + target)[:max_len]
+        labels = ([IGNORE_INDEX] * len(context) + target)[:max_len]
+        pad = max_len - len(input_ids)
+        return input_ids + [self.pad_id] * pad, labels + [IGNORE_INDEX] * pad
+
+
+class ByteTokenizer(_ExampleMixin):
+    """UTF-8 bytes as ids 0..255 plus PAD=256, BOS=257, EOS=258: nothing to download.
+
+    Captions are short, so the longer sequences cost little, and any text round-trips.
+    """
+
+    vocab_size = 259
+    pad_id = 256
+    bos_id = 257
+    eos_id = 258
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of the byte ids; special ids are dropped and broken UTF-8 is replaced."""
+        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+
+# Common spellings of the special tokens in published tokenizer.json files.
+_SPECIAL_NAMES = {
+    "pad": ("<pad>", "[PAD]", "<|pad|>", "<|padding|>"),
+    "bos": ("<s>", "<bos>", "<|begin_of_text|>", "<|startoftext|>", "[CLS]", "<|im_start|>"),
+    "eos": ("</s>", "<eos>", "<|end_of_text|>", "<|endoftext|>", "[SEP]", "<|im_end|>"),
+}
+
+
+class HFTokenizer(_ExampleMixin):
+    """A local ``tokenizer.json`` through the ``tokenizers`` library (no hub download).
+
+    Special tokens are looked up by their usual names; any that the file lacks (or that
+    would collide with another, e.g. a PAD that is also EOS) gets a fresh id after the
+    file's vocabulary, so ``vocab_size`` may exceed the file's by up to three.
+    """
+
+    def __init__(self, path: str) -> None:
+        file = os.path.expanduser(path)
+        if os.path.isdir(file):
+            file = os.path.join(file, "tokenizer.json")
+        if not os.path.isfile(file):
+            raise FileNotFoundError(
+                f"data.tokenizer={path!r}: no tokenizer.json there (expected a local Hugging Face "
+                "tokenizers file; leave data.tokenizer empty for the built-in byte tokenizer)"
+            )
+        try:
+            from tokenizers import Tokenizer as _Tokenizer
+        except ImportError:
+            raise ImportError(
+                f"data.tokenizer={path!r} needs the `tokenizers` library: pip install 'kvideo[tokenizers]' "
+                "(or leave data.tokenizer empty for the built-in byte tokenizer)"
+            ) from None
+        self.path = file
+        self._tok = _Tokenizer.from_file(file)
+        self._base_vocab = self._tok.get_vocab_size(with_added_tokens=True)
+        next_id = self._base_vocab
+        taken: set[int] = set()
+        ids: dict[str, int] = {}
+        for role in ("pad", "bos", "eos"):
+            found = next(
+                (
+                    tid
+                    for name in _SPECIAL_NAMES[role]
+                    if (tid := self._tok.token_to_id(name)) is not None and tid not in taken
+                ),
+                None,
+            )
+            if found is None:
+                found, next_id = next_id, next_id + 1
+            ids[role] = found
+            taken.add(found)
+        self.pad_id, self.bos_id, self.eos_id = ids["pad"], ids["bos"], ids["eos"]
+        self.vocab_size = next_id
+        self._special = frozenset(taken)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of the ids; PAD/BOS/EOS and ids beyond the file's vocabulary are dropped."""
+        keep = [i for i in ids if 0 <= i < self._base_vocab and i not in self._special]
+        return self._tok.decode(keep, skip_special_tokens=True)
+
+
+def build_tokenizer(data: DataConfig) -> ByteTokenizer | HFTokenizer:
+    """``data.tokenizer`` empty: ``ByteTokenizer``; else ``HFTokenizer`` on that path."""
+    if not data.tokenizer:
+        return ByteTokenizer()
+    return HFTokenizer(data.tokenizer)
