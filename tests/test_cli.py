@@ -25,7 +25,7 @@ def test_bad_value_exits_before_work_with_the_seed_message(tmp_path: Path) -> No
 
 
 def test_multirun_with_one_bad_point_launches_nothing(tmp_path: Path) -> None:
-    result = run_train("-m", "video.max_frames=4,0", "video.min_frames=1",
+    result = run_train("-m", "video.max_frames=4,0",
                        f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert result.returncode != 0
     assert "refusing to launch: 1 of 2 sweep points are invalid" in result.stderr

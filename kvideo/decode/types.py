@@ -1,0 +1,71 @@
+"""The decoder contract: what a sampler sees (``ClipMeta``), what a decoder returns
+(``DecodedClip``) and the ``VideoDecoder`` protocol the dataset codes against.
+
+Kept free of torch/decord imports at runtime so config validation and
+``train.py --cfg job`` can import the decode package cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class ClipMeta:
+    """The (possibly trimmed) segment a sampler chooses timestamps in.
+
+    duration: seconds from the segment's start to the end of its last frame's display.
+    native_fps: frames starting inside the segment / ``duration`` (the true mean rate,
+        exact for CFR, the average for VFR; not the container's nominal rate).
+    num_frames: frames whose display starts inside the segment (plus the frame already
+        on screen at its start).
+    """
+
+    duration: float
+    native_fps: float
+    num_frames: int
+
+
+@dataclass
+class DecodedClip:
+    """Frames and the times they are really displayed at.
+
+    frames: uint8 (T, H, W, 3) RGB, on the CPU (or the GPU for ``decord_gpu``).
+    times: ``times[i]`` is the display time (seconds, relative to the segment start; the
+        untrimmed segment starts at the first frame) of ``frames[i]``. It differs from the
+        requested timestamp by up to one frame interval, and is what the model should be
+        told, not the request.
+    meta: the segment the sampler saw.
+    """
+
+    frames: torch.Tensor
+    times: list[float]
+    meta: ClipMeta
+
+
+SampleFn = Callable[[ClipMeta], list[float]]
+
+
+@runtime_checkable
+class VideoDecoder(Protocol):
+    """Turns a path and a sampling function into frames.
+
+    The sampler is a callable rather than a list of timestamps because the timestamps
+    depend on the clip's duration/frame count, which only the opened container knows;
+    passing the callable lets the decoder open the file once.
+    """
+
+    def decode(
+        self,
+        path: str,
+        sample: SampleFn,
+        *,
+        size: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> DecodedClip: ...
