@@ -76,7 +76,7 @@ def test_unknown_key_is_a_composition_error() -> None:
 
 
 def test_wrong_type_is_a_composition_error() -> None:
-    with pytest.raises(ConfigCompositionException, match="video.max_frames"):
+    with pytest.raises(ConfigCompositionException, match=r"video\.max_frames"):
         compose_cfg(["video.max_frames=many"])
 
 

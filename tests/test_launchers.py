@@ -8,7 +8,7 @@ recorder, to check exactly what would be sent to sbatch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -31,7 +31,7 @@ def launcher_cfg(overrides: list[str]):
 class RecordingExecutor:
     """Stands in for submitit.AutoExecutor: records what the launcher configures."""
 
-    instances: list[RecordingExecutor] = []
+    instances: ClassVar[list[RecordingExecutor]] = []
 
     def __init__(self, **kwargs: Any) -> None:
         self.init_kwargs = kwargs
@@ -49,7 +49,9 @@ class RecordingExecutor:
         return [Done() for _ in args[0]]
 
 
-def launch_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, overrides: list[str]) -> RecordingExecutor:
+def launch_recorded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, overrides: list[str]
+) -> RecordingExecutor:
     import submitit
 
     monkeypatch.setattr(submitit, "AutoExecutor", RecordingExecutor)

@@ -1,0 +1,154 @@
+"""Per-sample assembly, bad-sample policies, sharding and exact resume of the loader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kvideo.config import to_validated
+from kvideo.data.loader import build_dataset, build_loader
+from kvideo.data.sharding import ResumableShardSampler
+from kvideo.data.tokenizer import ByteTokenizer
+from tests.videos import make_h264
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("clips")
+    # 1.0-3.0 s at 10 fps: 2-6 stamps at 2 fps, so some samples need padding.
+    return [Path(make_h264(root / f"c{i}.mp4", seconds=1.0 + (i % 5) * 0.5, fps=10, width=48, height=32,
+                           gop=12)) for i in range(10)]
+
+
+def make_cfg(tmp_path: Path, paths: list[str], **overrides) -> object:
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("".join(json.dumps({"path": p, "caption": f"clip number {i}"}) + "\n"
+                                for i, p in enumerate(paths)))
+    raw = {
+        "video": {"dataset_type": "manifest", "data_root": str(manifest), "frame_size": 32,
+                  "max_frames": 6, "min_frames": 2, "prompt": "describe:"},
+        "trainer": {"num_workers": 0, "seed": 3},
+    }
+    for key, value in overrides.items():
+        node, field = key.split(".")
+        raw.setdefault(node, {})[field] = value
+    return to_validated(raw)
+
+
+def indices_and_frames(cfg, *, epoch: int = 0, skip: int = 0, workers: int = 0, batch_size: int = 2):
+    cfg.trainer.num_workers = workers
+    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    out = []
+    for batch in build_loader(ds, cfg, rank=0, world_size=1, epoch=epoch, skip_samples=skip, shuffle=True,
+                              batch_size=batch_size, drop_last=True, device=CPU):
+        out.append((batch["index"].tolist(), batch["frames"].clone(), batch["frame_mask"].clone()))
+    return out
+
+
+def test_sample_padding_mask_and_labels(tmp_path: Path, clips: list[Path]) -> None:
+    cfg = make_cfg(tmp_path, [str(clips[0])])  # 1.0 s -> round(2) = 2 stamps, clamped to min 2
+    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    item = ds[0]
+    assert item["skip_reason"] == ""
+    assert item["frames"].shape == (6, 32, 32, 3) and item["frames"].dtype == torch.uint8
+    assert item["frame_mask"].tolist() == [True, True, False, False, False, False]
+    assert item["frames"][2:].abs().sum() == 0
+    assert item["frame_times"][2:].tolist() == [-1.0] * 4
+    assert item["frame_times"][0] == 0.0 and 0.8 <= item["frame_times"][1] <= 0.9
+    # the prompt "describe:" is masked from the loss; the caption and EOS are not
+    labels, ids = item["labels"], item["input_ids"]
+    target = [int(i) for i, lab in zip(ids, labels, strict=True) if lab != -100]
+    assert bytes(target[:-1]).decode() == "clip number 0"
+
+
+def test_bad_sample_is_masked_and_counted(tmp_path: Path, clips: list[Path]) -> None:
+    cfg = make_cfg(tmp_path, [str(clips[0]), str(tmp_path / "gone.mp4")])
+    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    bad = ds[1]
+    assert bad["skip_reason"] == "missing"
+    assert not bad["frame_mask"].any()
+    assert (bad["labels"] == -100).all()
+
+
+def test_bad_sample_is_replaced_deterministically(tmp_path: Path, clips: list[Path]) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    cfg = make_cfg(tmp_path, [str(empty), str(tmp_path / "gone.mp4"), str(clips[2])],
+                   **{"data.bad_sample_policy": "replace"})
+    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    item = ds[0]
+    assert item["skip_reason"] == "empty"  # the bad file is still reported...
+    assert item["frame_mask"].any()  # ...but the slot holds the next decodable clip
+    assert item["caption"] == "clip number 2"
+    assert (item["labels"] != -100).any()
+
+
+def test_blocklisted_paths_are_not_decoded(tmp_path: Path, clips: list[Path]) -> None:
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text(f"# from kvideo.validate\n{clips[1]}\n")
+    cfg = make_cfg(tmp_path, [str(clips[0]), str(clips[1])], **{"data.blocklist": str(blocklist)})
+    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    assert ds[0]["skip_reason"] == ""
+    assert ds[1]["skip_reason"] == "blocklisted"
+
+
+def test_missing_blocklist_file_names_the_field(tmp_path: Path, clips: list[Path]) -> None:
+    cfg = make_cfg(tmp_path, [str(clips[0])], **{"data.blocklist": str(tmp_path / "nope.txt")})
+    with pytest.raises(FileNotFoundError, match=r"data\.blocklist"):
+        build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+
+
+def test_shards_are_disjoint_and_cover_the_epoch() -> None:
+    shards = [ResumableShardSampler(11, rank=r, world_size=3, seed=1, epoch=4, drop_last=True).indices
+              for r in range(3)]
+    assert all(len(s) == 3 for s in shards)
+    flat = [i for s in shards for i in s]
+    assert len(set(flat)) == 9
+    padded = [ResumableShardSampler(11, rank=r, world_size=3, seed=1, epoch=4, drop_last=False).indices
+              for r in range(3)]
+    assert {i for s in padded for i in s} == set(range(11))
+    again = ResumableShardSampler(11, rank=1, world_size=3, seed=1, epoch=4, drop_last=True).indices
+    assert again == shards[1]
+    other_epoch = ResumableShardSampler(11, rank=1, world_size=3, seed=1, epoch=5, drop_last=True).indices
+    assert other_epoch != shards[1]
+
+
+@pytest.mark.parametrize("policy", ["uniform", "random_segment"])
+def test_resume_yields_exactly_the_uninterrupted_batches_whatever_the_workers(
+    tmp_path: Path, clips: list[Path], policy: str
+) -> None:
+    cfg = make_cfg(tmp_path, [str(p) for p in clips], **{"video.sampling_policy": policy})
+    full = indices_and_frames(cfg, epoch=1, workers=0)
+    resumed = indices_and_frames(cfg, epoch=1, skip=4, workers=2)  # 2 batches of 2 consumed
+    assert len(full) == 5 and len(resumed) == 3
+    for (idx_a, frames_a, mask_a), (idx_b, frames_b, mask_b) in zip(full[2:], resumed, strict=True):
+        assert idx_a == idx_b
+        assert torch.equal(mask_a, mask_b)
+        assert torch.equal(frames_a, frames_b)
+
+
+def test_random_segment_frames_change_with_the_epoch(tmp_path: Path, clips: list[Path]) -> None:
+    cfg = make_cfg(tmp_path, [str(clips[4])], **{"video.sampling_policy": "random_segment"})
+    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    ds.set_epoch(0)
+    first = ds[0]["frame_times"]
+    ds.set_epoch(1)
+    assert not torch.equal(first, ds[0]["frame_times"])
+    ds.set_epoch(0)
+    assert torch.equal(first, ds[0]["frame_times"])
+
+
+def test_loader_output_is_normalized_float_channels_first(tmp_path: Path, clips: list[Path]) -> None:
+    cfg = make_cfg(tmp_path, [str(p) for p in clips[:4]])
+    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    batch = next(iter(build_loader(ds, cfg, rank=0, world_size=1, epoch=0, skip_samples=0, shuffle=False,
+                                   batch_size=4, drop_last=True, device=CPU)))
+    assert batch["frames"].shape == (4, 6, 3, 32, 32) and batch["frames"].dtype == torch.float32
+    assert batch["frames"].min() < -1.0 and batch["frames"].max() > 1.0  # ImageNet-normalized
+    assert batch["index"].tolist() == [0, 1, 2, 3]
+    assert batch["skip_reason"] == ["", "", "", ""]
