@@ -46,8 +46,15 @@ def main(cfg: DictConfig) -> float | None:
             json.dumps({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         )
         return None
+    if result.get("status") == "preempted":
+        # The checkpoint is on disk: now let a launcher's own handler act (submitit's
+        # requeues the job and exits); otherwise exit "temporary failure, run me again".
+        from kvideo.train.signals import EXIT_PREEMPTED, run_deferred_handlers
+
+        run_deferred_handlers()
+        sys.exit(EXIT_PREEMPTED)
     # Returned for sweepers that optimise a metric (e.g. Optuna): lower is better.
-    return result.get("val_loss") if isinstance(result, dict) else None
+    return result.get("val_loss")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,232 @@
+"""Everything the trainer writes besides checkpoints: ``metrics.jsonl``, TensorBoard events,
+``skipped.jsonl``, ``config.yaml`` and ``final.json``, plus the step-time bookkeeping behind
+the throughput and data-wait numbers.
+
+Only rank 0 writes (``enabled=False`` elsewhere turns every method into a no-op), so the
+loop does not need ``if is_main`` around each call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+METRICS_NAME = "metrics.jsonl"
+SKIPPED_NAME = "skipped.jsonl"
+FINAL_NAME = "final.json"
+CONFIG_NAME = "config.yaml"
+TB_DIRNAME = "tb"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf -> None (json.dumps would emit invalid JSON), tensors -> floats."""
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file, skipping a torn last line (a run killed mid-write)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _rewrite_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool] | None) -> list[dict[str, Any]]:
+    """Keep the records ``keep`` accepts (all when ``None``) and repair a torn last line, so
+    later appends start on a fresh line. Returns the kept records."""
+    if not path.exists():
+        return []
+    records = read_jsonl(path)
+    kept = records if keep is None else [r for r in records if keep(r)]
+    raw = path.read_bytes()
+    if len(kept) == len(records) and (not raw or raw.endswith(b"\n")) and raw.count(b"\n") == len(records):
+        return kept
+    if len(kept) < len(records):
+        log.info("dropping %d lines of %s past the resume point", len(records) - len(kept), path.name)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
+    return kept
+
+
+class StepTimer:
+    """Wall time of training steps and the part of it spent blocked on the data loader.
+
+    Only the time inside steps counts (validation and checkpoint writes are excluded), so
+    ``data_wait_share`` answers "is the loader keeping up with the model?".
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+        self.total_step_s = 0.0
+        self.total_wait_s = 0.0
+        self.total_clips = 0
+
+    def reset(self) -> None:
+        self.step_s = 0.0
+        self.wait_s = 0.0
+        self.clips = 0
+        self.tokens = 0
+        self.loss_sum = 0.0
+        self.steps = 0
+
+    def add_step(self, *, step_s: float, wait_s: float, clips: int, tokens: int, loss: float) -> None:
+        self.step_s += step_s
+        self.wait_s += wait_s
+        self.clips += clips
+        self.tokens += tokens
+        self.loss_sum += loss
+        self.steps += 1
+        self.total_step_s += step_s
+        self.total_wait_s += wait_s
+        self.total_clips += clips
+
+    def window(self, world_size: int) -> dict[str, float]:
+        """Mean loss and rates over the steps since the last ``reset`` (rates summed over ranks:
+        every rank processes the same batch shape)."""
+        secs = max(self.step_s, 1e-9)
+        return {
+            "loss": self.loss_sum / max(self.steps, 1),
+            "tokens_per_s": self.tokens * world_size / secs,
+            "clips_per_s": self.clips * world_size / secs,
+            "data_wait_share": self.wait_s / secs,
+        }
+
+
+class SkipTracker:
+    """Counts bad samples per reason and remembers which files are new since the last flush.
+
+    ``counts`` are this rank's occurrences (a bad file met every epoch counts every time);
+    the report all-reduces them. ``pending`` holds (path, reason) pairs not yet handed to
+    rank 0 for ``skipped.jsonl``.
+    """
+
+    def __init__(self, counts: Mapping[str, int] | None = None) -> None:
+        self.counts: Counter[str] = Counter(counts or {})
+        self.pending: dict[str, str] = {}
+
+    def update(self, reasons: Iterable[str], paths: Iterable[str]) -> None:
+        for reason, path in zip(reasons, paths, strict=True):
+            if reason:
+                self.counts[reason] += 1
+                self.pending.setdefault(path, reason)
+
+    def take_pending(self) -> list[tuple[str, str]]:
+        out = list(self.pending.items())
+        self.pending.clear()
+        return out
+
+
+class RunWriter:
+    """Rank 0's files in the run directory. Construct with ``enabled=False`` on other ranks."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self._tb = None
+        self._skipped_seen: set[str] = set()
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.run_dir / METRICS_NAME
+        self.skipped_path = self.run_dir / SKIPPED_NAME
+        # A resumed run re-does the steps after its checkpoint; drop their old lines so the
+        # file reads as one consistent history (the same steps logged twice would disagree
+        # about wall-clock rates and confuse plots). No checkpoint = start over from step 0.
+        keep_through = 0 if resume_step is None else resume_step
+        _rewrite_jsonl(self.metrics_path, lambda r: int(r.get("step", 0)) <= keep_through)
+        # The dedupe set survives restarts: a file skipped before the preemption is not
+        # listed again when the resumed run meets it in the next epoch.
+        self._skipped_seen = {r["path"] for r in _rewrite_jsonl(self.skipped_path, None) if "path" in r}
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step hides events past the resume point written by the interrupted run.
+        purge = None if resume_step is None else resume_step + 1
+        self._tb = SummaryWriter(log_dir=str(self.run_dir / TB_DIRNAME), purge_step=purge)
+
+    def write_config(self, yaml_text: str) -> None:
+        """The resolved config; a resumed run whose config differs says so (its checkpoint
+        was trained under the old one) and the file then shows the current one."""
+        if not self.enabled:
+            return
+        path = self.run_dir / CONFIG_NAME
+        if path.exists() and path.read_text() != yaml_text:
+            log.warning("%s differs from this run's config: the run continues under the new one", path)
+        path.write_text(yaml_text)
+
+    def log(self, record: dict[str, Any], *, tb_prefix: str) -> None:
+        """Append one line to metrics.jsonl and mirror its numbers to TensorBoard."""
+        if not self.enabled:
+            return
+        record = _clean(record)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        step = int(record["step"])
+        for key, value in record.items():
+            if key in ("step", "split"):
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self._tb.add_scalar(f"{tb_prefix}/{key}", value, step)
+            elif isinstance(value, Mapping):
+                for sub, v in value.items():
+                    if isinstance(v, int | float):
+                        self._tb.add_scalar(f"{tb_prefix}/{key}/{sub}", v, step)
+        self._tb.flush()
+
+    def add_skipped(self, entries: Iterable[tuple[str, str]]) -> int:
+        """Append files not listed yet to skipped.jsonl; returns how many were new."""
+        if not self.enabled:
+            return 0
+        new = []
+        for path, reason in entries:
+            if path not in self._skipped_seen:
+                self._skipped_seen.add(path)
+                new.append({"path": path, "reason": reason})
+        if new:
+            with open(self.skipped_path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in new)
+        return len(new)
+
+    def write_final(self, final: dict[str, Any]) -> None:
+        if self.enabled:
+            write_json_atomic(self.run_dir / FINAL_NAME, final)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def now() -> float:
+    return time.perf_counter()

@@ -1,0 +1,112 @@
+"""Preemption: turn SIGTERM / SIGUSR1 / SIGUSR2 into "checkpoint at the next step boundary, then exit".
+
+A signal handler must not save a checkpoint itself: it can fire in the middle of an optimizer
+step (half-updated weights) or inside a collective (the other ranks would hang). So the
+handler only sets a flag; the training loop polls ``checkpoint_requested()`` after each step,
+agrees with the other ranks, saves, and returns ``status="preempted"``.
+
+Handlers *chain* to whatever was installed before (submitit installs its own for SIGTERM and
+SIGUSR2), so installing ours never clobbers a launcher's behaviour, and ``install`` returns a
+function that puts the previous handlers back. The chained handler runs only *after* the
+checkpoint is on disk (``run_deferred_handlers``): submitit's USR2 handler requeues the job
+and exits the process, which must not happen before the state it resumes from is saved.
+Launcher integrations that receive the preemption notice some other way call
+``request_checkpoint_and_exit()`` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Process exit status for "checkpointed because asked to stop; run me again to resume"
+# (EX_TEMPFAIL from sysexits.h), distinct from success (0), crashes (1) and bad configs (2).
+EXIT_PREEMPTED = 75
+
+# SIGTERM: SLURM preemption / `scontrol requeue` / `scancel`; SIGUSR1: a common `--signal`
+# choice; SIGUSR2: submitit's time-limit signal (sent signal_delay_s before the limit).
+DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+_requested = threading.Event()
+_reason: list[str] = []
+# (handler, signum) pairs of chained handlers waiting for the checkpoint to be written.
+_deferred: list[tuple[Callable[[int, FrameType | None], Any], int]] = []
+
+
+def request_checkpoint_and_exit(reason: str = "requested") -> None:
+    """Ask the training loop to checkpoint at the next step boundary and stop.
+
+    Safe to call from a signal handler or another thread (it only sets a flag).
+    """
+    if not _requested.is_set():
+        _reason[:] = [reason]
+    _requested.set()
+
+
+def checkpoint_requested() -> bool:
+    return _requested.is_set()
+
+
+def request_reason() -> str:
+    return _reason[0] if _reason else ""
+
+
+def clear_request() -> None:
+    """Reset the flag (a new ``train()`` call in the same process starts fresh)."""
+    _requested.clear()
+    _reason.clear()
+    _deferred.clear()
+
+
+def run_deferred_handlers() -> bool:
+    """Call the chained handlers of the signals received, now that the checkpoint is saved.
+
+    Returns whether any ran (submitit's requeue handler normally exits the process instead
+    of returning).
+    """
+    pending = list(_deferred)
+    _deferred.clear()
+    for handler, signum in pending:
+        handler(signum, None)
+    return bool(pending)
+
+
+def _make_handler(previous: Any) -> Callable[[int, FrameType | None], None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        request_checkpoint_and_exit(signal.Signals(signum).name)
+        if callable(previous) and previous is not signal.default_int_handler:
+            if all(h is not previous for h, _ in _deferred):
+                _deferred.append((previous, signum))
+
+    handler.kvideo_handler = True  # type: ignore[attr-defined]
+    return handler
+
+
+def install_signal_handlers(signals: Iterable[signal.Signals] = DEFAULT_SIGNALS) -> Callable[[], None]:
+    """Install the flag-setting handler on ``signals``, chaining to existing Python handlers.
+
+    Returns a restore function. Outside the main thread (where ``signal.signal`` raises) this
+    does nothing and says so: the loop still honours ``request_checkpoint_and_exit()``.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        log.warning("not in the main thread: preemption signal handlers not installed")
+        return lambda: None
+    previous: dict[signal.Signals, Any] = {}
+    for sig in signals:
+        current = signal.getsignal(sig)
+        if getattr(current, "kvideo_handler", False):
+            continue  # already ours (nested train() calls): do not chain to ourselves
+        previous[sig] = current
+        signal.signal(sig, _make_handler(current))
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    return restore
