@@ -1,0 +1,25 @@
+"""The video-language model: per-frame ViT -> adapter -> causal LM with a caption loss.
+
+Importing this package imports torch; nothing in the config / registry path imports it, so
+``python train.py --cfg job`` stays fast.
+"""
+
+from kvideo.model.vlm import (
+    IGNORE_INDEX,
+    VideoLanguageModel,
+    build_attention_mask,
+    build_model,
+    caption_nll,
+    count_parameters,
+    parameter_summary,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "VideoLanguageModel",
+    "build_attention_mask",
+    "build_model",
+    "caption_nll",
+    "count_parameters",
+    "parameter_summary",
+]

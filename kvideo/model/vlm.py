@@ -1,0 +1,156 @@
+"""The video-language model: ViT per frame -> adapter -> causal LM over ``[visual | text]``.
+
+Loss convention (the contract with the data pipeline and the evaluator):
+
+* ``labels`` are ALIGNED with ``input_ids`` (same length, -100 = not a target), and the model
+  shifts: the logits at text position ``i`` predict ``labels[:, i + 1]``.
+* ``labels[:, 0]`` is never a target. The text is expected to start with a BOS / prompt token
+  (whose label is -100 anyway). We deliberately do not predict the first text token from the
+  last visual position: frames are padded at the end, so that position is usually a padded
+  frame, and its hidden state (it always attends to itself) depends on padding pixels, which
+  would break "padded frames have no effect". If a caption has no prompt and no BOS, its first
+  token is simply not scored.
+* ``loss`` is the mean NLL over all caption tokens of the batch (token-weighted, so a sample with
+  no caption tokens contributes exactly nothing), guarded against an all-ignored batch (loss 0,
+  gradient graph still attached so DDP sees every parameter used).
+* ``nll`` (B,) / ``ntokens`` (B,) are the per-sample sum and count, which the evaluator uses to
+  rank candidate captions (lowest NLL wins) and which reproduce ``loss`` as
+  ``nll.sum() / ntokens.sum()``.
+
+Attention: causal over the whole sequence, and the visual tokens of padded frames
+(``frame_mask`` False) are removed as keys for every query. The diagonal is always allowed so no
+row is fully masked (SDPA returns NaN for a row with no allowed key), which keeps a sample whose
+frames are all masked (a video that failed to decode) finite: its text attends to text only.
+Text padding is assumed to be on the right, where the causal mask already hides it from real
+tokens, so no text key mask is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kvideo.config.model import ModelConfig
+from kvideo.model.adapter import FrameAdapter
+from kvideo.model.lm import CausalLM
+from kvideo.model.vision import TimmEncoder, ViTEncoder, build_vision
+
+IGNORE_INDEX = -100
+
+
+def build_attention_mask(frame_mask: Tensor, tokens_per_frame: int, text_len: int) -> Tensor:
+    """Boolean SDPA mask (B, 1, S, S), True = may attend, for S = F * T + L.
+
+    Built once per forward and shared by all LM blocks (one (B, S, S) bool tensor is small:
+    16 x 80 x 80 bytes at the default shape). No data-dependent control flow, so it compiles.
+    """
+    b = frame_mask.shape[0]
+    visual_keys = frame_mask.to(torch.bool).repeat_interleave(tokens_per_frame, dim=1)  # (B, F*T)
+    text_keys = torch.ones(b, text_len, dtype=torch.bool, device=frame_mask.device)
+    keys = torch.cat([visual_keys, text_keys], dim=1)  # (B, S)
+    s = keys.shape[1]
+    causal = torch.ones(s, s, dtype=torch.bool, device=frame_mask.device).tril()
+    diagonal = torch.eye(s, dtype=torch.bool, device=frame_mask.device)
+    return ((causal & keys[:, None, :]) | diagonal)[:, None]
+
+
+def caption_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Shifted cross-entropy: ``(loss, nll (B,), ntokens (B,))`` with logits[:, i] -> labels[:, i+1].
+
+    Computed in fp32 whatever the autocast dtype: bf16 log-softmax over the vocabulary loses
+    enough precision to blur the NLL differences the evaluator ranks candidates by.
+    """
+    pred = logits[:, :-1].float()
+    targets = labels[:, 1:]
+    token_nll = F.cross_entropy(
+        pred.reshape(-1, pred.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(targets.shape)  # exactly 0 at ignored positions
+    nll = token_nll.sum(dim=1)
+    ntokens = (targets != IGNORE_INDEX).sum(dim=1)
+    loss = nll.sum() / ntokens.sum().clamp(min=1)
+    return loss, nll, ntokens
+
+
+class VideoLanguageModel(nn.Module):
+    """Frames + text ids -> caption loss / logits / per-sample NLL. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        vision: ViTEncoder | TimmEncoder,
+        adapter: FrameAdapter,
+        lm: CausalLM,
+        tokens_per_frame: int,
+        max_frames: int,
+    ) -> None:
+        super().__init__()
+        self.vision = vision
+        self.adapter = adapter
+        self.lm = lm
+        self.tokens_per_frame = tokens_per_frame
+        self.max_frames = max_frames
+
+    def forward(
+        self, frames: Tensor, frame_mask: Tensor, input_ids: Tensor, labels: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """``frames`` (B, F, 3, H, W) normalized float, ``frame_mask`` bool (B, F),
+        ``input_ids`` / ``labels`` long (B, L).
+
+        Returns ``logits`` (B, L, V) for the text positions and, when ``labels`` is given,
+        ``loss`` (scalar), ``nll`` (B,) and ``ntokens`` (B,).
+        """
+        f = frames.shape[1]
+        if frame_mask.shape != frames.shape[:2]:
+            raise ValueError(
+                f"frame_mask {tuple(frame_mask.shape)} does not match frames (B, F) {tuple(frames.shape[:2])}"
+            )
+        grid = self.vision(frames.flatten(0, 1))  # (B*F, gh, gw, C)
+        visual = self.adapter(grid, f)  # (B, F*T, D)
+        attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, input_ids.shape[1])
+        logits = self.lm(visual, input_ids, attn_mask)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"], out["nll"], out["ntokens"] = caption_nll(logits, labels)
+        return out
+
+
+def build_model(
+    cfg: ModelConfig, *, vocab_size: int, max_frames: int, frame_size: int, tie_embeddings: bool = True
+) -> VideoLanguageModel:
+    """Build the model from ``cfg.model`` plus the data-side sizes it depends on.
+
+    ``vocab_size`` comes from the tokenizer, ``max_frames`` / ``frame_size`` from ``cfg.video``
+    (they size the frame-position and patch-position tables).
+    """
+    vision = build_vision(cfg, frame_size=frame_size)
+    adapter = FrameAdapter(
+        in_width=vision.out_width,
+        out_width=cfg.lm_width,
+        tokens_per_frame=cfg.tokens_per_frame,
+        max_frames=max_frames,
+    )
+    lm = CausalLM(
+        vocab_size=vocab_size,
+        width=cfg.lm_width,
+        depth=cfg.lm_depth,
+        heads=cfg.lm_heads,
+        max_seq_len=cfg.max_seq_len,
+        dropout=cfg.dropout,
+        tie_embeddings=tie_embeddings,
+    )
+    return VideoLanguageModel(
+        vision=vision, adapter=adapter, lm=lm, tokens_per_frame=cfg.tokens_per_frame, max_frames=max_frames
+    )
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of distinct parameters (a tied head is counted once, as ``parameters()`` dedups)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def parameter_summary(model: VideoLanguageModel) -> str:
+    """One log line with the per-part split, so a config change shows where the parameters went."""
+    parts = {name: count_parameters(getattr(model, name)) for name in ("vision", "adapter", "lm")}
+    body = " | ".join(f"{name} {n:,}" for name, n in parts.items())
+    return f"parameters: {body} | total {count_parameters(model):,}"
