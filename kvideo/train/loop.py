@@ -178,6 +178,7 @@ class Trainer:
 
         self.writer = RunWriter(run_dir, enabled=env.is_main, resume_step=self.resumed_from)
         self.writer.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        self.writer.record_launch(resumed_from=self.resumed_from, world_size=env.world_size)
 
         model = wrap_model(self.raw_model, env)
         self.ddp = model if env.distributed else None

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -24,6 +25,7 @@ METRICS_NAME = "metrics.jsonl"
 SKIPPED_NAME = "skipped.jsonl"
 FINAL_NAME = "final.json"
 CONFIG_NAME = "config.yaml"
+LAUNCHES_NAME = "launches.jsonl"
 TB_DIRNAME = "tb"
 
 
@@ -217,6 +219,28 @@ class RunWriter:
             with open(self.skipped_path, "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in new)
         return len(new)
+
+    def record_launch(self, *, resumed_from: int | None, world_size: int) -> None:
+        """Append who started this run and from where to ``launches.jsonl``.
+
+        One line per start (first launch, every resume, every SLURM requeue), so a run dir
+        tells which scheduler job trained which steps.
+        """
+        if not self.enabled:
+            return
+        env = os.environ
+        record = {
+            "time": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "resumed_from": resumed_from,
+            "world_size": world_size,
+            "slurm_job_id": env.get("SLURM_JOB_ID"),
+            "slurm_array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
+            "slurm_restart_count": int(env.get("SLURM_RESTART_COUNT", "0") or 0),
+        }
+        with open(self.run_dir / LAUNCHES_NAME, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def write_final(self, final: dict[str, Any]) -> None:
         if self.enabled:
