@@ -6,6 +6,7 @@ A tiny config keeps the whole file at a few seconds on 2 CPU cores; the properti
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import pytest
@@ -45,6 +46,21 @@ TINY = ModelConfig(
 def model() -> VideoLanguageModel:
     torch.manual_seed(0)
     return build_model(TINY, vocab_size=VOCAB, max_frames=MAX_FRAMES, frame_size=FRAME_SIZE).eval()
+
+
+VARIANTS = {
+    "linear": TINY,
+    "motion_tokens": dataclasses.replace(TINY, motion_tokens=True),
+    "conv_stem": dataclasses.replace(TINY, patch_stem="conv"),
+}
+
+
+@pytest.fixture(params=sorted(VARIANTS))
+def variant(request: pytest.FixtureRequest) -> VideoLanguageModel:
+    """The architecture options whose masking and ordering guarantees must hold too."""
+    torch.manual_seed(0)
+    cfg = VARIANTS[request.param]
+    return build_model(cfg, vocab_size=VOCAB, max_frames=MAX_FRAMES, frame_size=FRAME_SIZE).eval()
 
 
 def make_batch(seed: int = 0, batch: int = BATCH) -> dict[str, torch.Tensor]:
@@ -120,7 +136,8 @@ def test_per_sample_nll_does_not_depend_on_the_rest_of_the_batch(model: VideoLan
 
 
 @pytest.mark.parametrize("valid", [[True, True, False, False], [True, False, True, True]])
-def test_padded_frames_are_invisible(model: VideoLanguageModel, valid: list[bool]) -> None:
+def test_padded_frames_are_invisible(variant: VideoLanguageModel, valid: list[bool]) -> None:
+    model = variant
     batch = make_batch()
     batch["frame_mask"][:] = torch.tensor(valid)
     ref = model(**batch)
@@ -136,7 +153,8 @@ def test_padded_frames_are_invisible(model: VideoLanguageModel, valid: list[bool
     assert not torch.allclose(model(**changed)["logits"], ref["logits"], atol=1e-4)
 
 
-def test_temporal_order_is_visible(model: VideoLanguageModel) -> None:
+def test_temporal_order_is_visible(variant: VideoLanguageModel) -> None:
+    model = variant
     batch = make_batch()
     batch["frame_mask"][:] = True
     ref = model(**batch)["logits"]
@@ -154,7 +172,8 @@ def test_text_is_causal(model: VideoLanguageModel) -> None:
     assert not torch.allclose(out[:, k:], ref[:, k:], atol=1e-4)
 
 
-def test_fully_masked_sample_is_finite(model: VideoLanguageModel) -> None:
+def test_fully_masked_sample_is_finite(variant: VideoLanguageModel) -> None:
+    model = variant
     batch = make_batch()
     batch["frame_mask"][1] = False  # a video that failed to decode
     model.train()

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 
+def require_finite(field: str, value: float) -> None:
+    """NaN compares false with everything, so ``value <= 0`` alone lets it through."""
+    if not math.isfinite(value):
+        raise ValueError(f"{field} must be a finite number (got {value})")
+
+
 def require_positive(field: str, value: float) -> None:
+    require_finite(field, value)
     if value <= 0:
         raise ValueError(f"{field} must be positive (got {value})")
 
 
 def require_non_negative(field: str, value: float) -> None:
+    require_finite(field, value)
     if value < 0:
         raise ValueError(f"{field} must be non-negative (got {value})")
 

@@ -36,3 +36,4 @@ class DataConfig:
         require_non_negative("data.val_max_samples", self.val_max_samples)
         require_positive("data.sample_train_clips", self.sample_train_clips)
         require_positive("data.sample_val_clips", self.sample_val_clips)
+        require_non_negative("data.sample_seed", self.sample_seed)

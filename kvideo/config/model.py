@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from kvideo.config.checks import require_choice, require_positive, require_range
 
 VISION_BACKBONES = ("vit", "timm")
+PATCH_STEMS = ("linear", "conv")
 
 
 @dataclass
@@ -21,11 +22,15 @@ class ModelConfig:
     vision_backbone: ``vit`` (built in, trained from scratch) or ``timm`` (needs
         ``timm_model`` and a local ``timm_weights`` file; nothing is downloaded).
     patch_size / vision_width / vision_depth / vision_heads: the per-frame ViT.
+    patch_stem: ``linear`` (one strided projection, the classic ViT) or ``conv`` (stride-2
+        3x3 convolutions down to the patch grid; learns shapes far faster from scratch).
     tokens_per_frame: visual tokens each frame is pooled to (a square number, pooled
         from the patch grid as a k x k grid).
     lm_width / lm_depth / lm_heads: the causal decoder over ``[visual | text]``.
     max_seq_len: hard cap on the LM sequence (positions table size).
     max_text_len: text tokens per sample (prompt + caption + EOS), padded/truncated.
+    motion_tokens: add each visual token's feature change since the previous frame
+        (TSN-style difference features), so motion is a local cue for the LM.
     """
 
     name: str = "tiny_vlm"
@@ -33,6 +38,7 @@ class ModelConfig:
     timm_model: str = ""
     timm_weights: str = ""
     patch_size: int = 16
+    patch_stem: str = "linear"
     vision_width: int = 128
     vision_depth: int = 2
     vision_heads: int = 4
@@ -43,9 +49,11 @@ class ModelConfig:
     max_seq_len: int = 256
     max_text_len: int = 48
     dropout: float = 0.0
+    motion_tokens: bool = False
 
     def __post_init__(self) -> None:
         require_choice("model.vision_backbone", self.vision_backbone, VISION_BACKBONES)
+        require_choice("model.patch_stem", self.patch_stem, PATCH_STEMS)
         if self.vision_backbone == "timm" and not (self.timm_model and self.timm_weights):
             raise ValueError(
                 "model.timm_model and model.timm_weights must both be set when "
@@ -63,6 +71,10 @@ class ModelConfig:
         if self.lm_width % self.lm_heads:
             raise ValueError(
                 f"model.lm_width ({self.lm_width}) must be divisible by model.lm_heads ({self.lm_heads})"
+            )
+        if self.patch_stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ValueError(
+                f"model.patch_size must be a power of two with model.patch_stem=conv (got {self.patch_size})"
             )
         side = math.isqrt(self.tokens_per_frame)
         if side * side != self.tokens_per_frame:

@@ -7,6 +7,7 @@ working and its error messages stay familiar.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 VIDEO_SPLITS = ("train", "validation")
@@ -69,7 +70,7 @@ class VideoConfig:
                 f"video.min_frames ({self.min_frames}) must be <= video.max_frames "
                 f"({self.max_frames})"
             )
-        if self.fps <= 0:
+        if not math.isfinite(self.fps) or self.fps <= 0:
             raise ValueError(f"video.fps must be positive (got {self.fps})")
         if self.frame_size <= 0:
             raise ValueError(f"video.frame_size must be positive (got {self.frame_size})")

@@ -21,6 +21,7 @@ from kvideo.config import KVideoConfig
 from kvideo.data.clip_dataset import VideoClipDataset
 from kvideo.data.preprocess import normalize_frames
 from kvideo.data.sharding import ResumableShardSampler
+from kvideo.data.watchdog import restart_on_timeout
 from kvideo.registry import DATASETS, load_builtin_plugins
 
 GPU_DECODERS = ("decord_gpu",)
@@ -40,6 +41,7 @@ def read_blocklist(path: str) -> frozenset[str]:
 def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: int = 0) -> VideoClipDataset:
     """Rows from the configured dataset builder for ``split``, wrapped for decoding."""
     load_builtin_plugins()
+    blocklist = read_blocklist(cfg.data.blocklist)  # first: a typo must not wait for a corpus build
     builder = DATASETS.get(cfg.video.dataset_type)
     cap = cfg.video.max_samples if split == "train" else cfg.data.val_max_samples
     rows = builder(cfg.video, cfg.data, split=split, max_samples=cap)
@@ -48,9 +50,7 @@ def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: 
             f"video.dataset_type={cfg.video.dataset_type} produced no {split} rows "
             f"(video.data_root={cfg.video.data_root!r})"
         )
-    return VideoClipDataset(
-        rows, cfg, tokenizer, local_rank=local_rank, blocklist=read_blocklist(cfg.data.blocklist)
-    )
+    return VideoClipDataset(rows, cfg, tokenizer, local_rank=local_rank, blocklist=blocklist)
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -129,24 +129,28 @@ def build_loader(
     Frames come out normalized, as float (B, F, 3, S, S) on ``device``.
     """
     dataset.set_epoch(epoch)
-    sampler = ResumableShardSampler(
-        len(dataset), rank=rank, world_size=world_size, seed=cfg.trainer.seed, epoch=epoch,
-        shuffle=shuffle, skip=skip_samples, drop_last=drop_last,
-    )
     on_gpu = cfg.decoder.name in GPU_DECODERS
     workers = 0 if on_gpu else cfg.trainer.num_workers
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
-        drop_last=drop_last,
-        pin_memory=device.type == "cuda" and not on_gpu,
-        worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=4 if workers else None,
-    )
-    batches: Iterable[dict[str, Any]] = loader
+
+    def make_loader(delivered: int) -> DataLoader:
+        sampler = ResumableShardSampler(
+            len(dataset), rank=rank, world_size=world_size, seed=cfg.trainer.seed, epoch=epoch,
+            shuffle=shuffle, skip=skip_samples + delivered, drop_last=drop_last,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            drop_last=drop_last,
+            pin_memory=device.type == "cuda" and not on_gpu,
+            worker_init_fn=_worker_init if workers else None,
+            prefetch_factor=4 if workers else None,
+        )
+
+    # A decode timeout leaves a stuck thread in its worker: replace the workers (watchdog.py).
+    batches: Iterable[dict[str, Any]] = restart_on_timeout(make_loader, enabled=workers > 0)
     if on_gpu:
-        batches = _ThreadPrefetcher(loader, cfg.decoder.prefetch)
+        batches = _ThreadPrefetcher(batches, cfg.decoder.prefetch)
     return (to_device(batch, device) for batch in batches)

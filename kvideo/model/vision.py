@@ -19,6 +19,26 @@ from kvideo.config.model import ModelConfig
 from kvideo.model.lm import Block, init_position_table, init_weights
 
 
+def conv_stem(patch_size: int, width: int) -> nn.Sequential:
+    """Stride-2 3x3 convolutions down to the patch grid ("Early convolutions help
+    transformers see better", Xiao et al. 2021): local edge and corner detectors that a
+    linear patch projection has to learn the slow way, at a few % of the ViT's FLOPs.
+    ``patch_size`` must be a power of two; channels double up to ``width``.
+    """
+    stages = int(math.log2(patch_size))
+    if 2**stages != patch_size:
+        raise ValueError(f"model.patch_stem=conv needs a power-of-two model.patch_size (got {patch_size})")
+    layers: list[nn.Module] = []
+    channels = 3
+    for i in range(stages):
+        out = max(16, width >> (stages - 1 - i))
+        conv = nn.Conv2d(channels, out, kernel_size=3, stride=2, padding=1)
+        layers += [conv, nn.GroupNorm(1, out), nn.GELU()]
+        channels = out
+    layers.append(nn.Conv2d(channels, width, kernel_size=1))
+    return nn.Sequential(*layers)
+
+
 class ViTEncoder(nn.Module):
     """A small ViT trained from scratch: patch conv, learned grid positions, pre-norm blocks.
 
@@ -27,7 +47,15 @@ class ViTEncoder(nn.Module):
     """
 
     def __init__(
-        self, *, frame_size: int, patch_size: int, width: int, depth: int, heads: int, dropout: float = 0.0
+        self,
+        *,
+        frame_size: int,
+        patch_size: int,
+        width: int,
+        depth: int,
+        heads: int,
+        dropout: float = 0.0,
+        stem: str = "linear",
     ) -> None:
         super().__init__()
         if frame_size % patch_size:
@@ -37,7 +65,11 @@ class ViTEncoder(nn.Module):
         self.frame_size = frame_size
         self.grid = frame_size // patch_size
         self.out_width = width
-        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
+        self.patch_embed = (
+            conv_stem(patch_size, width)
+            if stem == "conv"
+            else nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
+        )
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, width))
         self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
@@ -53,7 +85,7 @@ class ViTEncoder(nn.Module):
             )
         # Match the conv's parameter dtype so fp16/bf16 frames from the GPU preprocess work
         # without autocast too (under autocast the conv itself still runs in low precision).
-        x = self.patch_embed(images.to(self.patch_embed.weight.dtype))
+        x = self.patch_embed(images.to(self.pos_embed.dtype))
         n, c, gh, gw = x.shape
         x = x.flatten(2).transpose(1, 2) + self.pos_embed
         for block in self.blocks:
@@ -155,4 +187,5 @@ def build_vision(cfg: ModelConfig, *, frame_size: int) -> ViTEncoder | TimmEncod
         depth=cfg.vision_depth,
         heads=cfg.vision_heads,
         dropout=cfg.dropout,
+        stem=cfg.patch_stem,
     )

@@ -106,7 +106,7 @@ class VideoLanguageModel(nn.Module):
                 f"frame_mask {tuple(frame_mask.shape)} does not match frames (B, F) {tuple(frames.shape[:2])}"
             )
         grid = self.vision(frames.flatten(0, 1))  # (B*F, gh, gw, C)
-        visual = self.adapter(grid, f)  # (B, F*T, D)
+        visual = self.adapter(grid, f, frame_mask)  # (B, F*T, D)
         attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, input_ids.shape[1])
         logits = self.lm(visual, input_ids, attn_mask)
         out = {"logits": logits}
@@ -129,6 +129,7 @@ def build_model(
         out_width=cfg.lm_width,
         tokens_per_frame=cfg.tokens_per_frame,
         max_frames=max_frames,
+        motion_tokens=cfg.motion_tokens,
     )
     lm = CausalLM(
         vocab_size=vocab_size,

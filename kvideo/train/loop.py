@@ -149,6 +149,11 @@ class Trainer:
         # Same initial weights whatever the world size; then one data/dropout stream per rank.
         seed_everything(tc.seed)
         self.tokenizer = build_tokenizer(cfg.data)
+        # Before anything is written to the run dir: a wrong data_root or blocklist must
+        # fail without leaving a half-started run behind.
+        self.train_set = build_dataset(
+            cfg, split="train", tokenizer=self.tokenizer, local_rank=env.local_rank
+        )
         self.raw_model = build_model(
             cfg.model,
             vocab_size=self.tokenizer.vocab_size,
@@ -184,9 +189,6 @@ class Trainer:
         self.ddp = model if env.distributed else None
         self.model = torch.compile(model) if tc.compile else model
 
-        self.train_set = build_dataset(
-            cfg, split="train", tokenizer=self.tokenizer, local_rank=env.local_rank
-        )
         self._val_set: Any = None
         self._val_error: str | None = None
         self._build_dataset = build_dataset

@@ -1,0 +1,165 @@
+"""``python -m kvideo.validate``: every file of a configured split is probed (good ones with their
+media facts, bad ones with their training skip reason), hangs and crashes are contained, and
+the blocklist it writes makes the dataset mask those rows as ``blocklisted`` without opening
+them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kvideo.decode import DecodeError
+from kvideo.registry import DECODERS
+from kvideo.validate import BLOCKLIST_NAME, REPORT_NAME, SUMMARY_NAME, compose_config, main, probe_all
+from tests import hostile as H
+from tests.conftest import REPO
+
+TIMEOUT = "1.5"
+OPENED: list[str] = []  # paths the spy decoder was asked to decode
+
+
+def _spy_decoder(cfg, *, local_rank: int = 0):
+    """decord_cpu that records every path it is asked to decode (in this process); registered
+    as ``spy_cpu`` only for the test that uses it."""
+    from kvideo.decode.decord_decoder import make_cpu_decoder
+
+    inner = make_cpu_decoder(num_threads=cfg.num_threads, timeout_s=cfg.timeout_s)
+
+    class Spy:
+        def decode(self, path, sample, **kwargs):
+            OPENED.append(str(path))
+            return inner.decode(path, sample, **kwargs)
+
+    return Spy()
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory: pytest.TempPathFactory):
+    """Hostile corpus + 3 good clips behind a manifest (one path listed twice), validated once."""
+    root = tmp_path_factory.mktemp("validate")
+    cases = H.build_hostile_corpus(root / "videos")
+    good = [H.make_good(root / "videos" / f"good_{i}.mp4", i) for i in range(3)]
+    paths = [c.path for c in cases] + good + [good[0]]
+    manifest = root / "train.jsonl"
+    lines = (json.dumps({"path": p, "caption": f"clip {i}"}) + "\n" for i, p in enumerate(paths))
+    manifest.write_text("".join(lines))
+    out = root / "report"
+    code = main([
+        "video/dataset=manifest", f"video.data_root={manifest}", "--out", str(out), "--workers", "2",
+        "--timeout", TIMEOUT, "--no-progress", "--frames", "4",  # 4: sees the corrupt middle
+    ])
+    yield {"root": root, "cases": cases, "good": good, "manifest": manifest, "out": out, "code": code}
+    H.release_hangs(root)
+    for case in cases:
+        if os.path.isfile(case.path):
+            os.chmod(case.path, 0o600)
+
+
+def test_report_has_one_record_per_distinct_file(scanned) -> None:
+    assert scanned["code"] == 0
+    records = [json.loads(line) for line in (scanned["out"] / REPORT_NAME).read_text().splitlines()]
+    by_path = {r["path"]: r for r in records}
+    assert len(by_path) == len(records) == len(scanned["cases"]) + len(scanned["good"])
+    assert sorted(r["index"] for r in records) == list(range(len(records)))
+    for case in scanned["cases"]:
+        r = by_path[case.path]
+        outcome = None if r["ok"] else r["reason"]
+        assert case.accepts(outcome), (case.name, r)
+    for path in scanned["good"]:
+        r = by_path[path]
+        assert r["ok"] and r["reason"] is None
+        assert (r["codec"], r["width"], r["height"], r["num_frames"]) == ("h264", 64, 48, 10)
+        assert r["fps"] == pytest.approx(10.0) and r["duration"] == pytest.approx(1.0)
+    vp8 = by_path[next(c.path for c in scanned["cases"] if c.name == "vp8_webm")]
+    assert vp8["codec"] == "vp8"
+
+
+def test_summary_counts_and_blocklist_agree_with_the_report(scanned) -> None:
+    records = [json.loads(line) for line in (scanned["out"] / REPORT_NAME).read_text().splitlines()]
+    bad = sorted(r["path"] for r in records if not r["ok"])
+    summary = json.loads((scanned["out"] / SUMMARY_NAME).read_text())
+    counts: dict[str, int] = {}
+    for r in records:
+        if not r["ok"]:
+            counts[r["reason"]] = counts.get(r["reason"], 0) + 1
+    assert summary["reasons"] == counts and summary["bad"] == len(bad)
+    assert summary["rows"] == len(records) + 1  # the duplicated row is probed once
+    assert counts["timeout"] == 1  # the ffconcat -> FIFO file, killed with its worker
+    lines = (scanned["out"] / BLOCKLIST_NAME).read_text().splitlines()
+    assert lines[0].startswith("#")
+    assert lines[1:] == bad
+
+
+def test_blocklisted_rows_are_masked_and_never_opened(scanned, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvideo.data.loader import build_dataset
+    from kvideo.data.tokenizer import build_tokenizer
+
+    monkeypatch.setitem(DECODERS._entries, "spy_cpu", _spy_decoder)  # removed again after the test
+    blocklist = scanned["out"] / BLOCKLIST_NAME
+    cfg = compose_config([
+        "video/dataset=manifest", f"video.data_root={scanned['manifest']}", f"data.blocklist={blocklist}",
+        "decoder.name=spy_cpu", f"decoder.timeout_s={TIMEOUT}", "video.frame_size=32", "video.max_frames=4",
+        "video.min_frames=2",
+    ])
+    ds = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
+    blocked = set(blocklist.read_text().splitlines()[1:])
+    OPENED.clear()
+    for i in range(len(ds)):
+        item = ds[i]
+        if item["path"] in blocked:
+            assert item["skip_reason"] == "blocklisted" and not item["frame_mask"].any()
+        else:
+            assert item["skip_reason"] == "", item["path"]  # validate's "ok" is training's "ok"
+    assert not set(OPENED) & blocked
+    assert set(OPENED) == {r.path for r in ds.rows} - blocked
+
+
+def test_a_probe_that_crashes_its_worker_is_reported_and_the_scan_goes_on(
+    scanned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers are forked, so a patched Prober reaches them: SIGSEGV on one path stands in for an
+    FFmpeg crash (the supervisor sees a dead process, whatever killed it)."""
+    import kvideo.probe
+
+    real = kvideo.probe.Prober.probe
+
+    def probe(self, path: str):
+        if path.endswith("crash.mp4"):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(self, path)
+
+    monkeypatch.setattr(kvideo.probe.Prober, "probe", probe)
+    good = scanned["good"]
+    paths = [good[0], str(scanned["root"] / "crash.mp4"), good[1], good[2]]
+    records = {r["index"]: r for r in probe_all(paths, workers=1, timeout_s=30)}
+    assert sorted(records) == [0, 1, 2, 3]
+    assert records[1]["reason"] == "decode_error" and "SIGSEGV" in records[1]["detail"]
+    assert all(records[i]["ok"] for i in (0, 2, 3))  # the rest of the crashed worker's chunk was requeued
+
+
+def test_cli_refuses_a_bad_config_before_scanning(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kvideo.validate", "video.fps=0", "--out", str(tmp_path / "out")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 2
+    assert "video.fps must be positive (got 0.0)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_probe_all_with_no_paths_yields_nothing() -> None:
+    assert list(probe_all([], workers=2, timeout_s=1)) == []
+
+
+def test_decode_error_type_is_the_training_one() -> None:
+    # The report's reasons are SKIP_REASONS: same vocabulary as metrics.jsonl / skipped.jsonl.
+    from kvideo.decode.errors import SKIP_REASONS
+
+    assert DecodeError("timeout", "x").reason in SKIP_REASONS
