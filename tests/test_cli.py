@@ -46,10 +46,10 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "fps: 2.5" in result.stdout
     assert "sampling_policy: uniform" in result.stdout
-    assert "tokens_per_frame: 4" in result.stdout
+    assert "tokens_per_frame: 16" in result.stdout
 
 
 def test_token_budget_from_the_cli(tmp_path: Path) -> None:
     result = run_train("video.max_frames=64", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode != 0
-    assert "64 * 4 + 48 = 304 > model.max_seq_len (256)" in result.stderr
+    assert "64 * 16 + 48 = 1072 > model.max_seq_len (384)" in result.stderr

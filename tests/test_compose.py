@@ -88,7 +88,7 @@ def test_post_init_rules_fire_after_compose() -> None:
 
 def test_token_budget_at_compose_time() -> None:
     cfg = compose_cfg(["video.max_frames=64"])
-    with pytest.raises(ValueError, match=r"= 64 \* 4 \+ 48 = 304 > model.max_seq_len \(256\)"):
+    with pytest.raises(ValueError, match=r"= 64 \* 16 \+ 48 = 1072 > model.max_seq_len \(384\)"):
         to_validated(cfg)
 
 
