@@ -147,6 +147,13 @@ def make_h264(
     )
 
 
+def _make_webm(path: str | os.PathLike[str], *, codec: str, seconds: float, fps: int, width: int,
+               height: int, gop: int) -> str:
+    n = max(1, round(seconds * fps))
+    return _encode(path, list(range(n)), Fraction(1, fps), codec=codec, width=width, height=height,
+                   rate=fps, gop=gop)
+
+
 def make_vp9_webm(
     path: str | os.PathLike[str],
     *,
@@ -157,17 +164,7 @@ def make_vp9_webm(
     gop: int = 250,
 ) -> str:
     """Constant-frame-rate VP9 in WebM (millisecond timestamps, so times are rounded)."""
-    n = max(1, round(seconds * fps))
-    return _encode(
-        path,
-        list(range(n)),
-        Fraction(1, fps),
-        codec="libvpx-vp9",
-        width=width,
-        height=height,
-        rate=fps,
-        gop=gop,
-    )
+    return _make_webm(path, codec="libvpx-vp9", seconds=seconds, fps=fps, width=width, height=height, gop=gop)
 
 
 def make_vp8_webm(
@@ -180,17 +177,7 @@ def make_vp8_webm(
     gop: int = 250,
 ) -> str:
     """Constant-frame-rate VP8 in WebM (decord users report inaccurate seeks on VP8)."""
-    n = max(1, round(seconds * fps))
-    return _encode(
-        path,
-        list(range(n)),
-        Fraction(1, fps),
-        codec="libvpx",
-        width=width,
-        height=height,
-        rate=fps,
-        gop=gop,
-    )
+    return _make_webm(path, codec="libvpx", seconds=seconds, fps=fps, width=width, height=height, gop=gop)
 
 
 def vfr_times(n: int = 30) -> list[float]:
