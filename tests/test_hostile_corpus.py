@@ -58,7 +58,7 @@ def small_overrides(data_root: Path, **extra: Any) -> list[str]:
         "video.frame_size": 32, "video.max_frames": 8, "video.min_frames": 4, "video.fps": 2.0,
         "decoder.timeout_s": TIMEOUT_S,
         "model.vision_width": 32, "model.vision_heads": 2, "model.lm_width": 32, "model.lm_heads": 2,
-        "model.vision_depth": 1, "model.lm_depth": 1,
+        "model.vision_depth": 1, "model.lm_depth": 1, "model.tokens_per_frame": 4,
         "trainer.device": "cpu", "trainer.batch_size": BATCH, "trainer.num_workers": 0,
         "trainer.log_every": 1, "trainer.ckpt_every": 0, "trainer.val_every": 0, "trainer.warmup_steps": 1,
     }

@@ -105,6 +105,7 @@ def test_blocklisted_rows_are_masked_and_never_opened(scanned, monkeypatch: pyte
     cfg = compose_config([
         "video/dataset=manifest", f"video.data_root={scanned['manifest']}", f"data.blocklist={blocklist}",
         "decoder.name=spy_cpu", f"decoder.timeout_s={TIMEOUT}", "video.frame_size=32", "video.max_frames=4",
+        "model.tokens_per_frame=4",
         "video.min_frames=2",
     ])
     ds = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
