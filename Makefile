@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kvideo-installed
-# Pinned so pip takes the local CPU wheel instead of resolving a multi-GB CUDA build.
+# Installed first and pinned, so the project's `torch` requirement is already satisfied and
+# pip never resolves a different (multi-GB CUDA) build. On a machine without a local CPU
+# wheel, point TORCH_INDEX at a CPU-only wheel index (or at the CUDA index you want).
 TORCH_PIN ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: install train test lint bench slurm-up slurm-down clean
 
@@ -13,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_PIN)"
 	$(PY) -m pip install --quiet -e ".[dev,slurm]"
 	touch $(STAMP)
 

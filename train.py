@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -36,23 +37,25 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         result = train(run_cfg, run_dir=run_dir)
+        if result.get("status") == "preempted":
+            # The checkpoint is on disk: now let a launcher's own handler act (submitit's
+            # requeues the job and exits; past max_num_timeout it raises); otherwise exit
+            # "temporary failure, run me again".
+            from kvideo.train.signals import EXIT_PREEMPTED, run_deferred_handlers
+
+            run_deferred_handlers()
+            sys.exit(EXIT_PREEMPTED)
     except Exception as e:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
         # In a sweep, one failed job must not hide the others' results: record the
         # failure for the sweep report (which then exits non-zero) and carry on.
         logging.getLogger("kvideo").exception("job failed")
-        (run_dir / "failed.json").write_text(
-            json.dumps({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
-        )
+        if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
+            (run_dir / "failed.json").write_text(
+                json.dumps({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+            )
         return None
-    if result.get("status") == "preempted":
-        # The checkpoint is on disk: now let a launcher's own handler act (submitit's
-        # requeues the job and exits); otherwise exit "temporary failure, run me again".
-        from kvideo.train.signals import EXIT_PREEMPTED, run_deferred_handlers
-
-        run_deferred_handlers()
-        sys.exit(EXIT_PREEMPTED)
     # Returned for sweepers that optimise a metric (e.g. Optuna): lower is better.
     return result.get("val_loss")
 

@@ -152,3 +152,39 @@ def test_loader_output_is_normalized_float_channels_first(tmp_path: Path, clips:
     assert batch["frames"].min() < -1.0 and batch["frames"].max() > 1.0  # ImageNet-normalized
     assert batch["index"].tolist() == [0, 1, 2, 3]
     assert batch["skip_reason"] == ["", "", "", ""]
+
+
+def test_prefetch_thread_stops_when_the_consumer_stops_early() -> None:
+    """GPU decoding reads ahead on a thread; an early stop (capped validation, preemption)
+    must end that thread instead of leaving it blocked while it holds decoded frames."""
+    import itertools
+
+    from kvideo.data.loader import _ThreadPrefetcher
+
+    produced: list[int] = []
+
+    def endless():
+        for i in itertools.count():
+            produced.append(i)
+            yield i
+
+    prefetcher = _ThreadPrefetcher(endless(), depth=2)
+    it = iter(prefetcher)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()
+    prefetcher._thread.join(timeout=5)
+    assert not prefetcher._thread.is_alive()
+    assert len(produced) <= 3 + 2 + 2  # consumed + queue depth + one in hand
+
+
+def test_prefetch_thread_surfaces_source_errors() -> None:
+    from kvideo.data.loader import _ThreadPrefetcher
+
+    def broken():
+        yield 1
+        raise RuntimeError("decoder exploded")
+
+    it = iter(_ThreadPrefetcher(broken(), depth=1))
+    assert next(it) == 1
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        next(it)

@@ -125,6 +125,9 @@ def test_detect_single_process() -> None:
     assert detect_launch({"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_JOB_ID": "5"}).world_size == 1
     in_salloc = {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "1"}
     assert detect_launch(in_salloc).world_size == 1
+    # What an `sbatch -n 4` batch script sees (read off the local cluster): no step, one process.
+    in_sbatch_script = {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_LOCALID": "0", "SLURM_JOB_ID": "7"}
+    assert detect_launch(in_sbatch_script).world_size == 1
 
 
 def test_detect_torchrun_wins_over_slurm() -> None:
@@ -135,8 +138,8 @@ def test_detect_torchrun_wins_over_slurm() -> None:
 
 def test_detect_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "")  # no scontrol: exercise the parser
-    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "4242",
-           "SLURM_JOB_NODELIST": "gpu[07-08,11],cpu3"}
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1",
+           "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[07-08,11],cpu3"}
     launch = detect_launch(env)
     assert (launch.rank, launch.local_rank, launch.world_size, launch.source) == (5, 1, 8, "slurm")
     assert launch.master_addr == "gpu07"

@@ -21,7 +21,8 @@ class VideoConfig:
     dataset_type: Registry key for the dataset builder (``"webvid"`` default).
     dataset_name: On-disk corpus name within a style (e.g. ``"webvid-10M"``).
     sampling_policy: Registry key for the frame-sampling policy (``"uniform"``).
-    split: Which split to read (``"train"`` or ``"validation"``).
+    split: Which split to read (``"train"`` or ``"validation"``): the split training runs on
+        (validation always reads ``"validation"``) and the one ``kvideo.validate`` scans.
     max_samples: Cap the manifest to this many examples (``0`` = all).
     max_frames: Maximum frames sampled per clip (the per-clip budget).
     min_frames: Minimum frames sampled per clip; short clips pad up to this.

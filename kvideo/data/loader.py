@@ -59,7 +59,9 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     for key, first in samples[0].items():
         values = [s[key] for s in samples]
         if isinstance(first, torch.Tensor):
-            batch[key] = torch.stack(values)
+            # GPU-decoded clips sit on the GPU, a masked bad slot on the CPU: stack on the GPU.
+            device = next((v.device for v in values if v.is_cuda), first.device)
+            batch[key] = torch.stack([v.to(device) for v in values])
         elif isinstance(first, int):
             batch[key] = torch.tensor(values, dtype=torch.long)
         else:
@@ -84,31 +86,50 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 class _ThreadPrefetcher:
-    """Iterate ``source`` on a daemon thread, ``depth`` items ahead."""
+    """Iterate ``source`` on a daemon thread, ``depth`` items ahead.
+
+    A consumer that stops early (validation capped at N batches, preemption) closes the
+    iterator, which stops the thread instead of leaving it blocked on a full queue while
+    holding GPU frames and the decoder.
+    """
 
     _END = object()
 
     def __init__(self, source: Iterable[Any], depth: int) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(source,), daemon=True)
         self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _run(self, source: Iterable[Any]) -> None:
         try:
             for item in source:
-                self._queue.put(item)
+                if not self._put(item):
+                    return
         except BaseException as e:  # surfaced in the consumer, not lost in a thread
-            self._queue.put(e)
-        self._queue.put(self._END)
+            self._put(e)
+        self._put(self._END)
 
     def __iter__(self) -> Iterator[Any]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
 
 
 def build_loader(

@@ -108,9 +108,11 @@ def detect_launch(environ: Mapping[str, str] | None = None) -> LaunchEnv:
             master_port=int(env.get("MASTER_PORT", "29500")),
             source="torchrun",
         )
-    # SLURM_STEP_NUM_TASKS describes the srun step this process belongs to; SLURM_NTASKS the
-    # whole allocation (a plain `python train.py` in an `salloc -n 4` shell is still 1 process).
-    ntasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
+    # SLURM_STEP_NUM_TASKS describes the srun step this process belongs to and is set only
+    # inside one; SLURM_NTASKS describes the whole allocation. A plain `python train.py` in an
+    # `salloc -n 4` shell, or in an `sbatch -n 4` script (whose batch step even sets
+    # SLURM_PROCID=0, checked on a real cluster), is one process and must not wait for 3 peers.
+    ntasks = env.get("SLURM_STEP_NUM_TASKS")
     if "SLURM_PROCID" in env and ntasks and int(ntasks) > 1:
         job_id = int(re.sub(r"\D", "", env.get("SLURM_JOB_ID", "0")) or 0)
         port = int(env.get("MASTER_PORT", SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN))

@@ -117,7 +117,7 @@ def train(cfg: KVideoConfig, run_dir: Path | str) -> dict[str, Any]:
     """Train (or resume training) in ``run_dir``; returns the final metrics.
 
     The returned dict has ``status``: ``"completed"`` (``final.json`` written) or
-    ``"preempted"`` (a SIGTERM/SIGUSR1 or ``request_checkpoint_and_exit()`` made the loop
+    ``"preempted"`` (a SIGTERM/SIGUSR1/SIGUSR2 or ``request_checkpoint_and_exit()`` made the loop
     checkpoint and stop; the caller should exit with ``signals.EXIT_PREEMPTED`` so the job is
     requeued, and the next start in the same ``run_dir`` resumes).
     """
@@ -151,8 +151,11 @@ class Trainer:
         self.tokenizer = build_tokenizer(cfg.data)
         # Before anything is written to the run dir: a wrong data_root or blocklist must
         # fail without leaving a half-started run behind.
+        # GPU decoding must use the trainer's device, which is not always cuda:local_rank
+        # (one visible GPU per task under --gpus-per-task makes every rank's device cuda:0).
+        self.decode_gpu = self.device.index if self.device.type == "cuda" else env.local_rank
         self.train_set = build_dataset(
-            cfg, split="train", tokenizer=self.tokenizer, local_rank=env.local_rank
+            cfg, split=cfg.video.split, tokenizer=self.tokenizer, local_rank=self.decode_gpu
         )
         self.raw_model = build_model(
             cfg.model,
@@ -323,7 +326,7 @@ class Trainer:
         if self._val_set is None:
             try:
                 self._val_set = self._build_dataset(
-                    self.cfg, split="validation", tokenizer=self.tokenizer, local_rank=self.env.local_rank
+                    self.cfg, split="validation", tokenizer=self.tokenizer, local_rank=self.decode_gpu
                 )
             except (ValueError, FileNotFoundError) as e:
                 self._val_error = str(e)
