@@ -124,7 +124,7 @@ def write_plot(jobs: list[JobOutcome], axes: list[str], metrics: list[str], swee
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plotted = [m for m in metrics if m.startswith(("acc_", "val_"))] or metrics[:3]
+    plotted = [m for m in metrics if m.startswith("acc_") or m == "val_loss"] or metrics[:3]
     ok = [j for j in jobs if j.status == "ok"]
     x_key = axes[0] if axes else "job"
     ncols = max(1, len(plotted))

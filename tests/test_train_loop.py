@@ -346,3 +346,19 @@ def test_signal_handler_sets_flag_and_chains_after_the_checkpoint(monkeypatch: p
     finally:
         signals.clear_request()
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_worker_processes_and_early_epoch_opening_leave_the_run_unchanged(
+    corpus: dict[str, Any], tmp_path: Path
+) -> None:
+    """With workers the next epoch's loader is opened before the current one ends; with
+    random_segment the frames depend on the epoch, so a mix-up would change the losses."""
+    losses = {}
+    for workers in (0, 2):
+        cfg = tiny_config(corpus["root"], num_workers=workers, val_every=0)
+        cfg.video.sampling_policy = "random_segment"
+        train(cfg, tmp_path / f"w{workers}")
+        losses[workers] = _train_losses(tmp_path / f"w{workers}")
+    assert list(losses[0]) == list(range(1, MAX_STEPS + 1))
+    for step, loss in losses[0].items():
+        assert losses[2][step] == pytest.approx(loss, abs=1e-5), step

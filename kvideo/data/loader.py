@@ -149,11 +149,13 @@ def build_loader(
 
     Frames come out normalized, as float (B, F, 3, S, S) on ``device``.
     """
-    dataset.set_epoch(epoch)
     on_gpu = cfg.decoder.name in GPU_DECODERS
     workers = 0 if on_gpu else cfg.trainer.num_workers
 
     def make_loader(delivered: int) -> DataLoader:
+        # Set here, right before the workers fork with their copy of the dataset: the next
+        # epoch may have been opened early and set its own epoch on the shared object.
+        dataset.set_epoch(epoch)
         sampler = ResumableShardSampler(
             len(dataset), rank=rank, world_size=world_size, seed=cfg.trainer.seed, epoch=epoch,
             shuffle=shuffle, skip=skip_samples + delivered, drop_last=drop_last,
@@ -170,8 +172,12 @@ def build_loader(
             prefetch_factor=4 if workers else None,
         )
 
+    # Worker processes start (and decode ahead) now, not at the first next(): a trainer that
+    # opens the next epoch before this one ends then never waits for worker start-up.
+    first = make_loader(0)
+    started = (first, iter(first)) if workers else None
     # A decode timeout leaves a stuck thread in its worker: replace the workers (watchdog.py).
-    batches: Iterable[dict[str, Any]] = restart_on_timeout(make_loader, enabled=workers > 0)
+    batches: Iterable[dict[str, Any]] = restart_on_timeout(make_loader, enabled=workers > 0, started=started)
     if on_gpu:
         batches = _ThreadPrefetcher(batches, cfg.decoder.prefetch)
     return (to_device(batch, device) for batch in batches)

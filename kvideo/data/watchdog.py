@@ -40,7 +40,10 @@ def _close(it: Iterator[Any]) -> None:
 
 
 def restart_on_timeout(
-    make_loader: Callable[[int], Iterable[dict[str, Any]]], *, enabled: bool
+    make_loader: Callable[[int], Iterable[dict[str, Any]]],
+    *,
+    enabled: bool,
+    started: tuple[Iterable[dict[str, Any]], Iterator[dict[str, Any]]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Batches of ``make_loader(0)``; after a batch with a ``timeout`` sample, continue from
     ``make_loader(delivered)`` on fresh workers.
@@ -48,13 +51,16 @@ def restart_on_timeout(
     ``make_loader(n)`` must return a loader over the same sample order minus its first ``n``
     samples (the caller's sampler takes ``skip``). Batches need a ``skip_reason`` list, one
     entry per sample (``kvideo.data.clip_dataset`` provides it). ``enabled=False`` (no worker
-    processes) passes the first loader through untouched.
+    processes) passes the first loader through untouched. ``started`` is ``make_loader(0)``
+    with its iterator already created (workers already decoding ahead), for callers that
+    open the next epoch before the current one ends.
     """
     delivered = 0
     restarts = 0
-    loader = make_loader(0)
+    loader, first_iter = started if started is not None else (make_loader(0), None)
     while True:
-        it = iter(loader)
+        it = first_iter if first_iter is not None else iter(loader)
+        first_iter = None
         hung = False
         try:
             for batch in it:
