@@ -43,6 +43,7 @@ from kvideo.train.distributed import (
     DistEnv,
     all_gather_objects,
     all_reduce_counts,
+    all_reduce_sum,
     any_rank,
     cleanup,
     init_distributed,
@@ -426,7 +427,9 @@ class Trainer:
     def log_step(self, info: dict[str, Any]) -> None:
         """A metrics line (collectives: every rank calls this at the same steps)."""
         counts = self.flush_skipped()
-        window = {k: float(v) for k, v in self.timer.window(self.env.world_size).items()}
+        t = self.timer
+        summed = all_reduce_sum([float(t.loss_sum), float(t.tokens), float(t.clips)], self.env)
+        window = t.window(self.env.world_size, summed)
         self.timer.reset()
         skipped = {k: v for k, v in counts.items() if v}
         record = {

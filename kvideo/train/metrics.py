@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +114,21 @@ class StepTimer:
         self.total_wait_s += wait_s
         self.total_clips += clips
 
-    def window(self, world_size: int) -> dict[str, float]:
-        """Mean loss and rates over the steps since the last ``reset`` (rates summed over ranks:
-        every rank processes the same batch shape)."""
+    def window(self, world_size: int, summed: Sequence[float] | None = None) -> dict[str, float]:
+        """Mean loss and rates over the steps since the last ``reset``.
+
+        ``summed`` is this window's ``(loss_sum, tokens, clips)`` added over all ranks, so the
+        loss is the mean over every rank's batches, not rank 0's alone; without it this rank's
+        numbers stand for every rank (same batch shape everywhere).
+        """
+        if summed is None:
+            summed = (float(self.loss_sum) * world_size, self.tokens * world_size, self.clips * world_size)
+        loss_sum, tokens, clips = (float(v) for v in summed)
         secs = max(self.step_s, 1e-9)
         return {
-            "loss": self.loss_sum / max(self.steps, 1),
-            "tokens_per_s": self.tokens * world_size / secs,
-            "clips_per_s": self.clips * world_size / secs,
+            "loss": loss_sum / max(self.steps * world_size, 1),
+            "tokens_per_s": tokens / secs,
+            "clips_per_s": clips / secs,
             "data_wait_share": self.wait_s / secs,
         }
 
