@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -132,26 +133,18 @@ def make_h264(
     """Constant-frame-rate H.264 MP4. ``gop=250`` is WebVid's keyframe interval (one
     keyframe per short clip); ``faststart`` puts the moov atom first, which is what makes a
     truncated copy still open (it then over-reports its frame count)."""
-    n = max(1, round(seconds * fps))
-    return _encode(
-        path,
-        list(range(n)),
-        Fraction(1, fps),
-        codec="libx264",
-        width=width,
-        height=height,
-        rate=fps,
-        gop=gop,
-        bframes=bframes,
-        container_options={"movflags": "faststart"} if faststart else None,
+    return _make_cfr(
+        path, codec="libx264", seconds=seconds, fps=fps, width=width, height=height, gop=gop,
+        bframes=bframes, container_options={"movflags": "faststart"} if faststart else None,
     )
 
 
-def _make_webm(path: str | os.PathLike[str], *, codec: str, seconds: float, fps: int, width: int,
-               height: int, gop: int) -> str:
+def _make_cfr(path: str | os.PathLike[str], *, codec: str, seconds: float, fps: int, width: int,
+              height: int, gop: int, **encode: Any) -> str:
+    """Constant frame rate: frame i at i / fps (pts i in a 1/fps time base)."""
     n = max(1, round(seconds * fps))
     return _encode(path, list(range(n)), Fraction(1, fps), codec=codec, width=width, height=height,
-                   rate=fps, gop=gop)
+                   rate=fps, gop=gop, **encode)
 
 
 def make_vp9_webm(
@@ -164,7 +157,7 @@ def make_vp9_webm(
     gop: int = 250,
 ) -> str:
     """Constant-frame-rate VP9 in WebM (millisecond timestamps, so times are rounded)."""
-    return _make_webm(path, codec="libvpx-vp9", seconds=seconds, fps=fps, width=width, height=height, gop=gop)
+    return _make_cfr(path, codec="libvpx-vp9", seconds=seconds, fps=fps, width=width, height=height, gop=gop)
 
 
 def make_vp8_webm(
@@ -177,7 +170,7 @@ def make_vp8_webm(
     gop: int = 250,
 ) -> str:
     """Constant-frame-rate VP8 in WebM (decord users report inaccurate seeks on VP8)."""
-    return _make_webm(path, codec="libvpx", seconds=seconds, fps=fps, width=width, height=height, gop=gop)
+    return _make_cfr(path, codec="libvpx", seconds=seconds, fps=fps, width=width, height=height, gop=gop)
 
 
 def vfr_times(n: int = 30) -> list[float]:
