@@ -19,6 +19,22 @@ WORLD = 2
 FRAMES, SIZE, TEXT = 2, 32, 12
 
 
+TINY_MODEL = ModelConfig(patch_size=16, vision_width=32, vision_depth=1, vision_heads=2, tokens_per_frame=4,
+                         lm_width=32, lm_depth=1, lm_heads=2, max_seq_len=64, max_text_len=TEXT)
+
+
+def _rank_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rank ``rank``'s data: different on each rank, same shape and token count (so the DDP
+    mean of per-rank mean losses is the mean over the union)."""
+    g = torch.Generator().manual_seed(rank)
+    frames = torch.randn(3, FRAMES, 3, SIZE, SIZE, generator=g)
+    frame_mask = torch.ones(3, FRAMES, dtype=torch.bool)
+    ids = torch.randint(0, 50, (3, TEXT), generator=g)
+    labels = ids.clone()
+    labels[:, :2] = -100
+    return frames, frame_mask, ids, labels
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -40,24 +56,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     env = init_distributed("cpu")
     try:
         assert (env.rank, env.world_size, env.backend, env.is_main) == (rank, WORLD, "gloo", rank == 0)
-        cfg = ModelConfig(patch_size=16, vision_width=32, vision_depth=1, vision_heads=2, tokens_per_frame=4,
-                          lm_width=32, lm_depth=1, lm_heads=2, max_seq_len=64, max_text_len=TEXT)
         # Deliberately different init per rank: DDP must broadcast rank 0's weights.
         torch.manual_seed(100 + rank)
-        model = build_model(cfg, vocab_size=50, max_frames=FRAMES, frame_size=SIZE)
+        model = build_model(TINY_MODEL, vocab_size=50, max_frames=FRAMES, frame_size=SIZE)
         ddp = wrap_model(model, env)
         optim = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-2)
 
-        # Different data on each rank, same shape (and same token count, so the DDP mean of
-        # per-rank mean losses is the mean over the union).
-        g = torch.Generator().manual_seed(rank)
-        frames = torch.randn(3, FRAMES, 3, SIZE, SIZE, generator=g)
-        frame_mask = torch.ones(3, FRAMES, dtype=torch.bool)
-        ids = torch.randint(0, 50, (3, TEXT), generator=g)
-        labels = ids.clone()
-        labels[:, :2] = -100
-
-        loss = ddp(frames, frame_mask, ids, labels)["loss"]
+        loss = ddp(*_rank_batch(rank))["loss"]
         loss.backward()
         grads = [p.grad.detach().clone() for p in model.parameters()]
         optim.step()
@@ -85,19 +90,11 @@ def _reference_step() -> torch.Tensor:
     from kvideo.model.vlm import build_model
     from kvideo.train.loop import param_groups
 
-    cfg = ModelConfig(patch_size=16, vision_width=32, vision_depth=1, vision_heads=2, tokens_per_frame=4,
-                      lm_width=32, lm_depth=1, lm_heads=2, max_seq_len=64, max_text_len=TEXT)
     torch.manual_seed(100)
-    model = build_model(cfg, vocab_size=50, max_frames=FRAMES, frame_size=SIZE)
+    model = build_model(TINY_MODEL, vocab_size=50, max_frames=FRAMES, frame_size=SIZE)
     optim = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-2)
     for rank in range(WORLD):
-        g = torch.Generator().manual_seed(rank)
-        frames = torch.randn(3, FRAMES, 3, SIZE, SIZE, generator=g)
-        frame_mask = torch.ones(3, FRAMES, dtype=torch.bool)
-        ids = torch.randint(0, 50, (3, TEXT), generator=g)
-        labels = ids.clone()
-        labels[:, :2] = -100
-        loss = model(frames, frame_mask, ids, labels)["loss"] / WORLD
+        loss = model(*_rank_batch(rank))["loss"] / WORLD
         loss.backward()
     optim.step()
     return torch.cat([p.detach().flatten() for p in model.parameters()])
