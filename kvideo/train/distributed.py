@@ -23,6 +23,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from kvideo.config.checks import require_choice
+from kvideo.config.trainer import DEVICES
+
 log = logging.getLogger(__name__)
 
 # Ports derived from SLURM_JOB_ID land in [BASE, BASE + SPAN): above the well-known and
@@ -130,8 +133,7 @@ def detect_launch(environ: Mapping[str, str] | None = None) -> LaunchEnv:
 
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     """``trainer.device`` -> a concrete device; ``cuda`` without CUDA is a config error."""
-    if preference not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"trainer.device must be one of ['auto', 'cpu', 'cuda'] (got {preference!r})")
+    require_choice("trainer.device", preference, DEVICES)
     if preference == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             "trainer.device=cuda but CUDA is not available in this process "
