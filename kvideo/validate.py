@@ -36,6 +36,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from kvideo.resources import usable_cores
+
 REPORT_NAME = "validate_report.jsonl"
 SUMMARY_NAME = "validate_summary.json"
 BLOCKLIST_NAME = "blocklist.txt"
@@ -256,13 +258,6 @@ def write_report(
 # ----------------------------------------------------------------------------- CLI
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m kvideo.validate",
@@ -272,7 +267,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (as for train.py)")
     parser.add_argument("--out", type=Path, default=Path("validate_out"), help="report folder")
-    parser.add_argument("--workers", type=int, default=_usable_cores(),
+    parser.add_argument("--workers", type=int, default=usable_cores(),
                         help="probe processes (default: usable cores)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per file before it counts as 'timeout' (default: decoder.timeout_s)")

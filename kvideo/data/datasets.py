@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from kvideo.data.rows import ClipRow
 from kvideo.registry import DATASETS
+from kvideo.resources import usable_cores
 
 if TYPE_CHECKING:
     from kvideo.config.data import DataConfig
@@ -322,6 +323,6 @@ def build_sample(video: VideoConfig, data: DataConfig, *, split: str, max_sample
         n_train=data.sample_train_clips,
         n_val=data.sample_val_clips,
         seed=data.sample_seed,
-        workers=max(1, min(4, os.cpu_count() or 1)),
+        workers=max(1, min(4, usable_cores())),
     )
     return read_webvid(root, name, split, max_samples)
