@@ -1,10 +1,10 @@
 """Probe one video file: can training use it, and what is it?
 
-Why through the training decoder (``DecordDecoder``) rather than a separate ffprobe-like
-path: a file is "good" exactly when the decoder training uses can open it and return a
-frame, and a bad file's reason is the same ``SKIP_REASONS`` entry training would count.
-Codec name and nominal rate come from PyAV (header only, ~1 ms), because decord does not
-expose them.
+Why through the training decoder rather than a separate ffprobe-like path: a file is
+"good" exactly when the decoder training uses returns its frames at the size training asks
+for, and a bad file's reason is the same ``SKIP_REASONS`` entry training would count. Codec
+name and native size come from PyAV (header only, ~1 ms), because decord does not expose
+them.
 
 No deadline here: ``kvideo.validate`` runs probes in child processes and kills a child
 whose probe overruns, which also contains hard crashes (a segfault in FFmpeg) that an
@@ -14,26 +14,41 @@ in-process thread deadline could not.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvideo.decode.errors import DecodeError
+
+if TYPE_CHECKING:
+    from kvideo.config.decoder import DecoderConfig
 
 
 class Prober:
     """Reusable per process (builds its decoder once); ``probe(path) -> record``.
 
+    ``decoder``: the training decoder's config (a GPU decoder is probed with ``decord_cpu``).
+    ``size``: the square frame size training decodes at (``None``: native size).
     ``frames``: how many evenly spaced frames to decode (first and last included when > 1).
     1 (open + first frame) is the cheap scan; it cannot see damage later in the file (a
     corrupt or truncated middle), which more frames catch at proportionally more cost.
     """
 
-    def __init__(self, num_threads: int = 1, frames: int = 1) -> None:
-        from kvideo.decode.decord_decoder import make_cpu_decoder
+    def __init__(
+        self, decoder: DecoderConfig | None = None, *, size: int | None = None, frames: int = 1
+    ) -> None:
+        from kvideo.config.decoder import DecoderConfig
+        from kvideo.data.loader import GPU_DECODERS
+        from kvideo.decode import build_decoder
 
         if frames < 1:
             raise ValueError(f"frames must be >= 1 (got {frames})")
-        self._decoder = make_cpu_decoder(num_threads=num_threads, timeout_s=None)
+        decoder = decoder or DecoderConfig()
+        if decoder.name in GPU_DECODERS:  # probes run in forked CPU processes
+            decoder = replace(decoder, name="decord_cpu")
+        self._decoder = build_decoder(decoder)
+        self._decoder.timeout_s = None  # kvideo.validate's parent times each probe out itself
+        self._size = size
         self._sample = partial(_spread, frames)
 
     def probe(self, path: str) -> dict[str, Any]:
@@ -45,17 +60,16 @@ class Prober:
             "duration": None, "fps": None, "num_frames": None, "width": None, "height": None, "codec": None,
         }
         try:
-            clip = self._decoder.decode(path, self._sample, size=None)
+            clip = self._decoder.decode(path, self._sample, size=self._size)
         except DecodeError as e:
             record.update(reason=e.reason, detail=e.detail)
         except Exception as e:  # a decoder bug must not stop the scan: report it on this file
             record.update(reason="decode_error", detail=f"{type(e).__name__}: {e}"[:300])
         else:
-            _, height, width, _ = clip.frames.shape
+            codec, width, height = _header(path)
             record.update(
                 ok=True, duration=round(clip.meta.duration, 6), fps=round(clip.meta.native_fps, 6),
-                num_frames=clip.meta.num_frames, width=int(width), height=int(height),
-                codec=_codec_name(path),
+                num_frames=clip.meta.num_frames, width=width, height=height, codec=codec,
             )
             del clip
         record["probe_s"] = round(time.perf_counter() - t0, 6)
@@ -68,11 +82,13 @@ def _spread(frames: int, meta: Any) -> list[float]:
     return [meta.duration * i / (frames - 1) for i in range(frames)]
 
 
-def _codec_name(path: str) -> str | None:
+def _header(path: str) -> tuple[str | None, int | None, int | None]:
+    """(codec name, native width, native height) from the container header."""
     try:
         import av
 
         with av.open(path) as container:
-            return container.streams.video[0].codec_context.name
+            ctx = container.streams.video[0].codec_context
+            return ctx.name, int(ctx.width), int(ctx.height)
     except Exception:
-        return None
+        return None, None, None

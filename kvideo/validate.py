@@ -2,8 +2,9 @@
 
 Composes the project's config exactly as ``train.py`` does (same ``conf/``, same overrides,
 same ``to_validated``), builds the rows of ``video.split`` with the configured dataset
-builder, probes every distinct file in parallel (``kvideo.probe``: open + decode one frame
-with the training decoder, or ``--frames N`` evenly spaced ones) and writes, under ``--out``:
+builder, probes every distinct file in parallel (``kvideo.probe``: the training decoder, at the
+training frame size, ``video.max_frames`` evenly spaced frames; ``--frames``/``--size``
+change that) and writes, under ``--out``:
 
 * ``validate_report.jsonl``: one record per file (ok, reason, detail, duration, fps, frame
   count, codec, width, height, probe time), in completion order, with the row ``index``;
@@ -74,7 +75,7 @@ def dataset_paths(cfg: Any) -> tuple[list[str], int]:
 # ----------------------------------------------------------------------------- workers
 
 
-def _worker_main(conn: Connection, num_threads: int, frames: int) -> None:
+def _worker_main(conn: Connection, decoder: Any, size: int | None, frames: int) -> None:
     """Child: probe each path of each chunk it is sent, one result message per path."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     import torch
@@ -85,7 +86,7 @@ def _worker_main(conn: Connection, num_threads: int, frames: int) -> None:
     torch.set_num_threads(1)
     from kvideo.probe import Prober
 
-    prober = Prober(num_threads=num_threads, frames=frames)
+    prober = Prober(decoder, size=size, frames=frames)
     conn.send((_READY, None))  # the parent starts the first path's clock now, not at fork
     while True:
         try:
@@ -126,11 +127,13 @@ def _failure(path: str, reason: str, detail: str) -> dict[str, Any]:
 
 
 def probe_all(
-    paths: Sequence[str], *, workers: int, timeout_s: float, num_threads: int = 1, frames: int = 1
+    paths: Sequence[str], *, workers: int, timeout_s: float, decoder: Any = None, size: int | None = None,
+    frames: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Probe ``paths`` on ``workers`` supervised processes; yields records (with ``index``)
     in completion order. A path that overruns ``timeout_s`` or kills its worker still yields
-    exactly one record."""
+    exactly one record. ``decoder`` (a ``DecoderConfig``; default ``decord_cpu``), ``size``
+    and ``frames`` are what each probe decodes with (see ``kvideo.probe.Prober``)."""
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     # torch + decord imported once here, so forked workers start in milliseconds.
     import kvideo.decode.decord_decoder  # noqa: F401
@@ -139,7 +142,7 @@ def probe_all(
 
     def spawn() -> _Worker:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child, num_threads, frames), daemon=True)
+        proc = ctx.Process(target=_worker_main, args=(child, decoder, size, frames), daemon=True)
         proc.start()
         child.close()
         return _Worker(proc, parent)
@@ -271,17 +274,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="probe processes (default: usable cores)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per file before it counts as 'timeout' (default: decoder.timeout_s)")
-    parser.add_argument("--frames", type=int, default=1,
-                        help="evenly spaced frames to decode per file (1 = open + first frame; more "
-                        "catches damage later in the file)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="evenly spaced frames to decode per file (default: video.max_frames, as "
+                        "training reads; 1 = open + first frame, the cheapest scan)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="square size to decode at (default: video.frame_size, as training reads; "
+                        "0 = native size)")
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="Hydra config folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--fail-on-bad", action="store_true", help="exit 1 when any file is bad")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1 (got {args.workers})")
-    if args.frames < 1:
+    if args.frames is not None and args.frames < 1:
         parser.error(f"--frames must be >= 1 (got {args.frames})")
+    if args.size is not None and args.size < 0:
+        parser.error(f"--size must be >= 0 (got {args.size})")
     if args.timeout is not None and args.timeout <= 0:
         parser.error(f"--timeout must be positive (got {args.timeout})")
     return args
@@ -301,13 +309,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     timeout_s = args.timeout if args.timeout is not None else cfg.decoder.timeout_s
     t0 = time.perf_counter()
-    records = probe_all(paths, workers=args.workers, timeout_s=timeout_s, num_threads=cfg.decoder.num_threads,
-                        frames=args.frames)
+    frames = args.frames if args.frames is not None else cfg.video.max_frames
+    size = cfg.video.frame_size if args.size is None else (args.size or None)
+    records = probe_all(paths, workers=args.workers, timeout_s=timeout_s, decoder=cfg.decoder, size=size,
+                        frames=frames)
     summary = write_report(records, args.out, total=len(paths), progress=not args.no_progress)
     elapsed = time.perf_counter() - t0
     summary.update(
         rows=rows, dataset_type=cfg.video.dataset_type, data_root=cfg.video.data_root, split=cfg.video.split,
-        workers=args.workers, timeout_s=timeout_s, frames=args.frames, elapsed_s=round(elapsed, 3),
+        workers=args.workers, timeout_s=timeout_s, frames=frames, size=size, elapsed_s=round(elapsed, 3),
         files_per_s=round(summary["files"] / elapsed, 1) if elapsed > 0 else None,
     )
     tmp = args.out / (SUMMARY_NAME + ".tmp")

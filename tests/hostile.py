@@ -268,6 +268,14 @@ def build_hostile_corpus(root: Path, *, include_hang: bool = True) -> list[Hosti
             None, check="pyav",
         ),
         HostileCase(
+            "stream_copy_cut",
+            V.make_stream_copy_cut(
+                V.make_h264(root / "_src_cut.mp4", seconds=3, fps=25, gop=50, bframes=True),
+                root / "stream_copy_cut.mp4", cut=1.32,
+            ),
+            None, check="pyav", why="edit list with 33 pre-roll frames a player never shows",
+        ),
+        HostileCase(
             "one_frame", V.make_h264(root / "one_frame.mp4", seconds=0.04, fps=25), None, check="short"
         ),
         HostileCase(

@@ -1,5 +1,6 @@
-"""Decoder layer: index mapping (pure), decord_cpu against an independent PyAV decode,
-error reasons, trimming, timeout, GPU-factory error, and the reader-release guard."""
+"""Decoder layer: index mapping (pure), decord_cpu and pyav_cpu against an independent
+PyAV decode, edit lists, error reasons, trimming, timeout, GPU-factory error, and the
+reader-release guard."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "odd_size": V.make_odd_size(d / "odd.mp4"),
         "faststart": V.make_h264(d / "faststart.mp4", seconds=2, gop=10, faststart=True),
         "mpegts_b": V.make_mpegts(d / "b.ts", seconds=2),
+        "h264_6s_b": V.make_h264(d / "h264_6s_b.mp4", seconds=6, gop=50, bframes=True),
     }
+    c["stream_copy_cut"] = V.make_stream_copy_cut(c["h264_6s_b"], d / "cut.mp4", cut=1.32)
     c["audio_only"] = V.make_audio_only(d / "audio.m4a")
     c["text"] = V.make_text_as_video(d / "not_a_video.mp4")
     c["empty"] = V.write_bytes(d / "empty.mp4", b"")
@@ -60,8 +63,17 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return c
 
 
+CPU_DECODERS = ["decord_cpu", "pyav_cpu"]
+
+
+@pytest.fixture(scope="module", params=CPU_DECODERS)
+def dec(request):
+    """Each CPU decoder in turn: both must honour the same contract."""
+    return build_decoder(DecoderConfig(name=request.param, num_threads=1, timeout_s=30.0))
+
+
 @pytest.fixture(scope="module")
-def dec():
+def decord_dec():
     return build_decoder(DecoderConfig(name="decord_cpu", num_threads=1, timeout_s=30.0))
 
 
@@ -207,11 +219,12 @@ def test_meta_describes_the_real_frames(corpus, dec) -> None:
     assert seen[2] == ClipMeta(duration=1.0, native_fps=25.0, num_frames=25)  # offset removed
 
 
+@pytest.mark.parametrize("size", [32, 40])  # 32: decord fails on AVX-512 and hands over; 40: decord scales
 @pytest.mark.parametrize("name", ["h264_gop250", "vfr", "odd_size", "vp9"])
-def test_resized_in_decord_matches_pyav_resize(corpus, dec, name) -> None:
+def test_resized_matches_pyav_resize(corpus, dec, name, size) -> None:
     path, stamps = corpus[name], PROBE_STAMPS[name][:5]
-    clip = dec.decode(path, fixed(stamps), size=32)
-    assert tuple(clip.frames.shape) == (len(stamps), 32, 32, 3)
+    clip = dec.decode(path, fixed(stamps), size=size)
+    assert tuple(clip.frames.shape) == (len(stamps), size, size, 3)
     _, ref_times = V.pyav_at(path, stamps)
     assert clip.times == pytest.approx(ref_times, abs=1e-3)
     with av.open(path) as c:
@@ -221,7 +234,7 @@ def test_resized_in_decord_matches_pyav_resize(corpus, dec, name) -> None:
         ref = np.stack(
             [
                 by_time[round(t, 3)]
-                .reformat(width=32, height=32, format="rgb24", interpolation="BICUBIC")
+                .reformat(width=size, height=size, format="rgb24", interpolation="BICUBIC")
                 .to_ndarray()
                 for t in clip.times
             ]
@@ -231,19 +244,35 @@ def test_resized_in_decord_matches_pyav_resize(corpus, dec, name) -> None:
     assert encoded_indices(clip.frames) == [V.frame_index_of(f) for f in ref]
 
 
-def test_sizes_decord_cannot_emit_fall_back_to_a_torch_resize(corpus) -> None:
-    """decord 3.4 fails to copy out some widths (16 among them); such a size is decoded at
-    native size and resized in torch, and remembered so later calls skip the failed try."""
-    d = build_decoder(DecoderConfig())
-    stamps = [0.0, 0.5, 1.0]
-    for _ in range(2):
-        clip = d.decode(corpus["h264_gop250"], fixed(stamps), size=16)
-        assert tuple(clip.frames.shape) == (3, 16, 16, 3) and clip.frames.dtype == torch.uint8
-        assert encoded_indices(clip.frames) == [0, 12, 25]
-    assert 16 in d._unscalable
+# ------------------------------------------------------- edit lists (stream-copy cuts)
 
 
-def test_one_get_batch_with_deduplicated_indices(corpus, dec, monkeypatch) -> None:
+def test_stream_copy_cut_returns_the_frames_a_player_shows(corpus, dec) -> None:
+    """``ffmpeg -ss 1.32 -c copy`` of a 6 s clip: 33 pre-roll frames sit before the edit
+    list's start. A player shows 117 frames over 4.68 s, starting with source frame 33;
+    decord alone reports 150 frames / 6.0 s and returned source frames
+    [0, 21, 42, 64, 85, 74, 95, 116]-style shifted pixels for the first GOP."""
+    path = corpus["stream_copy_cut"]
+    clip = dec.decode(path, linspace_sampler(8))
+    assert clip.meta == ClipMeta(duration=4.68, native_fps=25.0, num_frames=117)
+    ref, ref_times = V.pyav_at(path, np.linspace(0.0, 4.68, 8).tolist())
+    assert len(ref_times) == 8 and ref_times[-1] == pytest.approx(4.64)
+    assert clip.times == pytest.approx(ref_times, abs=1e-6)
+    assert encoded_indices(clip.frames) == [33 + round(t / 0.04) for t in ref_times]
+    assert np.array_equal(clip.frames.numpy(), ref)
+
+
+def test_stream_copy_cut_trim_and_first_gop(corpus, dec) -> None:
+    """Every frame of the first (partly pre-roll) GOP, and a trim inside it."""
+    path = corpus["stream_copy_cut"]
+    stamps = [0.04 * i for i in range(20)]
+    clip = dec.decode(path, fixed(stamps))
+    assert encoded_indices(clip.frames) == list(range(33, 53))
+    clip = dec.decode(path, fixed([0.0, 0.1]), start=0.2, end=1.0)
+    assert clip.meta.num_frames == 20 and encoded_indices(clip.frames) == [38, 40]
+
+
+def test_one_get_batch_with_deduplicated_indices(corpus, decord_dec, monkeypatch) -> None:
     calls: list[list[int]] = []
     original = decord.VideoReader.get_batch
 
@@ -253,7 +282,7 @@ def test_one_get_batch_with_deduplicated_indices(corpus, dec, monkeypatch) -> No
 
     monkeypatch.setattr(decord.VideoReader, "get_batch", spy)
     stamps = [0.5, 0.0, 0.01, 0.5, 1.0, 0.0]  # short-clip style repeats, out of order
-    clip = dec.decode(corpus["h264_gop250"], fixed(stamps))
+    clip = decord_dec.decode(corpus["h264_gop250"], fixed(stamps))
     assert calls == [[0, 12, 25]]
     assert encoded_indices(clip.frames) == [12, 0, 0, 12, 25, 0]
     assert clip.times == pytest.approx([0.48, 0.0, 0.0, 0.48, 1.0, 0.0])
@@ -383,7 +412,7 @@ def test_truncated_faststart_recovers_or_fails_cleanly(corpus, dec) -> None:
     assert clip.times == pytest.approx([0.04 * i for i in idx], abs=1e-3)
 
 
-def test_failed_decode_releases_the_reader(corpus, dec, monkeypatch) -> None:
+def test_failed_decode_releases_the_reader(corpus, decord_dec, monkeypatch) -> None:
     """decord leaks memory through long-lived readers: no reader may outlive decode(),
     not even through the traceback of the DecodeError the caller keeps."""
     readers: list[weakref.ref] = []
@@ -394,10 +423,10 @@ def test_failed_decode_releases_the_reader(corpus, dec, monkeypatch) -> None:
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(decord.VideoReader, "__init__", spy)
-    clip = dec.decode(corpus["vp9"], linspace_sampler(4))
+    clip = decord_dec.decode(corpus["vp9"], linspace_sampler(4))
     kept: list[DecodeError] = []
     try:
-        dec.decode(corpus["corrupt"], linspace_sampler(8))
+        decord_dec.decode(corpus["corrupt"], linspace_sampler(8))
     except DecodeError as e:
         kept.append(e)
     assert kept and len(readers) == 3  # vp9 + corrupt + its retry
@@ -408,8 +437,9 @@ def test_failed_decode_releases_the_reader(corpus, dec, monkeypatch) -> None:
 # ------------------------------------------------------------------------ timeout
 
 
-def test_timeout_abandons_the_call_and_the_decoder_recovers(corpus) -> None:
-    d = build_decoder(DecoderConfig(timeout_s=0.3))
+@pytest.mark.parametrize("name", CPU_DECODERS)
+def test_timeout_abandons_the_call_and_the_decoder_recovers(corpus, name) -> None:
+    d = build_decoder(DecoderConfig(name=name, timeout_s=0.3))
 
     def slow(meta: ClipMeta) -> list[float]:
         time.sleep(1.5)  # stands in for decord hanging inside the decode
@@ -456,7 +486,7 @@ def test_decoder_survives_fork_and_pickle(corpus, dec) -> None:
 
 
 def test_registry_and_light_import() -> None:
-    assert {"decord_cpu", "decord_gpu"} <= set(DECODERS.names())
+    assert {"decord_cpu", "decord_gpu", "pyav_cpu"} <= set(DECODERS.names())
     code = (
         "import sys, kvideo.decode; print(sorted(m for m in ('torch', 'decord', 'av') if m in sys.modules))"
     )
@@ -484,8 +514,15 @@ def test_gpu_factory_fails_at_construction_in_one_clear_line() -> None:
     reason="decord2 3.4 returns frames one GOP late for H.264 with "
     "B-frames in MPEG-TS (PyAV is right); use MP4/MKV or remux",
 )
-def test_mpegts_with_bframes(corpus, dec) -> None:
+def test_mpegts_with_bframes(corpus, decord_dec) -> None:
     stamps = [0.0, 0.5, 1.0]
-    clip = dec.decode(corpus["mpegts_b"], fixed(stamps))
+    clip = decord_dec.decode(corpus["mpegts_b"], fixed(stamps))
+    ref, _ = V.pyav_at(corpus["mpegts_b"], stamps)
+    assert encoded_indices(clip.frames) == [V.frame_index_of(f) for f in ref]
+
+
+def test_pyav_reads_mpegts_with_bframes(corpus) -> None:
+    stamps = [0.0, 0.5, 1.0]
+    clip = build_decoder(DecoderConfig(name="pyav_cpu")).decode(corpus["mpegts_b"], fixed(stamps))
     ref, _ = V.pyav_at(corpus["mpegts_b"], stamps)
     assert encoded_indices(clip.frames) == [V.frame_index_of(f) for f in ref]

@@ -77,15 +77,17 @@ def write_manifest(path: Path, paths: list[str]) -> Path:
 # ----------------------------------------------------------------------------- per file
 
 
-@pytest.fixture(scope="module")
-def dataset(corpus, tmp_path_factory: pytest.TempPathFactory):
-    """The dataset (mask policy, in-process decoding) over the hostile files alone."""
+@pytest.fixture(scope="module", params=["decord_cpu", "pyav_cpu"])
+def dataset(corpus, tmp_path_factory: pytest.TempPathFactory, request):
+    """The dataset (mask policy, in-process decoding) over the hostile files alone, with
+    each CPU decoder: both must give every file the same reason."""
     from kvideo.data.loader import build_dataset
     from kvideo.data.tokenizer import build_tokenizer
 
     _, cases = corpus
     manifest = write_manifest(tmp_path_factory.mktemp("m") / "train.jsonl", [c.path for c in cases])
-    cfg = compose_cfg(small_overrides(manifest.parent, **{"decoder.timeout_s": 0.5}))
+    extra = {"decoder.timeout_s": 0.5, "video/decoder": request.param}
+    cfg = compose_cfg(small_overrides(manifest.parent, **extra))
     return build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data)), cases
 
 
@@ -123,7 +125,7 @@ def _case(cases: list[H.HostileCase], name: str) -> H.HostileCase:
     return next(c for c in cases if c.name == name)
 
 
-@pytest.mark.parametrize("name", ["vp8_webm", "h264_bframes"])
+@pytest.mark.parametrize("name", ["vp8_webm", "h264_bframes", "stream_copy_cut"])
 def test_seek_accuracy_cases_match_an_independent_pyav_decode(corpus, name: str) -> None:
     _, cases = corpus
     path = _case(cases, name).path

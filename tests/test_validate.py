@@ -18,9 +18,11 @@ from kvideo.decode import DecodeError
 from kvideo.registry import DECODERS
 from kvideo.validate import BLOCKLIST_NAME, REPORT_NAME, SUMMARY_NAME, compose_config, main, probe_all
 from tests import hostile as H
+from tests import videos as V
 from tests.conftest import REPO
 
 TIMEOUT = "1.5"
+NARROW = [(1, 1), (2, 2), (32, 32), (96, 16)]
 OPENED: list[str] = []  # paths the spy decoder was asked to decode
 
 
@@ -45,7 +47,9 @@ def scanned(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("validate")
     cases = H.build_hostile_corpus(root / "videos")
     good = [H.make_good(root / "videos" / f"good_{i}.mp4", i) for i in range(3)]
-    paths = [c.path for c in cases] + good + [good[0]]
+    # Widths decord cannot copy out on some CPU (1, 2, 32, 96): training reads them, so must validate.
+    narrow = [V.make_odd_size(root / "videos" / f"w{w}.mp4", width=w, height=h) for w, h in NARROW]
+    paths = [c.path for c in cases] + good + narrow + [good[0]]
     manifest = root / "train.jsonl"
     lines = (json.dumps({"path": p, "caption": f"clip {i}"}) + "\n" for i, p in enumerate(paths))
     manifest.write_text("".join(lines))
@@ -54,7 +58,8 @@ def scanned(tmp_path_factory: pytest.TempPathFactory):
         "video/dataset=manifest", f"video.data_root={manifest}", "--out", str(out), "--workers", "2",
         "--timeout", TIMEOUT, "--no-progress", "--frames", "4",  # 4: sees the corrupt middle
     ])
-    yield {"root": root, "cases": cases, "good": good, "manifest": manifest, "out": out, "code": code}
+    yield {"root": root, "cases": cases, "good": good, "narrow": narrow, "manifest": manifest, "out": out,
+           "code": code}
     H.release_hangs(root)
     for case in cases:
         if os.path.isfile(case.path):
@@ -65,7 +70,7 @@ def test_report_has_one_record_per_distinct_file(scanned) -> None:
     assert scanned["code"] == 0
     records = [json.loads(line) for line in (scanned["out"] / REPORT_NAME).read_text().splitlines()]
     by_path = {r["path"]: r for r in records}
-    assert len(by_path) == len(records) == len(scanned["cases"]) + len(scanned["good"])
+    assert len(by_path) == len(records) == len(scanned["cases"]) + len(scanned["good"]) + len(NARROW)
     assert sorted(r["index"] for r in records) == list(range(len(records)))
     for case in scanned["cases"]:
         r = by_path[case.path]
@@ -78,6 +83,12 @@ def test_report_has_one_record_per_distinct_file(scanned) -> None:
         assert r["fps"] == pytest.approx(10.0) and r["duration"] == pytest.approx(1.0)
     vp8 = by_path[next(c.path for c in scanned["cases"] if c.name == "vp8_webm")]
     assert vp8["codec"] == "vp8"
+    for path, (w, h) in zip(scanned["narrow"], NARROW, strict=True):
+        r = by_path[path]
+        assert r["ok"] and (r["width"], r["height"], r["num_frames"]) == (w, h, 25), r
+    # A 3 s stream-copy cut at 1.32 s: 42 frames over 1.68 s are shown, not the 75 in the file.
+    cut = by_path[next(c.path for c in scanned["cases"] if c.name == "stream_copy_cut")]
+    assert cut["ok"] and cut["num_frames"] == 42 and cut["duration"] == pytest.approx(1.68)
 
 
 def test_summary_counts_and_blocklist_agree_with_the_report(scanned) -> None:

@@ -349,3 +349,24 @@ def pyav_at(path: str | os.PathLike[str], stamps: list[float]) -> tuple[np.ndarr
     idx = np.searchsorted(times, np.asarray(stamps, dtype=np.float64) + 1e-9, side="right") - 1
     idx = np.clip(idx, 0, len(times) - 1)
     return frames[idx], [float(times[i]) for i in idx]
+
+
+def make_stream_copy_cut(src: str | os.PathLike[str], path: str | os.PathLike[str], *, cut: float) -> str:
+    """What ``ffmpeg -ss CUT -i SRC -c copy PATH`` writes: the packets from the keyframe at
+    or before ``cut`` on, unchanged, with timestamps shifted so ``cut`` is time 0. The MP4
+    muxer records the shift in an edit list; the frames before ``cut`` (the pre-roll that
+    decodes the first shown frame) carry negative times and a player never shows them."""
+    path = str(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(src)) as inp, av.open(path, "w") as out:
+        stream = inp.streams.video[0]
+        packets = [p for p in inp.demux(stream) if p.dts is not None]
+        shift = round(cut / stream.time_base)
+        first = max(k for k, p in enumerate(packets) if p.is_keyframe and p.pts <= shift)
+        copy = out.add_stream_from_template(stream)
+        for p in packets[first:]:
+            p.pts -= shift
+            p.dts -= shift
+            p.stream = copy
+            out.mux(p)
+    return path

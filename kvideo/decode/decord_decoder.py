@@ -2,13 +2,24 @@
 
 Why decord: ``get_batch(indices)`` seeks to the keyframe before each target and decodes
 forward, instead of decoding a whole clip sequentially. Guards against its known pains
-(docs: /work/shared/DESIGN.md, Decoding):
+(docs/architecture.md, Decoding):
 
 * leaks with long-lived readers -> a fresh ``VideoReader`` per ``decode`` call, dropped
   before returning (and never kept alive by a raised exception's traceback);
 * hangs -> every decode runs under ``DecoderConfig.timeout_s`` (``deadline.py``);
 * frame tables that promise more than the file holds -> timestamp sanity clamp
-  (``frame_index.Timeline``) and one tail-dropping retry (``_TAIL_GUARD``).
+  (``frame_index.Timeline``) and one tail-dropping retry (``TAIL_GUARD``).
+
+Two kinds of clip decord gets wrong are handed to ``pyav_cpu`` (``pyav_decoder.py``),
+which returns the frames a player shows, at every width:
+
+* MP4 edit lists with pre-roll (stream-copy cuts, ``ffmpeg -ss X -c copy``): decord lists
+  the discarded pre-roll frames at negative times and returns shifted pixels for the first
+  GOP. Recognised by a first frame time below zero (decord removes the stream's start
+  offset, so an ordinary file starts at 0).
+* output widths decord cannot copy out on some CPU (``decord_widths``): a requested size
+  that fails on any CPU goes to PyAV directly, so every node of a cluster resamples the
+  same way; a native width that fails on this CPU is noticed by decord's own error.
 
 Frames reach torch through DLPack (zero-copy, ~0.1 ms) rather than ``asnumpy()``
 (a full copy, ~1.9 ms for 17 frames of 596x336); ``decord.bridge.set_bridge`` is
@@ -17,7 +28,6 @@ avoided because it is process-global state.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import decord
@@ -25,31 +35,19 @@ import numpy as np
 import torch
 from torch.utils.dlpack import from_dlpack
 
-from kvideo.decode.checks import check_video_file
-from kvideo.decode.deadline import DeadlineExceeded, DeadlineRunner
+from kvideo.decode.decord_widths import decord_can_emit_width
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.frame_index import Segment, Timeline
+from kvideo.decode.guarded import TAIL_GUARD, GuardedDecoder, short_error
+from kvideo.decode.pyav_decoder import PyAVDecoder
 from kvideo.decode.types import DecodedClip, SampleFn
 
-# A truncated file's last packet is cut mid-way; decord counts it as a frame and then fails
-# when its decoder thread reaches it. With B-frames the damaged packet can be shown up to
-# 3 frames before the end (measured: libx264 bf=2, faststart MP4 cut at 40/60/80 %). The
-# retry drops this many frames from the end of the table.
-_TAIL_GUARD = 4
-
-_DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
-
-# decord 3.4 cannot emit some output widths: its scaler pads rows and the copy out then fails
-# with this message (measured on x86-64: widths 1-4, 6, 8, 12, 16, 24, 48, 72 of 1..1024;
-# 224, 256, 336, 384 and 448 work). For those, decode at native size and resize in torch.
+# decord's error when it cannot copy out a frame width (see decord_widths).
 _WIDTH_BUG = "DECORDArrayCopyFromTo"
 
 
-def _short(e: BaseException) -> str:
-    """One line of a decord/FFmpeg error, without its '[hh:mm:ss] file.cc:NN:' prefixes."""
-    text = _DECORD_PREFIX.sub("", str(e)).strip().replace("\n", " ")
-    text = text or type(e).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+class _HandOver(Exception):
+    """This clip is one decord decodes wrongly: decode it with PyAV instead."""
 
 
 def _has_video_stream(path: str) -> bool | None:
@@ -64,16 +62,7 @@ def _has_video_stream(path: str) -> bool | None:
         return None
 
 
-def _resize_square(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8, antialiased bilinear."""
-    x = frames.permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.interpolate(
-        x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )
-    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
-class DecordDecoder:
+class DecordDecoder(GuardedDecoder):
     """``VideoDecoder`` on decord, on ``device`` ``("cpu", 0)`` or ``("gpu", i)``; frames
     come back on the matching torch device. Picklable (DataLoader workers started by spawn
     receive a copy)."""
@@ -84,12 +73,11 @@ class DecordDecoder:
         kind, index = device
         if kind not in ("cpu", "gpu"):
             raise ValueError(f"device must be ('cpu', i) or ('gpu', i), got {device!r}")
+        super().__init__(num_threads=num_threads, timeout_s=timeout_s)
         self.device = (kind, int(index))
-        self.num_threads = int(num_threads)
-        self.timeout_s = timeout_s
         self.ctx: Any = decord.cpu(self.device[1]) if kind == "cpu" else decord.gpu(self.device[1])
-        self._runner = DeadlineRunner()
-        self._unscalable: set[int] = set()  # output sizes decord failed to emit (_WIDTH_BUG)
+        # Same threads, no deadline of its own: it runs inside this decoder's.
+        self._pyav = PyAVDecoder(num_threads=num_threads, timeout_s=None)
 
     def __repr__(self) -> str:
         return (
@@ -107,40 +95,39 @@ class DecordDecoder:
         kind, index = self.device
         self.ctx = decord.cpu(index) if kind == "cpu" else decord.gpu(index)
 
-    # -- public --------------------------------------------------------------------------
-
-    def decode(
-        self,
-        path: str,
-        sample: SampleFn,
-        *,
-        size: int | None = None,
-        start: float | None = None,
-        end: float | None = None,
+    def _decode_now(
+        self, path: str, sample: SampleFn, size: int | None, start: float | None, end: float | None
     ) -> DecodedClip:
-        """Decode the frames displayed at ``sample(meta)`` seconds (relative to ``start``).
-
-        Raises ``DecodeError`` (reason in ``SKIP_REASONS``) for files that cannot be used;
-        exceptions from ``sample`` itself and ``ValueError`` for bad arguments propagate.
-        """
-        path = str(path)
-        if size is not None and size <= 0:
-            raise ValueError(f"size must be positive or None, got {size}")
-        check_video_file(path)
-        try:
-            if not self.timeout_s or self.timeout_s <= 0:
-                return self._decode_now(path, sample, size, start, end)
-            return self._runner.run(lambda: self._decode_now(path, sample, size, start, end), self.timeout_s)
-        except DecodeError as e:
-            failure = DecodeError(e.reason, e.path, e.detail)
-        except DeadlineExceeded as e:
-            failure = DecodeError("timeout", path, str(e))
-        # Raised outside the except blocks: a fresh exception with no traceback or context,
-        # so nothing keeps the failed reader (a local of the frames above) alive while the
-        # caller holds on to the error, e.g. to log it to skipped.jsonl.
-        raise failure
+        if self.device[0] == "cpu":
+            if size is not None and not decord_can_emit_width(size):
+                return self._pyav._decode_now(path, sample, size, start, end)
+            try:
+                return self._decode_with_decord(path, sample, size, start, end)
+            except _HandOver:
+                return self._pyav._decode_now(path, sample, size, start, end)
+        return self._decode_with_decord(path, sample, size, start, end)
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _decode_with_decord(
+        self, path: str, sample: SampleFn, size: int | None, start: float | None, end: float | None
+    ) -> DecodedClip:
+        vr = self._open(path, size)
+        try:
+            timeline = self._timeline(vr, path)
+            try:
+                segment = timeline.segment(start, end)
+            except ValueError as e:
+                raise DecodeError("decode_error", path, str(e)) from None
+            meta = segment.meta()
+            stamps = list(sample(meta))
+            if not stamps:
+                raise ValueError(f"sample({meta}) returned no timestamps")
+            idx = segment.indices_at(stamps)
+            frames, idx = self._frames(vr, path, size, idx, segment)
+        finally:
+            del vr
+        return DecodedClip(frames=frames, times=segment.times_of(idx), meta=meta)
 
     def _open(self, path: str, size: int | None) -> decord.VideoReader:
         side = -1 if size is None else int(size)
@@ -149,7 +136,7 @@ class DecordDecoder:
                 path, ctx=self.ctx, width=side, height=side, num_threads=self.num_threads
             )
         except Exception as e:  # DECORDError, RuntimeError("Error reading ..."), AssertionError
-            detail = _short(e)
+            detail = short_error(e)
         raise self._open_error(path, detail)
 
     @staticmethod
@@ -162,8 +149,7 @@ class DecordDecoder:
             return DecodeError("no_video_stream", path, "container has no video stream")
         return DecodeError("unreadable", path, detail)
 
-    @staticmethod
-    def _timeline(vr: decord.VideoReader, path: str) -> Timeline:
+    def _timeline(self, vr: decord.VideoReader, path: str) -> Timeline:
         n = len(vr)
         try:
             table = vr.get_frame_timestamp(range(n))
@@ -172,55 +158,31 @@ class DecordDecoder:
             # the whole table before indexing it; the sanity clamp takes it from there.
             table = getattr(vr, "_frame_pts", None)
         except Exception as e:
-            raise DecodeError("decode_error", path, f"frame timestamps: {_short(e)}") from None
+            raise DecodeError("decode_error", path, f"frame timestamps: {short_error(e)}") from None
         if table is None:
             raise DecodeError("decode_error", path, "no frame timestamps")
+        table = np.asarray(table)
+        if self.device[0] == "cpu" and table.size and float(table.reshape(len(table), -1)[0, 0]) < -1e-6:
+            raise _HandOver  # edit-list pre-roll: frames before time 0 are never shown
         try:
             return Timeline.from_table(table, reported_frames=n, fallback_fps=float(vr.get_avg_fps()))
         except ValueError as e:
             raise DecodeError("decode_error", path, str(e)) from None
-
-    def _decode_now(
-        self, path: str, sample: SampleFn, size: int | None, start: float | None, end: float | None
-    ) -> DecodedClip:
-        # Sizes decord cannot emit are decoded natively and resized in torch (see _WIDTH_BUG).
-        decode_size = None if size in self._unscalable else size
-        vr = self._open(path, decode_size)
-        try:
-            timeline = self._timeline(vr, path)
-            try:
-                segment = timeline.segment(start, end)
-            except ValueError as e:
-                raise DecodeError("decode_error", path, str(e)) from None
-            meta = segment.meta()
-            stamps = list(sample(meta))
-            if not stamps:
-                raise ValueError(f"sample({meta}) returned no timestamps")
-            idx = segment.indices_at(stamps)
-            frames, idx = self._frames(vr, path, decode_size, idx, segment)
-        finally:
-            del vr
-        if size is not None and (frames.shape[1] != size or frames.shape[2] != size):
-            frames = _resize_square(frames, size)
-        return DecodedClip(frames=frames, times=segment.times_of(idx), meta=meta)
 
     def _frames(
         self, vr: decord.VideoReader, path: str, size: int | None, idx: np.ndarray, segment: Segment
     ) -> tuple[torch.Tensor, np.ndarray]:
         """One ``get_batch`` over the de-duplicated, sorted indices, re-expanded to ``idx``.
 
-        If decord cannot emit ``size`` (_WIDTH_BUG), the size is remembered and this batch
-        is decoded at native size (the caller resizes). On any other failure, retry once on
-        a fresh reader with every index clamped to ``num_frames - 1 - _TAIL_GUARD``: frames
-        past a damaged tail are replaced by the last frame before it (``times`` then report
-        that frame's real time). Returns the frames and the indices actually decoded."""
+        On failure, retry once on a fresh reader with every index clamped to
+        ``num_frames - 1 - TAIL_GUARD``: frames past a damaged tail are replaced by the last
+        frame before it (``times`` then report that frame's real time). Returns the frames
+        and the indices actually decoded."""
         batch, detail = self._get_batch(vr, idx)
-        if batch is None and size is not None and _WIDTH_BUG in detail:
-            self._unscalable.add(size)
-            size = None
-            batch, detail = self._get_batch_fresh(path, None, idx)
+        if batch is None and _WIDTH_BUG in detail and self.device[0] == "cpu":
+            raise _HandOver  # a native width this CPU's decord cannot copy out
         if batch is None:
-            limit = segment.timeline.num_frames - 1 - _TAIL_GUARD
+            limit = segment.timeline.num_frames - 1 - TAIL_GUARD
             if limit < segment.first:
                 raise DecodeError("decode_error", path, detail)
             idx = np.minimum(idx, limit)
@@ -229,7 +191,7 @@ class DecordDecoder:
                 raise DecodeError(
                     "decode_error",
                     path,
-                    f"{detail}; retry without the last {_TAIL_GUARD} frames: {retry_detail}",
+                    f"{detail}; retry without the last {TAIL_GUARD} frames: {retry_detail}",
                 )
         return batch, idx
 
@@ -250,7 +212,7 @@ class DecordDecoder:
         try:
             nd = vr.get_batch(uniq)
         except Exception as e:
-            return None, _short(e)
+            return None, short_error(e)
         frames = from_dlpack(nd.to_dlpack())
         del nd
         if uniq.size != idx.size or not np.array_equal(uniq, idx):

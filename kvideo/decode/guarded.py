@@ -1,0 +1,77 @@
+"""What every CPU decoder does around its own decoding: file pre-checks, the per-sample
+deadline and clean errors.
+
+A decoder subclasses ``GuardedDecoder`` and implements ``_decode_now``; ``decode`` (the
+``VideoDecoder`` contract) is written once here, so ``decord_cpu`` and ``pyav_cpu`` report
+the same reasons, obey the same ``decoder.timeout_s`` and never leak a reader through a
+traceback.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kvideo.decode.checks import check_video_file
+from kvideo.decode.deadline import DeadlineExceeded, DeadlineRunner
+from kvideo.decode.errors import DecodeError
+from kvideo.decode.types import DecodedClip, SampleFn
+
+# A truncated file's last packet is cut mid-way; the demuxer counts it as a frame and the
+# decoder fails when it reaches it. With B-frames the damaged packet can be shown up to
+# 3 frames before the end (measured: libx264 bf=2, faststart MP4 cut at 40/60/80 %). The
+# retry drops this many frames from the end of the table.
+TAIL_GUARD = 4
+
+_LOG_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
+
+
+def short_error(e: BaseException) -> str:
+    """One line of a decoder/FFmpeg error, without decord's '[hh:mm:ss] file.cc:NN:' prefixes."""
+    text = _LOG_PREFIX.sub("", str(e)).strip().replace("\n", " ")
+    text = text or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class GuardedDecoder:
+    """Base of the CPU decoders: ``decode`` = pre-checks + deadline + ``_decode_now``."""
+
+    def __init__(self, *, num_threads: int = 1, timeout_s: float | None = 30.0) -> None:
+        self.num_threads = int(num_threads)
+        self.timeout_s = timeout_s
+        self._runner = DeadlineRunner()
+
+    def decode(
+        self,
+        path: str,
+        sample: SampleFn,
+        *,
+        size: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> DecodedClip:
+        """Decode the frames displayed at ``sample(meta)`` seconds (relative to ``start``).
+
+        Raises ``DecodeError`` (reason in ``SKIP_REASONS``) for files that cannot be used;
+        exceptions from ``sample`` itself and ``ValueError`` for bad arguments propagate.
+        """
+        path = str(path)
+        if size is not None and size <= 0:
+            raise ValueError(f"size must be positive or None, got {size}")
+        check_video_file(path)
+        try:
+            if not self.timeout_s or self.timeout_s <= 0:
+                return self._decode_now(path, sample, size, start, end)
+            return self._runner.run(lambda: self._decode_now(path, sample, size, start, end), self.timeout_s)
+        except DecodeError as e:
+            failure = DecodeError(e.reason, e.path, e.detail)
+        except DeadlineExceeded as e:
+            failure = DecodeError("timeout", path, str(e))
+        # Raised outside the except blocks: a fresh exception with no traceback or context,
+        # so nothing keeps the failed reader (a local of the frames above) alive while the
+        # caller holds on to the error, e.g. to log it to skipped.jsonl.
+        raise failure
+
+    def _decode_now(
+        self, path: str, sample: SampleFn, size: int | None, start: float | None, end: float | None
+    ) -> DecodedClip:
+        raise NotImplementedError
