@@ -45,9 +45,17 @@ def main(cfg: DictConfig) -> float | None:
 
             run_deferred_handlers()
             sys.exit(EXIT_PREEMPTED)
+    except KeyboardInterrupt:
+        print(f"kvideo: interrupted; {run_dir} keeps its last checkpoint", file=sys.stderr)
+        sys.exit(130)
     except Exception as e:
         if hydra_cfg.mode != RunMode.MULTIRUN:
-            raise
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            # Bad data, a failed run, a missing GPU: one line that says why; the traceback
+            # is one environment variable away.
+            print(f"kvideo: {_one_line(e)} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+            sys.exit(1)
         # In a sweep, one failed job must not hide the others' results: record the
         # failure for the sweep report (which then exits non-zero) and carry on.
         logging.getLogger("kvideo").exception("job failed")
@@ -58,6 +66,19 @@ def main(cfg: DictConfig) -> float | None:
         return None
     # Returned for sweepers that optimise a metric (e.g. Optuna): lower is better.
     return result.get("val_loss")
+
+
+def _one_line(e: BaseException) -> str:
+    """The exception's message on one line; its type only where the message needs it."""
+    from kvideo.train.guards import RunDirBusy, RunFailed
+
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) quotes it
+    text = " ".join(str(message).split()) or type(e).__name__
+    if isinstance(e, RunFailed):
+        return f"run failed: {text}"
+    if isinstance(e, RunDirBusy | ValueError | OSError | RuntimeError | KeyError):
+        return text
+    return f"{type(e).__name__}: {text}"
 
 
 if __name__ == "__main__":

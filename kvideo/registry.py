@@ -15,10 +15,16 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A named collection filled by a decorator at import time."""
+    """A named collection filled by a decorator at import time.
 
-    def __init__(self, kind: str) -> None:
+    kind: what an entry is, for registration errors ("sampling policy").
+    key: the config key that names an entry (``video.sampling_policy``), so an unknown name
+        points at the setting to fix; defaults to ``kind`` for registries no config addresses.
+    """
+
+    def __init__(self, kind: str, *, key: str | None = None) -> None:
         self.kind = kind
+        self.key = key or kind
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -35,12 +41,11 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        """The entry registered as ``name``; a KeyError names the config key and the choices."""
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(
-                f"unknown {self.kind} {name!r}; choices: {self.names()}"
-            ) from None
+            raise KeyError(f"unknown {self.key} {name!r}; choices: {self.names()}") from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -49,9 +54,9 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-DATASETS: Registry[Callable] = Registry("video dataset")
-SAMPLING_POLICIES: Registry[Callable] = Registry("sampling policy")
-DECODERS: Registry[Callable] = Registry("decoder")
+DATASETS: Registry[Callable] = Registry("video dataset", key="video.dataset_type")
+SAMPLING_POLICIES: Registry[Callable] = Registry("sampling policy", key="video.sampling_policy")
+DECODERS: Registry[Callable] = Registry("decoder", key="decoder.name")
 
 # Modules whose import registers the built-in implementations.
 _BUILTIN_PLUGINS = ("kvideo.sampling", "kvideo.data.datasets", "kvideo.decode")

@@ -9,8 +9,9 @@ change that) and writes, under ``--out``:
 * ``validate_report.jsonl``: one record per file (ok, reason, detail, duration, fps, frame
   count, codec, width, height, probe time), in completion order, with the row ``index``;
 * ``validate_summary.json``: counts per reason, totals, throughput;
-* ``blocklist.txt``: one bad path per line. Train with ``data.blocklist=<that file>`` and
-  those rows are masked as ``blocklisted`` without ever being opened.
+* ``blocklist.txt`` (``kvideo.data.blocklist``: JSON lines, lossless for any file name): train
+  with ``data.blocklist=<that file>`` and those rows are masked as ``blocklisted`` without ever
+  being opened.
 
 Why not ``multiprocessing.Pool``: a probe can hang forever inside FFmpeg (a FIFO behind an
 ``ffconcat`` file) or crash the process (a segfault on a malicious file). A Pool worker that
@@ -37,11 +38,11 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
 from kvideo.resources import usable_cores
 
 REPORT_NAME = "validate_report.jsonl"
 SUMMARY_NAME = "validate_summary.json"
-BLOCKLIST_NAME = "blocklist.txt"
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 CHUNK = 16  # paths per message: amortizes the pipe round trip (~50 us) over ~2-5 ms probes
 _READY = -1  # index of the message a worker sends once its decoder is built
@@ -59,7 +60,7 @@ def compose_config(overrides: Sequence[str], config_dir: Path = DEFAULT_CONFIG_D
     register_configs()
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
-    return to_validated(cfg)
+    return to_validated(cfg, check_memory=False)  # a scan trains nothing: no batch or model to fit
 
 
 def dataset_paths(cfg: Any) -> tuple[list[str], int]:
@@ -232,7 +233,7 @@ def write_report(
 
     out.mkdir(parents=True, exist_ok=True)
     reasons: collections.Counter[str] = collections.Counter()
-    bad: list[str] = []
+    bad: list[tuple[str, str]] = []  # (path, reason)
     ok = 0
     bar = tqdm(total=total, unit="file", desc="validate", disable=not progress, dynamic_ncols=True)
     with open(out / REPORT_NAME, "w") as report:
@@ -242,18 +243,12 @@ def write_report(
                 ok += 1
             else:
                 reasons[record["reason"]] += 1
-                bad.append(record["path"])
+                bad.append((record["path"], record["reason"]))
             bar.update(1)
             if reasons:
                 bar.set_postfix_str(f"bad {sum(reasons.values())}", refresh=False)
     bar.close()
-    blocklist = out / BLOCKLIST_NAME
-    tmp = blocklist.with_name(blocklist.name + ".tmp")
-    tmp.write_text(
-        "# kvideo.validate blocklist: train with data.blocklist=" + str(blocklist.resolve()) + "\n"
-        + "".join(p + "\n" for p in sorted(bad))
-    )
-    os.replace(tmp, blocklist)
+    blocklist = write_blocklist(out / BLOCKLIST_NAME, bad)
     return {"files": ok + len(bad), "ok": ok, "bad": len(bad), "reasons": dict(sorted(reasons.items())),
             "blocklist": str(blocklist.resolve()), "report": str((out / REPORT_NAME).resolve())}
 

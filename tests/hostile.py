@@ -310,3 +310,62 @@ def _unreadable_case(root: Path, src: str) -> HostileCase:
     if is_root():
         return HostileCase("no_permission", str(path), None, why="root: chmod 000 is still readable")
     return HostileCase("no_permission", str(path), "permission")
+
+
+# ----------------------------------------------------------------------------- added helpers
+
+
+def make_odd_names(root: Path) -> list[HostileCase]:
+    """Files whose names a one-path-per-line list cannot hold, each with a good "twin" named
+    what a line-reading blocklist turns the bad name into: ``"twin.mp4 "`` (trailing space,
+    which ``strip()`` drops) beside a good ``"twin.mp4"``, and ``"line.mp4\\nbreak.mp4"`` (which
+    splits into ``".../line.mp4"`` and ``"break.mp4"``) beside a good ``"line.mp4"``. A lossy blocklist
+    then both opens the bad files and masks the good ones."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return [
+        HostileCase("trailing_space", V.make_text_as_video(root / "twin.mp4 "), "unreadable"),
+        HostileCase("trailing_space_twin", make_good(root / "twin.mp4"), None),
+        HostileCase("newline_in_name", V.make_text_as_video(root / "line.mp4\nbreak.mp4"), "unreadable"),
+        HostileCase("newline_in_name_twin", make_good(root / "line.mp4"), None),
+    ]
+
+
+def make_unknown_codec_tag(src: str, path: Path) -> str:
+    """The MP4's video sample entry renamed from ``avc1`` to ``xxxx`` (one of the ways a fuzzed
+    ``stsd`` breaks): the track is still a video track (``hdlr`` says ``vide``, PyAV lists it in
+    ``streams.video``) but FFmpeg has no decoder for the codec, so decord says "cannot find
+    video stream", as it does for an audio-only file."""
+    data = bytearray(Path(src).read_bytes())
+    _, payload, _ = find_box(data, "moov/trak/mdia/minf/stbl/stsd")
+    entry = payload + 8  # version/flags, entry count, then the first sample entry's box
+    assert data[entry + 4 : entry + 8] == b"avc1", bytes(data[entry : entry + 8])
+    data[entry + 4 : entry + 8] = b"xxxx"
+    return V.write_bytes(path, bytes(data))
+
+
+def make_garbage_avcc(src: str, path: Path) -> str:
+    """The H.264 decoder configuration (``avcC``: SPS/PPS) overwritten with 0xFF: the stream
+    is there, its codec known, but no frame can be decoded from it."""
+    data = bytearray(Path(src).read_bytes())
+    _, payload, end = find_box(data, "moov/trak/mdia/minf/stbl/stsd")
+    at = data.find(b"avcC", payload, end)
+    assert at > 0, "no avcC box"
+    (size,) = struct.unpack_from(">I", data, at - 4)
+    data[at + 4 : at - 4 + size] = b"\xff" * (size - 8)
+    return V.write_bytes(path, bytes(data))
+
+
+def drop_last_sample_duration(src: str, path: Path) -> str:
+    """The last ``stts`` delta set to 0: the container no longer says how long its last frame
+    is shown (some muxers write 0 there; MPEG-TS never says), so both decoders' frame tables end
+    where the last frame starts. The last ``stts`` run must hold only the last sample (runs
+    share one delta), as it does for a clip whose last frame's duration differs from the gaps."""
+    data = bytearray(Path(src).read_bytes())
+    _, payload, _ = find_box(data, "moov/trak/mdia/minf/stbl/stts")
+    (entries,) = struct.unpack_from(">I", data, payload + 4)
+    last = payload + 8 + 8 * (entries - 1)
+    count, _ = struct.unpack_from(">II", data, last)
+    assert count == 1, f"the last stts run holds {count} samples, not only the last one"
+    struct.pack_into(">I", data, last + 4, 0)
+    return V.write_bytes(path, bytes(data))

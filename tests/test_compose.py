@@ -10,6 +10,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from kvideo.config import KVideoConfig, register_configs, to_validated
+from kvideo.config.memory import check_fits_in_memory
+from kvideo.resources import MemoryLimit
 from tests.conftest import CONF_DIR
 
 register_configs()
@@ -70,6 +72,14 @@ def test_group_and_field_override_address_the_same_flat_node() -> None:
     assert to_validated(cfg).video.sampling_policy == "qwen"
 
 
+@pytest.mark.parametrize("option", ["molmo2", "molmo2_no_max_fps"])
+def test_molmo2_options_drop_the_min_frames_padding_unless_overridden(option: str) -> None:
+    # Molmo2 has no minimum frame count: by default its options must not pad short clips.
+    assert to_validated(compose_cfg([f"video/sampling={option}"])).video.min_frames == 1
+    cfg = to_validated(compose_cfg([f"video/sampling={option}", "video.min_frames=4"]))
+    assert cfg.video.min_frames == 4
+
+
 def test_unknown_key_is_a_composition_error() -> None:
     with pytest.raises(ConfigCompositionException, match="bogus"):
         compose_cfg(["video.bogus=1"])
@@ -96,3 +106,31 @@ def test_env_interpolation_in_dataset_roots(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("KVIDEO_MANIFEST", str(tmp_path / "m.jsonl"))
     cfg = compose_cfg(["video/dataset=manifest"])
     assert OmegaConf.to_container(cfg.video, resolve=True)["data_root"] == str(tmp_path / "m.jsonl")
+
+
+# ----------------------------------------------------------------------------- memory estimate
+
+LAPTOP = MemoryLimit(16 * 2**30, "a 16 GiB laptop")
+GROUPS = ("video/dataset", "video/sampling", "video/decoder", "model", "trainer")
+OPTIONS = [(group, option) for group in GROUPS for option in group_options(group)]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_group_option_fits_this_machine_and_a_16_gib_laptop_training_on_its_cpu(
+    group: str, option: str
+) -> None:
+    extra = ["video.frame_size=224"] if group == "model" else []  # small_vlm is sized for 224 px
+    cfg = to_validated(compose_cfg([f"{group}={option}", *extra]))  # this machine
+    check_fits_in_memory(cfg, limit=LAPTOP, processes=(1, ""), on_host=True)
+
+
+def compose_with_hydra(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_slurm_sweep_points_fit_the_jobs_mem_gb_not_the_submitting_host() -> None:
+    big = ["hydra/launcher=slurm", "model=small_vlm", "video.frame_size=224", "trainer.device=cpu"]  # 5.2 GiB
+    assert to_validated(compose_with_hydra(big)).model.name == "small_vlm"  # mem_gb 8 by default
+    with pytest.raises(ValueError, match=r"host memory: .* > 90% of 1\.0 GiB \(hydra\.launcher\.mem_gb=1\)"):
+        to_validated(compose_with_hydra([*big, "hydra.launcher.mem_gb=1"]))

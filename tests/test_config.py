@@ -138,3 +138,39 @@ def test_to_validated_runs_post_init_on_plain_dicts() -> None:
     cfg = to_validated({"video": {"fps": 1.0}, "trainer": {"max_steps": 7}})
     assert isinstance(cfg, KVideoConfig)
     assert cfg.video.fps == 1.0 and cfg.trainer.max_steps == 7
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda: VideoConfig(frame_size=8192), "video.frame_size must be at most 4096 (got 8192): frames"),
+        (lambda: VideoConfig(max_frames=9000), "video.max_frames must be at most 8192 (got 9000): 8192"),
+        (lambda: ModelConfig(max_seq_len=10**8), "model.max_seq_len must be at most 131072 (got 100000000)"),
+        (lambda: ModelConfig(lm_width=2**15), "model.lm_width must be at most 16384 (got 32768): 16384 is"),
+        (lambda: ModelConfig(vision_depth=257), "model.vision_depth must be at most 256 (got 257): deeper"),
+        (lambda: TrainerConfig(batch_size=10**6), "trainer.batch_size must be at most 65536 (got 1000000)"),
+    ],
+)
+def test_sizes_that_allocate_have_upper_bounds_that_say_why(factory, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        factory()
+    assert message in str(err.value)
+
+
+def test_the_largest_sizes_within_the_bounds_are_accepted() -> None:
+    assert VideoConfig(frame_size=4096, max_frames=8192).frame_size == 4096
+    widest = {"vision_width": 16384, "lm_width": 16384, "vision_depth": 256, "lm_depth": 256}
+    model = ModelConfig(**widest, max_seq_len=131072)
+    assert model.max_seq_len == 131072
+    assert TrainerConfig(batch_size=65536).batch_size == 65536
+
+
+def test_to_validated_refuses_what_cannot_fit_in_this_machines_memory() -> None:
+    with pytest.raises(ValueError, match=r"^host memory: this run needs at least [\d.]+ TiB > 90% of .*"
+                                         r"\((cgroup limit|MemTotal in) .*frames in flight = "):
+        to_validated({"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}})
+
+
+def test_tools_that_do_not_train_can_skip_the_memory_check() -> None:
+    big = {"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}}
+    assert to_validated(big, check_memory=False).trainer.batch_size == 4096

@@ -20,6 +20,7 @@ import dataclasses
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,10 +63,15 @@ CASES: list[tuple[list[str], str]] = [
     (["decoder.device_id=-2"], r"decoder\.device_id must be -1 \(local rank\) or >= 0 \(got -2\)"),
     (["decoder.timeout_s=0"], r"decoder\.timeout_s must be positive \(got 0\.0\)"),
     (["decoder.prefetch=0"], r"decoder\.prefetch must be positive \(got 0\)"),
+    # video.prompt against the text slot (byte-level tokenizer: one token per byte)
+    (["video.prompt=" + "x" * 48],
+     r"video\.prompt leaves no room for the caption: BOS \+ prompt = 1 \+ 48 = 49 tokens \(byte-level\) "
+     r"of model\.max_text_len \(48\)"),
     # data
     (["data.bad_sample_policy=drop"],
      r"data\.bad_sample_policy must be one of \['mask', 'replace'\] \(got 'drop'\)"),
     (["data.val_max_samples=-1"], r"data\.val_max_samples must be non-negative \(got -1\)"),
+    (["data.max_skip_fraction=1.5"], r"data\.max_skip_fraction must be in \[0\.0, 1\.0\] \(got 1\.5\)"),
     (["data.sample_train_clips=0"], r"data\.sample_train_clips must be positive \(got 0\)"),
     (["data.sample_val_clips=0"], r"data\.sample_val_clips must be positive \(got 0\)"),
     # model
@@ -113,6 +119,30 @@ CASES: list[tuple[list[str], str]] = [
     (["trainer.val_every=-1"], r"trainer\.val_every must be non-negative \(got -1\)"),
     (["trainer.val_max_batches=-1"], r"trainer\.val_max_batches must be non-negative \(got -1\)"),
     (["trainer.seed=-1"], r"trainer\.seed must be non-negative \(got -1\)"),
+    # upper bounds on sizes that allocate (a typo must fail here, not in the allocator)
+    (["video.frame_size=65536"],
+     r"video\.frame_size must be at most 4096 \(got 65536\): frames are resized to this square side; "
+     r"4096 covers 4K video"),
+    (["video.frame_size=1000000000"], r"video\.frame_size must be at most 4096 \(got 1000000000\)"),
+    (["video.max_frames=10000"],
+     r"video\.max_frames must be at most 8192 \(got 10000\): 8192 frames is 68 minutes at 2 fps"),
+    (["model.max_seq_len=100000000"],
+     r"model\.max_seq_len must be at most 131072 \(got 100000000\): 131072 \(128K\) positions"),
+    (["model.vision_width=32768"],
+     r"model\.vision_width must be at most 16384 \(got 32768\): 16384 is the width of the widest"),
+    (["model.lm_width=32768"], r"model\.lm_width must be at most 16384 \(got 32768\)"),
+    (["model.vision_depth=1000"], r"model\.vision_depth must be at most 256 \(got 1000\): deeper than any"),
+    (["model.lm_depth=1000"], r"model\.lm_depth must be at most 256 \(got 1000\)"),
+    (["trainer.batch_size=100000"], r"trainer\.batch_size must be at most 65536 \(got 100000\)"),
+    # the memory estimate (kvideo/config/memory.py) against this machine: sizes no machine holds
+    (["trainer.batch_size=4096", "video.frame_size=4096"],
+     r"host memory: this run needs at least [\d.]+ TiB > 90% of [\d.]+ [KMGTP]iB \(.*\): .*"
+     r"frames in flight = trainer\.batch_size \* video\.max_frames \* video\.frame_size\^2 \* 3 B \* "
+     r"\(trainer\.num_workers \* 4 prefetched \+ 1 in training\) batches "
+     r"= 4096 \* 8 \* 4096\^2 \* 3 B \* \(2 \* 4 \+ 1\) = 13\.5 TiB"),
+    (["model.lm_width=16384", "model.lm_depth=256", "trainer.device=cpu"],
+     r"host memory: this run needs at least [\d.]+ TiB .*model states = parameters \* 16 B \(fp32 weights 4, "
+     r"grads 4, AdamW moments 8\) = [\d,]+ \* 16 B = [\d.]+ TiB"),
 ]
 
 # Values that slip through naive "x <= 0" checks: NaN compares false with everything and would
@@ -132,11 +162,11 @@ RUNTIME_CHECKED = {
     "data.tokenizer": (["data.tokenizer=/nonexistent/tokenizer.json"],
                        "data.tokenizer='/nonexistent/tokenizer.json': no tokenizer.json there"),
     "data.blocklist": (["data.blocklist=/nonexistent/blocklist.txt"],
-                       "data.blocklist: no such file '/nonexistent/blocklist.txt'"),
+                       "data.blocklist='/nonexistent/blocklist.txt': no such file"),
 }
 
 # Free-form labels: any string is a valid value (no bad value exists to test).
-FREE_FORM = {"video.dataset_name", "video.prompt", "model.name"}
+FREE_FORM = {"video.dataset_name", "model.name"}
 
 GROUPS = {"video": VideoConfig, "decoder": DecoderConfig, "data": DataConfig, "model": ModelConfig,
           "trainer": TrainerConfig}
@@ -205,12 +235,39 @@ def test_cli_exits_before_work(override: str, message: str, tmp_path: Path) -> N
     assert_no_run_artifacts(tmp_path / "run")
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # The probe: it used to grow to 22.5 GB and be OOM-killed after 110 s.
+        (["video.frame_size=65536"],
+         "kvideo: invalid config: video.frame_size must be at most 4096 (got 65536)"),
+        # Within every bound, but one batch alone is 1.5 TiB of uint8 frames.
+        (["video.frame_size=4096", "trainer.batch_size=4096"],
+         "frames in flight = trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B * "
+         "(trainer.num_workers * 4 prefetched + 1 in training) batches = 4096 * 8 * 4096^2 * 3 B "
+         "* (2 * 4 + 1) = 13.5 TiB"),
+    ],
+)
+def test_cli_refuses_a_config_that_cannot_fit_within_seconds_and_writes_nothing(
+    overrides: list[str], message: str, tmp_path: Path
+) -> None:
+    start = time.monotonic()
+    result = run_train(*overrides, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert time.monotonic() - start < 10
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("kvideo: invalid config: ")
+    assert_no_run_artifacts(tmp_path / "run")
+
+
 @pytest.mark.parametrize("field", sorted(RUNTIME_CHECKED))
 def test_cli_missing_files_fail_before_training(field: str, tmp_path: Path) -> None:
     overrides, message = RUNTIME_CHECKED[field]
     result = run_train(*overrides, "trainer=debug", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr
+    assert "Traceback" not in result.stderr  # one line, the traceback only with HYDRA_FULL_ERROR=1
+    assert result.stderr.strip().splitlines()[-1].startswith("kvideo: ")
     assert_no_run_artifacts(tmp_path / "run")
 
 

@@ -236,3 +236,16 @@ def test_module_is_light_at_import() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_manifest_jsonl_and_csv_accept_a_utf8_bom(tmp_path: Path) -> None:
+    """Spreadsheet and Windows tools put a UTF-8 BOM before the first line; the CSV reader always
+    accepted one, and a JSONL manifest must too (``json.loads`` refuses a leading U+FEFF)."""
+    bom = "\ufeff"
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_text(bom + json.dumps({"path": "a.mp4", "caption": "cap a"}) + "\n", encoding="utf-8")
+    csv_file = tmp_path / "bom.csv"
+    csv_file.write_text(bom + "path,caption\nb.mp4,cap b\n", encoding="utf-8")
+    for manifest, expected in ((jsonl, ("a.mp4", "cap a")), (csv_file, ("b.mp4", "cap b"))):
+        rows = datasets.build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
+        assert [(os.path.basename(r.path), r.caption) for r in rows] == [expected]

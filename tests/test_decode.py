@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import weakref
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -24,6 +25,7 @@ from kvideo.config.decoder import DecoderConfig
 from kvideo.decode import ClipMeta, DecodedClip, DecodeError, build_decoder
 from kvideo.decode.frame_index import Timeline, valid_prefix
 from kvideo.registry import DECODERS
+from tests import hostile as H
 from tests import videos as V
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +59,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     c["truncated"] = V.make_truncated(c["h264_gop250"], d / "truncated.mp4")
     c["truncated_faststart"] = V.make_truncated(c["faststart"], d / "truncated_fs.mp4", keep=0.6)
     c["corrupt"] = V.make_corrupt(c["faststart"], d / "corrupt.mp4")
+    c["unknown_codec_tag"] = H.make_unknown_codec_tag(c["h264_gop250"], d / "unknown_codec_tag.mp4")
+    c["garbage_avcc"] = H.make_garbage_avcc(c["h264_gop250"], d / "garbage_avcc.mp4")
     (d / "a_directory.mp4").mkdir()
     c["directory"] = str(d / "a_directory.mp4")
     c["missing"] = str(d / "missing.mp4")
@@ -155,6 +159,19 @@ def test_last_frame_duration_fallbacks() -> None:
     assert single.segment().indices_at([0.0, 1.0]).tolist() == [0, 0]
 
 
+def test_a_guessed_last_frame_duration_cannot_stretch_a_sparse_clip() -> None:
+    """No end for the last frame: the median gap is a frame interval for dense video, but for
+    3 frames an hour apart it would add half an hour; the guess is capped at 1 s."""
+    starts = np.array([0.0, 1800.0, 3600.0])
+    assert Timeline.from_table(np.stack([starts, starts], 1)).duration == pytest.approx(3601.0)
+    assert Timeline.from_table(starts, fallback_fps=1 / 1800).duration == pytest.approx(3601.0)
+    known = np.stack([starts, [1800.0, 3600.0, 4200.0]], 1)  # the container says 600 s
+    assert Timeline.from_table(known).duration == pytest.approx(4200.0)
+    one_fps = np.arange(5.0)  # 1 fps, end unknown: still the median gap, exactly
+    assert Timeline.from_table(np.stack([one_fps, one_fps], 1)).duration == pytest.approx(5.0)
+    assert Timeline.from_table(np.array([[0.0, 0.0]]), fallback_fps=1 / 1800).duration == 1.0
+
+
 def test_segment_trim_maps_relative_stamps_and_times() -> None:
     tl = Timeline.from_table(CFR)
     seg = tl.segment(0.1, 0.3)  # frame 2 (0.08) is on screen at 0.1; frames up to 7 (0.28) start < 0.3
@@ -201,6 +218,29 @@ def test_native_size_matches_pyav(corpus, dec, name) -> None:
     diff = np.abs(clip.frames.numpy().astype(np.int16) - ref_frames.astype(np.int16))
     assert diff.max() <= 2, f"frames differ from PyAV by up to {diff.max()}"
     assert encoded_indices(clip.frames) == [V.frame_index_of(f) for f in ref_frames]
+
+
+@pytest.fixture(scope="module")
+def sparse_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """3 frames at 0, 1800 and 3600 s (a paused camera): as encoded, the MP4 shows the last one
+    for 1 s (1 fps); with its last ``stts`` delta zeroed the container gives no end at all."""
+    d = tmp_path_factory.mktemp("sparse")
+    src = V._encode(
+        d / "sparse.mp4", [0, 1_800_000, 3_600_000], Fraction(1, 1000), codec="libx264", width=64,
+        height=48, rate=1, gop=250,
+    )
+    return {"with_end": src, "no_end": H.drop_last_sample_duration(src, d / "sparse_no_end.mp4")}
+
+
+@pytest.mark.parametrize("name", ["with_end", "no_end"])
+def test_a_sparse_clip_lasts_what_a_player_shows(sparse_clips, dec, name) -> None:
+    """Not 5400 s (last start + the median gap of 1800 s) when the container gives no end."""
+    clip = dec.decode(sparse_clips[name], fixed([0.0, 1800.0, 3599.0, 3600.0, 9999.0]))
+    assert clip.meta.num_frames == 3
+    assert clip.meta.duration == pytest.approx(3601.0, abs=1e-3)
+    assert clip.meta.native_fps == pytest.approx(3 / 3601.0)
+    assert encoded_indices(clip.frames) == [0, 1, 1, 2, 2]
+    assert clip.times == pytest.approx([0.0, 1800.0, 1800.0, 3600.0, 3600.0], abs=1e-3)
 
 
 def test_meta_describes_the_real_frames(corpus, dec) -> None:
@@ -350,6 +390,9 @@ def test_trim_outside_the_video_is_a_decode_error(corpus, dec) -> None:
         ("truncated", "unreadable"),  # plain MP4 cut in half: the trailing moov is gone
         ("audio_only", "no_video_stream"),
         ("corrupt", "decode_error"),  # index intact, NAL data garbage
+        # A video stream is there but cannot be opened as video: not audio-only.
+        ("unknown_codec_tag", "unreadable"),  # decord: "cannot find video stream", as for audio
+        ("garbage_avcc", "unreadable"),  # SPS/PPS overwritten
     ],
 )
 def test_error_reasons(corpus, dec, name, reason) -> None:
@@ -357,6 +400,19 @@ def test_error_reasons(corpus, dec, name, reason) -> None:
         dec.decode(corpus[name], linspace_sampler(8))
     assert info.value.reason == reason
     assert info.value.path == corpus[name]
+
+
+def test_a_video_stream_that_cannot_be_opened_is_not_called_audio_only(corpus, dec) -> None:
+    """decord says "cannot find video stream" both for an audio-only file and for a video
+    stream FFmpeg has no decoder for (a fuzzed sample entry); PyAV's stream list tells them
+    apart, and the detail says which it was."""
+    with pytest.raises(DecodeError) as info:
+        dec.decode(corpus["unknown_codec_tag"], linspace_sampler(8))
+    assert info.value.reason == "unreadable"
+    assert "video stream is there but cannot be opened as video" in info.value.detail
+    with pytest.raises(DecodeError) as info:
+        dec.decode(corpus["audio_only"], linspace_sampler(8))
+    assert (info.value.reason, info.value.detail) == ("no_video_stream", "container has no video stream")
 
 
 def test_missing_parent_directory_is_missing(dec, tmp_path) -> None:

@@ -290,8 +290,8 @@ def test_training_over_a_hostile_manifest_runs_to_the_end(corpus, tmp_path: Path
 # ----------------------------------------------------------------------------- watchdog
 
 
-def test_restart_on_timeout_resumes_exactly_after_the_delivered_samples() -> None:
-    from kvideo.data.watchdog import restart_on_timeout
+def test_worker_supervisor_resumes_exactly_after_the_delivered_samples() -> None:
+    from kvideo.data.watchdog import WorkerSupervisor
 
     reasons = ["", "", "", "timeout", "", "", "timeout", "", ""]
     starts: list[int] = []
@@ -302,11 +302,11 @@ def test_restart_on_timeout_resumes_exactly_after_the_delivered_samples() -> Non
         return [{"index": items[i:i + 2], "skip_reason": [reasons[k] for k in items[i:i + 2]]}
                 for i in range(0, len(items), 2)]
 
-    seen = [i for batch in restart_on_timeout(make_loader, enabled=True) for i in batch["index"]]
+    seen = [i for batch in WorkerSupervisor(make_loader, enabled=True) for i in batch["index"]]
     assert seen == list(range(len(reasons)))  # nothing skipped, nothing twice
     assert starts == [0, 4, 8]  # a fresh loader after each batch holding a timeout
     starts.clear()
-    assert [i for b in restart_on_timeout(make_loader, enabled=False) for i in b["index"]] == seen
+    assert [i for b in WorkerSupervisor(make_loader, enabled=False) for i in b["index"]] == seen
     assert starts == [0]
 
 

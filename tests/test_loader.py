@@ -188,3 +188,59 @@ def test_prefetch_thread_surfaces_source_errors() -> None:
     assert next(it) == 1
     with pytest.raises(RuntimeError, match="decoder exploded"):
         next(it)
+
+
+# --------------------------------------------------------------------------- blocklist files
+
+
+def test_a_blocklist_that_is_a_directory_says_a_file_was_expected(tmp_path: Path, clips: list[Path]) -> None:
+    from kvideo.data.blocklist import read_blocklist
+
+    (tmp_path / "report").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        read_blocklist(str(tmp_path / "report"))
+    msg = str(info.value)
+    assert msg.startswith(f"data.blocklist={str(tmp_path / 'report')!r} is a directory") and "\n" not in msg
+    assert "expected a file" in msg and "blocklist.txt" in msg and "no such file" not in msg
+    # The usual slip: the validate --out folder instead of the blocklist in it. Say which file.
+    (tmp_path / "report" / "blocklist.txt").write_text("")
+    with pytest.raises(IsADirectoryError, match=r"did you mean data\.blocklist=.*report/blocklist\.txt"):
+        build_dataset(make_cfg(tmp_path, [str(clips[0])], **{"data.blocklist": str(tmp_path / "report")}),
+                      split="train", tokenizer=ByteTokenizer())
+
+
+def test_json_lines_blocklists_keep_every_name_exactly(tmp_path: Path) -> None:
+    """What ``kvideo.validate`` writes: a ``#`` header, then one JSON object (or string) per
+    path, so names with trailing spaces, newlines or leading ``#`` come back unchanged."""
+    from kvideo.data.blocklist import read_blocklist
+
+    names = ["/v/twin.mp4 ", "/v/line\nbreak.mp4", "/v/#hash.mp4", " /v/lead.mp4", "/v/é\u2028.mp4"]
+    file = tmp_path / "blocklist.txt"
+    file.write_text(
+        "# kvideo.validate blocklist (JSON lines)\n"
+        + "".join(json.dumps({"path": p, "reason": "unreadable"}) + "\n" for p in names[:-1])
+        + "\n" + json.dumps(names[-1]) + "\r\n",  # a bare JSON string, a blank line, a CRLF
+        encoding="utf-8",
+    )
+    assert read_blocklist(str(file)) == set(names)
+
+
+def test_old_one_path_per_line_blocklists_still_load(tmp_path: Path) -> None:
+    from kvideo.data.blocklist import read_blocklist
+
+    file = tmp_path / "old.txt"
+    file.write_text("# kvideo.validate blocklist: train with data.blocklist=x\n/v/a.mp4\r\n\n  /v/b.mp4  \n")
+    assert read_blocklist(str(file)) == {"/v/a.mp4", "/v/b.mp4"}  # stripped, as they always were
+    assert read_blocklist("") == frozenset()
+
+
+def test_a_damaged_json_lines_blocklist_names_the_file_and_line(tmp_path: Path) -> None:
+    from kvideo.data.blocklist import read_blocklist
+
+    file = tmp_path / "blocklist.txt"
+    file.write_text('# header\n{"path": "/v/a.mp4"}\n/v/b.mp4\n')
+    with pytest.raises(ValueError, match=r"data\.blocklist=.*blocklist\.txt' line 3: expected a JSON string"):
+        read_blocklist(str(file))
+    file.write_text('{"path": 3}\n')
+    with pytest.raises(ValueError, match=r"line 1: expected a JSON string or .*got '\{\"path\": 3\}'"):
+        read_blocklist(str(file))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kvideo.registry import (
+    DATASETS,
+    DECODERS,
+    SAMPLING_POLICIES,
     Registry,
     list_decoders,
     list_sampling_policies,
@@ -30,6 +33,28 @@ def test_unknown_name_lists_choices() -> None:
     reg.register("y")(object())
     with pytest.raises(KeyError, match=r"unknown widget 'z'; choices: \['x', 'y'\]"):
         reg.get("z")
+
+
+def test_unknown_name_names_the_config_key_that_selects_it() -> None:
+    reg: Registry = Registry("widget", key="shop.widget_type")
+    reg.register("x")(object())
+    with pytest.raises(KeyError, match=r"unknown shop\.widget_type 'z'; choices: \['x'\]"):
+        reg.get("z")
+
+
+@pytest.mark.parametrize(
+    ("registry", "key"),
+    [
+        (DATASETS, "video.dataset_type"),
+        (SAMPLING_POLICIES, "video.sampling_policy"),
+        (DECODERS, "decoder.name"),
+    ],
+)
+def test_each_builtin_registry_names_its_config_key(registry: Registry, key: str) -> None:
+    list_decoders()  # loads every built-in plugin, so the choices are the real ones
+    with pytest.raises(KeyError) as err:
+        registry.get("bogus")
+    assert err.value.args[0] == f"unknown {key} 'bogus'; choices: {registry.names()}"
 
 
 def test_conflicting_registration_is_an_error() -> None:

@@ -92,3 +92,20 @@ def test_hf_tokenizer_missing_library_message(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setitem(sys.modules, "tokenizers", None)  # makes `import tokenizers` fail
     with pytest.raises(ImportError, match=r"data.tokenizer=.* needs the `tokenizers` library"):
         HFTokenizer(str(tmp_path / "tokenizer.json"))
+
+
+@pytest.mark.parametrize(
+    "content", ["not json at all\n", "{}", '{"model": 3}', ""], ids=["text", "empty_object", "model", "empty"]
+)
+def test_a_file_that_is_not_a_tokenizer_json_names_the_key_the_file_and_what_was_expected(
+    tmp_path: Path, content: str
+) -> None:
+    pytest.importorskip("tokenizers", reason="optional extra kvideo[tokenizers] not installed")
+    path = tmp_path / "tokenizer.json"
+    path.write_text(content)
+    with pytest.raises(ValueError) as info:
+        build_tokenizer(DataConfig(tokenizer=str(tmp_path)))  # the folder: the message names the file in it
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"data.tokenizer={str(tmp_path)!r}: ") and str(path) in msg
+    assert "not a Hugging Face tokenizers JSON file" in msg

@@ -43,13 +43,15 @@ def _spy_decoder(cfg, *, local_rank: int = 0):
 
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory: pytest.TempPathFactory):
-    """Hostile corpus + 3 good clips behind a manifest (one path listed twice), validated once."""
+    """Hostile corpus + 3 good clips behind a manifest (one path listed twice), validated once;
+    plus bad files whose names end in a space or hold a newline, each beside a good twin."""
     root = tmp_path_factory.mktemp("validate")
     cases = H.build_hostile_corpus(root / "videos")
     good = [H.make_good(root / "videos" / f"good_{i}.mp4", i) for i in range(3)]
     # Widths decord cannot copy out on some CPU (1, 2, 32, 96): training reads them, so must validate.
     narrow = [V.make_odd_size(root / "videos" / f"w{w}.mp4", width=w, height=h) for w, h in NARROW]
-    paths = [c.path for c in cases] + good + narrow + [good[0]]
+    odd = H.make_odd_names(root / "videos")
+    paths = [c.path for c in cases] + good + narrow + [c.path for c in odd] + [good[0]]
     manifest = root / "train.jsonl"
     lines = (json.dumps({"path": p, "caption": f"clip {i}"}) + "\n" for i, p in enumerate(paths))
     manifest.write_text("".join(lines))
@@ -58,8 +60,8 @@ def scanned(tmp_path_factory: pytest.TempPathFactory):
         "video/dataset=manifest", f"video.data_root={manifest}", "--out", str(out), "--workers", "2",
         "--timeout", TIMEOUT, "--no-progress", "--frames", "4",  # 4: sees the corrupt middle
     ])
-    yield {"root": root, "cases": cases, "good": good, "narrow": narrow, "manifest": manifest, "out": out,
-           "code": code}
+    yield {"root": root, "cases": cases, "good": good, "narrow": narrow, "odd": odd, "manifest": manifest,
+           "out": out, "code": code}
     H.release_hangs(root)
     for case in cases:
         if os.path.isfile(case.path):
@@ -70,9 +72,10 @@ def test_report_has_one_record_per_distinct_file(scanned) -> None:
     assert scanned["code"] == 0
     records = [json.loads(line) for line in (scanned["out"] / REPORT_NAME).read_text().splitlines()]
     by_path = {r["path"]: r for r in records}
-    assert len(by_path) == len(records) == len(scanned["cases"]) + len(scanned["good"]) + len(NARROW)
+    files = len(scanned["cases"]) + len(scanned["good"]) + len(NARROW) + len(scanned["odd"])
+    assert len(by_path) == len(records) == files
     assert sorted(r["index"] for r in records) == list(range(len(records)))
-    for case in scanned["cases"]:
+    for case in scanned["cases"] + scanned["odd"]:
         r = by_path[case.path]
         outcome = None if r["ok"] else r["reason"]
         assert case.accepts(outcome), (case.name, r)
@@ -102,12 +105,26 @@ def test_summary_counts_and_blocklist_agree_with_the_report(scanned) -> None:
     assert summary["reasons"] == counts and summary["bad"] == len(bad)
     assert summary["rows"] == len(records) + 1  # the duplicated row is probed once
     assert counts["timeout"] == 1  # the ffconcat -> FIFO file, killed with its worker
-    lines = (scanned["out"] / BLOCKLIST_NAME).read_text().splitlines()
-    assert lines[0].startswith("#")
-    assert lines[1:] == bad
+    lines = (scanned["out"] / BLOCKLIST_NAME).read_text(encoding="utf-8").split("\n")
+    assert lines[0].startswith("#") and "data.blocklist=" in lines[0] and lines[-1] == ""
+    reasons = {r["path"]: r["reason"] for r in records if not r["ok"]}
+    assert [json.loads(line) for line in lines[1:-1]] == [{"path": p, "reason": reasons[p]} for p in bad]
+
+
+def test_blocklist_keeps_names_with_a_trailing_space_or_a_newline(scanned) -> None:
+    """One path per line loses these names: ``strip()`` turns ``"twin.mp4 "`` into the good
+    ``"twin.mp4"`` and a newline splits a name in two. JSON lines keep every name exactly."""
+    from kvideo.data.blocklist import read_blocklist
+
+    blocked = read_blocklist(str(scanned["out"] / BLOCKLIST_NAME))
+    records = [json.loads(line) for line in (scanned["out"] / REPORT_NAME).read_text().splitlines()]
+    assert blocked == {r["path"] for r in records if not r["ok"]}
+    for case in scanned["odd"]:
+        assert (case.path in blocked) == (case.expect is not None), case.name
 
 
 def test_blocklisted_rows_are_masked_and_never_opened(scanned, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvideo.data.blocklist import read_blocklist
     from kvideo.data.loader import build_dataset
     from kvideo.data.tokenizer import build_tokenizer
 
@@ -120,7 +137,8 @@ def test_blocklisted_rows_are_masked_and_never_opened(scanned, monkeypatch: pyte
         "video.min_frames=2",
     ])
     ds = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
-    blocked = set(blocklist.read_text().splitlines()[1:])
+    blocked = read_blocklist(str(blocklist))
+    assert {c.path for c in scanned["odd"] if c.expect} <= blocked
     OPENED.clear()
     for i in range(len(ds)):
         item = ds[i]

@@ -34,3 +34,22 @@ def require_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
     choices = list(choices)
     if value not in choices:
         raise ValueError(f"{field} must be one of {choices} (got {value!r})")
+
+
+def require_caption_room(prompt_tokens: int, max_text_len: int, tokenizer: str) -> None:
+    """The text slot holds BOS + prompt + caption + EOS, cut at ``model.max_text_len``: a
+    prompt that fills it masks every caption token, and the run would "train" on loss 0."""
+    context = 1 + prompt_tokens
+    if context + 1 > max_text_len:
+        raise ValueError(
+            f"video.prompt leaves no room for the caption: BOS + prompt = 1 + {prompt_tokens} = {context} "
+            f"tokens ({tokenizer}) of model.max_text_len ({max_text_len}); shorten video.prompt or raise "
+            "model.max_text_len"
+        )
+
+
+def require_at_most(field: str, value: float, limit: float, why: str) -> None:
+    """Upper bounds for sizes that allocate: past them a run cannot fit (or makes no sense), and
+    without a bound the first sign is an OOM kill minutes later, or a crash in the allocator."""
+    if value > limit:
+        raise ValueError(f"{field} must be at most {limit} (got {value}): {why}")

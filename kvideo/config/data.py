@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvideo.config.checks import require_choice, require_non_negative, require_positive
+from kvideo.config.checks import (
+    require_choice,
+    require_finite,
+    require_non_negative,
+    require_positive,
+    require_range,
+)
 
 BAD_SAMPLE_POLICIES = ("mask", "replace")
 
@@ -17,7 +23,11 @@ class DataConfig:
     tokenizer: Path to a local ``tokenizer.json`` (HF ``tokenizers``); empty = byte-level.
     bad_sample_policy: ``mask`` keeps the slot with no loss and an all-false frame mask;
         ``replace`` substitutes the next readable clip so batches stay full.
-    blocklist: Optional file of paths (one per line, from ``kvideo.validate``) to skip.
+    blocklist: Optional file of paths to skip (``kvideo.validate`` writes it; format in
+        ``kvideo.data.blocklist``).
+    max_skip_fraction: The run stops (status ``failed``) when more than this share of the
+        samples of a window (at least 64 samples, all ranks) were skipped: a dataset that is
+        broken through and through must not "train" on empty batches. 1 disables the check.
     val_max_samples: Cap on validation clips (0 = all).
     sample_train_clips / sample_val_clips / sample_seed: size and seed of the synthetic
         corpus generated on first use of ``video/dataset=sample``.
@@ -26,6 +36,7 @@ class DataConfig:
     tokenizer: str = ""
     bad_sample_policy: str = "mask"
     blocklist: str = ""
+    max_skip_fraction: float = 0.5
     val_max_samples: int = 0
     sample_train_clips: int = 800
     sample_val_clips: int = 160
@@ -33,6 +44,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         require_choice("data.bad_sample_policy", self.bad_sample_policy, BAD_SAMPLE_POLICIES)
+        require_finite("data.max_skip_fraction", self.max_skip_fraction)
+        require_range("data.max_skip_fraction", self.max_skip_fraction, 0.0, 1.0)
         require_non_negative("data.val_max_samples", self.val_max_samples)
         require_positive("data.sample_train_clips", self.sample_train_clips)
         require_positive("data.sample_val_clips", self.sample_val_clips)

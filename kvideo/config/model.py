@@ -9,10 +9,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kvideo.config.checks import require_choice, require_positive, require_range
+from kvideo.config.checks import require_at_most, require_choice, require_positive, require_range
 
 VISION_BACKBONES = ("vit", "timm")
 PATCH_STEMS = ("linear", "conv")
+
+# Generous but finite upper bounds: a typo (an extra zero or two) fails here in one line instead
+# of in the allocator. Each reason is part of the message.
+_WIDEST = "16384 is the width of the widest published LM (Llama 3.1 405B)"
+_DEEPEST = "deeper than any published transformer (GPT-3: 96 blocks, Llama 3.1 405B: 126)"
+BOUNDS = {
+    # one block 16384 wide is 12 * 16384^2 = 3.2 G parameters = 48 GiB of fp32 weights, grads, Adam
+    "vision_width": (16384, _WIDEST),
+    "lm_width": (16384, _WIDEST),
+    "vision_depth": (256, _DEEPEST),
+    "lm_depth": (256, _DEEPEST),
+    # the learned table is max_seq_len * lm_width floats: 1e8 positions at width 128 is 48 GiB
+    # of weights alone (191 GiB with grads and Adam states)
+    "max_seq_len": (131072, "131072 (128K) positions is the longest context of common LMs; the "
+                            "position table is model.max_seq_len * model.lm_width floats"),
+}
 
 
 @dataclass
@@ -63,6 +79,8 @@ class ModelConfig:
                       "tokens_per_frame", "lm_width", "lm_depth", "lm_heads",
                       "max_seq_len", "max_text_len"):
             require_positive(f"model.{field}", getattr(self, field))
+        for field, (limit, why) in BOUNDS.items():
+            require_at_most(f"model.{field}", getattr(self, field), limit, why)
         if self.vision_width % self.vision_heads:
             raise ValueError(
                 f"model.vision_width ({self.vision_width}) must be divisible by "

@@ -8,9 +8,12 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from kvideo.config.checks import require_caption_room
 from kvideo.config.data import DataConfig
 from kvideo.config.decoder import DecoderConfig
+from kvideo.config.memory import check_fits_where_it_runs
 from kvideo.config.model import ModelConfig
 from kvideo.config.trainer import TrainerConfig
 from kvideo.config.video import VideoConfig
@@ -43,6 +46,8 @@ def check_cross_fields(cfg: KVideoConfig) -> None:
             f"= {video.max_frames} * {model.tokens_per_frame} + {model.max_text_len} = {total} "
             f"> model.max_seq_len ({model.max_seq_len})"
         )
+    if not cfg.data.tokenizer:  # byte-level: the count needs no file (a tokenizer.json is checked on load)
+        require_caption_room(len(video.prompt.encode("utf-8")), model.max_text_len, "byte-level")
     if video.frame_size % model.patch_size:
         raise ValueError(
             f"video.frame_size ({video.frame_size}) must be a multiple of model.patch_size "
@@ -72,16 +77,33 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("kvideo.tasks_per_node", tasks_per_node)
 
 
-def to_validated(cfg: DictConfig | dict[str, Any]) -> KVideoConfig:
+def to_validated(cfg: DictConfig | dict[str, Any], *, check_memory: bool = True) -> KVideoConfig:
     """Convert a composed config into dataclasses, which runs every ``__post_init__``.
 
     OmegaConf merges do not call ``__post_init__``, so nothing composed by Hydra is
     validated until this runs; the launcher calls it before doing any work.
-    Only the schema's nodes are converted (``hydra`` and extras are ignored).
+    Only the schema's nodes are converted (``hydra`` and extras are ignored, but for the
+    launcher keys that say which machine's memory the run must fit in). Then, unless
+    ``check_memory=False`` (tools that read the config but do not train, e.g. a dataset scan),
+    the memory estimate (``kvideo.config.memory``): frames and model against that machine.
     """
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     schema = OmegaConf.structured(KVideoConfig)
     keys = [k for k in schema.keys() if k in cfg]
     merged = OmegaConf.merge(schema, OmegaConf.masked_copy(cfg, keys))
-    return OmegaConf.to_object(merged)
+    validated = OmegaConf.to_object(merged)
+    if check_memory:
+        check_fits_where_it_runs(validated, launcher_fields(cfg))
+    return validated
+
+
+def launcher_fields(cfg: DictConfig) -> dict[str, Any]:
+    """``hydra.launcher``'s keys the memory check needs (all None without a hydra node)."""
+    fields: dict[str, Any] = {}
+    for key in ("_target_", "mem_gb", "tasks_per_node", "gpus_per_node"):
+        try:
+            fields[key] = OmegaConf.select(cfg, f"hydra.launcher.{key}", default=None)
+        except OmegaConfBaseException:  # an interpolation that only a running Hydra resolves
+            fields[key] = None
+    return fields

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvideo.config.checks import (
+    require_at_most,
     require_choice,
     require_non_negative,
     require_positive,
@@ -13,6 +14,9 @@ from kvideo.config.checks import (
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
+# Per process, per micro-batch: twice CLIP's *global* batch (32768, split over hundreds of GPUs).
+# Smaller batches that still cannot fit are refused by the memory estimate (kvideo/config/memory.py).
+MAX_BATCH_SIZE = 65536
 
 
 @dataclass
@@ -44,6 +48,8 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         for field in ("max_steps", "batch_size", "lr", "grad_accum", "log_every"):
             require_positive(f"trainer.{field}", getattr(self, field))
+        require_at_most("trainer.batch_size", self.batch_size, MAX_BATCH_SIZE,
+                        "clips per process and micro-batch; 65536 is twice CLIP's global batch")
         for field in ("weight_decay", "warmup_steps", "grad_clip", "num_workers",
                       "ckpt_every", "val_every", "val_max_batches", "seed"):
             require_non_negative(f"trainer.{field}", getattr(self, field))

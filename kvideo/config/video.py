@@ -10,7 +10,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from kvideo.config.checks import require_at_most
+
 VIDEO_SPLITS = ("train", "validation")
+
+# Frames are resized to a square of this side. 4096 covers 4K video (3840 x 2160) without
+# upscaling; one such frame is 48 MiB as uint8 and 192 MiB as float32, so a default batch
+# (16 clips x 8 frames) is already 24 GiB of normalized frames. Past it there is no source
+# resolution to gain and no machine that holds a batch: 65536 was OOM-killed at 22.5 GB.
+MAX_FRAME_SIZE = 4096
+# Frames per clip: 8192 is 68 minutes at 2 fps (Molmo2's rate), far past what video LMs train
+# on; every frame is padded to this count and sizes the frame-position table.
+MAX_FRAMES = 8192
 
 
 @dataclass
@@ -75,3 +86,8 @@ class VideoConfig:
             raise ValueError(f"video.fps must be positive (got {self.fps})")
         if self.frame_size <= 0:
             raise ValueError(f"video.frame_size must be positive (got {self.frame_size})")
+        require_at_most("video.frame_size", self.frame_size, MAX_FRAME_SIZE,
+                        "frames are resized to this square side; 4096 covers 4K video (3840 x 2160), "
+                        "and one 4096 px frame is already 48 MiB as uint8, 192 MiB as float32")
+        require_at_most("video.max_frames", self.max_frames, MAX_FRAMES,
+                        "8192 frames is 68 minutes at 2 fps; every clip is padded to this many frames")

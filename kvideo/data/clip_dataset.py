@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
@@ -21,6 +21,9 @@ from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import ClipMeta
 from kvideo.sampling import timestamps
+
+if TYPE_CHECKING:
+    from kvideo.data.watchdog import InFlight
 
 # How many following rows "replace" tries before giving up and masking the slot.
 MAX_REPLACEMENT_TRIES = 8
@@ -46,6 +49,7 @@ def sample_timestamps(spec: SamplingSpec, epoch: int, index: int, meta: ClipMeta
         max_frames=spec.max_frames,
         num_frames=meta.num_frames,
         native_fps=meta.native_fps,
+        frame_starts=meta.frame_starts,
         seed=spec.seed,
         epoch=epoch,
         index=index,
@@ -79,6 +83,8 @@ class VideoClipDataset(Dataset):
         self.tokenizer = tokenizer
         self.local_rank = local_rank
         self.blocklist = blocklist
+        self.in_flight: InFlight | None = None  # set per DataLoader by kvideo.data.loader
+        self.crashed: set[int] = set()  # indices whose decode killed a worker twice (watchdog)
         self.epoch = 0
         video = cfg.video
         self.spec = SamplingSpec(
@@ -110,6 +116,10 @@ class VideoClipDataset(Dataset):
         row = self.rows[index]
         if row.path in self.blocklist:
             raise DecodeError("blocklisted", row.path)
+        if index in self.crashed:
+            raise DecodeError("worker_crash", row.path, "its decode killed two DataLoader workers")
+        if self.in_flight is not None:
+            self.in_flight.mark(index)
         return self.decoder.decode(
             row.path,
             partial(sample_timestamps, self.spec, self.epoch, index),
@@ -127,6 +137,9 @@ class VideoClipDataset(Dataset):
             skip_reason, clip = err.reason, None
             if self.cfg.data.bad_sample_policy == "replace":
                 clip, source = self._replacement(index)
+        finally:
+            if self.in_flight is not None:
+                self.in_flight.clear()
         return self._assemble(index, source, row, clip, skip_reason)
 
     def _replacement(self, index: int):

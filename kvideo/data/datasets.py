@@ -204,7 +204,8 @@ def read_manifest(manifest: str, max_samples: int = 0) -> list[ClipRow]:
 
 
 def _iter_jsonl(manifest: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(manifest, encoding="utf-8") as handle:
+    # utf-8-sig, as for CSV: a BOM before the first record is an editor's, not a JSON error.
+    with open(manifest, encoding="utf-8-sig") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

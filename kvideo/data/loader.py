@@ -11,31 +11,20 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from kvideo.config import KVideoConfig
+from kvideo.data.blocklist import read_blocklist
 from kvideo.data.clip_dataset import VideoClipDataset
 from kvideo.data.preprocess import normalize_frames
 from kvideo.data.sharding import ResumableShardSampler
-from kvideo.data.watchdog import restart_on_timeout
+from kvideo.data.watchdog import InFlight, WorkerSupervisor
 from kvideo.registry import DATASETS, load_builtin_plugins
 
 GPU_DECODERS = ("decord_gpu",)
-
-
-def read_blocklist(path: str) -> frozenset[str]:
-    """Paths to skip, one per line (``kvideo.validate`` writes this file)."""
-    if not path:
-        return frozenset()
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"data.blocklist: no such file {path!r}")
-    lines = (line.strip() for line in file.read_text().splitlines())
-    return frozenset(line for line in lines if line and not line.startswith("#"))
 
 
 def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: int = 0) -> VideoClipDataset:
@@ -160,7 +149,9 @@ def build_loader(
             len(dataset), rank=rank, world_size=world_size, seed=cfg.trainer.seed, epoch=epoch,
             shuffle=shuffle, skip=skip_samples + delivered, drop_last=drop_last,
         )
-        return DataLoader(
+        # Each loader's workers get their own slots (the next epoch's may run beside these).
+        dataset.in_flight = InFlight(workers) if workers else None
+        loader = DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
@@ -171,13 +162,18 @@ def build_loader(
             worker_init_fn=_worker_init if workers else None,
             prefetch_factor=4 if workers else None,
         )
+        loader.in_flight = dataset.in_flight  # type: ignore[attr-defined]
+        return loader
 
     # Worker processes start (and decode ahead) now, not at the first next(): a trainer that
     # opens the next epoch before this one ends then never waits for worker start-up.
     first = make_loader(0)
     started = (first, iter(first)) if workers else None
-    # A decode timeout leaves a stuck thread in its worker: replace the workers (watchdog.py).
-    batches: Iterable[dict[str, Any]] = restart_on_timeout(make_loader, enabled=workers > 0, started=started)
+    # A decode timeout leaves a stuck thread in its worker, a crash leaves no worker: replace
+    # the workers and go on after the delivered samples (watchdog.py).
+    batches: Iterable[dict[str, Any]] = WorkerSupervisor(
+        make_loader, enabled=workers > 0, started=started, crashed=dataset.crashed
+    )
     if on_gpu:
         batches = _ThreadPrefetcher(batches, cfg.decoder.prefetch)
     return (to_device(batch, device) for batch in batches)

@@ -116,7 +116,15 @@ class HFTokenizer(_ExampleMixin):
                 "(or leave data.tokenizer empty for the built-in byte tokenizer)"
             ) from None
         self.path = file
-        self._tok = _Tokenizer.from_file(file)
+        try:
+            self._tok = _Tokenizer.from_file(file)
+        except Exception as e:  # tokenizers raises a bare Exception("expected value at line 1 column 1")
+            why = " ".join(str(e).split())[:200] or type(e).__name__
+            raise ValueError(
+                f"data.tokenizer={path!r}: {file} is not a Hugging Face tokenizers JSON file ({why}); "
+                "expected a tokenizer.json as saved by tokenizers' Tokenizer.save or transformers' "
+                "save_pretrained"
+            ) from None
         self._base_vocab = self._tok.get_vocab_size(with_added_tokens=True)
         next_id = self._base_vocab
         taken: set[int] = set()

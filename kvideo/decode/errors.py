@@ -17,6 +17,7 @@ SKIP_REASONS = (
     "decode_error",     # opened but frames could not be decoded (truncated mdat, corrupt data)
     "timeout",          # decode exceeded decoder.timeout_s (decord hangs on some files)
     "blocklisted",      # listed in data.blocklist by ``kvideo.validate``
+    "worker_crash",     # its decode killed a DataLoader worker twice (a segfault, the OOM killer)
 )
 
 

@@ -11,9 +11,10 @@ Rules (the contract in docs/architecture.md):
 * A stamp ``t`` selects the frame being displayed at ``t``: the last frame whose start
   <= t. Stamps before 0 select the first frame, stamps past the end the last frame.
 * duration = last frame's start + last frame's display duration. The last frame's display
-  duration is ``end - start`` from the container when that is positive, otherwise the
-  median gap between frame starts, otherwise ``1 / fallback_fps`` (decord's average fps),
-  otherwise 0 (a single frame with no timing information).
+  duration is ``end - start`` from the container when that is positive, otherwise a guess:
+  the median gap between frame starts, otherwise ``1 / fallback_fps`` (decord's average fps),
+  either capped at 1 s (``_last_duration`` says why), otherwise 0 (a single frame with no
+  timing information).
 * native_fps = (frames starting inside the window) / duration: for the whole video that is
   num_frames / duration, the true mean rate for VFR, where a container's nominal rate can be
   far off (decord's ``get_avg_fps`` reports 25 for a 16.5 fps VFR MKV).
@@ -53,7 +54,24 @@ def valid_prefix(starts: np.ndarray) -> int:
     return int(hits[0]) if hits.size else int(starts.size)
 
 
-def _last_duration(starts: np.ndarray, ends: np.ndarray | None, fallback_fps: float) -> float:
+def _last_duration(
+    starts: np.ndarray, ends: np.ndarray | None, fallback_fps: float, max_guess: float = 1.0
+) -> float:
+    """How long the last frame is shown: what a player shows.
+
+    The container's own ``end - start`` when it gives one (MP4's last ``stts`` delta, a
+    packet duration): a player holds the last frame exactly that long. Otherwise (MPEG-TS,
+    a muxer that wrote 0) the hold must be guessed. The median gap is the frame interval of
+    dense video, CFR or VFR, so N frames at 25 fps still last N / 25 s. But for a sparse clip
+    (a paused camera, a slideshow: frames at 0, 1800 and 3600 s) the gap is not a frame
+    interval, and appending it stretched that clip by half, to 5400 s, while a player stops
+    right after the last frame. Neither the gaps nor the average fps (frames / a duration
+    that is itself this long; decord reports 1/1200 fps there) can tell such a clip from a
+    genuinely slow one, so the guess is capped at ``max_guess`` (1 s): exact for every rate
+    of 1 fps and up, at most 1 s off below that. Too short is the harmless side: every frame
+    still starts inside ``[0, duration)`` and can be sampled, whereas too long spends that
+    share of evenly spaced stamps on the last frame and under-reports ``native_fps``.
+    """
     if ends is not None and ends.size:
         d = float(ends[-1] - starts[-1])
         if np.isfinite(d) and d > 0:
@@ -61,9 +79,9 @@ def _last_duration(starts: np.ndarray, ends: np.ndarray | None, fallback_fps: fl
     gaps = np.diff(starts)
     gaps = gaps[gaps > 0]
     if gaps.size:
-        return float(np.median(gaps))
+        return min(float(np.median(gaps)), max_guess)
     if fallback_fps and np.isfinite(fallback_fps) and fallback_fps > 0:
-        return 1.0 / float(fallback_fps)
+        return min(1.0 / float(fallback_fps), max_guess)
     return 0.0
 
 
@@ -163,13 +181,29 @@ class Segment:
     def meta(self) -> ClipMeta:
         """``native_fps`` counts frames that *start* inside the window, so a trim that begins
         mid-frame (adding the frame already on screen to ``num_frames``) still reports 25 fps
-        for a 25 fps video."""
+        for a 25 fps video. ``frame_starts`` are ``frame_starts()``: a sampler that picks frame
+        indices can name them as times that ``indices_at`` maps back to those very frames."""
         starts, slack = self.timeline.starts, self.timeline.slack
         lo = np.searchsorted(starts, self.offset - slack, side="left")
         hi = np.searchsorted(starts, self.offset + self.duration - slack, side="left")
         inside = int(hi - lo) or self.num_frames
         fps = inside / self.duration if self.duration > 0 else 0.0
-        return ClipMeta(duration=float(self.duration), native_fps=float(fps), num_frames=self.num_frames)
+        return ClipMeta(
+            duration=float(self.duration),
+            native_fps=float(fps),
+            num_frames=self.num_frames,
+            frame_starts=self.frame_starts(),
+        )
+
+    def frame_starts(self) -> np.ndarray:
+        """Start of each of the segment's frames relative to its start (read-only float64).
+
+        The frame already on screen when the segment starts gets 0, as in ``times_of``; every
+        value ``s`` satisfies ``indices_at([s]) == [that frame]`` (unless two frames share a
+        start, when the later one is the one displayed)."""
+        starts = np.maximum(self.timeline.starts[self.first : self.last + 1] - self.offset, 0.0)
+        starts.flags.writeable = False
+        return starts
 
     def indices_at(self, stamps: np.ndarray | list[float]) -> np.ndarray:
         """Frame index (into the whole video) displayed at each stamp (seconds relative to

@@ -163,6 +163,10 @@ class PyAVDecoder(GuardedDecoder):
             container.close()
             raise DecodeError("no_video_stream", path, "container has no video stream")
         ctx = container.streams.video[0].codec_context
+        if ctx is None:  # PyAV gives no codec context when FFmpeg has no decoder for the stream
+            container.close()
+            detail = "the video stream is there but cannot be opened as video (FFmpeg has no decoder for it)"
+            raise DecodeError("unreadable", path, detail)
         ctx.thread_type = "SLICE"  # frame threading would apply skip_frame to the wrong packets
         ctx.thread_count = max(1, self.num_threads)
         return container
@@ -190,7 +194,8 @@ class PyAVDecoder(GuardedDecoder):
             got.update(more)
             if not _covers(got, s, idx):
                 raise DecodeError(
-                    "decode_error", path,
+                    "decode_error",
+                    path,
                     f"{detail or 'frames missing'}; retry without the last {TAIL_GUARD} frames: "
                     f"{retry_detail or 'frames missing'}",
                 )

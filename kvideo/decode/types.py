@@ -7,8 +7,8 @@ Kept free of torch/decord imports at runtime so config validation and
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -24,11 +24,18 @@ class ClipMeta:
         exact for CFR, the average for VFR; not the container's nominal rate).
     num_frames: frames whose display starts inside the segment (plus the frame already
         on screen at its start).
+    frame_starts: display start of each of those ``num_frames`` frames, in seconds from the
+        segment start (the frame already on screen at the start is at 0), or None when the
+        decoder does not know them. A policy that picks frame *indices* (``qwen``) returns
+        the starts of its picks, which the decoder maps back to exactly those frames even on
+        variable-frame-rate video, where ``index / native_fps`` lands on other frames. Left out
+        of ``==`` and ``repr``: it is the detail behind the three summary fields above.
     """
 
     duration: float
     native_fps: float
     num_frames: int
+    frame_starts: Sequence[float] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kvideo.registry import SAMPLING_POLICIES
-from kvideo.sampling import policies as _policies  # noqa: F401  (registers the built-ins)
+from kvideo.sampling import policies as _policies  # importing it registers the built-ins
 
 
 def timestamps(
@@ -18,24 +20,33 @@ def timestamps(
     seed: int = 0,
     epoch: int = 0,
     index: int = 0,
+    frame_starts: Sequence[float] | None = None,
 ) -> list[float]:
     """Timestamps in seconds at which ``policy`` samples a clip of ``duration`` seconds.
 
     Kept stable: golden tests outside this repository call it. ``num_frames`` and
     ``native_fps`` describe the clip's real frames (the ``qwen`` policy counts them);
+    ``frame_starts`` (``ClipMeta.frame_starts``, optional) are their start times, which lets
+    ``qwen`` name the frames it picks exactly on variable-frame-rate video;
     ``seed``/``epoch``/``index`` key the randomness of ``random_segment``.
+
+    Raises ``ValueError`` for ``fps <= 0``, ``min_frames < 1`` or ``min_frames > max_frames``,
+    whatever the policy, and ``KeyError`` for an unknown policy.
     """
     fn = SAMPLING_POLICIES.get(policy)
+    fps, min_frames, max_frames = float(fps), int(min_frames), int(max_frames)
+    _policies.check_arguments(fps, min_frames, max_frames)
     return fn(
         duration=float(duration),
-        fps=float(fps),
-        min_frames=int(min_frames),
-        max_frames=int(max_frames),
+        fps=fps,
+        min_frames=min_frames,
+        max_frames=max_frames,
         num_frames=num_frames,
         native_fps=native_fps,
         seed=seed,
         epoch=epoch,
         index=index,
+        frame_starts=frame_starts,
     )
 
 

@@ -8,10 +8,25 @@ golden tests pin those semantics.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from kvideo.registry import SAMPLING_POLICIES
+
+
+def check_arguments(fps: float, min_frames: int, max_frames: int) -> None:
+    """Refuse a budget no policy can honour, as KempnerForge's ``sample_timestamps`` does.
+
+    Without this, ``min_frames > max_frames`` quietly returns ``min_frames`` stamps (more than
+    the batch has slots for) and ``fps <= 0`` divides by zero inside ``molmo2``.
+    """
+    if not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps must be finite and positive (got {fps})")
+    if min_frames < 1:
+        raise ValueError(f"min_frames must be >= 1 (got {min_frames})")
+    if min_frames > max_frames:
+        raise ValueError(f"min_frames ({min_frames}) must be <= max_frames ({max_frames})")
 
 
 def _uniform_count(duration: float, fps: float, min_frames: int, max_frames: int) -> int:
@@ -33,23 +48,43 @@ def uniform(*, duration: float, fps: float, min_frames: int, max_frames: int, **
     return [i * duration / (n - 1) for i in range(n)]
 
 
+def _uniform_last_frame(duration: float, max_frames: int, max_fps: float | None) -> np.ndarray:
+    """Molmo2's ``uniform_last_frame``: ``max_frames`` evenly spaced stamps, first and last
+    instant included, unless ``max_fps`` is set and the clip is short enough to be sampled at
+    that rate, when the stamps are ``max_fps``-spaced from 0 with the final instant appended."""
+    if max_fps is None or (max_frames - 1) / max_fps < duration:
+        return np.linspace(0.0, duration, max_frames)
+    return np.append(np.arange(0.0, duration, 1.0 / max_fps), duration)
+
+
 @SAMPLING_POLICIES.register("molmo2")
 def molmo2(*, duration: float, fps: float, min_frames: int, max_frames: int, **_: object) -> list[float]:
-    """Molmo2's ``uniform_last_frame`` with ``max_fps``.
+    """Molmo2's ``uniform_last_frame`` with ``max_fps = fps``.
 
     Long clips get ``max_frames`` evenly spaced stamps; short ones are sampled at
     ``fps`` from 0 and the final instant is appended. Molmo2 has no minimum; ours
-    spreads ``min_frames`` evenly when the rule yields fewer.
+    spreads ``min_frames`` evenly when the rule yields fewer (``video/sampling=molmo2``
+    sets ``min_frames: 1``, which turns that off).
     """
     if duration <= 0:
         return [0.0]
-    if (max_frames - 1) / fps < duration:
-        stamps = np.linspace(0.0, duration, max_frames)
-    else:
-        stamps = np.append(np.arange(0.0, duration, 1.0 / fps), duration)
+    stamps = _uniform_last_frame(duration, max_frames, max_fps=fps)
     if len(stamps) < min_frames:
         stamps = np.linspace(0.0, duration, min_frames)
     return [float(t) for t in stamps]
+
+
+@SAMPLING_POLICIES.register("molmo2_no_max_fps")
+def molmo2_no_max_fps(*, duration: float, max_frames: int, **_: object) -> list[float]:
+    """Molmo2's ``uniform_last_frame`` with ``max_fps = None``: always ``max_frames`` stamps
+    ``linspace(0, duration, max_frames)``, however short the clip.
+
+    A policy of its own rather than a config knob: the ``video`` node's fields are fixed, and
+    ``fps`` must stay positive for the other policies. ``fps`` and ``min_frames`` play no part.
+    """
+    if duration <= 0:
+        return [0.0]
+    return [float(t) for t in _uniform_last_frame(duration, max_frames, max_fps=None)]
 
 
 def _floor_even(x: float) -> int:
@@ -58,6 +93,23 @@ def _floor_even(x: float) -> int:
 
 def _ceil_even(x: float) -> int:
     return int(math.ceil(x / 2) * 2)
+
+
+def _qwen_count(total: int, native_fps: float, fps: float, min_frames: int, max_frames: int) -> int:
+    """qwen-vl-utils' ``smart_nframes``: ``total / native_fps * fps`` frames, clamped to the
+    even-rounded budget and the clip's frames, floored to a multiple of 2; at least 1 where
+    qwen-vl-utils would raise."""
+    lo = _ceil_even(min_frames)
+    hi = _floor_even(min(max_frames, total))
+    return max(1, _floor_even(min(max(total / native_fps * fps, lo), hi, total)))
+
+
+def _at_frame_starts(indices: np.ndarray, frame_starts: Sequence[float], total: int) -> list[float]:
+    """The start times of frames ``indices``: the stamps that select exactly those frames."""
+    starts = np.asarray(frame_starts, dtype=np.float64)
+    if starts.shape != (total,):
+        raise ValueError(f"frame_starts must hold one start per frame ({total}), got shape {starts.shape}")
+    return [float(t) for t in starts[indices]]
 
 
 @SAMPLING_POLICIES.register("qwen")
@@ -69,13 +121,20 @@ def qwen(
     max_frames: int,
     num_frames: int | None = None,
     native_fps: float | None = None,
+    frame_starts: Sequence[float] | None = None,
     **_: object,
 ) -> list[float]:
-    """qwen-vl-utils' frame count (FRAME_FACTOR 2) over the clip's real frames.
+    """qwen-vl-utils' rule over the clip's real frames: n frames (FRAME_FACTOR 2), indices
+    ``round(linspace(0, N - 1, n))``.
 
+    qwen-vl-utils picks frame *indices*, so the stamps are the start times of the picked
+    frames: ``frame_starts`` when the decoder passes them (exact on variable-frame-rate
+    video), otherwise ``index / native_fps``, which is exact only for a constant rate.
     Unlike qwen-vl-utils this never raises when a clip has fewer frames than the
     minimum: it returns what the clip has (at least one frame).
     """
+    if num_frames is None and frame_starts is not None:
+        num_frames = len(frame_starts)
     if num_frames is None and native_fps is None:
         raise ValueError("qwen sampling needs the clip's num_frames or native_fps")
     if native_fps is None or native_fps <= 0:
@@ -83,12 +142,10 @@ def qwen(
     if num_frames is None:
         num_frames = max(1, round(duration * native_fps))
     total = max(1, int(num_frames))
-    lo = _ceil_even(min_frames)
-    hi = _floor_even(min(max_frames, total))
-    n = _floor_even(min(max(total / native_fps * fps, lo), hi, total))
-    if n < 1:
-        n = 1
+    n = _qwen_count(total, native_fps, fps, min_frames, max_frames)
     indices = np.round(np.linspace(0, total - 1, n)).astype(int)
+    if frame_starts is not None:
+        return _at_frame_starts(indices, frame_starts, total)
     limit = max(duration, 0.0)
     return [min(float(i) / native_fps, limit) for i in indices]
 

@@ -20,6 +20,7 @@ Python values (numpy's RNG state is converted), so a checkpoint cannot execute c
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -43,6 +44,10 @@ _STEP_RE = re.compile(r"step_(\d+)\.pt")
 
 class CheckpointError(RuntimeError):
     """A checkpoint file exists but cannot be used."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (the partial file is removed; the previous one stays)."""
 
 
 def checkpoint_dir(run_dir: Path | str) -> Path:
@@ -124,25 +129,52 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``<dir>/ckpt.tmp``, fsync, then ``os.replace`` onto ``path``.
 
-    Same directory = same filesystem, so the replace is an atomic rename.
+    Same directory = same filesystem, so the replace is an atomic rename. A failed write
+    removes ``ckpt.tmp`` and raises ``CheckpointWriteError`` (see ``_write_failure``).
     """
-    tmp = path.parent / TMP_NAME
-    with open(tmp, "wb") as f:
+
+    def write(f: Any) -> None:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+
+    _atomic_write(path, write)
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.parent / TMP_NAME
-    with open(src, "rb") as fin, open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout, length=16 << 20)
-        fout.flush()
-        os.fsync(fout.fileno())
-    os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
+    def write(fout: Any) -> None:
+        with open(src, "rb") as fin:
+            shutil.copyfileobj(fin, fout, length=16 << 20)
+
+    _atomic_write(dst, write)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.parent / TMP_NAME
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)  # a partial file on a full disk only makes it fuller
+        raise CheckpointWriteError(_write_failure(path, e, written)) from None
+    _fsync_dir(path.parent)
+
+
+def _write_failure(path: Path, error: BaseException, written: int) -> str:
+    """One line for a failed write. torch reports a full disk as ``[enforce fail at
+    inline_container.cc:...] unexpected pos``; the free space on the filesystem tells."""
+    free = shutil.disk_usage(path.parent).free
+    full = getattr(error, "errno", None) == errno.ENOSPC or "unexpected pos" in str(error) or free < (1 << 20)
+    mib = 1 << 20
+    if full:
+        return (
+            f"no space left on {path.parent} writing {path.name}: {written / mib:.1f} MiB written before "
+            f"the disk filled, {free / mib:.1f} MiB free; the previous checkpoint is intact"
+        )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"cannot write {path}: {first}; the previous checkpoint is intact"
 
 
 def list_step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -188,8 +220,18 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, garbage, unpickling error, I/O error...
-        raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: unreadable ({_load_failure(e)})") from None
     return verify_checkpoint(state, path)
+
+
+def _load_failure(error: BaseException) -> str:
+    """Why ``torch.load`` refused, without torch's advice to retry with ``weights_only=False``:
+    for a file that is not a kvideo checkpoint that advice means "run whatever code it holds"."""
+    text = str(error)
+    if "weights_only" in text or "Unsupported global" in text or "UnpicklingError" in type(error).__name__:
+        return "not a kvideo checkpoint: it holds Python objects other than tensors and plain values"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def load_latest(

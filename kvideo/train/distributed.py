@@ -226,11 +226,12 @@ def all_reduce_counts(counts: Mapping[str, int], keys: list[str], env: DistEnv) 
     return {k: int(v) for k, v in zip(keys, summed, strict=True)}
 
 
-def any_rank(flag: bool, env: DistEnv) -> bool:
-    """True on every rank when it is true on at least one (e.g. a signal that hit one node)."""
+def any_ranks(flags: list[bool], env: DistEnv) -> list[bool]:
+    """Each flag true on every rank when it is true on at least one (e.g. a signal that hit
+    one node), all in one collective."""
     if not env.distributed:
-        return flag
-    return all_reduce_sum([1.0 if flag else 0.0], env)[0] > 0
+        return [bool(f) for f in flags]
+    return [v > 0 for v in all_reduce_sum([1.0 if f else 0.0 for f in flags], env)]
 
 
 def all_gather_objects(obj: Any, env: DistEnv) -> list[Any]:

@@ -30,9 +30,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from kvideo.config import KVideoConfig
+from kvideo.config.checks import require_caption_room
+from kvideo.config.memory import check_fits_on_gpu
 from kvideo.decode.errors import SKIP_REASONS
 from kvideo.train import signals
 from kvideo.train.checkpoint import (
+    CheckpointWriteError,
     capture_rng_state,
     checkpoint_dir,
     load_latest,
@@ -44,12 +47,13 @@ from kvideo.train.distributed import (
     all_gather_objects,
     all_reduce_counts,
     all_reduce_sum,
-    any_rank,
+    any_ranks,
     cleanup,
     init_distributed,
     wrap_model,
 )
 from kvideo.train.evaluate import evaluate
+from kvideo.train.guards import RunDirLock, RunFailed, SkipBudget, write_failed
 from kvideo.train.metrics import FINAL_NAME, RunWriter, SkipTracker, StepTimer, now
 from kvideo.train.schedule import build_scheduler
 
@@ -118,18 +122,29 @@ def train(cfg: KVideoConfig, run_dir: Path | str) -> dict[str, Any]:
     """Train (or resume training) in ``run_dir``; returns the final metrics.
 
     The returned dict has ``status``: ``"completed"`` (``final.json`` written) or
-    ``"preempted"`` (a SIGTERM/SIGUSR1/SIGUSR2 or ``request_checkpoint_and_exit()`` made the loop
-    checkpoint and stop; the caller should exit with ``signals.EXIT_PREEMPTED`` so the job is
-    requeued, and the next start in the same ``run_dir`` resumes).
+    ``"preempted"`` (a SIGTERM/SIGUSR1/SIGUSR2/SIGINT or ``request_checkpoint_and_exit()`` made
+    the loop checkpoint and stop; the caller should exit with ``signals.EXIT_PREEMPTED`` so the
+    job is requeued, and the next start in the same ``run_dir`` resumes). A run that cannot
+    learn raises ``RunFailed`` (``failed.json`` written); a run dir another live run holds
+    raises ``RunDirBusy`` before anything is written.
+
+    The preemption handlers are installed only once the trainer is built: a signal during
+    start-up (building the corpus, allocating the model) has nothing to checkpoint and ends
+    the process at once, as it would without kvideo.
     """
     _ensure_logging()
     signals.clear_request()
     env = init_distributed(cfg.trainer.device)
-    restore_handlers = signals.install_signal_handlers()
+    lock = RunDirLock(run_dir) if env.is_main else contextlib.nullcontext()
     try:
-        return Trainer(cfg, Path(run_dir), env).run()
+        with lock:
+            trainer = Trainer(cfg, Path(run_dir), env)
+            restore_handlers = signals.install_signal_handlers()
+            try:
+                return trainer.run()
+            finally:
+                restore_handlers()
     finally:
-        restore_handlers()
         cleanup(env)
 
 
@@ -150,6 +165,14 @@ class Trainer:
         # Same initial weights whatever the world size; then one data/dropout stream per rank.
         seed_everything(tc.seed)
         self.tokenizer = build_tokenizer(cfg.data)
+        require_caption_room(len(self.tokenizer.encode(cfg.video.prompt)), cfg.model.max_text_len,
+                             cfg.data.tokenizer or "byte-level")
+        if self.device.type == "cuda":  # compose time cannot ask the GPU (no torch there)
+            check_fits_on_gpu(
+                cfg, total_bytes=torch.cuda.mem_get_info(self.device)[1],
+                bf16=self.autocast_dtype == torch.bfloat16, vocab_size=self.tokenizer.vocab_size,
+                device=str(self.device),
+            )
         # Before anything is written to the run dir: a wrong data_root or blocklist must
         # fail without leaving a half-started run behind.
         # GPU decoding must use the trainer's device, which is not always cuda:local_rank
@@ -183,6 +206,7 @@ class Trainer:
         self.prior_wall_s = 0.0
         self.resumed_from: int | None = None
         self.skips = SkipTracker()
+        self.skip_budget = SkipBudget(cfg.data.max_skip_fraction)
         rank_state = self._load_checkpoint()
 
         self.writer = RunWriter(run_dir, enabled=env.is_main, resume_step=self.resumed_from)
@@ -199,6 +223,7 @@ class Trainer:
         self._batches: Iterator[dict[str, Any]] | None = None
         self._next_epoch: Iterator[dict[str, Any]] | None = None  # opened early, see next_batch
         self.timer = StepTimer()
+        self.window_skipped = 0  # skipped samples of this rank since the last log step
         self.saved_step = self.resumed_from if self.resumed_from is not None else -1
         self.last_window: dict[str, Any] = {}
         self.last_val: dict[str, Any] = {}
@@ -280,7 +305,12 @@ class Trainer:
                 "wall_time_s": self.wall_time(),
             }
             t0 = now()
-            path = save_checkpoint(checkpoint_dir(self.run_dir), state)
+            try:
+                path = save_checkpoint(checkpoint_dir(self.run_dir), state)
+            except CheckpointWriteError as e:
+                # Fail clean rather than train on: every later save would fail the same way
+                # and a preemption would then lose everything since the last good checkpoint.
+                raise RunFailed(f"step {self.step}: {e}") from None
             log.info("saved checkpoint step %d -> %s (%.2fs)", self.step, path, now() - t0)
         self.saved_step = self.step
 
@@ -391,6 +421,7 @@ class Trainer:
         t_start = now()
         wait = 0.0
         clips = 0
+        skipped = 0
         tokens = torch.zeros((), dtype=torch.long, device=self.device)
         loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
         pad_id = getattr(self.tokenizer, "pad_id", None)
@@ -411,8 +442,21 @@ class Trainer:
                 loss.backward()
             loss_sum += loss.detach().float()
             clips += len(batch["skip_reason"])
+            skipped += sum(1 for reason in batch["skip_reason"] if reason)
             text = batch["input_ids"] != pad_id if pad_id is not None else torch.ones_like(batch["input_ids"])
             tokens += batch["frame_mask"].sum() * tpf + text.sum()
+        # One collective for both flags: a non-finite loss on any rank (its gradients reach
+        # every rank through the all-reduce) and a preemption signal on any rank.
+        non_finite, preempt = any_ranks(
+            [not bool(torch.isfinite(loss_sum)), signals.checkpoint_requested()], self.env
+        )
+        if non_finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise RunFailed(
+                f"non-finite loss ({float(loss_sum)} on rank {self.env.rank}) at step {self.step + 1}: "
+                f"weights not updated, last checkpoint kept; lower trainer.lr (now {tc.lr:g}) or use "
+                "trainer.grad_clip / trainer.precision=fp32"
+            )
         grad_norm = None
         if tc.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), tc.grad_clip)
@@ -422,15 +466,21 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.timer.add_step(step_s=now() - t_start, wait_s=wait, clips=clips, tokens=tokens, loss=loss_sum)
-        return {"lr": lr, "grad_norm": grad_norm}
+        self.window_skipped += skipped
+        return {"lr": lr, "grad_norm": grad_norm, "preempt": preempt}
 
     def log_step(self, info: dict[str, Any]) -> None:
         """A metrics line (collectives: every rank calls this at the same steps)."""
         counts = self.flush_skipped()
         t = self.timer
-        summed = all_reduce_sum([float(t.loss_sum), float(t.tokens), float(t.clips)], self.env)
-        window = t.window(self.env.world_size, summed)
+        summed = all_reduce_sum(
+            [float(t.loss_sum), float(t.tokens), float(t.clips), float(self.window_skipped)], self.env
+        )
+        window = t.window(self.env.world_size, summed[:3])
         self.timer.reset()
+        self.window_skipped = 0
+        last = self.step == self.cfg.trainer.max_steps
+        self.skip_budget.add(int(summed[2]), int(summed[3]), step=self.step, last=last)
         skipped = {k: v for k, v in counts.items() if v}
         record = {
             "step": self.step,
@@ -525,7 +575,7 @@ class Trainer:
                     self.validate()
                 if tc.ckpt_every and self.step % tc.ckpt_every == 0:
                     self.save()
-                if any_rank(signals.checkpoint_requested(), self.env):
+                if info["preempt"]:
                     self._close_loaders()
                     self.save()
                     self._say(f"preempted ({signals.request_reason() or 'another rank'}): "
@@ -546,6 +596,12 @@ class Trainer:
             else:
                 final["exit_code"] = signals.EXIT_PREEMPTED
             return final
+        except RunFailed as e:
+            self._close_loaders()
+            self._say(f"failed: {e}")
+            if self.env.is_main:
+                write_failed(self.run_dir, str(e), self.step)
+            raise
         finally:
             if self.bar is not None:
                 self.bar.close()

@@ -1,4 +1,5 @@
-"""Preemption: turn SIGTERM / SIGUSR1 / SIGUSR2 into "checkpoint at the next step boundary, then exit".
+"""Preemption: turn SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT into "checkpoint at the next step
+boundary, then exit".
 
 A signal handler must not save a checkpoint itself: it can fire in the middle of an optimizer
 step (half-updated weights) or inside a collective (the other ranks would hang). So the
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75
 
 # SIGTERM: SLURM preemption / `scontrol requeue` / `scancel`; SIGUSR1: a common `--signal`
-# choice; SIGUSR2: submitit's time-limit signal (sent signal_delay_s before the limit).
-DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# choice; SIGUSR2: submitit's time-limit signal (sent signal_delay_s before the limit);
+# SIGINT: Ctrl-C, which checkpoints like the others (a second Ctrl-C stops at once).
+DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 
 _requested = threading.Event()
 _reason: list[str] = []
@@ -79,6 +81,8 @@ def run_deferred_handlers() -> bool:
 
 def _make_handler(previous: Any) -> Callable[[int, FrameType | None], None]:
     def handler(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and _requested.is_set():
+            raise KeyboardInterrupt  # the second Ctrl-C: the user does not want to wait
         request_checkpoint_and_exit(signal.Signals(signum).name)
         if callable(previous) and previous is not signal.default_int_handler:
             if all(h is not previous for h, _ in _deferred):

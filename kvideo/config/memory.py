@@ -1,0 +1,373 @@
+"""Memory estimates: a config whose frames or model cannot fit is refused before any work, with
+the arithmetic, instead of being OOM-killed minutes later (``video.frame_size=65536`` grew to
+22.5 GB in 110 s) or crashing in the allocator.
+
+Every figure is a lower bound: what the run must hold at the least (no allocator slack, no
+worker-process overhead, no CUDA context, no DDP buckets, no pinned copies, no second epoch's
+workers), so a refusal is certain. A config that passes may still not fit, but not by much.
+
+Torch-free, like the rest of ``kvideo.config``: the parameter count comes from the config, not
+from a built model (``tests/test_memory_estimate.py`` checks it against ``build_model``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kvideo.config.model import ModelConfig
+from kvideo.resources import MemoryLimit, gpu_visible, memory_limit, processes_per_node
+
+if TYPE_CHECKING:
+    from kvideo.config.root import KVideoConfig
+
+# kvideo/data/loader.py builds its DataLoader with prefetch_factor=4 (PyTorch's default is 2):
+# each worker keeps 4 batches ready, on top of the one being trained.
+PREFETCH_FACTOR = 4
+# ByteTokenizer.vocab_size: 256 bytes + PAD, BOS, EOS. A tokenizer.json's size is unknown until
+# it is loaded, so the estimate counts no embedding for it (a lower bound).
+BYTE_VOCAB = 259
+# fp32 weight 4 + fp32 grad 4 + AdamW exp_avg 4 + exp_avg_sq 4 (AMP keeps fp32 master weights).
+STATE_BYTES_PER_PARAM = 16
+# Values autograd keeps per token, per block and per unit of width of a pre-norm block (LN in
+# and out, qkv 3, attention out, LN2 in and out, fc1 4, GELU 4 = 16). Measured with
+# saved_tensors_hooks: 16.8-18.0 at widths 128-512, so 16 stays below the real figure.
+SAVED_VALUES_PER_TOKEN = 16
+# Decoders whose frames land on the GPU; kvideo/data/loader.py's GPU_DECODERS (that module
+# imports torch, which config validation must not; a test keeps the two equal).
+GPU_DECODERS = ("decord_gpu",)
+# Refuse past 90% of the limit: the rest is the interpreter, torch, CUDA/OpenMP pools and the
+# page cache the decoders read through, none of which the estimate counts.
+HEADROOM = 0.9
+# A refusal lists each term of at least 1% of the total, then the rest as one sum.
+SHOWN_SHARE = 0.01
+
+UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+FRAME_FIELDS = "trainer.batch_size, video.max_frames or video.frame_size"
+MODEL_FIELDS = "model.*_width, model.*_depth or model.max_seq_len"
+
+
+def format_bytes(n: float) -> str:
+    """Binary units, one decimal: ``format_bytes(1.5 * 2**40) == '1.5 TiB'``."""
+    unit = 0
+    while n >= 1024 and unit < len(UNITS) - 1:
+        n /= 1024
+        unit += 1
+    return f"{n:.0f} B" if unit == 0 else f"{n:.1f} {UNITS[unit]}"
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of the estimate, as the message shows it: ``label = formula = numbers = size``."""
+
+    label: str
+    formula: str
+    numbers: str
+    bytes: int
+    lower: str  # what to lower when this term is the largest
+
+    def __str__(self) -> str:
+        return f"{self.label} = {self.formula} = {self.numbers} = {format_bytes(self.bytes)}"
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def block_params(width: int) -> int:
+    """``kvideo.model.lm.Block``: 2 LayerNorms (4w), qkv (3w^2 + 3w), proj (w^2 + w),
+    fc1 (4w^2 + 4w), fc2 (4w^2 + w) = 12w^2 + 13w."""
+    return 12 * width * width + 13 * width
+
+
+def conv_stem_channels(patch_size: int, width: int) -> list[int]:
+    """Output channels of ``kvideo.model.vision.conv_stem``'s stride-2 stages (then a 1x1 to
+    ``width``): log2(patch_size) stages, doubling up to ``width``, at least 16."""
+    stages = int(math.log2(patch_size))
+    return [max(16, width >> (stages - 1 - i)) for i in range(stages)]
+
+
+def patch_embed_params(model: ModelConfig) -> int:
+    """Linear stem: one ``patch x patch`` conv 3 -> width. Conv stem: 3x3 convs with bias and a
+    GroupNorm (2 per channel) per stage, then a 1x1 conv to the width."""
+    p, w = model.patch_size, model.vision_width
+    if model.patch_stem != "conv":
+        return 3 * p * p * w + w
+    total, channels = 0, 3
+    for out in conv_stem_channels(p, w):
+        total += channels * out * 9 + out + 2 * out
+        channels = out
+    return total + channels * w + w
+
+
+def vision_params(model: ModelConfig, frame_size: int) -> int:
+    """Built-in ViT: patch embedding, a position per patch, the blocks, the final LayerNorm.
+    A timm backbone is unknown without building it: 0, which keeps the estimate a lower bound."""
+    if model.vision_backbone != "vit":
+        return 0
+    w, grid = model.vision_width, frame_size // model.patch_size
+    return patch_embed_params(model) + grid * grid * w + model.vision_depth * block_params(w) + 2 * w
+
+
+def adapter_params(model: ModelConfig, max_frames: int) -> int:
+    """``FrameAdapter``: LayerNorm on the vision width, a 2-layer MLP to the LM width (twice
+    with motion tokens), frame- and token-position tables (timm: its width counted as 0)."""
+    c = model.vision_width if model.vision_backbone == "vit" else 0
+    d = model.lm_width
+    mlp = c * d + d + d * d + d
+    return 2 * c + mlp * (2 if model.motion_tokens else 1) + (max_frames + model.tokens_per_frame) * d
+
+
+def lm_params(model: ModelConfig, vocab_size: int, tie_embeddings: bool = True) -> int:
+    """``CausalLM``: token embedding (the head shares it when tied), position table, blocks,
+    final LayerNorm."""
+    d = model.lm_width
+    embed = vocab_size * d * (1 if tie_embeddings else 2)
+    return embed + model.max_seq_len * d + model.lm_depth * block_params(d) + 2 * d
+
+
+def estimate_params(
+    model_cfg: ModelConfig, vocab_size: int, max_frames: int, frame_size: int, *, tie_embeddings: bool = True
+) -> int:
+    """Parameters of ``build_model(model_cfg, vocab_size=..., max_frames=..., frame_size=...)``,
+    counted from the config: the tiny default (64 px, 8 frames, bytes) has 1.05 M."""
+    return (
+        vision_params(model_cfg, frame_size)
+        + adapter_params(model_cfg, max_frames)
+        + lm_params(model_cfg, vocab_size, tie_embeddings)
+    )
+
+
+# ----------------------------------------------------------------------------- terms
+
+
+def frames_per_batch(cfg: KVideoConfig) -> int:
+    """Frames in one batch: every clip is padded to ``video.max_frames``."""
+    return cfg.trainer.batch_size * cfg.video.max_frames
+
+
+def uint8_batch_bytes(cfg: KVideoConfig) -> int:
+    """One batch of decoded frames as the loader holds them: uint8, (B, F, S, S, 3)."""
+    return frames_per_batch(cfg) * cfg.video.frame_size ** 2 * 3
+
+
+def _frame_numbers(cfg: KVideoConfig) -> str:
+    return f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * {cfg.video.frame_size}^2"
+
+
+def loader_frames_term(cfg: KVideoConfig) -> Term:
+    """uint8 batches on the host: with workers, each keeps ``PREFETCH_FACTOR`` batches ready
+    while one trains; without, the one batch being trained."""
+    workers = cfg.trainer.num_workers
+    base = "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B"
+    if workers:
+        return Term(
+            "frames in flight",
+            f"{base} * (trainer.num_workers * {PREFETCH_FACTOR} prefetched + 1 in training) batches",
+            f"{_frame_numbers(cfg)} * 3 B * ({workers} * {PREFETCH_FACTOR} + 1)",
+            uint8_batch_bytes(cfg) * (workers * PREFETCH_FACTOR + 1),
+            FRAME_FIELDS + " or trainer.num_workers",
+        )
+    return Term("frames of one batch (trainer.num_workers=0)", base, f"{_frame_numbers(cfg)} * 3 B",
+                uint8_batch_bytes(cfg), FRAME_FIELDS)
+
+
+def gpu_decoded_frames_term(cfg: KVideoConfig) -> Term:
+    """``decord_gpu`` decodes on the device: ``decoder.prefetch`` batches queued plus the one
+    being trained, uint8."""
+    batches = cfg.decoder.prefetch + 1
+    return Term(
+        "decoded frames on the device",
+        "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B * (decoder.prefetch + 1) batches",
+        f"{_frame_numbers(cfg)} * 3 B * ({cfg.decoder.prefetch} + 1)",
+        uint8_batch_bytes(cfg) * batches, FRAME_FIELDS + " or decoder.prefetch",
+    )
+
+
+def normalized_frames_term(cfg: KVideoConfig) -> Term:
+    """``normalize_frames`` turns the batch into float32 on the training device."""
+    return Term(
+        "normalized frames", "trainer.batch_size * video.max_frames * 3 * video.frame_size^2 * 4 B",
+        f"{_frame_numbers(cfg)} * 3 * 4 B", uint8_batch_bytes(cfg) * 4, FRAME_FIELDS,
+    )
+
+
+def conv_stem_values_per_frame(frame_size: int, model: ModelConfig) -> int:
+    """Each stride-2 stage keeps its conv, GroupNorm and GELU outputs at its resolution."""
+    return sum(3 * out * (frame_size >> (i + 1)) ** 2
+               for i, out in enumerate(conv_stem_channels(model.patch_size, model.vision_width)))
+
+
+def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
+    """The ViT runs on every frame of the batch, padded ones included (timm: not counted)."""
+    model, size = cfg.model, cfg.video.frame_size
+    if model.vision_backbone != "vit":
+        return []
+    grid = size // model.patch_size
+    frames = frames_per_batch(cfg)
+    k = SAVED_VALUES_PER_TOKEN
+    terms = [Term(
+        "ViT activations",
+        f"trainer.batch_size * video.max_frames * (video.frame_size / model.patch_size)^2 tokens "
+        f"* model.vision_width * model.vision_depth * {k} * {value_bytes} B",
+        f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * ({size} / {model.patch_size})^2 "
+        f"* {model.vision_width} * {model.vision_depth} * {k} * {value_bytes} B",
+        frames * grid * grid * model.vision_width * model.vision_depth * k * value_bytes,
+        FRAME_FIELDS + ", or raise model.patch_size",
+    )]
+    if model.patch_stem == "conv":
+        values = conv_stem_values_per_frame(size, model)
+        terms.append(Term(
+            "conv stem activations",
+            f"trainer.batch_size * video.max_frames * {values} values * {value_bytes} B",
+            f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * {values} * {value_bytes} B",
+            frames * values * value_bytes, FRAME_FIELDS,
+        ))
+    return terms
+
+
+def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) -> list[Term]:
+    """Blocks over ``[visual | text]``, the (B, 1, S, S) boolean attention mask, fp32 logits."""
+    model, b = cfg.model, cfg.trainer.batch_size
+    seq = cfg.video.max_frames * model.tokens_per_frame + model.max_text_len
+    k = SAVED_VALUES_PER_TOKEN
+    seq_formula = "(video.max_frames * model.tokens_per_frame + model.max_text_len)"
+    return [
+        Term(
+            "LM activations", f"trainer.batch_size * {seq_formula} tokens * model.lm_width * model.lm_depth "
+            f"* {k} * {value_bytes} B",
+            f"{b} * {seq} * {model.lm_width} * {model.lm_depth} * {k} * {value_bytes} B",
+            b * seq * model.lm_width * model.lm_depth * k * value_bytes,
+            "trainer.batch_size, video.max_frames or model.tokens_per_frame",
+        ),
+        Term("attention mask", f"trainer.batch_size * {seq_formula}^2 * 1 B", f"{b} * {seq}^2 * 1 B",
+             b * seq * seq, "trainer.batch_size, video.max_frames or model.tokens_per_frame"),
+        Term("logits", "trainer.batch_size * model.max_text_len * vocabulary * 4 B",
+             f"{b} * {model.max_text_len} * {vocab_size} * 4 B", b * model.max_text_len * vocab_size * 4,
+             "trainer.batch_size or model.max_text_len"),
+    ]
+
+
+def model_state_term(cfg: KVideoConfig, vocab_size: int) -> Term:
+    params = estimate_params(cfg.model, vocab_size, cfg.video.max_frames, cfg.video.frame_size)
+    return Term(
+        "model states", f"parameters * {STATE_BYTES_PER_PARAM} B (fp32 weights 4, grads 4, AdamW moments 8)",
+        f"{params:,} * {STATE_BYTES_PER_PARAM} B", params * STATE_BYTES_PER_PARAM, MODEL_FIELDS,
+    )
+
+
+def training_device_terms(cfg: KVideoConfig, *, value_bytes: int, vocab_size: int) -> list[Term]:
+    """What lives where the model trains: normalized frames, activations, weights and optimizer."""
+    return [
+        normalized_frames_term(cfg),
+        *vision_activation_terms(cfg, value_bytes),
+        *lm_activation_terms(cfg, value_bytes, vocab_size),
+        model_state_term(cfg, vocab_size),
+    ]
+
+
+def host_terms(cfg: KVideoConfig, *, trains_on_host: bool, vocab_size: int) -> list[Term]:
+    """Host memory of one training process: the loader's uint8 batches (CPU decoders), and the
+    training-device terms in fp32 when the model trains on the CPU."""
+    terms = [] if cfg.decoder.name in GPU_DECODERS else [loader_frames_term(cfg)]
+    if trains_on_host:
+        terms += training_device_terms(cfg, value_bytes=4, vocab_size=vocab_size)
+    return terms
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def require_fits(
+    terms: list[Term], limit: MemoryLimit, where: str, processes: tuple[int, str] = (1, "")
+) -> None:
+    """Refuse when the terms (times the processes sharing the memory) pass ``HEADROOM`` of the
+    limit; the message lists every term, largest first, with its arithmetic."""
+    count, variable = processes
+    per_process = sum(t.bytes for t in terms)
+    need = per_process * count
+    if need <= HEADROOM * limit.bytes:
+        return
+    times = f" ({format_bytes(per_process)} per process * {count} processes, {variable})" if count > 1 else ""
+    ordered = sorted(terms, key=lambda t: t.bytes, reverse=True)
+    shown = [t for t in ordered if t.bytes >= SHOWN_SHARE * per_process]
+    rest = ordered[len(shown):]
+    parts = [str(t) for t in shown]
+    if rest:
+        parts.append(f"{len(rest)} smaller terms = {format_bytes(sum(t.bytes for t in rest))}")
+    raise ValueError(
+        f"{where} memory: this run needs at least {format_bytes(need)}{times} > {HEADROOM:.0%} of "
+        f"{format_bytes(limit.bytes)} ({limit.source}): " + "; ".join(parts) + f"; lower {ordered[0].lower}"
+    )
+
+
+def compose_time_vocab(cfg: KVideoConfig) -> int:
+    """Byte-level: 259. A tokenizer.json: 0 (unknown until loaded; a lower bound)."""
+    return 0 if cfg.data.tokenizer else BYTE_VOCAB
+
+
+def trains_on_host(device: str, *, gpu: bool | None = None) -> bool:
+    """``cpu``, or ``auto`` with no GPU visible (``resources.gpu_visible``, torch-free)."""
+    return device == "cpu" or (device == "auto" and not (gpu_visible() if gpu is None else gpu))
+
+
+def check_fits_in_memory(
+    cfg: KVideoConfig,
+    *,
+    limit: MemoryLimit | None = None,
+    processes: tuple[int, str] | None = None,
+    on_host: bool | None = None,
+) -> None:
+    """Compose-time host check, against this machine unless told otherwise (``to_validated``
+    passes the SLURM job's ``mem_gb`` for sweep points that will run on a compute node)."""
+    limit = memory_limit() if limit is None else limit
+    if limit is None:  # not Linux: nothing to compare against
+        return
+    on_host = trains_on_host(cfg.trainer.device) if on_host is None else on_host
+    terms = host_terms(cfg, trains_on_host=on_host, vocab_size=compose_time_vocab(cfg))
+    require_fits(terms, limit, "host", processes_per_node() if processes is None else processes)
+
+
+def check_fits_on_gpu(
+    cfg: KVideoConfig, *, total_bytes: int, bf16: bool, vocab_size: int = BYTE_VOCAB, device: str = "cuda"
+) -> None:
+    """Trainer start-up check for a CUDA device (compose time cannot ask the GPU without torch).
+
+    Call it once the device is known, before building the model, e.g.
+    ``check_fits_on_gpu(cfg, total_bytes=torch.cuda.mem_get_info(dev)[1],
+    bf16=autocast_dtype == torch.bfloat16, vocab_size=tokenizer.vocab_size, device=str(dev))``.
+    ``total_bytes`` is the device's total, not its momentary free memory, for the reason
+    ``resources.memory_limit`` gives. Activations count 2 B a value under bf16 autocast.
+    Raises ``ValueError`` with the arithmetic.
+    """
+    terms = training_device_terms(cfg, value_bytes=2 if bf16 else 4, vocab_size=vocab_size)
+    if cfg.decoder.name in GPU_DECODERS:
+        terms.append(gpu_decoded_frames_term(cfg))
+    else:
+        terms.append(Term("frames copied to the device", "trainer.batch_size * video.max_frames * "
+                          "video.frame_size^2 * 3 B", f"{_frame_numbers(cfg)} * 3 B", uint8_batch_bytes(cfg),
+                          FRAME_FIELDS))
+    require_fits(terms, MemoryLimit(total_bytes, f"total memory of {device}"), device)
+
+
+def check_fits_where_it_runs(cfg: KVideoConfig, launcher: dict[str, object]) -> None:
+    """The host check against the machine the run will use.
+
+    ``launcher`` holds ``hydra.launcher``'s ``_target_``, ``mem_gb``, ``tasks_per_node`` and
+    ``gpus_per_node`` when the config carries the hydra node (sweep points in the multirun
+    callback do; a job's own config does not, and a job runs where it validates). Jobs of the
+    slurm launcher run on a compute node, not on the submitting login node: they are checked
+    against the job's ``mem_gb`` (GiB per node, shared by ``tasks_per_node`` tasks), and not at
+    all when it is unset; each job checks again on its node at start (``train.py``).
+    """
+    if not str(launcher.get("_target_") or "").endswith("SlurmLauncher"):
+        check_fits_in_memory(cfg)
+        return
+    mem_gb = launcher.get("mem_gb")
+    if not mem_gb:
+        return
+    tasks = int(launcher.get("tasks_per_node") or 1)
+    gpus = int(launcher.get("gpus_per_node") or 0)
+    limit = MemoryLimit(int(float(mem_gb) * 2**30), f"hydra.launcher.mem_gb={mem_gb}")
+    check_fits_in_memory(cfg, limit=limit, processes=(tasks, "hydra.launcher.tasks_per_node"),
+                         on_host=trains_on_host(cfg.trainer.device, gpu=gpus > 0))

@@ -1,0 +1,362 @@
+"""Runs that cannot learn stop and say so, and two runs never share a run dir.
+
+Real training on a tiny generated sample corpus: a non-finite loss, a dataset whose samples
+are all skipped, a prompt that leaves no room for the caption, a run dir held by another
+live process, a checkpoint on a full disk (a real, tiny tmpfs), and what the CLI prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from kvideo.config import DataConfig, KVideoConfig, ModelConfig, TrainerConfig, VideoConfig
+from kvideo.train import train
+from kvideo.train.checkpoint import (
+    CheckpointWriteError,
+    checkpoint_dir,
+    read_checkpoint,
+    save_checkpoint,
+)
+from kvideo.train.guards import RunDirBusy, RunDirLock, RunFailed, SkipBudget
+from tests.conftest import REPO
+
+
+def tiny(data_root: Path, *, lr: float = 2e-3, prompt: str = "", **trainer: Any) -> KVideoConfig:
+    """~60k parameters, 4 frames of 32 px, 16 training clips, batch 2."""
+    options = dict(
+        max_steps=6,
+        batch_size=2,
+        grad_accum=1,
+        lr=lr,
+        warmup_steps=1,
+        log_every=1,
+        ckpt_every=1,
+        val_every=0,
+        num_workers=0,
+        device="cpu",
+        seed=0,
+        grad_clip=0.0,
+    )
+    options.update(trainer)
+    return KVideoConfig(
+        video=VideoConfig(
+            data_root=str(data_root),
+            dataset_type="sample",
+            dataset_name="sample",
+            frame_size=32,
+            max_frames=4,
+            min_frames=2,
+            fps=2.0,
+            prompt=prompt,
+        ),
+        data=DataConfig(sample_train_clips=16, sample_val_clips=4),
+        model=ModelConfig(
+            patch_size=16,
+            vision_width=32,
+            vision_depth=1,
+            vision_heads=2,
+            tokens_per_frame=4,
+            lm_width=32,
+            lm_depth=1,
+            lm_heads=2,
+            max_seq_len=64,
+            max_text_len=40,
+        ),
+        trainer=TrainerConfig(**options),
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kvideo.data.loader import build_dataset
+    from kvideo.data.tokenizer import build_tokenizer
+
+    root = tmp_path_factory.mktemp("corpus")
+    cfg = tiny(root)
+    build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))  # generates it
+    return root
+
+
+# ----------------------------------------------------------------------------- non-finite loss
+
+
+def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(
+    corpus: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunFailed, match=r"non-finite loss .* at step (\d+)") as info:
+        train(tiny(corpus, lr=1e9, max_steps=20), run_dir)
+    failed_at = int(info.value.args[0].split("at step ")[1].split(":")[0])
+    assert failed_at > 1  # step 1 is finite; the 1e9 update makes the next ones explode
+    failed = json.loads((run_dir / "failed.json").read_text())
+    assert failed["status"] == "failed" and "non-finite loss" in failed["error"]
+    assert not (run_dir / "final.json").exists()
+    state = read_checkpoint(checkpoint_dir(run_dir) / "last.pt")
+    assert state["step"] == failed_at - 1  # the step before: nothing non-finite was saved
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+# ----------------------------------------------------------------------------- skipped samples
+
+
+def test_skip_budget_judges_full_windows_only() -> None:
+    budget = SkipBudget(0.5, min_samples=64)
+    budget.add(8, 8, step=1)  # one all-bad batch: not a verdict yet
+    budget.add(56, 20, step=8)  # 28 / 64 = 44%: fine, window resets
+    with pytest.raises(
+        RunFailed, match=r"40 of the last 64 samples were skipped \(62% > data.max_skip_fraction"
+    ):
+        budget.add(64, 40, step=16)
+    SkipBudget(1.0).add(64, 64, step=1)  # 1 disables it
+    with pytest.raises(RunFailed):
+        SkipBudget(0.5).add(4, 4, step=2, last=True)  # the run's end judges what it has
+
+
+def test_a_run_whose_samples_are_all_skipped_fails(corpus: Path, tmp_path: Path) -> None:
+    from kvideo.data.loader import build_dataset
+    from kvideo.data.tokenizer import build_tokenizer
+
+    cfg = tiny(corpus)
+    rows = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data)).rows
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text("".join(r.path + "\n" for r in rows))
+    cfg.data.blocklist = str(blocklist)
+    cfg.trainer.max_steps = 40
+    run_dir = tmp_path / "run"
+    with pytest.raises(
+        RunFailed, match=r"of the last \d+ samples were skipped \(100% > data.max_skip_fraction"
+    ):
+        train(cfg, run_dir)
+    assert json.loads((run_dir / "failed.json").read_text())["status"] == "failed"
+    assert not (run_dir / "final.json").exists()
+
+
+# ----------------------------------------------------------------------------- prompt
+
+
+def test_a_prompt_that_leaves_no_room_for_the_caption_is_refused_at_compose_time(corpus: Path) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"BOS \+ prompt = 1 \+ 39 = 40 tokens \(byte-level\) of "
+        r"model.max_text_len \(40\)",
+    ):
+        tiny(corpus, prompt="x" * 39)
+    tiny(corpus, prompt="x" * 38)  # one caption token still fits
+
+
+# ----------------------------------------------------------------------------- run-dir lock
+
+_HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from kvideo.train.guards import RunDirLock
+    with RunDirLock(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_a_second_run_in_a_held_run_dir_refuses_naming_the_holder(corpus: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(run_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirBusy, match=rf"is in use by another run \(pid {holder.pid} on "):
+            train(tiny(corpus, max_steps=2), run_dir)
+        assert not (run_dir / "metrics.jsonl").exists() and not (run_dir / "checkpoints").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    # The holder died without cleaning up: its lock went with it.
+    assert train(tiny(corpus, max_steps=2), run_dir)["status"] == "completed"
+    with RunDirLock(run_dir), pytest.raises(RunDirBusy), RunDirLock(run_dir):
+        pass  # two holders in one process conflict too (one per open file)
+
+
+# ----------------------------------------------------------------------------- full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real filesystem of ``size`` bytes (tmpfs); skipped where mounting is not allowed."""
+    mounts: list[Path] = []
+
+    def make(size: int) -> Path:
+        mount = tmp_path / f"disk{len(mounts)}"
+        mount.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        mounts.append(mount)
+        return mount
+
+    yield make
+    for mount in mounts:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def _state(megabytes: int, step: int) -> dict[str, Any]:
+    return {
+        "step": step,
+        "model": {"w": torch.zeros(megabytes << 18)},
+        "optimizer": {},
+        "scheduler": {},
+        "data": {},
+        "ranks": [],
+    }
+
+
+def test_a_full_disk_names_itself_removes_the_partial_file_and_keeps_the_old_checkpoint(small_disk) -> None:
+    disk = small_disk(3 << 20)
+    ckpt = disk / "checkpoints"
+    save_checkpoint(ckpt, _state(1, step=1), keep=0)
+    with pytest.raises(
+        CheckpointWriteError,
+        match=rf"no space left on {ckpt} writing last.pt: .* MiB free; "
+        "the previous checkpoint is intact",
+    ):
+        save_checkpoint(ckpt, _state(4, step=2), keep=0)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.pt"]  # no ckpt.tmp left behind
+    assert read_checkpoint(ckpt / "last.pt")["step"] == 1
+
+
+def test_training_on_a_full_disk_fails_clean(corpus: Path, small_disk) -> None:
+    disk = small_disk(256 << 10)  # room for the run's logs, not for a checkpoint of this model
+    with pytest.raises(RunFailed, match=r"step 1: no space left on .*checkpoints writing last.pt"):
+        train(tiny(corpus, max_steps=3), disk / "run")
+    assert not (disk / "run" / "checkpoints" / "ckpt.tmp").exists()
+    assert "no space left" in json.loads((disk / "run" / "failed.json").read_text())["error"]
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _tiny_overrides(corpus: Path, run_dir: Path) -> list[str]:
+    return [
+        f"video.data_root={corpus}",
+        "data.sample_train_clips=16",
+        "data.sample_val_clips=4",
+        "video.frame_size=32",
+        "video.max_frames=4",
+        "video.min_frames=2",
+        "model.tokens_per_frame=4",
+        "model.vision_width=32",
+        "model.vision_heads=2",
+        "model.lm_width=32",
+        "model.lm_heads=2",
+        "trainer.device=cpu",
+        "trainer.num_workers=0",
+        "trainer.batch_size=2",
+        "trainer.val_every=0",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
+def test_cli_a_run_that_learns_nothing_ends_non_zero_in_one_line(corpus: Path, tmp_path: Path) -> None:
+    result = _cli(
+        *_tiny_overrides(corpus, tmp_path / "run"),
+        "trainer.lr=1e9",
+        "trainer.max_steps=20",
+        "trainer.grad_clip=0",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kvideo: run failed: non-finite loss") and "HYDRA_FULL_ERROR=1" in last
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_data_errors_are_one_line_and_a_traceback_on_request(tmp_path: Path) -> None:
+    args = ["video/dataset=manifest", f"video.data_root={tmp_path}/none.jsonl", f"hydra.run.dir={tmp_path}/r"]
+    result = _cli(*args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith(f"kvideo: video.data_root='{tmp_path}/none.jsonl'")
+    )
+    full = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+    )
+    assert full.returncode == 1 and "Traceback" in full.stderr
+
+
+def test_cli_ctrl_c_checkpoints_at_the_next_step(corpus: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            *_tiny_overrides(corpus, run_dir),
+            "trainer.max_steps=100000",
+            "trainer.ckpt_every=0",
+            "trainer.log_every=1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run_dir / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 75, out[-2000:]
+    assert "preempted (SIGINT): checkpointed step" in out
+    assert read_checkpoint(checkpoint_dir(run_dir) / "last.pt")["step"] >= 1
+
+
+# ----------------------------------------------------------------------------- unreadable checkpoints
+
+
+def test_a_checkpoint_holding_python_objects_is_refused_without_advice_to_unpickle_it(tmp_path: Path) -> None:
+    import datetime
+
+    from kvideo.train.checkpoint import CheckpointError
+
+    pickled = tmp_path / "last.pt"
+    torch.save({"step": 1, "when": datetime.datetime(2026, 1, 1)}, pickled)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(pickled)
+    assert "not a kvideo checkpoint" in str(info.value) and "weights_only" not in str(info.value)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match=r"garbage.pt: unreadable \(") as info:
+        read_checkpoint(garbage)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
