@@ -21,9 +21,9 @@ What decord2 3.4 does with the "over-reporting" files (measured, and asserted by
 really indexed, so the stts-inflated MP4 (FFmpeg ``nb_frames`` 210, 10 real frames) reports
 10 and decodes. The file that genuinely over-reports to decord is the faststart MP4 cut in
 the middle of its ``mdat``: ``len()`` counts the packet the cut runs through (9) while only
-8 frames decode; the decoder's tail guard salvages the surviving prefix, or (a race in
-decord's packet read-ahead, measured: same file, same process, either outcome) gives up with
-``decode_error``; both are accepted (``HostileCase.alternatives``).
+8 frames decode. decord alone salvages the surviving prefix or gives up with ``decode_error``
+(a race in its packet read-ahead, measured: same file, same process, either outcome), so
+``decord_cpu`` hands such a clip to PyAV, whose tail guard salvages the same prefix every time.
 """
 
 from __future__ import annotations
@@ -51,19 +51,16 @@ HANG_SEGMENT = "hang_segment"  # FIFO name referenced by the ffconcat "hang" fil
 class HostileCase:
     """One corpus entry. ``expect`` None = must decode; ``check`` names an extra assertion
     the dataset-level test runs on decodable files (``"pyav"``: frames equal an independent
-    PyAV decode; ``"short"``: fewer real frames than requested; ``"long"``: a 4 h timeline).
-    ``alternatives``: other outcomes that are also correct, for files whose outcome depends
-    on decord's packet read-ahead thread (see ``truncated_mid_mdat``)."""
+    PyAV decode; ``"short"``: fewer real frames than requested; ``"long"``: a 4 h timeline)."""
 
     name: str
     path: str
     expect: str | None
     check: str = ""
     why: str = ""
-    alternatives: tuple[str | None, ...] = ()
 
     def accepts(self, outcome: str | None) -> bool:
-        return outcome == self.expect or outcome in self.alternatives
+        return outcome == self.expect
 
 
 # ----------------------------------------------------------------------------- MP4 boxes
@@ -234,10 +231,9 @@ def build_hostile_corpus(root: Path, *, include_hang: bool = True) -> list[Hosti
         HostileCase("zero_byte", V.write_bytes(root / "zero_byte.mp4", b""), "empty"),
         HostileCase(
             "truncated_mid_mdat", make_truncated_mid_mdat(src_fast, root / "truncated_mdat.mp4"),
-            None, check="salvaged", alternatives=("decode_error",),
-            why="decord len() counts the packet the cut runs through; the tail guard keeps the prefix, "
-            "unless decord's read-ahead thread reaches the damaged packet first (a race, measured: "
-            "the same file in one process decodes or fails run to run)",
+            None, check="salvaged",
+            why="the demuxer counts the packet the cut runs through; the tail guard keeps the prefix "
+            "(decord_cpu hands it to PyAV: decord's read-ahead thread made the outcome a race)",
         ),
         HostileCase(
             "truncated_in_first_frame",

@@ -360,3 +360,41 @@ def test_a_checkpoint_holding_python_objects_is_refused_without_advice_to_unpick
     with pytest.raises(CheckpointError, match=r"garbage.pt: unreadable \(") as info:
         read_checkpoint(garbage)
     assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- start-up signals
+
+_SLOW_START = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    import kvideo.model.vlm as vlm
+    from omegaconf import OmegaConf
+    from kvideo.config import to_validated
+    from kvideo.train import train
+
+    def build_model(*args, **kwargs):  # stands in for a long start-up (a huge allocation)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+        raise SystemExit("SIGTERM was ignored during start-up")
+
+    vlm.build_model = build_model
+    train(to_validated(OmegaConf.load(sys.argv[1])), sys.argv[2])
+    """
+)
+
+
+def test_a_signal_during_start_up_ends_the_process_at_once(corpus: Path, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.structured(tiny(corpus))))
+    t0 = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", _SLOW_START, str(cfg_path), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
+    assert time.monotonic() - t0 < 30  # not the 60 s the start-up would have taken

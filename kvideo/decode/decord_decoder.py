@@ -8,7 +8,8 @@ forward, instead of decoding a whole clip sequentially. Guards against its known
   before returning (and never kept alive by a raised exception's traceback);
 * hangs -> every decode runs under ``DecoderConfig.timeout_s`` (``deadline.py``);
 * frame tables that promise more than the file holds -> timestamp sanity clamp
-  (``frame_index.Timeline``) and one tail-dropping retry (``TAIL_GUARD``).
+  (``frame_index.Timeline``); on the GPU one tail-dropping retry (``TAIL_GUARD``), on the CPU
+  the clip goes to PyAV (below).
 
 Two kinds of clip decord gets wrong are handed to ``pyav_cpu`` (``pyav_decoder.py``),
 which returns the frames a player shows, at every width:
@@ -19,7 +20,9 @@ which returns the frames a player shows, at every width:
   offset, so an ordinary file starts at 0).
 * output widths decord cannot copy out on some CPU (``decord_widths``): a requested size
   that fails on any CPU goes to PyAV directly, so every node of a cluster resamples the
-  same way; a native width that fails on this CPU is noticed by decord's own error.
+  same way; a native width that fails on this CPU is noticed by decord's own error;
+* streams decord fails to decode (a truncated or damaged file): whether decord's read-ahead
+  thread reaches the damage first is a race, PyAV's salvage of the frames before it is not.
 
 Frames reach torch through DLPack (zero-copy, ~0.1 ms) rather than ``asnumpy()``
 (a full copy, ~1.9 ms for 17 frames of 596x336); ``decord.bridge.set_bridge`` is
@@ -186,13 +189,16 @@ class DecordDecoder(GuardedDecoder):
     ) -> tuple[torch.Tensor, np.ndarray]:
         """One ``get_batch`` over the de-duplicated, sorted indices, re-expanded to ``idx``.
 
-        On failure, retry once on a fresh reader with every index clamped to
-        ``num_frames - 1 - TAIL_GUARD``: frames past a damaged tail are replaced by the last
-        frame before it (``times`` then report that frame's real time). Returns the frames
-        and the indices actually decoded."""
+        On failure the CPU decoder hands the clip to PyAV; on the GPU, retry once on a fresh
+        reader with every index clamped to ``num_frames - 1 - TAIL_GUARD``: frames past a
+        damaged tail are replaced by the last frame before it (``times`` then report that
+        frame's real time). Returns the frames and the indices actually decoded."""
         batch, detail = self._get_batch(vr, idx)
-        if batch is None and _WIDTH_BUG in detail and self.device[0] == "cpu":
-            raise _HandOver  # a native width this CPU's decord cannot copy out
+        if batch is None and self.device[0] == "cpu":
+            # A native width this CPU's decord cannot copy out, or a damaged stream: decord's
+            # read-ahead thread makes the outcome of a damaged tail a race (measured: the same
+            # truncated file decodes or fails run to run); PyAV salvages it the same way every time.
+            raise _HandOver
         if batch is None:
             limit = segment.timeline.num_frames - 1 - TAIL_GUARD
             if limit < segment.first:
