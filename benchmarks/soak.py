@@ -66,7 +66,7 @@ def worker_rss(exclude: set[int]) -> dict[int, float | None]:
 def ensure_corpus(root: Path, n: int) -> None:
     """Generate ``root``'s corpus if there is none; never touch an existing one (a smaller
     one is an error: ``sample.generate`` would replace it, and it may be someone's 10k corpus)."""
-    from kvideo.data import sample
+    from kvideo.data.datasets.sample import corpus as sample
 
     marker = sample.read_marker(root / "raw" / CORPUS_NAME)
     if marker is not None:
@@ -84,9 +84,9 @@ def build(corpus: Path, n: int, workers: int, batch_size: int, overrides: Sequen
 
     from kvideo.data.loader import build_dataset, build_loader
     from kvideo.data.tokenizer import build_tokenizer
-    from kvideo.validate import compose_config
+    from kvideo.tools.validate import scan_config
 
-    cfg = compose_config([
+    cfg = scan_config([
         "video/dataset=webvid", f"video.data_root={corpus}", f"video.dataset_name={CORPUS_NAME}",
         f"video.max_samples={n}", f"trainer.num_workers={workers}", *overrides,
     ])

@@ -10,8 +10,12 @@ import pytest
 
 from kvideo.config.data import DataConfig
 from kvideo.config.video import VideoConfig
-from kvideo.data import datasets
+from kvideo.data.datasets.common import webvid_video_relpath
+from kvideo.data.datasets.manifest import build_manifest
+from kvideo.data.datasets.sample import build_sample
+from kvideo.data.datasets.webvid import build_webvid
 from kvideo.data.rows import ClipRow
+from kvideo.data.scoring import attribute_scorers
 from kvideo.registry import DATASETS
 
 
@@ -46,13 +50,27 @@ def _video(root: Path | str = "", **kw) -> VideoConfig:
 
 
 def test_builders_are_registered() -> None:
-    assert DATASETS.get("webvid") is datasets.build_webvid
-    assert DATASETS.get("manifest") is datasets.build_manifest
-    assert DATASETS.get("sample") is datasets.build_sample
+    assert DATASETS.get("webvid") is build_webvid
+    assert DATASETS.get("manifest") is build_manifest
+    assert DATASETS.get("sample") is build_sample
+
+
+def test_only_the_sample_corpus_registers_attribute_questions() -> None:
+    """Validation asks attribute questions only of a dataset that defines them (next to its builder)."""
+    (sample,) = attribute_scorers("sample")
+    assert set(sample.attributes) == {"color", "shape", "direction"}
+    assert attribute_scorers("webvid") == [] and attribute_scorers("manifest") == []
+    with pytest.raises(KeyError, match=r"video\.dataset_type 'nope'"):
+        attribute_scorers("nope")
+
+
+def test_webvid_nesting_is_by_id_prefix_for_train_only() -> None:
+    assert webvid_video_relpath("train", "1066706017") == "10/1066/106670/1066706017.mp4"
+    assert webvid_video_relpath("validation", "1066706017") == "1066706017.mp4"
 
 
 def test_webvid_train_rows_nested_paths_sorted_partitions(webvid_root: Path) -> None:
-    rows = datasets.build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=0)
+    rows = build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=0)
     assert [r.caption for r in rows] == ["first", "second", "third", "fourth"]
     assert [r.clip_id for r in rows] == ["1066706017", "1234567", "31353427", "14781349"]
     videos = webvid_root / "raw" / "webvid-10M" / "data" / "train" / "videos"
@@ -61,7 +79,7 @@ def test_webvid_train_rows_nested_paths_sorted_partitions(webvid_root: Path) -> 
 
 
 def test_webvid_validation_is_flat_under_val(webvid_root: Path) -> None:
-    rows = datasets.build_webvid(_video(webvid_root), DataConfig(), split="validation", max_samples=0)
+    rows = build_webvid(_video(webvid_root), DataConfig(), split="validation", max_samples=0)
     videos = webvid_root / "raw" / "webvid-10M" / "data" / "val" / "videos"
     assert rows == [
         ClipRow(str(videos / "9999001.mp4"), "val one", clip_id="9999001"),
@@ -73,8 +91,8 @@ def test_webvid_uses_seed_project_video_tree_when_present(webvid_root: Path) -> 
     """KempnerForge keeps videos under <root>/raw/videos/<train|validation>/."""
     (webvid_root / "raw" / "videos" / "train").mkdir(parents=True)
     (webvid_root / "raw" / "videos" / "validation").mkdir(parents=True)
-    train = datasets.build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=1)
-    val = datasets.build_webvid(_video(webvid_root), DataConfig(), split="validation", max_samples=1)
+    train = build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=1)
+    val = build_webvid(_video(webvid_root), DataConfig(), split="validation", max_samples=1)
     seed = webvid_root / "raw" / "videos"
     assert train[0].path == str(seed / "train" / "10" / "1066" / "106670" / "1066706017.mp4")
     assert val[0].path == str(seed / "validation" / "9999001.mp4")
@@ -87,33 +105,29 @@ def test_webvid_cap_stops_reading_early(webvid_root: Path) -> None:
         "videoid,name\n1000001,ok one\n1000002,ok two\n,\x00broken\n" + "garbage\n" * 1000
     )
     (parts / "0001.csv").write_text("not,the,right,header\n")
-    rows = datasets.build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=2)
+    rows = build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=2)
     assert [r.caption for r in rows] == ["ok one", "ok two"]
     with pytest.raises(ValueError, match=r"0000.csv line 4"):
-        datasets.build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=3)
+        build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=3)
 
 
 def test_webvid_cap_spanning_partitions(webvid_root: Path) -> None:
-    rows = datasets.build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=3)
+    rows = build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=3)
     assert [r.caption for r in rows] == ["first", "second", "third"]
 
 
 def test_webvid_errors_name_field_and_path(tmp_path: Path, webvid_root: Path) -> None:
     with pytest.raises(ValueError, match=r"^video.data_root must be set for dataset_type=webvid$"):
-        datasets.build_webvid(_video(""), DataConfig(), split="train", max_samples=0)
+        build_webvid(_video(""), DataConfig(), split="train", max_samples=0)
     expected = tmp_path / "raw" / "other" / "data" / "val" / "partitions"
     with pytest.raises(FileNotFoundError, match="partitions folder not found") as err:
-        datasets.build_webvid(
-            _video(tmp_path, dataset_name="other"), DataConfig(), split="validation", max_samples=0
-        )
+        build_webvid(_video(tmp_path, dataset_name="other"), DataConfig(), split="validation", max_samples=0)
     assert str(expected) in str(err.value)
     bad = _write_partition(
         webvid_root / "raw" / "bad" / "data" / "train" / "partitions", "0000.csv", [], header="id,caption"
     )
     with pytest.raises(ValueError) as err:
-        datasets.build_webvid(
-            _video(webvid_root, dataset_name="bad"), DataConfig(), split="train", max_samples=0
-        )
+        build_webvid(_video(webvid_root, dataset_name="bad"), DataConfig(), split="train", max_samples=0)
     message = str(err.value)
     assert str(bad) in message and "['videoid', 'name']" in message and "['id', 'caption']" in message
 
@@ -122,9 +136,7 @@ def test_webvid_rejects_path_like_videoid(webvid_root: Path) -> None:
     parts = webvid_root / "raw" / "evil" / "data" / "train" / "partitions"
     _write_partition(parts, "0000.csv", [("../../etc", "x")])
     with pytest.raises(ValueError, match=r"line 2: invalid videoid"):
-        datasets.build_webvid(
-            _video(webvid_root, dataset_name="evil"), DataConfig(), split="train", max_samples=0
-        )
+        build_webvid(_video(webvid_root, dataset_name="evil"), DataConfig(), split="train", max_samples=0)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -146,7 +158,7 @@ def test_manifest_jsonl_relative_paths_and_segments(tmp_path: Path) -> None:
             {"path": "/abs/c.mp4", "caption": "cap c", "start": None, "end": 2.0},
         ],
     )
-    rows = datasets.build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
+    rows = build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
     assert rows == [
         ClipRow(str(tmp_path / "lists" / "a.mp4"), "cap a", None, None, "clips.jsonl:1"),
         ClipRow(str(tmp_path / "videos" / "b.mp4"), "cap b", 1.5, 3.0, "b-seg"),
@@ -157,7 +169,7 @@ def test_manifest_jsonl_relative_paths_and_segments(tmp_path: Path) -> None:
 def test_manifest_csv_with_empty_optional_cells(tmp_path: Path) -> None:
     manifest = tmp_path / "clips.csv"
     manifest.write_text('path,caption,start,end\nv/a.mp4,"a, quoted caption",,\nb.mp4,cap b,0.5,2.5\n')
-    rows = datasets.build_manifest(_video(manifest), DataConfig(), split="validation", max_samples=0)
+    rows = build_manifest(_video(manifest), DataConfig(), split="validation", max_samples=0)
     assert rows == [
         ClipRow(str(tmp_path / "v" / "a.mp4"), "a, quoted caption", None, None, "clips.csv:2"),
         ClipRow(str(tmp_path / "b.mp4"), "cap b", 0.5, 2.5, "clips.csv:3"),
@@ -167,20 +179,20 @@ def test_manifest_csv_with_empty_optional_cells(tmp_path: Path) -> None:
 def test_manifest_folder_picks_split_file(tmp_path: Path) -> None:
     _jsonl(tmp_path / "train.jsonl", [{"path": "t.mp4", "caption": "train"}])
     (tmp_path / "val.csv").write_text("path,caption\nv.mp4,val\n")
-    train = datasets.build_manifest(_video(tmp_path), DataConfig(), split="train", max_samples=0)
-    val = datasets.build_manifest(_video(tmp_path), DataConfig(), split="validation", max_samples=0)
+    train = build_manifest(_video(tmp_path), DataConfig(), split="train", max_samples=0)
+    val = build_manifest(_video(tmp_path), DataConfig(), split="validation", max_samples=0)
     assert [r.caption for r in train] == ["train"] and [r.caption for r in val] == ["val"]
     (tmp_path / "val.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"without a validation manifest .*validation.jsonl"):
-        datasets.build_manifest(_video(tmp_path), DataConfig(), split="validation", max_samples=0)
+        build_manifest(_video(tmp_path), DataConfig(), split="validation", max_samples=0)
 
 
 def test_manifest_cap_stops_reading_early(tmp_path: Path) -> None:
     manifest = _jsonl(tmp_path / "m.jsonl", [{"path": "a.mp4", "caption": "a"}, "{not json"])
-    rows = datasets.build_manifest(_video(manifest), DataConfig(), split="train", max_samples=1)
+    rows = build_manifest(_video(manifest), DataConfig(), split="train", max_samples=1)
     assert len(rows) == 1
     with pytest.raises(ValueError, match=r"m.jsonl line 2: invalid JSON"):
-        datasets.build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
+        build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +212,7 @@ def test_manifest_bad_rows_name_file_and_line(tmp_path: Path, record: object, me
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"path": "ok.mp4", "caption": "ok"}) + "\n\n" + json.dumps(record) + "\n")
     with pytest.raises(ValueError, match=rf"manifest {manifest} line 3: {message}"):
-        datasets.build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
+        build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
 
 
 def test_manifest_csv_errors(tmp_path: Path) -> None:
@@ -209,20 +221,20 @@ def test_manifest_csv_errors(tmp_path: Path) -> None:
     with pytest.raises(
         ValueError, match=r"m.csv lacks column\(s\) \['path', 'caption'\]: found \['file', 'text'\]"
     ):
-        datasets.build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
+        build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
     manifest.write_text("path,caption,start,end\na.mp4,x,1,2\nb.mp4,y,1,zz\n")
     with pytest.raises(ValueError, match=r"m.csv line 3: end must be a number of seconds \(got 'zz'\)"):
-        datasets.build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
+        build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
 
 
 def test_manifest_root_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^video.data_root must be set for dataset_type=manifest"):
-        datasets.build_manifest(_video(""), DataConfig(), split="train", max_samples=0)
+        build_manifest(_video(""), DataConfig(), split="train", max_samples=0)
     with pytest.raises(FileNotFoundError, match="no such manifest file or folder"):
-        datasets.build_manifest(_video(tmp_path / "nope.jsonl"), DataConfig(), split="train", max_samples=0)
+        build_manifest(_video(tmp_path / "nope.jsonl"), DataConfig(), split="train", max_samples=0)
     (tmp_path / "m.txt").write_text("x")
     with pytest.raises(ValueError, match=r"must be a .jsonl or .csv file"):
-        datasets.build_manifest(_video(tmp_path / "m.txt"), DataConfig(), split="train", max_samples=0)
+        build_manifest(_video(tmp_path / "m.txt"), DataConfig(), split="train", max_samples=0)
 
 
 def test_module_is_light_at_import() -> None:
@@ -247,5 +259,5 @@ def test_manifest_jsonl_and_csv_accept_a_utf8_bom(tmp_path: Path) -> None:
     csv_file = tmp_path / "bom.csv"
     csv_file.write_text(bom + "path,caption\nb.mp4,cap b\n", encoding="utf-8")
     for manifest, expected in ((jsonl, ("a.mp4", "cap a")), (csv_file, ("b.mp4", "cap b"))):
-        rows = datasets.build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
+        rows = build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
         assert [(os.path.basename(r.path), r.caption) for r in rows] == [expected]

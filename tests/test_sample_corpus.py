@@ -15,13 +15,16 @@ import pytest
 
 from kvideo.config.data import DataConfig
 from kvideo.config.video import VideoConfig
-from kvideo.data import datasets, sample
-from kvideo.data.captions import ATTRIBUTES, all_captions, caption_for, parse_caption
+from kvideo.data.datasets.sample import build_sample, sample_root
+from kvideo.data.datasets.sample import corpus as sample_corpus
+from kvideo.data.datasets.sample.captions import ATTRIBUTES, all_captions, caption_for, parse_caption
+from kvideo.data.datasets.sample.evaluation import candidate_set
+from kvideo.data.datasets.webvid import read_webvid
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sample.generate(tmp_path_factory.mktemp("sample"), n_train=6, n_val=2, seed=3)
+    return sample_corpus.generate(tmp_path_factory.mktemp("sample"), n_train=6, n_val=2, seed=3)
 
 
 def _files(corpus: Path) -> dict[str, bytes]:
@@ -40,13 +43,13 @@ def test_layout_csv_and_marker(corpus: Path) -> None:
         assert parse_caption(row["name"]) is not None
     val = sorted((corpus / "data" / "val" / "videos").iterdir())
     assert len(val) == 2 and all(p.suffix == ".mp4" for p in val)
-    assert sample.read_marker(corpus)["n_train"] == 6
-    assert sample.is_complete(corpus, name="sample", n_train=6, n_val=2, seed=3)
-    assert not sample.is_complete(corpus, name="sample", n_train=6, n_val=2, seed=4)
+    assert sample_corpus.read_marker(corpus)["n_train"] == 6
+    assert sample_corpus.is_complete(corpus, name="sample", n_train=6, n_val=2, seed=3)
+    assert not sample_corpus.is_complete(corpus, name="sample", n_train=6, n_val=2, seed=4)
 
 
 def test_videos_are_h264_with_intended_size_and_duration(corpus: Path) -> None:
-    spec = sample.clip_spec(3, 0, 0)
+    spec = sample_corpus.clip_spec(3, 0, 0)
     vid = spec.videoid
     path = corpus / "data" / "train" / "videos" / vid[:2] / vid[:4] / vid[:6] / f"{vid}.mp4"
     with av.open(str(path)) as container:
@@ -60,40 +63,40 @@ def test_videos_are_h264_with_intended_size_and_duration(corpus: Path) -> None:
     assert len(frames) == spec.num_frames
     assert 2.0 <= spec.duration <= 4.0 + 1 / spec.fps and 8 <= spec.fps <= 12
     # The shape's colour survives compression: some pixels are close to it.
-    target = np.array(sample.COLORS_RGB[spec.color])
+    target = np.array(sample_corpus.COLORS_RGB[spec.color])
     assert (np.abs(frames[0].astype(int) - target).sum(-1) < 60).sum() > 20
 
 
 def test_same_seed_gives_identical_bytes(corpus: Path, tmp_path: Path) -> None:
-    again = sample.generate(tmp_path, n_train=6, n_val=2, seed=3)
+    again = sample_corpus.generate(tmp_path, n_train=6, n_val=2, seed=3)
     assert _files(again) == _files(corpus)
 
 
 def test_clip_does_not_depend_on_corpus_size() -> None:
-    assert sample.clip_spec(0, 0, 5) == sample.clip_spec(0, 0, 5)
-    assert sample.clip_spec(0, 0, 5) != sample.clip_spec(1, 0, 5)
-    assert sample.clip_spec(0, 0, 5) != sample.clip_spec(0, 1, 5)
+    assert sample_corpus.clip_spec(0, 0, 5) == sample_corpus.clip_spec(0, 0, 5)
+    assert sample_corpus.clip_spec(0, 0, 5) != sample_corpus.clip_spec(1, 0, 5)
+    assert sample_corpus.clip_spec(0, 0, 5) != sample_corpus.clip_spec(0, 1, 5)
 
 
 def test_direction_needs_two_frames() -> None:
     """The shape wraps around, so its position in a frame says nothing about direction;
     the displacement between frames does, and always less than half a frame."""
     for i in range(20):
-        spec = sample.clip_spec(0, 0, i)
-        frames = sample.render_frames(spec)
+        spec = sample_corpus.clip_spec(0, 0, i)
+        frames = sample_corpus.render_frames(spec)
         assert frames.shape == (spec.num_frames, spec.size, spec.size, 3)
         assert spec.travel < spec.size / 2
     # Marginal start position is uniform regardless of direction (no wall to start from).
     xs = {d: [] for d in ATTRIBUTES["direction"]}
     for i in range(400):
-        spec = sample.clip_spec(0, 0, i)
+        spec = sample_corpus.clip_spec(0, 0, i)
         xs[spec.direction].append(spec.start_xy[0] / spec.size)
     for values in xs.values():
         assert 0.35 < float(np.mean(values)) < 0.65
 
 
 def test_attributes_are_balanced() -> None:
-    specs = [sample.clip_spec(0, 0, i) for i in range(960)]
+    specs = [sample_corpus.clip_spec(0, 0, i) for i in range(960)]
     for key in ("color", "shape", "direction"):
         counts = Counter(getattr(s, key) for s in specs)
         expected = len(specs) / len(ATTRIBUTES[key])
@@ -117,6 +120,19 @@ def test_captions_round_trip() -> None:
         caption_for("purple", "circle", "left")
 
 
+def test_attribute_questions_vary_one_attribute_at_a_time() -> None:
+    truth = {"color": "red", "shape": "circle", "direction": "left"}
+    cands = candidate_set(caption_for(**truth))
+    assert cands is not None and cands.captions[0] == caption_for(**truth)
+    assert len(cands.captions) == len(set(cands.captions)) == 1 + 3 + 2 + 3
+    for attr, options in ATTRIBUTES.items():
+        group = cands.groups[attr]
+        assert len(group) == len(options) and group[cands.truth[attr]] == 0
+        for option, index in zip(options, group, strict=True):
+            assert parse_caption(cands.captions[index]) == {**truth, attr: option}
+    assert candidate_set("a dog runs") is None
+
+
 def test_cli(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     result = subprocess.run(
@@ -126,7 +142,7 @@ def test_cli(tmp_path: Path) -> None:
         text=True,
     )
     assert "video.dataset_name=sample" in result.stdout
-    rows = datasets.read_webvid(str(out), "sample", "train")
+    rows = read_webvid(str(out), "sample", "train")
     assert len(rows) == 4 and all(os.path.isfile(r.path) for r in rows)
     help_text = subprocess.run(
         [sys.executable, "-m", "kvideo.data.sample", "--help"], check=True, capture_output=True, text=True
@@ -137,17 +153,17 @@ def test_cli(tmp_path: Path) -> None:
 def test_sample_builder_generates_on_first_use(tmp_path: Path) -> None:
     data = DataConfig(sample_train_clips=5, sample_val_clips=2, sample_seed=1)
     video = VideoConfig(data_root=str(tmp_path), dataset_type="sample", dataset_name="sample")
-    rows = datasets.build_sample(video, data, split="train", max_samples=0)
+    rows = build_sample(video, data, split="train", max_samples=0)
     corpus = tmp_path / "raw" / "sample-n5-2-s1"
-    assert sample.is_complete(corpus, name="sample-n5-2-s1", n_train=5, n_val=2, seed=1)
+    assert sample_corpus.is_complete(corpus, name="sample-n5-2-s1", n_train=5, n_val=2, seed=1)
     assert len(rows) == 5 and all(os.path.isfile(r.path) for r in rows)
     assert all(parse_caption(r.caption) for r in rows)
-    val = datasets.build_sample(video, data, split="validation", max_samples=1)
+    val = build_sample(video, data, split="validation", max_samples=1)
     assert len(val) == 1 and os.path.isfile(val[0].path)
     # Second use reads the cache: nothing is rewritten.
-    mtime = (corpus / sample.MARKER).stat().st_mtime_ns
-    datasets.build_sample(video, data, split="train", max_samples=2)
-    assert (corpus / sample.MARKER).stat().st_mtime_ns == mtime
+    mtime = (corpus / sample_corpus.MARKER).stat().st_mtime_ns
+    build_sample(video, data, split="train", max_samples=2)
+    assert (corpus / sample_corpus.MARKER).stat().st_mtime_ns == mtime
 
 
 def test_incomplete_corpus_is_regenerated(tmp_path: Path) -> None:
@@ -155,18 +171,18 @@ def test_incomplete_corpus_is_regenerated(tmp_path: Path) -> None:
     (corpus / "data").mkdir(parents=True)
     (corpus / "data" / "leftover").write_text("half-written")
     (tmp_path / "raw" / ".sample.tmp-999999-deadbeef").mkdir()  # a killed generator's temp dir
-    sample.generate(tmp_path, n_train=2, n_val=1)
+    sample_corpus.generate(tmp_path, n_train=2, n_val=1)
     assert not (corpus / "data" / "leftover").exists()
-    assert sample.is_complete(corpus, name="sample", n_train=2, n_val=1, seed=0)
+    assert sample_corpus.is_complete(corpus, name="sample", n_train=2, n_val=1, seed=0)
     assert not [p for p in (tmp_path / "raw").iterdir() if ".tmp-" in p.name]
 
 
 def test_sample_builder_default_root_is_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KVIDEO_CACHE", str(tmp_path / "cache"))
-    assert datasets.sample_root("") == str(tmp_path / "cache")
+    assert sample_root("") == str(tmp_path / "cache")
     monkeypatch.delenv("KVIDEO_CACHE")
-    assert datasets.sample_root("") == os.path.expanduser("~/.cache/kvideo")
-    assert datasets.sample_root(str(tmp_path)) == str(tmp_path)
+    assert sample_root("") == os.path.expanduser("~/.cache/kvideo")
+    assert sample_root(str(tmp_path)) == str(tmp_path)
 
 
 def test_concurrent_generation_is_safe(tmp_path: Path) -> None:
@@ -177,6 +193,6 @@ def test_concurrent_generation_is_safe(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
     corpus = tmp_path / "raw" / "sample"
-    assert sample.is_complete(corpus, name="sample", n_train=3, n_val=1, seed=0)
+    assert sample_corpus.is_complete(corpus, name="sample", n_train=3, n_val=1, seed=0)
     assert len(list(corpus.rglob("*.mp4"))) == 4
     assert not [p for p in (tmp_path / "raw").iterdir() if ".tmp-" in p.name]

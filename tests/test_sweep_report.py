@@ -1,4 +1,5 @@
-"""The sweep report reads job folders as Hydra lays them out; failed jobs get a row."""
+"""The sweep report reads job folders as Hydra lays them out; failed jobs get a row. It runs as
+``python -m kvideo.sweep_report`` and as the installed ``kvideo-sweep-report``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-from kvideo.sweep_report import build_report
+from kvideo.tools.sweep_report import build_report
 
 
 def make_job(sweep: Path, num: int, overrides: list[str], final: dict | None = None, error: str = "") -> None:
@@ -61,3 +63,13 @@ def test_command_on_a_missing_dir_names_it(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "nope' does not exist" in result.stderr
+
+
+def test_installed_command_is_the_same_tool(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("kvideo-sweep-report")
+    if not script.is_file():
+        pytest.skip("kvideo is not installed in this environment (pip install -e .)")
+    make_job(tmp_path, 0, ["video.fps=1"], final={"val_loss": 1.0})
+    result = subprocess.run([str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "| 0 | 1 | ok | 1 |" in result.stdout

@@ -22,9 +22,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from kvideo.config import DataConfig, KVideoConfig, ModelConfig, TrainerConfig, VideoConfig
+from kvideo.data.datasets.sample.evaluation import candidate_set
 from kvideo.train import signals
 from kvideo.train.distributed import DistEnv
-from kvideo.train.evaluate import candidate_set, evaluate
+from kvideo.train.evaluate import evaluate
 from kvideo.train.loop import param_groups, train
 from kvideo.train.metrics import RunWriter, read_jsonl
 from kvideo.train.schedule import build_scheduler, lr_factor
@@ -266,7 +267,7 @@ class _CaptionReader(nn.Module):
         self.rows_per_call: list[int] = []
 
     def forward(self, frames, frame_mask, input_ids, labels):
-        from kvideo.data.captions import parse_caption
+        from kvideo.data.datasets.sample.captions import parse_caption
 
         self.rows_per_call.append(len(input_ids))
         nll = []
@@ -281,7 +282,7 @@ class _CaptionReader(nn.Module):
 
 
 def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> None:
-    from kvideo.data.captions import caption_for
+    from kvideo.data.datasets.sample.captions import caption_for
     from kvideo.data.tokenizer import ByteTokenizer
 
     truths = [
@@ -308,7 +309,7 @@ def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> 
     model = _CaptionReader(truths)
     env = DistEnv(0, 0, 1, torch.device("cpu"), True)
     result = evaluate(model, batches, tokenizer=tok, prompt="", max_text_len=40, env=env,
-                      num_samples=3, max_rows=7)
+                      num_samples=3, max_rows=7, dataset_type="sample")
     # Samples 0 and 1 only (2 is bad; the second "0" is padding).
     assert result["val_clips"] == 2 and result["val_skipped"] == 1
     assert result["acc_color"] == 1.0 and result["acc_direction"] == 1.0
@@ -320,6 +321,13 @@ def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> 
     # most max_rows. The second batch has nothing valid, so no forward at all.
     assert model.rows_per_call == [2, 7, 7, 2 * n_cands - 14]
     assert model.training  # restored
+    # A dataset without attribute questions (free-form captions) gets the loss alone.
+    model.rows_per_call.clear()
+    plain = evaluate(model, batches, tokenizer=tok, prompt="", max_text_len=40, env=env,
+                     num_samples=3, max_rows=7, dataset_type="manifest")
+    assert plain["val_loss"] == result["val_loss"] and plain["val_clips"] == 2
+    assert not [k for k in plain if k.startswith(("acc_", "chance_"))]
+    assert model.rows_per_call == [2]  # no candidate ranking
 
 
 def test_signal_handler_sets_flag_and_chains_after_the_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,12 +1,14 @@
-"""``python -m kvideo.validate``: every file of a configured split is probed (good ones with their
-media facts, bad ones with their training skip reason), hangs and crashes are contained, and
-the blocklist it writes makes the dataset mask those rows as ``blocklisted`` without opening
-them."""
+"""``kvideo-validate`` (``python -m kvideo.validate``): every file of a configured split is probed
+(good ones with their media facts, bad ones with their training skip reason), hangs and crashes
+are contained, and the blocklist it writes makes the dataset mask those rows as ``blocklisted``
+without opening them. The config tree is found from the flag, the environment, ``./conf`` or the
+repository beside the package."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from kvideo.config.compose import ConfigDirNotFound, find_config_dir
 from kvideo.decode import DecodeError
 from kvideo.registry import DECODERS
-from kvideo.validate import BLOCKLIST_NAME, REPORT_NAME, SUMMARY_NAME, compose_config, main, probe_all
+from kvideo.tools.validate import BLOCKLIST_NAME, REPORT_NAME, SUMMARY_NAME, main, probe_all, scan_config
 from tests import hostile as H
 from tests import videos as V
 from tests.conftest import REPO
@@ -130,7 +133,7 @@ def test_blocklisted_rows_are_masked_and_never_opened(scanned, monkeypatch: pyte
 
     monkeypatch.setitem(DECODERS._entries, "spy_cpu", _spy_decoder)  # removed again after the test
     blocklist = scanned["out"] / BLOCKLIST_NAME
-    cfg = compose_config([
+    cfg = scan_config([
         "video/dataset=manifest", f"video.data_root={scanned['manifest']}", f"data.blocklist={blocklist}",
         "decoder.name=spy_cpu", f"decoder.timeout_s={TIMEOUT}", "video.frame_size=32", "video.max_frames=4",
         "model.tokens_per_frame=4",
@@ -155,16 +158,16 @@ def test_a_probe_that_crashes_its_worker_is_reported_and_the_scan_goes_on(
 ) -> None:
     """Workers are forked, so a patched Prober reaches them: SIGSEGV on one path stands in for an
     FFmpeg crash (the supervisor sees a dead process, whatever killed it)."""
-    import kvideo.probe
+    import kvideo.tools.probe
 
-    real = kvideo.probe.Prober.probe
+    real = kvideo.tools.probe.Prober.probe
 
     def probe(self, path: str):
         if path.endswith("crash.mp4"):
             os.kill(os.getpid(), signal.SIGSEGV)
         return real(self, path)
 
-    monkeypatch.setattr(kvideo.probe.Prober, "probe", probe)
+    monkeypatch.setattr(kvideo.tools.probe.Prober, "probe", probe)
     good = scanned["good"]
     paths = [good[0], str(scanned["root"] / "crash.mp4"), good[1], good[2]]
     records = {r["index"]: r for r in probe_all(paths, workers=1, timeout_s=30)}
@@ -193,3 +196,89 @@ def test_decode_error_type_is_the_training_one() -> None:
     from kvideo.decode.errors import SKIP_REASONS
 
     assert DecodeError("timeout", "x").reason in SKIP_REASONS
+
+
+# ----------------------------------------------------------------------------- the config tree
+
+
+def _tree(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("defaults: []\n")
+    return folder
+
+
+def test_the_config_tree_is_the_flag_then_the_environment_then_cwd_conf_then_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag, env, cwd = _tree(tmp_path / "flag"), _tree(tmp_path / "env"), tmp_path / "work"
+    _tree(cwd / "conf")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("KVIDEO_CONFIG_DIR", str(env))
+    assert find_config_dir(flag) == flag
+    assert find_config_dir() == env
+    monkeypatch.delenv("KVIDEO_CONFIG_DIR")
+    assert find_config_dir() == cwd / "conf"
+    monkeypatch.chdir(tmp_path)  # no ./conf here: the checkout's conf/ beside the package
+    assert find_config_dir() == REPO / "conf"
+
+
+@pytest.mark.parametrize("source", ["--config-dir", "$KVIDEO_CONFIG_DIR"])
+def test_a_named_config_tree_without_config_yaml_is_an_error_not_a_fallback(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(REPO)  # ./conf exists here and must not be used instead
+    if source == "--config-dir":
+        monkeypatch.delenv("KVIDEO_CONFIG_DIR", raising=False)
+        call = lambda: find_config_dir(empty)  # noqa: E731
+    else:
+        monkeypatch.setenv("KVIDEO_CONFIG_DIR", str(empty))
+        call = find_config_dir
+    expected = rf"^{re.escape(source)} {re.escape(str(empty))} holds no config\.yaml; pass --config-dir DIR"
+    with pytest.raises(ConfigDirNotFound, match=expected):
+        call()
+
+
+def test_with_no_config_tree_anywhere_the_error_lists_the_places_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed without the repository (a wheel): no conf/ beside the package."""
+    import kvideo.config.compose
+
+    monkeypatch.setattr(kvideo.config.compose, "REPO_CONFIG_DIR", tmp_path / "site-packages" / "conf")
+    monkeypatch.delenv("KVIDEO_CONFIG_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigDirNotFound) as err:
+        find_config_dir()
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"./conf ({tmp_path}/conf)" in message and str(tmp_path / "site-packages" / "conf") in message
+    assert "pass --config-dir DIR" in message
+
+
+def test_cli_names_a_config_dir_without_config_yaml_in_one_line(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "kvideo.validate", "--config-dir", str(tmp_path), "--out", str(tmp_path)]
+    result = subprocess.run(
+        command,
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"kvideo.validate: --config-dir {tmp_path} holds no config.yaml; pass --config-dir DIR "
+        "(or set KVIDEO_CONFIG_DIR=DIR) with DIR the folder holding config.yaml"
+    )
+
+
+def test_installed_command_finds_the_config_tree_from_any_folder(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("kvideo-validate")
+    if not script.is_file():
+        pytest.skip("kvideo is not installed in this environment (pip install -e .)")
+    env = {k: v for k, v in os.environ.items() if k != "KVIDEO_CONFIG_DIR"}
+    result = subprocess.run(
+        [str(script), "video.fps=0", "--out", str(tmp_path / "out")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == 2
+    assert "video.fps must be positive (got 0.0)" in result.stderr  # composed from the repository's conf/

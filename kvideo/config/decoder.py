@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvideo.config.checks import require_non_negative, require_positive
+from kvideo.registry import DECODERS
 
 
 @dataclass
@@ -27,9 +28,7 @@ class DecoderConfig:
     prefetch: int = 2
 
     def __post_init__(self) -> None:
-        from kvideo.registry import list_decoders
-
-        decoders = list_decoders()
+        decoders = DECODERS.names()  # entry-point metadata: no decoder module is imported
         if self.name not in decoders:
             raise ValueError(f"decoder.name must be one of {decoders} (got {self.name!r})")
         require_non_negative("decoder.num_threads", self.num_threads)

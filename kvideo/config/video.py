@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from kvideo.config.checks import require_at_most
+from kvideo.registry import DATASETS, SAMPLING_POLICIES
 
 VIDEO_SPLITS = ("train", "validation")
 
@@ -55,16 +56,12 @@ class VideoConfig:
     prompt: str = ""
 
     def __post_init__(self) -> None:
-        # Late import: the registries are filled by importing the plugin modules,
-        # which themselves import config types (a cycle at module level).
-        from kvideo.registry import list_sampling_policies, list_video_datasets
-
-        datasets = list_video_datasets()
+        datasets = DATASETS.names()  # entry-point metadata: no plugin module is imported
         if self.dataset_type not in datasets:
             raise ValueError(
                 f"video.dataset_type must be one of {datasets} (got {self.dataset_type!r})"
             )
-        policies = list_sampling_policies()
+        policies = SAMPLING_POLICIES.names()
         if self.sampling_policy not in policies:
             raise ValueError(
                 f"video.sampling_policy must be one of {policies} (got {self.sampling_policy!r})"

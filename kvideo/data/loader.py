@@ -22,14 +22,13 @@ from kvideo.data.clip_dataset import VideoClipDataset
 from kvideo.data.preprocess import normalize_frames
 from kvideo.data.sharding import ResumableShardSampler
 from kvideo.data.watchdog import InFlight, WorkerSupervisor
-from kvideo.registry import DATASETS, load_builtin_plugins
+from kvideo.registry import DATASETS
 
 GPU_DECODERS = ("decord_gpu",)
 
 
 def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: int = 0) -> VideoClipDataset:
     """Rows from the configured dataset builder for ``split``, wrapped for decoding."""
-    load_builtin_plugins()
     blocklist = read_blocklist(cfg.data.blocklist)  # first: a typo must not wait for a corpus build
     builder = DATASETS.get(cfg.video.dataset_type)
     cap = cfg.video.max_samples if split == "train" else cfg.data.val_max_samples

@@ -18,7 +18,7 @@ How: one demux pass keeps every packet of the video stream in memory (the file i
 once, as decord's index scan does too). The display timeline is built from the packets
 that are shown (not discarded), sorted by presentation time. Targets are grouped by the
 keyframe they decode from; each group is decoded forward from its keyframe, continuing
-without a flush when the next group's keyframe is the very next packet. Frames are matched
+without a flush when decoding has already reached the next group's keyframe. Frames are matched
 to targets by presentation timestamp, never by counting outputs, so reordering, skipped
 frames and discarded pre-roll cannot shift them.
 
@@ -213,7 +213,9 @@ class PyAVDecoder(GuardedDecoder):
         ctx.flush_buffers()
         cursor = -1  # position of the next packet the decoder would take without a flush
         for first, run in _plan(s, targets):
-            if first != cursor:
+            # Decoding has run on from an earlier keyframe through this run's keyframe: every
+            # packet since was fed (targets in full), so going on decodes nothing twice.
+            if cursor < 0 or first > cursor:
                 ctx.flush_buffers()
                 cursor = first
             while not run.issubset(got) and cursor < len(s.packets):

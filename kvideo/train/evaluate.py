@@ -1,13 +1,14 @@
-"""Validation: caption loss, and per-attribute caption accuracy on template captions.
+"""Validation: caption loss, and per-attribute caption accuracy where the dataset defines it.
 
-Accuracy is a forced choice that isolates one attribute at a time: for a clip captioned
-"a red circle moves left", the colour question scores "a {c} circle moves left" for every
-colour c and the model is right when the true colour has the lowest caption NLL. Chance is
-``1 / len(options)``, so the numbers say directly whether the model *looks* at colour, shape
-and motion, which the loss alone hides (a model can lower the loss on the template words).
+Accuracy is a forced choice that isolates one attribute at a time. The dataset says which
+captions to compare (its ``AttributeScorer``, registered in ``kvideo.data.scoring`` under its
+``video.dataset_type``): for each clip, a ``CandidateSet`` whose captions each state one option
+of one attribute. The model is right on an attribute when the caption with the true option has
+the lowest caption NLL; chance is ``1 / len(options)``. A dataset without a scorer gets the loss
+only. Nothing here knows any dataset's captions.
 
 All candidates of a batch go through the model together: each clip's frames are repeated
-once per candidate caption (the true caption is shared by the three attribute questions),
+once per candidate caption (the true caption is shared by the attribute questions),
 in chunks of at most ``max_rows`` rows to bound memory.
 """
 
@@ -15,53 +16,35 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from kvideo.data.captions import ATTRIBUTES, caption_for, parse_caption
+from kvideo.data.scoring import AttributeScorer, CandidateSet, attribute_scorers
 from kvideo.train.distributed import DistEnv, all_reduce_sum
 
-ATTRIBUTE_NAMES: tuple[str, ...] = tuple(ATTRIBUTES)
+
+def _attribute_options(scorers: list[AttributeScorer]) -> dict[str, int]:
+    """Attribute -> number of options, over ``scorers`` in order (the first one naming an
+    attribute sets its chance). The same on every rank: it fixes the reduced vector's shape."""
+    options: dict[str, int] = {}
+    for scorer in scorers:
+        for attr, values in scorer.attributes.items():
+            options.setdefault(attr, len(values))
+    return options
 
 
-@dataclass(frozen=True)
-class CandidateSet:
-    """One clip's candidate captions. ``captions[0]`` is the true caption; ``groups[attr]``
-    lists, per option of ``attr``, the index into ``captions`` scoring that option, and
-    ``truth[attr]`` the position of the true option in that list."""
-
-    captions: tuple[str, ...]
-    groups: dict[str, tuple[int, ...]]
-    truth: dict[str, int]
-
-
-def candidate_set(caption: str) -> CandidateSet | None:
-    """Candidates differing from ``caption`` in exactly one attribute; ``None`` when the
-    caption is not a template caption (then only the loss is measured)."""
-    parsed = parse_caption(caption)
-    if parsed is None:
-        return None
-    captions = [caption_for(**parsed)]
-    groups: dict[str, tuple[int, ...]] = {}
-    truth: dict[str, int] = {}
-    for attr, options in ATTRIBUTES.items():
-        idxs = []
-        for option in options:
-            if option == parsed[attr]:
-                idxs.append(0)
-            else:
-                captions.append(caption_for(**{**parsed, attr: option}))
-                idxs.append(len(captions) - 1)
-        groups[attr] = tuple(idxs)
-        truth[attr] = options.index(parsed[attr])
-    return CandidateSet(tuple(captions), groups, truth)
+def _candidates(scorers: list[AttributeScorer], caption: str) -> CandidateSet | None:
+    for scorer in scorers:
+        cands = scorer.candidate_set(caption)
+        if cands is not None:
+            return cands
+    return None
 
 
 class _Encoder:
-    """Tokenizes candidate captions once: the corpus has few distinct captions."""
+    """Tokenizes each candidate caption once: the same candidates recur across clips."""
 
     def __init__(self, tokenizer: Any, prompt: str, max_len: int) -> None:
         self.tokenizer, self.prompt, self.max_len = tokenizer, prompt, max_len
@@ -92,13 +75,13 @@ def score_candidates(
     index = torch.as_tensor(rows, dtype=torch.long, device=device)
     out = []
     for start in range(0, len(rows), max_rows):
-        sel = index[start:start + max_rows]
+        sel = index[start : start + max_rows]
         with autocast():
             result = model(
                 frames.index_select(0, sel),
                 frame_mask.index_select(0, sel),
-                input_ids[start:start + max_rows].to(device),
-                labels[start:start + max_rows].to(device),
+                input_ids[start : start + max_rows].to(device),
+                labels[start : start + max_rows].to(device),
             )
         out.append(result["nll"].float())
     return torch.cat(out) if out else torch.zeros(0, device=device)
@@ -117,8 +100,12 @@ def evaluate(
     max_batches: int = 0,
     max_rows: int = 64,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    dataset_type: str,
 ) -> dict[str, Any]:
     """Validation loss and per-attribute accuracy, reduced over ranks.
+
+    ``dataset_type`` (``video.dataset_type``) picks the attribute questions: its registered
+    scorer, or none (loss only).
 
     ``model`` should be the unwrapped module: ranks may see different numbers of batches, and
     a DDP forward would wait for the others. ``batches`` come from a non-shuffled loader
@@ -130,10 +117,13 @@ def evaluate(
     was_training = model.training
     model.eval()
     encode = _Encoder(tokenizer, prompt, max_text_len)
+    scorers = attribute_scorers(dataset_type)
+    options = _attribute_options(scorers)
+    attributes = list(options)
     nll_sum = tok_sum = 0.0
     clips = skipped = 0
-    correct = dict.fromkeys(ATTRIBUTE_NAMES, 0.0)
-    counted = dict.fromkeys(ATTRIBUTE_NAMES, 0.0)
+    correct = dict.fromkeys(attributes, 0.0)
+    counted = dict.fromkeys(attributes, 0.0)
     position = env.rank
     try:
         for batch_no, batch in enumerate(batches):
@@ -164,7 +154,7 @@ def evaluate(
             texts: list[str] = []
             sets: list[tuple[int, CandidateSet]] = []  # (offset of its first candidate row, set)
             for i in valid:
-                cands = candidate_set(batch["caption"][i])
+                cands = _candidates(scorers, batch["caption"][i])
                 if cands is None:
                     continue
                 sets.append((len(rows), cands))
@@ -179,7 +169,7 @@ def evaluate(
                 model, frames, frame_mask, rows, ids, labels, max_rows=max_rows, autocast=autocast
             ).cpu()
             for offset, cands in sets:
-                for attr in ATTRIBUTE_NAMES:
+                for attr in cands.groups:
                     group = torch.tensor(cands.groups[attr]) + offset
                     predicted = int(torch.argmin(nll[group]))
                     correct[attr] += float(predicted == cands.truth[attr])
@@ -189,19 +179,20 @@ def evaluate(
 
     totals = all_reduce_sum(
         [nll_sum, tok_sum, clips, skipped]
-        + [correct[a] for a in ATTRIBUTE_NAMES] + [counted[a] for a in ATTRIBUTE_NAMES],
+        + [correct[a] for a in attributes]
+        + [counted[a] for a in attributes],
         env,
     )
     nll_sum, tok_sum, clips, skipped = totals[:4]
-    n_attr = len(ATTRIBUTE_NAMES)
+    n_attr = len(attributes)
     result: dict[str, Any] = {
         "val_loss": nll_sum / tok_sum if tok_sum else float("nan"),
         "val_clips": int(clips),
         "val_skipped": int(skipped),
     }
-    for k, attr in enumerate(ATTRIBUTE_NAMES):
+    for k, attr in enumerate(attributes):
         right, total = totals[4 + k], totals[4 + n_attr + k]
         if total:
             result[f"acc_{attr}"] = right / total
-            result[f"chance_{attr}"] = 1.0 / len(ATTRIBUTES[attr])
+            result[f"chance_{attr}"] = 1.0 / options[attr]
     return result

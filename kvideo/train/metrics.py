@@ -259,5 +259,20 @@ class RunWriter:
             self._tb = None
 
 
+class RunClock:
+    """Wall time of the whole run across restarts: what earlier sessions spent (from the
+    checkpoint) plus this session, which starts when the clock is made."""
+
+    def __init__(self) -> None:
+        self.session_start = time.time()
+        self.prior_wall_s = 0.0
+
+    def session_time(self) -> float:
+        return time.time() - self.session_start
+
+    def wall_time(self) -> float:
+        return self.prior_wall_s + self.session_time()
+
+
 def now() -> float:
     return time.perf_counter()

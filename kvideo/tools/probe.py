@@ -6,7 +6,7 @@ for, and a bad file's reason is the same ``SKIP_REASONS`` entry training would c
 name and native size come from PyAV (header only, ~1 ms), because decord does not expose
 them.
 
-No deadline here: ``kvideo.validate`` runs probes in child processes and kills a child
+No deadline here: ``kvideo.tools.validate`` runs probes in child processes and kills a child
 whose probe overruns, which also contains hard crashes (a segfault in FFmpeg) that an
 in-process thread deadline could not.
 """
@@ -47,7 +47,7 @@ class Prober:
         if decoder.name in GPU_DECODERS:  # probes run in forked CPU processes
             decoder = replace(decoder, name="decord_cpu")
         self._decoder = build_decoder(decoder)
-        self._decoder.timeout_s = None  # kvideo.validate's parent times each probe out itself
+        self._decoder.timeout_s = None  # kvideo.tools.validate's parent times each probe out
         self._size = size
         self._sample = partial(_spread, frames)
 

@@ -1,10 +1,9 @@
-"""Caption template and attribute vocabulary of the embedded sample corpus.
+"""The sample corpus's caption grammar: "a {color} {shape} moves {direction}".
 
-Torch-free and tiny on purpose: the generator (``kvideo.data.sample``) and the
-trainer's evaluation both import it. Evaluation scores every candidate caption
-``caption_for(c, s, d)`` and reads per-attribute accuracy off the best one, which is
-only meaningful because each caption maps back to exactly one attribute triple
-(``parse_caption`` is the inverse of ``caption_for``).
+Torch-free and tiny on purpose: the generator (``corpus``) writes these captions and the
+corpus's attribute questions (``evaluation``) read them back. Those questions are only
+meaningful because each caption maps back to exactly one attribute triple (``parse_caption`` is
+the inverse of ``caption_for``).
 """
 
 from __future__ import annotations
@@ -49,5 +48,5 @@ def parse_caption(caption: str) -> dict[str, str] | None:
 
 
 def all_captions() -> list[str]:
-    """Every caption the corpus can contain (the candidate set for evaluation)."""
+    """Every caption the corpus can contain."""
     return [caption_for(*combo) for combo in itertools.product(*ATTRIBUTES.values())]

@@ -1,6 +1,8 @@
 """Hydra callbacks that make multirun sweeps safe and self-reporting.
 
-Kept in the package (not in ``train.py``) so submitit's cloudpickle can import them.
+Named by ``_target_`` in ``conf/config.yaml`` (``hydra.callbacks``); kept in the package (not in
+``train.py``) so submitit's cloudpickle can import them. They run inside Hydra's own app, so they
+compose through its config loader (``load_sweep_config``), not ``kvideo.config.compose``.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class SweepReportCallback(Callback):
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from kvideo.sweep_report import build_report
+        from kvideo.tools.sweep_report import build_report
 
         sweep_dir = config.hydra.sweep.dir
         jobs = build_report(sweep_dir)

@@ -1,0 +1,91 @@
+"""What several dataset builders share: splits, the row cap, record readers, path rules.
+
+One place for each rule so the builders cannot drift apart:
+
+* record readers (``iter_csv_records``, ``iter_jsonl_records``) tolerate a UTF-8 BOM, which
+  spreadsheet and Windows tools put before the first line (``json.loads`` refuses a leading
+  U+FEFF, and a BOM-prefixed CSV header would hide its first column), and yield
+  ``(line number, record)`` lazily, so a cap stops reading the file;
+* ``absolute_root`` / ``resolve_against`` turn configured roots and relative row paths into the
+  absolute paths a ``ClipRow`` carries;
+* the WebVid layout's split folder names and video-path nesting, used by the ``webvid`` reader
+  and by the sample corpus generator, which writes that layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from kvideo.data.rows import ClipRow
+
+SPLITS = ("train", "validation")
+# WebVid names the validation metadata/video folder "val".
+WEBVID_SPLIT_DIR = {"train": "train", "validation": "val"}
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} (got {split!r})")
+
+
+def take(rows: Iterator[ClipRow], max_samples: int) -> list[ClipRow]:
+    """Materialise at most ``max_samples`` rows (0 = all) without reading further."""
+    if max_samples < 0:
+        raise ValueError(f"max_samples must be non-negative (got {max_samples})")
+    return list(itertools.islice(rows, max_samples) if max_samples else rows)
+
+
+def absolute_root(path: str) -> str:
+    """A configured root (``video.data_root``, ``$KVIDEO_CACHE``) as an absolute path, ``~`` expanded."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def resolve_against(base: str, path: str) -> str:
+    """``path`` as written in a manifest row: absolute as is, else relative to ``base``."""
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def iter_csv_records(
+    path: str, *, required: Sequence[str], where: str, expected: str
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line, row)`` of a CSV file with a header holding at least ``required``.
+
+    ``where`` names the file in errors (``"manifest /x.csv"``), ``expected`` says which columns
+    a good header has. A short row's missing cells are ``None``.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        missing = [col for col in required if col not in columns]
+        if missing:
+            raise ValueError(f"{where} lacks column(s) {missing}: found {list(columns)}, expected {expected}")
+        for record in reader:
+            yield reader.line_num, record
+
+
+def iter_jsonl_records(path: str, *, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line, object)`` of each non-blank line of a JSON-lines file; other values are errors."""
+    with open(path, encoding="utf-8-sig") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where} line {line_no}: invalid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{where} line {line_no}: expected a JSON object")
+            yield line_no, record
+
+
+def webvid_video_relpath(split: str, videoid: str) -> str:
+    """A clip's path inside its split's video folder: train videos are nested by id prefix
+    (``<id[:2]>/<id[:4]>/<id[:6]>/<id>.mp4``, WebVid-10M's layout), validation ones flat."""
+    if split == "train":
+        return os.path.join(videoid[:2], videoid[:4], videoid[:6], f"{videoid}.mp4")
+    return f"{videoid}.mp4"

@@ -1,0 +1,143 @@
+"""``manifest``: your own list of clips, one JSON object or CSV row per clip.
+
+``video.data_root`` is either a manifest *file* (``.jsonl`` or ``.csv``), read for whichever
+split is asked (validation then reads the training clips: use a folder for a held-out set), or a
+*folder* holding ``<split>.jsonl`` or ``<split>.csv`` (``train.*``; ``validation.*`` or ``val.*``).
+
+Keys/columns: ``path`` and ``caption``; optional ``start``/``end`` (seconds; empty or null =
+none) and ``id`` (default ``<manifest file name>:<line>``). Relative paths are relative to the
+manifest file's folder. A bad row raises ``ValueError`` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from kvideo.data.datasets.common import (
+    absolute_root,
+    check_split,
+    iter_csv_records,
+    iter_jsonl_records,
+    resolve_against,
+    take,
+)
+from kvideo.data.rows import ClipRow
+from kvideo.registry import DATASETS
+
+if TYPE_CHECKING:
+    from kvideo.config.data import DataConfig
+    from kvideo.config.video import VideoConfig
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_SUFFIXES = (".jsonl", ".csv")
+
+
+def resolve_manifest(data_root: str, split: str) -> str:
+    """The manifest file to read for ``split``: ``data_root`` itself, or ``<dir>/<split>.*``."""
+    path = absolute_root(data_root)
+    if os.path.isfile(path):
+        if not path.endswith(MANIFEST_SUFFIXES):
+            raise ValueError(f"video.data_root={data_root!r}: a manifest must be a .jsonl or .csv file")
+        return path
+    if os.path.isdir(path):
+        stems = (split, "val") if split == "validation" else (split,)
+        candidates = [os.path.join(path, stem + suffix) for stem in stems for suffix in MANIFEST_SUFFIXES]
+        for candidate in candidates:
+            if os.path.isfile(candidate):
+                return candidate
+        raise FileNotFoundError(
+            f"video.data_root={data_root!r} is a folder without a {split} manifest "
+            f"(looked for {', '.join(os.path.basename(c) for c in candidates)})"
+        )
+    raise FileNotFoundError(f"video.data_root={data_root!r}: no such manifest file or folder")
+
+
+def read_manifest(manifest: str, max_samples: int = 0) -> list[ClipRow]:
+    """Rows of one JSONL or CSV manifest file, reading no further than the cap."""
+    manifest = os.path.abspath(manifest)
+    where = f"manifest {manifest}"
+    if manifest.endswith(".jsonl"):
+        records = iter_jsonl_records(manifest, where=where)
+    else:
+        records = _non_empty_cells(
+            iter_csv_records(
+                manifest,
+                required=("path", "caption"),
+                where=where,
+                expected="path, caption and optionally start, end, id",
+            )
+        )
+    base = os.path.dirname(manifest)
+    rows = (_manifest_row(manifest, base, line, record) for line, record in records)
+    return take(rows, max_samples)
+
+
+def _non_empty_cells(records: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    # Empty CSV cells mean "not given", like a missing/null JSON key.
+    for line, record in records:
+        yield line, {key: value for key, value in record.items() if value not in ("", None)}
+
+
+def _manifest_row(manifest: str, base: str, line: int, record: dict[str, Any]) -> ClipRow:
+    where = f"manifest {manifest} line {line}"
+    for key in ("path", "caption"):
+        if key not in record or record[key] is None:
+            raise ValueError(f"{where}: missing required key {key!r}")
+        if not isinstance(record[key], str):
+            raise ValueError(f"{where}: {key!r} must be a string (got {record[key]!r})")
+    if not record["path"].strip():
+        raise ValueError(f"{where}: empty 'path'")
+    start = _seconds(record.get("start"), "start", where)
+    end = _seconds(record.get("end"), "end", where)
+    if start is not None and start < 0:
+        raise ValueError(f"{where}: start must be >= 0 (got {start})")
+    if start is not None and end is not None and start >= end:
+        raise ValueError(f"{where}: start ({start}) must be < end ({end})")
+    if end is not None and end <= 0:
+        raise ValueError(f"{where}: end must be > 0 (got {end})")
+    clip_id = record.get("id")
+    return ClipRow(
+        path=resolve_against(base, record["path"]),
+        caption=record["caption"],
+        start=start,
+        end=end,
+        clip_id=str(clip_id) if clip_id is not None else f"{os.path.basename(manifest)}:{line}",
+    )
+
+
+def _seconds(value: Any, key: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: {key} must be a number of seconds (got {value!r})")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {key} must be a number of seconds (got {value!r})") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{where}: {key} must be finite (got {value!r})")
+    return seconds
+
+
+@DATASETS.register("manifest")
+def build_manifest(video: VideoConfig, data: DataConfig, *, split: str, max_samples: int) -> list[ClipRow]:
+    """A JSONL/CSV manifest file, or a folder of per-split manifests, at ``video.data_root``."""
+    check_split(split)
+    if not video.data_root:
+        raise ValueError(
+            "video.data_root must be set for dataset_type=manifest "
+            "(a .jsonl/.csv manifest file, or a folder holding train.jsonl / validation.jsonl)"
+        )
+    manifest = resolve_manifest(video.data_root, split)
+    if split == "validation" and os.path.isfile(os.path.expanduser(video.data_root)):
+        logger.warning(
+            "manifest: validation reads the training manifest %s (point video.data_root at a folder "
+            "with train.* and validation.* for a held-out set)",
+            manifest,
+        )
+    return read_manifest(manifest, max_samples)

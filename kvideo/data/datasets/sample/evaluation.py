@@ -1,0 +1,44 @@
+"""The sample corpus's attribute questions: colour, shape and direction, one at a time.
+
+For a clip captioned "a red circle moves left", the colour question compares
+"a {c} circle moves left" for every colour c, the shape and direction questions likewise; the
+true caption answers all three. Varying one attribute at a time isolates it, so chance is
+``1 / len(options)`` per attribute (0.25, 0.33, 0.25) and the numbers say directly whether the
+model looks at colour and shape (any frame shows them) and at motion (only frames compared do).
+"""
+
+from __future__ import annotations
+
+from kvideo.data.datasets.sample.captions import ATTRIBUTES, caption_for, parse_caption
+from kvideo.data.scoring import CandidateSet
+
+
+def candidate_set(caption: str) -> CandidateSet | None:
+    """Candidates differing from ``caption`` in exactly one attribute; ``None`` when the
+    caption is not a template caption (then only the loss is measured)."""
+    parsed = parse_caption(caption)
+    if parsed is None:
+        return None
+    captions = [caption_for(**parsed)]
+    groups: dict[str, tuple[int, ...]] = {}
+    truth: dict[str, int] = {}
+    for attr, options in ATTRIBUTES.items():
+        idxs = []
+        for option in options:
+            if option == parsed[attr]:
+                idxs.append(0)
+            else:
+                captions.append(caption_for(**{**parsed, attr: option}))
+                idxs.append(len(captions) - 1)
+        groups[attr] = tuple(idxs)
+        truth[attr] = options.index(parsed[attr])
+    return CandidateSet(tuple(captions), groups, truth)
+
+
+class SampleAttributeScorer:
+    """The ``AttributeScorer`` registered for ``video.dataset_type=sample``."""
+
+    attributes = ATTRIBUTES
+
+    def candidate_set(self, caption: str) -> CandidateSet | None:
+        return candidate_set(caption)

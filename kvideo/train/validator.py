@@ -1,0 +1,106 @@
+"""Validation during and after training: the split is built once, at the first validation,
+and every later one reuses it.
+
+Built lazily rather than at start-up so that a run without a validation split (a manifest
+with no ``validation`` rows) still trains: the first validation says once that there is none,
+and every later one returns no numbers. Like the training stream it keeps the global torch
+RNG untouched (``rng_neutral``), so validating does not change what training draws next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from kvideo.config import KVideoConfig
+from kvideo.train.distributed import DistEnv
+from kvideo.train.evaluate import evaluate
+from kvideo.train.metrics import now
+from kvideo.train.report import RUN_LOG
+from kvideo.train.stream import rng_neutral
+
+
+class Validator:
+    """``validate(model)`` -> validation metrics over the whole split (or the first
+    ``trainer.val_max_batches`` batches), reduced over ranks: a collective.
+
+    It carries the whole config because the data API (``build_dataset``, ``build_loader``)
+    takes it; of the rest it reads the batch size, the prompt and the caption length.
+    """
+
+    def __init__(
+        self,
+        cfg: KVideoConfig,
+        env: DistEnv,
+        *,
+        tokenizer: Any,
+        decode_gpu: int,
+        autocast: Callable[[], Any],
+    ) -> None:
+        self.cfg, self.env = cfg, env
+        self.tokenizer = tokenizer
+        self.decode_gpu = decode_gpu
+        self.autocast = autocast
+        self._dataset: Any = None
+        self._unavailable: str | None = None  # why there is no validation split, once known
+
+    def validate(self, model: nn.Module) -> dict[str, Any]:
+        """Validation metrics (plus ``val_time_s``), or {} when there is no validation split.
+
+        ``model`` is the unwrapped module: ranks may see different numbers of batches, and a
+        DDP forward would wait for the others.
+        """
+        dataset = self._validation_set()
+        if dataset is None:
+            return {}
+        from kvideo.data.loader import build_loader
+
+        trainer = self.cfg.trainer
+        t0 = now()
+        with rng_neutral():
+            batches = build_loader(
+                dataset,
+                self.cfg,
+                rank=self.env.rank,
+                world_size=self.env.world_size,
+                epoch=0,
+                skip_samples=0,
+                shuffle=False,
+                batch_size=trainer.batch_size,
+                drop_last=False,
+                device=self.env.device,
+            )
+            result = evaluate(
+                model,
+                batches,
+                tokenizer=self.tokenizer,
+                prompt=self.cfg.video.prompt,
+                max_text_len=self.cfg.model.max_text_len,
+                dataset_type=self.cfg.video.dataset_type,
+                env=self.env,
+                num_samples=len(dataset),
+                max_batches=trainer.val_max_batches,
+                max_rows=4 * trainer.batch_size,
+                autocast=self.autocast,
+            )
+        result["val_time_s"] = now() - t0
+        return result
+
+    def _validation_set(self) -> Any:
+        """The validation dataset, built at the first call; ``None`` when there is none."""
+        if self._unavailable is not None:
+            return None
+        if self._dataset is None:
+            from kvideo.data.loader import build_dataset
+
+            try:
+                self._dataset = build_dataset(
+                    self.cfg, split="validation", tokenizer=self.tokenizer, local_rank=self.decode_gpu
+                )
+            except (ValueError, FileNotFoundError) as e:
+                self._unavailable = str(e)
+                RUN_LOG.warning("no validation: %s", e)
+                return None
+        return self._dataset
