@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import sys
+from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,19 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK_RESULTS_DIR = Path(__file__).resolve().parent / ".corpus" / "results_quick"
 
 
-def results_dir(quick: bool) -> Path:
+def results_dir(quick: bool, out: str | Path | None = None) -> Path:
+    """Where results go: ``out`` if given, else the quick folder or ``benchmarks/results``."""
+    if out:
+        return Path(out)
     return QUICK_RESULTS_DIR if quick else RESULTS_DIR
+
+
+def add_selection_args(parser: ArgumentParser) -> None:
+    """``--clips N`` and ``--out DIR``, shared by the benchmarks (smoke runs use both)."""
+    parser.add_argument("--clips", type=int, default=None,
+                        help="only N clips, taken round-robin over the GOP classes (smoke runs)")
+    parser.add_argument("--out", default=None,
+                        help="results folder (default: benchmarks/results, or the quick folder with --quick)")
 
 
 def _status_kb(field: str, pid: int | str = "self") -> int | None:

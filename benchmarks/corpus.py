@@ -262,6 +262,21 @@ def build(cfg: CorpusConfig = FULL, *, workers: int | None = None, verbose: bool
     return result
 
 
+def select(manifest: dict[str, Any], n: int | None) -> dict[str, Any]:
+    """``manifest`` with at most ``n`` clips (``None``: all), taken round-robin over the GOP
+    classes in corpus order, so that even a 3-clip smoke run has one clip of each class."""
+    if n is None or n >= len(manifest["clips"]):
+        return manifest
+    by_class = [[c for c in manifest["clips"] if c["gop_class"] == g] for g in GOP_CLASSES]
+    picked: list[dict[str, Any]] = []
+    while len(picked) < n:
+        for clips in by_class:
+            if clips and len(picked) < n:
+                picked.append(clips.pop(0))
+    order = {c["name"]: i for i, c in enumerate(manifest["clips"])}
+    return {**manifest, "clips": sorted(picked, key=lambda c: order[c["name"]]), "selected_clips": n}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the small smoke-test corpus")

@@ -178,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--quick", action="store_true",
                         help="20 steps; results go to benchmarks/.corpus/results_quick/")
+    parser.add_argument("--out", default=None, help="results folder (default: benchmarks/results)")
     args = parser.parse_args(argv)
     steps = 20 if args.quick else args.steps
     start = time.perf_counter()
@@ -189,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(nothing written)")
     else:
         name = "train_step" if args.device == "cpu" else "train_step_cuda"
-        print(f"\nwrote {common.write_result(name, result, common.results_dir(args.quick))}")
+        print(f"\nwrote {common.write_result(name, result, common.results_dir(args.quick, args.out))}")
     print(f"train_step benchmark: {result['wall_s']:.1f} s")
     return 0
 
