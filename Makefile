@@ -8,10 +8,14 @@ STAMP := $(VENV)/.kvideo-installed
 # wheel, point TORCH_INDEX at a CPU-only wheel index (or at the CUDA index you want).
 TORCH_PIN ?= torch==2.13.0
 TORCH_INDEX ?=
+LINTED := kvideo tests benchmarks train.py
 
-.PHONY: install train test lint bench slurm-up slurm-down clean
+.PHONY: help install train test test-unit test-integration lint format bench slurm-up slurm-down clean
 
-install: $(STAMP)
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install kvideo with its pinned torch
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,24 +24,35 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,slurm]"
 	touch $(STAMP)
 
-# The main job on the embedded default (the sample corpus is generated on first use).
-train: install
+train: install  ## train on the embedded default (the sample corpus is generated on first use)
 	$(PY) train.py $(ARGS)
 
-test: install
+test: install  ## the whole test suite (unit, integration, cluster; cluster tests skip without SLURM)
 	$(PY) -m pytest -q $(ARGS)
 
-lint: install
-	$(VENV)/bin/ruff check kvideo tests benchmarks train.py
+test-unit: install  ## unit tests only (one module's contract, no training run), about a minute
+	$(PY) -m pytest -q tests/unit $(ARGS)
 
-bench: install
+test-integration: install  ## training runs, the CLI, tools and launchers
+	$(PY) -m pytest -q tests/integration $(ARGS)
+
+lint: install  ## ruff (lint + format check) and mypy --strict on kvideo/
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
+
+format: install  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
+
+bench: install  ## the benchmark suite (benchmarks/; writes benchmarks/results/)
 	$(PY) -m benchmarks.run_all
 
-slurm-up:
+slurm-up:  ## start the local single-node SLURM cluster
 	bash scripts/slurm_local.sh start
 
-slurm-down:
+slurm-down:  ## stop it
 	bash scripts/slurm_local.sh stop
 
-clean:
-	rm -rf outputs multirun .pytest_cache .ruff_cache
+clean:  ## remove run outputs and caches
+	rm -rf outputs multirun .pytest_cache .ruff_cache .mypy_cache

@@ -29,10 +29,17 @@ def results_dir(quick: bool, out: str | Path | None = None) -> Path:
 
 def add_selection_args(parser: ArgumentParser) -> None:
     """``--clips N`` and ``--out DIR``, shared by the benchmarks (smoke runs use both)."""
-    parser.add_argument("--clips", type=int, default=None,
-                        help="only N clips, taken round-robin over the GOP classes (smoke runs)")
-    parser.add_argument("--out", default=None,
-                        help="results folder (default: benchmarks/results, or the quick folder with --quick)")
+    parser.add_argument(
+        "--clips",
+        type=int,
+        default=None,
+        help="only N clips, taken round-robin over the GOP classes (smoke runs)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results folder (default: benchmarks/results, or the quick folder with --quick)",
+    )
 
 
 def _status_kb(field: str, pid: int | str = "self") -> int | None:

@@ -136,8 +136,14 @@ def render(clip: ClipPlan) -> Iterator[np.ndarray]:
     vx, vy = rng.uniform(-3, 3, size=2)
     zoom_amp, zoom_period = rng.uniform(0.05, 0.3), rng.uniform(40, 120)
     shapes = [
-        (rng.uniform(0, w), rng.uniform(0, h), rng.uniform(-6, 6), rng.uniform(-4, 4),
-         int(rng.uniform(0.05, 0.2) * h), rng.integers(0, 256, 3).astype(np.uint8))
+        (
+            rng.uniform(0, w),
+            rng.uniform(0, h),
+            rng.uniform(-6, 6),
+            rng.uniform(-4, 4),
+            int(rng.uniform(0.05, 0.2) * h),
+            rng.integers(0, 256, 3).astype(np.uint8),
+        )
         for _ in range(4)
     ]
     ys = np.arange(h, dtype=np.float32) - h / 2
@@ -254,8 +260,10 @@ def build(cfg: CorpusConfig = FULL, *, workers: int | None = None, verbose: bool
     else:
         os.replace(tmp, folder)
     if verbose:
-        print(f"corpus: built {len(entries)} clips ({manifest['total_frames']} frames) "
-              f"in {build_s:.1f} s -> {folder}")
+        print(
+            f"corpus: built {len(entries)} clips ({manifest['total_frames']} frames) "
+            f"in {build_s:.1f} s -> {folder}"
+        )
     result = load_manifest(cfg)
     assert result is not None
     result["built_now"] = True
@@ -284,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     manifest = build(QUICK if args.quick else FULL, workers=args.workers)
     for clip in manifest["clips"]:
-        print(f"  {clip['name']:<12} gop {clip['gop']:>3}  {clip['width']}x{clip['height']}  "
-              f"{clip['duration']:5.1f} s  {clip['bytes'] / 1e6:5.2f} MB")
+        print(
+            f"  {clip['name']:<12} gop {clip['gop']:>3}  {clip['width']}x{clip['height']}  "
+            f"{clip['duration']:5.1f} s  {clip['bytes'] / 1e6:5.2f} MB"
+        )
     print(manifest["jsonl"])
     return 0
 

@@ -539,8 +539,10 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> int:
 def resized_check(decoders: dict[str, Any], case: Case) -> dict[str, float]:
     """``pyav_cpu`` vs ``decord_cpu`` at RESIZED x RESIZED (untimed): both use swscale's
     bicubic scaler, but not necessarily with the same rounding."""
-    out = {name: decoders[name].decode(case.path, lambda _meta: case.stamps, size=RESIZED)
-           for name in KVIDEO_DECODERS}
+    out = {
+        name: decoders[name].decode(case.path, lambda _meta: case.stamps, size=RESIZED)
+        for name in KVIDEO_DECODERS
+    }
     a, b = (out[name].frames.numpy().astype(np.int16) for name in KVIDEO_DECODERS)
     return {"max_abs_diff": int(np.abs(a - b).max()), "mean_abs_diff": float(np.abs(a - b).mean())}
 
@@ -569,12 +571,26 @@ class Row:
 
 def prepare(path: str, clip: InMemoryClip, stamps: list[float], snap_tol: float) -> Case:
     targets = clip.indices_at(stamps)
-    return Case(path=path, stamps=stamps, clip=clip, targets=targets, groups=decode_groups(clip, targets),
-                snapped=snap_to_references(clip, stamps, snap_tol))
+    return Case(
+        path=path,
+        stamps=stamps,
+        clip=clip,
+        targets=targets,
+        groups=decode_groups(clip, targets),
+        snapped=snap_to_references(clip, stamps, snap_tol),
+    )
 
 
-def bench_case(arms: dict[str, Arm], decoders: dict[str, Any], case: Case, costs: FrameCosts,
-               entry: dict[str, Any], max_frames: int, repeats: int, rotate: int) -> Row:
+def bench_case(
+    arms: dict[str, Arm],
+    decoders: dict[str, Any],
+    case: Case,
+    costs: FrameCosts,
+    entry: dict[str, Any],
+    max_frames: int,
+    repeats: int,
+    rotate: int,
+) -> Row:
     """Time every arm on one case, then check their frames and indices (untimed)."""
     best, rss, results = time_arms(arms, case, repeats, rotate)
     decoded = {arm: frames_of(arm, results[arm], case) for arm in ARMS}
@@ -585,27 +601,43 @@ def bench_case(arms: dict[str, Arm], decoders: dict[str, Any], case: Case, costs
     snap_idx = case.clip.indices_at(case.snapped)
     shifts = np.abs(np.asarray(case.snapped) - np.asarray(case.stamps))
     return Row(
-        clip=entry["name"], gop_class=entry["gop_class"], max_frames=max_frames, n_targets=len(case.stamps),
+        clip=entry["name"],
+        gop_class=entry["gop_class"],
+        max_frames=max_frames,
+        n_targets=len(case.stamps),
         time_s={a: s[TIMER] for a, s in best.items()},
         cpu_s={a: s["cpu"] for a, s in best.items()},
         wall_s={a: s["wall"] for a, s in best.items()},
         peak_rss_growth_mb=rss,
         kf_limit_s=kf_limit_s(costs, kf_frames, case.targets),
         read_s=case.clip.read_s,
-        frames={"limit": limit_frame_count(case.clip, results["limit"], case.targets),
-                "limit_outputs": results["limit"].outputs, "needed": frames_needed(case.clip, case.targets),
-                "kf_limit": kf_frames, "sequential": int(max(seq_idx)) + 2},
+        frames={
+            "limit": limit_frame_count(case.clip, results["limit"], case.targets),
+            "limit_outputs": results["limit"].outputs,
+            "needed": frames_needed(case.clip, case.targets),
+            "kf_limit": kf_frames,
+            "sequential": int(max(seq_idx)) + 2,
+        },
         max_abs_diff={a: max_abs_diff(f, reference) for a, (f, _) in decoded.items()},
         index_mismatches={a: int(np.sum(idx != case.targets)) for a, (_, idx) in decoded.items()},
         resized=resized_check(decoders, case) if max_frames == PRIMARY else None,
-        snap={"max_shift_s": float(shifts.max()), "moved": int(np.sum(shifts > TOL)),
-              "frames_needed": frames_needed(case.clip, snap_idx),
-              "index_mismatches": int(np.sum(case.clip.indices_at(snapped.times) != snap_idx))},
+        snap={
+            "max_shift_s": float(shifts.max()),
+            "moved": int(np.sum(shifts > TOL)),
+            "frames_needed": frames_needed(case.clip, snap_idx),
+            "index_mismatches": int(np.sum(case.clip.indices_at(snapped.times) != snap_idx)),
+        },
     )
 
 
-def run(manifest: dict[str, Any], *, variants: Sequence[int] = VARIANTS, repeats: int = 1,
-        snap_tol: float = SNAP_TOL_S, verbose: bool = True) -> dict[str, Any]:
+def run(
+    manifest: dict[str, Any],
+    *,
+    variants: Sequence[int] = VARIANTS,
+    repeats: int = 1,
+    snap_tol: float = SNAP_TOL_S,
+    verbose: bool = True,
+) -> dict[str, Any]:
     """Benchmark every clip of ``manifest``, all arms on a clip before the next clip."""
     import torch
 
@@ -616,8 +648,12 @@ def run(manifest: dict[str, Any], *, variants: Sequence[int] = VARIANTS, repeats
     # Warm-up (library loading, first-call allocations) on the smallest clip, untimed.
     smallest = min(clips, key=lambda c: c["num_frames"] * c["width"])
     warm_clip = read_clip(smallest["path"])
-    time_arms(arms, prepare(smallest["path"], warm_clip, uniform_stamps(smallest["duration"], PRIMARY),
-                            snap_tol), 1, 0)
+    time_arms(
+        arms,
+        prepare(smallest["path"], warm_clip, uniform_stamps(smallest["duration"], PRIMARY), snap_tol),
+        1,
+        0,
+    )
     warm_clip.close()
 
     rows: list[Row] = []
@@ -642,16 +678,25 @@ def run(manifest: dict[str, Any], *, variants: Sequence[int] = VARIANTS, repeats
 
 
 def _clip_facts(clip: InMemoryClip, costs: FrameCosts) -> dict[str, Any]:
-    return {"decode_ms": costs.decode_s_per_frame * 1e3, "rgb_ms": costs.rgb_s_per_frame * 1e3,
-            "open_ms": costs.open_s * 1e3, "read_ms": clip.read_s * 1e3, "frames": len(clip.times),
-            "keyframes": len(clip.keyframes), "reference_frames": int(clip.is_ref.sum())}
+    return {
+        "decode_ms": costs.decode_s_per_frame * 1e3,
+        "rgb_ms": costs.rgb_s_per_frame * 1e3,
+        "open_ms": costs.open_s * 1e3,
+        "read_ms": clip.read_s * 1e3,
+        "frames": len(clip.times),
+        "keyframes": len(clip.keyframes),
+        "reference_frames": int(clip.is_ref.sum()),
+    }
 
 
 def _print_row(row: Row) -> None:
     ms = "  ".join(f"{a} {row.time_s[a] * 1e3:6.1f}" for a in (*ARMS, *EXPERIMENTS))
-    print(f"  {row.clip:<10} mf={row.max_frames:<2} {ms}  kf_limit {row.kf_limit_s * 1e3:6.1f} ms  "
-          f"frames {row.frames['limit']}/{row.frames['kf_limit']}/{row.frames['sequential']}  "
-          f"maxdiff {max(row.max_abs_diff.values())}", flush=True)
+    print(
+        f"  {row.clip:<10} mf={row.max_frames:<2} {ms}  kf_limit {row.kf_limit_s * 1e3:6.1f} ms  "
+        f"frames {row.frames['limit']}/{row.frames['kf_limit']}/{row.frames['sequential']}  "
+        f"maxdiff {max(row.max_abs_diff.values())}",
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------------------- summary
@@ -708,49 +753,70 @@ def evaluate_targets(overall: dict[str, Any], classes: dict[str, dict[str, Any]]
     pyav_over_limit = overall["over_limit"]["pyav_cpu"]
     return {
         "pyav_cpu_over_limit_le_1.10": _target(
-            pyav_over_limit, pyav_over_limit <= t["pyav_cpu_over_limit_max"],
-            "limit = targets + the reference frames they need, packets in memory"),
+            pyav_over_limit,
+            pyav_over_limit <= t["pyav_cpu_over_limit_max"],
+            "limit = targets + the reference frames they need, packets in memory",
+        ),
         "decord_cpu_over_pyav_cpu_ge_1.25": _target(
             overall["decord_cpu_over_pyav_cpu"],
-            overall["decord_cpu_over_pyav_cpu"] >= t["decord_cpu_over_pyav_cpu_min"]),
+            overall["decord_cpu_over_pyav_cpu"] >= t["decord_cpu_over_pyav_cpu_min"],
+        ),
         "pyav_cpu_over_decord_cpu_le_1.05_each_class": _target(
-            per_class, all(v <= t["pyav_cpu_over_decord_cpu_per_class_max"] for v in per_class.values())),
+            per_class, all(v <= t["pyav_cpu_over_decord_cpu_per_class_max"] for v in per_class.values())
+        ),
         "pyav_cpu_frames_identical_to_decord_cpu": _target(
             overall["max_abs_diff_vs_decord_cpu"]["pyav_cpu"],
-            overall["max_abs_diff_vs_decord_cpu"]["pyav_cpu"] == 0, "native size, max abs pixel difference"),
+            overall["max_abs_diff_vs_decord_cpu"]["pyav_cpu"] == 0,
+            "native size, max abs pixel difference",
+        ),
         "same_frame_indices": _target(
-            overall["index_mismatches"], not any(overall["index_mismatches"].values())),
+            overall["index_mismatches"], not any(overall["index_mismatches"].values())
+        ),
         "speedup_vs_baseline_ge_2.5": _target(
-            speedup, speedup >= t["speedup_vs_baseline_min"], "decord_cpu (default) vs sequential"),
+            speedup, speedup >= t["speedup_vs_baseline_min"], "decord_cpu (default) vs sequential"
+        ),
         "kvideo_over_limit_le_1.3": _target(
             overall["over_kf_limit"]["decord_cpu"],
             overall["over_kf_limit"]["decord_cpu"] <= t["kvideo_over_limit_max"],
-            "decord_cpu vs the keyframe-to-target limit"),
+            "decord_cpu vs the keyframe-to-target limit",
+        ),
         "never_slower_than_baseline_per_class": _target(
             {c: a["speedup_vs_sequential"]["decord_cpu"] for c, a in classes.items()},
             all(a["speedup_vs_sequential"]["decord_cpu"] >= t["class_speedup_min"] for a in classes.values()),
-            "decord_cpu vs sequential"),
+            "decord_cpu vs sequential",
+        ),
     }
 
 
-def summarize(rows: list[Row], per_clip: dict[str, Any], manifest: dict[str, Any], *,
-              repeats: int, snap_tol: float) -> dict[str, Any]:
+def summarize(
+    rows: list[Row], per_clip: dict[str, Any], manifest: dict[str, Any], *, repeats: int, snap_tol: float
+) -> dict[str, Any]:
     variants: dict[str, Any] = {}
     for mf in sorted({r.max_frames for r in rows}, reverse=True):
         sel = [r for r in rows if r.max_frames == mf]
-        classes = {c: _aggregate([r for r in sel if r.gop_class == c])
-                   for c in corpus.GOP_CLASSES if any(r.gop_class == c for r in sel)}
+        classes = {
+            c: _aggregate([r for r in sel if r.gop_class == c])
+            for c in corpus.GOP_CLASSES
+            if any(r.gop_class == c for r in sel)
+        }
         overall = _aggregate(sel)
-        variants[str(mf)] = {"overall": overall, "classes": classes,
-                             "targets": evaluate_targets(overall, classes)}
+        variants[str(mf)] = {
+            "overall": overall,
+            "classes": classes,
+            "targets": evaluate_targets(overall, classes),
+        }
     return {
         "benchmark": "decode",
         "timer": TIMER,
         "repeats": repeats,
         "primary_variant": str(PRIMARY),
         "arms": {a: _first_line(d) for a, d in ARM_DOCS.items()},
-        "sampling": {"policy": "uniform", "fps": SAMPLE_FPS, "min_frames": 1,
-                     "max_frames": sorted({r.max_frames for r in rows}, reverse=True)},
+        "sampling": {
+            "policy": "uniform",
+            "fps": SAMPLE_FPS,
+            "min_frames": 1,
+            "max_frames": sorted({r.max_frames for r in rows}, reverse=True),
+        },
         "snap_tolerance_s": snap_tol,
         "resized_check_size": RESIZED,
         "threads": "single (decord num_threads=1, PyAV 1 thread, torch 1 thread)",
@@ -807,15 +873,33 @@ def arms_table(result: dict[str, Any]) -> str:
 
 def class_table(var: dict[str, Any]) -> str:
     """Per clip class: the ratios the per-class targets are read from."""
-    head = ["class", "clips", "pyav_cpu/limit", "decord_cpu/limit", "decord_cpu/pyav_cpu",
-            "pyav_cpu/decord_cpu", "kf_limit/limit", "frames limit/kf/seq", "snap saved ms (%)"]
+    head = [
+        "class",
+        "clips",
+        "pyav_cpu/limit",
+        "decord_cpu/limit",
+        "decord_cpu/pyav_cpu",
+        "pyav_cpu/decord_cpu",
+        "kf_limit/limit",
+        "frames limit/kf/seq",
+        "snap saved ms (%)",
+    ]
     body = []
     for name, a in [*var["classes"].items(), ("overall", var["overall"])]:
         f, s = a["frames"], a["snap"]
-        body.append([name, a["clips"], a["over_limit"]["pyav_cpu"], a["over_limit"]["decord_cpu"],
-                     a["decord_cpu_over_pyav_cpu"], a["pyav_cpu_over_decord_cpu"], a["kf_limit_over_limit"],
-                     f"{f['limit']}/{f['kf_limit']}/{f['sequential']}",
-                     f"{s['saved_ms_per_clip']:.1f} ({100 * s['saved_fraction']:.1f}%)"])
+        body.append(
+            [
+                name,
+                a["clips"],
+                a["over_limit"]["pyav_cpu"],
+                a["over_limit"]["decord_cpu"],
+                a["decord_cpu_over_pyav_cpu"],
+                a["pyav_cpu_over_decord_cpu"],
+                a["kf_limit_over_limit"],
+                f"{f['limit']}/{f['kf_limit']}/{f['sequential']}",
+                f"{s['saved_ms_per_clip']:.1f} ({100 * s['saved_fraction']:.1f}%)",
+            ]
+        )
     return common.table(head, body)
 
 
@@ -824,41 +908,63 @@ def headline(result: dict[str, Any]) -> list[str]:
     lines = []
     for mf, var in result["variants"].items():
         o = var["overall"]
-        lines.append(f"{mf} frames: kvideo pyav_cpu / limit = {o['over_limit']['pyav_cpu']:.2f}, "
-                     f"decord_cpu / limit = {o['over_limit']['decord_cpu']:.2f} "
-                     f"(limit = targets + their reference frames, {o['ms_per_clip']['limit']:.0f} ms/clip)")
-        lines.append(f"{mf} frames: keyframe-to-target limit: decord_cpu / kf_limit = "
-                     f"{o['over_kf_limit']['decord_cpu']:.2f}, pyav_cpu / kf_limit = "
-                     f"{o['over_kf_limit']['pyav_cpu']:.2f} ({o['ms_per_clip']['kf_limit']:.0f} ms/clip)")
+        lines.append(
+            f"{mf} frames: kvideo pyav_cpu / limit = {o['over_limit']['pyav_cpu']:.2f}, "
+            f"decord_cpu / limit = {o['over_limit']['decord_cpu']:.2f} "
+            f"(limit = targets + their reference frames, {o['ms_per_clip']['limit']:.0f} ms/clip)"
+        )
+        lines.append(
+            f"{mf} frames: keyframe-to-target limit: decord_cpu / kf_limit = "
+            f"{o['over_kf_limit']['decord_cpu']:.2f}, pyav_cpu / kf_limit = "
+            f"{o['over_kf_limit']['pyav_cpu']:.2f} ({o['ms_per_clip']['kf_limit']:.0f} ms/clip)"
+        )
     return lines
 
 
 def print_report(result: dict[str, Any]) -> None:
-    print(f"\n## decode, uniform @ {SAMPLE_FPS:g} fps (single thread, {result['timer']} time, "
-          f"fastest of {result['repeats']})")
+    print(
+        f"\n## decode, uniform @ {SAMPLE_FPS:g} fps (single thread, {result['timer']} time, "
+        f"fastest of {result['repeats']})"
+    )
     print(arms_table(result))
     for line in headline(result):
         print("  " + line)
     for mf, var in result["variants"].items():
         o = var["overall"]
         print(f"\n### max_frames={mf}: per class")
-        print(common.table(["arm", *var["classes"], "overall"],
-                           [[ARM_LABELS[a], *(c["ms_per_clip"][a] for c in var["classes"].values()),
-                             o["ms_per_clip"][a]] for a in ARM_LABELS]))
+        print(
+            common.table(
+                ["arm", *var["classes"], "overall"],
+                [
+                    [
+                        ARM_LABELS[a],
+                        *(c["ms_per_clip"][a] for c in var["classes"].values()),
+                        o["ms_per_clip"][a],
+                    ]
+                    for a in ARM_LABELS
+                ],
+            )
+        )
         print(class_table(var))
         s = o["snap"]
-        resized = ("checked at the primary variant" if o["resized_max_abs_diff"] is None else
-                   f"max {o['resized_max_abs_diff']}, mean {o['resized_mean_abs_diff']:.3f}")
-        print(f"  frames: max abs diff vs decord_cpu {o['max_abs_diff_vs_decord_cpu']}; "
-              f"pyav_cpu vs decord_cpu at {RESIZED} px: {resized}; index mismatches {o['index_mismatches']}")
-        print(f"  snapping (tol {result['snap_tolerance_s']} s, pyav_cpu): saves "
-              f"{s['saved_ms_per_clip']:.1f} ms/clip ({100 * s['saved_fraction']:.1f}%), "
-              f"{s['stamps_moved']}/{s['stamps']} stamps moved, max |snapped - requested| "
-              f"{s['max_shift_s']:.3f} s; frames needed {s['frames_needed']} -> {s['frames_needed_snapped']}")
+        resized = (
+            "checked at the primary variant"
+            if o["resized_max_abs_diff"] is None
+            else f"max {o['resized_max_abs_diff']}, mean {o['resized_mean_abs_diff']:.3f}"
+        )
+        print(
+            f"  frames: max abs diff vs decord_cpu {o['max_abs_diff_vs_decord_cpu']}; "
+            f"pyav_cpu vs decord_cpu at {RESIZED} px: {resized}; index mismatches {o['index_mismatches']}"
+        )
+        print(
+            f"  snapping (tol {result['snap_tolerance_s']} s, pyav_cpu): saves "
+            f"{s['saved_ms_per_clip']:.1f} ms/clip ({100 * s['saved_fraction']:.1f}%), "
+            f"{s['stamps_moved']}/{s['stamps']} stamps moved, max |snapped - requested| "
+            f"{s['max_shift_s']:.3f} s; frames needed {s['frames_needed']} -> {s['frames_needed_snapped']}"
+        )
         for name, t in var["targets"].items():
             value = t["value"]
-            shown = ({k: round(v, 2) for k, v in value.items()} if isinstance(value, dict)
-                     else round(value, 3))
+            shown = {k: round(v, 2) for k, v in value.items()} if isinstance(value, dict) else round(value, 3)
             print(f"  target {name}: {'PASS' if t['pass'] else 'FAIL'} ({shown})")
 
 
@@ -927,43 +1033,72 @@ def profile(manifest: dict[str, Any], *, max_frames: int = PRIMARY, repeats: int
             dec.decode(path, lambda meta, s=stamps: s, size=224)
             add(cls, "kvideo_decode_call@224", _clock() - t0)
     per_clip = {cls: {k: 1e3 * v / counts[cls] for k, v in s.items()} for cls, s in steps.items()}
-    total = {k: 1e3 * sum(steps[c].get(k, 0.0) for c in steps) / sum(counts.values())
-             for k in next(iter(steps.values()))}
+    total = {
+        k: 1e3 * sum(steps[c].get(k, 0.0) for c in steps) / sum(counts.values())
+        for k in next(iter(steps.values()))
+    }
     per_clip["overall"] = total
     skip = "pyav_skip_nonref (experimental)"
-    ratios = {cls: {"baseline_over_kvideo": v["baseline"] / v["kvideo_decode_call"],
-                    "baseline_over_pyav_skip_nonref": v["baseline"] / v[skip],
-                    "kvideo_over_pyav_skip_nonref": v["kvideo_decode_call"] / v[skip]}
-              for cls, v in per_clip.items()}
-    return {"benchmark": "decode_profile", "timer": TIMER, "max_frames": max_frames, "ms_per_clip": per_clip,
-            "ratios": ratios, "pyav_skip_nonref_clips_with_different_frames": mismatches,
-            "machine": common.machine()}
+    ratios = {
+        cls: {
+            "baseline_over_kvideo": v["baseline"] / v["kvideo_decode_call"],
+            "baseline_over_pyav_skip_nonref": v["baseline"] / v[skip],
+            "kvideo_over_pyav_skip_nonref": v["kvideo_decode_call"] / v[skip],
+        }
+        for cls, v in per_clip.items()
+    }
+    return {
+        "benchmark": "decode_profile",
+        "timer": TIMER,
+        "max_frames": max_frames,
+        "ms_per_clip": per_clip,
+        "ratios": ratios,
+        "pyav_skip_nonref_clips_with_different_frames": mismatches,
+        "machine": common.machine(),
+    }
 
 
 def print_profile(prof: dict[str, Any]) -> None:
     print(f"\n## kvideo decode profile (ms/clip, max_frames={prof['max_frames']})")
     classes = list(prof["ms_per_clip"])
     keys = list(prof["ms_per_clip"]["overall"])
-    print(common.table(["step", *classes], [[k, *(prof["ms_per_clip"][c].get(k, 0.0) for c in classes)]
-                                             for k in keys]))
+    print(
+        common.table(
+            ["step", *classes], [[k, *(prof["ms_per_clip"][c].get(k, 0.0) for c in classes)] for k in keys]
+        )
+    )
     names = list(next(iter(prof["ratios"].values())))
     print(common.table(["ratio", *classes], [[n, *(prof["ratios"][c][n] for c in classes)] for n in names]))
-    print(f"  clips where pyav_skip_nonref frames differ from kvideo's: "
-          f"{prof['pyav_skip_nonref_clips_with_different_frames']}")
+    print(
+        f"  clips where pyav_skip_nonref frames differ from kvideo's: "
+        f"{prof['pyav_skip_nonref_clips_with_different_frames']}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="small smoke corpus; results go to benchmarks/.corpus/results_quick/")
-    parser.add_argument("--profile", action="store_true",
-                        help="run the per-step profile instead (writes decode_profile.json)")
-    parser.add_argument("--timer", choices=sorted(CLOCKS), default="cpu",
-                        help="cpu (default: robust on a shared machine) or wall")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small smoke corpus; results go to benchmarks/.corpus/results_quick/",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="run the per-step profile instead (writes decode_profile.json)"
+    )
+    parser.add_argument(
+        "--timer",
+        choices=sorted(CLOCKS),
+        default="cpu",
+        help="cpu (default: robust on a shared machine) or wall",
+    )
     common.add_selection_args(parser)
     parser.add_argument("--repeats", type=int, default=1, help="times each arm runs per clip (fastest kept)")
-    parser.add_argument("--snap-tol", type=float, default=SNAP_TOL_S,
-                        help="seconds a stamp may move in the snapping experiment")
+    parser.add_argument(
+        "--snap-tol",
+        type=float,
+        default=SNAP_TOL_S,
+        help="seconds a stamp may move in the snapping experiment",
+    )
     parser.add_argument("--output", default=None, help="results file stem (default: decode)")
     args = parser.parse_args(argv)
     set_timer(args.timer)

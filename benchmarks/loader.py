@@ -52,8 +52,9 @@ def write_loader_manifest(manifest: dict[str, Any], repeat: int) -> str:
     src = Path(manifest["jsonl"])
     files = {c["file"] for c in manifest["clips"]}
     out = src.with_name(f"loader_x{repeat}_n{len(files)}.jsonl")
-    lines = [line for line in src.read_text().splitlines()
-             if line.strip() and json.loads(line)["path"] in files]
+    lines = [
+        line for line in src.read_text().splitlines() if line.strip() and json.loads(line)["path"] in files
+    ]
     out.write_text("\n".join(lines * repeat) + "\n")
     return str(out)
 
@@ -64,8 +65,9 @@ def make_config(manifest_path: str, num_workers: int, decoder: str = DEFAULT_DEC
     from kvideo.config import DataConfig, DecoderConfig, KVideoConfig, ModelConfig, TrainerConfig, VideoConfig
 
     return KVideoConfig(
-        video=VideoConfig(data_root=manifest_path, dataset_type="manifest", frame_size=224,
-                          max_frames=16, fps=2.0),
+        video=VideoConfig(
+            data_root=manifest_path, dataset_type="manifest", frame_size=224, max_frames=16, fps=2.0
+        ),
         decoder=DecoderConfig(name=decoder),
         data=DataConfig(),
         model=ModelConfig(),
@@ -113,8 +115,16 @@ def run_loader(manifest_path: str, num_workers: int, decoder: str = DEFAULT_DECO
     cfg = make_config(manifest_path, num_workers, decoder)
     dataset = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
     batches = build_loader(
-        dataset, cfg, rank=0, world_size=1, epoch=0, skip_samples=0, shuffle=True,
-        batch_size=BATCH_SIZE, drop_last=False, device=torch.device("cpu"),
+        dataset,
+        cfg,
+        rank=0,
+        world_size=1,
+        epoch=0,
+        skip_samples=0,
+        shuffle=True,
+        batch_size=BATCH_SIZE,
+        drop_last=False,
+        device=torch.device("cpu"),
     )
     rss: dict[int, list[float]] = {}
     load0 = os.getloadavg()[0]
@@ -136,10 +146,19 @@ def run_loader(manifest_path: str, num_workers: int, decoder: str = DEFAULT_DECO
     sustained = (n - first_n) / (end - first_t) if first_t and n > first_n else 0.0
     # Growth is judged from the middle of the epoch on: the first samples include the
     # allocator warming up to the largest clip, which is not the leak the target is about.
-    workers = [{"pid": pid, "rss_first_mb": v[0], "rss_mid_mb": v[len(v) // 2], "rss_last_mb": v[-1],
-                "rss_max_mb": max(v), "samples_seen": len(v),
-                "growth_pct": 100.0 * (v[-1] - v[len(v) // 2]) / v[len(v) // 2]}
-               for pid, v in rss.items() if v]
+    workers = [
+        {
+            "pid": pid,
+            "rss_first_mb": v[0],
+            "rss_mid_mb": v[len(v) // 2],
+            "rss_last_mb": v[-1],
+            "rss_max_mb": max(v),
+            "samples_seen": len(v),
+            "growth_pct": 100.0 * (v[-1] - v[len(v) // 2]) / v[len(v) // 2],
+        }
+        for pid, v in rss.items()
+        if v
+    ]
     return {
         "num_workers": num_workers,
         "samples": n,
@@ -175,24 +194,38 @@ def run_decode_only(manifest_path: str, decoder: str = DEFAULT_DECODER) -> dict[
     for index, row in enumerate(rows):
         dec.decode(row.path, partial(sample_timestamps, spec, 0, index), size=video.frame_size)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    return {"samples": len(rows), "seconds": wall, "clips_per_s": len(rows) / wall,
-            "cpu_s_per_clip": cpu / len(rows), "clips_per_cpu_s": len(rows) / cpu}
+    return {
+        "samples": len(rows),
+        "seconds": wall,
+        "clips_per_s": len(rows) / wall,
+        "cpu_s_per_clip": cpu / len(rows),
+        "clips_per_cpu_s": len(rows) / cpu,
+    }
 
 
 def run(
-    manifest: dict[str, Any], *, repeat: int = 2, workers: Sequence[int] = WORKER_SETTINGS,
+    manifest: dict[str, Any],
+    *,
+    repeat: int = 2,
+    workers: Sequence[int] = WORKER_SETTINGS,
     decoder: str = DEFAULT_DECODER,
 ) -> dict[str, Any]:
     manifest_path = write_loader_manifest(manifest, repeat)
     decode_only = run_decode_only(manifest_path, decoder)
-    print(f"  decode-only: {decode_only['clips_per_s']:.2f} clips/s "
-          f"({decode_only['cpu_s_per_clip'] * 1e3:.0f} ms CPU/clip)", flush=True)
+    print(
+        f"  decode-only: {decode_only['clips_per_s']:.2f} clips/s "
+        f"({decode_only['cpu_s_per_clip'] * 1e3:.0f} ms CPU/clip)",
+        flush=True,
+    )
     settings = []
     for w in workers:
         result = run_loader(manifest_path, w, decoder)
         settings.append(result)
-        print(f"  workers={w}: {result['clips_per_s']:.2f} clips/s (sustained "
-              f"{result['sustained_clips_per_s']:.2f}), load {result['load_avg_before_after']}", flush=True)
+        print(
+            f"  workers={w}: {result['clips_per_s']:.2f} clips/s (sustained "
+            f"{result['sustained_clips_per_s']:.2f}), load {result['load_avg_before_after']}",
+            flush=True,
+        )
     by_w = {s["num_workers"]: s for s in settings}
     targets: dict[str, Any] = {}
     if 1 in by_w and 2 in by_w:
@@ -200,19 +233,28 @@ def run(
         targets["2_workers_ge_1.8x_1_worker"] = {"value": ratio, "pass": ratio >= TARGET_2W_OVER_1W}
         share = by_w[2]["clips_per_s"] / (2 * decode_only["clips_per_s"])
         targets["2_workers_ge_90pct_of_2x_decode_only"] = {
-            "value": share, "pass": share >= TARGET_2W_OVER_2X_DECODE}
+            "value": share,
+            "pass": share >= TARGET_2W_OVER_2X_DECODE,
+        }
         growth = [abs(w["growth_pct"]) for w in by_w[2]["worker_rss"]]
         targets["worker_rss_flat_5pct"] = {
             "value": max(growth) if growth else None,
             "pass": bool(growth) and max(growth) <= 5.0,
             "note": f"mid-epoch to end of {by_w[2]['samples']} samples, not the DESIGN's 10,000 "
-                    "(time budget); a real leak check needs a longer run (--repeat)",
+            "(time budget); a real leak check needs a longer run (--repeat)",
         }
     return {
         "benchmark": "loader",
-        "config": {"frame_size": 224, "max_frames": 16, "fps": 2.0, "batch_size": BATCH_SIZE,
-                   "samples_per_epoch": decode_only["samples"], "repeat": repeat, "shuffle": True,
-                   "decoder": decoder},
+        "config": {
+            "frame_size": 224,
+            "max_frames": 16,
+            "fps": 2.0,
+            "batch_size": BATCH_SIZE,
+            "samples_per_epoch": decode_only["samples"],
+            "repeat": repeat,
+            "shuffle": True,
+            "decoder": decoder,
+        },
         "decode_only": decode_only,
         "settings": settings,
         "targets": targets,
@@ -222,32 +264,61 @@ def run(
 
 def print_report(result: dict[str, Any]) -> None:
     d = result["decode_only"]
-    print(f"\n## DataLoader throughput, {result['config']['decoder']} (224x224, 16 frames @ 2 fps, batch "
-          f"{result['config']['batch_size']}, {d['samples']} samples)")
-    head = ["setting", "clips/s", "sustained clips/s", "first batch s", "CPU ms/clip",
-            "worker RSS first->mid->last MB"]
+    print(
+        f"\n## DataLoader throughput, {result['config']['decoder']} (224x224, 16 frames @ 2 fps, batch "
+        f"{result['config']['batch_size']}, {d['samples']} samples)"
+    )
+    head = [
+        "setting",
+        "clips/s",
+        "sustained clips/s",
+        "first batch s",
+        "CPU ms/clip",
+        "worker RSS first->mid->last MB",
+    ]
     body = [["decode only, 1 process", d["clips_per_s"], "", "", d["cpu_s_per_clip"] * 1e3, ""]]
     for s in result["settings"]:
-        rss = ", ".join(f"{w['rss_first_mb']:.0f}->{w['rss_mid_mb']:.0f}->{w['rss_last_mb']:.0f}"
-                        for w in s["worker_rss"]) or "-"
-        body.append([f"{s['num_workers']} workers", s["clips_per_s"], s["sustained_clips_per_s"],
-                     s["first_batch_s"], (s["cpu_s_per_clip"] or 0) * 1e3, rss])
+        rss = (
+            ", ".join(
+                f"{w['rss_first_mb']:.0f}->{w['rss_mid_mb']:.0f}->{w['rss_last_mb']:.0f}"
+                for w in s["worker_rss"]
+            )
+            or "-"
+        )
+        body.append(
+            [
+                f"{s['num_workers']} workers",
+                s["clips_per_s"],
+                s["sustained_clips_per_s"],
+                s["first_batch_s"],
+                (s["cpu_s_per_clip"] or 0) * 1e3,
+                rss,
+            ]
+        )
     print(common.table(head, body))
     for name, t in result["targets"].items():
         value = t["value"]
-        print(f"  target {name}: {'PASS' if t['pass'] else 'FAIL'} "
-              f"({value if value is None else round(value, 3)})")
+        print(
+            f"  target {name}: {'PASS' if t['pass'] else 'FAIL'} "
+            f"({value if value is None else round(value, 3)})"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="small smoke corpus; results go to benchmarks/.corpus/results_quick/")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small smoke corpus; results go to benchmarks/.corpus/results_quick/",
+    )
     parser.add_argument("--repeat", type=int, default=None, help="epochs of the corpus per setting")
     parser.add_argument("--decoder", default=DEFAULT_DECODER, help="video/decoder: decord_cpu, pyav_cpu, ...")
     common.add_selection_args(parser)
-    parser.add_argument("--output", default=None,
-                        help="results file stem (default: loader for decord_cpu, else loader_<decoder>)")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="results file stem (default: loader for decord_cpu, else loader_<decoder>)",
+    )
     args = parser.parse_args(argv)
     manifest = corpus.select(corpus.build(corpus.QUICK if args.quick else corpus.FULL), args.clips)
     start = time.perf_counter()

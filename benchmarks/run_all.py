@@ -75,8 +75,13 @@ def decode_section(dec: dict[str, Any]) -> tuple[list[str], list[str]]:
     """The arms table with its headline lines, and the decode rows of the results table."""
     if "arms" not in dec:  # written by an older version of benchmarks/decode.py
         return [], ["| decode | decode.json is from an older benchmark version | rerun | | |"]
-    head = [f"## Decode: {dec['timer']} ms per clip, single thread, fastest of {dec.get('repeats', 1)} "
-            f"({dec['clips_measured']} clips)", "", decode.arms_table(dec), ""]
+    head = [
+        f"## Decode: {dec['timer']} ms per clip, single thread, fastest of {dec.get('repeats', 1)} "
+        f"({dec['clips_measured']} clips)",
+        "",
+        decode.arms_table(dec),
+        "",
+    ]
     head += [f"- {line}" for line in decode.headline(dec)] + [""]
     rows = []
     for mf, var in dec["variants"].items():
@@ -85,24 +90,32 @@ def decode_section(dec: dict[str, Any]) -> tuple[list[str], list[str]]:
             values = {c: _class_ratio(a, ratio) for c, a in classes.items()}
             rows.append(f"| decode ({mf} frames) | per class {ratio} | {_fmt(values)} | | info |")
         for name, t in var["targets"].items():
-            rows.append(f"| decode ({mf} frames) | {name} | {_fmt(t['value'])} | {THRESHOLDS.get(name, '')} "
-                        f"| {_mark(t)} |")
+            rows.append(
+                f"| decode ({mf} frames) | {name} | {_fmt(t['value'])} | {THRESHOLDS.get(name, '')} "
+                f"| {_mark(t)} |"
+            )
         if o["resized_max_abs_diff"] is not None:
-            rows.append(f"| decode ({mf} frames) | pyav_cpu vs decord_cpu at {dec['resized_check_size']} px, "
-                        f"max / mean abs diff | {o['resized_max_abs_diff']} / "
-                        f"{o['resized_mean_abs_diff']:.3f} | | info |")
+            rows.append(
+                f"| decode ({mf} frames) | pyav_cpu vs decord_cpu at {dec['resized_check_size']} px, "
+                f"max / mean abs diff | {o['resized_max_abs_diff']} / "
+                f"{o['resized_mean_abs_diff']:.3f} | | info |"
+            )
         s = o["snap"]
-        rows.append(f"| decode ({mf} frames) | snapping stamps to key/ref frames (tol "
-                    f"{dec['snap_tolerance_s']} s): pyav_cpu CPU saved, max shift, frames needed | "
-                    f"{s['saved_ms_per_clip']:.1f} ms/clip ({100 * s['saved_fraction']:.1f}%), "
-                    f"{s['max_shift_s']:.3f} s, {s['frames_needed']} -> {s['frames_needed_snapped']} "
-                    f"| | info |")
+        rows.append(
+            f"| decode ({mf} frames) | snapping stamps to key/ref frames (tol "
+            f"{dec['snap_tolerance_s']} s): pyav_cpu CPU saved, max shift, frames needed | "
+            f"{s['saved_ms_per_clip']:.1f} ms/clip ({100 * s['saved_fraction']:.1f}%), "
+            f"{s['max_shift_s']:.3f} s, {s['frames_needed']} -> {s['frames_needed_snapped']} "
+            f"| | info |"
+        )
         long_gop = classes.get("long")
         if long_gop:
             ls = long_gop["snap"]
-            rows.append(f"| decode ({mf} frames) | snapping, long-GOP clips only | "
-                        f"{ls['saved_ms_per_clip']:.1f} ms/clip ({100 * ls['saved_fraction']:.1f}%), "
-                        f"{ls['max_shift_s']:.3f} s | | info |")
+            rows.append(
+                f"| decode ({mf} frames) | snapping, long-GOP clips only | "
+                f"{ls['saved_ms_per_clip']:.1f} ms/clip ({100 * ls['saved_fraction']:.1f}%), "
+                f"{ls['max_shift_s']:.3f} s | | info |"
+            )
     return head, rows
 
 
@@ -121,19 +134,25 @@ def loader_rows(loaders: dict[str, dict[str, Any]]) -> list[str]:
         rates = ", ".join(f"{s['num_workers']}w {s['clips_per_s']:.2f}" for s in load["settings"])
         rows.append(f"| loader ({name}) | clips/s: decode-only {d['clips_per_s']:.2f}; {rates} | | | |")
         for target, t in load["targets"].items():
-            rows.append(f"| loader ({name}) | {target} | {_fmt(t['value'])} | {THRESHOLDS.get(target, '')} "
-                        f"| {_mark(t)} |")
+            rows.append(
+                f"| loader ({name}) | {target} | {_fmt(t['value'])} | {THRESHOLDS.get(target, '')} "
+                f"| {_mark(t)} |"
+            )
     ref_name, other = LOADER_DECODERS
-    two = {name: next((s for s in load["settings"] if s["num_workers"] == 2), None)
-           for name, load in loaders.items()}
+    two = {
+        name: next((s for s in load["settings"] if s["num_workers"] == 2), None)
+        for name, load in loaders.items()
+    }
     if two.get(ref_name) and two.get(other):
         ref, new = two[ref_name], two[other]
         ratio = new["clips_per_s"] / ref["clips_per_s"]
         mark = "PASS" if ratio >= TARGET_LOADER_2W_OVER_DECORD else "FAIL"
-        rows.append(f"| loader, 2 workers | {other} / {ref_name} clips/s ({new['clips_per_s']:.2f} / "
-                    f"{ref['clips_per_s']:.2f}; CPU ms/clip {1e3 * (new['cpu_s_per_clip'] or 0):.0f} / "
-                    f"{1e3 * (ref['cpu_s_per_clip'] or 0):.0f}) | {ratio:.2f} | "
-                    f">= {TARGET_LOADER_2W_OVER_DECORD} | {mark} |")
+        rows.append(
+            f"| loader, 2 workers | {other} / {ref_name} clips/s ({new['clips_per_s']:.2f} / "
+            f"{ref['clips_per_s']:.2f}; CPU ms/clip {1e3 * (new['cpu_s_per_clip'] or 0):.0f} / "
+            f"{1e3 * (ref['cpu_s_per_clip'] or 0):.0f}) | {ratio:.2f} | "
+            f">= {TARGET_LOADER_2W_OVER_DECORD} | {mark} |"
+        )
     return rows
 
 
@@ -161,8 +180,10 @@ def summary_markdown(folder: Path, timings: dict[str, tuple[int, float]], total_
     prof = _load(folder, "decode_profile")
     if prof:
         r = prof["ratios"]["overall"]
-        rows.append(f"| decode profile | baseline/kvideo, baseline/pyav_skip_nonref (experimental) | "
-                    f"{r['baseline_over_kvideo']:.2f}, {r['baseline_over_pyav_skip_nonref']:.2f} | | info |")
+        rows.append(
+            f"| decode profile | baseline/kvideo, baseline/pyav_skip_nonref (experimental) | "
+            f"{r['baseline_over_kvideo']:.2f}, {r['baseline_over_pyav_skip_nonref']:.2f} | | info |"
+        )
     loaders = {name: load for name in LOADER_DECODERS if (load := _load(folder, loader.result_name(name)))}
     rows += loader_rows(loaders)
     train = _load(folder, "train_step")
@@ -170,14 +191,21 @@ def summary_markdown(folder: Path, timings: dict[str, tuple[int, float]], total_
         if "error" in train:
             rows.append(f"| train_step | error | {train['error']} | | FAIL |")
         else:
-            rows.append(f"| train_step (cpu, 2 workers) | whole-run data wait share | "
-                        f"{_fmt(train['whole_run_data_wait_share'])} | | info |")
+            rows.append(
+                f"| train_step (cpu, 2 workers) | whole-run data wait share | "
+                f"{_fmt(train['whole_run_data_wait_share'])} | | info |"
+            )
             for name, t in train["targets"].items():
-                rows.append(f"| train_step (cpu, 2 workers) | {name} (steady state) | {_fmt(t['value'])} "
-                            f"| < 0.05 | {_mark(t)} |")
+                rows.append(
+                    f"| train_step (cpu, 2 workers) | {name} (steady state) | {_fmt(t['value'])} "
+                    f"| < 0.05 | {_mark(t)} |"
+                )
     lines += ["| benchmark | measure | value | target | result |", "|---|---|---|---|---|", *rows]
-    lines += ["", "Details: the JSON files next to this one. Timings on a shared machine are noisy; "
-              "decode ratios use CPU time (see benchmarks/decode.py)."]
+    lines += [
+        "",
+        "Details: the JSON files next to this one. Timings on a shared machine are noisy; "
+        "decode ratios use CPU time (see benchmarks/decode.py).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -199,15 +227,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run on the small corpus")
     parser.add_argument("--profile", action="store_true", help="also run the decode profile (~+100 s)")
-    parser.add_argument("--summary-only", action="store_true",
-                        help="only rewrite summary.md from the JSON files already there")
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="only rewrite summary.md from the JSON files already there",
+    )
     common.add_selection_args(parser)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="decode: runs of each arm per clip (the fastest is kept)")
-    parser.add_argument("--loader-repeat", type=int, default=None,
-                        help="loader: epochs of the corpus per setting")
-    parser.add_argument("--only", default=",".join(BENCHMARKS),
-                        help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="decode: runs of each arm per clip (the fastest is kept)"
+    )
+    parser.add_argument(
+        "--loader-repeat", type=int, default=None, help="loader: epochs of the corpus per setting"
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(BENCHMARKS),
+        help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all)",
+    )
     args = parser.parse_args(argv)
     folder = common.results_dir(args.quick, args.out)
     if args.summary_only:

@@ -71,12 +71,15 @@ def ensure_corpus(root: Path, n: int) -> None:
     marker = sample.read_marker(root / "raw" / CORPUS_NAME)
     if marker is not None:
         if int(marker.get("n_train", 0)) < n:
-            raise SystemExit(f"soak: {root} holds {marker.get('n_train')} clips, need {n}: pass --corpus "
-                             "with a bigger one (python -m kvideo.data.sample --out DIR --n N)")
+            raise SystemExit(
+                f"soak: {root} holds {marker.get('n_train')} clips, need {n}: pass --corpus "
+                "with a bigger one (python -m kvideo.data.sample --out DIR --n N)"
+            )
         return
     print(f"soak: generating a {n}-clip corpus under {root} (once)", flush=True)
-    sample.generate(str(root), name=CORPUS_NAME, n_train=n, n_val=10, seed=0,
-                    workers=max(1, len(os.sched_getaffinity(0))))
+    sample.generate(
+        str(root), name=CORPUS_NAME, n_train=n, n_val=10, seed=0, workers=max(1, len(os.sched_getaffinity(0)))
+    )
 
 
 def build(corpus: Path, n: int, workers: int, batch_size: int, overrides: Sequence[str]) -> tuple[Any, Any]:
@@ -86,15 +89,31 @@ def build(corpus: Path, n: int, workers: int, batch_size: int, overrides: Sequen
     from kvideo.data.tokenizer import build_tokenizer
     from kvideo.tools.validate import scan_config
 
-    cfg = scan_config([
-        "video/dataset=webvid", f"video.data_root={corpus}", f"video.dataset_name={CORPUS_NAME}",
-        f"video.max_samples={n}", f"trainer.num_workers={workers}", *overrides,
-    ])
+    cfg = scan_config(
+        [
+            "video/dataset=webvid",
+            f"video.data_root={corpus}",
+            f"video.dataset_name={CORPUS_NAME}",
+            f"video.max_samples={n}",
+            f"trainer.num_workers={workers}",
+            *overrides,
+        ]
+    )
     dataset = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
     if len(dataset) < n:
         raise SystemExit(f"soak: the corpus at {corpus} has {len(dataset)} clips, need {n} (one epoch)")
-    batches = build_loader(dataset, cfg, rank=0, world_size=1, epoch=0, skip_samples=0, shuffle=True,
-                           batch_size=batch_size, drop_last=False, device=torch.device("cpu"))
+    batches = build_loader(
+        dataset,
+        cfg,
+        rank=0,
+        world_size=1,
+        epoch=0,
+        skip_samples=0,
+        shuffle=True,
+        batch_size=batch_size,
+        drop_last=False,
+        device=torch.device("cpu"),
+    )
     return cfg, batches
 
 
@@ -115,33 +134,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not start_rss:
             start_rss = worker_rss(others)
             first_batch_s = time.perf_counter() - t0
-            print(f"soak: first batch after {first_batch_s:.1f}s; worker RSS (MiB) at start: "
-                  + ", ".join(f"{pid}: {mb:.1f}" for pid, mb in start_rss.items() if mb), flush=True)
+            print(
+                f"soak: first batch after {first_batch_s:.1f}s; worker RSS (MiB) at start: "
+                + ", ".join(f"{pid}: {mb:.1f}" for pid, mb in start_rss.items() if mb),
+                flush=True,
+            )
             mark_t, mark_clips = time.perf_counter(), clips
         if clips - mark_clips >= WINDOW or clips >= args.n:
             now = time.perf_counter()
             rss = worker_rss(others)
-            window = {"clips": clips, "clips_per_s": (clips - mark_clips) / (now - mark_t),
-                      "worker_rss_mb": {str(pid): mb for pid, mb in rss.items()},
-                      "main_rss_mb": common.rss_mb(), "elapsed_s": now - t0}
+            window = {
+                "clips": clips,
+                "clips_per_s": (clips - mark_clips) / (now - mark_t),
+                "worker_rss_mb": {str(pid): mb for pid, mb in rss.items()},
+                "main_rss_mb": common.rss_mb(),
+                "elapsed_s": now - t0,
+            }
             windows.append(window)
-            print(f"soak: {clips:6d} clips  {window['clips_per_s']:6.1f} clips/s  worker RSS "
-                  + ", ".join(f"{mb:.1f}" for mb in rss.values() if mb) + " MiB", flush=True)
+            print(
+                f"soak: {clips:6d} clips  {window['clips_per_s']:6.1f} clips/s  worker RSS "
+                + ", ".join(f"{mb:.1f}" for mb in rss.values() if mb)
+                + " MiB",
+                flush=True,
+            )
             mark_t, mark_clips = now, clips
         if clips >= args.n:
             break
     end_rss = {int(pid): mb for pid, mb in windows[-1]["worker_rss_mb"].items()} if windows else {}
     del batches  # shuts the workers down
-    return summarize(args, cfg, clips, skipped, start_rss, end_rss, windows, time.perf_counter() - t0,
-                     load_before)
+    return summarize(
+        args, cfg, clips, skipped, start_rss, end_rss, windows, time.perf_counter() - t0, load_before
+    )
 
 
 def summarize(args, cfg, clips, skipped, start_rss, end_rss, windows, elapsed, load_before) -> dict[str, Any]:
     same_workers = sorted(start_rss) == sorted(end_rss)
-    growth = {
-        str(pid): (end_rss[pid] - mb) / mb
-        for pid, mb in start_rss.items() if mb and end_rss.get(pid)
-    }
+    growth = {str(pid): (end_rss[pid] - mb) / mb for pid, mb in start_rss.items() if mb and end_rss.get(pid)}
     # Steady state: from the end of the first window (imports, first readers, allocator warm-up).
     first_window = {int(p): mb for p, mb in windows[0]["worker_rss_mb"].items()} if windows else {}
     growth_steady = {
@@ -154,17 +182,26 @@ def summarize(args, cfg, clips, skipped, start_rss, end_rss, windows, elapsed, l
     half = max(1, len(rates) // 2)
     first_half, second_half = rates[:half], rates[half:] or rates[-1:]
     decline_ratio = statistics.median(second_half) / statistics.median(first_half) if rates else None
-    peak = {str(pid): max([mb or 0.0] + [w["worker_rss_mb"].get(str(pid)) or 0.0 for w in windows])
-            for pid, mb in start_rss.items()}
+    peak = {
+        str(pid): max([mb or 0.0] + [w["worker_rss_mb"].get(str(pid)) or 0.0 for w in windows])
+        for pid, mb in start_rss.items()
+    }
     max_growth = max(growth.values(), default=None)
     result = {
-        "clips": clips, "skipped": skipped, "elapsed_s": elapsed, "clips_per_s": clips / elapsed,
-        "workers": args.workers, "batch_size": args.batch_size,
-        "frame_size": cfg.video.frame_size, "max_frames": cfg.video.max_frames, "corpus": str(args.corpus),
+        "clips": clips,
+        "skipped": skipped,
+        "elapsed_s": elapsed,
+        "clips_per_s": clips / elapsed,
+        "workers": args.workers,
+        "batch_size": args.batch_size,
+        "frame_size": cfg.video.frame_size,
+        "max_frames": cfg.video.max_frames,
+        "corpus": str(args.corpus),
         "same_worker_processes_throughout": same_workers,
         "worker_rss_start_mb": {str(k): v for k, v in start_rss.items()},
         "worker_rss_end_mb": {str(k): v for k, v in end_rss.items()},
-        "worker_rss_growth": growth, "worker_rss_growth_after_first_window": growth_steady,
+        "worker_rss_growth": growth,
+        "worker_rss_growth_after_first_window": growth_steady,
         "worker_rss_peak_mb": peak,
         "windows": windows,
         "second_half_over_first_half_clips_per_s": decline_ratio,

@@ -53,9 +53,14 @@ def run_train(overrides: Sequence[str], *, timeout_s: float = 900) -> dict[str, 
             lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
         finals = sorted(Path(run_dir).glob("final*.json"))
         final = json.loads(finals[0].read_text()) if finals else None
-    return {"cmd": " ".join(cmd[1:]), "returncode": proc.returncode, "wall_s": wall,
-            "metrics": lines, "final": final,
-            "stderr_tail": proc.stderr[-3000:] if proc.returncode else ""}
+    return {
+        "cmd": " ".join(cmd[1:]),
+        "returncode": proc.returncode,
+        "wall_s": wall,
+        "metrics": lines,
+        "final": final,
+        "stderr_tail": proc.stderr[-3000:] if proc.returncode else "",
+    }
 
 
 def summarize(run: dict[str, Any]) -> dict[str, Any]:
@@ -78,8 +83,13 @@ def cpu_benchmark(max_steps: int) -> dict[str, Any]:
     overrides = [f"trainer.max_steps={max_steps}", "trainer.device=cpu", "trainer.num_workers=2"]
     run = run_train(overrides)
     if run["returncode"] != 0:
-        return {"benchmark": "train_step", "error": f"train.py exited {run['returncode']}",
-                "cmd": run["cmd"], "stderr_tail": run["stderr_tail"], "machine": common.machine()}
+        return {
+            "benchmark": "train_step",
+            "error": f"train.py exited {run['returncode']}",
+            "cmd": run["cmd"],
+            "stderr_tail": run["stderr_tail"],
+            "machine": common.machine(),
+        }
     summary = summarize(run)
     batch = _default_batch_size()
     if summary["steady_clips_per_s"]:
@@ -94,9 +104,13 @@ def cpu_benchmark(max_steps: int) -> dict[str, Any]:
         "max_steps": max_steps,
         "run_wall_s": run["wall_s"],
         **summary,
-        "targets": {"data_wait_share_lt_5pct": {"value": share, "pass": share is not None
-                                                and share < TARGET_WAIT_SHARE,
-                                                "judged_on": "steady-state windows (all but the first)"}},
+        "targets": {
+            "data_wait_share_lt_5pct": {
+                "value": share,
+                "pass": share is not None and share < TARGET_WAIT_SHARE,
+                "judged_on": "steady-state windows (all but the first)",
+            }
+        },
         "machine": common.machine(),
     }
 
@@ -114,13 +128,17 @@ def cuda_unavailable_reason() -> str | None:
 
     reasons = []
     if torch.version.cuda is None:
-        reasons.append(f"torch {torch.__version__} is a CPU-only build (torch.version.cuda is None), "
-                       "so there is no CUDA device for the bf16 step")
+        reasons.append(
+            f"torch {torch.__version__} is a CPU-only build (torch.version.cuda is None), "
+            "so there is no CUDA device for the bf16 step"
+        )
     elif not torch.cuda.is_available() or torch.cuda.device_count() == 0:
         reasons.append("torch has CUDA support but no GPU is visible (torch.cuda.is_available() is False)")
     if decord.get_global_func("device_api.gpu", allow_missing=True) is None:
-        reasons.append(f"decord {decord.__version__} is CPU-only (no NVDEC support compiled in), so "
-                       "decord_gpu cannot be compared with decord_cpu (build decord with -DUSE_CUDA=ON)")
+        reasons.append(
+            f"decord {decord.__version__} is CPU-only (no NVDEC support compiled in), so "
+            "decord_gpu cannot be compared with decord_cpu (build decord with -DUSE_CUDA=ON)"
+        )
     return "; ".join(reasons) or None
 
 
@@ -132,18 +150,30 @@ def cuda_benchmark(max_steps: int) -> dict[str, Any]:
         return result
     runs = {}
     for decoder in ("decord_gpu", "decord_cpu"):
-        run = run_train([f"trainer.max_steps={max_steps}", "trainer.device=cuda", "trainer.precision=bf16",
-                         f"video/decoder={decoder}"])
+        run = run_train(
+            [
+                f"trainer.max_steps={max_steps}",
+                "trainer.device=cuda",
+                "trainer.precision=bf16",
+                f"video/decoder={decoder}",
+            ]
+        )
         summary = summarize(run) if run["returncode"] == 0 else {"error": run["stderr_tail"]}
         if summary.get("steady_clips_per_s"):
             summary["steady_step_s"] = _default_batch_size() / summary["steady_clips_per_s"]
         runs[decoder] = {"cmd": run["cmd"], "returncode": run["returncode"], **summary}
     share = runs["decord_gpu"].get("steady_data_wait_share")
-    result.update({
-        "runs": runs,
-        "targets": {"gpu_decode_bf16_data_wait_lt_5pct": {
-            "value": share, "pass": share is not None and share < TARGET_WAIT_SHARE}},
-    })
+    result.update(
+        {
+            "runs": runs,
+            "targets": {
+                "gpu_decode_bf16_data_wait_lt_5pct": {
+                    "value": share,
+                    "pass": share is not None and share < TARGET_WAIT_SHARE,
+                }
+            },
+        }
+    )
     return result
 
 
@@ -156,18 +186,24 @@ def print_report(result: dict[str, Any]) -> None:
         return
     if result["benchmark"] == "train_step_cuda":
         print("\n## train step (cuda, bf16)")
-        rows = [[name, r.get("steady_data_wait_share"), r.get("steady_clips_per_s"), r.get("steady_step_s")]
-                for name, r in result["runs"].items()]
+        rows = [
+            [name, r.get("steady_data_wait_share"), r.get("steady_clips_per_s"), r.get("steady_step_s")]
+            for name, r in result["runs"].items()
+        ]
         print(common.table(["decoder", "data wait share", "clips/s", "step s"], rows))
     else:
-        print(f"\n## train step (cpu, default model, batch {result['batch_size']}, 2 workers, "
-              f"{result['max_steps']} steps)")
+        print(
+            f"\n## train step (cpu, default model, batch {result['batch_size']}, 2 workers, "
+            f"{result['max_steps']} steps)"
+        )
         rows = [[w["step"], w["data_wait_share"], w["clips_per_s"], w["loss"]] for w in result["windows"]]
         print(common.table(["step", "data wait share", "clips/s", "loss"], rows))
-        print(f"  steady-state: data wait {100 * (result['steady_data_wait_share'] or 0):.1f}%, "
-              f"{result['steady_clips_per_s'] or 0:.2f} clips/s, "
-              f"step {result.get('steady_step_s') or 0:.2f} s; "
-              f"whole run: data wait {100 * (result['whole_run_data_wait_share'] or 0):.1f}%")
+        print(
+            f"  steady-state: data wait {100 * (result['steady_data_wait_share'] or 0):.1f}%, "
+            f"{result['steady_clips_per_s'] or 0:.2f} clips/s, "
+            f"step {result.get('steady_step_s') or 0:.2f} s; "
+            f"whole run: data wait {100 * (result['whole_run_data_wait_share'] or 0):.1f}%"
+        )
     for name, t in result.get("targets", {}).items():
         print(f"  target {name}: {'PASS' if t['pass'] else 'FAIL'} ({t['value']})")
 
@@ -176,8 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--quick", action="store_true",
-                        help="20 steps; results go to benchmarks/.corpus/results_quick/")
+    parser.add_argument(
+        "--quick", action="store_true", help="20 steps; results go to benchmarks/.corpus/results_quick/"
+    )
     parser.add_argument("--out", default=None, help="results folder (default: benchmarks/results)")
     args = parser.parse_args(argv)
     steps = 20 if args.quick else args.steps

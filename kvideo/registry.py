@@ -20,7 +20,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from importlib import metadata
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:  # types only: the plugin packages import this module (and torch, numpy)
+    from kvideo.data.rows import ClipRow
+    from kvideo.decode.types import VideoDecoder
 
 T = TypeVar("T")
 
@@ -116,13 +120,12 @@ class Registry(Generic[T]):
             )
 
 
-DATASETS: Registry[Callable] = Registry(
+DATASETS: Registry[Callable[..., list[ClipRow]]] = Registry(
     "video dataset", key="video.dataset_type", group="kvideo.datasets", builtin_module="kvideo.data.datasets"
 )
-SAMPLING_POLICIES: Registry[Callable] = Registry(
+SAMPLING_POLICIES: Registry[Callable[..., list[float]]] = Registry(
     "sampling policy", key="video.sampling_policy", group="kvideo.sampling", builtin_module="kvideo.sampling"
 )
-DECODERS: Registry[Callable] = Registry(
+DECODERS: Registry[Callable[..., VideoDecoder]] = Registry(
     "decoder", key="decoder.name", group="kvideo.decoders", builtin_module="kvideo.decode"
 )
-

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO / "conf"
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,12 +7,18 @@ from dataclasses import dataclass
 from kvideo.config.checks import require_non_negative, require_positive
 from kvideo.registry import DECODERS
 
+# Decoders whose frames come out on the GPU (decord with NVDEC). Declared here, beside the
+# config that names them, because the config layer needs the fact at compose time (the
+# memory estimate) and must not import the decoders to learn it; everything else asks
+# ``DecoderConfig.decodes_on_gpu``. A test checks the factories agree.
+GPU_DECODERS = frozenset({"decord_gpu"})
+
 
 @dataclass
 class DecoderConfig:
     """Decoder selection and the knobs that guard against decord's known failure modes.
 
-    name: Registry key of the decoder (``decord_cpu`` or ``decord_gpu``).
+    name: Registry key of the decoder (``decord_cpu``, ``pyav_cpu`` or ``decord_gpu``).
     num_threads: decord's own decode threads per reader. 1 is right when DataLoader
         workers already use every core; more only helps a single-process loader.
     device_id: GPU for ``decord_gpu``; ``-1`` means this process's local rank.
@@ -26,6 +32,12 @@ class DecoderConfig:
     device_id: int = -1
     timeout_s: float = 30.0
     prefetch: int = 2
+
+    @property
+    def decodes_on_gpu(self) -> bool:
+        """Frames come out on the GPU: decode in the training process (CUDA must not be
+        initialised in forked DataLoader workers), with a prefetch thread instead of workers."""
+        return self.name in GPU_DECODERS
 
     def __post_init__(self) -> None:
         decoders = DECODERS.names()  # entry-point metadata: no decoder module is imported

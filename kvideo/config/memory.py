@@ -7,16 +7,16 @@ worker-process overhead, no CUDA context, no DDP buckets, no pinned copies, no s
 workers), so a refusal is certain. A config that passes may still not fit, but not by much.
 
 Torch-free, like the rest of ``kvideo.config``: the parameter count comes from the config, not
-from a built model (``tests/test_memory_estimate.py`` checks it against ``build_model``).
+from a built model (``tests/unit/test_memory_estimate.py`` checks it against ``build_model``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kvideo.config.model import ModelConfig
+from kvideo.config.model_size import conv_stem_channels, estimate_params
 from kvideo.resources import MemoryLimit, gpu_visible, memory_limit, processes_per_node
 
 if TYPE_CHECKING:
@@ -34,9 +34,6 @@ STATE_BYTES_PER_PARAM = 16
 # and out, qkv 3, attention out, LN2 in and out, fc1 4, GELU 4 = 16). Measured with
 # saved_tensors_hooks: 16.8-18.0 at widths 128-512, so 16 stays below the real figure.
 SAVED_VALUES_PER_TOKEN = 16
-# Decoders whose frames land on the GPU; kvideo/data/loader.py's GPU_DECODERS (that module
-# imports torch, which config validation must not; a test keeps the two equal).
-GPU_DECODERS = ("decord_gpu",)
 # Refuse past 90% of the limit: the rest is the interpreter, torch, CUDA/OpenMP pools and the
 # page cache the decoders read through, none of which the estimate counts.
 HEADROOM = 0.9
@@ -74,70 +71,6 @@ class Term:
 # ----------------------------------------------------------------------------- parameters
 
 
-def block_params(width: int) -> int:
-    """``kvideo.model.lm.Block``: 2 LayerNorms (4w), qkv (3w^2 + 3w), proj (w^2 + w),
-    fc1 (4w^2 + 4w), fc2 (4w^2 + w) = 12w^2 + 13w."""
-    return 12 * width * width + 13 * width
-
-
-def conv_stem_channels(patch_size: int, width: int) -> list[int]:
-    """Output channels of ``kvideo.model.vision.conv_stem``'s stride-2 stages (then a 1x1 to
-    ``width``): log2(patch_size) stages, doubling up to ``width``, at least 16."""
-    stages = int(math.log2(patch_size))
-    return [max(16, width >> (stages - 1 - i)) for i in range(stages)]
-
-
-def patch_embed_params(model: ModelConfig) -> int:
-    """Linear stem: one ``patch x patch`` conv 3 -> width. Conv stem: 3x3 convs with bias and a
-    GroupNorm (2 per channel) per stage, then a 1x1 conv to the width."""
-    p, w = model.patch_size, model.vision_width
-    if model.patch_stem != "conv":
-        return 3 * p * p * w + w
-    total, channels = 0, 3
-    for out in conv_stem_channels(p, w):
-        total += channels * out * 9 + out + 2 * out
-        channels = out
-    return total + channels * w + w
-
-
-def vision_params(model: ModelConfig, frame_size: int) -> int:
-    """Built-in ViT: patch embedding, a position per patch, the blocks, the final LayerNorm.
-    A timm backbone is unknown without building it: 0, which keeps the estimate a lower bound."""
-    if model.vision_backbone != "vit":
-        return 0
-    w, grid = model.vision_width, frame_size // model.patch_size
-    return patch_embed_params(model) + grid * grid * w + model.vision_depth * block_params(w) + 2 * w
-
-
-def adapter_params(model: ModelConfig, max_frames: int) -> int:
-    """``FrameAdapter``: LayerNorm on the vision width, a 2-layer MLP to the LM width (twice
-    with motion tokens), frame- and token-position tables (timm: its width counted as 0)."""
-    c = model.vision_width if model.vision_backbone == "vit" else 0
-    d = model.lm_width
-    mlp = c * d + d + d * d + d
-    return 2 * c + mlp * (2 if model.motion_tokens else 1) + (max_frames + model.tokens_per_frame) * d
-
-
-def lm_params(model: ModelConfig, vocab_size: int, tie_embeddings: bool = True) -> int:
-    """``CausalLM``: token embedding (the head shares it when tied), position table, blocks,
-    final LayerNorm."""
-    d = model.lm_width
-    embed = vocab_size * d * (1 if tie_embeddings else 2)
-    return embed + model.max_seq_len * d + model.lm_depth * block_params(d) + 2 * d
-
-
-def estimate_params(
-    model_cfg: ModelConfig, vocab_size: int, max_frames: int, frame_size: int, *, tie_embeddings: bool = True
-) -> int:
-    """Parameters of ``build_model(model_cfg, vocab_size=..., max_frames=..., frame_size=...)``,
-    counted from the config: the tiny default (64 px, 8 frames, bytes) has 1.05 M."""
-    return (
-        vision_params(model_cfg, frame_size)
-        + adapter_params(model_cfg, max_frames)
-        + lm_params(model_cfg, vocab_size, tie_embeddings)
-    )
-
-
 # ----------------------------------------------------------------------------- terms
 
 
@@ -148,7 +81,7 @@ def frames_per_batch(cfg: KVideoConfig) -> int:
 
 def uint8_batch_bytes(cfg: KVideoConfig) -> int:
     """One batch of decoded frames as the loader holds them: uint8, (B, F, S, S, 3)."""
-    return frames_per_batch(cfg) * cfg.video.frame_size ** 2 * 3
+    return frames_per_batch(cfg) * cfg.video.frame_size**2 * 3
 
 
 def _frame_numbers(cfg: KVideoConfig) -> str:
@@ -168,8 +101,13 @@ def loader_frames_term(cfg: KVideoConfig) -> Term:
             uint8_batch_bytes(cfg) * (workers * PREFETCH_FACTOR + 1),
             FRAME_FIELDS + " or trainer.num_workers",
         )
-    return Term("frames of one batch (trainer.num_workers=0)", base, f"{_frame_numbers(cfg)} * 3 B",
-                uint8_batch_bytes(cfg), FRAME_FIELDS)
+    return Term(
+        "frames of one batch (trainer.num_workers=0)",
+        base,
+        f"{_frame_numbers(cfg)} * 3 B",
+        uint8_batch_bytes(cfg),
+        FRAME_FIELDS,
+    )
 
 
 def gpu_decoded_frames_term(cfg: KVideoConfig) -> Term:
@@ -180,22 +118,28 @@ def gpu_decoded_frames_term(cfg: KVideoConfig) -> Term:
         "decoded frames on the device",
         "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B * (decoder.prefetch + 1) batches",
         f"{_frame_numbers(cfg)} * 3 B * ({cfg.decoder.prefetch} + 1)",
-        uint8_batch_bytes(cfg) * batches, FRAME_FIELDS + " or decoder.prefetch",
+        uint8_batch_bytes(cfg) * batches,
+        FRAME_FIELDS + " or decoder.prefetch",
     )
 
 
 def normalized_frames_term(cfg: KVideoConfig) -> Term:
     """``normalize_frames`` turns the batch into float32 on the training device."""
     return Term(
-        "normalized frames", "trainer.batch_size * video.max_frames * 3 * video.frame_size^2 * 4 B",
-        f"{_frame_numbers(cfg)} * 3 * 4 B", uint8_batch_bytes(cfg) * 4, FRAME_FIELDS,
+        "normalized frames",
+        "trainer.batch_size * video.max_frames * 3 * video.frame_size^2 * 4 B",
+        f"{_frame_numbers(cfg)} * 3 * 4 B",
+        uint8_batch_bytes(cfg) * 4,
+        FRAME_FIELDS,
     )
 
 
 def conv_stem_values_per_frame(frame_size: int, model: ModelConfig) -> int:
     """Each stride-2 stage keeps its conv, GroupNorm and GELU outputs at its resolution."""
-    return sum(3 * out * (frame_size >> (i + 1)) ** 2
-               for i, out in enumerate(conv_stem_channels(model.patch_size, model.vision_width)))
+    return sum(
+        3 * out * (frame_size >> (i + 1)) ** 2
+        for i, out in enumerate(conv_stem_channels(model.patch_size, model.vision_width))
+    )
 
 
 def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
@@ -206,23 +150,28 @@ def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
     grid = size // model.patch_size
     frames = frames_per_batch(cfg)
     k = SAVED_VALUES_PER_TOKEN
-    terms = [Term(
-        "ViT activations",
-        f"trainer.batch_size * video.max_frames * (video.frame_size / model.patch_size)^2 tokens "
-        f"* model.vision_width * model.vision_depth * {k} * {value_bytes} B",
-        f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * ({size} / {model.patch_size})^2 "
-        f"* {model.vision_width} * {model.vision_depth} * {k} * {value_bytes} B",
-        frames * grid * grid * model.vision_width * model.vision_depth * k * value_bytes,
-        FRAME_FIELDS + ", or raise model.patch_size",
-    )]
+    terms = [
+        Term(
+            "ViT activations",
+            f"trainer.batch_size * video.max_frames * (video.frame_size / model.patch_size)^2 tokens "
+            f"* model.vision_width * model.vision_depth * {k} * {value_bytes} B",
+            f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * ({size} / {model.patch_size})^2 "
+            f"* {model.vision_width} * {model.vision_depth} * {k} * {value_bytes} B",
+            frames * grid * grid * model.vision_width * model.vision_depth * k * value_bytes,
+            FRAME_FIELDS + ", or raise model.patch_size",
+        )
+    ]
     if model.patch_stem == "conv":
         values = conv_stem_values_per_frame(size, model)
-        terms.append(Term(
-            "conv stem activations",
-            f"trainer.batch_size * video.max_frames * {values} values * {value_bytes} B",
-            f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * {values} * {value_bytes} B",
-            frames * values * value_bytes, FRAME_FIELDS,
-        ))
+        terms.append(
+            Term(
+                "conv stem activations",
+                f"trainer.batch_size * video.max_frames * {values} values * {value_bytes} B",
+                f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * {values} * {value_bytes} B",
+                frames * values * value_bytes,
+                FRAME_FIELDS,
+            )
+        )
     return terms
 
 
@@ -234,25 +183,38 @@ def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) ->
     seq_formula = "(video.max_frames * model.tokens_per_frame + model.max_text_len)"
     return [
         Term(
-            "LM activations", f"trainer.batch_size * {seq_formula} tokens * model.lm_width * model.lm_depth "
+            "LM activations",
+            f"trainer.batch_size * {seq_formula} tokens * model.lm_width * model.lm_depth "
             f"* {k} * {value_bytes} B",
             f"{b} * {seq} * {model.lm_width} * {model.lm_depth} * {k} * {value_bytes} B",
             b * seq * model.lm_width * model.lm_depth * k * value_bytes,
             "trainer.batch_size, video.max_frames or model.tokens_per_frame",
         ),
-        Term("attention mask", f"trainer.batch_size * {seq_formula}^2 * 1 B", f"{b} * {seq}^2 * 1 B",
-             b * seq * seq, "trainer.batch_size, video.max_frames or model.tokens_per_frame"),
-        Term("logits", "trainer.batch_size * model.max_text_len * vocabulary * 4 B",
-             f"{b} * {model.max_text_len} * {vocab_size} * 4 B", b * model.max_text_len * vocab_size * 4,
-             "trainer.batch_size or model.max_text_len"),
+        Term(
+            "attention mask",
+            f"trainer.batch_size * {seq_formula}^2 * 1 B",
+            f"{b} * {seq}^2 * 1 B",
+            b * seq * seq,
+            "trainer.batch_size, video.max_frames or model.tokens_per_frame",
+        ),
+        Term(
+            "logits",
+            "trainer.batch_size * model.max_text_len * vocabulary * 4 B",
+            f"{b} * {model.max_text_len} * {vocab_size} * 4 B",
+            b * model.max_text_len * vocab_size * 4,
+            "trainer.batch_size or model.max_text_len",
+        ),
     ]
 
 
 def model_state_term(cfg: KVideoConfig, vocab_size: int) -> Term:
     params = estimate_params(cfg.model, vocab_size, cfg.video.max_frames, cfg.video.frame_size)
     return Term(
-        "model states", f"parameters * {STATE_BYTES_PER_PARAM} B (fp32 weights 4, grads 4, AdamW moments 8)",
-        f"{params:,} * {STATE_BYTES_PER_PARAM} B", params * STATE_BYTES_PER_PARAM, MODEL_FIELDS,
+        "model states",
+        f"parameters * {STATE_BYTES_PER_PARAM} B (fp32 weights 4, grads 4, AdamW moments 8)",
+        f"{params:,} * {STATE_BYTES_PER_PARAM} B",
+        params * STATE_BYTES_PER_PARAM,
+        MODEL_FIELDS,
     )
 
 
@@ -269,7 +231,7 @@ def training_device_terms(cfg: KVideoConfig, *, value_bytes: int, vocab_size: in
 def host_terms(cfg: KVideoConfig, *, trains_on_host: bool, vocab_size: int) -> list[Term]:
     """Host memory of one training process: the loader's uint8 batches (CPU decoders), and the
     training-device terms in fp32 when the model trains on the CPU."""
-    terms = [] if cfg.decoder.name in GPU_DECODERS else [loader_frames_term(cfg)]
+    terms = [] if cfg.decoder.decodes_on_gpu else [loader_frames_term(cfg)]
     if trains_on_host:
         terms += training_device_terms(cfg, value_bytes=4, vocab_size=vocab_size)
     return terms
@@ -291,7 +253,7 @@ def require_fits(
     times = f" ({format_bytes(per_process)} per process * {count} processes, {variable})" if count > 1 else ""
     ordered = sorted(terms, key=lambda t: t.bytes, reverse=True)
     shown = [t for t in ordered if t.bytes >= SHOWN_SHARE * per_process]
-    rest = ordered[len(shown):]
+    rest = ordered[len(shown) :]
     parts = [str(t) for t in shown]
     if rest:
         parts.append(f"{len(rest)} smaller terms = {format_bytes(sum(t.bytes for t in rest))}")
@@ -341,16 +303,22 @@ def check_fits_on_gpu(
     Raises ``ValueError`` with the arithmetic.
     """
     terms = training_device_terms(cfg, value_bytes=2 if bf16 else 4, vocab_size=vocab_size)
-    if cfg.decoder.name in GPU_DECODERS:
+    if cfg.decoder.decodes_on_gpu:
         terms.append(gpu_decoded_frames_term(cfg))
     else:
-        terms.append(Term("frames copied to the device", "trainer.batch_size * video.max_frames * "
-                          "video.frame_size^2 * 3 B", f"{_frame_numbers(cfg)} * 3 B", uint8_batch_bytes(cfg),
-                          FRAME_FIELDS))
+        terms.append(
+            Term(
+                "frames copied to the device",
+                "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B",
+                f"{_frame_numbers(cfg)} * 3 B",
+                uint8_batch_bytes(cfg),
+                FRAME_FIELDS,
+            )
+        )
     require_fits(terms, MemoryLimit(total_bytes, f"total memory of {device}"), device)
 
 
-def check_fits_where_it_runs(cfg: KVideoConfig, launcher: dict[str, object]) -> None:
+def check_fits_where_it_runs(cfg: KVideoConfig, launcher: dict[str, Any]) -> None:
     """The host check against the machine the run will use.
 
     ``launcher`` holds ``hydra.launcher``'s ``_target_``, ``mem_gb``, ``tasks_per_node`` and
@@ -369,5 +337,9 @@ def check_fits_where_it_runs(cfg: KVideoConfig, launcher: dict[str, object]) -> 
     tasks = int(launcher.get("tasks_per_node") or 1)
     gpus = int(launcher.get("gpus_per_node") or 0)
     limit = MemoryLimit(int(float(mem_gb) * 2**30), f"hydra.launcher.mem_gb={mem_gb}")
-    check_fits_in_memory(cfg, limit=limit, processes=(tasks, "hydra.launcher.tasks_per_node"),
-                         on_host=trains_on_host(cfg.trainer.device, gpu=gpus > 0))
+    check_fits_in_memory(
+        cfg,
+        limit=limit,
+        processes=(tasks, "hydra.launcher.tasks_per_node"),
+        on_host=trains_on_host(cfg.trainer.device, gpu=gpus > 0),
+    )

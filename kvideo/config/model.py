@@ -26,8 +26,11 @@ BOUNDS = {
     "lm_depth": (256, _DEEPEST),
     # the learned table is max_seq_len * lm_width floats: 1e8 positions at width 128 is 48 GiB
     # of weights alone (191 GiB with grads and Adam states)
-    "max_seq_len": (131072, "131072 (128K) positions is the longest context of common LMs; the "
-                            "position table is model.max_seq_len * model.lm_width floats"),
+    "max_seq_len": (
+        131072,
+        "131072 (128K) positions is the longest context of common LMs; the "
+        "position table is model.max_seq_len * model.lm_width floats",
+    ),
 }
 
 
@@ -75,9 +78,18 @@ class ModelConfig:
                 "model.timm_model and model.timm_weights must both be set when "
                 "model.vision_backbone=timm (weights are loaded from a local file, never downloaded)"
             )
-        for field in ("patch_size", "vision_width", "vision_depth", "vision_heads",
-                      "tokens_per_frame", "lm_width", "lm_depth", "lm_heads",
-                      "max_seq_len", "max_text_len"):
+        for field in (
+            "patch_size",
+            "vision_width",
+            "vision_depth",
+            "vision_heads",
+            "tokens_per_frame",
+            "lm_width",
+            "lm_depth",
+            "lm_heads",
+            "max_seq_len",
+            "max_text_len",
+        ):
             require_positive(f"model.{field}", getattr(self, field))
         for field, (limit, why) in BOUNDS.items():
             require_at_most(f"model.{field}", getattr(self, field), limit, why)

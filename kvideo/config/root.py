@@ -4,7 +4,7 @@ that every entry path (Python, ``@hydra.main``, multirun callbacks) goes through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -92,7 +92,8 @@ def to_validated(cfg: DictConfig | dict[str, Any], *, check_memory: bool = True)
     schema = OmegaConf.structured(KVideoConfig)
     keys = [k for k in schema.keys() if k in cfg]
     merged = OmegaConf.merge(schema, OmegaConf.masked_copy(cfg, keys))
-    validated = OmegaConf.to_object(merged)
+    # to_object instantiates a structured node's dataclass; its stubs only say "some container".
+    validated = cast(KVideoConfig, OmegaConf.to_object(merged))
     if check_memory:
         check_fits_where_it_runs(validated, launcher_fields(cfg))
     return validated

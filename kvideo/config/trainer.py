@@ -48,10 +48,22 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         for field in ("max_steps", "batch_size", "lr", "grad_accum", "log_every"):
             require_positive(f"trainer.{field}", getattr(self, field))
-        require_at_most("trainer.batch_size", self.batch_size, MAX_BATCH_SIZE,
-                        "clips per process and micro-batch; 65536 is twice CLIP's global batch")
-        for field in ("weight_decay", "warmup_steps", "grad_clip", "num_workers",
-                      "ckpt_every", "val_every", "val_max_batches", "seed"):
+        require_at_most(
+            "trainer.batch_size",
+            self.batch_size,
+            MAX_BATCH_SIZE,
+            "clips per process and micro-batch; 65536 is twice CLIP's global batch",
+        )
+        for field in (
+            "weight_decay",
+            "warmup_steps",
+            "grad_clip",
+            "num_workers",
+            "ckpt_every",
+            "val_every",
+            "val_max_batches",
+            "seed",
+        ):
             require_non_negative(f"trainer.{field}", getattr(self, field))
         require_range("trainer.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         require_choice("trainer.device", self.device, DEVICES)

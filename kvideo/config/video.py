@@ -58,9 +58,7 @@ class VideoConfig:
     def __post_init__(self) -> None:
         datasets = DATASETS.names()  # entry-point metadata: no plugin module is imported
         if self.dataset_type not in datasets:
-            raise ValueError(
-                f"video.dataset_type must be one of {datasets} (got {self.dataset_type!r})"
-            )
+            raise ValueError(f"video.dataset_type must be one of {datasets} (got {self.dataset_type!r})")
         policies = SAMPLING_POLICIES.names()
         if self.sampling_policy not in policies:
             raise ValueError(
@@ -76,15 +74,22 @@ class VideoConfig:
             raise ValueError(f"video.max_frames must be >= 1 (got {self.max_frames})")
         if self.min_frames > self.max_frames:
             raise ValueError(
-                f"video.min_frames ({self.min_frames}) must be <= video.max_frames "
-                f"({self.max_frames})"
+                f"video.min_frames ({self.min_frames}) must be <= video.max_frames ({self.max_frames})"
             )
         if not math.isfinite(self.fps) or self.fps <= 0:
             raise ValueError(f"video.fps must be positive (got {self.fps})")
         if self.frame_size <= 0:
             raise ValueError(f"video.frame_size must be positive (got {self.frame_size})")
-        require_at_most("video.frame_size", self.frame_size, MAX_FRAME_SIZE,
-                        "frames are resized to this square side; 4096 covers 4K video (3840 x 2160), "
-                        "and one 4096 px frame is already 48 MiB as uint8, 192 MiB as float32")
-        require_at_most("video.max_frames", self.max_frames, MAX_FRAMES,
-                        "8192 frames is 68 minutes at 2 fps; every clip is padded to this many frames")
+        require_at_most(
+            "video.frame_size",
+            self.frame_size,
+            MAX_FRAME_SIZE,
+            "frames are resized to this square side; 4096 covers 4K video (3840 x 2160), "
+            "and one 4096 px frame is already 48 MiB as uint8, 192 MiB as float32",
+        )
+        require_at_most(
+            "video.max_frames",
+            self.max_frames,
+            MAX_FRAMES,
+            "8192 frames is 68 minutes at 2 fps; every clip is padded to this many frames",
+        )

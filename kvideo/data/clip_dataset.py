@@ -19,7 +19,7 @@ from kvideo.config import KVideoConfig
 from kvideo.data.rows import ClipRow
 from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
-from kvideo.decode.types import ClipMeta
+from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder
 from kvideo.sampling import timestamps
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def sample_timestamps(spec: SamplingSpec, epoch: int, index: int, meta: ClipMeta
     )
 
 
-class VideoClipDataset(Dataset):
+class VideoClipDataset(Dataset[dict[str, Any]]):
     """Map-style dataset of decoded, padded, tokenized clips.
 
     Each item: ``frames`` uint8 (F, S, S, 3) zero-padded, ``frame_mask`` bool (F,),
@@ -90,7 +90,7 @@ class VideoClipDataset(Dataset):
         self.spec = SamplingSpec(
             video.sampling_policy, video.fps, video.min_frames, video.max_frames, cfg.trainer.seed
         )
-        self._decoder = None
+        self._decoder: VideoDecoder | None = None
         self._decoder_pid = -1
         # Tokenize once: captions never change, and workers inherit the result.
         self._text = [
@@ -105,14 +105,14 @@ class VideoClipDataset(Dataset):
         return len(self.rows)
 
     @property
-    def decoder(self):
+    def decoder(self) -> VideoDecoder:
         # Built per process: decoder objects own threads, which do not survive fork.
         if self._decoder is None or self._decoder_pid != os.getpid():
             self._decoder = build_decoder(self.cfg.decoder, local_rank=self.local_rank)
             self._decoder_pid = os.getpid()
         return self._decoder
 
-    def _decode(self, index: int):
+    def _decode(self, index: int) -> DecodedClip:
         row = self.rows[index]
         if row.path in self.blocklist:
             raise DecodeError("blocklisted", row.path)
@@ -142,7 +142,7 @@ class VideoClipDataset(Dataset):
                 self.in_flight.clear()
         return self._assemble(index, source, row, clip, skip_reason)
 
-    def _replacement(self, index: int):
+    def _replacement(self, index: int) -> tuple[DecodedClip | None, int]:
         """The next decodable row after ``index`` (deterministic, so resume-safe)."""
         for step in range(1, min(MAX_REPLACEMENT_TRIES, len(self.rows)) + 1):
             candidate = (index + step) % len(self.rows)
@@ -152,7 +152,9 @@ class VideoClipDataset(Dataset):
                 continue
         return None, index
 
-    def _assemble(self, index: int, source: int, row: ClipRow, clip, skip_reason: str) -> dict[str, Any]:
+    def _assemble(
+        self, index: int, source: int, row: ClipRow, clip: DecodedClip | None, skip_reason: str
+    ) -> dict[str, Any]:
         max_frames, size = self.cfg.video.max_frames, self.cfg.video.frame_size
         device = clip.frames.device if clip is not None else torch.device("cpu")
         frames = torch.zeros((max_frames, size, size, 3), dtype=torch.uint8, device=device)

@@ -24,8 +24,6 @@ from kvideo.data.sharding import ResumableShardSampler
 from kvideo.data.watchdog import InFlight, WorkerSupervisor
 from kvideo.registry import DATASETS
 
-GPU_DECODERS = ("decord_gpu",)
-
 
 def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: int = 0) -> VideoClipDataset:
     """Rows from the configured dataset builder for ``split``, wrapped for decoding."""
@@ -84,7 +82,7 @@ class _ThreadPrefetcher:
     _END = object()
 
     def __init__(self, source: Iterable[Any], depth: int) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(source,), daemon=True)
         self._thread.start()
@@ -137,16 +135,22 @@ def build_loader(
 
     Frames come out normalized, as float (B, F, 3, S, S) on ``device``.
     """
-    on_gpu = cfg.decoder.name in GPU_DECODERS
+    on_gpu = cfg.decoder.decodes_on_gpu
     workers = 0 if on_gpu else cfg.trainer.num_workers
 
-    def make_loader(delivered: int) -> DataLoader:
+    def make_loader(delivered: int) -> DataLoader[dict[str, Any]]:
         # Set here, right before the workers fork with their copy of the dataset: the next
         # epoch may have been opened early and set its own epoch on the shared object.
         dataset.set_epoch(epoch)
         sampler = ResumableShardSampler(
-            len(dataset), rank=rank, world_size=world_size, seed=cfg.trainer.seed, epoch=epoch,
-            shuffle=shuffle, skip=skip_samples + delivered, drop_last=drop_last,
+            len(dataset),
+            rank=rank,
+            world_size=world_size,
+            seed=cfg.trainer.seed,
+            epoch=epoch,
+            shuffle=shuffle,
+            skip=skip_samples + delivered,
+            drop_last=drop_last,
         )
         # Each loader's workers get their own slots (the next epoch's may run beside these).
         dataset.in_flight = InFlight(workers) if workers else None
@@ -161,7 +165,7 @@ def build_loader(
             worker_init_fn=_worker_init if workers else None,
             prefetch_factor=4 if workers else None,
         )
-        loader.in_flight = dataset.in_flight  # type: ignore[attr-defined]
+        loader.in_flight = dataset.in_flight
         return loader
 
     # Worker processes start (and decode ahead) now, not at the first next(): a trainer that

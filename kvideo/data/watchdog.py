@@ -87,7 +87,8 @@ def _report_deaths_at_next_batch(it: Iterator[Any]) -> None:
     if getattr(it, "_worker_pids_set", False):
         from torch.utils.data._utils import signal_handling
 
-        signal_handling._remove_worker_pids(id(it))
+        # re-exported from torch._C with a noqa, not __all__: not visible to mypy --strict
+        signal_handling._remove_worker_pids(id(it))  # type: ignore[attr-defined]
         it._worker_pids_set = False  # type: ignore[attr-defined]
 
 

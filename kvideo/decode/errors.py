@@ -8,16 +8,16 @@ trainer counts it per reason in ``metrics.jsonl`` and lists the file in ``skippe
 from __future__ import annotations
 
 SKIP_REASONS = (
-    "missing",          # path does not exist
-    "not_a_file",       # a directory (or other non-regular file) where a video should be
-    "permission",       # cannot be opened for reading
-    "empty",            # zero bytes
-    "unreadable",       # not a container decord/FFmpeg can open (text file, missing moov, ...)
+    "missing",  # path does not exist
+    "not_a_file",  # a directory (or other non-regular file) where a video should be
+    "permission",  # cannot be opened for reading
+    "empty",  # zero bytes
+    "unreadable",  # not a container decord/FFmpeg can open (text file, missing moov, ...)
     "no_video_stream",  # a container with no video stream (audio only)
-    "decode_error",     # opened but frames could not be decoded (truncated mdat, corrupt data)
-    "timeout",          # decode exceeded decoder.timeout_s (decord hangs on some files)
-    "blocklisted",      # listed in data.blocklist by ``kvideo.validate``
-    "worker_crash",     # its decode killed a DataLoader worker twice (a segfault, the OOM killer)
+    "decode_error",  # opened but frames could not be decoded (truncated mdat, corrupt data)
+    "timeout",  # decode exceeded decoder.timeout_s (decord hangs on some files)
+    "blocklisted",  # listed in data.blocklist by ``kvideo.validate``
+    "worker_crash",  # its decode killed a DataLoader worker twice (a segfault, the OOM killer)
 )
 
 

@@ -214,7 +214,8 @@ class Segment:
         if not np.isfinite(t).all():
             raise ValueError(f"timestamps must be finite, got {t.tolist()}")
         idx = self.timeline.indices_at(self.offset + t)
-        return np.clip(idx, self.first, self.last)
+        clipped: np.ndarray = np.clip(idx, self.first, self.last)  # Any: idx has no dtype parameter
+        return clipped
 
     def times_of(self, indices: np.ndarray | list[int]) -> list[float]:
         """Display time of each frame relative to the segment start. The frame already on

@@ -243,7 +243,7 @@ class PyAVDecoder(GuardedDecoder):
         return ""
 
 
-def _rgb(frame: Any, size: int | None) -> np.ndarray:
+def _rgb(frame: av.VideoFrame, size: int | None) -> np.ndarray:
     if size is None:
         return frame.to_ndarray(format="rgb24")
     return frame.reformat(width=size, height=size, format="rgb24", interpolation="BICUBIC").to_ndarray()

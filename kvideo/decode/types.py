@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     import torch
 
 
@@ -35,7 +37,9 @@ class ClipMeta:
     duration: float
     native_fps: float
     num_frames: int
-    frame_starts: Sequence[float] | None = field(default=None, compare=False, repr=False)
+    frame_starts: Sequence[float] | npt.NDArray[np.float64] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 @dataclass

@@ -29,7 +29,12 @@ class FrameAdapter(nn.Module):
     """Pool (k x k) -> LayerNorm -> Linear-GELU-Linear -> + frame position + token position."""
 
     def __init__(
-        self, *, in_width: int, out_width: int, tokens_per_frame: int, max_frames: int,
+        self,
+        *,
+        in_width: int,
+        out_width: int,
+        tokens_per_frame: int,
+        max_frames: int,
         motion_tokens: bool = False,
     ) -> None:
         super().__init__()
@@ -63,7 +68,7 @@ class FrameAdapter(nn.Module):
             raise ValueError(f"{num_frames} frames > the adapter's max_frames ({self.max_frames})")
         pooled = F.adaptive_avg_pool2d(grid.permute(0, 3, 1, 2), self.side)  # (N, C, k, k)
         features = self.norm(pooled.flatten(2).transpose(1, 2))  # (N, T, C)
-        tokens = self.proj(features).unflatten(0, (-1, num_frames))  # (B, F, T, D)
+        tokens: Tensor = self.proj(features).unflatten(0, (-1, num_frames))  # (B, F, T, D)
         if self.motion is not None:
             tokens = tokens + self.motion(self._feature_change(features, num_frames, frame_mask))
         tokens = tokens + self.frame_pos[:num_frames, None, :] + self.token_pos
@@ -73,7 +78,8 @@ class FrameAdapter(nn.Module):
     def _feature_change(features: Tensor, num_frames: int, frame_mask: Tensor | None) -> Tensor:
         """(B*F, T, C) -> (B, F, T, C): feature minus the previous frame's, zero where either
         frame is padding (frames are padded at the end, so "previous valid" = previous)."""
-        x = features.unflatten(0, (-1, num_frames))
+        # Tensor.unflatten is unannotated in torch's stubs
+        x: Tensor = features.unflatten(0, (-1, num_frames))  # type: ignore[no-untyped-call]
         change = torch.zeros_like(x)
         change[:, 1:] = x[:, 1:] - x[:, :-1]
         if frame_mask is not None:

@@ -63,7 +63,8 @@ class Attention(nn.Module):
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
         y = y.transpose(1, 2).reshape(b, s, d)
-        return self.proj_drop(self.proj(y))
+        out: Tensor = self.proj_drop(self.proj(y))
+        return out
 
 
 class MLP(nn.Module):
@@ -76,7 +77,8 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(F.gelu(self.fc1(x))))
+        out: Tensor = self.drop(self.fc2(F.gelu(self.fc1(x))))
+        return out
 
 
 class Block(nn.Module):
@@ -92,7 +94,8 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         x = x + self.attn(self.norm1(x), attn_mask)
-        return x + self.mlp(self.norm2(x))
+        out: Tensor = x + self.mlp(self.norm2(x))
+        return out
 
 
 class CausalLM(nn.Module):
@@ -152,4 +155,5 @@ class CausalLM(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, attn_mask)
-        return self.head(self.norm(x[:, prefix_len:]))
+        logits: Tensor = self.head(self.norm(x[:, prefix_len:]))
+        return logits

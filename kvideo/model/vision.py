@@ -90,7 +90,8 @@ class ViTEncoder(nn.Module):
         x = x.flatten(2).transpose(1, 2) + self.pos_embed
         for block in self.blocks:
             x = block(x)
-        return self.norm(x).view(n, gh, gw, c)
+        normed: Tensor = self.norm(x)
+        return normed.view(n, gh, gw, c)
 
 
 def _import_timm() -> Any:
@@ -160,13 +161,13 @@ class TimmEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """``images`` (N, 3, H, W) -> (N, gh, gw, C)."""
-        feats = self.model.forward_features(images)
+        feats: Tensor = self.model.forward_features(images)
         if feats.ndim == 4:
             # NCHW (CNNs) unless the channel dim is already last (some NHWC models, e.g. Swin).
             if feats.shape[1] == self.out_width and feats.shape[-1] != self.out_width:
                 feats = feats.permute(0, 2, 3, 1)
             return feats
-        tokens = feats[:, self.num_prefix_tokens:]
+        tokens = feats[:, self.num_prefix_tokens :]
         n, count, c = tokens.shape
         side = math.isqrt(count)
         if side * side != count:

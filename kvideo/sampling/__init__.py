@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from kvideo.registry import SAMPLING_POLICIES
 from kvideo.sampling import policies as _policies  # importing it registers the built-ins
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 def timestamps(
@@ -20,7 +25,7 @@ def timestamps(
     seed: int = 0,
     epoch: int = 0,
     index: int = 0,
-    frame_starts: Sequence[float] | None = None,
+    frame_starts: Sequence[float] | npt.NDArray[np.float64] | None = None,
 ) -> list[float]:
     """Timestamps in seconds at which ``policy`` samples a clip of ``duration`` seconds.
 

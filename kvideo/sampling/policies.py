@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kvideo.registry import SAMPLING_POLICIES
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 
 def check_arguments(fps: float, min_frames: int, max_frames: int) -> None:
@@ -104,7 +108,9 @@ def _qwen_count(total: int, native_fps: float, fps: float, min_frames: int, max_
     return max(1, _floor_even(min(max(total / native_fps * fps, lo), hi, total)))
 
 
-def _at_frame_starts(indices: np.ndarray, frame_starts: Sequence[float], total: int) -> list[float]:
+def _at_frame_starts(
+    indices: np.ndarray, frame_starts: Sequence[float] | npt.NDArray[np.float64], total: int
+) -> list[float]:
     """The start times of frames ``indices``: the stamps that select exactly those frames."""
     starts = np.asarray(frame_starts, dtype=np.float64)
     if starts.shape != (total,):
@@ -121,7 +127,7 @@ def qwen(
     max_frames: int,
     num_frames: int | None = None,
     native_fps: float | None = None,
-    frame_starts: Sequence[float] | None = None,
+    frame_starts: Sequence[float] | npt.NDArray[np.float64] | None = None,
     **_: object,
 ) -> list[float]:
     """qwen-vl-utils' rule over the clip's real frames: n frames (FRAME_FACTOR 2), indices

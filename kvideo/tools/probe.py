@@ -38,16 +38,17 @@ class Prober:
         self, decoder: DecoderConfig | None = None, *, size: int | None = None, frames: int = 1
     ) -> None:
         from kvideo.config.decoder import DecoderConfig
-        from kvideo.data.loader import GPU_DECODERS
         from kvideo.decode import build_decoder
 
         if frames < 1:
             raise ValueError(f"frames must be >= 1 (got {frames})")
         decoder = decoder or DecoderConfig()
-        if decoder.name in GPU_DECODERS:  # probes run in forked CPU processes
+        if decoder.decodes_on_gpu:  # probes run in forked CPU processes
             decoder = replace(decoder, name="decord_cpu")
         self._decoder = build_decoder(decoder)
-        self._decoder.timeout_s = None  # kvideo.tools.validate's parent times each probe out
+        # kvideo.tools.validate's parent times each probe out. Not on the VideoDecoder protocol: the
+        # built-ins (GuardedDecoder) honour it; a plugin decoder just gets the attribute, as before.
+        self._decoder.timeout_s = None  # type: ignore[attr-defined]
         self._size = size
         self._sample = partial(_spread, frames)
 
@@ -56,8 +57,16 @@ class Prober:
         "height", "codec", "probe_s"}``; media fields are ``None`` for a bad file."""
         t0 = time.perf_counter()
         record: dict[str, Any] = {
-            "path": path, "ok": False, "reason": None, "detail": "",
-            "duration": None, "fps": None, "num_frames": None, "width": None, "height": None, "codec": None,
+            "path": path,
+            "ok": False,
+            "reason": None,
+            "detail": "",
+            "duration": None,
+            "fps": None,
+            "num_frames": None,
+            "width": None,
+            "height": None,
+            "codec": None,
         }
         try:
             clip = self._decoder.decode(path, self._sample, size=self._size)
@@ -68,8 +77,13 @@ class Prober:
         else:
             codec, width, height = _header(path)
             record.update(
-                ok=True, duration=round(clip.meta.duration, 6), fps=round(clip.meta.native_fps, 6),
-                num_frames=clip.meta.num_frames, width=width, height=height, codec=codec,
+                ok=True,
+                duration=round(clip.meta.duration, 6),
+                fps=round(clip.meta.native_fps, 6),
+                num_frames=clip.meta.num_frames,
+                width=width,
+                height=height,
+                codec=codec,
             )
             del clip
         record["probe_s"] = round(time.perf_counter() - t0, 6)

@@ -19,7 +19,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -140,7 +140,8 @@ def write_plot(jobs: list[JobOutcome], axes: list[str], metrics: list[str], swee
             groups.setdefault(label, []).append((x_text, job.metrics[metric]))
         for label, points in groups.items():
             numeric = all(_as_number(x) is not None for x, _ in points)
-            points.sort(key=lambda p: _as_number(p[0]) if numeric else p[0])
+            # numeric: _as_number gave a float (never None) for every x
+            points.sort(key=lambda p: cast(float, _as_number(p[0])) if numeric else p[0])
             xs = [_as_number(x) if numeric else x for x, _ in points]
             panel.plot(xs, [y for _, y in points], marker="o", label=label)
         if metric.startswith("acc_") and ok and f"chance_{metric[4:]}" in ok[0].metrics:

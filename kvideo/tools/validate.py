@@ -34,11 +34,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kvideo.config.compose import CONFIG_DIR_ENV, ConfigDirNotFound, compose_config
 from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
@@ -101,7 +101,7 @@ def _worker_main(conn: Connection, decoder: Any, size: int | None, frames: int) 
 class _Worker:
     proc: Any
     conn: Connection
-    todo: collections.deque = field(default_factory=collections.deque)
+    todo: collections.deque[tuple[int, str]] = field(default_factory=collections.deque)
     since: float = 0.0  # when the current path (todo[0]) started
     ready: bool = False  # its decoder is built: a death from now on is a probe's doing
 
@@ -119,22 +119,37 @@ class _Worker:
 
 def _failure(path: str, reason: str, detail: str) -> dict[str, Any]:
     return {
-        "path": path, "ok": False, "reason": reason, "detail": detail, "duration": None, "fps": None,
-        "num_frames": None, "width": None, "height": None, "codec": None, "probe_s": None,
+        "path": path,
+        "ok": False,
+        "reason": reason,
+        "detail": detail,
+        "duration": None,
+        "fps": None,
+        "num_frames": None,
+        "width": None,
+        "height": None,
+        "codec": None,
+        "probe_s": None,
     }
 
 
 def probe_all(
-    paths: Sequence[str], *, workers: int, timeout_s: float, decoder: Any = None, size: int | None = None,
+    paths: Sequence[str],
+    *,
+    workers: int,
+    timeout_s: float,
+    decoder: Any = None,
+    size: int | None = None,
     frames: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Probe ``paths`` on ``workers`` supervised processes; yields records (with ``index``)
     in completion order. A path that overruns ``timeout_s`` or kills its worker still yields
     exactly one record. ``decoder`` (a ``DecoderConfig``; default ``decord_cpu``), ``size``
     and ``frames`` are what each probe decodes with (see ``kvideo.tools.probe.Prober``)."""
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context("spawn")
     # torch + decord imported once here, so forked workers start in milliseconds.
     import kvideo.decode.decord_decoder  # noqa: F401
+
     pending = collections.deque((i, p) for i, p in enumerate(paths))
     pool: list[_Worker] = []
 
@@ -159,7 +174,8 @@ def probe_all(
             busy = {w.conn: w for w in pool if w.todo}
             now = time.monotonic()
             soonest = min(w.since + timeout_s for w in busy.values())
-            ready = wait(list(busy), timeout=max(0.0, soonest - now))
+            # wait returns the ready subset of what it is given: Connections here
+            ready = cast("list[Connection]", wait(list(busy), timeout=max(0.0, soonest - now)))
             for conn in ready:
                 w = busy[conn]
                 try:
@@ -203,8 +219,14 @@ def _death(w: _Worker) -> str:
     return f"probe process died (exit code {code})"
 
 
-def _replace(w: _Worker, pool: list[_Worker], spawn, pending: collections.deque, reason: str,
-             detail: str) -> Iterator[dict[str, Any]]:
+def _replace(
+    w: _Worker,
+    pool: list[_Worker],
+    spawn: Callable[[], _Worker],
+    pending: collections.deque[tuple[int, str]],
+    reason: str,
+    detail: str,
+) -> Iterator[dict[str, Any]]:
     """Kill ``w``, report its current path as ``reason``, requeue the rest of its chunk on a
     fresh worker."""
     index, path = w.todo.popleft()
@@ -246,8 +268,14 @@ def write_report(
                 bar.set_postfix_str(f"bad {sum(reasons.values())}", refresh=False)
     bar.close()
     blocklist = write_blocklist(out / BLOCKLIST_NAME, bad)
-    return {"files": ok + len(bad), "ok": ok, "bad": len(bad), "reasons": dict(sorted(reasons.items())),
-            "blocklist": str(blocklist.resolve()), "report": str((out / REPORT_NAME).resolve())}
+    return {
+        "files": ok + len(bad),
+        "ok": ok,
+        "bad": len(bad),
+        "reasons": dict(sorted(reasons.items())),
+        "blocklist": str(blocklist.resolve()),
+        "report": str((out / REPORT_NAME).resolve()),
+    }
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -262,19 +290,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (as for train.py)")
     parser.add_argument("--out", type=Path, default=Path("validate_out"), help="report folder")
-    parser.add_argument("--workers", type=int, default=usable_cores(),
-                        help="probe processes (default: usable cores)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds per file before it counts as 'timeout' (default: decoder.timeout_s)")
-    parser.add_argument("--frames", type=int, default=None,
-                        help="evenly spaced frames to decode per file (default: video.max_frames, as "
-                        "training reads; 1 = open + first frame, the cheapest scan)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="square size to decode at (default: video.frame_size, as training reads; "
-                        "0 = native size)")
-    parser.add_argument("--config-dir", type=Path, default=None,
-                        help=f"folder holding config.yaml (default: ${CONFIG_DIR_ENV}, else ./conf, else the "
-                        "repository's conf/ beside the package)")
+    parser.add_argument(
+        "--workers", type=int, default=usable_cores(), help="probe processes (default: usable cores)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per file before it counts as 'timeout' (default: decoder.timeout_s)",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="evenly spaced frames to decode per file (default: video.max_frames, as "
+        "training reads; 1 = open + first frame, the cheapest scan)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="square size to decode at (default: video.frame_size, as training reads; 0 = native size)",
+    )
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        help=f"folder holding config.yaml (default: ${CONFIG_DIR_ENV}, else ./conf, else the "
+        "repository's conf/ beside the package)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--fail-on-bad", action="store_true", help="exit 1 when any file is bad")
     args = parser.parse_args(argv)
@@ -308,13 +352,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     frames = args.frames if args.frames is not None else cfg.video.max_frames
     size = cfg.video.frame_size if args.size is None else (args.size or None)
-    records = probe_all(paths, workers=args.workers, timeout_s=timeout_s, decoder=cfg.decoder, size=size,
-                        frames=frames)
+    records = probe_all(
+        paths, workers=args.workers, timeout_s=timeout_s, decoder=cfg.decoder, size=size, frames=frames
+    )
     summary = write_report(records, args.out, total=len(paths), progress=not args.no_progress)
     elapsed = time.perf_counter() - t0
     summary.update(
-        rows=rows, dataset_type=cfg.video.dataset_type, data_root=cfg.video.data_root, split=cfg.video.split,
-        workers=args.workers, timeout_s=timeout_s, frames=frames, size=size, elapsed_s=round(elapsed, 3),
+        rows=rows,
+        dataset_type=cfg.video.dataset_type,
+        data_root=cfg.video.data_root,
+        split=cfg.video.split,
+        workers=args.workers,
+        timeout_s=timeout_s,
+        frames=frames,
+        size=size,
+        elapsed_s=round(elapsed, 3),
         files_per_s=round(summary["files"] / elapsed, 1) if elapsed > 0 else None,
     )
     tmp = args.out / (SUMMARY_NAME + ".tmp")

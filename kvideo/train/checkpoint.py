@@ -76,7 +76,8 @@ def capture_rng_state() -> dict[str, Any]:
         },
         "python": _python_state_to_plain(random.getstate()),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    # torch.cuda.is_initialized is unannotated in torch
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -84,13 +85,15 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
-    np.random.set_state((
-        np_state["kind"],
-        np_state["keys"].numpy().astype(np.uint32),
-        np_state["pos"],
-        np_state["has_gauss"],
-        np_state["cached_gaussian"],
-    ))
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
@@ -100,11 +103,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         else:
             log.warning(
                 "checkpoint has CUDA RNG states for %d devices, this process sees %d: not restored",
-                len(cuda_states), torch.cuda.device_count(),
+                len(cuda_states),
+                torch.cuda.device_count(),
             )
 
 
-def _python_state_to_plain(state: tuple) -> tuple:
+def _python_state_to_plain(state: tuple[Any, ...]) -> tuple[int, list[int], float | None]:
     version, internal, gauss_next = state
     return (version, list(internal), gauss_next)
 

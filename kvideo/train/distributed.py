@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -72,7 +72,10 @@ def first_host(nodelist: str) -> str:
     if shutil.which("scontrol"):
         try:
             out = subprocess.run(
-                ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=10,
+                ["scontrol", "show", "hostnames", nodelist],
+                capture_output=True,
+                text=True,
+                timeout=10,
                 check=True,
             ).stdout.split()
             if out:
@@ -168,15 +171,18 @@ def init_distributed(device_preference: str = "auto", environ: Mapping[str, str]
     os.environ.setdefault("LOCAL_RANK", str(launch.local_rank))
     log.info(
         "init process group: backend=%s rank=%d/%d local_rank=%d master=%s:%s (%s)",
-        backend, launch.rank, launch.world_size, launch.local_rank,
-        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"], launch.source,
+        backend,
+        launch.rank,
+        launch.world_size,
+        launch.local_rank,
+        os.environ["MASTER_ADDR"],
+        os.environ["MASTER_PORT"],
+        launch.source,
     )
     dist.init_process_group(
         backend=backend, init_method="env://", rank=launch.rank, world_size=launch.world_size
     )
-    return DistEnv(
-        launch.rank, launch.local_rank, launch.world_size, device, launch.rank == 0, backend, True
-    )
+    return DistEnv(launch.rank, launch.local_rank, launch.world_size, device, launch.rank == 0, backend, True)
 
 
 def cleanup(env: DistEnv) -> None:
@@ -199,7 +205,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     """The user module under DDP and/or ``torch.compile`` wrappers (for state_dict / eval)."""
     while True:
         if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
+            # nn.Module.__getattr__ is typed Tensor | Module; _orig_mod is the compiled Module
+            model = cast(nn.Module, model._orig_mod)
         elif isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
         else:

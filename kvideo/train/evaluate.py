@@ -68,7 +68,7 @@ def score_candidates(
     labels: torch.Tensor,
     *,
     max_rows: int,
-    autocast: Callable[[], contextlib.AbstractContextManager],
+    autocast: Callable[[], contextlib.AbstractContextManager[None]],
 ) -> torch.Tensor:
     """Summed caption NLL of each (clip ``rows[i]``, caption ``input_ids[i]``) pair, as float (N,)."""
     device = frames.device
@@ -99,7 +99,7 @@ def evaluate(
     num_samples: int,
     max_batches: int = 0,
     max_rows: int = 64,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     dataset_type: str,
 ) -> dict[str, Any]:
     """Validation loss and per-attribute accuracy, reduced over ranks.
@@ -121,6 +121,8 @@ def evaluate(
     options = _attribute_options(scorers)
     attributes = list(options)
     nll_sum = tok_sum = 0.0
+    clips: float  # ints while counting; the float64 all-reduce below returns them as floats
+    skipped: float
     clips = skipped = 0
     correct = dict.fromkeys(attributes, 0.0)
     counted = dict.fromkeys(attributes, 0.0)

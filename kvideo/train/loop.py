@@ -24,7 +24,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ from kvideo.train.precision import Autocast
 from kvideo.train.report import Reporter
 from kvideo.train.stream import EpochStream
 from kvideo.train.validator import Validator
+
+if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
 
 # ``param_groups`` is part of this module's interface (tests build their optimizers with it).
 __all__ = ["Trainer", "param_groups", "train"]
@@ -175,7 +178,8 @@ class Trainer:
         )
 
         model = wrap_model(self.raw_model, env)
-        self.ddp = model if env.distributed else None
+        # wrap_model returns a DistributedDataParallel exactly when env.distributed
+        self.ddp = cast("DistributedDataParallel", model) if env.distributed else None
         self.model = torch.compile(model) if self.config.compile else model
         self.validator = Validator(
             cfg, env, tokenizer=self.tokenizer, decode_gpu=decode_gpu, autocast=self.autocast

@@ -202,16 +202,18 @@ class RunWriter:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         step = int(record["step"])
+        tb = self._tb
+        assert tb is not None, "RunWriter.log after close()"
         for key, value in record.items():
             if key in ("step", "split"):
                 continue
             if isinstance(value, int | float) and not isinstance(value, bool):
-                self._tb.add_scalar(f"{tb_prefix}/{key}", value, step)
+                tb.add_scalar(f"{tb_prefix}/{key}", value, step)
             elif isinstance(value, Mapping):
                 for sub, v in value.items():
                     if isinstance(v, int | float):
-                        self._tb.add_scalar(f"{tb_prefix}/{key}/{sub}", v, step)
-        self._tb.flush()
+                        tb.add_scalar(f"{tb_prefix}/{key}/{sub}", v, step)
+        tb.flush()
 
     def add_skipped(self, entries: Iterable[tuple[str, str]]) -> int:
         """Append files not listed yet to skipped.jsonl; returns how many were new."""

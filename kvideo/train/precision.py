@@ -38,7 +38,7 @@ class Autocast:
         self.dtype = resolve_autocast_dtype(precision, device)
         self.device_type = device.type
 
-    def __call__(self) -> contextlib.AbstractContextManager:
+    def __call__(self) -> contextlib.AbstractContextManager[None]:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)

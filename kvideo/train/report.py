@@ -87,7 +87,8 @@ class Reporter:
         if not done.exists():
             return None
         self.info("already complete at step %d (%s)", step, done)
-        return json.loads(done.read_text())
+        final: dict[str, Any] = json.loads(done.read_text())
+        return final
 
     def start(self, step: int, *, device: torch.device, autocast_dtype: torch.dtype | None) -> None:
         """Open the progress bar (rank 0 on a TTY) and say what is about to train."""
@@ -147,7 +148,7 @@ class Reporter:
         self.window_skipped = 0
         self.skip_budget.add(int(summed[2]), int(summed[3]), step=step, last=step == self.max_steps)
         skipped = {k: v for k, v in counts.items() if v}
-        record = {
+        record: dict[str, Any] = {
             "step": step,
             "epoch": epoch,
             "loss": window["loss"],

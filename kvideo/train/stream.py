@@ -50,8 +50,6 @@ class EpochStream:
     """
 
     def __init__(self, dataset: Any, cfg: KVideoConfig, env: DistEnv) -> None:
-        from kvideo.data.loader import GPU_DECODERS
-
         self.dataset, self.cfg, self.env = dataset, cfg, env
         self.batch_size = cfg.trainer.batch_size
         self.epoch = 0
@@ -59,7 +57,7 @@ class EpochStream:
         # Opening the next epoch early needs worker processes: they hold their own copy of
         # the dataset (and its epoch), whereas in-process loading (no workers, or GPU
         # decoding in the training process) would see the next epoch's sampling seed too early.
-        self.opens_next_epoch_early = cfg.trainer.num_workers > 0 and cfg.decoder.name not in GPU_DECODERS
+        self.opens_next_epoch_early = cfg.trainer.num_workers > 0 and not cfg.decoder.decodes_on_gpu
         self._batches: Iterator[dict[str, Any]] | None = None
         self._next_epoch: Iterator[dict[str, Any]] | None = None  # opened early, see next_batch
 

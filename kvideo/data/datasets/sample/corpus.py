@@ -222,7 +222,8 @@ def _write_clip(job: tuple[str, int, int, int, str]) -> dict[str, str]:
 def read_marker(corpus: Path) -> dict[str, Any] | None:
     """The completion marker's content, or ``None`` if the corpus is absent or incomplete."""
     try:
-        return json.loads((corpus / MARKER).read_text())
+        marker: dict[str, Any] = json.loads((corpus / MARKER).read_text())
+        return marker
     except (OSError, ValueError):
         return None
 

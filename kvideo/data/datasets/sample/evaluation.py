@@ -9,6 +9,8 @@ model looks at colour and shape (any frame shows them) and at motion (only frame
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from kvideo.data.datasets.sample.captions import ATTRIBUTES, caption_for, parse_caption
 from kvideo.data.scoring import CandidateSet
 
@@ -38,7 +40,7 @@ def candidate_set(caption: str) -> CandidateSet | None:
 class SampleAttributeScorer:
     """The ``AttributeScorer`` registered for ``video.dataset_type=sample``."""
 
-    attributes = ATTRIBUTES
+    attributes: Mapping[str, Sequence[str]] = ATTRIBUTES
 
     def candidate_set(self, caption: str) -> CandidateSet | None:
         return candidate_set(caption)

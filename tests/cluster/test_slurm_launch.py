@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_slurm_cluster import slurm_cluster  # noqa: F401  (module fixture)
+from tests.helpers.paths import REPO
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -45,9 +44,17 @@ def corpus_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = dict(os.environ)
     env["KVIDEO_CACHE"] = str(tmp_path_factory.mktemp("slurm_cache"))
     subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *TINY[:5], "trainer.max_steps=1",
-         f"hydra.run.dir={env['KVIDEO_CACHE']}/warmup"],
-        env=env, check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            *TINY[:5],
+            "trainer.max_steps=1",
+            f"hydra.run.dir={env['KVIDEO_CACHE']}/warmup",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     return env
 
@@ -55,12 +62,17 @@ def corpus_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def submit(args: list[str], cwd: Path, env: dict[str, str], **kw) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=slurm", *TINY, *args],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
     )
 
 
 def test_three_job_sweep_runs_under_slurm_and_reports(
-    slurm_cluster: str, corpus_env: dict[str, str], tmp_path: Path  # noqa: F811
+    slurm_cluster: str, corpus_env: dict[str, str], tmp_path: Path
 ) -> None:
     sweep = tmp_path / "sweep"
     proc = submit(["video.max_frames=1,2,4", f"hydra.sweep.dir={sweep}"], tmp_path, corpus_env)
@@ -80,12 +92,15 @@ def test_three_job_sweep_runs_under_slurm_and_reports(
 
 
 def test_requeued_job_resumes_from_its_checkpoint(
-    slurm_cluster: str, corpus_env: dict[str, str], tmp_path: Path  # noqa: F811
+    slurm_cluster: str, corpus_env: dict[str, str], tmp_path: Path
 ) -> None:
     sweep = tmp_path / "sweep"
     run_dir = sweep / "0"
-    proc = submit(["trainer.max_steps=100", "trainer.ckpt_every=5", "video.max_frames=2",
-                   f"hydra.sweep.dir={sweep}"], tmp_path, corpus_env)
+    proc = submit(
+        ["trainer.max_steps=100", "trainer.ckpt_every=5", "video.max_frames=2", f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+        corpus_env,
+    )
     try:
         deadline = time.monotonic() + 300
         while not (run_dir / "checkpoints" / "last.pt").exists():

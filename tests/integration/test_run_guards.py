@@ -29,7 +29,7 @@ from kvideo.train.checkpoint import (
     save_checkpoint,
 )
 from kvideo.train.guards import RunDirBusy, RunDirLock, RunFailed, SkipBudget
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 
 def tiny(data_root: Path, *, lr: float = 2e-3, prompt: str = "", **trainer: Any) -> KVideoConfig:

@@ -17,7 +17,7 @@ renames the ``moov`` box to ``junk`` so the file keeps its size but loses its in
 ``free``: FFmpeg looks inside ``free`` boxes for a hidden moov and would find it).
 
 What decord2 3.4 does with the "over-reporting" files (measured, and asserted by
-``tests/test_hostile_corpus.py``): its ``len()`` is clamped to the packets the demuxer
+``tests/integration/test_hostile_corpus.py``): its ``len()`` is clamped to the packets the demuxer
 really indexed, so the stts-inflated MP4 (FFmpeg ``nb_frames`` 210, 10 real frames) reports
 10 and decodes. The file that genuinely over-reports to decord is the faststart MP4 cut in
 the middle of its ``mdat``: ``len()`` counts the packet the cut runs through (9) while only
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from tests import videos as V
+from tests.helpers import videos as V
 
 # Good clips are encoded at this size and rate: small enough for 2 cores, big enough that the
 # frame index bands of ``tests.videos`` survive compression.
@@ -155,8 +155,14 @@ def make_four_hours(path: Path, *, width: int = 64, height: int = 48) -> str:
     video or allocate per-second buffers."""
     tb = Fraction(1, 1000)
     out = V._encode(
-        path, [0, round(FOUR_HOURS * 1000)], tb, codec="libx264", width=width, height=height,
-        rate=1, gop=250,
+        path,
+        [0, round(FOUR_HOURS * 1000)],
+        tb,
+        codec="libx264",
+        width=width,
+        height=height,
+        rate=1,
+        gop=250,
     )
     data = bytearray(Path(out).read_bytes())
     _set_duration(data, "moov/mvhd", lambda ts: round((FOUR_HOURS + 1) * ts))
@@ -230,53 +236,72 @@ def build_hostile_corpus(root: Path, *, include_hang: bool = True) -> list[Hosti
     cases = [
         HostileCase("zero_byte", V.write_bytes(root / "zero_byte.mp4", b""), "empty"),
         HostileCase(
-            "truncated_mid_mdat", make_truncated_mid_mdat(src_fast, root / "truncated_mdat.mp4"),
-            None, check="salvaged",
+            "truncated_mid_mdat",
+            make_truncated_mid_mdat(src_fast, root / "truncated_mdat.mp4"),
+            None,
+            check="salvaged",
             why="the demuxer counts the packet the cut runs through; the tail guard keeps the prefix "
             "(decord_cpu hands it to PyAV: decord's read-ahead thread made the outcome a race)",
         ),
         HostileCase(
             "truncated_in_first_frame",
             make_truncated_mid_mdat(src_fast, root / "truncated_first.mp4", keep=0.02),
-            "unreadable", why="the cut runs through the first keyframe: no frame at all",
+            "unreadable",
+            why="the cut runs through the first keyframe: no frame at all",
         ),
         HostileCase(
-            "corrupt_nal_data", V.make_corrupt(src_fast, root / "corrupt.mp4"), "decode_error",
+            "corrupt_nal_data",
+            V.make_corrupt(src_fast, root / "corrupt.mp4"),
+            "decode_error",
             why="index intact, NAL data overwritten with 0xFF",
         ),
         HostileCase(
-            "truncated_plain", V.make_truncated(src, root / "truncated_plain.mp4", keep=0.5),
-            "unreadable", why="moov at the end was cut off with the data",
+            "truncated_plain",
+            V.make_truncated(src, root / "truncated_plain.mp4", keep=0.5),
+            "unreadable",
+            why="moov at the end was cut off with the data",
         ),
         HostileCase("moov_missing", make_moov_missing(src, root / "moov_missing.mp4"), "unreadable"),
         HostileCase("audio_only", V.make_audio_only(root / "audio_only.mp4"), "no_video_stream"),
         HostileCase("text_as_mp4", V.make_text_as_video(root / "text.mp4"), "unreadable"),
         HostileCase(
-            "over_reporting", make_over_reporting(src, root / "over_reporting.mp4"), None, check="over",
+            "over_reporting",
+            make_over_reporting(src, root / "over_reporting.mp4"),
+            None,
+            check="over",
             why="stts claims 210 frames, 10 exist; decord2 clamps len() to its packet index",
         ),
         HostileCase(
-            "vp8_webm", V.make_vp8_webm(root / "vp8.webm", seconds=2, fps=25, gop=10), None, check="pyav",
+            "vp8_webm",
+            V.make_vp8_webm(root / "vp8.webm", seconds=2, fps=25, gop=10),
+            None,
+            check="pyav",
         ),
         HostileCase(
             "h264_bframes",
             V.make_h264(root / "bframes.mp4", seconds=2, fps=25, gop=12, bframes=True),
-            None, check="pyav",
+            None,
+            check="pyav",
         ),
         HostileCase(
             "stream_copy_cut",
             V.make_stream_copy_cut(
                 V.make_h264(root / "_src_cut.mp4", seconds=3, fps=25, gop=50, bframes=True),
-                root / "stream_copy_cut.mp4", cut=1.32,
+                root / "stream_copy_cut.mp4",
+                cut=1.32,
             ),
-            None, check="pyav", why="edit list with 33 pre-roll frames a player never shows",
+            None,
+            check="pyav",
+            why="edit list with 33 pre-roll frames a player never shows",
         ),
         HostileCase(
             "one_frame", V.make_h264(root / "one_frame.mp4", seconds=0.04, fps=25), None, check="short"
         ),
         HostileCase(
             "shorter_than_min_frames",
-            V.make_h264(root / "short.mp4", seconds=0.3, fps=10, gop=5), None, check="short",
+            V.make_h264(root / "short.mp4", seconds=0.3, fps=10, gop=5),
+            None,
+            check="short",
         ),
         HostileCase("four_hours", make_four_hours(root / "four_hours.mp4"), None, check="long"),
         HostileCase("missing_path", str(root / "does_not_exist.mp4"), "missing"),

@@ -16,9 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "slurm_local.sh"
-SKIP_RC = 77
+
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
 
 
@@ -27,26 +25,6 @@ def _run(*cmd: str, timeout: float = 30) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} -> rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster() -> str:
-    """Starts (or reuses) the local cluster; returns the partition name."""
-    try:
-        proc = subprocess.run(
-            ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900, check=False
-        )
-    except FileNotFoundError as exc:  # no bash at all
-        pytest.skip(f"cannot run {SCRIPT.name}: {exc}")
-    if proc.returncode == SKIP_RC:
-        reason = (proc.stderr.strip().splitlines() or ["exit 77"])[-1]
-        pytest.skip(f"local SLURM cluster unavailable: {reason}")
-    if proc.returncode != 0:
-        pytest.fail(
-            f"{SCRIPT.name} start failed (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}",
-            pytrace=False,
-        )
-    return "debug"
 
 
 def _job_state(job_id: str) -> str:

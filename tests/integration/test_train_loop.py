@@ -21,7 +21,6 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from kvideo.config import DataConfig, KVideoConfig, ModelConfig, TrainerConfig, VideoConfig
 from kvideo.data.datasets.sample.evaluation import candidate_set
 from kvideo.train import signals
 from kvideo.train.distributed import DistEnv
@@ -29,26 +28,8 @@ from kvideo.train.evaluate import evaluate
 from kvideo.train.loop import param_groups, train
 from kvideo.train.metrics import RunWriter, read_jsonl
 from kvideo.train.schedule import build_scheduler, lr_factor
-
-REPO = Path(__file__).resolve().parent.parent
-MAX_STEPS = 12
-
-
-def tiny_config(data_root: Path, **trainer: Any) -> KVideoConfig:
-    """~60k parameters, 4 frames of 32x32, 24 training clips (6 steps per epoch at 2x2 clips)."""
-    options = dict(
-        max_steps=MAX_STEPS, batch_size=2, grad_accum=2, lr=2e-3, warmup_steps=2, log_every=1,
-        ckpt_every=3, val_every=6, val_max_batches=1, num_workers=0, device="cpu", seed=3,
-    )
-    options.update(trainer)
-    return KVideoConfig(
-        video=VideoConfig(data_root=str(data_root), dataset_type="sample", dataset_name="sample",
-                          frame_size=32, max_frames=4, min_frames=2, fps=2.0),
-        data=DataConfig(sample_train_clips=24, sample_val_clips=8),
-        model=ModelConfig(patch_size=16, vision_width=32, vision_depth=1, vision_heads=2, tokens_per_frame=4,
-                          lm_width=32, lm_depth=1, lm_heads=2, max_seq_len=64, max_text_len=40, dropout=0.1),
-        trainer=TrainerConfig(**options),
-    )
+from tests.helpers.configs import MAX_STEPS, tiny_config
+from tests.helpers.paths import REPO
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +125,10 @@ def _run_child(cfg_path: Path, run_dir: Path, sig: int, at_forward: int) -> subp
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-c", _CHILD, str(cfg_path), str(run_dir), str(sig), str(at_forward)],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
 
 
@@ -298,9 +282,13 @@ def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> 
         captions = [caption_for(**truths[i]) for i in idx]
         enc = [tok.encode_example("", c, 40) for c in captions]
         return {
-            "frames": frames, "frame_mask": torch.ones(len(idx), 1, dtype=torch.bool),
-            "input_ids": torch.tensor([e[0] for e in enc]), "labels": torch.tensor([e[1] for e in enc]),
-            "skip_reason": reasons, "caption": captions, "path": [f"/{i}" for i in idx],
+            "frames": frames,
+            "frame_mask": torch.ones(len(idx), 1, dtype=torch.bool),
+            "input_ids": torch.tensor([e[0] for e in enc]),
+            "labels": torch.tensor([e[1] for e in enc]),
+            "skip_reason": reasons,
+            "caption": captions,
+            "path": [f"/{i}" for i in idx],
         }
 
     # 3 real samples on one rank, batch of 2, then a padded batch (position 3 >= num_samples)
@@ -308,8 +296,17 @@ def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> 
     batches = [batch([0, 1], ["", ""]), batch([2, 0], ["decode_error", ""])]
     model = _CaptionReader(truths)
     env = DistEnv(0, 0, 1, torch.device("cpu"), True)
-    result = evaluate(model, batches, tokenizer=tok, prompt="", max_text_len=40, env=env,
-                      num_samples=3, max_rows=7, dataset_type="sample")
+    result = evaluate(
+        model,
+        batches,
+        tokenizer=tok,
+        prompt="",
+        max_text_len=40,
+        env=env,
+        num_samples=3,
+        max_rows=7,
+        dataset_type="sample",
+    )
     # Samples 0 and 1 only (2 is bad; the second "0" is padding).
     assert result["val_clips"] == 2 and result["val_skipped"] == 1
     assert result["acc_color"] == 1.0 and result["acc_direction"] == 1.0
@@ -323,8 +320,17 @@ def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> 
     assert model.training  # restored
     # A dataset without attribute questions (free-form captions) gets the loss alone.
     model.rows_per_call.clear()
-    plain = evaluate(model, batches, tokenizer=tok, prompt="", max_text_len=40, env=env,
-                     num_samples=3, max_rows=7, dataset_type="manifest")
+    plain = evaluate(
+        model,
+        batches,
+        tokenizer=tok,
+        prompt="",
+        max_text_len=40,
+        env=env,
+        num_samples=3,
+        max_rows=7,
+        dataset_type="manifest",
+    )
     assert plain["val_loss"] == result["val_loss"] and plain["val_clips"] == 2
     assert not [k for k in plain if k.startswith(("acc_", "chance_"))]
     assert model.rows_per_call == [2]  # no candidate ranking

@@ -1,6 +1,6 @@
 """Launcher configs resolve to the sbatch parameters a SLURM site expects.
 
-The real cluster path is covered by tests/test_slurm_launch.py; here the launcher is
+The real cluster path is covered by tests/cluster/test_slurm_launch.py; here the launcher is
 instantiated from the composed config and submitit's executor is replaced by a
 recorder, to check exactly what would be sent to sbatch.
 """
@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from kvideo.config import register_configs
-from tests.conftest import CONF_DIR
+from tests.helpers.paths import CONF_DIR
 
 register_configs()
 
@@ -93,13 +93,17 @@ def test_slurm_site_settings_from_environment(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_slurm_overrides_and_pass_through(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    executor = launch_recorded(monkeypatch, tmp_path, [
-        "hydra/launcher=slurm",
-        "hydra.launcher.partition=debug",
-        "hydra.launcher.gpus_per_node=8",
-        "hydra.launcher.setup=[module load cuda]",
-        "+hydra.launcher.additional_parameters.requeue=true",
-    ])
+    executor = launch_recorded(
+        monkeypatch,
+        tmp_path,
+        [
+            "hydra/launcher=slurm",
+            "hydra.launcher.partition=debug",
+            "hydra.launcher.gpus_per_node=8",
+            "hydra.launcher.setup=[module load cuda]",
+            "+hydra.launcher.additional_parameters.requeue=true",
+        ],
+    )
     params = executor.parameters
     assert params["slurm_partition"] == "debug"
     assert params["tasks_per_node"] == 8

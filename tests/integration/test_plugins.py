@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from kvideo.registry import DATASETS, DECODERS, SAMPLING_POLICIES, Registry
-from tests import videos as V
-from tests.conftest import REPO
+from tests.helpers import videos as V
+from tests.helpers.paths import REPO
 
 # kvideo's own entry points are in the environment (``pip install -e .``; ``make install`` does it).
 INSTALLED = any(p.module == "kvideo.data.datasets" for p in metadata.entry_points(group="kvideo.datasets"))

@@ -15,7 +15,7 @@ import pytest
 
 from kvideo.decode import decode_at
 from kvideo.decode.decord_widths import SIMD_ALIGNMENTS, decord_can_emit_width, fails_at_alignment
-from tests import videos as V
+from tests.helpers import videos as V
 
 WIDTHS = range(1, 257)
 

@@ -25,11 +25,9 @@ from kvideo.config.decoder import DecoderConfig
 from kvideo.decode import ClipMeta, DecodedClip, DecodeError, build_decoder
 from kvideo.decode.frame_index import Timeline, valid_prefix
 from kvideo.registry import DECODERS
-from tests import hostile as H
-from tests import videos as V
-
-REPO = Path(__file__).resolve().parents[1]
-
+from tests.helpers import hostile as H
+from tests.helpers import videos as V
+from tests.helpers.paths import REPO
 
 # --------------------------------------------------------------------------- corpus
 
@@ -226,8 +224,14 @@ def sparse_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for 1 s (1 fps); with its last ``stts`` delta zeroed the container gives no end at all."""
     d = tmp_path_factory.mktemp("sparse")
     src = V._encode(
-        d / "sparse.mp4", [0, 1_800_000, 3_600_000], Fraction(1, 1000), codec="libx264", width=64,
-        height=48, rate=1, gop=250,
+        d / "sparse.mp4",
+        [0, 1_800_000, 3_600_000],
+        Fraction(1, 1000),
+        codec="libx264",
+        width=64,
+        height=48,
+        rate=1,
+        gop=250,
     )
     return {"with_end": src, "no_end": H.drop_last_sample_duration(src, d / "sparse_no_end.mp4")}
 

@@ -5,13 +5,11 @@ Most cases go through the compose API + ``to_validated`` (what ``train.py`` runs
 process start-up), parametrized over a table that a completeness test checks against the
 dataclasses' fields, so a new field without a case fails here. A handful go through the real
 CLI (``python train.py <field>=<bad>``): non-zero exit, the message on stderr, and no run
-artifacts (metrics.jsonl, checkpoints). ``tests/test_cli.py`` has the video-group CLI and
+artifacts (metrics.jsonl, checkpoints). ``tests/integration/test_cli.py`` has the video-group CLI and
 multirun cases; the multirun here puts the bad point in another group (trainer).
 
 Fields whose bad values can only be seen at run time (paths that must exist) are checked
-through the CLI. Gaps found while writing this (non-finite floats, a negative
-``data.sample_seed``) are ``xfail(strict=True)`` until the validation diff in the report
-lands; then they start passing and the marker must go.
+through the CLI.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ from kvideo.config import (
     register_configs,
     to_validated,
 )
-from tests.conftest import CONF_DIR, REPO
+from tests.helpers.paths import CONF_DIR, REPO
 
 register_configs()
 
@@ -45,14 +43,18 @@ register_configs()
 CASES: list[tuple[list[str], str]] = [
     # video
     (["video.dataset_type=bogus"], r"video\.dataset_type must be one of \[.*'sample'.*\] \(got 'bogus'\)"),
-    (["video.sampling_policy=bogus"],
-     r"video\.sampling_policy must be one of \[.*'uniform'.*\] \(got 'bogus'\)"),
+    (
+        ["video.sampling_policy=bogus"],
+        r"video\.sampling_policy must be one of \[.*'uniform'.*\] \(got 'bogus'\)",
+    ),
     (["video.split=test"], r"video\.split must be one of \('train', 'validation'\) \(got 'test'\)"),
     (["video.max_samples=-1"], r"video\.max_samples must be non-negative \(got -1\)"),
     (["video.max_frames=0"], r"video\.max_frames must be >= 1 \(got 0\)"),
     (["video.min_frames=0"], r"video\.min_frames must be >= 1 \(got 0\)"),
-    (["video.min_frames=9", "video.max_frames=8"],
-     r"video\.min_frames \(9\) must be <= video\.max_frames \(8\)"),
+    (
+        ["video.min_frames=9", "video.max_frames=8"],
+        r"video\.min_frames \(9\) must be <= video\.max_frames \(8\)",
+    ),
     (["video.fps=-2"], r"video\.fps must be positive \(got -2\.0\)"),
     (["video.frame_size=0"], r"video\.frame_size must be positive \(got 0\)"),
     (["video.frame_size=100"], r"video\.frame_size \(100\) must be a multiple of model\.patch_size \(16\)"),
@@ -64,27 +66,39 @@ CASES: list[tuple[list[str], str]] = [
     (["decoder.timeout_s=0"], r"decoder\.timeout_s must be positive \(got 0\.0\)"),
     (["decoder.prefetch=0"], r"decoder\.prefetch must be positive \(got 0\)"),
     # video.prompt against the text slot (byte-level tokenizer: one token per byte)
-    (["video.prompt=" + "x" * 48],
-     r"video\.prompt leaves no room for the caption: BOS \+ prompt = 1 \+ 48 = 49 tokens \(byte-level\) "
-     r"of model\.max_text_len \(48\)"),
+    (
+        ["video.prompt=" + "x" * 48],
+        r"video\.prompt leaves no room for the caption: BOS \+ prompt = 1 \+ 48 = 49 tokens \(byte-level\) "
+        r"of model\.max_text_len \(48\)",
+    ),
     # data
-    (["data.bad_sample_policy=drop"],
-     r"data\.bad_sample_policy must be one of \['mask', 'replace'\] \(got 'drop'\)"),
+    (
+        ["data.bad_sample_policy=drop"],
+        r"data\.bad_sample_policy must be one of \['mask', 'replace'\] \(got 'drop'\)",
+    ),
     (["data.val_max_samples=-1"], r"data\.val_max_samples must be non-negative \(got -1\)"),
     (["data.max_skip_fraction=1.5"], r"data\.max_skip_fraction must be in \[0\.0, 1\.0\] \(got 1\.5\)"),
     (["data.sample_train_clips=0"], r"data\.sample_train_clips must be positive \(got 0\)"),
     (["data.sample_val_clips=0"], r"data\.sample_val_clips must be positive \(got 0\)"),
     # model
-    (["model.vision_backbone=resnet"],
-     r"model\.vision_backbone must be one of \['vit', 'timm'\] \(got 'resnet'\)"),
-    (["model.timm_model=vit_tiny", "model.vision_backbone=timm"],
-     r"model\.timm_model and model\.timm_weights must both be set when model\.vision_backbone=timm"),
-    (["model.timm_weights=/w.pt", "model.vision_backbone=timm"],
-     r"model\.timm_model and model\.timm_weights must both be set"),
+    (
+        ["model.vision_backbone=resnet"],
+        r"model\.vision_backbone must be one of \['vit', 'timm'\] \(got 'resnet'\)",
+    ),
+    (
+        ["model.timm_model=vit_tiny", "model.vision_backbone=timm"],
+        r"model\.timm_model and model\.timm_weights must both be set when model\.vision_backbone=timm",
+    ),
+    (
+        ["model.timm_weights=/w.pt", "model.vision_backbone=timm"],
+        r"model\.timm_model and model\.timm_weights must both be set",
+    ),
     (["model.patch_size=0"], r"model\.patch_size must be positive \(got 0\)"),
     (["model.patch_stem=resnet"], r"model\.patch_stem must be one of \['linear', 'conv'\] \(got 'resnet'\)"),
-    (["model.patch_stem=conv", "model.patch_size=12", "video.frame_size=48"],
-     r"model\.patch_size must be a power of two with model\.patch_stem=conv \(got 12\)"),
+    (
+        ["model.patch_stem=conv", "model.patch_size=12", "video.frame_size=48"],
+        r"model\.patch_size must be a power of two with model\.patch_stem=conv \(got 12\)",
+    ),
     (["model.motion_tokens=sometimes"], r"model\.motion_tokens"),  # Hydra: not a valid bool
     (["model.vision_width=0"], r"model\.vision_width must be positive \(got 0\)"),
     (["model.vision_width=30"], r"model\.vision_width \(30\) must be divisible by model\.vision_heads \(4\)"),
@@ -110,8 +124,10 @@ CASES: list[tuple[list[str], str]] = [
     (["trainer.grad_clip=-1"], r"trainer\.grad_clip must be non-negative \(got -1\.0\)"),
     (["trainer.grad_accum=0"], r"trainer\.grad_accum must be positive \(got 0\)"),
     (["trainer.device=tpu"], r"trainer\.device must be one of \['auto', 'cpu', 'cuda'\] \(got 'tpu'\)"),
-    (["trainer.precision=fp8"],
-     r"trainer\.precision must be one of \['auto', 'bf16', 'fp32'\] \(got 'fp8'\)"),
+    (
+        ["trainer.precision=fp8"],
+        r"trainer\.precision must be one of \['auto', 'bf16', 'fp32'\] \(got 'fp8'\)",
+    ),
     (["trainer.compile=maybe"], r"trainer\.compile"),  # Hydra: "'maybe' is not a valid bool"
     (["trainer.num_workers=-1"], r"trainer\.num_workers must be non-negative \(got -1\)"),
     (["trainer.log_every=0"], r"trainer\.log_every must be positive \(got 0\)"),
@@ -120,29 +136,41 @@ CASES: list[tuple[list[str], str]] = [
     (["trainer.val_max_batches=-1"], r"trainer\.val_max_batches must be non-negative \(got -1\)"),
     (["trainer.seed=-1"], r"trainer\.seed must be non-negative \(got -1\)"),
     # upper bounds on sizes that allocate (a typo must fail here, not in the allocator)
-    (["video.frame_size=65536"],
-     r"video\.frame_size must be at most 4096 \(got 65536\): frames are resized to this square side; "
-     r"4096 covers 4K video"),
+    (
+        ["video.frame_size=65536"],
+        r"video\.frame_size must be at most 4096 \(got 65536\): frames are resized to this square side; "
+        r"4096 covers 4K video",
+    ),
     (["video.frame_size=1000000000"], r"video\.frame_size must be at most 4096 \(got 1000000000\)"),
-    (["video.max_frames=10000"],
-     r"video\.max_frames must be at most 8192 \(got 10000\): 8192 frames is 68 minutes at 2 fps"),
-    (["model.max_seq_len=100000000"],
-     r"model\.max_seq_len must be at most 131072 \(got 100000000\): 131072 \(128K\) positions"),
-    (["model.vision_width=32768"],
-     r"model\.vision_width must be at most 16384 \(got 32768\): 16384 is the width of the widest"),
+    (
+        ["video.max_frames=10000"],
+        r"video\.max_frames must be at most 8192 \(got 10000\): 8192 frames is 68 minutes at 2 fps",
+    ),
+    (
+        ["model.max_seq_len=100000000"],
+        r"model\.max_seq_len must be at most 131072 \(got 100000000\): 131072 \(128K\) positions",
+    ),
+    (
+        ["model.vision_width=32768"],
+        r"model\.vision_width must be at most 16384 \(got 32768\): 16384 is the width of the widest",
+    ),
     (["model.lm_width=32768"], r"model\.lm_width must be at most 16384 \(got 32768\)"),
     (["model.vision_depth=1000"], r"model\.vision_depth must be at most 256 \(got 1000\): deeper than any"),
     (["model.lm_depth=1000"], r"model\.lm_depth must be at most 256 \(got 1000\)"),
     (["trainer.batch_size=100000"], r"trainer\.batch_size must be at most 65536 \(got 100000\)"),
     # the memory estimate (kvideo/config/memory.py) against this machine: sizes no machine holds
-    (["trainer.batch_size=4096", "video.frame_size=4096"],
-     r"host memory: this run needs at least [\d.]+ TiB > 90% of [\d.]+ [KMGTP]iB \(.*\): .*"
-     r"frames in flight = trainer\.batch_size \* video\.max_frames \* video\.frame_size\^2 \* 3 B \* "
-     r"\(trainer\.num_workers \* 4 prefetched \+ 1 in training\) batches "
-     r"= 4096 \* 8 \* 4096\^2 \* 3 B \* \(2 \* 4 \+ 1\) = 13\.5 TiB"),
-    (["model.lm_width=16384", "model.lm_depth=256", "trainer.device=cpu"],
-     r"host memory: this run needs at least [\d.]+ TiB .*model states = parameters \* 16 B \(fp32 weights 4, "
-     r"grads 4, AdamW moments 8\) = [\d,]+ \* 16 B = [\d.]+ TiB"),
+    (
+        ["trainer.batch_size=4096", "video.frame_size=4096"],
+        r"host memory: this run needs at least [\d.]+ TiB > 90% of [\d.]+ [KMGTP]iB \(.*\): .*"
+        r"frames in flight = trainer\.batch_size \* video\.max_frames \* video\.frame_size\^2 \* 3 B \* "
+        r"\(trainer\.num_workers \* 4 prefetched \+ 1 in training\) batches "
+        r"= 4096 \* 8 \* 4096\^2 \* 3 B \* \(2 \* 4 \+ 1\) = 13\.5 TiB",
+    ),
+    (
+        ["model.lm_width=16384", "model.lm_depth=256", "trainer.device=cpu"],
+        r"host memory: this run needs at least [\d.]+ TiB .*model states = parameters \* 16 B "
+        r"\(fp32 weights 4, grads 4, AdamW moments 8\) = [\d,]+ \* 16 B = [\d.]+ TiB",
+    ),
 ]
 
 # Values that slip through naive "x <= 0" checks: NaN compares false with everything and would
@@ -157,19 +185,30 @@ NON_FINITE: list[tuple[list[str], str]] = [
 
 # Checked when the run starts (they name files that must exist), through the real CLI below.
 RUNTIME_CHECKED = {
-    "video.data_root": (["video/dataset=manifest", "video.data_root=/nonexistent/m.jsonl"],
-                        "video.data_root='/nonexistent/m.jsonl': no such manifest file or folder"),
-    "data.tokenizer": (["data.tokenizer=/nonexistent/tokenizer.json"],
-                       "data.tokenizer='/nonexistent/tokenizer.json': no tokenizer.json there"),
-    "data.blocklist": (["data.blocklist=/nonexistent/blocklist.txt"],
-                       "data.blocklist='/nonexistent/blocklist.txt': no such file"),
+    "video.data_root": (
+        ["video/dataset=manifest", "video.data_root=/nonexistent/m.jsonl"],
+        "video.data_root='/nonexistent/m.jsonl': no such manifest file or folder",
+    ),
+    "data.tokenizer": (
+        ["data.tokenizer=/nonexistent/tokenizer.json"],
+        "data.tokenizer='/nonexistent/tokenizer.json': no tokenizer.json there",
+    ),
+    "data.blocklist": (
+        ["data.blocklist=/nonexistent/blocklist.txt"],
+        "data.blocklist='/nonexistent/blocklist.txt': no such file",
+    ),
 }
 
 # Free-form labels: any string is a valid value (no bad value exists to test).
 FREE_FORM = {"video.dataset_name", "model.name"}
 
-GROUPS = {"video": VideoConfig, "decoder": DecoderConfig, "data": DataConfig, "model": ModelConfig,
-          "trainer": TrainerConfig}
+GROUPS = {
+    "video": VideoConfig,
+    "decoder": DecoderConfig,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "trainer": TrainerConfig,
+}
 
 
 def compose_cfg(overrides: list[str]):
@@ -206,7 +245,10 @@ def test_every_field_of_every_group_has_a_bad_value_case() -> None:
 def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=180,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
@@ -221,8 +263,10 @@ def assert_no_run_artifacts(run_dir: Path) -> None:
     [
         ("trainer.lr=-1", "kvideo: invalid config: trainer.lr must be positive (got -1.0)"),
         ("model.tokens_per_frame=3", "model.tokens_per_frame must be a square number"),
-        ("data.bad_sample_policy=drop",
-         "data.bad_sample_policy must be one of ['mask', 'replace'] (got 'drop')"),
+        (
+            "data.bad_sample_policy=drop",
+            "data.bad_sample_policy must be one of ['mask', 'replace'] (got 'drop')",
+        ),
         ("decoder.timeout_s=0", "decoder.timeout_s must be positive (got 0.0)"),
         ("trainer.max_steps=many", "Value 'many' of type 'str' could not be converted to Integer"),
     ],
@@ -239,13 +283,17 @@ def test_cli_exits_before_work(override: str, message: str, tmp_path: Path) -> N
     ("overrides", "message"),
     [
         # The issue's probe: it used to grow to 22.5 GB and be OOM-killed after 110 s.
-        (["video.frame_size=65536"],
-         "kvideo: invalid config: video.frame_size must be at most 4096 (got 65536)"),
+        (
+            ["video.frame_size=65536"],
+            "kvideo: invalid config: video.frame_size must be at most 4096 (got 65536)",
+        ),
         # Within every bound, but one batch alone is 1.5 TiB of uint8 frames.
-        (["video.frame_size=4096", "trainer.batch_size=4096"],
-         "frames in flight = trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B * "
-         "(trainer.num_workers * 4 prefetched + 1 in training) batches = 4096 * 8 * 4096^2 * 3 B "
-         "* (2 * 4 + 1) = 13.5 TiB"),
+        (
+            ["video.frame_size=4096", "trainer.batch_size=4096"],
+            "frames in flight = trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B * "
+            "(trainer.num_workers * 4 prefetched + 1 in training) batches = 4096 * 8 * 4096^2 * 3 B "
+            "* (2 * 4 + 1) = 13.5 TiB",
+        ),
     ],
 )
 def test_cli_refuses_a_config_that_cannot_fit_within_seconds_and_writes_nothing(

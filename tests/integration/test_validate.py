@@ -20,9 +20,9 @@ from kvideo.config.compose import ConfigDirNotFound, find_config_dir
 from kvideo.decode import DecodeError
 from kvideo.registry import DECODERS
 from kvideo.tools.validate import BLOCKLIST_NAME, REPORT_NAME, SUMMARY_NAME, main, probe_all, scan_config
-from tests import hostile as H
-from tests import videos as V
-from tests.conftest import REPO
+from tests.helpers import hostile as H
+from tests.helpers import videos as V
+from tests.helpers.paths import REPO
 
 TIMEOUT = "1.5"
 NARROW = [(1, 1), (2, 2), (32, 32), (96, 16)]
@@ -59,12 +59,31 @@ def scanned(tmp_path_factory: pytest.TempPathFactory):
     lines = (json.dumps({"path": p, "caption": f"clip {i}"}) + "\n" for i, p in enumerate(paths))
     manifest.write_text("".join(lines))
     out = root / "report"
-    code = main([
-        "video/dataset=manifest", f"video.data_root={manifest}", "--out", str(out), "--workers", "2",
-        "--timeout", TIMEOUT, "--no-progress", "--frames", "4",  # 4: sees the corrupt middle
-    ])
-    yield {"root": root, "cases": cases, "good": good, "narrow": narrow, "odd": odd, "manifest": manifest,
-           "out": out, "code": code}
+    code = main(
+        [
+            "video/dataset=manifest",
+            f"video.data_root={manifest}",
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--timeout",
+            TIMEOUT,
+            "--no-progress",
+            "--frames",
+            "4",  # 4: sees the corrupt middle
+        ]
+    )
+    yield {
+        "root": root,
+        "cases": cases,
+        "good": good,
+        "narrow": narrow,
+        "odd": odd,
+        "manifest": manifest,
+        "out": out,
+        "code": code,
+    }
     H.release_hangs(root)
     for case in cases:
         if os.path.isfile(case.path):
@@ -133,12 +152,19 @@ def test_blocklisted_rows_are_masked_and_never_opened(scanned, monkeypatch: pyte
 
     monkeypatch.setitem(DECODERS._entries, "spy_cpu", _spy_decoder)  # removed again after the test
     blocklist = scanned["out"] / BLOCKLIST_NAME
-    cfg = scan_config([
-        "video/dataset=manifest", f"video.data_root={scanned['manifest']}", f"data.blocklist={blocklist}",
-        "decoder.name=spy_cpu", f"decoder.timeout_s={TIMEOUT}", "video.frame_size=32", "video.max_frames=4",
-        "model.tokens_per_frame=4",
-        "video.min_frames=2",
-    ])
+    cfg = scan_config(
+        [
+            "video/dataset=manifest",
+            f"video.data_root={scanned['manifest']}",
+            f"data.blocklist={blocklist}",
+            "decoder.name=spy_cpu",
+            f"decoder.timeout_s={TIMEOUT}",
+            "video.frame_size=32",
+            "video.max_frames=4",
+            "model.tokens_per_frame=4",
+            "video.min_frames=2",
+        ]
+    )
     ds = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
     blocked = read_blocklist(str(blocklist))
     assert {c.path for c in scanned["odd"] if c.expect} <= blocked
@@ -179,7 +205,10 @@ def test_a_probe_that_crashes_its_worker_is_reported_and_the_scan_goes_on(
 def test_cli_refuses_a_bad_config_before_scanning(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "kvideo.validate", "video.fps=0", "--out", str(tmp_path / "out")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 2
@@ -261,7 +290,10 @@ def test_cli_names_a_config_dir_without_config_yaml_in_one_line(tmp_path: Path) 
     command = [sys.executable, "-m", "kvideo.validate", "--config-dir", str(tmp_path), "--out", str(tmp_path)]
     result = subprocess.run(
         command,
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 2
@@ -278,7 +310,11 @@ def test_installed_command_finds_the_config_tree_from_any_folder(tmp_path: Path)
     env = {k: v for k, v in os.environ.items() if k != "KVIDEO_CONFIG_DIR"}
     result = subprocess.run(
         [str(script), "video.fps=0", "--out", str(tmp_path / "out")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert result.returncode == 2
     assert "video.fps must be positive (got 0.0)" in result.stderr  # composed from the repository's conf/

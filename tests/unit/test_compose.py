@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from kvideo.config import KVideoConfig, register_configs, to_validated
 from kvideo.config.memory import check_fits_in_memory
 from kvideo.resources import MemoryLimit
-from tests.conftest import CONF_DIR
+from tests.helpers.paths import CONF_DIR
 
 register_configs()
 

@@ -12,7 +12,7 @@ from kvideo.config import to_validated
 from kvideo.data.loader import build_dataset, build_loader
 from kvideo.data.sharding import ResumableShardSampler
 from kvideo.data.tokenizer import ByteTokenizer
-from tests.videos import make_h264
+from tests.helpers.videos import make_h264
 
 CPU = torch.device("cpu")
 
@@ -21,17 +21,26 @@ CPU = torch.device("cpu")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("clips")
     # 1.0-3.0 s at 10 fps: 2-6 stamps at 2 fps, so some samples need padding.
-    return [Path(make_h264(root / f"c{i}.mp4", seconds=1.0 + (i % 5) * 0.5, fps=10, width=48, height=32,
-                           gop=12)) for i in range(10)]
+    return [
+        Path(make_h264(root / f"c{i}.mp4", seconds=1.0 + (i % 5) * 0.5, fps=10, width=48, height=32, gop=12))
+        for i in range(10)
+    ]
 
 
 def make_cfg(tmp_path: Path, paths: list[str], **overrides) -> object:
     manifest = tmp_path / "train.jsonl"
-    manifest.write_text("".join(json.dumps({"path": p, "caption": f"clip number {i}"}) + "\n"
-                                for i, p in enumerate(paths)))
+    manifest.write_text(
+        "".join(json.dumps({"path": p, "caption": f"clip number {i}"}) + "\n" for i, p in enumerate(paths))
+    )
     raw = {
-        "video": {"dataset_type": "manifest", "data_root": str(manifest), "frame_size": 32,
-                  "max_frames": 6, "min_frames": 2, "prompt": "describe:"},
+        "video": {
+            "dataset_type": "manifest",
+            "data_root": str(manifest),
+            "frame_size": 32,
+            "max_frames": 6,
+            "min_frames": 2,
+            "prompt": "describe:",
+        },
         "trainer": {"num_workers": 0, "seed": 3},
     }
     for key, value in overrides.items():
@@ -44,8 +53,18 @@ def indices_and_frames(cfg, *, epoch: int = 0, skip: int = 0, workers: int = 0, 
     cfg.trainer.num_workers = workers
     ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
     out = []
-    for batch in build_loader(ds, cfg, rank=0, world_size=1, epoch=epoch, skip_samples=skip, shuffle=True,
-                              batch_size=batch_size, drop_last=True, device=CPU):
+    for batch in build_loader(
+        ds,
+        cfg,
+        rank=0,
+        world_size=1,
+        epoch=epoch,
+        skip_samples=skip,
+        shuffle=True,
+        batch_size=batch_size,
+        drop_last=True,
+        device=CPU,
+    ):
         out.append((batch["index"].tolist(), batch["frames"].clone(), batch["frame_mask"].clone()))
     return out
 
@@ -78,8 +97,11 @@ def test_bad_sample_is_masked_and_counted(tmp_path: Path, clips: list[Path]) -> 
 def test_bad_sample_is_replaced_deterministically(tmp_path: Path, clips: list[Path]) -> None:
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    cfg = make_cfg(tmp_path, [str(empty), str(tmp_path / "gone.mp4"), str(clips[2])],
-                   **{"data.bad_sample_policy": "replace"})
+    cfg = make_cfg(
+        tmp_path,
+        [str(empty), str(tmp_path / "gone.mp4"), str(clips[2])],
+        **{"data.bad_sample_policy": "replace"},
+    )
     ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
     item = ds[0]
     assert item["skip_reason"] == "empty"  # the bad file is still reported...
@@ -104,13 +126,17 @@ def test_missing_blocklist_file_names_the_field(tmp_path: Path, clips: list[Path
 
 
 def test_shards_are_disjoint_and_cover_the_epoch() -> None:
-    shards = [ResumableShardSampler(11, rank=r, world_size=3, seed=1, epoch=4, drop_last=True).indices
-              for r in range(3)]
+    shards = [
+        ResumableShardSampler(11, rank=r, world_size=3, seed=1, epoch=4, drop_last=True).indices
+        for r in range(3)
+    ]
     assert all(len(s) == 3 for s in shards)
     flat = [i for s in shards for i in s]
     assert len(set(flat)) == 9
-    padded = [ResumableShardSampler(11, rank=r, world_size=3, seed=1, epoch=4, drop_last=False).indices
-              for r in range(3)]
+    padded = [
+        ResumableShardSampler(11, rank=r, world_size=3, seed=1, epoch=4, drop_last=False).indices
+        for r in range(3)
+    ]
     assert {i for s in padded for i in s} == set(range(11))
     again = ResumableShardSampler(11, rank=1, world_size=3, seed=1, epoch=4, drop_last=True).indices
     assert again == shards[1]
@@ -146,8 +172,22 @@ def test_random_segment_frames_change_with_the_epoch(tmp_path: Path, clips: list
 def test_loader_output_is_normalized_float_channels_first(tmp_path: Path, clips: list[Path]) -> None:
     cfg = make_cfg(tmp_path, [str(p) for p in clips[:4]])
     ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
-    batch = next(iter(build_loader(ds, cfg, rank=0, world_size=1, epoch=0, skip_samples=0, shuffle=False,
-                                   batch_size=4, drop_last=True, device=CPU)))
+    batch = next(
+        iter(
+            build_loader(
+                ds,
+                cfg,
+                rank=0,
+                world_size=1,
+                epoch=0,
+                skip_samples=0,
+                shuffle=False,
+                batch_size=4,
+                drop_last=True,
+                device=CPU,
+            )
+        )
+    )
     assert batch["frames"].shape == (4, 6, 3, 32, 32) and batch["frames"].dtype == torch.float32
     assert batch["frames"].min() < -1.0 and batch["frames"].max() > 1.0  # ImageNet-normalized
     assert batch["index"].tolist() == [0, 1, 2, 3]
@@ -205,8 +245,11 @@ def test_a_blocklist_that_is_a_directory_says_a_file_was_expected(tmp_path: Path
     # The usual slip: the validate --out folder instead of the blocklist in it. Say which file.
     (tmp_path / "report" / "blocklist.txt").write_text("")
     with pytest.raises(IsADirectoryError, match=r"did you mean data\.blocklist=.*report/blocklist\.txt"):
-        build_dataset(make_cfg(tmp_path, [str(clips[0])], **{"data.blocklist": str(tmp_path / "report")}),
-                      split="train", tokenizer=ByteTokenizer())
+        build_dataset(
+            make_cfg(tmp_path, [str(clips[0])], **{"data.blocklist": str(tmp_path / "report")}),
+            split="train",
+            tokenizer=ByteTokenizer(),
+        )
 
 
 def test_json_lines_blocklists_keep_every_name_exactly(tmp_path: Path) -> None:
@@ -219,7 +262,9 @@ def test_json_lines_blocklists_keep_every_name_exactly(tmp_path: Path) -> None:
     file.write_text(
         "# kvideo.validate blocklist (JSON lines)\n"
         + "".join(json.dumps({"path": p, "reason": "unreadable"}) + "\n" for p in names[:-1])
-        + "\n" + json.dumps(names[-1]) + "\r\n",  # a bare JSON string, a blank line, a CRLF
+        + "\n"
+        + json.dumps(names[-1])
+        + "\r\n",  # a bare JSON string, a blank line, a CRLF
         encoding="utf-8",
     )
     assert read_blocklist(str(file)) == set(names)

@@ -7,7 +7,7 @@ texture so P/B frames carry real residuals and seeking mistakes show up as pixel
 differences, not just as a different gray level.
 
 Plain functions (no pytest fixtures) so any test module can import them:
-``from tests.videos import make_h264``. Each ``make_*`` writes ``path`` and returns it
+``from tests.helpers.videos import make_h264``. Each ``make_*`` writes ``path`` and returns it
 as ``str``. Encodes are kept tiny (<= 2 s, <= 128x128) because the whole suite runs on 2 cores.
 """
 
@@ -134,17 +134,42 @@ def make_h264(
     keyframe per short clip); ``faststart`` puts the moov atom first, which is what makes a
     truncated copy still open (it then over-reports its frame count)."""
     return _make_cfr(
-        path, codec="libx264", seconds=seconds, fps=fps, width=width, height=height, gop=gop,
-        bframes=bframes, container_options={"movflags": "faststart"} if faststart else None,
+        path,
+        codec="libx264",
+        seconds=seconds,
+        fps=fps,
+        width=width,
+        height=height,
+        gop=gop,
+        bframes=bframes,
+        container_options={"movflags": "faststart"} if faststart else None,
     )
 
 
-def _make_cfr(path: str | os.PathLike[str], *, codec: str, seconds: float, fps: int, width: int,
-              height: int, gop: int, **encode: Any) -> str:
+def _make_cfr(
+    path: str | os.PathLike[str],
+    *,
+    codec: str,
+    seconds: float,
+    fps: int,
+    width: int,
+    height: int,
+    gop: int,
+    **encode: Any,
+) -> str:
     """Constant frame rate: frame i at i / fps (pts i in a 1/fps time base)."""
     n = max(1, round(seconds * fps))
-    return _encode(path, list(range(n)), Fraction(1, fps), codec=codec, width=width, height=height,
-                   rate=fps, gop=gop, **encode)
+    return _encode(
+        path,
+        list(range(n)),
+        Fraction(1, fps),
+        codec=codec,
+        width=width,
+        height=height,
+        rate=fps,
+        gop=gop,
+        **encode,
+    )
 
 
 def make_vp9_webm(

@@ -27,9 +27,18 @@ def make_job(sweep: Path, num: int, overrides: list[str], final: dict | None = N
 
 def test_table_and_plot_with_a_failed_and_an_unfinished_job(tmp_path: Path) -> None:
     for num, frames in enumerate([1, 2, 4]):
-        make_job(tmp_path, num, [f"video.max_frames={frames}", "trainer.max_steps=5"],
-                 final={"val_loss": 2.0 - frames / 10, "acc_direction": 0.2 * frames,
-                        "chance_direction": 0.25, "skipped": {"missing": frames}, "note": "x"})
+        make_job(
+            tmp_path,
+            num,
+            [f"video.max_frames={frames}", "trainer.max_steps=5"],
+            final={
+                "val_loss": 2.0 - frames / 10,
+                "acc_direction": 0.2 * frames,
+                "chance_direction": 0.25,
+                "skipped": {"missing": frames},
+                "note": "x",
+            },
+        )
     make_job(tmp_path, 3, ["video.max_frames=8", "trainer.max_steps=5"], error="RuntimeError: boom")
     make_job(tmp_path, 10, ["video.max_frames=16", "trainer.max_steps=5"])
 
@@ -51,16 +60,24 @@ def test_table_and_plot_with_a_failed_and_an_unfinished_job(tmp_path: Path) -> N
 def test_command_rebuilds_the_report_and_exits_nonzero_on_failures(tmp_path: Path) -> None:
     make_job(tmp_path, 0, ["video.fps=1"], final={"val_loss": 1.0})
     make_job(tmp_path, 1, ["video.fps=2"], error="ValueError: bad")
-    result = subprocess.run([sys.executable, "-m", "kvideo.sweep_report", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "kvideo.sweep_report", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "| 1 | 2 | failed |" in result.stdout
     assert (tmp_path / "report.png").is_file()
 
 
 def test_command_on_a_missing_dir_names_it(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "kvideo.sweep_report", str(tmp_path / "nope")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "kvideo.sweep_report", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "nope' does not exist" in result.stderr
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +19,11 @@ TINY = ["trainer=debug", "data.sample_train_clips=16", "data.sample_val_clips=8"
 
 
 @pytest.mark.parametrize(
-    "launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-                 ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]],
+    "launcher",
+    [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
+    ],
     ids=["joblib", "submitit_local"],
 )
 def test_local_sweep_runs_every_job_and_reports(launcher: list[str], tmp_path: Path) -> None:
@@ -28,7 +31,11 @@ def test_local_sweep_runs_every_job_and_reports(launcher: list[str], tmp_path: P
     sweep = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "-m", *launcher, *TINY, f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for num in ("0", "1"):

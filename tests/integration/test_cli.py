@@ -6,13 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 
 def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -25,8 +28,7 @@ def test_bad_value_exits_before_work_with_the_seed_message(tmp_path: Path) -> No
 
 
 def test_multirun_with_one_bad_point_launches_nothing(tmp_path: Path) -> None:
-    result = run_train("-m", "video.max_frames=4,0",
-                       f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    result = run_train("-m", "video.max_frames=4,0", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert result.returncode != 0
     assert "refusing to launch: 1 of 2 sweep points are invalid" in result.stderr
     assert "[video.max_frames=0] video.max_frames must be >= 1 (got 0)" in result.stderr

@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_dir
 
 from kvideo.config import register_configs, to_validated
 from kvideo.registry import DECODERS
-from tests import videos as V
-from tests.conftest import CONF_DIR
+from tests.helpers import videos as V
+from tests.helpers.paths import CONF_DIR
 
 register_configs()
 

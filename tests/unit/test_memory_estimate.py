@@ -14,18 +14,17 @@ import torch
 from kvideo.config import DecoderConfig, KVideoConfig, ModelConfig, TrainerConfig, VideoConfig
 from kvideo.config.memory import (
     BYTE_VOCAB,
-    GPU_DECODERS,
     PREFETCH_FACTOR,
     Term,
     check_fits_in_memory,
     check_fits_on_gpu,
     check_fits_where_it_runs,
-    estimate_params,
     format_bytes,
     lm_activation_terms,
     require_fits,
     vision_activation_terms,
 )
+from kvideo.config.model_size import estimate_params
 from kvideo.resources import (
     MemoryLimit,
     available_memory_bytes,
@@ -41,20 +40,37 @@ SAMPLE = {"dataset_type": "sample"}
 # (model overrides, video overrides): the tiny default (linear stem, motion tokens), a conv stem,
 # and small_vlm's shape at 224 px.
 SHAPES = {
-    "tiny_vlm": ({"tokens_per_frame": 16, "motion_tokens": True, "max_seq_len": 384},
-                 {"frame_size": 64, "max_frames": 8}),
-    "conv_stem": ({"tokens_per_frame": 16, "patch_stem": "conv", "max_seq_len": 384},
-                  {"frame_size": 64, "max_frames": 8}),
-    "small_vlm_224": ({"vision_width": 384, "vision_depth": 6, "vision_heads": 6, "tokens_per_frame": 16,
-                       "lm_width": 512, "lm_depth": 8, "lm_heads": 8, "max_seq_len": 1024,
-                       "max_text_len": 128},
-                      {"frame_size": 224, "max_frames": 8}),
+    "tiny_vlm": (
+        {"tokens_per_frame": 16, "motion_tokens": True, "max_seq_len": 384},
+        {"frame_size": 64, "max_frames": 8},
+    ),
+    "conv_stem": (
+        {"tokens_per_frame": 16, "patch_stem": "conv", "max_seq_len": 384},
+        {"frame_size": 64, "max_frames": 8},
+    ),
+    "small_vlm_224": (
+        {
+            "vision_width": 384,
+            "vision_depth": 6,
+            "vision_heads": 6,
+            "tokens_per_frame": 16,
+            "lm_width": 512,
+            "lm_depth": 8,
+            "lm_heads": 8,
+            "max_seq_len": 1024,
+            "max_text_len": 128,
+        },
+        {"frame_size": 224, "max_frames": 8},
+    ),
 }
 
 
 def make_cfg(model: dict | None = None, video: dict | None = None, **trainer) -> KVideoConfig:
-    return KVideoConfig(video=VideoConfig(**{**SAMPLE, **(video or {})}), model=ModelConfig(**(model or {})),
-                        trainer=TrainerConfig(**trainer))
+    return KVideoConfig(
+        video=VideoConfig(**{**SAMPLE, **(video or {})}),
+        model=ModelConfig(**(model or {})),
+        trainer=TrainerConfig(**trainer),
+    )
 
 
 def shape_cfg(name: str, **trainer) -> KVideoConfig:
@@ -72,8 +88,13 @@ def test_estimated_parameters_match_the_built_model(name: str, tie: bool) -> Non
 
     cfg = shape_cfg(name)
     video = cfg.video
-    model = build_model(cfg.model, vocab_size=BYTE_VOCAB, max_frames=video.max_frames,
-                        frame_size=video.frame_size, tie_embeddings=tie)
+    model = build_model(
+        cfg.model,
+        vocab_size=BYTE_VOCAB,
+        max_frames=video.max_frames,
+        frame_size=video.frame_size,
+        tie_embeddings=tie,
+    )
     real = count_parameters(model)
     estimate = estimate_params(cfg.model, BYTE_VOCAB, video.max_frames, video.frame_size, tie_embeddings=tie)
     assert abs(estimate - real) <= 0.01 * real, (estimate, real)
@@ -109,11 +130,24 @@ def test_activation_estimate_is_a_lower_bound_close_to_what_autograd_keeps(name:
     assert 0.6 * real <= estimate <= real, (format_bytes(estimate), format_bytes(real))
 
 
-def test_the_estimate_uses_the_loaders_prefetch_factor_and_gpu_decoders() -> None:
+def test_the_estimate_uses_the_loaders_prefetch_factor() -> None:
     from kvideo.data import loader
 
-    assert GPU_DECODERS == loader.GPU_DECODERS
     assert f"prefetch_factor={PREFETCH_FACTOR} if workers" in inspect.getsource(loader.build_loader)
+
+
+def test_every_decoder_not_declared_on_the_gpu_returns_cpu_frames(tmp_path) -> None:
+    """``DecoderConfig.decodes_on_gpu`` is what the loader and the estimate believe: check it
+    against what each registered decoder really returns (GPU ones cannot run here)."""
+    from kvideo.decode import decode_at
+    from kvideo.registry import DECODERS
+    from tests.helpers.videos import make_h264
+
+    on_gpu = {name for name in DECODERS.names() if DecoderConfig(name=name).decodes_on_gpu}
+    assert on_gpu == {"decord_gpu"}
+    clip = make_h264(tmp_path / "clip.mp4", seconds=0.2)
+    for name in sorted(set(DECODERS.names()) - on_gpu):
+        assert decode_at(clip, [0.0], decoder=name).frames.device.type == "cpu", name
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -145,8 +179,11 @@ def test_up_to_ninety_percent_of_the_limit_is_accepted() -> None:
 def test_processes_sharing_the_node_multiply_the_estimate() -> None:
     terms = [Term("t", "x", "x", 3 * GiB, "x")]
     require_fits(terms, MemoryLimit(10 * GiB, "test"), "host", (3, "LOCAL_WORLD_SIZE"))
-    with pytest.raises(ValueError, match=r"12\.0 GiB \(3\.0 GiB per process \* 4 processes, "
-                                         r"LOCAL_WORLD_SIZE\) > 90% of 10\.0 GiB"):
+    with pytest.raises(
+        ValueError,
+        match=r"12\.0 GiB \(3\.0 GiB per process \* 4 processes, "
+        r"LOCAL_WORLD_SIZE\) > 90% of 10\.0 GiB",
+    ):
         require_fits(terms, MemoryLimit(10 * GiB, "test"), "host", (4, "LOCAL_WORLD_SIZE"))
 
 
@@ -166,8 +203,9 @@ def test_model_states_count_sixteen_bytes_a_parameter_when_training_on_the_cpu()
     params = estimate_params(cfg.model, BYTE_VOCAB, cfg.video.max_frames, cfg.video.frame_size)
     with pytest.raises(ValueError) as err:
         check_fits_in_memory(cfg, limit=MemoryLimit(24 * GiB, "test"), processes=(1, ""), on_host=True)
-    expected = (f"model states = parameters * 16 B (fp32 weights 4, grads 4, AdamW moments 8) "
-                f"= {params:,} * 16 B")
+    expected = (
+        f"model states = parameters * 16 B (fp32 weights 4, grads 4, AdamW moments 8) = {params:,} * 16 B"
+    )
     assert expected in str(err.value)
     assert str(err.value).endswith("lower model.*_width, model.*_depth or model.max_seq_len")
 
@@ -180,26 +218,37 @@ def test_model_and_activations_are_not_host_memory_when_training_on_a_gpu() -> N
 def test_gpu_check_counts_two_bytes_an_activation_under_bf16_and_four_in_fp32() -> None:
     cfg = shape_cfg("small_vlm_224", batch_size=64)  # 9.7 GiB under bf16, 18.6 GiB in fp32
     check_fits_on_gpu(cfg, total_bytes=16 * GiB, bf16=True, device="cuda:0")
-    with pytest.raises(ValueError, match=r"^cuda:0 memory: .* > 90% of 16\.0 GiB \(total memory of cuda:0\): "
-                                         r"ViT activations = .* \* 4 B = "):
+    with pytest.raises(
+        ValueError,
+        match=r"^cuda:0 memory: .* > 90% of 16\.0 GiB \(total memory of cuda:0\): "
+        r"ViT activations = .* \* 4 B = ",
+    ):
         check_fits_on_gpu(cfg, total_bytes=16 * GiB, bf16=False, device="cuda:0")
     with pytest.raises(ValueError, match=r"ViT activations = .* \* 2 B = "):
         check_fits_on_gpu(shape_cfg("small_vlm_224", batch_size=256), total_bytes=16 * GiB, bf16=True)
 
 
 def test_gpu_decoded_frames_count_the_prefetch_queue_on_the_device() -> None:
-    cfg = KVideoConfig(video=VideoConfig(**SAMPLE, frame_size=2048, max_frames=8),
-                       decoder=DecoderConfig(name="decord_gpu"),
-                       trainer=TrainerConfig(batch_size=64, device="cuda"))
-    with pytest.raises(ValueError, match=r"decoded frames on the device = .* \(decoder\.prefetch \+ 1\) "
-                                         r"batches = 64 \* 8 \* 2048\^2 \* 3 B \* \(2 \+ 1\) = 18\.0 GiB"):
+    cfg = KVideoConfig(
+        video=VideoConfig(**SAMPLE, frame_size=2048, max_frames=8),
+        decoder=DecoderConfig(name="decord_gpu"),
+        trainer=TrainerConfig(batch_size=64, device="cuda"),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"decoded frames on the device = .* \(decoder\.prefetch \+ 1\) "
+        r"batches = 64 \* 8 \* 2048\^2 \* 3 B \* \(2 \+ 1\) = 18\.0 GiB",
+    ):
         check_fits_on_gpu(cfg, total_bytes=16 * GiB, bf16=True)
 
 
 def test_slurm_sweep_points_are_checked_against_the_jobs_mem_gb_not_the_login_node() -> None:
     cfg = shape_cfg("small_vlm_224", device="cpu")  # 5.2 GiB
-    slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
-             "tasks_per_node": 1, "gpus_per_node": 0}
+    slurm = {
+        "_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+        "tasks_per_node": 1,
+        "gpus_per_node": 0,
+    }
     check_fits_where_it_runs(cfg, {**slurm, "mem_gb": 8})
     check_fits_where_it_runs(cfg, {**slurm, "mem_gb": None})  # unset: the job checks on its node
     with pytest.raises(ValueError, match=r"> 90% of 4\.0 GiB \(hydra\.launcher\.mem_gb=4\)"):

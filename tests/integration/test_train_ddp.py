@@ -14,13 +14,24 @@ import torch.multiprocessing as mp
 
 from kvideo.config.model import ModelConfig
 from kvideo.train.distributed import LaunchEnv, detect_launch, first_host
+from tests.helpers.configs import tiny_config
 
 WORLD = 2
 FRAMES, SIZE, TEXT = 2, 32, 12
 
 
-TINY_MODEL = ModelConfig(patch_size=16, vision_width=32, vision_depth=1, vision_heads=2, tokens_per_frame=4,
-                         lm_width=32, lm_depth=1, lm_heads=2, max_seq_len=64, max_text_len=TEXT)
+TINY_MODEL = ModelConfig(
+    patch_size=16,
+    vision_width=32,
+    vision_depth=1,
+    vision_heads=2,
+    tokens_per_frame=4,
+    lm_width=32,
+    lm_depth=1,
+    lm_heads=2,
+    max_seq_len=64,
+    max_text_len=TEXT,
+)
 
 
 def _rank_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -43,8 +54,11 @@ def _free_port() -> int:
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
     import torch.distributed as dist
@@ -73,12 +87,16 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         gathered_grads = all_gather_objects(grad_flat, env)
         local_losses = all_gather_objects(float(loss.detach()), env)
         if rank == 0:
-            Path(out_dir, "result.json").write_text(json.dumps({
-                "max_param_diff": float((gathered[0] - gathered[1]).abs().max()),
-                "max_grad_diff": float((gathered_grads[0] - gathered_grads[1]).abs().max()),
-                "losses": local_losses,
-                "checksum": float(flat.double().sum()),
-            }))
+            Path(out_dir, "result.json").write_text(
+                json.dumps(
+                    {
+                        "max_param_diff": float((gathered[0] - gathered[1]).abs().max()),
+                        "max_grad_diff": float((gathered_grads[0] - gathered_grads[1]).abs().max()),
+                        "losses": local_losses,
+                        "checksum": float(flat.double().sum()),
+                    }
+                )
+            )
             torch.save(flat, Path(out_dir, "params_after.pt"))
         dist.barrier()
     finally:
@@ -128,15 +146,28 @@ def test_detect_single_process() -> None:
 
 
 def test_detect_torchrun_wins_over_slurm() -> None:
-    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "h1", "MASTER_PORT": "1234",
-           "SLURM_PROCID": "0", "SLURM_NTASKS": "2"}
+    env = {
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "h1",
+        "MASTER_PORT": "1234",
+        "SLURM_PROCID": "0",
+        "SLURM_NTASKS": "2",
+    }
     assert detect_launch(env) == LaunchEnv(3, 1, 4, "h1", 1234, "torchrun")
 
 
 def test_detect_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "")  # no scontrol: exercise the parser
-    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1",
-           "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[07-08,11],cpu3"}
+    env = {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_STEP_NUM_TASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "gpu[07-08,11],cpu3",
+    }
     launch = detect_launch(env)
     assert (launch.rank, launch.local_rank, launch.world_size, launch.source) == (5, 1, 8, "slurm")
     assert launch.master_addr == "gpu07"
@@ -148,8 +179,13 @@ def test_detect_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("nodelist", "first"),
-    [("node1", "node1"), ("a,b", "a"), ("node[01-04,07]", "node01"), ("gpu[3,5]-ib", "gpu3-ib"),
-     ("x[2-3],y[1-2]", "x2")],
+    [
+        ("node1", "node1"),
+        ("a,b", "a"),
+        ("node[01-04,07]", "node01"),
+        ("gpu[3,5]-ib", "gpu3-ib"),
+        ("x[2-3],y[1-2]", "x2"),
+    ],
 )
 def test_first_host(monkeypatch: pytest.MonkeyPatch, nodelist: str, first: str) -> None:
     monkeypatch.setenv("PATH", "")
@@ -171,12 +207,14 @@ def test_cuda_requested_without_cuda_names_the_field() -> None:
 
 def _train_worker(rank: int, port: int, data_root: str, run_dir: str, out_dir: str) -> None:
     os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
     from kvideo.train import train
-    from tests.test_train_loop import tiny_config
 
     cfg = tiny_config(Path(data_root), max_steps=6, ckpt_every=3, val_every=3, val_max_batches=0)
     cfg.data.val_max_samples = 7  # odd: rank 1's last validation sample is a padding duplicate
@@ -190,7 +228,6 @@ def test_train_with_two_ranks(tmp_path: Path) -> None:
     from kvideo.data.loader import build_dataset
     from kvideo.data.tokenizer import build_tokenizer
     from kvideo.train.metrics import read_jsonl
-    from tests.test_train_loop import tiny_config
 
     data_root = tmp_path / "data"
     cfg = tiny_config(data_root)
@@ -198,8 +235,11 @@ def test_train_with_two_ranks(tmp_path: Path) -> None:
     Path(rows[2].path).write_bytes(b"")
     run_dir = tmp_path / "run"
     mp.start_processes(
-        _train_worker, args=(_free_port(), str(data_root), str(run_dir), str(tmp_path)),
-        nprocs=WORLD, join=True, start_method="fork",
+        _train_worker,
+        args=(_free_port(), str(data_root), str(run_dir), str(tmp_path)),
+        nprocs=WORLD,
+        join=True,
+        start_method="fork",
     )
     finals = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert finals[0]["status"] == finals[1]["status"] == "completed"

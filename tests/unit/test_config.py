@@ -118,9 +118,7 @@ def test_other_nodes_name_their_fields(factory, message: str) -> None:
 
 def test_token_budget_shows_the_arithmetic() -> None:
     with pytest.raises(ValueError) as err:
-        KVideoConfig(
-            video=VideoConfig(max_frames=64, frame_size=64), model=ModelConfig(max_seq_len=256)
-        )
+        KVideoConfig(video=VideoConfig(max_frames=64, frame_size=64), model=ModelConfig(max_seq_len=256))
     assert (
         "video.max_frames * model.tokens_per_frame + model.max_text_len = 64 * 4 + 48 = 304 "
         "> model.max_seq_len (256)"
@@ -166,8 +164,11 @@ def test_the_largest_sizes_within_the_bounds_are_accepted() -> None:
 
 
 def test_to_validated_refuses_what_cannot_fit_in_this_machines_memory() -> None:
-    with pytest.raises(ValueError, match=r"^host memory: this run needs at least [\d.]+ TiB > 90% of .*"
-                                         r"\((cgroup limit|MemTotal in) .*frames in flight = "):
+    with pytest.raises(
+        ValueError,
+        match=r"^host memory: this run needs at least [\d.]+ TiB > 90% of .*"
+        r"\((cgroup limit|MemTotal in) .*frames in flight = ",
+    ):
         to_validated({"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}})
 
 

@@ -2,7 +2,7 @@
 declared as entry points (name -> module) exactly as their modules register them.
 
 Plugins found through entry points (names without imports, import on first use, a distribution
-outside kvideo) are tested in ``tests/test_plugins.py``."""
+outside kvideo) are tested in ``tests/integration/test_plugins.py``."""
 
 from __future__ import annotations
 
@@ -65,4 +65,3 @@ def test_builtins_are_offered() -> None:
     policies = {"uniform", "molmo2", "molmo2_no_max_fps", "qwen", "random_segment"}
     assert policies <= set(SAMPLING_POLICIES.names())
     assert {"decord_cpu", "decord_gpu", "pyav_cpu"} <= set(DECODERS.names())
-

@@ -15,7 +15,7 @@ from kvideo.data.clip_dataset import SamplingSpec, sample_timestamps
 from kvideo.decode import ClipMeta, build_decoder
 from kvideo.decode.frame_index import Timeline
 from kvideo.sampling import timestamps
-from tests import videos as V
+from tests.helpers import videos as V
 
 POLICIES = ("uniform", "molmo2", "molmo2_no_max_fps", "qwen", "random_segment")
 SPANNING = ("uniform", "molmo2", "molmo2_no_max_fps")  # first stamp 0, last stamp the duration
@@ -27,6 +27,7 @@ def stamps(policy: str, duration: float, **kw) -> list[float]:
 
 
 # uniform (KempnerForge) -------------------------------------------------------------
+
 
 def test_uniform_design_examples() -> None:
     assert stamps("uniform", 2.0, fps=2, min_frames=4) == pytest.approx([0, 2 / 3, 4 / 3, 2])
@@ -58,6 +59,7 @@ def test_uniform_uses_pythons_round() -> None:
 
 
 # molmo2 -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("duration", "expected"),
@@ -93,6 +95,7 @@ def test_molmo2_no_max_fps_degenerate_duration_is_one_stamp() -> None:
 
 # qwen ---------------------------------------------------------------------------------
 
+
 def test_qwen_design_example() -> None:
     got = timestamps("qwen", duration=1.0, fps=2, min_frames=4, max_frames=16, num_frames=30, native_fps=30)
     assert got == pytest.approx([0 / 30, 10 / 30, 19 / 30, 29 / 30])
@@ -105,8 +108,15 @@ def test_qwen_long_clip_even_count_capped() -> None:
 
 @pytest.mark.parametrize("num_frames", [1, 2, 3, 5])
 def test_qwen_never_raises_on_short_clips(num_frames: int) -> None:
-    got = timestamps("qwen", duration=num_frames / 30, fps=2, min_frames=8, max_frames=16,
-                     num_frames=num_frames, native_fps=30)
+    got = timestamps(
+        "qwen",
+        duration=num_frames / 30,
+        fps=2,
+        min_frames=8,
+        max_frames=16,
+        num_frames=num_frames,
+        native_fps=30,
+    )
     assert 1 <= len(got) <= num_frames
 
 
@@ -121,10 +131,12 @@ VFR_STARTS = V.vfr_times()  # 30 frames, gaps of 20-120 ms
 VFR_DURATION = 1.82  # last start 1.78 + its 40 ms display
 
 
-def qwen_vl_utils_indices(total_frames: int, video_fps: float, *, fps: float, min_frames: int,
-                          max_frames: int) -> list[int]:
+def qwen_vl_utils_indices(
+    total_frames: int, video_fps: float, *, fps: float, min_frames: int, max_frames: int
+) -> list[int]:
     """qwen-vl-utils' ``smart_nframes`` (FRAME_FACTOR 2) and its ``torch.linspace(start_frame,
     end_frame, nframes).round()``, written out again as the reference."""
+
     def floor_by_factor(x: float) -> int:
         return math.floor(x / 2) * 2
 
@@ -143,8 +155,14 @@ def frames_on_screen(starts: list[float], stamps: list[float]) -> list[int]:
 def test_qwen_with_frame_starts_returns_the_starts_of_qwen_vl_utils_picks() -> None:
     kw = {"fps": 8.0, "min_frames": 4, "max_frames": 32}
     expected = qwen_vl_utils_indices(30, 30 / VFR_DURATION, **kw)
-    got = timestamps("qwen", duration=VFR_DURATION, num_frames=30, native_fps=30 / VFR_DURATION,
-                     frame_starts=VFR_STARTS, **kw)
+    got = timestamps(
+        "qwen",
+        duration=VFR_DURATION,
+        num_frames=30,
+        native_fps=30 / VFR_DURATION,
+        frame_starts=VFR_STARTS,
+        **kw,
+    )
     assert got == [VFR_STARTS[i] for i in expected]
     assert frames_on_screen(VFR_STARTS, got) == expected
 
@@ -157,8 +175,14 @@ def test_qwen_without_frame_starts_misses_qwen_vl_utils_picks_on_vfr() -> None:
 
 
 def test_qwen_with_frame_starts_matches_the_constant_rate_stamps_on_cfr() -> None:
-    kw = {"duration": 2.0, "fps": 2.0, "min_frames": 4, "max_frames": 16, "num_frames": 50,
-          "native_fps": 25.0}
+    kw = {
+        "duration": 2.0,
+        "fps": 2.0,
+        "min_frames": 4,
+        "max_frames": 16,
+        "num_frames": 50,
+        "native_fps": 25.0,
+    }
     starts = [i / 25 for i in range(50)]
     assert timestamps("qwen", frame_starts=starts, **kw) == pytest.approx(timestamps("qwen", **kw))
 
@@ -166,8 +190,16 @@ def test_qwen_with_frame_starts_matches_the_constant_rate_stamps_on_cfr() -> Non
 def test_qwen_refuses_frame_starts_that_do_not_match_num_frames() -> None:
     message = r"frame_starts must hold one start per frame \(30\), got shape \(29,\)"
     with pytest.raises(ValueError, match=message):
-        timestamps("qwen", duration=VFR_DURATION, fps=8, min_frames=4, max_frames=32, num_frames=30,
-                   native_fps=30 / VFR_DURATION, frame_starts=VFR_STARTS[:29])
+        timestamps(
+            "qwen",
+            duration=VFR_DURATION,
+            fps=8,
+            min_frames=4,
+            max_frames=32,
+            num_frames=30,
+            native_fps=30 / VFR_DURATION,
+            frame_starts=VFR_STARTS[:29],
+        )
 
 
 def test_segment_meta_frame_starts_select_each_of_its_frames() -> None:
@@ -188,10 +220,18 @@ def vfr_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def qwen_sampler(seen: list[ClipMeta], **budget):
     """What a dataset hands the decoder: the policy, fed every ClipMeta field."""
+
     def sample(meta: ClipMeta) -> list[float]:
         seen.append(meta)
-        return timestamps("qwen", duration=meta.duration, num_frames=meta.num_frames,
-                          native_fps=meta.native_fps, frame_starts=meta.frame_starts, **budget)
+        return timestamps(
+            "qwen",
+            duration=meta.duration,
+            num_frames=meta.num_frames,
+            native_fps=meta.native_fps,
+            frame_starts=meta.frame_starts,
+            **budget,
+        )
+
     return sample
 
 
@@ -216,6 +256,7 @@ def test_qwen_decodes_exactly_qwen_vl_utils_frames_of_a_real_vfr_clip(
 
 # random_segment -------------------------------------------------------------------
 
+
 def test_random_segment_one_stamp_per_segment_and_reproducible() -> None:
     kw = {"duration": 8.0, "fps": 1.0, "min_frames": 4, "max_frames": 8}
     a = timestamps("random_segment", seed=1, epoch=2, index=3, **kw)
@@ -229,14 +270,23 @@ def test_random_segment_one_stamp_per_segment_and_reproducible() -> None:
 
 # properties for every policy --------------------------------------------------------
 
+
 @pytest.mark.parametrize("policy", POLICIES)
 def test_properties(policy: str) -> None:
     durations = [0.05, 0.5, 1.0, 1.7, 3.0, 10.0, 61.3, 3600.0]
     budgets = [(1, 1), (1, 4), (4, 4), (4, 16), (2, 32)]
     for duration, (lo, hi), fps in itertools.product(durations, budgets, [0.5, 2.0, 8.0]):
         native = 25.0
-        got = timestamps(policy, duration=duration, fps=fps, min_frames=lo, max_frames=hi,
-                         num_frames=max(1, round(duration * native)), native_fps=native, index=7)
+        got = timestamps(
+            policy,
+            duration=duration,
+            fps=fps,
+            min_frames=lo,
+            max_frames=hi,
+            num_frames=max(1, round(duration * native)),
+            native_fps=native,
+            index=7,
+        )
         context = f"{policy} duration={duration} fps={fps} frames=[{lo},{hi}]: {got}"
         assert 1 <= len(got) <= hi, context
         assert got == sorted(got), context
@@ -259,6 +309,7 @@ def test_unknown_policy_names_the_config_key() -> None:
 
 # argument checks (KempnerForge's sample_timestamps) -------------------------------------
 
+
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize(
     ("budget", "message"),
@@ -280,8 +331,18 @@ def test_an_impossible_budget_is_refused_naming_the_argument_and_value(
 
 
 def test_the_stable_signature_still_takes_every_documented_keyword() -> None:
-    got = timestamps("random_segment", duration=4.0, fps=1.0, min_frames=1, max_frames=8,
-                     num_frames=100, native_fps=25.0, seed=3, epoch=1, index=2)
+    got = timestamps(
+        "random_segment",
+        duration=4.0,
+        fps=1.0,
+        min_frames=1,
+        max_frames=8,
+        num_frames=100,
+        native_fps=25.0,
+        seed=3,
+        epoch=1,
+        index=2,
+    )
     assert len(got) == 4
 
 

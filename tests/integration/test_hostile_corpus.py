@@ -25,9 +25,9 @@ from hydra import compose, initialize_config_dir
 from kvideo.config import KVideoConfig, register_configs, to_validated
 from kvideo.decode import DecodeError, build_decoder
 from kvideo.train.metrics import read_jsonl
-from tests import hostile as H
-from tests import videos as V
-from tests.conftest import CONF_DIR
+from tests.helpers import hostile as H
+from tests.helpers import videos as V
+from tests.helpers.paths import CONF_DIR
 
 register_configs()
 
@@ -55,12 +55,25 @@ def small_overrides(data_root: Path, **extra: Any) -> list[str]:
     """Manifest dataset, 32 px frames, 4..8 frames at 2 fps, the tiny model, CPU."""
     options = {
         "video.data_root": str(data_root),
-        "video.frame_size": 32, "video.max_frames": 8, "video.min_frames": 4, "video.fps": 2.0,
+        "video.frame_size": 32,
+        "video.max_frames": 8,
+        "video.min_frames": 4,
+        "video.fps": 2.0,
         "decoder.timeout_s": TIMEOUT_S,
-        "model.vision_width": 32, "model.vision_heads": 2, "model.lm_width": 32, "model.lm_heads": 2,
-        "model.vision_depth": 1, "model.lm_depth": 1, "model.tokens_per_frame": 4,
-        "trainer.device": "cpu", "trainer.batch_size": BATCH, "trainer.num_workers": 0,
-        "trainer.log_every": 1, "trainer.ckpt_every": 0, "trainer.val_every": 0, "trainer.warmup_steps": 1,
+        "model.vision_width": 32,
+        "model.vision_heads": 2,
+        "model.lm_width": 32,
+        "model.lm_heads": 2,
+        "model.vision_depth": 1,
+        "model.lm_depth": 1,
+        "model.tokens_per_frame": 4,
+        "trainer.device": "cpu",
+        "trainer.batch_size": BATCH,
+        "trainer.num_workers": 0,
+        "trainer.log_every": 1,
+        "trainer.ckpt_every": 0,
+        "trainer.val_every": 0,
+        "trainer.warmup_steps": 1,
     }
     options.update(extra)
     return ["video/dataset=manifest", "trainer=debug", *(f"{k}={v}" for k, v in options.items())]
@@ -115,6 +128,7 @@ def test_every_hostile_file_gets_its_reason(dataset) -> None:
 
 def _decode(path: str, stamps: list[float] | None = None, size: int | None = None):
     dec = build_decoder(compose_cfg(small_overrides("")).decoder)
+
     def sample(meta) -> list[float]:
         return list(stamps) if stamps is not None else np.linspace(0, meta.duration, 8).tolist()
 
@@ -172,8 +186,9 @@ def test_over_reporting_index_is_clamped_to_real_frames(corpus) -> None:
     assert claimed == real + 200
     clip = _decode(path)
     assert clip.meta.num_frames == real
-    assert [V.frame_index_of(f) for f in clip.frames.numpy()] == sorted(V.frame_index_of(f)
-                                                                       for f in clip.frames.numpy())
+    assert [V.frame_index_of(f) for f in clip.frames.numpy()] == sorted(
+        V.frame_index_of(f) for f in clip.frames.numpy()
+    )
 
 
 def test_short_and_single_frame_clips_pad_up_to_min_frames(dataset) -> None:
@@ -296,8 +311,10 @@ def test_worker_supervisor_resumes_exactly_after_the_delivered_samples() -> None
     def make_loader(skip: int) -> list[dict[str, Any]]:
         starts.append(skip)
         items = list(range(len(reasons)))[skip:]
-        return [{"index": items[i:i + 2], "skip_reason": [reasons[k] for k in items[i:i + 2]]}
-                for i in range(0, len(items), 2)]
+        return [
+            {"index": items[i : i + 2], "skip_reason": [reasons[k] for k in items[i : i + 2]]}
+            for i in range(0, len(items), 2)
+        ]
 
     seen = [i for batch in WorkerSupervisor(make_loader, enabled=True) for i in batch["index"]]
     assert seen == list(range(len(reasons)))  # nothing skipped, nothing twice
@@ -342,8 +359,18 @@ def test_a_hung_decode_gets_its_worker_replaced(corpus, tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "data" / "train.jsonl", paths)
     cfg = compose_cfg(small_overrides(manifest.parent, **{"trainer.num_workers": 2}))
     ds = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
-    batches = build_loader(ds, cfg, rank=0, world_size=1, epoch=0, skip_samples=0, shuffle=False,
-                           batch_size=2, drop_last=False, device=torch.device("cpu"))
+    batches = build_loader(
+        ds,
+        cfg,
+        rank=0,
+        world_size=1,
+        epoch=0,
+        skip_samples=0,
+        shuffle=False,
+        batch_size=2,
+        drop_last=False,
+        device=torch.device("cpu"),
+    )
     seen, stuck = [], set()
     for batch in batches:
         seen += batch["index"].tolist()

@@ -1,0 +1,1 @@
+"""Cluster tests: a real local SLURM cluster (``scripts/slurm_local.sh``)."""

@@ -1,0 +1,55 @@
+"""Tiny configs that train in seconds on 2 cores, shared by the training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kvideo.config import DataConfig, KVideoConfig, ModelConfig, TrainerConfig, VideoConfig
+
+MAX_STEPS = 12
+
+
+def tiny_config(data_root: Path, **trainer: Any) -> KVideoConfig:
+    """~60k parameters, 4 frames of 32x32, 24 training clips (6 steps per epoch at 2x2 clips)."""
+    options = dict(
+        max_steps=MAX_STEPS,
+        batch_size=2,
+        grad_accum=2,
+        lr=2e-3,
+        warmup_steps=2,
+        log_every=1,
+        ckpt_every=3,
+        val_every=6,
+        val_max_batches=1,
+        num_workers=0,
+        device="cpu",
+        seed=3,
+    )
+    options.update(trainer)
+    return KVideoConfig(
+        video=VideoConfig(
+            data_root=str(data_root),
+            dataset_type="sample",
+            dataset_name="sample",
+            frame_size=32,
+            max_frames=4,
+            min_frames=2,
+            fps=2.0,
+        ),
+        data=DataConfig(sample_train_clips=24, sample_val_clips=8),
+        model=ModelConfig(
+            patch_size=16,
+            vision_width=32,
+            vision_depth=1,
+            vision_heads=2,
+            tokens_per_frame=4,
+            lm_width=32,
+            lm_depth=1,
+            lm_heads=2,
+            max_seq_len=64,
+            max_text_len=40,
+            dropout=0.1,
+        ),
+        trainer=TrainerConfig(**options),
+    )

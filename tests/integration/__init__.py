@@ -1,0 +1,1 @@
+"""Integration tests: training runs, the real CLI, tools and launchers, DataLoader workers."""
