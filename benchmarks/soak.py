@@ -1,15 +1,15 @@
 """Soak: 10,000 decodes through the training data path; worker memory must stay flat and the
 decode rate must not decline.
 
-Why: decord's known pain is memory growth with long-lived readers (DESIGN.md, Decoding), and
-a leak in a DataLoader worker only shows after thousands of samples, never in a unit test.
+Why: decord's known pain is memory growth with long-lived readers (its users' issue threads),
+and a leak in a DataLoader worker only shows after thousands of samples, never in a unit test.
 This runs ``kvideo.data.loader.build_dataset`` + ``build_loader`` exactly as the trainer does
 (2 workers, one epoch over a corpus of at least ``--n`` clips, so the same two worker
 processes serve every sample), and every 1000 clips records each worker's RSS (``VmRSS`` of
 ``/proc/<pid>/status`` for the child processes of this one; psutil is not a dependency) and
 the clips/s of that window.
 
-Targets (DESIGN.md): worker RSS growth < 5 % from the first batch to the end; no decline in
+Targets (README, Benchmarks): worker RSS growth < 5 % from the first batch to the end; no decline in
 clips/s (median of the second half of the windows >= 90 % of the first half's, the first
 window left out). The peak RSS is recorded too: glibc's allocator makes RSS swing by tens of
 MiB between windows without any leak.

@@ -1,7 +1,7 @@
 """``VideoConfig``: where the videos are and how frames are sampled from them.
 
 Fields, defaults and messages follow the seed project's ``VideoConfig`` exactly
-(see shared/reference/seed_video_config.txt), so configs written for it keep
+(``tests/unit/test_config.py`` pins the defaults), so configs written for it keep
 working and its error messages stay familiar.
 """
 

@@ -10,26 +10,23 @@ line) are still read as they always were.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from kvideo.files import write_text_atomic
 
 BLOCKLIST_NAME = "blocklist.txt"
 
 
 def write_blocklist(path: Path, bad: Iterable[tuple[str, str]]) -> Path:
-    """Write ``(path, reason)`` pairs to ``path`` atomically (temp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``(path, reason)`` pairs to ``path``, whole or not at all (``kvideo.files``)."""
     # The header stays one line whatever the folder's name holds; json.dumps (ASCII) escapes
     # every newline, control character and non-UTF-8 byte (surrogateescape) of the paths.
     where = str(path.resolve()).replace("\r", "\\r").replace("\n", "\\n")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(f"# kvideo.validate blocklist, JSON lines: train with data.blocklist={where}\n")
-        for bad_path, reason in sorted(bad):
-            handle.write(json.dumps({"path": bad_path, "reason": reason}) + "\n")
-    os.replace(tmp, path)
-    return path
+    header = f"# kvideo.validate blocklist, JSON lines: train with data.blocklist={where}\n"
+    lines = "".join(json.dumps({"path": p, "reason": reason}) + "\n" for p, reason in sorted(bad))
+    return write_text_atomic(path, header + lines)
 
 
 def read_blocklist(path: str) -> frozenset[str]:

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from kvideo.config import KVideoConfig
 from kvideo.data.rows import ClipRow
+from kvideo.data.tokenizer import IGNORE_INDEX
 from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder
@@ -163,7 +164,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         input_ids, labels = self._text[source]
         labels = torch.tensor(labels, dtype=torch.long)
         if clip is None:
-            labels.fill_(-100)  # nothing to learn from a slot without frames
+            labels.fill_(IGNORE_INDEX)  # nothing to learn from a slot without frames
         else:
             n = min(len(clip.times), max_frames)
             frames[:n] = clip.frames[:n]

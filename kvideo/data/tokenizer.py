@@ -108,13 +108,8 @@ class HFTokenizer(_ExampleMixin):
                 f"data.tokenizer={path!r}: no tokenizer.json there (expected a local Hugging Face "
                 "tokenizers file; leave data.tokenizer empty for the built-in byte tokenizer)"
             )
-        try:
-            from tokenizers import Tokenizer as _Tokenizer
-        except ImportError:
-            raise ImportError(
-                f"data.tokenizer={path!r} needs the `tokenizers` library: pip install 'kvideo[tokenizers]' "
-                "(or leave data.tokenizer empty for the built-in byte tokenizer)"
-            ) from None
+        from tokenizers import Tokenizer as _Tokenizer  # a dependency; imported only when used
+
         self.path = file
         try:
             self._tok = _Tokenizer.from_file(file)

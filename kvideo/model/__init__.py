@@ -4,8 +4,8 @@ Importing this package imports torch; nothing in the config / registry path impo
 ``python train.py --cfg job`` stays fast.
 """
 
+from kvideo.data.tokenizer import IGNORE_INDEX
 from kvideo.model.vlm import (
-    IGNORE_INDEX,
     VideoLanguageModel,
     build_attention_mask,
     build_model,

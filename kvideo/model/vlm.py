@@ -32,11 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kvideo.config.model import ModelConfig
+from kvideo.data.tokenizer import IGNORE_INDEX  # the labels the tokenizer writes
 from kvideo.model.adapter import FrameAdapter
 from kvideo.model.lm import CausalLM
 from kvideo.model.vision import TimmEncoder, ViTEncoder, build_vision
-
-IGNORE_INDEX = -100
 
 
 def build_attention_mask(frame_mask: Tensor, tokens_per_frame: int, text_len: int) -> Tensor:

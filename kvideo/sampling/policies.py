@@ -1,8 +1,9 @@
 """Frame-sampling policies: clip metadata in, timestamps (seconds) out.
 
 Pure functions, no I/O: a sampler never opens a file. Each one reproduces a peer
-project's rule exactly (see DESIGN.md) so results can be compared across projects;
-golden tests pin those semantics.
+project's rule exactly (KempnerForge's ``sample_timestamps``, Molmo2's
+``uniform_last_frame``, qwen-vl-utils' ``smart_nframes``; the README's "Sampling policies"
+table states each) so results can be compared across projects; golden tests pin them.
 """
 
 from __future__ import annotations

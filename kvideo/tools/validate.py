@@ -30,7 +30,6 @@ import argparse
 import collections
 import json
 import multiprocessing as mp
-import os
 import signal
 import sys
 import time
@@ -42,6 +41,7 @@ from typing import Any, cast
 
 from kvideo.config.compose import CONFIG_DIR_ENV, ConfigDirNotFound, compose_config
 from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
+from kvideo.files import write_text_atomic
 from kvideo.registry import DATASETS
 from kvideo.resources import usable_cores
 
@@ -369,9 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elapsed_s=round(elapsed, 3),
         files_per_s=round(summary["files"] / elapsed, 1) if elapsed > 0 else None,
     )
-    tmp = args.out / (SUMMARY_NAME + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, args.out / SUMMARY_NAME)
+    write_text_atomic(args.out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     reasons = ", ".join(f"{k} {v}" for k, v in summary["reasons"].items()) or "none"
     print(
         f"kvideo.validate: {summary['files']} files ({rows} rows) in {elapsed:.1f}s: {summary['ok']} ok, "

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kvideo.files import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.jsonl"
@@ -43,9 +45,8 @@ def _clean(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """``obj`` as indented JSON with sorted keys, NaN/inf as null (``_clean``), written whole."""
+    write_text_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -76,9 +77,7 @@ def _rewrite_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool] | None) ->
         return kept
     if len(kept) < len(records):
         log.info("dropping %d lines of %s past the resume point", len(records) - len(kept), path.name)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
 

@@ -10,7 +10,7 @@ from kvideo.config import DataConfig, KVideoConfig, ModelConfig, TrainerConfig, 
 MAX_STEPS = 12
 
 
-def tiny_config(data_root: Path, **trainer: Any) -> KVideoConfig:
+def tiny_config(data_root: Path, *, prompt: str = "", **trainer: Any) -> KVideoConfig:
     """~60k parameters, 4 frames of 32x32, 24 training clips (6 steps per epoch at 2x2 clips)."""
     options = dict(
         max_steps=MAX_STEPS,
@@ -36,6 +36,7 @@ def tiny_config(data_root: Path, **trainer: Any) -> KVideoConfig:
             max_frames=4,
             min_frames=2,
             fps=2.0,
+            prompt=prompt,
         ),
         data=DataConfig(sample_train_clips=24, sample_val_clips=8),
         model=ModelConfig(

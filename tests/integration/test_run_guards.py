@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from kvideo.config import DataConfig, KVideoConfig, ModelConfig, TrainerConfig, VideoConfig
+from kvideo.config import KVideoConfig
 from kvideo.train import train
 from kvideo.train.checkpoint import (
     CheckpointWriteError,
@@ -29,52 +29,16 @@ from kvideo.train.checkpoint import (
     save_checkpoint,
 )
 from kvideo.train.guards import RunDirBusy, RunDirLock, RunFailed, SkipBudget
+from tests.helpers.configs import tiny_config
 from tests.helpers.paths import REPO
 
 
 def tiny(data_root: Path, *, lr: float = 2e-3, prompt: str = "", **trainer: Any) -> KVideoConfig:
-    """~60k parameters, 4 frames of 32 px, 16 training clips, batch 2."""
-    options = dict(
-        max_steps=6,
-        batch_size=2,
-        grad_accum=1,
-        lr=lr,
-        warmup_steps=1,
-        log_every=1,
-        ckpt_every=1,
-        val_every=0,
-        num_workers=0,
-        device="cpu",
-        seed=0,
-        grad_clip=0.0,
+    """``tiny_config`` stepping once per batch, checkpointing every step, no validation."""
+    options: dict[str, Any] = dict(
+        max_steps=6, grad_accum=1, lr=lr, warmup_steps=1, ckpt_every=1, val_every=0, seed=0, grad_clip=0.0
     )
-    options.update(trainer)
-    return KVideoConfig(
-        video=VideoConfig(
-            data_root=str(data_root),
-            dataset_type="sample",
-            dataset_name="sample",
-            frame_size=32,
-            max_frames=4,
-            min_frames=2,
-            fps=2.0,
-            prompt=prompt,
-        ),
-        data=DataConfig(sample_train_clips=16, sample_val_clips=4),
-        model=ModelConfig(
-            patch_size=16,
-            vision_width=32,
-            vision_depth=1,
-            vision_heads=2,
-            tokens_per_frame=4,
-            lm_width=32,
-            lm_depth=1,
-            lm_heads=2,
-            max_seq_len=64,
-            max_text_len=40,
-        ),
-        trainer=TrainerConfig(**options),
-    )
+    return tiny_config(data_root, prompt=prompt, **{**options, **trainer})
 
 
 @pytest.fixture(scope="module")
