@@ -9,6 +9,21 @@ from kvideo.config import DataConfig, KVideoConfig, ModelConfig, TrainerConfig, 
 
 MAX_STEPS = 12
 
+# The same tiny model through the CLI: 32 px frames, 4 frames, 2x2 tokens, width 32, on the CPU.
+TINY_CLI_OVERRIDES = [
+    "video.frame_size=32",
+    "video.max_frames=4",
+    "video.min_frames=2",
+    "model.tokens_per_frame=4",
+    "model.vision_width=32",
+    "model.vision_heads=2",
+    "model.lm_width=32",
+    "model.lm_heads=2",
+    "trainer.device=cpu",
+    "trainer.num_workers=0",
+    "trainer.batch_size=2",
+]
+
 
 def tiny_config(data_root: Path, *, prompt: str = "", **trainer: Any) -> KVideoConfig:
     """~60k parameters, 4 frames of 32x32, 24 training clips (6 steps per epoch at 2x2 clips)."""

@@ -22,6 +22,7 @@ import pytest
 
 from kvideo.registry import DATASETS, DECODERS, SAMPLING_POLICIES, Registry
 from tests.helpers import videos as V
+from tests.helpers.configs import TINY_CLI_OVERRIDES
 from tests.helpers.paths import REPO
 
 # kvideo's own entry points are in the environment (``pip install -e .``; ``make install`` does it).
@@ -230,19 +231,7 @@ def test_a_dataset_from_a_separate_distribution_trains_through_the_cli(tmp_path:
         V.make_h264(clips / f"{colour}_clip_{i}.mp4", seconds=1.0, fps=10)
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    tiny = [
-        "video.frame_size=32",
-        "video.max_frames=4",
-        "video.min_frames=2",
-        "model.tokens_per_frame=4",
-        "model.vision_width=32",
-        "model.vision_heads=2",
-        "model.lm_width=32",
-        "model.lm_heads=2",
-        "trainer.device=cpu",
-        "trainer.num_workers=0",
-        "trainer.batch_size=2",
-    ]
+
     result = subprocess.run(
         [
             sys.executable,
@@ -251,7 +240,7 @@ def test_a_dataset_from_a_separate_distribution_trains_through_the_cli(tmp_path:
             f"video.data_root={clips}",
             "trainer=debug",
             "trainer.max_steps=2",
-            *tiny,
+            *TINY_CLI_OVERRIDES,
             f"hydra.run.dir={run_dir}",
         ],
         cwd=tmp_path,

@@ -29,7 +29,7 @@ from kvideo.train.checkpoint import (
     save_checkpoint,
 )
 from kvideo.train.guards import RunDirBusy, RunDirLock, RunFailed, SkipBudget
-from tests.helpers.configs import tiny_config
+from tests.helpers.configs import TINY_CLI_OVERRIDES, tiny_config
 from tests.helpers.paths import REPO
 
 
@@ -231,17 +231,7 @@ def _tiny_overrides(corpus: Path, run_dir: Path) -> list[str]:
         f"video.data_root={corpus}",
         "data.sample_train_clips=16",
         "data.sample_val_clips=4",
-        "video.frame_size=32",
-        "video.max_frames=4",
-        "video.min_frames=2",
-        "model.tokens_per_frame=4",
-        "model.vision_width=32",
-        "model.vision_heads=2",
-        "model.lm_width=32",
-        "model.lm_heads=2",
-        "trainer.device=cpu",
-        "trainer.num_workers=0",
-        "trainer.batch_size=2",
+        *TINY_CLI_OVERRIDES,
         "trainer.val_every=0",
         f"hydra.run.dir={run_dir}",
     ]
