@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.helpers.paths import REPO
+from tests.helpers import cli
 
 
-def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return cli.run_train(*args, cwd=cwd, timeout=120)
 
 
 def test_bad_value_exits_before_work_with_the_seed_message(tmp_path: Path) -> None:

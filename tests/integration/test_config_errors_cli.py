@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,7 +32,8 @@ from kvideo.config import (
     register_configs,
     to_validated,
 )
-from tests.helpers.paths import CONF_DIR, REPO
+from tests.helpers.cli import run_train
+from tests.helpers.paths import CONF_DIR
 
 register_configs()
 
@@ -240,16 +239,6 @@ def test_every_field_of_every_group_has_a_bad_value_case() -> None:
 
 
 # ----------------------------------------------------------------------------- real CLI
-
-
-def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 def assert_no_run_artifacts(run_dir: Path) -> None:

@@ -29,6 +29,7 @@ from kvideo.train.checkpoint import (
     save_checkpoint,
 )
 from kvideo.train.guards import RunDirBusy, RunDirLock, RunFailed, SkipBudget
+from tests.helpers.cli import run_train
 from tests.helpers.configs import TINY_CLI_OVERRIDES, tiny_config
 from tests.helpers.paths import REPO
 
@@ -216,16 +217,6 @@ def test_training_on_a_full_disk_fails_clean(corpus: Path, small_disk) -> None:
 # ----------------------------------------------------------------------------- the CLI
 
 
-def _cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def _tiny_overrides(corpus: Path, run_dir: Path) -> list[str]:
     return [
         f"video.data_root={corpus}",
@@ -238,7 +229,7 @@ def _tiny_overrides(corpus: Path, run_dir: Path) -> list[str]:
 
 
 def test_cli_a_run_that_learns_nothing_ends_non_zero_in_one_line(corpus: Path, tmp_path: Path) -> None:
-    result = _cli(
+    result = run_train(
         *_tiny_overrides(corpus, tmp_path / "run"),
         "trainer.lr=1e9",
         "trainer.max_steps=20",
@@ -253,20 +244,13 @@ def test_cli_a_run_that_learns_nothing_ends_non_zero_in_one_line(corpus: Path, t
 
 def test_cli_data_errors_are_one_line_and_a_traceback_on_request(tmp_path: Path) -> None:
     args = ["video/dataset=manifest", f"video.data_root={tmp_path}/none.jsonl", f"hydra.run.dir={tmp_path}/r"]
-    result = _cli(*args, cwd=tmp_path)
+    result = run_train(*args, cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert (
         result.stderr.strip().splitlines()[-1].startswith(f"kvideo: video.data_root='{tmp_path}/none.jsonl'")
     )
-    full = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
-    )
+    full = run_train(*args, cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
     assert full.returncode == 1 and "Traceback" in full.stderr
 
 
