@@ -1,4 +1,5 @@
-"""Shared test setup: repo paths and an isolated cache for generated corpora."""
+"""Shared test setup: repo paths, an isolated cache for generated corpora, Hugging Face offline,
+and the tiny Hugging Face parts the ``hf_vlm`` tests load."""
 
 from __future__ import annotations
 
@@ -17,3 +18,18 @@ if str(_REPO) not in sys.path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Generated sample corpora go to a per-session folder, never the user's cache."""
     os.environ["KVIDEO_CACHE"] = str(tmp_path_factory.mktemp("kvideo_cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hugging_face_offline() -> None:
+    """Nothing a test runs may reach the hub: kvideo must work from local folders alone."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(vision_path, lm_path)``: a SigLIP-shaped tower and a Qwen2-shaped LM, saved once."""
+    from tests.helpers.hf_models import save_tiny_parts
+
+    return save_tiny_parts(tmp_path_factory.mktemp("hf_parts"))

@@ -36,15 +36,15 @@ def require_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
         raise ValueError(f"{field} must be one of {choices} (got {value!r})")
 
 
-def require_caption_room(prompt_tokens: int, max_text_len: int, tokenizer: str) -> None:
-    """The text slot holds BOS + prompt + caption + EOS, cut at ``model.max_text_len``: a
-    prompt that fills it masks every caption token, and the run would "train" on loss 0."""
-    context = 1 + prompt_tokens
-    if context + 1 > max_text_len:
+def require_caption_room(context_tokens: int, max_text_len: int, tokenizer: str) -> None:
+    """The text slot holds the context (BOS + prompt, or the chat template's user turn) + caption
+    + EOS, cut at ``model.max_text_len``: a context that fills it masks every caption token, and
+    the run would "train" on loss 0."""
+    if context_tokens + 1 > max_text_len:
         raise ValueError(
-            f"video.prompt leaves no room for the caption: BOS + prompt = 1 + {prompt_tokens} = {context} "
-            f"tokens ({tokenizer}) of model.max_text_len ({max_text_len}); shorten video.prompt or raise "
-            "model.max_text_len"
+            f"video.prompt leaves no room for the caption: its context (BOS + prompt, or the chat "
+            f"template's user turn) is {context_tokens} tokens ({tokenizer}) of model.max_text_len "
+            f"({max_text_len}); shorten video.prompt or raise model.max_text_len"
         )
 
 

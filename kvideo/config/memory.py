@@ -17,6 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from kvideo.config.model import ModelConfig
 from kvideo.config.model_size import conv_stem_channels, estimate_params
+from kvideo.config.pretrained import (
+    lm_geometry,
+    parameter_count,
+    resolve_model_folder,
+    tower_geometry,
+    tower_parameter_prefix,
+)
 from kvideo.resources import MemoryLimit, gpu_visible, memory_limit, processes_per_node
 
 if TYPE_CHECKING:
@@ -142,9 +149,39 @@ def conv_stem_values_per_frame(frame_size: int, model: ModelConfig) -> int:
     )
 
 
+def trains_at_start(model: ModelConfig, part: str) -> bool:
+    """Whether ``part`` trains at step 0 (a lower bound: a later stage may train more)."""
+    if part == "lm" and model.lora_rank:
+        return False  # adapters only: their states are small next to the LM's
+    return part not in model.freeze
+
+
+def pretrained_vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
+    """A frozen tower runs without autograd (nothing kept); a trained one keeps its blocks'."""
+    model = cfg.model
+    if not trains_at_start(model, "vision"):
+        return []
+    tower = tower_geometry("model.vision_path", resolve_model_folder("model.vision_path", model.vision_path))
+    k = SAVED_VALUES_PER_TOKEN
+    frames = frames_per_batch(cfg)
+    return [
+        Term(
+            "vision tower activations",
+            f"trainer.batch_size * video.max_frames * (image_size / patch_size)^2 tokens * hidden_size "
+            f"* num_hidden_layers * {k} * {value_bytes} B (model.vision_path)",
+            f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * {tower.grid}^2 * {tower.width} "
+            f"* {tower.depth} * {k} * {value_bytes} B",
+            frames * tower.grid**2 * tower.width * tower.depth * k * value_bytes,
+            FRAME_FIELDS + ", or freeze the tower (model.freeze=[vision])",
+        )
+    ]
+
+
 def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
     """The ViT runs on every frame of the batch, padded ones included (timm: not counted)."""
     model, size = cfg.model, cfg.video.frame_size
+    if model.family == "hf":
+        return pretrained_vision_activation_terms(cfg, value_bytes)
     if model.vision_backbone != "vit":
         return []
     grid = size // model.patch_size
@@ -181,13 +218,17 @@ def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) ->
     seq = cfg.video.max_frames * model.tokens_per_frame + model.max_text_len
     k = SAVED_VALUES_PER_TOKEN
     seq_formula = "(video.max_frames * model.tokens_per_frame + model.max_text_len)"
+    width, depth, shape = model.lm_width, model.lm_depth, "model.lm_width * model.lm_depth"
+    if model.family == "hf":
+        # Gradients reach the projector through the LM, frozen or not: its blocks keep activations.
+        lm = lm_geometry("model.lm_path", resolve_model_folder("model.lm_path", model.lm_path))
+        width, depth, shape = lm.width, lm.depth, "hidden_size * num_hidden_layers (model.lm_path)"
     return [
         Term(
             "LM activations",
-            f"trainer.batch_size * {seq_formula} tokens * model.lm_width * model.lm_depth "
-            f"* {k} * {value_bytes} B",
-            f"{b} * {seq} * {model.lm_width} * {model.lm_depth} * {k} * {value_bytes} B",
-            b * seq * model.lm_width * model.lm_depth * k * value_bytes,
+            f"trainer.batch_size * {seq_formula} tokens * {shape} * {k} * {value_bytes} B",
+            f"{b} * {seq} * {width} * {depth} * {k} * {value_bytes} B",
+            b * seq * width * depth * k * value_bytes,
             "trainer.batch_size, video.max_frames or model.tokens_per_frame",
         ),
         Term(
@@ -207,7 +248,27 @@ def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) ->
     ]
 
 
+def pretrained_state_term(cfg: KVideoConfig) -> Term:
+    """Every pretrained weight in fp32 (4 B), plus grads and AdamW moments (12 B) for the parts
+    that train from step 0; the projector (small, unknown before it is built) is not counted."""
+    model = cfg.model
+    vision_folder = resolve_model_folder("model.vision_path", model.vision_path)
+    vision = parameter_count(vision_folder, prefix=tower_parameter_prefix(vision_folder))
+    lm = parameter_count(resolve_model_folder("model.lm_path", model.lm_path))
+    trained = vision * trains_at_start(model, "vision") + lm * trains_at_start(model, "lm")
+    training_bytes = STATE_BYTES_PER_PARAM - 4
+    return Term(
+        "model states",
+        f"(tower + LM parameters) * 4 B + trained parameters * {training_bytes} B (grads, AdamW moments)",
+        f"({vision:,} + {lm:,}) * 4 B + {trained:,} * {training_bytes} B",
+        (vision + lm) * 4 + trained * training_bytes,
+        "model.freeze (e.g. [vision]) or model.lora_rank",
+    )
+
+
 def model_state_term(cfg: KVideoConfig, vocab_size: int) -> Term:
+    if cfg.model.family == "hf":
+        return pretrained_state_term(cfg)
     params = estimate_params(cfg.model, vocab_size, cfg.video.max_frames, cfg.video.frame_size)
     return Term(
         "model states",
@@ -264,8 +325,8 @@ def require_fits(
 
 
 def compose_time_vocab(cfg: KVideoConfig) -> int:
-    """Byte-level: 259. A tokenizer.json: 0 (unknown until loaded; a lower bound)."""
-    return 0 if cfg.data.tokenizer else BYTE_VOCAB
+    """Byte-level: 259. A tokenizer.json or an LM's tokenizer: 0 (unknown until loaded; a lower bound)."""
+    return 0 if cfg.data.tokenizer or cfg.model.family == "hf" else BYTE_VOCAB
 
 
 def trains_on_host(device: str, *, gpu: bool | None = None) -> bool:

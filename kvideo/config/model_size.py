@@ -48,8 +48,8 @@ def vision_params(model: ModelConfig, frame_size: int) -> int:
     return patch_embed_params(model) + grid * grid * w + model.vision_depth * block_params(w) + 2 * w
 
 
-def adapter_params(model: ModelConfig, max_frames: int) -> int:
-    """``FrameAdapter``: LayerNorm on the vision width, a 2-layer MLP to the LM width (twice
+def projector_params(model: ModelConfig, max_frames: int) -> int:
+    """``FrameProjector``: LayerNorm on the vision width, a 2-layer MLP to the LM width (twice
     with motion tokens), frame- and token-position tables (timm: its width counted as 0)."""
     c = model.vision_width if model.vision_backbone == "vit" else 0
     d = model.lm_width
@@ -72,6 +72,6 @@ def estimate_params(
     counted from the config: the tiny default (64 px, 8 frames, bytes) has 1.05 M."""
     return (
         vision_params(model_cfg, frame_size)
-        + adapter_params(model_cfg, max_frames)
+        + projector_params(model_cfg, max_frames)
         + lm_params(model_cfg, vocab_size, tie_embeddings)
     )

@@ -15,6 +15,12 @@ from kvideo.config.data import DataConfig
 from kvideo.config.decoder import DecoderConfig
 from kvideo.config.memory import check_fits_where_it_runs
 from kvideo.config.model import ModelConfig
+from kvideo.config.pretrained import (
+    image_statistics,
+    lm_context_length,
+    resolve_model_folder,
+    tower_geometry,
+)
 from kvideo.config.trainer import TrainerConfig
 from kvideo.config.video import VideoConfig
 
@@ -38,16 +44,22 @@ class KVideoConfig:
 def check_cross_fields(cfg: KVideoConfig) -> None:
     """Rules that span two nodes; messages show the arithmetic so the fix is obvious."""
     video, model = cfg.video, cfg.model
+    context = model.max_seq_len
+    context_name = "model.max_seq_len"
+    if model.family == "hf":
+        context, context_name = check_pretrained_parts(cfg)
     visual = video.max_frames * model.tokens_per_frame
     total = visual + model.max_text_len
-    if total > model.max_seq_len:
+    if total > context:
         raise ValueError(
             "token budget exceeded: video.max_frames * model.tokens_per_frame + model.max_text_len "
             f"= {video.max_frames} * {model.tokens_per_frame} + {model.max_text_len} = {total} "
-            f"> model.max_seq_len ({model.max_seq_len})"
+            f"> {context_name} ({context})"
         )
+    if model.family == "hf":
+        return  # the LM's own tokenizer counts the prompt, at trainer start
     if not cfg.data.tokenizer:  # byte-level: the count needs no file (a tokenizer.json is checked on load)
-        require_caption_room(len(video.prompt.encode("utf-8")), model.max_text_len, "byte-level")
+        require_caption_room(1 + len(video.prompt.encode("utf-8")), model.max_text_len, "byte-level")
     if video.frame_size % model.patch_size:
         raise ValueError(
             f"video.frame_size ({video.frame_size}) must be a multiple of model.patch_size "
@@ -60,6 +72,36 @@ def check_cross_fields(cfg: KVideoConfig) -> None:
             f"(video.frame_size / model.patch_size)^2 = ({video.frame_size} / {model.patch_size})^2 "
             f"= {grid * grid}"
         )
+
+
+def check_pretrained_parts(cfg: KVideoConfig) -> tuple[int, str]:
+    """The Hugging Face folders exist and fit the video settings; returns the sequence limit
+    (the smaller of ``model.max_seq_len`` and the LM's ``max_position_embeddings``) and its name."""
+    video, model = cfg.video, cfg.model
+    vision = resolve_model_folder("model.vision_path", model.vision_path)
+    lm = resolve_model_folder("model.lm_path", model.lm_path)
+    tower = tower_geometry("model.vision_path", vision)
+    image_statistics("model.vision_path", vision)
+    if video.frame_size != tower.image_size:
+        raise ValueError(
+            f"video.frame_size ({video.frame_size}) must equal the vision tower's image_size "
+            f"({tower.image_size}, from model.vision_path's config.json): frames are decoded at the "
+            f"size the tower was trained on; set video.frame_size={tower.image_size}"
+        )
+    if model.tokens_per_frame > tower.grid**2:
+        raise ValueError(
+            f"model.tokens_per_frame ({model.tokens_per_frame}) cannot exceed the tower's patch grid "
+            f"(image_size / patch_size)^2 = ({tower.image_size} / {tower.patch_size})^2 = {tower.grid**2}"
+        )
+    if not -tower.depth - 1 <= model.vision_feature_layer <= tower.depth:
+        raise ValueError(
+            f"model.vision_feature_layer ({model.vision_feature_layer}) is outside the tower's "
+            f"{tower.depth + 1} hidden states (embeddings + {tower.depth} layers)"
+        )
+    positions = lm_context_length("model.lm_path", lm)
+    if positions < model.max_seq_len:
+        return positions, "the LM's max_position_embeddings"
+    return model.max_seq_len, "model.max_seq_len"
 
 
 def tasks_per_node(gpus_per_node: int | None) -> int:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from kvideo.config import KVideoConfig
 from kvideo.data.blocklist import read_blocklist
 from kvideo.data.clip_dataset import VideoClipDataset
-from kvideo.data.preprocess import normalize_frames
+from kvideo.data.preprocess import MEAN, STD, Statistics, normalize_frames, pixel_statistics
 from kvideo.data.sharding import ResumableShardSampler
 from kvideo.data.watchdog import InFlight, WorkerSupervisor
 from kvideo.registry import DATASETS
@@ -60,14 +60,17 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move tensors to the training device and normalize frames there."""
+def to_device(
+    batch: dict[str, Any], device: torch.device, statistics: Statistics = (MEAN, STD)
+) -> dict[str, Any]:
+    """Move tensors to the training device and normalize frames there (with the vision part's
+    ``statistics``, see ``pixel_statistics``)."""
     out = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor):
             value = value.to(device, non_blocking=True)
         out[key] = value
-    out["frames"] = normalize_frames(out["frames"])
+    out["frames"] = normalize_frames(out["frames"], statistics=statistics)
     return out
 
 
@@ -179,4 +182,5 @@ def build_loader(
     )
     if on_gpu:
         batches = _ThreadPrefetcher(batches, cfg.decoder.prefetch)
-    return (to_device(batch, device) for batch in batches)
+    statistics = pixel_statistics(cfg.model)
+    return (to_device(batch, device, statistics) for batch in batches)

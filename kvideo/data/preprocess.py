@@ -7,17 +7,39 @@ decoded there, so no host round trip.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
-# ImageNet statistics: what pretrained (timm) backbones expect; harmless from scratch.
+from kvideo.config.model import ModelConfig
+
+# ImageNet statistics: what the builtin and timm backbones use; harmless from scratch.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+Statistics = tuple[tuple[float, ...], tuple[float, ...]]
 
 
-def normalize_frames(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def pixel_statistics(model: ModelConfig) -> Statistics:
+    """``(mean, std)`` the model's vision part expects: a Hugging Face tower's own (its
+    ``preprocessor_config.json``: SigLIP 0.5/0.5, CLIP OpenAI's), else ImageNet's."""
+    if model.family == "hf":
+        return _tower_statistics(model.vision_path)
+    return MEAN, STD
+
+
+@lru_cache(maxsize=8)
+def _tower_statistics(vision_path: str) -> Statistics:
+    from kvideo.config.pretrained import image_statistics, resolve_model_folder
+
+    return image_statistics("model.vision_path", resolve_model_folder("model.vision_path", vision_path))
+
+
+def normalize_frames(
+    frames: torch.Tensor, dtype: torch.dtype = torch.float32, statistics: Statistics = (MEAN, STD)
+) -> torch.Tensor:
     """(..., H, W, 3) uint8 -> (..., 3, H, W) float, normalized per channel."""
     x = frames.to(dtype).movedim(-1, -3).div_(255.0)
     shape = (3, 1, 1)
-    mean = torch.tensor(MEAN, dtype=dtype, device=x.device).view(shape)
-    std = torch.tensor(STD, dtype=dtype, device=x.device).view(shape)
+    mean = torch.tensor(statistics[0], dtype=dtype, device=x.device).view(shape)
+    std = torch.tensor(statistics[1], dtype=dtype, device=x.device).view(shape)
     return x.sub_(mean).div_(std)

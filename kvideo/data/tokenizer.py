@@ -21,10 +21,11 @@ produces plain lists.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from kvideo.config.data import DataConfig
+    from kvideo.config.model import ModelConfig
 
 IGNORE_INDEX = -100
 
@@ -32,18 +33,29 @@ IGNORE_INDEX = -100
 class Tokenizer(Protocol):
     vocab_size: int
     pad_id: int
-    bos_id: int
     eos_id: int
+    name: str
+    """How messages name it: ``byte-level``, or the file / folder it was loaded from."""
 
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: list[int]) -> str: ...
 
+    @property
+    def stop_ids(self) -> list[int]: ...
+
+    def context_ids(self, prompt: str) -> list[int]: ...
+
+    def target_ids(self, caption: str) -> list[int]: ...
+
     def encode_example(self, prompt: str, caption: str, max_len: int) -> tuple[list[int], list[int]]: ...
 
 
 class _ExampleMixin:
-    """``encode_example`` on top of ``encode`` and the special ids (shared by both tokenizers)."""
+    """``encode_example`` on top of ``context_ids`` / ``target_ids`` (shared by all tokenizers).
+
+    The split is also what generation needs: a caption is generated after ``context_ids``.
+    """
 
     pad_id: int
     bos_id: int
@@ -52,12 +64,25 @@ class _ExampleMixin:
     def encode(self, text: str) -> list[int]:  # pragma: no cover - provided by subclasses
         raise NotImplementedError
 
+    @property
+    def stop_ids(self) -> list[int]:
+        """Generation ends at any of these (the first is EOS)."""
+        return [self.eos_id]
+
+    def context_ids(self, prompt: str) -> list[int]:
+        """What precedes the caption: BOS, then the prompt."""
+        return [self.bos_id, *(self.encode(prompt) if prompt else [])]
+
+    def target_ids(self, caption: str) -> list[int]:
+        """The tokens the loss is on: the caption, then EOS."""
+        return [*self.encode(caption), self.eos_id]
+
     def encode_example(self, prompt: str, caption: str, max_len: int) -> tuple[list[int], list[int]]:
         """``(input_ids, labels)``, both exactly ``max_len`` long (see the module docstring)."""
         if max_len < 2:
             raise ValueError(f"max_len must be >= 2 to hold BOS and EOS (got {max_len})")
-        context = [self.bos_id, *(self.encode(prompt) if prompt else [])]
-        target = [*self.encode(caption), self.eos_id]
+        context = self.context_ids(prompt)
+        target = self.target_ids(caption)
         input_ids = (context + target)[:max_len]
         labels = ([IGNORE_INDEX] * len(context) + target)[:max_len]
         pad = max_len - len(input_ids)
@@ -71,6 +96,7 @@ class ByteTokenizer(_ExampleMixin):
     """
 
     vocab_size = 259
+    name = "byte-level"
     pad_id = 256
     bos_id = 257
     eos_id = 258
@@ -110,7 +136,7 @@ class HFTokenizer(_ExampleMixin):
             )
         from tokenizers import Tokenizer as _Tokenizer  # a dependency; imported only when used
 
-        self.path = file
+        self.path = self.name = file
         try:
             self._tok = _Tokenizer.from_file(file)
         except Exception as e:  # tokenizers raises a bare Exception("expected value at line 1 column 1")
@@ -150,8 +176,80 @@ class HFTokenizer(_ExampleMixin):
         return self._tok.decode(keep, skip_special_tokens=True)
 
 
-def build_tokenizer(data: DataConfig) -> ByteTokenizer | HFTokenizer:
-    """``data.tokenizer`` empty: ``ByteTokenizer``; else ``HFTokenizer`` on that path."""
+class ChatTokenizer(_ExampleMixin):
+    """A Hugging Face LM's own tokenizer (``AutoTokenizer``, offline), captions framed by its chat
+    template when it has one.
+
+    With a template, the context is the user turn holding the prompt plus the assistant header
+    (``add_generation_prompt``), and the target is the rest of the rendered conversation: the
+    caption and the template's end-of-turn (``<|im_end|>\n`` for Qwen2), which is what the LM
+    emits at inference. Without one: BOS (if the tokenizer has one) + prompt, caption + EOS.
+    The visual tokens precede this text (``kvideo.model.hf_vlm``).
+    """
+
+    def __init__(self, folder: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.name = folder
+        self._tok: Any = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        eos = self._tok.eos_token_id
+        if eos is None:
+            raise ValueError(f"model.lm_path: the tokenizer in {folder} has no eos_token")
+        self.eos_id = int(eos)
+        # No pad token (Llama, GPT-2): pad with EOS, as Hugging Face does. The causal mask hides
+        # right padding from every real token, so only counting uses pad_id.
+        pad = self._tok.pad_token_id
+        self.pad_id = int(pad) if pad is not None else self.eos_id
+        bos = self._tok.bos_token_id
+        self.bos_id = int(bos) if bos is not None else -1
+        self.vocab_size = len(self._tok)
+        self.has_chat_template = bool(getattr(self._tok, "chat_template", None))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode(ids, skip_special_tokens=True)).strip()
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """EOS, and the chat template's end-of-turn token (``<|im_end|>`` for Qwen2 base models,
+        whose EOS is ``<|endoftext|>``): what a trained target ends with."""
+        end_of_turn = self.target_ids("")[:1]
+        return [self.eos_id, *(t for t in end_of_turn if t != self.eos_id)]
+
+    def _render(self, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
+        ids = self._tok.apply_chat_template(
+            messages, add_generation_prompt=generation_prompt, tokenize=True, return_dict=False
+        )
+        return [int(i) for i in ids]
+
+    def context_ids(self, prompt: str) -> list[int]:
+        if not self.has_chat_template:
+            return [*([self.bos_id] if self.bos_id >= 0 else []), *self.encode(prompt)]
+        return self._render([{"role": "user", "content": prompt}], generation_prompt=True)
+
+    def target_ids(self, caption: str) -> list[int]:
+        if self.has_chat_template:
+            # The assistant turn is what the template adds after the context; templates that
+            # render the last turn differently (no prefix match) fall back to caption + EOS.
+            context = self._render([{"role": "user", "content": "\x00"}], generation_prompt=True)
+            full = self._render(
+                [{"role": "user", "content": "\x00"}, {"role": "assistant", "content": caption}],
+                generation_prompt=False,
+            )
+            if full[: len(context)] == context and len(full) > len(context):
+                return full[len(context) :]
+        return [*self.encode(caption), self.eos_id]
+
+
+def build_tokenizer(data: DataConfig, model: ModelConfig | None = None) -> Tokenizer:
+    """The LM's own tokenizer for Hugging Face LMs (``model.family=hf``); otherwise
+    ``data.tokenizer`` empty: ``ByteTokenizer``, else ``HFTokenizer`` on that path."""
+    if model is not None and model.family == "hf":
+        from kvideo.config.pretrained import resolve_model_folder
+
+        return ChatTokenizer(str(resolve_model_folder("model.lm_path", model.lm_path)))
     if not data.tokenizer:
         return ByteTokenizer()
     return HFTokenizer(data.tokenizer)

@@ -1,4 +1,4 @@
-"""The video-language model: per-frame ViT -> adapter -> causal LM with a caption loss.
+"""The video-language model: per-frame ViT -> projector -> causal LM with a caption loss.
 
 Importing this package imports torch; nothing in the config / registry path imports it, so
 ``python train.py --cfg job`` stays fast.

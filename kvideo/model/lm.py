@@ -1,7 +1,7 @@
 """The causal decoder LM, plus the transformer pieces it shares with the vision encoder.
 
 The LM reads one sequence ``[visual tokens | text tokens]``: the visual prefix comes from the
-adapter already at the LM width, so the LM only embeds text ids. Attention goes through
+projector already at the LM width, so the LM only embeds text ids. Attention goes through
 ``F.scaled_dot_product_attention`` with a caller-built boolean mask, because the mask is not
 just causal: visual tokens of padded frames must be hidden from every query, and that is
 per-sample (``VideoLanguageModel`` builds it once per forward and every block reuses it).
@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 INIT_STD = 0.02
 
@@ -98,6 +99,17 @@ class Block(nn.Module):
         return out
 
 
+def run_blocks(blocks: nn.ModuleList, x: Tensor, attn_mask: Tensor | None, *, recompute: bool) -> Tensor:
+    """Apply ``blocks`` in order; with ``recompute`` (``model.activation_checkpointing``, in
+    training) each block's activations are recomputed in the backward pass instead of kept."""
+    for block in blocks:
+        if recompute:
+            x = checkpoint(block, x, attn_mask, use_reentrant=False)
+        else:
+            x = block(x, attn_mask)
+    return x
+
+
 class CausalLM(nn.Module):
     """Decoder-only LM over ``[visual prefix | text]``.
 
@@ -122,6 +134,7 @@ class CausalLM(nn.Module):
         super().__init__()
         self.vocab_size = vocab_size
         self.max_seq_len = max_seq_len
+        self.activation_checkpointing = False
         self.tok_embed = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.zeros(max_seq_len, width))
         self.drop = nn.Dropout(dropout)
@@ -153,7 +166,6 @@ class CausalLM(nn.Module):
         # already runs the matmuls in bf16, and an fp32 stream avoids accumulating rounding.
         x = torch.cat([prefix.to(text.dtype), text], dim=1) + self.pos_embed[:seq_len]
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, attn_mask)
+        x = run_blocks(self.blocks, x, attn_mask, recompute=self.activation_checkpointing and self.training)
         logits: Tensor = self.head(self.norm(x[:, prefix_len:]))
         return logits

@@ -1,9 +1,9 @@
 """Per-frame vision encoders: a small built-in ViT, or an optional local-weights timm model.
 
 Frames are folded into the batch, ``(B, F, 3, H, W) -> (B*F, 3, H, W)``, so the encoder never
-knows about time: temporal order is added later by the adapter's frame-position embedding.
+knows about time: temporal order is added later by the projector's frame-position embedding.
 Both encoders return the patch grid ``(N, gh, gw, C)`` (channels last) and expose
-``out_width = C``, which is all the adapter needs.
+``out_width = C``, which is all the projector needs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from kvideo.config.model import ModelConfig
-from kvideo.model.lm import Block, init_position_table, init_weights
+from kvideo.model.lm import Block, init_position_table, init_weights, run_blocks
 
 
 def conv_stem(patch_size: int, width: int) -> nn.Sequential:
@@ -42,7 +42,7 @@ def conv_stem(patch_size: int, width: int) -> nn.Sequential:
 class ViTEncoder(nn.Module):
     """A small ViT trained from scratch: patch conv, learned grid positions, pre-norm blocks.
 
-    No class token: the adapter pools the patch grid spatially, so a global token would be
+    No class token: the projector pools the patch grid spatially, so a global token would be
     unused parameters (and an unused-parameter error under DDP).
     """
 
@@ -63,6 +63,7 @@ class ViTEncoder(nn.Module):
                 f"video.frame_size ({frame_size}) must be a multiple of model.patch_size ({patch_size})"
             )
         self.frame_size = frame_size
+        self.activation_checkpointing = False
         self.grid = frame_size // patch_size
         self.out_width = width
         self.patch_embed = (
@@ -88,8 +89,7 @@ class ViTEncoder(nn.Module):
         x = self.patch_embed(images.to(self.pos_embed.dtype))
         n, c, gh, gw = x.shape
         x = x.flatten(2).transpose(1, 2) + self.pos_embed
-        for block in self.blocks:
-            x = block(x)
+        x = run_blocks(self.blocks, x, None, recompute=self.activation_checkpointing and self.training)
         normed: Tensor = self.norm(x)
         return normed.view(n, gh, gw, c)
 

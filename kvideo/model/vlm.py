@@ -1,4 +1,4 @@
-"""The video-language model: ViT per frame -> adapter -> causal LM over ``[visual | text]``.
+"""The video-language model: ViT per frame -> projector -> causal LM over ``[visual | text]``.
 
 Loss convention (the contract with the data pipeline and the evaluator):
 
@@ -27,15 +27,20 @@ tokens, so no text key mask is needed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kvideo.config.model import ModelConfig
 from kvideo.data.tokenizer import IGNORE_INDEX  # the labels the tokenizer writes
-from kvideo.model.adapter import FrameAdapter
 from kvideo.model.lm import CausalLM
+from kvideo.model.projector import FrameProjector
 from kvideo.model.vision import TimmEncoder, ViTEncoder, build_vision
+
+if TYPE_CHECKING:
+    from kvideo.model.hf_vlm import HFVideoLanguageModel
 
 
 def build_attention_mask(frame_mask: Tensor, tokens_per_frame: int, text_len: int) -> Tensor:
@@ -78,34 +83,44 @@ class VideoLanguageModel(nn.Module):
         self,
         *,
         vision: ViTEncoder | TimmEncoder,
-        adapter: FrameAdapter,
+        projector: FrameProjector,
         lm: CausalLM,
         tokens_per_frame: int,
         max_frames: int,
     ) -> None:
         super().__init__()
         self.vision = vision
-        self.adapter = adapter
+        self.projector = projector
         self.lm = lm
         self.tokens_per_frame = tokens_per_frame
         self.max_frames = max_frames
 
-    def forward(
-        self, frames: Tensor, frame_mask: Tensor, input_ids: Tensor, labels: Tensor | None = None
-    ) -> dict[str, Tensor]:
-        """``frames`` (B, F, 3, H, W) normalized float, ``frame_mask`` bool (B, F),
-        ``input_ids`` / ``labels`` long (B, L).
-
-        Returns ``logits`` (B, L, V) for the text positions and, when ``labels`` is given,
-        ``loss`` (scalar), ``nll`` (B,) and ``ntokens`` (B,).
-        """
-        f = frames.shape[1]
+    def visual_tokens(self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor | None) -> Tensor:
+        """(B, F, 3, H, W) frames -> (B, F*T, D) visual tokens at the LM width."""
         if frame_mask.shape != frames.shape[:2]:
             raise ValueError(
                 f"frame_mask {tuple(frame_mask.shape)} does not match frames (B, F) {tuple(frames.shape[:2])}"
             )
         grid = self.vision(frames.flatten(0, 1))  # (B*F, gh, gw, C)
-        visual = self.adapter(grid, f, frame_mask)  # (B, F*T, D)
+        visual: Tensor = self.projector(grid, frames.shape[1], frame_mask, frame_times)
+        return visual
+
+    def forward(
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        frame_times: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """``frames`` (B, F, 3, H, W) normalized float, ``frame_mask`` bool (B, F),
+        ``input_ids`` / ``labels`` long (B, L), ``frame_times`` float (B, F) seconds (needed
+        only with ``model.time_embedding``).
+
+        Returns ``logits`` (B, L, V) for the text positions and, when ``labels`` is given,
+        ``loss`` (scalar), ``nll`` (B,) and ``ntokens`` (B,).
+        """
+        visual = self.visual_tokens(frames, frame_mask, frame_times)
         attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, input_ids.shape[1])
         logits = self.lm(visual, input_ids, attn_mask)
         out = {"logits": logits}
@@ -113,22 +128,69 @@ class VideoLanguageModel(nn.Module):
             out["loss"], out["nll"], out["ntokens"] = caption_nll(logits, labels)
         return out
 
+    @torch.no_grad()
+    def generate(
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        context_ids: Tensor,
+        *,
+        frame_times: Tensor | None = None,
+        max_new_tokens: int,
+        stop_ids: list[int],
+    ) -> list[list[int]]:
+        """Greedy continuation of ``context_ids`` (B, C) for each clip, up to a stop id (excluded) or
+        ``max_new_tokens``, or until the sequence reaches ``model.max_seq_len``.
+
+        No KV cache: the builtin LM is small, and a full forward per token keeps this the exact
+        computation the loss trains (the same masks, the same positions).
+        """
+        visual = self.visual_tokens(frames, frame_mask, frame_times)
+        ids = context_ids
+        finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            if visual.shape[1] + ids.shape[1] >= self.lm.max_seq_len:
+                break
+            attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, ids.shape[1])
+            next_id = self.lm(visual, ids, attn_mask)[:, -1].argmax(-1)
+            next_id = torch.where(finished, torch.full_like(next_id, stop_ids[0]), next_id)
+            ids = torch.cat([ids, next_id[:, None]], dim=1)
+            finished |= torch.isin(next_id, torch.tensor(stop_ids, device=next_id.device))
+            if bool(finished.all()):
+                break
+        return [until_eos(row, stop_ids) for row in ids[:, context_ids.shape[1] :].tolist()]
+
+
+def until_eos(ids: list[int], stop_ids: list[int]) -> list[int]:
+    """The generated ids before the first stop id (EOS, or the chat template's end of turn)."""
+    for i, token in enumerate(ids):
+        if token in stop_ids:
+            return ids[:i]
+    return ids
+
 
 def build_model(
     cfg: ModelConfig, *, vocab_size: int, max_frames: int, frame_size: int, tie_embeddings: bool = True
-) -> VideoLanguageModel:
+) -> VideoLanguageModel | HFVideoLanguageModel:
     """Build the model from ``cfg.model`` plus the data-side sizes it depends on.
 
     ``vocab_size`` comes from the tokenizer, ``max_frames`` / ``frame_size`` from ``cfg.video``
-    (they size the frame-position and patch-position tables).
+    (they size the frame-position and patch-position tables). ``model.family=hf`` loads the
+    pretrained parts (``kvideo.model.hf_vlm``).
     """
+    if cfg.family == "hf":
+        from kvideo.model.hf_vlm import build_hf_model
+
+        return build_hf_model(cfg, vocab_size=vocab_size, max_frames=max_frames)
     vision = build_vision(cfg, frame_size=frame_size)
-    adapter = FrameAdapter(
+    projector = FrameProjector(
         in_width=vision.out_width,
         out_width=cfg.lm_width,
         tokens_per_frame=cfg.tokens_per_frame,
         max_frames=max_frames,
         motion_tokens=cfg.motion_tokens,
+        time_embedding=cfg.time_embedding,
+        kind=cfg.projector,
     )
     lm = CausalLM(
         vocab_size=vocab_size,
@@ -139,8 +201,15 @@ def build_model(
         dropout=cfg.dropout,
         tie_embeddings=tie_embeddings,
     )
+    lm.activation_checkpointing = cfg.activation_checkpointing
+    if isinstance(vision, ViTEncoder):
+        vision.activation_checkpointing = cfg.activation_checkpointing
     return VideoLanguageModel(
-        vision=vision, adapter=adapter, lm=lm, tokens_per_frame=cfg.tokens_per_frame, max_frames=max_frames
+        vision=vision,
+        projector=projector,
+        lm=lm,
+        tokens_per_frame=cfg.tokens_per_frame,
+        max_frames=max_frames,
     )
 
 
@@ -149,8 +218,11 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def parameter_summary(model: VideoLanguageModel) -> str:
+def parameter_summary(model: nn.Module) -> str:
     """One log line with the per-part split, so a config change shows where the parameters went."""
-    parts = {name: count_parameters(getattr(model, name)) for name in ("vision", "adapter", "lm")}
-    body = " | ".join(f"{name} {n:,}" for name, n in parts.items())
+    parts = {name: getattr(model, name) for name in ("vision", "projector", "lm")}
+    body = " | ".join(
+        f"{name} {count_parameters(part):,} ({count_parameters(part, trainable_only=True):,} trainable)"
+        for name, part in parts.items()
+    )
     return f"parameters: {body} | total {count_parameters(model):,}"

@@ -58,9 +58,20 @@ class Checkpointer:
     """
 
     def __init__(
-        self, run_dir: Path, env: DistEnv, *, model: nn.Module, optimizer: ScheduledOptimizer, clock: RunClock
+        self,
+        run_dir: Path,
+        env: DistEnv,
+        *,
+        model: nn.Module,
+        optimizer: ScheduledOptimizer,
+        clock: RunClock,
+        trained: frozenset[str] | None = None,
     ) -> None:
         self.dir = checkpoint_dir(run_dir)
+        # Only what trains is saved: a frozen pretrained tower or LM comes back from its folder,
+        # so a LoRA run's checkpoint is megabytes, not the LM's gigabytes at every save.
+        all_params = {name for name, _ in model.named_parameters()}
+        self.trained = None if trained is None or trained >= all_params else trained
         self.env = env
         self.model = model
         self.optimizer = optimizer
@@ -77,7 +88,7 @@ class Checkpointer:
         if found is None:
             return None
         state, path = found
-        self.model.load_state_dict(state["model"])
+        self._load_model_state(state["model"], path)
         self.optimizer.optimizer.load_state_dict(state["optimizer"])
         self.optimizer.scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
@@ -119,6 +130,26 @@ class Checkpointer:
             )
         return Resume(step=step, position=position, skipped=skipped, rng=rng)
 
+    def _model_state(self) -> dict[str, Any]:
+        state = self.model.state_dict()
+        if self.trained is None:
+            return state
+        return {name: value for name, value in state.items() if name in self.trained}
+
+    def _load_model_state(self, saved: dict[str, Any], path: Path) -> None:
+        if self.trained is None:
+            self.model.load_state_dict(saved)
+            return
+        missing = sorted(self.trained - saved.keys())
+        if missing:
+            raise RunFailed(
+                f"{path} lacks {len(missing)} of the weights this run trains (e.g. {missing[0]!r}): it was "
+                "written under another model.freeze / model.freeze_schedule / model.lora_rank"
+            )
+        unexpected = self.model.load_state_dict(saved, strict=False).unexpected_keys
+        if unexpected:
+            raise RunFailed(f"{path} holds weights this model does not have (e.g. {unexpected[0]!r})")
+
     def save(self, step: int, position: DataPosition, skipped: dict[str, int]) -> None:
         """Checkpoint ``step`` (a collective). A write that fails (full disk) fails the run."""
         rank_entry = {"rng": capture_rng_state(), "skipped": dict(skipped)}
@@ -126,7 +157,7 @@ class Checkpointer:
         if self.env.is_main:
             state = {
                 "step": step,
-                "model": self.model.state_dict(),
+                "model": self._model_state(),
                 "optimizer": self.optimizer.optimizer.state_dict(),
                 "scheduler": self.optimizer.scheduler.state_dict(),
                 "data": {

@@ -67,6 +67,7 @@ def score_candidates(
     input_ids: torch.Tensor,
     labels: torch.Tensor,
     *,
+    frame_times: torch.Tensor | None = None,
     max_rows: int,
     autocast: Callable[[], contextlib.AbstractContextManager[None]],
 ) -> torch.Tensor:
@@ -82,6 +83,9 @@ def score_candidates(
                 frame_mask.index_select(0, sel),
                 input_ids[start : start + max_rows].to(device),
                 labels[start : start + max_rows].to(device),
+                frame_times=None
+                if frame_times is None
+                else frame_times.index_select(0, sel.to(frame_times.device)),
             )
         out.append(result["nll"].float())
     return torch.cat(out) if out else torch.zeros(0, device=device)
@@ -144,9 +148,9 @@ def evaluate(
                 valid.append(i)
             if not valid:
                 continue
-            frames, frame_mask = batch["frames"], batch["frame_mask"]
+            frames, frame_mask, frame_times = batch["frames"], batch["frame_mask"], batch["frame_times"]
             with autocast():
-                out = model(frames, frame_mask, batch["input_ids"], batch["labels"])
+                out = model(frames, frame_mask, batch["input_ids"], batch["labels"], frame_times=frame_times)
             keep = torch.as_tensor(valid, dtype=torch.long, device=out["nll"].device)
             nll_sum += float(out["nll"].float().index_select(0, keep).sum())
             tok_sum += float(out["ntokens"].index_select(0, keep).sum())
@@ -168,7 +172,15 @@ def evaluate(
             ids = torch.stack([e[0] for e in encoded])
             labels = torch.stack([e[1] for e in encoded])
             nll = score_candidates(
-                model, frames, frame_mask, rows, ids, labels, max_rows=max_rows, autocast=autocast
+                model,
+                frames,
+                frame_mask,
+                rows,
+                ids,
+                labels,
+                frame_times=frame_times,
+                max_rows=max_rows,
+                autocast=autocast,
             ).cpu()
             for offset, cands in sets:
                 for attr in cands.groups:

@@ -33,10 +33,12 @@ from omegaconf import OmegaConf
 from kvideo.config import KVideoConfig
 from kvideo.config.checks import require_caption_room
 from kvideo.config.memory import check_fits_on_gpu
+from kvideo.config.model import MODEL_PARTS
 from kvideo.train import signals
 from kvideo.train.checkpoint import restore_rng_state
 from kvideo.train.checkpointer import Checkpointer
 from kvideo.train.distributed import DistEnv, any_ranks, cleanup, init_distributed, wrap_model
+from kvideo.train.freeze import TrainableSchedule
 from kvideo.train.guards import RunDirLock, RunFailed
 from kvideo.train.metrics import RunClock, now
 from kvideo.train.optim import ScheduledOptimizer, param_groups
@@ -117,7 +119,7 @@ class Trainer:
     def __init__(self, cfg: KVideoConfig, run_dir: Path, env: DistEnv) -> None:
         from kvideo.data.loader import build_dataset
         from kvideo.data.tokenizer import build_tokenizer
-        from kvideo.model.vlm import build_model
+        from kvideo.model.vlm import build_model, parameter_summary
 
         self.config = cfg.trainer
         self.run_dir, self.env, self.device = run_dir, env, env.device
@@ -127,11 +129,9 @@ class Trainer:
 
         # Same initial weights whatever the world size; then one data/dropout stream per rank.
         seed_everything(self.config.seed)
-        self.tokenizer = build_tokenizer(cfg.data)
+        self.tokenizer = build_tokenizer(cfg.data, cfg.model)
         require_caption_room(
-            len(self.tokenizer.encode(cfg.video.prompt)),
-            cfg.model.max_text_len,
-            cfg.data.tokenizer or "byte-level",
+            len(self.tokenizer.context_ids(cfg.video.prompt)), cfg.model.max_text_len, self.tokenizer.name
         )
         if self.device.type == "cuda":  # compose time cannot ask the GPU (no torch there)
             check_fits_on_gpu(
@@ -156,13 +156,30 @@ class Trainer:
         num_params = sum(p.numel() for p in self.raw_model.parameters())
         seed_everything(self.config.seed + env.rank)
 
-        self.optimizer = ScheduledOptimizer(self.raw_model, self.config, fused=self.device.type == "cuda")
+        # What trains when (model.freeze / freeze_schedule / LoRA): the optimizer and the
+        # checkpoints cover every parameter that trains at some step.
+        self.trainable = TrainableSchedule(self.raw_model, cfg.model)
+        model_cfg = cfg.model
+        own_lrs = any(model_cfg.part_lr(part, 0.0) for part in MODEL_PARTS)
+        self.optimizer = ScheduledOptimizer(
+            self.raw_model,
+            self.config,
+            fused=self.device.type == "cuda",
+            include=self.trainable.ever(),
+            lr_of_part=(lambda part: model_cfg.part_lr(part, self.config.lr)) if own_lrs else None,
+        )
         self.stream = EpochStream(train_set, cfg, env)
         self.checkpointer = Checkpointer(
-            run_dir, env, model=self.raw_model, optimizer=self.optimizer, clock=clock
+            run_dir,
+            env,
+            model=self.raw_model,
+            optimizer=self.optimizer,
+            clock=clock,
+            trained=self.trainable.ever(),
         )
         resume = self.checkpointer.load()
         self.step = 0 if resume is None else resume.step
+        self.trainable.apply(self.step)
         if resume is not None:
             self.stream.resume_at(resume.position)
         self.report = Reporter(
@@ -177,16 +194,22 @@ class Trainer:
             config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
         )
 
-        model = wrap_model(self.raw_model, env)
-        # wrap_model returns a DistributedDataParallel exactly when env.distributed
-        self.ddp = cast("DistributedDataParallel", model) if env.distributed else None
-        self.model = torch.compile(model) if self.config.compile else model
+        self._wrap_model()
+        self.report.info(parameter_summary(self.raw_model))
         self.validator = Validator(
             cfg, env, tokenizer=self.tokenizer, decode_gpu=decode_gpu, autocast=self.autocast
         )
         # Last: nothing after this may draw from the restored RNG streams.
         if resume is not None and resume.rng is not None:
             restore_rng_state(resume.rng)
+
+    def _wrap_model(self) -> None:
+        """DDP (and ``torch.compile``) around the raw model, for the current trainable set: DDP
+        registers its gradient hooks on the parameters that require grad when it is built."""
+        model = wrap_model(self.raw_model, self.env)
+        # wrap_model returns a DistributedDataParallel exactly when env.distributed
+        self.ddp = cast("DistributedDataParallel", model) if self.env.distributed else None
+        self.model = torch.compile(model) if self.config.compile else model
 
     # ------------------------------------------------------------------ the algorithm
 
@@ -245,6 +268,7 @@ class Trainer:
 
     def train_step(self) -> StepOutcome:
         """One optimizer step over ``grad_accum`` micro-batches."""
+        self.enter_freeze_stage()
         grad_accum = self.config.grad_accum
         t_start = now()
         wait = 0.0
@@ -264,7 +288,11 @@ class Trainer:
             with sync:
                 with self.autocast():
                     out = self.model(
-                        batch["frames"], batch["frame_mask"], batch["input_ids"], batch["labels"]
+                        batch["frames"],
+                        batch["frame_mask"],
+                        batch["input_ids"],
+                        batch["labels"],
+                        frame_times=batch["frame_times"],
                     )
                 loss = out["loss"] / grad_accum
                 loss.backward()
@@ -291,6 +319,18 @@ class Trainer:
             step_s=now() - t_start, wait_s=wait, clips=clips, tokens=tokens, loss=loss_sum, skipped=skipped
         )
         return StepOutcome(lr=lr, grad_norm=grad_norm, preempt=preempt)
+
+    def enter_freeze_stage(self) -> None:
+        """Switch the trainable set when this step starts a ``model.freeze_schedule`` stage (every
+        rank at the same step: the schedule is a function of the step)."""
+        if not self.trainable.apply(self.step):
+            return
+        self._wrap_model()
+        trained = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
+        self.report.say(
+            f"step {self.step}: freeze stage {self.trainable.stage_index(self.step)} starts, "
+            f"{trained:,} parameters train"
+        )
 
     def validate(self) -> None:
         """Validate the current weights and record the numbers (a collective)."""

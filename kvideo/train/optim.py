@@ -8,6 +8,7 @@ resume must restore the first two as a pair. The schedule's shape lives in ``sch
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -27,21 +28,46 @@ _DECAYED_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAtte
 _ADAM_BETAS = (0.9, 0.95)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on Linear/Conv weight matrices only. Tied parameters appear once."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    include: Collection[str] | None = None,
+    lr_of_part: Callable[[str], float] | None = None,
+) -> list[dict[str, Any]]:
+    """AdamW groups: decay on Linear/Conv weight matrices only. Tied parameters appear once.
+
+    ``include``: the parameter names to optimize (default: those with ``requires_grad``);
+    a frozen-now parameter that a later freeze stage trains belongs here, and AdamW leaves it
+    untouched while its gradient is ``None``. ``lr_of_part``: one decay / no-decay pair per
+    part (the first name component: ``vision``, ``projector``, ``lm``), each at its lr;
+    without it, two groups at the optimizer's lr.
+    """
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     seen: set[int] = set()
-    for module in model.modules():
+    for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
+            full = f"{module_name}.{name}" if module_name else name
+            wanted = param.requires_grad if include is None else full in include
+            if not wanted or id(param) in seen:
                 continue
             seen.add(id(param))
+            part = full.split(".", 1)[0] if lr_of_part is not None else ""
             is_matrix = param.ndim >= 2 and name.endswith("weight")
-            (decay if is_matrix and isinstance(module, _DECAYED_MODULES) else no_decay).append(param)
+            groups.setdefault((part, is_matrix and isinstance(module, _DECAYED_MODULES)), []).append(param)
+    if lr_of_part is None:
+        return [
+            {"params": groups.get(("", True), []), "weight_decay": weight_decay},
+            {"params": groups.get(("", False), []), "weight_decay": 0.0},
+        ]
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {
+            "params": params,
+            "weight_decay": weight_decay if decay else 0.0,
+            "lr": lr_of_part(part),
+            "name": f"{part}/{'decay' if decay else 'no_decay'}",
+        }
+        for (part, decay), params in sorted(groups.items())
     ]
 
 
@@ -52,12 +78,20 @@ class ScheduledOptimizer:
     under their own keys.
     """
 
-    def __init__(self, model: nn.Module, trainer: TrainerConfig, *, fused: bool) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        trainer: TrainerConfig,
+        *,
+        fused: bool,
+        include: Collection[str] | None = None,
+        lr_of_part: Callable[[str], float] | None = None,
+    ) -> None:
         self.model = model
         self.grad_clip = trainer.grad_clip
-        self.optimizer = torch.optim.AdamW(
-            param_groups(model, trainer.weight_decay), lr=trainer.lr, betas=_ADAM_BETAS, fused=fused
-        )
+        self.base_lr = trainer.lr
+        groups = param_groups(model, trainer.weight_decay, include=include, lr_of_part=lr_of_part)
+        self.optimizer = torch.optim.AdamW(groups, lr=trainer.lr, betas=_ADAM_BETAS, fused=fused)
         self.scheduler = build_scheduler(
             self.optimizer,
             warmup_steps=trainer.warmup_steps,
@@ -68,13 +102,14 @@ class ScheduledOptimizer:
     def apply_gradients(self) -> tuple[float, torch.Tensor | None]:
         """Clip, step the weights and the schedule, clear the gradients.
 
-        Returns the lr this step used (read before the schedule moves on) and the gradient
+        Returns ``trainer.lr`` times the schedule's factor for this step (parts with their own
+        lr scale the same way) and the gradient
         norm before clipping (``None`` when ``trainer.grad_clip`` is 0).
         """
         grad_norm = None
         if self.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.base_lr * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -69,3 +69,25 @@ def tiny_config(data_root: Path, *, prompt: str = "", **trainer: Any) -> KVideoC
         ),
         trainer=TrainerConfig(**options),
     )
+
+
+def tiny_hf_config(
+    data_root: Path, vision: Path, lm: Path, *, model: dict[str, Any] | None = None, **trainer: Any
+) -> KVideoConfig:
+    """``tiny_config`` with ``model=hf_vlm`` on the tiny Hugging Face parts (64 px tower)."""
+    cfg = tiny_config(data_root, prompt="Describe the video.", **trainer)
+    cfg.video.frame_size = 64
+    options: dict[str, Any] = {
+        "name": "hf_vlm",
+        "family": "hf",
+        "vision_path": str(vision),
+        "lm_path": str(lm),
+        "tokens_per_frame": 4,
+        "time_embedding": True,
+        "max_seq_len": 512,
+        "max_text_len": 40,
+        "freeze": ["vision"],
+    }
+    options.update(model or {})
+    cfg.model = ModelConfig(**options)
+    return cfg

@@ -33,6 +33,7 @@ from kvideo.config import (
     to_validated,
 )
 from tests.helpers.cli import run_train
+from tests.helpers.hf_models import hf_cli_overrides
 from tests.helpers.paths import CONF_DIR
 
 register_configs()
@@ -67,8 +68,8 @@ CASES: list[tuple[list[str], str]] = [
     # video.prompt against the text slot (byte-level tokenizer: one token per byte)
     (
         ["video.prompt=" + "x" * 48],
-        r"video\.prompt leaves no room for the caption: BOS \+ prompt = 1 \+ 48 = 49 tokens \(byte-level\) "
-        r"of model\.max_text_len \(48\)",
+        r"video\.prompt leaves no room for the caption: its context \(BOS \+ prompt, or the chat "
+        r"template's user turn\) is 49 tokens \(byte-level\) of model\.max_text_len \(48\)",
     ),
     # data
     (
@@ -113,6 +114,26 @@ CASES: list[tuple[list[str], str]] = [
     (["model.max_seq_len=40"], r"token budget exceeded: .* > model\.max_seq_len \(40\)"),
     (["model.max_text_len=0"], r"model\.max_text_len must be positive \(got 0\)"),
     (["model.dropout=0.95"], r"model\.dropout must be in \[0\.0, 0\.9\] \(got 0\.95\)"),
+    (["model.family=jax"], r"model\.family must be one of \['builtin', 'hf'\] \(got 'jax'\)"),
+    (["model.time_embedding=sometimes"], r"model\.time_embedding"),  # Hydra: not a valid bool
+    (["model.activation_checkpointing=sometimes"], r"model\.activation_checkpointing"),
+    (["model.projector=qformer"], r"model\.projector must be one of \['mlp2x_gelu', 'linear'\]"),
+    (
+        ["model.attn_implementation=fast"],
+        r"model\.attn_implementation must be one of \['sdpa', 'eager', .*\] \(got 'fast'\)",
+    ),
+    (
+        ["model.freeze=[tower]"],
+        r"model\.freeze: unknown part 'tower'; expected one of \['vision', 'projector', 'lm'\]",
+    ),
+    (
+        ["model.freeze_schedule=[{start_step:5,unfreeze:[lm]},{start_step:5,freeze:[lm]}]"],
+        r"model\.freeze_schedule\[1\]\.start_step \(5\) must be greater than the previous stage's \(5\)",
+    ),
+    (["model.lora_rank=4"], r"model\.lora_rank applies to Hugging Face LMs \(model=hf_vlm\)"),
+    (["model.vision_lr=-1"], r"model\.vision_lr must be non-negative \(0 = trainer\.lr; got -1\.0\)"),
+    (["model.projector_lr=-1"], r"model\.projector_lr must be non-negative"),
+    (["model.lm_lr=-1"], r"model\.lm_lr must be non-negative"),
     # trainer
     (["trainer.max_steps=0"], r"trainer\.max_steps must be positive \(got 0\)"),
     (["trainer.batch_size=0"], r"trainer\.batch_size must be positive \(got 0\)"),
@@ -231,9 +252,54 @@ def test_bad_value_is_refused_naming_the_field(overrides: list[str], message: st
     assert re.search(message, text), text
 
 
+# model=hf_vlm cases on the tiny Hugging Face parts ({vision} / {lm}: their folders; {root}: the
+# folder holding both, which is no model folder).
+HF_CASES = [
+    (
+        ["model.vision_path={root}"],
+        r"model\.vision_path='.*' is not a Hugging Face model folder: expected a config\.json in it",
+    ),
+    (
+        ["model.lm_path=nobody/no-such-model"],
+        r"model\.lm_path='nobody/no-such-model' is neither a local folder nor in the Hugging Face cache .*"
+        r"fetch it beforehand where there is network \(`hf download nobody/no-such-model`\)",
+    ),
+    (
+        ["model.vision_feature_layer=9"],
+        r"model\.vision_feature_layer \(9\) is outside the tower's 3 hidden states",
+    ),
+    (["model.lora_targets=[]", "model.lora_rank=4"], r"model\.lora_targets must name at least one module"),
+    (["model.lora_alpha=0", "model.lora_rank=4"], r"model\.lora_alpha must be positive \(got 0\)"),
+    (["model.lora_dropout=1.5", "model.lora_rank=4"], r"model\.lora_dropout must be in \[0\.0, 0\.9\]"),
+    (
+        ["video.max_frames=200", "video.min_frames=1"],
+        r"token budget exceeded: video\.max_frames \* model\.tokens_per_frame \+ model\.max_text_len "
+        r"= 200 \* 4 \+ 64 = 864 > the LM's max_position_embeddings \(512\)",
+    ),
+    (
+        ["video.frame_size=224"],
+        r"video\.frame_size \(224\) must equal the vision tower's image_size \(64, from model\.vision_path",
+    ),
+    (
+        ["model.tokens_per_frame=25"],
+        r"model\.tokens_per_frame \(25\) cannot exceed the tower's patch grid .* = \(64 / 16\)\^2 = 16",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), _params(HF_CASES))
+def test_bad_hf_vlm_value_is_refused_naming_the_field(
+    overrides: list[str], message: str, tiny_hf_parts: tuple[Path, Path]
+) -> None:
+    vision, lm = tiny_hf_parts
+    names = {"vision": vision, "lm": lm, "root": vision.parent}
+    with pytest.raises(ValueError, match=message):
+        to_validated(compose_cfg([*hf_cli_overrides(vision, lm), *(o.format(**names) for o in overrides)]))
+
+
 def test_every_field_of_every_group_has_a_bad_value_case() -> None:
     fields = {f"{group}.{f.name}" for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
-    covered = {_field(o) for o, _ in CASES + NON_FINITE} | set(RUNTIME_CHECKED) | FREE_FORM
+    covered = {_field(o) for o, _ in CASES + NON_FINITE + HF_CASES} | set(RUNTIME_CHECKED) | FREE_FORM
     assert fields - covered == set(), "fields without a bad-value test"
     assert covered - fields == set(), "cases for fields that do not exist"
 

@@ -113,8 +113,8 @@ def test_a_run_whose_samples_are_all_skipped_fails(corpus: Path, tmp_path: Path)
 def test_a_prompt_that_leaves_no_room_for_the_caption_is_refused_at_compose_time(corpus: Path) -> None:
     with pytest.raises(
         ValueError,
-        match=r"BOS \+ prompt = 1 \+ 39 = 40 tokens \(byte-level\) of "
-        r"model.max_text_len \(40\)",
+        match=r"its context \(BOS \+ prompt, or the chat template's user turn\) is 40 tokens \(byte-level\) "
+        r"of model.max_text_len \(40\)",
     ):
         tiny(corpus, prompt="x" * 39)
     tiny(corpus, prompt="x" * 38)  # one caption token still fits

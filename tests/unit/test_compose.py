@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from kvideo.config import KVideoConfig, register_configs, to_validated
 from kvideo.config.memory import check_fits_in_memory
 from kvideo.resources import MemoryLimit
+from tests.helpers.hf_models import hf_cli_overrides
 from tests.helpers.paths import CONF_DIR
 
 register_configs()
@@ -52,9 +53,13 @@ def test_each_decoder_option(option: str) -> None:
 
 
 @pytest.mark.parametrize("option", group_options("model"))
-def test_each_model_option(option: str) -> None:
-    # small_vlm is sized for 224 px frames; the token budget must still fit.
-    cfg = to_validated(compose_cfg([f"model={option}", "video.frame_size=224"]))
+def test_each_model_option(option: str, tiny_hf_parts: tuple[Path, Path]) -> None:
+    # small_vlm is sized for 224 px frames; the token budget must still fit. hf_vlm takes its
+    # frame size from the tower (64 px here).
+    overrides = [f"model={option}", "video.frame_size=224"]
+    if option == "hf_vlm":
+        overrides = hf_cli_overrides(*tiny_hf_parts)
+    cfg = to_validated(compose_cfg(overrides))
     assert cfg.model.name == option
 
 
@@ -117,9 +122,11 @@ OPTIONS = [(group, option) for group in GROUPS for option in group_options(group
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_group_option_fits_this_machine_and_a_16_gib_laptop_training_on_its_cpu(
-    group: str, option: str
+    group: str, option: str, tiny_hf_parts: tuple[Path, Path]
 ) -> None:
     extra = ["video.frame_size=224"] if group == "model" else []  # small_vlm is sized for 224 px
+    if (group, option) == ("model", "hf_vlm"):
+        extra = hf_cli_overrides(*tiny_hf_parts)
     cfg = to_validated(compose_cfg([f"{group}={option}", *extra]))  # this machine
     check_fits_in_memory(cfg, limit=LAPTOP, processes=(1, ""), on_host=True)
 

@@ -1,0 +1,271 @@
+"""A video-language model from pretrained Hugging Face parts: vision tower per frame -> kvideo's
+projector -> causal LM, the visual tokens entering through ``inputs_embeds``.
+
+Loading is offline: the folders come from ``kvideo.config.pretrained.resolve_model_folder``
+(a local folder, or a snapshot already in the Hugging Face cache) and every ``from_pretrained``
+runs with ``local_files_only=True``. Weights load in fp32: the trainable parts need fp32 master
+weights for AdamW, and autocast runs the matmuls in bf16 on CUDA.
+
+Sequence layout and the loss are ``kvideo.model.vlm``'s: ``[visual | text]``, labels aligned with
+``input_ids``, the logits at text position ``i`` predict ``labels[:, i + 1]``, and the LM head runs
+on the text positions only (``logits_to_keep``). Masks differ in form, not in effect: the LM takes
+a 2-D key mask (1 = may attend) in which the visual tokens of padded frames are 0, and position ids
+count only the tokens it keeps (``cumsum(mask) - 1``), which is what ``generate`` computes from the
+same mask, so a caption is generated with exactly the positions it was trained with. The first
+visual token always stays visible: a clip whose frames all failed would otherwise leave queries with
+no key at all (NaN in SDPA); such a slot carries no loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kvideo.config.model import ModelConfig
+from kvideo.config.pretrained import resolve_model_folder, tower_geometry
+from kvideo.model.projector import FrameProjector
+from kvideo.model.vlm import caption_nll, until_eos
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Loading the vision half of a two-tower CLIP / SigLIP folder lists every text-tower weight
+    as unexpected; that is the intent here, so only errors are shown while loading (and no
+    per-file progress bar: the run's log says what was loaded)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity(logging.ERROR)
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def load_vision_model(folder: Path, *, attn_implementation: str) -> Any:
+    """The tower in ``folder``: the vision model class of a two-tower folder's ``vision_config``
+    (``SiglipVisionModel`` from a SigLIP folder), else ``AutoModel``."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    vision_config = getattr(config, "vision_config", None)
+    kwargs: dict[str, Any] = {
+        "local_files_only": True,
+        "dtype": torch.float32,
+        "attn_implementation": attn_implementation,
+    }
+    with _quiet_transformers():
+        if vision_config is not None:
+            vision_class: Any = MODEL_MAPPING[type(vision_config)]
+            model: nn.Module = vision_class.from_pretrained(folder, **kwargs)
+        else:
+            model = AutoModel.from_pretrained(folder, **kwargs)
+    return model
+
+
+def load_causal_lm(folder: Path, *, attn_implementation: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    with _quiet_transformers():
+        model: nn.Module = AutoModelForCausalLM.from_pretrained(
+            folder, local_files_only=True, dtype=torch.float32, attn_implementation=attn_implementation
+        )
+    return model
+
+
+class HFVisionTower(nn.Module):
+    """Frames -> the patch grid of one hidden state of a Hugging Face vision model.
+
+    ``feature_layer`` indexes ``hidden_states`` (embeddings first), as LLaVA's
+    ``vision_feature_layer``. Tokens before the patch grid (CLIP's class token, DINOv2's
+    registers) are dropped: the projector pools the grid spatially.
+    """
+
+    model: Any  # a transformers PreTrainedModel: its config and hidden_states are not in nn.Module's types
+
+    def __init__(self, model: Any, *, feature_layer: int, image_size: int, patch_size: int) -> None:
+        super().__init__()
+        self.model = model
+        self.feature_layer = feature_layer
+        self.grid = image_size // patch_size
+        self.image_size = image_size
+        self.out_width = int(model.config.hidden_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``images`` (N, 3, S, S) normalized with the tower's mean/std -> (N, g, g, C)."""
+        trains = any(p.requires_grad for p in self.model.parameters())
+        with torch.set_grad_enabled(trains and torch.is_grad_enabled()):  # a frozen tower keeps nothing
+            out = self.model(pixel_values=images, output_hidden_states=True)
+        states: Tensor = out.hidden_states[self.feature_layer]
+        patches = self.grid * self.grid
+        if states.shape[1] < patches:
+            raise ValueError(
+                f"the vision tower returned {states.shape[1]} tokens for a {self.grid}x{self.grid} patch grid"
+            )
+        return states[:, -patches:].reshape(states.shape[0], self.grid, self.grid, states.shape[-1])
+
+
+def linear_layer_names(module: nn.Module) -> list[str]:
+    """The distinct last name components of ``module``'s ``nn.Linear`` layers (LoRA targets)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in module.named_modules() if isinstance(m, nn.Linear)})
+
+
+def add_lora(lm: Any, cfg: ModelConfig) -> Any:
+    """``lm`` wrapped by peft with LoRA of ``model.lora_rank`` on ``model.lora_targets``; peft
+    freezes the LM's own weights, so only the adapters train."""
+    found = linear_layer_names(lm)
+    missing = [t for t in cfg.lora_targets if t not in found]
+    if missing:
+        raise ValueError(
+            f"model.lora_targets {missing} are not linear layers of the LM in model.lm_path "
+            f"({type(lm).__name__}); its linear layers are named {found}"
+        )
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets),
+        task_type="CAUSAL_LM",
+    )
+    wrapped: nn.Module = get_peft_model(lm, config)
+    return wrapped
+
+
+class HFVideoLanguageModel(nn.Module):
+    """Frames + text ids -> caption loss / logits / per-sample NLL (see the module docstring).
+
+    Parts: ``vision`` (``HFVisionTower``), ``projector`` (``FrameProjector``) and ``lm`` (the
+    ``AutoModelForCausalLM``, wrapped by peft when LoRA is on).
+    """
+
+    lm: Any  # PreTrainedModel or PeftModel: generate / get_input_embeddings are not nn.Module's
+
+    def __init__(
+        self, *, vision: HFVisionTower, projector: FrameProjector, lm: nn.Module, tokens_per_frame: int
+    ) -> None:
+        super().__init__()
+        self.vision = vision
+        self.projector = projector
+        self.lm = lm
+        self.tokens_per_frame = tokens_per_frame
+
+    def visual_tokens(self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor | None) -> Tensor:
+        if frame_mask.shape != frames.shape[:2]:
+            raise ValueError(
+                f"frame_mask {tuple(frame_mask.shape)} does not match frames (B, F) {tuple(frames.shape[:2])}"
+            )
+        grid = self.vision(frames.flatten(0, 1))
+        visual: Tensor = self.projector(grid, frames.shape[1], frame_mask, frame_times)
+        return visual
+
+    def _inputs(self, visual: Tensor, frame_mask: Tensor, input_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(inputs_embeds, attention_mask, position_ids)`` for ``[visual | text]``."""
+        text = self.lm.get_input_embeddings()(input_ids)
+        embeds = torch.cat([visual.to(text.dtype), text], dim=1)
+        keys = frame_mask.to(torch.bool).repeat_interleave(self.tokens_per_frame, dim=1)
+        keys[:, 0] = True
+        mask = torch.cat([keys, torch.ones_like(input_ids, dtype=torch.bool)], dim=1).long()
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        return embeds, mask, positions
+
+    def forward(
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        frame_times: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """As ``VideoLanguageModel.forward``; ``frame_times`` is needed with ``model.time_embedding``."""
+        visual = self.visual_tokens(frames, frame_mask, frame_times)
+        embeds, mask, positions = self._inputs(visual, frame_mask, input_ids)
+        result = self.lm(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            logits_to_keep=input_ids.shape[1],
+            use_cache=False,
+        )
+        logits: Tensor = result.logits
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"], out["nll"], out["ntokens"] = caption_nll(logits, labels)
+        return out
+
+    @torch.no_grad()
+    def generate(
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        context_ids: Tensor,
+        *,
+        frame_times: Tensor | None = None,
+        max_new_tokens: int,
+        stop_ids: list[int],
+    ) -> list[list[int]]:
+        """Greedy continuation of ``context_ids`` (B, C) through the LM's own ``generate`` (KV
+        cache), up to the first stop id (excluded) or ``max_new_tokens``."""
+        visual = self.visual_tokens(frames, frame_mask, frame_times)
+        embeds, mask, _ = self._inputs(visual, frame_mask, context_ids)
+        out = self.lm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=stop_ids,
+            pad_token_id=stop_ids[0],
+        )
+        return [until_eos(row, stop_ids) for row in out.tolist()]
+
+
+def build_hf_model(cfg: ModelConfig, *, vocab_size: int, max_frames: int) -> HFVideoLanguageModel:
+    """Load the tower and the LM named by ``cfg``, add the projector (and LoRA).
+
+    ``vocab_size`` is the tokenizer's: an LM whose embedding table is smaller (tokens added to
+    the tokenizer after the LM was saved) is resized to it.
+    """
+    vision_folder = resolve_model_folder("model.vision_path", cfg.vision_path)
+    lm_folder = resolve_model_folder("model.lm_path", cfg.lm_path)
+    geometry = tower_geometry("model.vision_path", vision_folder)
+    tower_model = load_vision_model(vision_folder, attn_implementation=cfg.attn_implementation)
+    lm = load_causal_lm(lm_folder, attn_implementation=cfg.attn_implementation)
+    if vocab_size > lm.get_input_embeddings().num_embeddings:
+        lm.resize_token_embeddings(vocab_size)
+    if cfg.activation_checkpointing:
+        for part in (tower_model, lm):
+            if getattr(part, "supports_gradient_checkpointing", False):
+                part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora_rank:
+        lm = add_lora(lm, cfg)
+    vision = HFVisionTower(
+        tower_model,
+        feature_layer=cfg.vision_feature_layer,
+        image_size=geometry.image_size,
+        patch_size=geometry.patch_size,
+    )
+    projector = FrameProjector(
+        in_width=vision.out_width,
+        out_width=int(lm.get_input_embeddings().embedding_dim),
+        tokens_per_frame=cfg.tokens_per_frame,
+        max_frames=max_frames,
+        motion_tokens=cfg.motion_tokens,
+        time_embedding=cfg.time_embedding,
+        kind=cfg.projector,
+    )
+    return HFVideoLanguageModel(
+        vision=vision, projector=projector, lm=lm, tokens_per_frame=cfg.tokens_per_frame
+    )

@@ -1,0 +1,102 @@
+"""What trains at each optimizer step: ``model.freeze``, then ``model.freeze_schedule``'s stages.
+
+The candidates are the parameters that train when the model is built: every one for the
+builtin models, and for a LoRA LM its adapters only (peft freezes the LM's own weights). A part
+(``vision``, ``projector``, ``lm``) stands for the patterns ``<part>`` and ``<part>.*``, as
+KempnerForge's module aliases do, so freezing a part cannot miss a parameter; any other entry
+is an fnmatch pattern of parameter names and must match at least one.
+
+The set is a pure function of the step, so a resumed run recomputes it from its checkpoint's
+step: a stage change survives a restart without being stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from torch import nn
+
+from kvideo.config.model import ModelConfig, is_part_name
+
+
+@dataclass(frozen=True)
+class _Stage:
+    start_step: int
+    freeze: tuple[str, ...]
+    unfreeze: tuple[str, ...]
+
+
+def _patterns(entry: str) -> tuple[str, ...]:
+    return (entry, f"{entry}.*") if is_part_name(entry) else (entry,)
+
+
+class TrainableSchedule:
+    """``at(step)``: the names of the parameters that train at optimizer step ``step`` (0-based);
+    ``apply(step)`` sets ``requires_grad`` accordingly."""
+
+    def __init__(self, model: nn.Module, cfg: ModelConfig) -> None:
+        self.params = dict(model.named_parameters())
+        self.candidates = frozenset(name for name, p in self.params.items() if p.requires_grad)
+        self.stages = [_Stage(0, tuple(cfg.freeze), ())] + [
+            _Stage(s.start_step, tuple(s.freeze), tuple(s.unfreeze)) for s in cfg.freeze_schedule
+        ]
+        self._check_patterns(cfg)
+        self.current: frozenset[str] | None = None
+        for stage in self.stages:
+            if not self.at(stage.start_step):
+                raise ValueError(
+                    f"nothing trains from step {stage.start_step} on: model.freeze / model.freeze_schedule "
+                    f"freeze every trainable parameter ({len(self.candidates):,} candidates)"
+                )
+
+    def _check_patterns(self, cfg: ModelConfig) -> None:
+        fields = [("model.freeze", cfg.freeze)] + [
+            (f"model.freeze_schedule[{i}]", [*s.freeze, *s.unfreeze])
+            for i, s in enumerate(cfg.freeze_schedule)
+        ]
+        example = next(iter(self.params), "")
+        for field, entries in fields:
+            for entry in entries:
+                if not self._matching(entry, self.params):
+                    raise ValueError(
+                        f"{field}: {entry!r} matches no parameter of the model (names look like {example!r})"
+                    )
+
+    @staticmethod
+    def _matching(entry: str, names: Iterable[str]) -> set[str]:
+        patterns = _patterns(entry)
+        return {n for n in names if any(fnmatchcase(n, p) for p in patterns)}
+
+    def at(self, step: int) -> frozenset[str]:
+        trainable = set(self.candidates)
+        for stage in self.stages:
+            if stage.start_step > step:
+                break
+            for entry in stage.freeze:
+                trainable -= self._matching(entry, trainable)
+            for entry in stage.unfreeze:
+                trainable |= self._matching(entry, self.candidates)
+        return frozenset(trainable)
+
+    def ever(self) -> frozenset[str]:
+        """Every parameter that trains at some step: what the optimizer and checkpoints hold."""
+        out: set[str] = set()
+        for stage in self.stages:
+            out |= self.at(stage.start_step)
+        return frozenset(out)
+
+    def stage_index(self, step: int) -> int:
+        return max(i for i, s in enumerate(self.stages) if s.start_step <= step)
+
+    def apply(self, step: int) -> bool:
+        """Set ``requires_grad`` for ``step``; returns whether the trainable set changed."""
+        trainable = self.at(step)
+        if trainable == self.current:
+            return False
+        for name, param in self.params.items():
+            param.requires_grad_(name in trainable)
+        changed = self.current is not None
+        self.current = trainable
+        return changed

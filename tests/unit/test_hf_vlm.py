@@ -1,0 +1,232 @@
+"""``model=hf_vlm`` contract: pretrained parts load offline through ``from_pretrained``, the loss
+sees captions only, padded frames change nothing, generation continues exactly what the loss
+trains, LoRA trains adapters only, and ``TrainableSchedule`` freezes what it says when it says.
+
+Every model here is a tiny random one made by ``tests/helpers/hf_models.py`` with transformers'
+own config classes and ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from kvideo.config.model import FreezeStage, ModelConfig
+from kvideo.data.tokenizer import IGNORE_INDEX, ChatTokenizer, build_tokenizer
+from kvideo.model import build_model
+from kvideo.model.hf_vlm import HFVideoLanguageModel
+from kvideo.train.freeze import TrainableSchedule
+from kvideo.train.optim import param_groups
+from tests.helpers.hf_models import save_tiny_lm, save_tiny_tower
+
+MAX_FRAMES = 3
+TEXT_LEN = 24
+
+
+def hf_config(vision: Path, lm: Path, **changes: object) -> ModelConfig:
+    base = ModelConfig(
+        name="hf_vlm",
+        family="hf",
+        vision_path=str(vision),
+        lm_path=str(lm),
+        tokens_per_frame=4,
+        time_embedding=True,
+        max_text_len=TEXT_LEN,
+        max_seq_len=512,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def build(cfg: ModelConfig) -> tuple[HFVideoLanguageModel, ChatTokenizer]:
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(None, cfg)  # type: ignore[arg-type]
+    assert isinstance(tokenizer, ChatTokenizer)
+    model = build_model(cfg, vocab_size=tokenizer.vocab_size, max_frames=MAX_FRAMES, frame_size=64)
+    assert isinstance(model, HFVideoLanguageModel)
+    return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_hf_parts: tuple[Path, Path]) -> tuple[Path, Path]:
+    return tiny_hf_parts
+
+
+def batch(tokenizer: ChatTokenizer, captions: list[str], frames_valid: list[int]) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    b = len(captions)
+    encoded = [tokenizer.encode_example("Describe the video.", c, TEXT_LEN) for c in captions]
+    mask = torch.tensor([[i < n for i in range(MAX_FRAMES)] for n in frames_valid])
+    times = torch.where(mask, torch.arange(MAX_FRAMES, dtype=torch.float32) * 0.5, torch.tensor(-1.0))
+    return {
+        "frames": torch.randn(b, MAX_FRAMES, 3, 64, 64, generator=g),
+        "frame_mask": mask,
+        "frame_times": times,
+        "input_ids": torch.tensor([e[0] for e in encoded]),
+        "labels": torch.tensor([e[1] for e in encoded]),
+    }
+
+
+def forward(model: HFVideoLanguageModel, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return model(
+        data["frames"], data["frame_mask"], data["input_ids"], data["labels"], frame_times=data["frame_times"]
+    )
+
+
+def test_two_tower_and_vision_only_folders_load_through_from_pretrained(
+    parts: tuple[Path, Path], tmp_path: Path
+) -> None:
+    vision, lm = parts
+    model, tokenizer = build(hf_config(vision, lm))
+    assert type(model.vision.model).__name__ == "SiglipVisionModel"  # the vision half of SiglipModel
+    assert type(model.lm).__name__ == "Qwen2ForCausalLM"
+    from safetensors.torch import load_file
+
+    stored = load_file(vision / "model.safetensors")
+    loaded = model.vision.model.state_dict()["embeddings.patch_embedding.weight"]
+    assert torch.equal(loaded, stored["vision_model.embeddings.patch_embedding.weight"])  # pretrained
+    alone = save_tiny_tower(tmp_path / "alone", vision_only=True)
+    model2, _ = build(hf_config(alone, lm))
+    out = forward(model2, batch(tokenizer, ["a red circle moves left"], [2]))
+    assert out["logits"].shape == (1, TEXT_LEN, tokenizer.vocab_size)
+
+
+def test_loss_counts_only_the_assistant_turn(parts: tuple[Path, Path]) -> None:
+    model, tokenizer = build(hf_config(*parts))
+    data = batch(tokenizer, ["a red circle moves left", "a blue square moves up"], [3, 2])
+    out = forward(model, data)
+    labelled = data["labels"][:, 1:] != IGNORE_INDEX
+    assert torch.equal(out["ntokens"], labelled.sum(1))
+    target = tokenizer.target_ids("a red circle moves left")
+    assert tokenizer.decode(target) == "a red circle moves left"
+    assert target[-2:] == [tokenizer.stop_ids[0], *tokenizer.encode("\n")]  # <|im_end|>\n ends the turn
+    context = tokenizer.context_ids("Describe the video.")
+    assert data["labels"][0, : len(context)].eq(IGNORE_INDEX).all()
+    assert data["labels"][0, len(context) : len(context) + len(target)].tolist() == target
+    assert torch.isfinite(out["loss"])
+
+
+def test_padded_frames_change_nothing(parts: tuple[Path, Path]) -> None:
+    model, tokenizer = build(hf_config(*parts, motion_tokens=True))
+    data = batch(tokenizer, ["a red circle moves left"], [2])
+    other = dict(data)
+    other["frames"] = data["frames"].clone()
+    other["frames"][:, 2:] = torch.randn_like(other["frames"][:, 2:]) * 5  # the padded frame's pixels
+    assert torch.allclose(forward(model, data)["nll"], forward(model, other)["nll"], atol=1e-5)
+    # and a real frame does change the caption's NLL: the visual tokens reach the LM
+    other["frames"][:, 0] = torch.randn_like(other["frames"][:, 0])
+    assert not torch.allclose(forward(model, data)["nll"], forward(model, other)["nll"], atol=1e-5)
+
+
+def test_frame_times_reach_the_lm_once_the_time_embedding_trains(parts: tuple[Path, Path]) -> None:
+    model, tokenizer = build(hf_config(*parts))
+    data = batch(tokenizer, ["a red circle moves left"], [3])
+    later = dict(data, frame_times=data["frame_times"] * 3)
+    assert torch.equal(forward(model, data)["nll"], forward(model, later)["nll"])  # zero-initialised
+    with torch.no_grad():
+        model.projector.time.weight.normal_()
+    assert not torch.allclose(forward(model, data)["nll"], forward(model, later)["nll"])
+
+
+def test_all_frames_failed_stays_finite(parts: tuple[Path, Path]) -> None:
+    model, tokenizer = build(hf_config(*parts))
+    out = forward(model, batch(tokenizer, ["a red circle moves left"], [0]))
+    assert torch.isfinite(out["logits"]).all()
+
+
+def test_generate_continues_with_the_positions_the_loss_trains(parts: tuple[Path, Path]) -> None:
+    """The LM's own generate (KV cache, positions from the mask) picks the same greedy tokens as
+    argmax over full forwards of the training computation, on a clip with a padded frame."""
+    model, tokenizer = build(hf_config(*parts))
+    data = batch(tokenizer, ["x"], [2])
+    context = torch.tensor([tokenizer.context_ids("Describe the video.")])
+    generated = model.generate(
+        data["frames"],
+        data["frame_mask"],
+        context,
+        frame_times=data["frame_times"],
+        max_new_tokens=6,
+        stop_ids=[-1],  # never stops: compare all 6
+    )[0]
+    ids = context
+    for _ in range(6):
+        logits = model(data["frames"], data["frame_mask"], ids, frame_times=data["frame_times"])["logits"]
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert generated == ids[0, context.shape[1] :].tolist()
+
+
+def test_lora_trains_the_adapters_only(parts: tuple[Path, Path]) -> None:
+    model, _ = build(hf_config(*parts, lora_rank=4, freeze=["vision"]))
+    schedule = TrainableSchedule(model, hf_config(*parts, lora_rank=4, freeze=["vision"]))
+    schedule.apply(0)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained
+    assert all(n.startswith("projector.") or ".lora_" in n for n in trained)
+    assert any(".lora_A." in n and "q_proj" in n for n in trained)
+    assert any("down_proj.lora_B" in n for n in trained)
+
+
+def test_lora_on_a_model_without_the_targets_names_the_layers_it_has(parts: tuple[Path, Path]) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"model\.lora_targets \['c_attn'\] are not linear layers .*"
+        r"its linear layers are named \[.*'q_proj'.*\]",
+    ):
+        build(hf_config(*parts, lora_rank=4, lora_targets=["q_proj", "c_attn"]))
+
+
+def test_a_tokenizer_without_chat_template_frames_text_with_bos_and_eos(tmp_path: Path, parts) -> None:
+    lm = save_tiny_lm(tmp_path / "plain", chat_template=False)
+    tok = build_tokenizer(None, hf_config(parts[0], lm))  # type: ignore[arg-type]
+    assert tok.target_ids("a red circle") == [*tok.encode("a red circle"), tok.eos_id]
+    assert tok.context_ids("hi") == tok.encode("hi")  # this tokenizer has no BOS
+
+
+# ----------------------------------------------------------------------------- what trains
+
+
+def test_freeze_schedule_follows_llavas_recipe_and_is_a_function_of_the_step(
+    parts: tuple[Path, Path],
+) -> None:
+    cfg = hf_config(
+        *parts,
+        freeze=["vision", "lm"],
+        freeze_schedule=[
+            FreezeStage(start_step=5, unfreeze=["lm"]),
+            FreezeStage(start_step=9, freeze=["lm.*.embed_tokens.*"]),
+        ],
+    )
+    model, _ = build(cfg)
+    schedule = TrainableSchedule(model, cfg)
+    assert all(n.startswith("projector.") for n in schedule.at(0))
+    assert schedule.at(4) == schedule.at(0)
+    at5 = schedule.at(5)
+    assert any(n.startswith("lm.") for n in at5) and not any(n.startswith("vision.") for n in at5)
+    assert not any("embed_tokens" in n for n in schedule.at(9))
+    assert schedule.ever() == at5
+    assert schedule.apply(0) is False  # the first application is the build, not a change
+    assert schedule.apply(3) is False
+    assert schedule.apply(5) is True
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == at5
+    assert TrainableSchedule(model, cfg).at(7) == at5  # a fresh schedule (a resumed run) agrees
+
+
+def test_freeze_patterns_must_match_and_something_must_train(parts: tuple[Path, Path]) -> None:
+    model, _ = build(hf_config(*parts))
+    with pytest.raises(ValueError, match=r"model\.freeze: 'lm\.nothing\.\*' matches no parameter"):
+        TrainableSchedule(model, hf_config(*parts, freeze=["lm.nothing.*"]))
+    with pytest.raises(ValueError, match=r"nothing trains from step 0 on"):
+        TrainableSchedule(model, hf_config(*parts, freeze=["vision", "projector", "lm"]))
+
+
+def test_part_learning_rates_make_one_group_pair_per_part(parts: tuple[Path, Path]) -> None:
+    cfg = hf_config(*parts, freeze=[], lm_lr=1e-5, vision_lr=1e-6)
+    model, _ = build(cfg)
+    groups = param_groups(model, 0.1, lr_of_part=lambda part: cfg.part_lr(part, 1e-3))
+    lrs = {g["name"]: g["lr"] for g in groups}
+    assert lrs["lm/decay"] == lrs["lm/no_decay"] == 1e-5
+    assert lrs["vision/decay"] == 1e-6
+    assert lrs["projector/decay"] == 1e-3
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
