@@ -108,6 +108,12 @@ def test_plugin_registered_by_import_is_accepted() -> None:
         (lambda: TrainerConfig(min_lr_ratio=2.0), "trainer.min_lr_ratio must be in [0.0, 1.0]"),
         (lambda: TrainerConfig(log_every=0), "trainer.log_every must be positive (got 0)"),
         (lambda: TrainerConfig(grad_accum=0), "trainer.grad_accum must be positive (got 0)"),
+        (
+            lambda: TrainerConfig(loggers=["tensorboard", "tb"]),
+            "trainer.loggers entries must each be one of ['tensorboard', 'wandb'] (got 'tb')",
+        ),
+        (lambda: TrainerConfig(loggers=["wandb", "wandb"]), "trainer.loggers lists 'wandb' twice"),
+        (lambda: TrainerConfig(wandb_project=" "), "trainer.wandb_project must be a non-empty W&B project"),
     ],
 )
 def test_other_nodes_name_their_fields(factory, message: str) -> None:
