@@ -24,7 +24,10 @@ def require_installed(names: Sequence[str]) -> None:
     """Fail at trainer start, not at the first log line, when a requested tracker's package is
     missing (the message says how to install it). Cheap: nothing is imported."""
     for name in names:
-        logger_type = LOGGER_TYPES[name]
+        logger_type = LOGGER_TYPES.get(name)
+        if logger_type is None:
+            known = list(LOGGER_TYPES)
+            raise ValueError(f"trainer.loggers entries must each be one of {known} (got {name!r})")
         if find_spec(logger_type.PACKAGE) is None:
             raise RuntimeError(
                 f"trainer.loggers includes {name}, which is not installed: {logger_type.INSTALL_HINT}"
@@ -41,10 +44,15 @@ def open_loggers(
     """
     require_installed(names)
     loggers: list[ExperimentLogger] = []
-    for name in names:
-        if name == "tensorboard":
-            purge_step = None if resume_step is None else resume_step + 1
-            loggers.append(TensorBoardLogger(run_dir / TB_DIRNAME, purge_step=purge_step))
-        elif name == "wandb":
-            loggers.append(WandbLogger(run_dir, project=wandb_project))
+    try:
+        for name in names:
+            if name == "tensorboard":
+                purge_step = None if resume_step is None else resume_step + 1
+                loggers.append(TensorBoardLogger(run_dir / TB_DIRNAME, purge_step=purge_step))
+            elif name == "wandb":
+                loggers.append(WandbLogger(run_dir, project=wandb_project))
+    except BaseException:
+        for logger in loggers:  # e.g. W&B refused to start (no login): release TensorBoard's files
+            logger.close()
+        raise
     return loggers
