@@ -36,6 +36,18 @@ def require_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
         raise ValueError(f"{field} must be one of {choices} (got {value!r})")
 
 
+def require_choices(field: str, values: Iterable[Any], choices: Iterable[Any]) -> None:
+    """A list option: each entry one of ``choices``, none twice (a tracker opened twice would
+    log every value twice)."""
+    choices, seen = list(choices), []
+    for value in values:
+        if value not in choices:
+            raise ValueError(f"{field} entries must each be one of {choices} (got {value!r})")
+        if value in seen:
+            raise ValueError(f"{field} lists {value!r} twice")
+        seen.append(value)
+
+
 def require_caption_room(context_tokens: int, max_text_len: int, tokenizer: str) -> None:
     """The text slot holds the context (BOS + prompt, or the chat template's user turn) + caption
     + EOS, cut at ``model.max_text_len``: a context that fills it masks every caption token, and

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from kvideo.config.checks import (
     require_at_most,
     require_choice,
+    require_choices,
     require_non_negative,
     require_positive,
     require_range,
@@ -14,6 +16,9 @@ from kvideo.config.checks import (
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
+# Experiment trackers (kvideo.train.loggers.LOGGER_TYPES has the same names; this module stays
+# torch-free, so it cannot import them from there).
+LOGGERS = ("tensorboard", "wandb")
 # Per process, per micro-batch: twice CLIP's *global* batch (32768, split over hundreds of GPUs).
 # Smaller batches that still cannot fit are refused by the memory estimate (kvideo/config/memory.py).
 MAX_BATCH_SIZE = 65536
@@ -25,6 +30,9 @@ class TrainerConfig:
 
     device: ``auto`` picks CUDA when present. precision: ``auto`` = bf16 autocast on
     CUDA, fp32 on CPU. ``*_every`` are in optimizer steps; 0 disables that action.
+    loggers: the experiment trackers the metrics are mirrored to besides ``metrics.jsonl``
+    (``tensorboard``, ``wandb``: ``pip install 'kvideo[wandb]'``; ``WANDB_MODE=offline`` runs
+    without a network); wandb_project: the W&B project.
     """
 
     max_steps: int = 300
@@ -44,6 +52,8 @@ class TrainerConfig:
     val_every: int = 100
     val_max_batches: int = 0
     seed: int = 0
+    loggers: list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])
+    wandb_project: str = "kvideo"
 
     def __post_init__(self) -> None:
         for field in ("max_steps", "batch_size", "lr", "grad_accum", "log_every"):
@@ -68,3 +78,8 @@ class TrainerConfig:
         require_range("trainer.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         require_choice("trainer.device", self.device, DEVICES)
         require_choice("trainer.precision", self.precision, PRECISIONS)
+        require_choices("trainer.loggers", self.loggers, LOGGERS)
+        if not self.wandb_project.strip():
+            raise ValueError(
+                f"trainer.wandb_project must be a non-empty W&B project name (got {self.wandb_project!r})"
+            )

@@ -58,7 +58,8 @@ class ValidateSweepCallback(Callback):
 
 
 class SweepReportCallback(Callback):
-    """Write the sweep's comparison table and plot when a multirun ends.
+    """Write the sweep's comparison table and plots (final metrics, loss curves) when a
+    multirun ends.
 
     Job failures are recorded by ``train.py`` as ``failed.json`` instead of being
     raised, so Hydra reaches this hook and the other jobs still report; the exit code
@@ -70,7 +71,7 @@ class SweepReportCallback(Callback):
 
         sweep_dir = config.hydra.sweep.dir
         jobs = build_report(sweep_dir)
-        print(f"kvideo: sweep report written to {sweep_dir}/report.md (+ .csv, .png)")
+        print(f"kvideo: sweep report written to {sweep_dir}/report.md (+ .csv, .png, report_curves.png)")
         bad = [j for j in jobs if j.status != "ok"]
         if bad:
             for job in bad:

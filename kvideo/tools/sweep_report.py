@@ -1,9 +1,11 @@
-"""Comparison table and plot for a finished (or partly failed) multirun sweep.
+"""Comparison table and plots for a finished (or partly failed) multirun sweep.
 
 Reads each job folder of a sweep dir (``<sweep.dir>/<num>/``): its overrides from
 ``.hydra/overrides.yaml``, its outcome from ``final.json`` (written by the trainer at
-the end) or ``failed.json`` (written by ``train.py`` when a sweep job raises), and
-writes ``report.csv``, ``report.md`` and ``report.png`` into the sweep dir.
+the end) or ``failed.json`` (written by ``train.py`` when a sweep job raises), its loss
+curves from ``metrics.jsonl``, and writes ``report.csv``, ``report.md``, ``report.png``
+(final metrics against the swept value) and ``report_curves.png`` (every job's training and
+validation loss) into the sweep dir. The figures' rules are in ``kvideo.tools.sweep_plots``.
 
 Also a standalone command, because under submitit the submitting process may die
 before Hydra's ``on_multirun_end`` runs: ``kvideo-sweep-report SWEEP_DIR`` (or
@@ -19,11 +21,15 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
 
 import yaml
 
-REPORT_FILES = ("report.csv", "report.md", "report.png")
+from kvideo.files import read_jsonl
+from kvideo.tools.sweep_plots import final_metrics_figure, loss_curves_figure
+from kvideo.trees import scalar_leaves
+
+REPORT_FILES = ("report.csv", "report.md", "report.png", "report_curves.png")
+PLOT_DPI = 110
 
 
 @dataclass
@@ -35,6 +41,10 @@ class JobOutcome:
     status: str  # "ok" | "failed" | "incomplete"
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    train_loss: list[tuple[int, float]] = field(default_factory=list)
+    """(step, mean training loss of the log window ending there), from ``metrics.jsonl``."""
+    val_loss: list[tuple[int, float]] = field(default_factory=list)
+    """(step, validation loss), from ``metrics.jsonl``."""
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -42,31 +52,42 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
-def _numeric_items(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Flatten the scalar numbers of a (nested) JSON object: {"skipped": {"missing": 2}}
-    becomes {"skipped.missing": 2}."""
-    out: dict[str, float] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            out[name] = value
-        elif isinstance(value, dict):
-            out.update(_numeric_items(value, f"{name}."))
-    return out
+def _final_numbers(final: dict[str, object]) -> dict[str, float]:
+    """The finite numbers of ``final.json`` under dotted keys (``skipped.missing``)."""
+    return {
+        key: value
+        for key, value in scalar_leaves(final).items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+def _loss_curves(job_dir: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(train, validation) loss points of a job's ``metrics.jsonl``: training records carry no
+    ``split`` and a ``loss``, validation records ``split: validation`` and a ``val_loss``;
+    a NaN was written as null and has no point."""
+    train, val = [], []
+    for record in read_jsonl(job_dir / "metrics.jsonl"):
+        split = record.get("split", "train")
+        if split == "train" and isinstance(record.get("loss"), int | float):
+            train.append((int(record["step"]), float(record["loss"])))
+        elif split == "validation" and isinstance(record.get("val_loss"), int | float):
+            val.append((int(record["step"]), float(record["val_loss"])))
+    return train, val
 
 
 def read_job(job_dir: Path) -> JobOutcome:
     overrides_list = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = dict(item.split("=", 1) for item in overrides_list if "=" in item)
+    job = JobOutcome(job_dir.name, overrides, "incomplete", error="no final.json (still running or killed)")
+    job.train_loss, job.val_loss = _loss_curves(job_dir)
     final, failed = job_dir / "final.json", job_dir / "failed.json"
     if final.is_file():
-        return JobOutcome(job_dir.name, overrides, "ok", _numeric_items(json.loads(final.read_text())))
-    if failed.is_file():
-        info = json.loads(failed.read_text())
-        return JobOutcome(job_dir.name, overrides, "failed", error=str(info.get("error", "unknown error")))
-    return JobOutcome(job_dir.name, overrides, "incomplete", error="no final.json (still running or killed)")
+        job.status, job.error = "ok", ""
+        job.metrics = _final_numbers(json.loads(final.read_text()))
+    elif failed.is_file():
+        job.status = "failed"
+        job.error = str(json.loads(failed.read_text()).get("error", "unknown error"))
+    return job
 
 
 def swept_keys(jobs: list[JobOutcome]) -> list[str]:
@@ -110,56 +131,14 @@ def _fmt(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4g}"
 
 
-def _as_number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def write_plot(jobs: list[JobOutcome], axes: list[str], metrics: list[str], sweep_dir: Path) -> None:
-    """Swept value (first axis) against each validation metric; one line per setting of
-    the other axes. Failed jobs are absent from the lines but present in the tables."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plotted = [m for m in metrics if m.startswith("acc_") or m == "val_loss"] or metrics[:3]
-    ok = [j for j in jobs if j.status == "ok"]
-    x_key = axes[0] if axes else "job"
-    ncols = max(1, len(plotted))
-    fig, panels = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.6), squeeze=False)
-    for panel, metric in zip(panels[0], plotted, strict=False):
-        groups: dict[str, list[tuple[Any, float]]] = {}
-        for job in ok:
-            if metric not in job.metrics:
-                continue
-            label = ", ".join(f"{k}={job.overrides.get(k)}" for k in axes[1:]) or metric
-            x_text = job.overrides.get(x_key, job.num)
-            groups.setdefault(label, []).append((x_text, job.metrics[metric]))
-        for label, points in groups.items():
-            numeric = all(_as_number(x) is not None for x, _ in points)
-            # numeric: _as_number gave a float (never None) for every x
-            points.sort(key=lambda p: cast(float, _as_number(p[0])) if numeric else p[0])
-            xs = [_as_number(x) if numeric else x for x, _ in points]
-            panel.plot(xs, [y for _, y in points], marker="o", label=label)
-        if metric.startswith("acc_") and ok and f"chance_{metric[4:]}" in ok[0].metrics:
-            panel.axhline(ok[0].metrics[f"chance_{metric[4:]}"], color="gray", linestyle=":", label="chance")
-        panel.set_xlabel(x_key)
-        panel.set_title(metric)
-        panel.grid(alpha=0.3)
-        if len(groups) > 1 or metric.startswith("acc_"):
-            panel.legend(fontsize=7)
-    failed = len(jobs) - len(ok)
-    fig.suptitle(f"{sweep_dir.name}: {len(ok)} ok" + (f", {failed} failed/incomplete" if failed else ""))
-    fig.tight_layout()
-    fig.savefig(sweep_dir / "report.png", dpi=110)
-    plt.close(fig)
+def write_plots(jobs: list[JobOutcome], axes: list[str], metrics: list[str], sweep_dir: Path) -> None:
+    """``report.png`` (final metrics against the swept value) and ``report_curves.png``."""
+    final_metrics_figure(jobs, axes, metrics, sweep_dir.name).savefig(sweep_dir / "report.png", dpi=PLOT_DPI)
+    loss_curves_figure(jobs, axes, sweep_dir.name).savefig(sweep_dir / "report_curves.png", dpi=PLOT_DPI)
 
 
 def build_report(sweep_dir: str | Path) -> list[JobOutcome]:
-    """Write the CSV, Markdown and PNG report for ``sweep_dir``; returns the jobs read."""
+    """Write the CSV, Markdown and PNG reports for ``sweep_dir``; returns the jobs read."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep dir {str(sweep_dir)!r} does not exist")
@@ -167,7 +146,7 @@ def build_report(sweep_dir: str | Path) -> list[JobOutcome]:
     if not jobs:
         raise FileNotFoundError(f"no job folders (with .hydra/overrides.yaml) under {str(sweep_dir)!r}")
     axes, metrics = write_tables(jobs, sweep_dir)
-    write_plot(jobs, axes, metrics, sweep_dir)
+    write_plots(jobs, axes, metrics, sweep_dir)
     return jobs
 
 

@@ -40,6 +40,7 @@ from kvideo.train.checkpointer import Checkpointer
 from kvideo.train.distributed import DistEnv, any_ranks, cleanup, init_distributed, wrap_model
 from kvideo.train.freeze import TrainableSchedule
 from kvideo.train.guards import RunDirLock, RunFailed
+from kvideo.train.loggers import require_installed
 from kvideo.train.metrics import RunClock, now
 from kvideo.train.optim import ScheduledOptimizer, param_groups
 from kvideo.train.precision import Autocast
@@ -122,6 +123,7 @@ class Trainer:
         from kvideo.model.vlm import build_model, parameter_summary
 
         self.config = cfg.trainer
+        require_installed(self.config.loggers)  # a missing wandb fails now, not after the data is built
         self.run_dir, self.env, self.device = run_dir, env, env.device
         self.tokens_per_frame = cfg.model.tokens_per_frame
         clock = RunClock()

@@ -1,6 +1,7 @@
-"""Everything the trainer writes besides checkpoints: ``metrics.jsonl``, TensorBoard events,
-``skipped.jsonl``, ``config.yaml`` and ``final.json``, plus the step-time bookkeeping behind
-the throughput and data-wait numbers.
+"""Everything the trainer writes besides checkpoints: ``metrics.jsonl``, ``skipped.jsonl``,
+``predictions_val.jsonl``, ``config.yaml`` and ``final.json``, mirrored to the experiment
+trackers of ``trainer.loggers`` (``kvideo.train.loggers``: TensorBoard events in ``tb/``, W&B),
+plus the step-time bookkeeping behind the throughput and data-wait numbers.
 
 Only rank 0 writes (``enabled=False`` elsewhere turns every method into a no-op), so the
 loop does not need ``if is_main`` around each call.
@@ -19,7 +20,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+# read_jsonl and TB_DIRNAME are re-exported (``as``): callers have always found them here.
+from kvideo.files import read_jsonl as read_jsonl
 from kvideo.files import write_text_atomic
+from kvideo.train.loggers import PREDICTION_COLUMNS, ExperimentLogger, open_loggers
+from kvideo.train.loggers import TB_DIRNAME as TB_DIRNAME
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +35,7 @@ SKIPPED_NAME = "skipped.jsonl"
 FINAL_NAME = "final.json"
 CONFIG_NAME = "config.yaml"
 LAUNCHES_NAME = "launches.jsonl"
-TB_DIRNAME = "tb"
+PREDICTIONS_NAME = "predictions_val.jsonl"
 
 
 def _clean(value: Any) -> Any:
@@ -47,22 +54,6 @@ def _clean(value: Any) -> Any:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """``obj`` as indented JSON with sorted keys, NaN/inf as null (``_clean``), written whole."""
     write_text_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file, skipping a torn last line (a run killed mid-write)."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def _rewrite_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool] | None) -> list[dict[str, Any]]:
@@ -156,63 +147,104 @@ class SkipTracker:
         return out
 
 
-class RunWriter:
-    """Rank 0's files in the run directory. Construct with ``enabled=False`` on other ranks."""
+def tracker_scalars(record: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """The numbers of a metrics record as tracker tags: ``{"loss": 2.1, "skipped": {"empty": 1}}``
+    with prefix ``train`` becomes ``{"train/loss": 2.1, "train/skipped/empty": 1}``. ``step`` and
+    ``split`` say where the record belongs and are not values; ``None`` (NaN, see ``_clean``)
+    has no point to plot."""
+    scalars: dict[str, float] = {}
+    for key, value in record.items():
+        if key in ("step", "split"):
+            continue
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            scalars[f"{prefix}/{key}"] = value
+        elif isinstance(value, Mapping):
+            for sub, v in value.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    scalars[f"{prefix}/{key}/{sub}"] = v
+    return scalars
 
-    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None = None) -> None:
+
+class RunWriter:
+    """Rank 0's files in the run directory and its experiment trackers. Construct with
+    ``enabled=False`` on other ranks.
+
+    ``loggers`` names the trackers (``trainer.loggers``: ``tensorboard``, ``wandb``) every
+    record is mirrored to; ``wandb_project`` is the W&B project (``trainer.wandb_project``).
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        enabled: bool,
+        resume_step: int | None = None,
+        loggers: Sequence[str] = ("tensorboard",),
+        wandb_project: str = "kvideo",
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
-        self._tb = None
+        self.start_step = 0 if resume_step is None else resume_step
+        self._loggers: list[ExperimentLogger] = []
+        self._closed = False
         self._skipped_seen: set[str] = set()
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / METRICS_NAME
         self.skipped_path = self.run_dir / SKIPPED_NAME
+        self.predictions_path = self.run_dir / PREDICTIONS_NAME
         # A resumed run re-does the steps after its checkpoint; drop their old lines so the
         # file reads as one consistent history (the same steps logged twice would disagree
         # about wall-clock rates and confuse plots). No checkpoint = start over from step 0.
-        keep_through = 0 if resume_step is None else resume_step
-        _rewrite_jsonl(self.metrics_path, lambda r: int(r.get("step", 0)) <= keep_through)
+        for path in (self.metrics_path, self.predictions_path):
+            _rewrite_jsonl(path, lambda r: int(r.get("step", 0)) <= self.start_step)
         # The dedupe set survives restarts: a file skipped before the preemption is not
         # listed again when the resumed run meets it in the next epoch.
         self._skipped_seen = {r["path"] for r in _rewrite_jsonl(self.skipped_path, None) if "path" in r}
-        from torch.utils.tensorboard import SummaryWriter
-
-        # purge_step hides events past the resume point written by the interrupted run.
-        purge = None if resume_step is None else resume_step + 1
-        self._tb = SummaryWriter(log_dir=str(self.run_dir / TB_DIRNAME), purge_step=purge)
+        self._loggers = open_loggers(
+            loggers, self.run_dir, resume_step=resume_step, wandb_project=wandb_project
+        )
 
     def write_config(self, yaml_text: str) -> None:
-        """The resolved config; a resumed run whose config differs says so (its checkpoint
-        was trained under the old one) and the file then shows the current one."""
+        """The resolved config, to ``config.yaml`` and every tracker (TensorBoard hparams and
+        text, W&B config); a resumed run whose config differs says so (its checkpoint was
+        trained under the old one) and the file then shows the current one."""
         if not self.enabled:
             return
         path = self.run_dir / CONFIG_NAME
         if path.exists() and path.read_text() != yaml_text:
             log.warning("%s differs from this run's config: the run continues under the new one", path)
         path.write_text(yaml_text)
+        config = yaml.safe_load(yaml_text) or {}
+        for logger in self._open_loggers():
+            logger.log_config(config, yaml_text, self.start_step)
 
     def log(self, record: dict[str, Any], *, tb_prefix: str) -> None:
-        """Append one line to metrics.jsonl and mirror its numbers to TensorBoard."""
+        """Append one line to metrics.jsonl and mirror its numbers to the trackers, under
+        ``tb_prefix/`` (``train``, ``val``)."""
         if not self.enabled:
             return
         record = _clean(record)
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        step = int(record["step"])
-        tb = self._tb
-        assert tb is not None, "RunWriter.log after close()"
-        for key, value in record.items():
-            if key in ("step", "split"):
-                continue
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                tb.add_scalar(f"{tb_prefix}/{key}", value, step)
-            elif isinstance(value, Mapping):
-                for sub, v in value.items():
-                    if isinstance(v, int | float):
-                        tb.add_scalar(f"{tb_prefix}/{key}/{sub}", v, step)
-        tb.flush()
+        scalars = tracker_scalars(record, tb_prefix)
+        for logger in self._open_loggers():
+            logger.log_scalars(scalars, int(record["step"]))
+
+    def log_predictions(self, step: int, rows: Sequence[Mapping[str, str]]) -> None:
+        """Append generated captions beside their references to ``predictions_val.jsonl`` (one
+        line per row, with ``step``) and show them in the trackers (a table)."""
+        if not self.enabled:
+            return
+        for row in rows:
+            missing = [c for c in PREDICTION_COLUMNS if c not in row]
+            if missing:
+                raise ValueError(f"prediction row without {missing}: rows need {list(PREDICTION_COLUMNS)}")
+        with open(self.predictions_path, "a") as f:
+            f.writelines(json.dumps({"step": step, **row}) + "\n" for row in rows)
+        for logger in self._open_loggers():
+            logger.log_predictions(rows, step)
 
     def add_skipped(self, entries: Iterable[tuple[str, str]]) -> int:
         """Append files not listed yet to skipped.jsonl; returns how many were new."""
@@ -251,13 +283,22 @@ class RunWriter:
             f.write(json.dumps(record) + "\n")
 
     def write_final(self, final: dict[str, Any]) -> None:
-        if self.enabled:
-            write_json_atomic(self.run_dir / FINAL_NAME, final)
+        """``final.json``, and the final metrics to the trackers."""
+        if not self.enabled:
+            return
+        write_json_atomic(self.run_dir / FINAL_NAME, final)
+        for logger in self._open_loggers():
+            logger.log_final(_clean(final), int(final["step"]))
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        loggers, self._loggers = self._loggers, []
+        self._closed = True
+        for logger in loggers:
+            logger.close()
+
+    def _open_loggers(self) -> list[ExperimentLogger]:
+        assert not self._closed, "RunWriter used after close()"
+        return self._loggers
 
 
 class RunClock:

@@ -51,7 +51,13 @@ class Reporter:
         self.resumed_from = resumed_from
         self.skips = SkipTracker(skipped)
         self.skip_budget = SkipBudget(max_skip_fraction)
-        self.writer = RunWriter(run_dir, enabled=env.is_main, resume_step=resumed_from)
+        self.writer = RunWriter(
+            run_dir,
+            enabled=env.is_main,
+            resume_step=resumed_from,
+            loggers=trainer.loggers,
+            wandb_project=trainer.wandb_project,
+        )
         self.writer.write_config(config_yaml)
         self.writer.record_launch(resumed_from=resumed_from, world_size=env.world_size)
         self.timer = StepTimer()
@@ -176,6 +182,13 @@ class Reporter:
         accs = " ".join(f"{k}={v:.3f}" for k, v in result.items() if k.startswith("acc_"))
         self.say(f"validation step {step}: loss {result['val_loss']:.4f} {accs}")
         self.last_val = result
+
+    def log_predictions(self, step: int, rows: list[dict[str, str]]) -> None:
+        """Generated captions beside their references (rows with keys ``video``, ``reference``,
+        ``generated``): appended to ``predictions_val.jsonl`` with ``step`` and shown in the
+        trackers as a table. Rank 0 writes its ``rows``; other ranks' calls do nothing (not a
+        collective: gather the rows on rank 0 first to show every rank's)."""
+        self.writer.log_predictions(step, rows)
 
     def final_metrics(self, status: str, step: int, epoch: int) -> dict[str, Any]:
         """What ``train()`` returns and ``final.json`` holds (a collective: the skip counts)."""

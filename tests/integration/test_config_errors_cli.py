@@ -155,6 +155,12 @@ CASES: list[tuple[list[str], str]] = [
     (["trainer.val_every=-1"], r"trainer\.val_every must be non-negative \(got -1\)"),
     (["trainer.val_max_batches=-1"], r"trainer\.val_max_batches must be non-negative \(got -1\)"),
     (["trainer.seed=-1"], r"trainer\.seed must be non-negative \(got -1\)"),
+    (
+        ["trainer.loggers=[tensorboard,tb]"],
+        r"trainer\.loggers entries must each be one of \['tensorboard', 'wandb'\] \(got 'tb'\)",
+    ),
+    (["trainer.loggers=[wandb,wandb]"], r"trainer\.loggers lists 'wandb' twice"),
+    (["trainer.wandb_project=''"], r"trainer\.wandb_project must be a non-empty W&B project name \(got ''\)"),
     # upper bounds on sizes that allocate (a typo must fail here, not in the allocator)
     (
         ["video.frame_size=65536"],

@@ -108,6 +108,12 @@ def test_plugin_registered_by_import_is_accepted() -> None:
         (lambda: TrainerConfig(min_lr_ratio=2.0), "trainer.min_lr_ratio must be in [0.0, 1.0]"),
         (lambda: TrainerConfig(log_every=0), "trainer.log_every must be positive (got 0)"),
         (lambda: TrainerConfig(grad_accum=0), "trainer.grad_accum must be positive (got 0)"),
+        (
+            lambda: TrainerConfig(loggers=["tensorboard", "tb"]),
+            "trainer.loggers entries must each be one of ['tensorboard', 'wandb'] (got 'tb')",
+        ),
+        (lambda: TrainerConfig(loggers=["wandb", "wandb"]), "trainer.loggers lists 'wandb' twice"),
+        (lambda: TrainerConfig(wandb_project=" "), "trainer.wandb_project must be a non-empty W&B project"),
     ],
 )
 def test_other_nodes_name_their_fields(factory, message: str) -> None:
@@ -175,3 +181,11 @@ def test_to_validated_refuses_what_cannot_fit_in_this_machines_memory() -> None:
 def test_tools_that_do_not_train_can_skip_the_memory_check() -> None:
     big = {"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}}
     assert to_validated(big, check_memory=False).trainer.batch_size == 4096
+
+
+def test_trackers_are_a_list_on_the_command_line_with_tensorboard_by_default() -> None:
+    from kvideo.config.compose import compose_config
+
+    assert to_validated(compose_config()).trainer.loggers == ["tensorboard"]
+    cfg = to_validated(compose_config(["trainer.loggers=[tensorboard,wandb]", "trainer.wandb_project=vlm"]))
+    assert (cfg.trainer.loggers, cfg.trainer.wandb_project) == (["tensorboard", "wandb"], "vlm")

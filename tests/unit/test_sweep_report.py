@@ -1,4 +1,6 @@
-"""The sweep report reads job folders as Hydra lays them out; failed jobs get a row. It runs as
+"""The sweep report reads job folders as Hydra lays them out; failed jobs get a row. Its figures
+draw the swept values as they were typed (exact ticks, log2 when they double), accuracies on a
+fixed 0-1 axis with the chance level, and every job's loss curves. It runs as
 ``python -m kvideo.sweep_report`` and as the installed ``kvideo-sweep-report``."""
 
 from __future__ import annotations
@@ -12,10 +14,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kvideo.tools.sweep_report import build_report
+from kvideo.tools.sweep_plots import SweepAxis, final_metrics_figure, loss_curves_figure, sweep_axis
+from kvideo.tools.sweep_report import build_report, metric_columns, swept_keys
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def make_job(sweep: Path, num: int, overrides: list[str], final: dict | None = None, error: str = "") -> None:
+def make_job(
+    sweep: Path,
+    num: int,
+    overrides: list[str],
+    final: dict | None = None,
+    error: str = "",
+    metrics: list[dict] | None = None,
+) -> None:
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -23,6 +35,23 @@ def make_job(sweep: Path, num: int, overrides: list[str], final: dict | None = N
         (job / "final.json").write_text(json.dumps(final))
     if error:
         (job / "failed.json").write_text(json.dumps({"error": error}))
+    if metrics is not None:
+        (job / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+
+
+def loss_records(steps: int, val_every: int, scale: float) -> list[dict]:
+    """metrics.jsonl as the trainer writes it: a training line per step (no ``split``), a
+    validation line every ``val_every`` steps."""
+    records: list[dict] = []
+    for step in range(1, steps + 1):
+        records.append({"step": step, "epoch": 0, "loss": scale * 5 / step, "skipped": {}})
+        if step % val_every == 0:
+            records.append({"split": "validation", "step": step, "epoch": 0, "val_loss": scale * 4 / step})
+    return records
+
+
+def chance_lines(panel) -> list[float]:
+    return [line.get_ydata()[0] for line in panel.get_lines() if line.get_linestyle() == "--"]
 
 
 def test_table_and_plot_with_a_failed_and_an_unfinished_job(tmp_path: Path) -> None:
@@ -53,8 +82,97 @@ def test_table_and_plot_with_a_failed_and_an_unfinished_job(tmp_path: Path) -> N
     assert rows[4]["status"] == "incomplete"
     md = (tmp_path / "report.md").read_text()
     assert md.startswith("| job | video.max_frames | status | val_loss | acc_direction |")
-    png = (tmp_path / "report.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    for name in ("report.png", "report_curves.png"):
+        png = (tmp_path / name).read_bytes()
+        assert png[:8] == PNG_MAGIC and len(png) > 5000
+
+
+def test_doubling_sweep_values_are_the_ticks_of_a_log2_axis_and_accuracy_spans_0_to_1(tmp_path: Path) -> None:
+    for num, frames in enumerate([1, 2, 4, 8]):
+        final = {"val_loss": 2.0 - frames / 10, "acc_shape": 0.335 + frames / 400, "chance_shape": 1 / 3}
+        make_job(tmp_path, num, [f"video.max_frames={frames}"], final=final)
+    make_job(tmp_path, 4, ["video.max_frames=16"], error="RuntimeError: boom")
+    jobs = build_report(tmp_path)
+
+    fig = final_metrics_figure(jobs, swept_keys(jobs), metric_columns(jobs), "sweep")
+
+    loss_panel, acc_panel = fig.axes
+    assert (loss_panel.get_title(), acc_panel.get_title()) == ("val_loss", "acc_shape")
+    for panel in (loss_panel, acc_panel):
+        assert panel.get_xscale() == "log" and panel.xaxis.get_transform().base == 2
+        # Every swept value, the failed job's 16 too (its gap shows), and nothing in between.
+        assert list(panel.get_xticks()) == [1, 2, 4, 8, 16]
+        assert [t.get_text() for t in panel.get_xticklabels()] == ["1", "2", "4", "8", "16"]
+        assert list(panel.get_xticks(minor=True)) == []
+    # 0.3375..0.355 would auto-zoom into a "trend"; the axis is fixed at 0-1 with chance dashed.
+    assert acc_panel.get_ylim() == (0.0, 1.0)
+    assert chance_lines(acc_panel) == [pytest.approx(1 / 3)]
+    assert loss_panel.get_ylim() != (0.0, 1.0) and chance_lines(loss_panel) == []
+    (points,) = [line for line in acc_panel.get_lines() if line.get_linestyle() != "--"]
+    assert list(points.get_xdata()) == [1, 2, 4, 8]
+
+
+def test_integer_sweep_values_that_do_not_double_are_linear_ticks_as_typed(tmp_path: Path) -> None:
+    for num, (frames, fps) in enumerate([(1, 1), (3, 1), (5, 1), (1, 2), (3, 2), (5, 2)]):
+        final = {"val_loss": 1.0 + frames / 10, "acc_color": 0.5, "chance_color": 0.25}
+        make_job(tmp_path, num, [f"video.max_frames={frames}", f"video.fps={fps}"], final=final)
+    jobs = build_report(tmp_path)
+
+    fig = final_metrics_figure(jobs, swept_keys(jobs), metric_columns(jobs), "sweep")
+
+    for panel in fig.axes:
+        assert panel.get_xscale() == "linear"
+        assert list(panel.get_xticks()) == [1, 3, 5]
+    loss_panel, acc_panel = fig.axes
+    labels = [line.get_label() for line in loss_panel.get_lines()]
+    assert labels == ["video.fps=1", "video.fps=2"]  # one line per setting of the other axis
+    assert chance_lines(acc_panel) == [0.25]
+
+
+def test_sweep_axis_rules() -> None:
+    assert sweep_axis(["4", "1", "4"]) == SweepAxis(labels=["1", "4"], positions=[1.0, 4.0], log2=True)
+    assert sweep_axis(["0.5", "1", "2"]).log2
+    assert not sweep_axis(["1", "2", "3"]).log2
+    assert not sweep_axis(["0", "1", "2"]).log2  # no zero on a log axis
+    assert sweep_axis(["2e-3", "0.001"]) == SweepAxis(
+        labels=["0.001", "2e-3"], positions=[0.001, 0.002], log2=True
+    )
+    assert sweep_axis(["uniform", "qwen"]) == SweepAxis(labels=["uniform", "qwen"], positions=None)
+
+
+def test_loss_curves_have_one_line_per_job_in_each_panel(tmp_path: Path) -> None:
+    for num, frames in enumerate([1, 2, 4]):
+        make_job(
+            tmp_path,
+            num,
+            [f"video.max_frames={frames}"],
+            final={"val_loss": 1.0},
+            metrics=loss_records(steps=10, val_every=5, scale=frames),
+        )
+    # Killed at step 7: its curve goes as far as it got, and its label says so.
+    make_job(tmp_path, 3, ["video.max_frames=8"], metrics=loss_records(steps=7, val_every=5, scale=8))
+    make_job(tmp_path, 4, ["video.max_frames=16"], error="RuntimeError: boom")  # no metrics.jsonl
+    jobs = build_report(tmp_path)
+
+    fig = loss_curves_figure(jobs, swept_keys(jobs), "sweep")
+
+    train_panel, val_panel = fig.axes
+    assert [line.get_label() for line in train_panel.get_lines()] == [
+        "0: video.max_frames=1",
+        "1: video.max_frames=2",
+        "2: video.max_frames=4",
+        "3: video.max_frames=8 (incomplete)",
+    ]
+    assert [len(line.get_xdata()) for line in train_panel.get_lines()] == [10, 10, 10, 7]
+    assert [list(line.get_xdata()) for line in val_panel.get_lines()] == [[5, 10]] * 3 + [[5]]
+    assert list(val_panel.get_lines()[1].get_ydata()) == pytest.approx([2 * 4 / 5, 2 * 4 / 10])
+    # The same colour for a job in both panels, and one legend entry per job.
+    assert [line.get_color() for line in train_panel.get_lines()] == [
+        line.get_color() for line in val_panel.get_lines()
+    ]
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == 4
+    assert (tmp_path / "report_curves.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_command_rebuilds_the_report_and_exits_nonzero_on_failures(tmp_path: Path) -> None:
