@@ -8,7 +8,7 @@ STAMP := $(VENV)/.kvideo-installed
 # wheel, point TORCH_INDEX at a CPU-only wheel index (or at the CUDA index you want).
 TORCH_PIN ?= torch==2.13.0
 TORCH_INDEX ?=
-LINTED := kvideo tests benchmarks train.py
+LINTED := kvideo tests benchmarks train.py eval.py
 
 .PHONY: help install train test test-unit test-integration lint format bench slurm-up slurm-down clean
 

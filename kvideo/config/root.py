@@ -113,8 +113,11 @@ def register_configs() -> None:
     """Register the schema so ``conf/config.yaml`` can list it first in its defaults,
     and the resolvers the config tree uses (here, not in ``__main__``: submitit
     pickles configs into jobs that must be able to resolve them)."""
+    from kvideo.config.evaluation import EVAL_SCHEMA_NAME, EvalConfig
+
     cs = ConfigStore.instance()
     cs.store(name=SCHEMA_NAME, node=KVideoConfig)
+    cs.store(name=EVAL_SCHEMA_NAME, node=EvalConfig)
     if not OmegaConf.has_resolver("kvideo.tasks_per_node"):
         OmegaConf.register_new_resolver("kvideo.tasks_per_node", tasks_per_node)
 

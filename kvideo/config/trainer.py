@@ -33,6 +33,10 @@ class TrainerConfig:
     loggers: the experiment trackers the metrics are mirrored to besides ``metrics.jsonl``
     (``tensorboard``, ``wandb``: ``pip install 'kvideo[wandb]'``; ``WANDB_MODE=offline`` runs
     without a network); wandb_project: the W&B project.
+    val_predictions: validation clips captioned at each validation (greedy), shown beside their
+        references in the trackers and ``predictions_val.jsonl``; 0 = none.
+    export_at_end: a completed run writes its weights in Hugging Face formats to
+        ``<run_dir>/export`` (``python -m kvideo.export`` does it for any checkpoint).
     """
 
     max_steps: int = 300
@@ -54,6 +58,8 @@ class TrainerConfig:
     seed: int = 0
     loggers: list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])
     wandb_project: str = "kvideo"
+    val_predictions: int = 4
+    export_at_end: bool = True
 
     def __post_init__(self) -> None:
         for field in ("max_steps", "batch_size", "lr", "grad_accum", "log_every"):
@@ -72,6 +78,7 @@ class TrainerConfig:
             "ckpt_every",
             "val_every",
             "val_max_batches",
+            "val_predictions",
             "seed",
         ):
             require_non_negative(f"trainer.{field}", getattr(self, field))

@@ -49,6 +49,9 @@ class AttributeScorer(Protocol):
         attributes this scorer knows (that clip then counts in the loss only)."""
         ...
 
+    # Optional: ``read_attributes(text) -> Mapping[str, str]``, the options a free text states
+    # (``eval.py`` scores generated captions with it: ``gen_acc_<attribute>``).
+
 
 ATTRIBUTE_SCORERS: Registry[AttributeScorer] = Registry("attribute scorer", key="video.dataset_type")
 

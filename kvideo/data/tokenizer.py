@@ -21,6 +21,7 @@ produces plain lists.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -210,6 +211,10 @@ class ChatTokenizer(_ExampleMixin):
 
     def decode(self, ids: list[int]) -> str:
         return str(self._tok.decode(ids, skip_special_tokens=True)).strip()
+
+    def save(self, folder: Path) -> None:
+        """``save_pretrained`` into ``folder`` (an export's LM folder)."""
+        self._tok.save_pretrained(folder)
 
     @property
     def stop_ids(self) -> list[int]:

@@ -34,7 +34,7 @@ from kvideo.model.vlm import caption_nll, until_eos
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Loading the vision half of a two-tower CLIP / SigLIP folder lists every text-tower weight
     as unexpected; that is the intent here, so only errors are shown while loading (and no
     per-file progress bar: the run's log says what was loaded)."""
@@ -65,7 +65,7 @@ def load_vision_model(folder: Path, *, attn_implementation: str) -> Any:
         "dtype": torch.float32,
         "attn_implementation": attn_implementation,
     }
-    with _quiet_transformers():
+    with quiet_transformers():
         if vision_config is not None:
             vision_class: Any = MODEL_MAPPING[type(vision_config)]
             model: nn.Module = vision_class.from_pretrained(folder, **kwargs)
@@ -77,7 +77,7 @@ def load_vision_model(folder: Path, *, attn_implementation: str) -> Any:
 def load_causal_lm(folder: Path, *, attn_implementation: str) -> Any:
     from transformers import AutoModelForCausalLM
 
-    with _quiet_transformers():
+    with quiet_transformers():
         model: nn.Module = AutoModelForCausalLM.from_pretrained(
             folder, local_files_only=True, dtype=torch.float32, attn_implementation=attn_implementation
         )

@@ -36,6 +36,31 @@ from kvideo.train.report import RUN_LOG
 from kvideo.train.stream import DataPosition
 
 
+def trained_subset(model: nn.Module, trained: frozenset[str] | None) -> frozenset[str] | None:
+    """``trained``, or ``None`` when it is every parameter (the whole state_dict is saved)."""
+    all_params = {name for name, _ in model.named_parameters()}
+    return None if trained is None or trained >= all_params else trained
+
+
+def load_trained_weights(
+    model: nn.Module, saved: dict[str, Any], trained: frozenset[str] | None, path: Path
+) -> None:
+    """Load a checkpoint's weights into ``model``: all of them, or (``trained`` given) the
+    trained ones over the pretrained rest, refusing a checkpoint written under another split."""
+    if trained is None:
+        model.load_state_dict(saved)
+        return
+    missing = sorted(trained - saved.keys())
+    if missing:
+        raise RunFailed(
+            f"{path} lacks {len(missing)} of the weights this run trains (e.g. {missing[0]!r}): it was "
+            "written under another model.freeze / model.freeze_schedule / model.lora_rank"
+        )
+    unexpected = model.load_state_dict(saved, strict=False).unexpected_keys
+    if unexpected:
+        raise RunFailed(f"{path} holds weights this model does not have (e.g. {unexpected[0]!r})")
+
+
 @dataclass(frozen=True)
 class Resume:
     """What a loaded checkpoint hands back besides the model/optimizer/scheduler states."""
@@ -70,8 +95,7 @@ class Checkpointer:
         self.dir = checkpoint_dir(run_dir)
         # Only what trains is saved: a frozen pretrained tower or LM comes back from its folder,
         # so a LoRA run's checkpoint is megabytes, not the LM's gigabytes at every save.
-        all_params = {name for name, _ in model.named_parameters()}
-        self.trained = None if trained is None or trained >= all_params else trained
+        self.trained = trained_subset(model, trained)
         self.env = env
         self.model = model
         self.optimizer = optimizer
@@ -137,18 +161,7 @@ class Checkpointer:
         return {name: value for name, value in state.items() if name in self.trained}
 
     def _load_model_state(self, saved: dict[str, Any], path: Path) -> None:
-        if self.trained is None:
-            self.model.load_state_dict(saved)
-            return
-        missing = sorted(self.trained - saved.keys())
-        if missing:
-            raise RunFailed(
-                f"{path} lacks {len(missing)} of the weights this run trains (e.g. {missing[0]!r}): it was "
-                "written under another model.freeze / model.freeze_schedule / model.lora_rank"
-            )
-        unexpected = self.model.load_state_dict(saved, strict=False).unexpected_keys
-        if unexpected:
-            raise RunFailed(f"{path} holds weights this model does not have (e.g. {unexpected[0]!r})")
+        load_trained_weights(self.model, saved, self.trained, path)
 
     def save(self, step: int, position: DataPosition, skipped: dict[str, int]) -> None:
         """Checkpoint ``step`` (a collective). A write that fails (full disk) fails the run."""

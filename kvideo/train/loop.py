@@ -122,7 +122,7 @@ class Trainer:
         from kvideo.data.tokenizer import build_tokenizer
         from kvideo.model.vlm import build_model, parameter_summary
 
-        self.config = cfg.trainer
+        self.cfg, self.config = cfg, cfg.trainer
         require_installed(self.config.loggers)  # a missing wandb fails now, not after the data is built
         self.run_dir, self.env, self.device = run_dir, env, env.device
         self.tokens_per_frame = cfg.model.tokens_per_frame
@@ -229,6 +229,7 @@ class Trainer:
                 self.stream.close()  # release loader workers before validation
                 self.validate()
                 self.checkpoint()
+                self.export()
             final = self.report.final_metrics(status, self.step, self.stream.epoch)
             if status == "completed":
                 self.report.completed(final)
@@ -339,6 +340,20 @@ class Trainer:
         result = self.validator.validate(self.raw_model)
         if result:
             self.report.log_validation(self.step, self.stream.epoch, result)
+            self.report.log_predictions(self.step, self.validator.predictions(self.raw_model))
+
+    def export(self) -> None:
+        """The final weights in Hugging Face formats, in ``<run_dir>/export`` (rank 0; see
+        ``kvideo.inference.export``), so the result loads outside kvideo."""
+        if not (self.config.export_at_end and self.env.is_main):
+            return
+        from kvideo.inference.export import export_model
+
+        out = self.run_dir / "export"
+        export_model(
+            self.raw_model, self.cfg, self.tokenizer, out, step=self.step, trained=self.trainable.ever()
+        )
+        self.report.info("exported step %d -> %s", self.step, out)
 
     def checkpoint(self) -> None:
         """Checkpoint the current step unless it already is (a collective: every rank calls it)."""

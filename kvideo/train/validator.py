@@ -88,6 +88,33 @@ class Validator:
         result["val_time_s"] = now() - t0
         return result
 
+    def predictions(self, model: nn.Module) -> list[dict[str, str]]:
+        """Generated captions of the first ``trainer.val_predictions`` validation clips beside their
+        references (rank 0 only; other ranks return []): what the numbers mean, readable."""
+        count = min(self.cfg.trainer.val_predictions, len(self._dataset or ()))
+        if not self.env.is_main or count == 0:
+            return []
+        from kvideo.data.loader import collate, to_device
+        from kvideo.data.preprocess import pixel_statistics
+        from kvideo.inference.generate import caption_batch
+
+        with rng_neutral():
+            samples = [self._dataset[i] for i in range(count)]
+            batch = to_device(collate(samples), self.env.device, pixel_statistics(self.cfg.model))
+            captions = caption_batch(
+                model,
+                batch,
+                self.tokenizer,
+                prompt=self.cfg.video.prompt,
+                max_new_tokens=self.cfg.model.max_text_len,
+                autocast=self.autocast,
+            )
+        return [
+            {"video": s["path"], "reference": s["caption"], "generated": c}
+            for s, c in zip(samples, captions, strict=True)
+            if not s["skip_reason"]
+        ]
+
     def _validation_set(self) -> Any:
         """The validation dataset, built at the first call; ``None`` when there is none."""
         if self._unavailable is not None:

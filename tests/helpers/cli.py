@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,4 +21,27 @@ def run_train(
         text=True,
         timeout=timeout,
         env=env,
+    )
+
+
+def run_eval(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``python eval.py ARGS`` in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "eval.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` in ``cwd`` (kvideo's tools: ``kvideo.caption``, ``kvideo.export``)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )

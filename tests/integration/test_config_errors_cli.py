@@ -149,6 +149,8 @@ CASES: list[tuple[list[str], str]] = [
         r"trainer\.precision must be one of \['auto', 'bf16', 'fp32'\] \(got 'fp8'\)",
     ),
     (["trainer.compile=maybe"], r"trainer\.compile"),  # Hydra: "'maybe' is not a valid bool"
+    (["trainer.export_at_end=maybe"], r"trainer\.export_at_end"),
+    (["trainer.val_predictions=-1"], r"trainer\.val_predictions must be non-negative \(got -1\)"),
     (["trainer.num_workers=-1"], r"trainer\.num_workers must be non-negative \(got -1\)"),
     (["trainer.log_every=0"], r"trainer\.log_every must be positive \(got 0\)"),
     (["trainer.ckpt_every=-1"], r"trainer\.ckpt_every must be non-negative \(got -1\)"),

@@ -9,6 +9,7 @@ model looks at colour and shape (any frame shows them) and at motion (only frame
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from kvideo.data.datasets.sample.captions import ATTRIBUTES, caption_for, parse_caption
@@ -37,6 +38,19 @@ def candidate_set(caption: str) -> CandidateSet | None:
     return CandidateSet(tuple(captions), groups, truth)
 
 
+def read_attributes(text: str) -> dict[str, str]:
+    """The options a free text states: for each attribute, the one option named as a whole word
+    (none when it names no option or several). Generated captions are scored this way, so a
+    caption right on colour and wrong on the rest still counts for colour."""
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    said = {}
+    for attr, options in ATTRIBUTES.items():
+        named = [o for o in options if o in words]
+        if len(named) == 1:
+            said[attr] = named[0]
+    return said
+
+
 class SampleAttributeScorer:
     """The ``AttributeScorer`` registered for ``video.dataset_type=sample``."""
 
@@ -44,3 +58,6 @@ class SampleAttributeScorer:
 
     def candidate_set(self, caption: str) -> CandidateSet | None:
         return candidate_set(caption)
+
+    def read_attributes(self, text: str) -> dict[str, str]:
+        return read_attributes(text)

@@ -1,0 +1,142 @@
+"""``load_trained(CKPT_OR_RUN_DIR)``: the model of a run, as it was at a checkpoint, with the run's
+own config (``<run_dir>/config.yaml``), tokenizer and preprocessing.
+
+A checkpoint holds what trained (``kvideo.train.checkpointer``): the rest is rebuilt exactly as
+the run built it, from the same config (pretrained folders, or the seeded initialisation of a
+builtin model), and the trained weights are loaded over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from kvideo.config import KVideoConfig, to_validated
+from kvideo.data.tokenizer import Tokenizer, build_tokenizer
+from kvideo.train.checkpoint import checkpoint_dir, load_latest, read_checkpoint
+from kvideo.train.checkpointer import load_trained_weights, trained_subset
+from kvideo.train.distributed import resolve_device
+from kvideo.train.freeze import TrainableSchedule
+from kvideo.train.metrics import CONFIG_NAME
+
+
+@dataclass
+class TrainedModel:
+    """A restored run: its validated config, model (eval mode, on ``device``) and tokenizer."""
+
+    cfg: KVideoConfig
+    model: nn.Module
+    tokenizer: Tokenizer
+    device: torch.device
+    step: int
+    run_dir: Path
+    checkpoint: Path
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
+    """``(run_dir, checkpoint file)`` for a run dir (its newest usable checkpoint: ``None`` here,
+    chosen on load) or a checkpoint file (``<run_dir>/checkpoints/*.pt``)."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        if not (target / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{target} is not a kvideo run dir: it has no {CONFIG_NAME}")
+        return target, None
+    if target.is_file():
+        run_dir = target.parent.parent
+        if not (run_dir / CONFIG_NAME).is_file():
+            raise FileNotFoundError(
+                f"{target}: expected it in <run_dir>/checkpoints/ beside <run_dir>/{CONFIG_NAME}"
+            )
+        return run_dir, target
+    raise FileNotFoundError(f"{target}: no such run dir or checkpoint file")
+
+
+def run_config(run_dir: Path, updates: Mapping[str, Any] | None = None) -> KVideoConfig:
+    """The run's own config with ``updates`` (``{"video.max_frames": 16}``) applied, validated."""
+    cfg = OmegaConf.load(run_dir / CONFIG_NAME)
+    if not isinstance(cfg, DictConfig):
+        raise ValueError(f"{run_dir / CONFIG_NAME} is not a kvideo config (not a mapping)")
+    for key, value in (updates or {}).items():
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            raise ValueError(f"{key}: the run's config ({run_dir / CONFIG_NAME}) has no such key")
+        OmegaConf.update(cfg, key, value, merge=False)
+    return to_validated(cfg, check_memory=False)
+
+
+_ABSENT = object()
+
+
+def load_trained(
+    path: str | Path, *, updates: Mapping[str, Any] | None = None, device: str | None = None
+) -> TrainedModel:
+    """Rebuild the run's model and load the checkpoint's weights (see the module docstring).
+
+    ``updates``: changes to the run's config (``run_config``); ``device``: ``cpu``, ``cuda`` or
+    ``auto``, default the run's ``trainer.device``.
+    """
+    from kvideo.model.vlm import build_model
+
+    run_dir, file = find_checkpoint(path)
+    cfg = run_config(run_dir, updates)
+    # The model is built as it trained: its frame-position table has the run's video.max_frames
+    # rows, and fewer frames per clip (video.max_frames=4 on a run trained at 8) use its first ones.
+    as_trained = run_config(run_dir)
+    if cfg.video.max_frames > as_trained.video.max_frames:
+        raise ValueError(
+            f"video.max_frames={cfg.video.max_frames} > the {as_trained.video.max_frames} frames this run "
+            "trained with: its frame positions stop there"
+        )
+    if file is None:
+        found = load_latest(checkpoint_dir(run_dir), map_location="cpu")
+        if found is None:
+            raise FileNotFoundError(f"{run_dir} has no checkpoint yet ({checkpoint_dir(run_dir)} is empty)")
+        state, file = found
+    else:
+        state = read_checkpoint(file, map_location="cpu")
+    torch.manual_seed(cfg.trainer.seed)  # a builtin model's frozen weights are its seeded init
+    tokenizer = build_tokenizer(cfg.data, cfg.model)
+    model = build_model(
+        cfg.model,
+        vocab_size=tokenizer.vocab_size,
+        max_frames=as_trained.video.max_frames,
+        frame_size=as_trained.video.frame_size,
+    )
+    trained = trained_subset(model, TrainableSchedule(model, cfg.model).ever())
+    load_trained_weights(model, state["model"], trained, file)
+    target = resolve_device(device or cfg.trainer.device)
+    return TrainedModel(
+        cfg=cfg,
+        model=model.to(target).eval(),
+        tokenizer=tokenizer,
+        device=target,
+        step=int(state["step"]),
+        run_dir=run_dir,
+        checkpoint=file,
+    )
+
+
+def autocast_for(trained: TrainedModel) -> Any:
+    """The run's autocast (bf16 on a GPU that has it, else fp32), as a context factory."""
+    from kvideo.train.precision import Autocast
+
+    return Autocast(trained.cfg.trainer.precision, trained.device)
+
+
+def export_trained(trained: TrainedModel, out_dir: Path) -> dict[str, Any]:
+    """``export_model`` for a restored run (``python -m kvideo.export``)."""
+    from kvideo.inference.export import export_model
+
+    return export_model(
+        trained.model,
+        trained.cfg,
+        trained.tokenizer,
+        out_dir,
+        step=trained.step,
+        trained=TrainableSchedule(trained.model, trained.cfg.model).ever(),
+    )

@@ -1,0 +1,38 @@
+"""``python -m kvideo.export CKPT_OR_RUN_DIR [--out DIR]``: a trained run in Hugging Face formats.
+
+What goes where is ``kvideo.inference.export``'s docstring; the default ``DIR`` is
+``<run_dir>/export``, where a completed run already exported its last step. Prints the
+``export.json`` written; a bad checkpoint or run dir is one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kvideo.export", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", help="a run dir (its newest checkpoint) or a checkpoint file")
+    parser.add_argument("--out", default=None, help="output folder (default: <run_dir>/export)")
+    args = parser.parse_args(argv)
+    from kvideo.inference import load_trained
+    from kvideo.inference.restore import export_trained
+    from kvideo.train.guards import RunFailed
+
+    try:
+        trained = load_trained(args.checkpoint, device="cpu")
+    except (ValueError, OSError, RunFailed, RuntimeError) as e:
+        print(f"kvideo.export: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else trained.run_dir / "export"
+    info = export_trained(trained, out)
+    print(json.dumps({"out": str(out), **info}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
