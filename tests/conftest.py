@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# tokenizers' thread pool must not be running when tests fork (the DDP tests start ranks with
+# fork): one BPE training in a fixture would otherwise leave it behind in the pytest process.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 _REPO = Path(__file__).resolve().parent.parent
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))

@@ -20,6 +20,7 @@ validating) draws from the global RNG, so the restarted run computes the same st
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import random
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ def train(cfg: KVideoConfig, run_dir: Path | str) -> dict[str, Any]:
                 return trainer.run()
             finally:
                 restore_handlers()
+                trainer.release_model()
     finally:
         cleanup(env)
 
@@ -116,6 +118,9 @@ class Trainer:
     before the first step. A signal while building still ends the process at once (``train``
     installs the handlers after it): nothing has trained yet that a checkpoint could keep.
     """
+
+    ddp: DistributedDataParallel | None
+    model: Any  # the raw model, or DDP / torch.compile around it: called like the model
 
     def __init__(self, cfg: KVideoConfig, run_dir: Path, env: DistEnv) -> None:
         from kvideo.data.loader import build_dataset
@@ -204,6 +209,14 @@ class Trainer:
         # Last: nothing after this may draw from the restored RNG streams.
         if resume is not None and resume.rng is not None:
             restore_rng_state(resume.rng)
+
+    def release_model(self) -> None:
+        """Drop the DDP wrapper before the process group goes: DDP's reducer holds the group,
+        and a gloo group destroyed last by the reducer's destructor can wait forever on its
+        worker threads (seen as a rank that never exits after a completed run)."""
+        self.ddp = None
+        self.model = self.raw_model
+        gc.collect()
 
     def _wrap_model(self) -> None:
         """DDP (and ``torch.compile``) around the raw model, for the current trainable set: DDP

@@ -3,6 +3,7 @@ identical weights, equal to a step on the averaged gradient. Plus launch-env par
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -99,6 +100,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             )
             torch.save(flat, Path(out_dir, "params_after.pt"))
         dist.barrier()
+        del ddp  # before the process group: its reducer must not be the group's last owner
+        gc.collect()
     finally:
         cleanup(env)
 

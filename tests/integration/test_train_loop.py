@@ -250,8 +250,10 @@ class _CaptionReader(nn.Module):
         self.truths = truths
         self.rows_per_call: list[int] = []
 
-    def forward(self, frames, frame_mask, input_ids, labels):
+    def forward(self, frames, frame_mask, input_ids, labels, frame_times=None):
         from kvideo.data.datasets.sample.captions import parse_caption
+
+        assert frame_times is not None and frame_times.shape == frame_mask.shape  # the batch's own
 
         self.rows_per_call.append(len(input_ids))
         nll = []
@@ -284,6 +286,7 @@ def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> 
         return {
             "frames": frames,
             "frame_mask": torch.ones(len(idx), 1, dtype=torch.bool),
+            "frame_times": torch.zeros(len(idx), 1),
             "input_ids": torch.tensor([e[0] for e in enc]),
             "labels": torch.tensor([e[1] for e in enc]),
             "skip_reason": reasons,

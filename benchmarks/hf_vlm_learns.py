@@ -1,0 +1,132 @@
+"""Does ``model=hf_vlm`` learn? A tiny random-initialised one on the embedded sample corpus.
+
+The parts are made as a user's folders are (``tests/helpers/hf_models.py``: transformers' own
+config classes, ``save_pretrained``): a 2-layer SigLIP-shaped tower (64 px, 16 px patches) and
+a 2-layer Qwen2-shaped LM with a BPE tokenizer and a ChatML template, both 128 wide. Then
+``python train.py model=hf_vlm ...`` as a user would run it, nothing frozen (random weights have
+nothing to keep), at ``video.max_frames=8`` and at ``video.max_frames=1``:
+
+* at 8 frames colour must reach >= 0.95 and direction >= 0.8 (motion needs several frames);
+* at 1 frame direction must stay at chance (0.25): the model cannot see motion, so a higher
+  number would mean the evaluation leaks the answer.
+
+Each run must finish within 20 minutes of wall time on 2 CPU cores (the runs go one after the
+other, so they do not compete). Writes ``benchmarks/results/hf_vlm_learns.json``.
+
+``python -m benchmarks.hf_vlm_learns [--max-steps N] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+from benchmarks.corpus import CORPUS_ROOT
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_CACHE = CORPUS_ROOT / "kvideo_cache"
+WIDTH = 128
+TIME_LIMIT_S = 20 * 60
+TARGETS = {"acc_color_8": 0.95, "acc_direction_8": 0.8}
+CHANCE_DIRECTION = 0.25
+# Within this of chance at one frame: a 160-clip split puts 2 standard errors of a 0.25
+# proportion at 0.068, so a model that truly cannot see motion stays inside it.
+CHANCE_TOLERANCE = 0.07
+
+
+def model_overrides(vision: Path, lm: Path) -> list[str]:
+    """hf_vlm on the tiny parts: every part trains at trainer.lr, motion tokens as tiny_vlm."""
+    return [
+        "model=hf_vlm",
+        f"model.vision_path={vision}",
+        f"model.lm_path={lm}",
+        "video.frame_size=64",
+        "model.tokens_per_frame=16",
+        "model.motion_tokens=true",
+        "model.freeze=[]",
+        "model.lm_lr=0",
+        "model.vision_lr=0",
+        "model.max_text_len=32",
+        "trainer.device=cpu",
+    ]
+
+
+def train(overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:
+    env = dict(os.environ, KVIDEO_CACHE=str(SAMPLE_CACHE), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIME_LIMIT_S + 300)
+    wall = time.perf_counter() - t0
+    final_path = run_dir / "final.json"
+    final = json.loads(final_path.read_text()) if final_path.is_file() else None
+    return {
+        "cmd": " ".join(cmd[1:]),
+        "returncode": proc.returncode,
+        "wall_s": wall,
+        "final": final,
+        "stderr_tail": proc.stderr[-2000:] if proc.returncode else "",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--max-steps", type=int, default=0, help="trainer.max_steps (default: trainer's)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from tests.helpers.hf_models import save_tiny_lm, save_tiny_tower
+
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="kvideo_hf_learns_") as tmp:
+        root = Path(tmp)
+        vision = save_tiny_tower(root / "tower", width=WIDTH, vision_only=False)
+        lm = save_tiny_lm(root / "lm", width=WIDTH)
+        extra = [f"trainer.max_steps={args.max_steps}"] if args.max_steps else []
+        for frames in (8, 1):
+            overrides = [*model_overrides(vision, lm), f"video.max_frames={frames}", *extra]
+            runs[str(frames)] = train(overrides, root / f"run_{frames}")
+            print(json.dumps({frames: runs[str(frames)]["final"]}), flush=True)
+    checks = evaluate(runs)
+    result = {"machine": common.machine(), "width": WIDTH, "runs": runs, "checks": checks}
+    path = common.write_result("hf_vlm_learns", result, args.out)
+    print(json.dumps(checks, indent=2))
+    print(f"-> {path}")
+    return 0 if all(c["pass"] for c in checks.values()) else 1
+
+
+def evaluate(runs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def metric(frames: str, key: str) -> float:
+        final = runs[frames]["final"] or {}
+        return float(final.get(key, float("nan")))
+
+    checks: dict[str, dict[str, Any]] = {}
+    for name, target in TARGETS.items():
+        key, frames = name.rsplit("_", 1)
+        value = metric(frames, key)
+        checks[name] = {"value": value, "target": f">= {target}", "pass": value >= target}
+    direction_1 = metric("1", "acc_direction")
+    checks["acc_direction_1_at_chance"] = {
+        "value": direction_1,
+        "target": f"{CHANCE_DIRECTION} +- {CHANCE_TOLERANCE}",
+        "pass": abs(direction_1 - CHANCE_DIRECTION) <= CHANCE_TOLERANCE,
+    }
+    for frames, run in runs.items():
+        checks[f"wall_s_{frames}"] = {
+            "value": run["wall_s"],
+            "target": f"<= {TIME_LIMIT_S}",
+            "pass": run["returncode"] == 0 and run["wall_s"] <= TIME_LIMIT_S,
+        }
+    return checks
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""``kvideo.config.pretrained``: where a model folder is, without the network, and what compose
+time reads from it (torch-free)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kvideo.config.pretrained import (
+    image_statistics,
+    lm_context_length,
+    lm_geometry,
+    parameter_count,
+    resolve_model_folder,
+    tower_geometry,
+    tower_parameter_prefix,
+)
+
+
+def _cache_snapshot(cache: Path, repo_id: str, source: Path) -> Path:
+    """Lay ``source`` out as the Hugging Face cache does after ``hf download repo_id``."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(source, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_a_cached_hub_id_resolves_to_its_snapshot_offline(
+    tiny_hf_parts: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = _cache_snapshot(tmp_path / "hub", "someone/tiny-lm", tiny_hf_parts[1])
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve_model_folder("model.lm_path", "someone/tiny-lm") == snapshot
+    with pytest.raises(
+        ValueError, match=r"model\.lm_path='someone/other' is neither a local folder nor in the"
+    ):
+        resolve_model_folder("model.lm_path", "someone/other")
+
+
+def test_folders_that_are_not_models_are_named_with_what_was_expected(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"model\.vision_path='.*' is not a Hugging Face model folder: expected"
+    ):
+        resolve_model_folder("model.vision_path", str(tmp_path))
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is a file; expected a model folder holding config\.json"):
+        resolve_model_folder("model.vision_path", str(tmp_path / "weights.bin"))
+    with pytest.raises(ValueError, match=r"does not exist"):
+        resolve_model_folder("model.vision_path", str(tmp_path / "nothing" / "here"))
+
+
+def test_what_compose_time_reads_from_the_folders(tiny_hf_parts: tuple[Path, Path]) -> None:
+    vision, lm = tiny_hf_parts
+    tower = tower_geometry("model.vision_path", vision)  # a two-tower SigLIP folder: its vision_config
+    assert (tower.image_size, tower.patch_size, tower.width, tower.depth, tower.grid) == (64, 16, 64, 2, 4)
+    assert lm_context_length("model.lm_path", lm) == 512
+    assert (lm_geometry("model.lm_path", lm).width, lm_geometry("model.lm_path", lm).depth) == (64, 2)
+    assert image_statistics("model.vision_path", vision) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    # parameter counts from the safetensors headers match the loaded models
+    from transformers import AutoModelForCausalLM, SiglipVisionModel
+
+    assert parameter_count(lm) == sum(
+        p.numel() for p in AutoModelForCausalLM.from_pretrained(lm).parameters()
+    )
+    tower_params = sum(p.numel() for p in SiglipVisionModel.from_pretrained(vision).parameters())
+    assert parameter_count(vision, prefix=tower_parameter_prefix(vision)) == tower_params
+
+
+def test_a_tower_without_an_image_processor_config_is_refused(
+    tiny_hf_parts: tuple[Path, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "tower"
+    shutil.copytree(tiny_hf_parts[0], folder)
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(ValueError, match=r"model\.vision_path: .* has no preprocessor_config\.json"):
+        image_statistics("model.vision_path", folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    with pytest.raises(ValueError, match=r"has no image_size / img_size; expected a vision model's config"):
+        tower_geometry("model.vision_path", folder)
