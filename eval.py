@@ -15,7 +15,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kvideo.config import register_configs
 
@@ -30,6 +30,12 @@ def main(cfg: DictConfig) -> float | None:
     from kvideo.launch.eval_overrides import run_config_updates
     from kvideo.train.guards import RunFailed
 
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        print(
+            "kvideo eval: ckpt_path is required: python eval.py ckpt_path=RUN_DIR_OR_CHECKPOINT",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
     try:

@@ -84,6 +84,25 @@ def load_causal_lm(folder: Path, *, attn_implementation: str) -> Any:
     return model
 
 
+def freeze_unreachable(tower: HFVisionTower) -> list[str]:
+    """Freeze the tower's parameters that cannot reach the chosen hidden state (the layers after
+    it, a post-layernorm, SigLIP's pooling head) and return their names.
+
+    They never get a gradient: training them would only cost optimizer memory, and DDP refuses
+    parameters that require grad but receive none. Found by autograd on one blank frame, so any
+    architecture is handled without a list of module names.
+    """
+    params = [(name, p) for name, p in tower.named_parameters() if p.requires_grad]
+    with torch.enable_grad():
+        grid = tower(torch.zeros(1, 3, tower.image_size, tower.image_size))
+        grads = torch.autograd.grad(grid.sum(), [p for _, p in params], allow_unused=True)
+    unreachable = [name for (name, _), g in zip(params, grads, strict=True) if g is None]
+    for name, param in params:
+        if name in unreachable:
+            param.requires_grad_(False)
+    return unreachable
+
+
 class HFVisionTower(nn.Module):
     """Frames -> the patch grid of one hidden state of a Hugging Face vision model.
 
@@ -257,6 +276,7 @@ def build_hf_model(cfg: ModelConfig, *, vocab_size: int, max_frames: int) -> HFV
         image_size=geometry.image_size,
         patch_size=geometry.patch_size,
     )
+    freeze_unreachable(vision)
     projector = FrameProjector(
         in_width=vision.out_width,
         out_width=int(lm.get_input_embeddings().embedding_dim),

@@ -44,6 +44,7 @@ class TrainableSchedule:
         ]
         self._check_patterns(cfg)
         self.current: frozenset[str] | None = None
+        self._applied_stage = -1
         for stage in self.stages:
             if not self.at(stage.start_step):
                 raise ValueError(
@@ -91,7 +92,12 @@ class TrainableSchedule:
         return max(i for i, s in enumerate(self.stages) if s.start_step <= step)
 
     def apply(self, step: int) -> bool:
-        """Set ``requires_grad`` for ``step``; returns whether the trainable set changed."""
+        """Set ``requires_grad`` for ``step``; returns whether the trainable set changed. Called
+        every step: within a stage it only compares the stage index."""
+        stage = self.stage_index(step)
+        if stage == self._applied_stage:
+            return False
+        self._applied_stage = stage
         trainable = self.at(step)
         if trainable == self.current:
             return False

@@ -49,7 +49,7 @@ def save_tiny_lm(
     config = Qwen2Config(
         vocab_size=vocab,
         hidden_size=width,
-        intermediate_size=2 * width,
+        intermediate_size=4 * width,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -80,7 +80,7 @@ def save_tiny_tower(
 
     vision = SiglipVisionConfig(
         hidden_size=width,
-        intermediate_size=2 * width,
+        intermediate_size=4 * width,
         num_hidden_layers=layers,
         num_attention_heads=4,
         image_size=image_size,
@@ -91,7 +91,7 @@ def save_tiny_tower(
     else:
         text = {
             "hidden_size": width,
-            "intermediate_size": 2 * width,
+            "intermediate_size": 4 * width,
             "num_hidden_layers": 1,
             "num_attention_heads": 4,
             "vocab_size": 64,

@@ -143,6 +143,22 @@ def test_eval_overrides_change_only_the_named_keys_of_the_runs_config(
     assert "Traceback" not in bad.stderr
 
 
+def test_eval_without_a_checkpoint_is_one_line(tmp_path: Path) -> None:
+    result = run_eval(f"hydra.run.dir={tmp_path}/eval", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "kvideo eval: ckpt_path is required: python eval.py ckpt_path=RUN_DIR_OR_CHECKPOINT"
+    )
+
+
+def test_training_shows_generated_captions_at_validation(runs: dict[str, Any]) -> None:
+    for name in ("builtin", "hf"):
+        rows = read_jsonl(runs[name]["dir"] / "predictions_val.jsonl")
+        assert len(rows) == 4 and {r["step"] for r in rows} == {4}, name  # the final validation
+        assert all(set(r) == {"step", "video", "reference", "generated"} for r in rows)
+        assert all(isinstance(r["generated"], str) and r["reference"] for r in rows)
+
+
 def test_eval_sweeps_over_checkpoints(runs: dict[str, Any], tmp_path: Path) -> None:
     checkpoints = ",".join(str(runs[name]["dir"]) for name in ("builtin", "lora"))
     result = run_eval(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -54,7 +55,7 @@ def parts(tiny_hf_parts: tuple[Path, Path]) -> tuple[Path, Path]:
     return tiny_hf_parts
 
 
-def batch(tokenizer: ChatTokenizer, captions: list[str], frames_valid: list[int]) -> dict[str, torch.Tensor]:
+def batch(tokenizer: Any, captions: list[str], frames_valid: list[int]) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     b = len(captions)
     encoded = [tokenizer.encode_example("Describe the video.", c, TEXT_LEN) for c in captions]
@@ -229,4 +230,66 @@ def test_part_learning_rates_make_one_group_pair_per_part(parts: tuple[Path, Pat
     assert lrs["lm/decay"] == lrs["lm/no_decay"] == 1e-5
     assert lrs["vision/decay"] == 1e-6
     assert lrs["projector/decay"] == 1e-3
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("family", ["builtin", "hf"])
+def test_activation_checkpointing_recomputes_without_changing_the_gradients(
+    family: str, parts: tuple[Path, Path]
+) -> None:
+    def gradients(checkpointing: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        if family == "hf":
+            cfg = hf_config(*parts, freeze=[], activation_checkpointing=checkpointing)
+            model, tokenizer = build(cfg)
+            data = batch(tokenizer, ["a red circle moves left", "a blue square moves up"], [3, 2])
+        else:
+            cfg = ModelConfig(
+                vision_width=32,
+                vision_heads=2,
+                lm_width=32,
+                lm_heads=2,
+                tokens_per_frame=4,
+                activation_checkpointing=checkpointing,
+            )
+            torch.manual_seed(0)
+            model = build_model(cfg, vocab_size=259, max_frames=MAX_FRAMES, frame_size=64)
+            from kvideo.data.tokenizer import ByteTokenizer
+
+            data = batch(ByteTokenizer(), ["a red circle moves left", "a blue square moves up"], [3, 2])
+        model.train()
+        mlp = (model.lm.model.layers[0] if family == "hf" else model.lm.blocks[0]).mlp
+        calls = []
+        run_mlp = mlp.forward
+
+        def counted(*args: Any) -> torch.Tensor:  # module hooks do not fire during recomputation
+            calls.append(1)
+            return run_mlp(*args)
+
+        mlp.forward = counted
+        loss = forward(model, data)["loss"]
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return loss.detach(), grads, len(calls)
+
+    loss, grads, runs = gradients(False)
+    loss_ckpt, grads_ckpt, runs_ckpt = gradients(True)
+    assert (runs, runs_ckpt) == (1, 2)  # the LM's first block's MLP ran again in the backward pass
+    assert torch.allclose(loss, loss_ckpt)
+    assert grads.keys() == grads_ckpt.keys() and grads
+    for name in grads:
+        assert torch.allclose(grads[name], grads_ckpt[name], atol=1e-6), name
+
+
+def test_tower_parameters_past_the_feature_layer_never_train(parts: tuple[Path, Path]) -> None:
+    """hidden_states[-2] of a 2-layer tower is layer 0's output: layer 1, the post-layernorm and
+    SigLIP's pooling head get no gradient, so they are frozen (DDP would refuse them)."""
+    cfg = hf_config(*parts, freeze=[])
+    model, _ = build(cfg)
+    trainable = TrainableSchedule(model, cfg).at(0)
+    tower = {n for n in trainable if n.startswith("vision.")}
+    assert any(".layers.0." in n for n in tower)
+    assert not any(".layers.1." in n or "post_layernorm" in n or ".head." in n for n in tower)
+    model.train()
+    data = batch(build_tokenizer(None, cfg), ["a red circle moves left"], [2])  # type: ignore[arg-type]
+    forward(model, data)["loss"].backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
