@@ -57,6 +57,9 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     raise FileNotFoundError(f"{target}: no such run dir or checkpoint file")
 
 
+_ABSENT = object()  # OmegaConf.select's default: a key that is not there (None is a value)
+
+
 def run_config(run_dir: Path, updates: Mapping[str, Any] | None = None) -> KVideoConfig:
     """The run's own config with ``updates`` (``{"video.max_frames": 16}``) applied, validated."""
     cfg = OmegaConf.load(run_dir / CONFIG_NAME)
@@ -67,9 +70,6 @@ def run_config(run_dir: Path, updates: Mapping[str, Any] | None = None) -> KVide
             raise ValueError(f"{key}: the run's config ({run_dir / CONFIG_NAME}) has no such key")
         OmegaConf.update(cfg, key, value, merge=False)
     return to_validated(cfg, check_memory=False)
-
-
-_ABSENT = object()
 
 
 def load_trained(

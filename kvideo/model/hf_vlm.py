@@ -266,7 +266,12 @@ def build_hf_model(cfg: ModelConfig, *, vocab_size: int, max_frames: int) -> HFV
         lm.resize_token_embeddings(vocab_size)
     if cfg.activation_checkpointing:
         for part in (tower_model, lm):
-            if getattr(part, "supports_gradient_checkpointing", False):
+            if not getattr(part, "supports_gradient_checkpointing", False):
+                continue
+            # the newer name; earlier transformers 5 releases only have gradient_checkpointing_enable
+            if hasattr(part, "activation_checkpointing_enable"):
+                part.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
                 part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora_rank:
         lm = add_lora(lm, cfg)
