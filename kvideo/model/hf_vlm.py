@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from kvideo.config.model import ModelConfig
 from kvideo.config.pretrained import resolve_model_folder, tower_geometry
 from kvideo.model.projector import FrameProjector
-from kvideo.model.vlm import caption_nll, until_eos
+from kvideo.model.vlm import frames_to_visual_tokens, until_eos, with_loss
 
 
 @contextlib.contextmanager
@@ -182,13 +182,7 @@ class HFVideoLanguageModel(nn.Module):
         self.tokens_per_frame = tokens_per_frame
 
     def visual_tokens(self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor | None) -> Tensor:
-        if frame_mask.shape != frames.shape[:2]:
-            raise ValueError(
-                f"frame_mask {tuple(frame_mask.shape)} does not match frames (B, F) {tuple(frames.shape[:2])}"
-            )
-        grid = self.vision(frames.flatten(0, 1))
-        visual: Tensor = self.projector(grid, frames.shape[1], frame_mask, frame_times)
-        return visual
+        return frames_to_visual_tokens(self.vision, self.projector, frames, frame_mask, frame_times)
 
     def _inputs(self, visual: Tensor, frame_mask: Tensor, input_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(inputs_embeds, attention_mask, position_ids)`` for ``[visual | text]``."""
@@ -218,11 +212,7 @@ class HFVideoLanguageModel(nn.Module):
             logits_to_keep=input_ids.shape[1],
             use_cache=False,
         )
-        logits: Tensor = result.logits
-        out = {"logits": logits}
-        if labels is not None:
-            out["loss"], out["nll"], out["ntokens"] = caption_nll(logits, labels)
-        return out
+        return with_loss(result.logits, labels)
 
     @torch.no_grad()
     def generate(

@@ -76,6 +76,28 @@ def caption_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]
     return loss, nll, ntokens
 
 
+def frames_to_visual_tokens(
+    vision: nn.Module, projector: nn.Module, frames: Tensor, frame_mask: Tensor, frame_times: Tensor | None
+) -> Tensor:
+    """(B, F, 3, H, W) frames -> (B, F*T, D) visual tokens at the LM width: the vision part per
+    frame (frames folded into the batch), then the projector. Both model families run this."""
+    if frame_mask.shape != frames.shape[:2]:
+        raise ValueError(
+            f"frame_mask {tuple(frame_mask.shape)} does not match frames (B, F) {tuple(frames.shape[:2])}"
+        )
+    grid = vision(frames.flatten(0, 1))  # (B*F, gh, gw, C)
+    visual: Tensor = projector(grid, frames.shape[1], frame_mask, frame_times)
+    return visual
+
+
+def with_loss(logits: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+    """The models' output dict: ``logits``, plus ``loss``, ``nll``, ``ntokens`` given labels."""
+    out = {"logits": logits}
+    if labels is not None:
+        out["loss"], out["nll"], out["ntokens"] = caption_nll(logits, labels)
+    return out
+
+
 class VideoLanguageModel(nn.Module):
     """Frames + text ids -> caption loss / logits / per-sample NLL. See the module docstring."""
 
@@ -96,14 +118,7 @@ class VideoLanguageModel(nn.Module):
         self.max_frames = max_frames
 
     def visual_tokens(self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor | None) -> Tensor:
-        """(B, F, 3, H, W) frames -> (B, F*T, D) visual tokens at the LM width."""
-        if frame_mask.shape != frames.shape[:2]:
-            raise ValueError(
-                f"frame_mask {tuple(frame_mask.shape)} does not match frames (B, F) {tuple(frames.shape[:2])}"
-            )
-        grid = self.vision(frames.flatten(0, 1))  # (B*F, gh, gw, C)
-        visual: Tensor = self.projector(grid, frames.shape[1], frame_mask, frame_times)
-        return visual
+        return frames_to_visual_tokens(self.vision, self.projector, frames, frame_mask, frame_times)
 
     def forward(
         self,
@@ -122,11 +137,7 @@ class VideoLanguageModel(nn.Module):
         """
         visual = self.visual_tokens(frames, frame_mask, frame_times)
         attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, input_ids.shape[1])
-        logits = self.lm(visual, input_ids, attn_mask)
-        out = {"logits": logits}
-        if labels is not None:
-            out["loss"], out["nll"], out["ntokens"] = caption_nll(logits, labels)
-        return out
+        return with_loss(self.lm(visual, input_ids, attn_mask), labels)
 
     @torch.no_grad()
     def generate(
