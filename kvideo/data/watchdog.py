@@ -159,6 +159,14 @@ class WorkerSupervisor:
                             raise
                         why = self._record_deaths(it, in_flight)
                         break
+                    except (ConnectionError, EOFError):
+                        # A worker killed right after queueing a batch: the batch's tensors are
+                        # shared by file descriptor, fetched from that worker, which is gone
+                        # (ConnectionResetError in multiprocessing's resource_sharer).
+                        if not (self.enabled and _dead_workers(it)):
+                            raise
+                        why = self._record_deaths(it, in_flight)
+                        break
                     reasons = batch["skip_reason"]
                     delivered += len(reasons)
                     yield batch
