@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from kvideo.config import KVideoConfig
 from kvideo.data.rows import ClipRow
-from kvideo.data.tokenizer import IGNORE_INDEX
+from kvideo.data.tokenizer import IGNORE_INDEX, encode_row
 from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder
@@ -62,9 +62,12 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
 
     Each item: ``frames`` uint8 (F, S, S, 3) zero-padded, ``frame_mask`` bool (F,),
     ``frame_times`` float (F,) (actual display times, -1 for padding), ``input_ids`` /
-    ``labels`` long (L,) (labels -100 outside the caption), ``index``, ``skip_reason``
+    ``labels`` long (L,) (labels -100 outside the caption or assistant turns), ``index``, ``skip_reason``
     ("" when the clip decoded), ``path`` and ``caption``. A slot whose clip could not be
-    used under the ``mask`` policy has no valid frame and no loss.
+    used under the ``mask`` policy has no valid frame and no loss. A conversation dataset's
+    items also carry ``visual_at`` / ``answer_at`` (text tokens before the visual tokens /
+    before the last answer, ``kvideo.data.conversation``); a caption dataset's visual tokens
+    come first, and its batches leave the keys out so the models take their plain path.
 
     ``on_device`` decoders (decord on GPU) return frames on the GPU; such a dataset must
     be read in the training process (see ``kvideo.data.loader``), never in forked workers.
@@ -93,10 +96,9 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         )
         self._decoder: VideoDecoder | None = None
         self._decoder_pid = -1
-        # Tokenize once: captions never change, and workers inherit the result.
-        self._text = [
-            tokenizer.encode_example(video.prompt, row.caption, cfg.model.max_text_len) for row in rows
-        ]
+        # Tokenize once: texts never change, and workers inherit the result.
+        self._text = [encode_row(tokenizer, row, video.prompt, cfg.model.max_text_len) for row in rows]
+        self.conversational = any(row.turns for row in rows)
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch keys the random_segment jitter so each epoch sees different frames."""
@@ -161,8 +163,8 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         frames = torch.zeros((max_frames, size, size, 3), dtype=torch.uint8, device=device)
         frame_mask = torch.zeros(max_frames, dtype=torch.bool)
         frame_times = torch.full((max_frames,), -1.0)
-        input_ids, labels = self._text[source]
-        labels = torch.tensor(labels, dtype=torch.long)
+        text = self._text[source]
+        labels = torch.tensor(text.labels, dtype=torch.long)
         if clip is None:
             labels.fill_(IGNORE_INDEX)  # nothing to learn from a slot without frames
         else:
@@ -174,8 +176,9 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             "frames": frames,
             "frame_mask": frame_mask,
             "frame_times": frame_times,
-            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "input_ids": torch.tensor(text.input_ids, dtype=torch.long),
             "labels": labels,
+            **({"visual_at": text.visual_at, "answer_at": text.answer_at} if self.conversational else {}),
             "index": index,
             "skip_reason": skip_reason,
             "path": row.path,

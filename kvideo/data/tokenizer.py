@@ -21,14 +21,25 @@ produces plain lists.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from kvideo.data.conversation import (
+    IGNORE_INDEX,
+    VIDEO,
+    Encoded,
+    Piece,
+    assemble,
+    split_placeholder,
+)
+from kvideo.data.rows import ClipRow, Turn
 
 if TYPE_CHECKING:
     from kvideo.config.data import DataConfig
     from kvideo.config.model import ModelConfig
 
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "Encoded", "Tokenizer", "build_tokenizer", "encode_row"]
 
 
 class Tokenizer(Protocol):
@@ -50,6 +61,18 @@ class Tokenizer(Protocol):
     def target_ids(self, caption: str) -> list[int]: ...
 
     def encode_example(self, prompt: str, caption: str, max_len: int) -> tuple[list[int], list[int]]: ...
+
+    def conversation_pieces(self, turns: Sequence[Turn]) -> list[Piece]: ...
+
+
+def encode_row(tokenizer: Tokenizer, row: ClipRow, prompt: str, max_len: int) -> Encoded:
+    """A row's text as the model reads it: its conversation (``kvideo.data.conversation``), or
+    ``prompt`` then its caption, with the visual tokens first (``encode_example``)."""
+    if row.turns:
+        return assemble(tokenizer.conversation_pieces(row.turns), max_len, tokenizer.pad_id)
+    input_ids, labels = tokenizer.encode_example(prompt, row.caption, max_len)
+    context = min(len(tokenizer.context_ids(prompt)), max_len)
+    return Encoded(input_ids, labels, 0, context)
 
 
 class _ExampleMixin:
@@ -88,6 +111,28 @@ class _ExampleMixin:
         labels = ([IGNORE_INDEX] * len(context) + target)[:max_len]
         pad = max_len - len(input_ids)
         return input_ids + [self.pad_id] * pad, labels + [IGNORE_INDEX] * pad
+
+    def conversation_pieces(self, turns: Sequence[Turn]) -> list[Piece]:
+        """``turns`` in ``kvideo.data.conversation.PLAIN_TEMPLATE``: for tokenizers without a
+        chat template (the byte tokenizer, a bare ``tokenizer.json``)."""
+        pieces = [Piece((self.bos_id,))] if self.bos_id >= 0 else []
+        for turn in turns:
+            if turn.role == "system":
+                pieces.append(self._text(f"{turn.text}\n"))
+            elif turn.role == "user":
+                pieces.append(self._text("User: "))
+                pieces.extend(
+                    VIDEO if part is None else self._text(part) for part in split_placeholder(turn.text)
+                )
+                pieces.append(self._text("\n"))
+            else:
+                pieces.append(self._text("Assistant: "))
+                pieces.append(Piece((*self.encode(turn.text), self.eos_id), target=True))
+                pieces.append(self._text("\n"))
+        return pieces
+
+    def _text(self, text: str) -> Piece:
+        return Piece(tuple(self.encode(text)))
 
 
 class ByteTokenizer(_ExampleMixin):
@@ -246,6 +291,46 @@ class ChatTokenizer(_ExampleMixin):
             if full[: len(context)] == context and len(full) > len(context):
                 return full[len(context) :]
         return [*self.encode(caption), self.eos_id]
+
+    def conversation_pieces(self, turns: Sequence[Turn]) -> list[Piece]:
+        """``turns`` rendered by the chat template (the plain template without one).
+
+        An assistant turn's target is what the template adds between the conversation before it
+        with the generation prompt and the conversation through it: its text and end-of-turn.
+        """
+        if not self.has_chat_template:
+            return super().conversation_pieces(turns)
+        messages = [{"role": turn.role, "content": turn.text} for turn in turns]
+        full = self._render_text(messages, generation_prompt=False)
+        pieces: list[Piece] = []
+        done = 0
+        for i, turn in enumerate(turns):
+            if turn.role != "assistant":
+                continue
+            before = self._render_text(messages[:i], generation_prompt=True)
+            through = self._render_text(messages[: i + 1], generation_prompt=False)
+            if not (full.startswith(through) and through.startswith(before) and len(before) >= done):
+                raise ValueError(
+                    f"model.lm_path: the chat template of {self.name} does not render a conversation "
+                    "as its turns one after another, so the assistant turns cannot be told apart"
+                )
+            pieces.extend(self._context(full[done : len(before)]))
+            pieces.append(Piece(tuple(self.encode(full[len(before) : len(through)])), target=True))
+            done = len(through)
+        pieces.extend(self._context(full[done:]))
+        return pieces
+
+    def _render_text(self, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
+        if not messages and not generation_prompt:
+            return ""
+        return str(
+            self._tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+        )
+
+    def _context(self, text: str) -> list[Piece]:
+        return [
+            VIDEO if part is None else Piece(tuple(self.encode(part))) for part in split_placeholder(text)
+        ]
 
 
 def build_tokenizer(data: DataConfig, model: ModelConfig | None = None) -> Tokenizer:

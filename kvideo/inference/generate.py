@@ -1,5 +1,9 @@
-"""Captions for a batch of clips: greedy decoding after the prompt's context, the same
-``[visual | context]`` sequence the loss trains (``generate`` of each model family)."""
+"""Captions (or answers) for a batch of clips: greedy decoding after the context, the same
+sequence the loss trains (``generate`` of each model family).
+
+A caption batch's context is the prompt's, after the visual tokens; a conversation batch's is
+each sample's conversation up to its last answer (``answer_at``), the video spliced in at
+``visual_at``, generated one sample at a time since the contexts differ in length."""
 
 from __future__ import annotations
 
@@ -23,21 +27,48 @@ def caption_batch(
     max_new_tokens: int,
     autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
 ) -> list[str]:
-    """One caption per clip of ``batch`` (a loader batch: normalized frames on the model's device)."""
+    """One caption (or answer) per clip of ``batch`` (a loader batch: normalized frames on the
+    model's device)."""
     frames = batch["frames"]
-    context = torch.tensor([tokenizer.context_ids(prompt)] * frames.shape[0], device=frames.device)
     was_training = model.training
     model.eval()
     try:
         with autocast():
-            ids = model.generate(  # type: ignore[operator]
-                frames,
-                batch["frame_mask"],
-                context,
-                frame_times=batch["frame_times"],
-                max_new_tokens=max_new_tokens,
-                stop_ids=tokenizer.stop_ids,
-            )
+            if "answer_at" not in batch:
+                context = torch.tensor(
+                    [tokenizer.context_ids(prompt)] * frames.shape[0], device=frames.device
+                )
+                ids = _generate(model, batch, slice(None), context, None, max_new_tokens, tokenizer.stop_ids)
+            else:
+                ids = []
+                for i, answer_at in enumerate(batch["answer_at"].tolist()):
+                    context = batch["input_ids"][i : i + 1, :answer_at].to(frames.device)
+                    visual_at = batch["visual_at"][i : i + 1]
+                    one = slice(i, i + 1)
+                    ids += _generate(
+                        model, batch, one, context, visual_at, max_new_tokens, tokenizer.stop_ids
+                    )
     finally:
         model.train(was_training)
     return [tokenizer.decode(row) for row in ids]
+
+
+def _generate(
+    model: nn.Module,
+    batch: dict[str, Any],
+    rows: slice,
+    context: torch.Tensor,
+    visual_at: torch.Tensor | None,
+    max_new_tokens: int,
+    stop_ids: list[int],
+) -> list[list[int]]:
+    ids: list[list[int]] = model.generate(  # type: ignore[operator]
+        batch["frames"][rows],
+        batch["frame_mask"][rows],
+        context,
+        frame_times=batch["frame_times"][rows],
+        visual_at=visual_at,
+        max_new_tokens=max_new_tokens,
+        stop_ids=stop_ids,
+    )
+    return ids

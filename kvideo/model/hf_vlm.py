@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from kvideo.config.model import ModelConfig
 from kvideo.config.pretrained import resolve_model_folder, tower_geometry
 from kvideo.model.projector import FrameProjector
+from kvideo.model.sequence import splice, text_positions
 from kvideo.model.vlm import frames_to_visual_tokens, until_eos, with_loss
 
 
@@ -184,13 +185,17 @@ class HFVideoLanguageModel(nn.Module):
     def visual_tokens(self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor | None) -> Tensor:
         return frames_to_visual_tokens(self.vision, self.projector, frames, frame_mask, frame_times)
 
-    def _inputs(self, visual: Tensor, frame_mask: Tensor, input_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(inputs_embeds, attention_mask, position_ids)`` for ``[visual | text]``."""
+    def _inputs(
+        self, visual: Tensor, frame_mask: Tensor, input_ids: Tensor, visual_at: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(inputs_embeds, attention_mask, position_ids)`` for the text with the visual tokens
+        spliced in (``kvideo.model.sequence``): padded frames are masked keys, and positions count
+        only the kept tokens, so padding shifts nothing."""
         text = self.lm.get_input_embeddings()(input_ids)
-        embeds = torch.cat([visual.to(text.dtype), text], dim=1)
+        embeds = splice(text, visual.to(text.dtype), visual_at)
         keys = frame_mask.to(torch.bool).repeat_interleave(self.tokens_per_frame, dim=1)
-        keys[:, 0] = True
-        mask = torch.cat([keys, torch.ones_like(input_ids, dtype=torch.bool)], dim=1).long()
+        mask = splice(torch.ones_like(input_ids, dtype=torch.bool), keys, visual_at).long()
+        mask[:, 0] = 1  # the first query always has a key
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
         return embeds, mask, positions
 
@@ -201,18 +206,31 @@ class HFVideoLanguageModel(nn.Module):
         input_ids: Tensor,
         labels: Tensor | None = None,
         frame_times: Tensor | None = None,
+        visual_at: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """As ``VideoLanguageModel.forward``; ``frame_times`` is needed with ``model.time_embedding``."""
+        """As ``VideoLanguageModel.forward``; ``frame_times`` is needed with ``model.time_embedding``.
+
+        The LM's head runs on the text positions only (``logits_to_keep``): on the union of the
+        batch's text positions when samples splice the video at different places, then each
+        sample's own are gathered.
+        """
         visual = self.visual_tokens(frames, frame_mask, frame_times)
-        embeds, mask, positions = self._inputs(visual, frame_mask, input_ids)
+        embeds, mask, positions = self._inputs(visual, frame_mask, input_ids, visual_at)
+        batch, text_len = input_ids.shape
+        where = text_positions(visual_at, text_len, visual.shape[1], batch, input_ids.device)
+        keep = torch.unique(where)  # sorted
         result = self.lm(
             inputs_embeds=embeds,
             attention_mask=mask,
             position_ids=positions,
-            logits_to_keep=input_ids.shape[1],
+            logits_to_keep=text_len if visual_at is None else keep,
             use_cache=False,
         )
-        return with_loss(result.logits, labels)
+        logits = result.logits
+        if visual_at is not None:
+            index = torch.searchsorted(keep, where)
+            logits = logits.gather(1, index[..., None].expand(*index.shape, logits.shape[-1]))
+        return with_loss(logits, labels)
 
     @torch.no_grad()
     def generate(
@@ -222,13 +240,15 @@ class HFVideoLanguageModel(nn.Module):
         context_ids: Tensor,
         *,
         frame_times: Tensor | None = None,
+        visual_at: Tensor | None = None,
         max_new_tokens: int,
         stop_ids: list[int],
     ) -> list[list[int]]:
         """Greedy continuation of ``context_ids`` (B, C) through the LM's own ``generate`` (KV
-        cache), up to the first stop id (excluded) or ``max_new_tokens``."""
+        cache), up to the first stop id (excluded) or ``max_new_tokens``; ``visual_at`` as in
+        ``VideoLanguageModel.generate``."""
         visual = self.visual_tokens(frames, frame_mask, frame_times)
-        embeds, mask, _ = self._inputs(visual, frame_mask, context_ids)
+        embeds, mask, _ = self._inputs(visual, frame_mask, context_ids, visual_at)
         out = self.lm.generate(
             inputs_embeds=embeds,
             attention_mask=mask,

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from kvideo.model.sequence import splice, text_positions
+
 INIT_STD = 0.02
 
 
@@ -146,11 +148,14 @@ class CausalLM(nn.Module):
         if tie_embeddings:
             self.head.weight = self.tok_embed.weight
 
-    def forward(self, prefix: Tensor, input_ids: Tensor, attn_mask: Tensor) -> Tensor:
+    def forward(
+        self, prefix: Tensor, input_ids: Tensor, attn_mask: Tensor, visual_at: Tensor | None = None
+    ) -> Tensor:
         """Return logits (B, L, V) for the text positions only.
 
-        ``prefix`` (B, P, D) visual embeddings; ``input_ids`` (B, L); ``attn_mask`` bool
-        (B, 1, P + L, P + L), True = may attend. The head runs on text positions only: the
+        ``prefix`` (B, P, D) visual embeddings, spliced after each sample's first ``visual_at``
+        text tokens (None: in front; ``kvideo.model.sequence``); ``input_ids`` (B, L);
+        ``attn_mask`` bool (B, 1, P + L, P + L), True = may attend. The head runs on text positions only: the
         visual positions never predict anything, so projecting them to the vocabulary would be
         wasted work (and memory, at ``B * P * V``).
         """
@@ -164,8 +169,13 @@ class CausalLM(nn.Module):
             )
         # Keep the residual stream in the embedding dtype (fp32 under autocast): autocast
         # already runs the matmuls in bf16, and an fp32 stream avoids accumulating rounding.
-        x = torch.cat([prefix.to(text.dtype), text], dim=1) + self.pos_embed[:seq_len]
+        x = splice(text, prefix.to(text.dtype), visual_at) + self.pos_embed[:seq_len]
         x = self.drop(x)
         x = run_blocks(self.blocks, x, attn_mask, recompute=self.activation_checkpointing and self.training)
-        logits: Tensor = self.head(self.norm(x[:, prefix_len:]))
+        if visual_at is None:
+            x = x[:, prefix_len:]
+        else:
+            where = text_positions(visual_at, text.shape[1], prefix_len, text.shape[0], x.device)
+            x = x.gather(1, where[..., None].expand(*where.shape, x.shape[-1]))
+        logits: Tensor = self.head(self.norm(x))
         return logits

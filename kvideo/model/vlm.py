@@ -37,14 +37,18 @@ from kvideo.config.model import ModelConfig
 from kvideo.data.tokenizer import IGNORE_INDEX  # the labels the tokenizer writes
 from kvideo.model.lm import CausalLM
 from kvideo.model.projector import FrameProjector
+from kvideo.model.sequence import splice
 from kvideo.model.vision import TimmEncoder, ViTEncoder, build_vision
 
 if TYPE_CHECKING:
     from kvideo.model.hf_vlm import HFVideoLanguageModel
 
 
-def build_attention_mask(frame_mask: Tensor, tokens_per_frame: int, text_len: int) -> Tensor:
-    """Boolean SDPA mask (B, 1, S, S), True = may attend, for S = F * T + L.
+def build_attention_mask(
+    frame_mask: Tensor, tokens_per_frame: int, text_len: int, visual_at: Tensor | None = None
+) -> Tensor:
+    """Boolean SDPA mask (B, 1, S, S), True = may attend, for S = F * T + L with the visual
+    tokens spliced at ``visual_at`` (``kvideo.model.sequence``; None = in front).
 
     Built once per forward and shared by all LM blocks (one (B, S, S) bool tensor is small:
     16 x 80 x 80 bytes at the default shape). No data-dependent control flow, so it compiles.
@@ -52,7 +56,7 @@ def build_attention_mask(frame_mask: Tensor, tokens_per_frame: int, text_len: in
     b = frame_mask.shape[0]
     visual_keys = frame_mask.to(torch.bool).repeat_interleave(tokens_per_frame, dim=1)  # (B, F*T)
     text_keys = torch.ones(b, text_len, dtype=torch.bool, device=frame_mask.device)
-    keys = torch.cat([visual_keys, text_keys], dim=1)  # (B, S)
+    keys = splice(text_keys, visual_keys, visual_at)  # (B, S)
     s = keys.shape[1]
     causal = torch.ones(s, s, dtype=torch.bool, device=frame_mask.device).tril()
     diagonal = torch.eye(s, dtype=torch.bool, device=frame_mask.device)
@@ -127,17 +131,19 @@ class VideoLanguageModel(nn.Module):
         input_ids: Tensor,
         labels: Tensor | None = None,
         frame_times: Tensor | None = None,
+        visual_at: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """``frames`` (B, F, 3, H, W) normalized float, ``frame_mask`` bool (B, F),
         ``input_ids`` / ``labels`` long (B, L), ``frame_times`` float (B, F) seconds (needed
-        only with ``model.time_embedding``).
+        only with ``model.time_embedding``), ``visual_at`` long (B,) text tokens before the
+        visual tokens (None = none: ``[visual | text]``).
 
         Returns ``logits`` (B, L, V) for the text positions and, when ``labels`` is given,
         ``loss`` (scalar), ``nll`` (B,) and ``ntokens`` (B,).
         """
         visual = self.visual_tokens(frames, frame_mask, frame_times)
-        attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, input_ids.shape[1])
-        return with_loss(self.lm(visual, input_ids, attn_mask), labels)
+        attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, input_ids.shape[1], visual_at)
+        return with_loss(self.lm(visual, input_ids, attn_mask, visual_at), labels)
 
     @torch.no_grad()
     def generate(
@@ -147,11 +153,13 @@ class VideoLanguageModel(nn.Module):
         context_ids: Tensor,
         *,
         frame_times: Tensor | None = None,
+        visual_at: Tensor | None = None,
         max_new_tokens: int,
         stop_ids: list[int],
     ) -> list[list[int]]:
         """Greedy continuation of ``context_ids`` (B, C) for each clip, up to a stop id (excluded) or
-        ``max_new_tokens``, or until the sequence reaches ``model.max_seq_len``.
+        ``max_new_tokens``, or until the sequence reaches ``model.max_seq_len``. ``visual_at`` as
+        in ``forward``: each must be below C, so the context goes on after the video.
 
         No KV cache: the builtin LM is small, and a full forward per token keeps this the exact
         computation the loss trains (the same masks, the same positions).
@@ -162,8 +170,8 @@ class VideoLanguageModel(nn.Module):
         for _ in range(max_new_tokens):
             if visual.shape[1] + ids.shape[1] >= self.lm.max_seq_len:
                 break
-            attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, ids.shape[1])
-            next_id = self.lm(visual, ids, attn_mask)[:, -1].argmax(-1)
+            attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, ids.shape[1], visual_at)
+            next_id = self.lm(visual, ids, attn_mask, visual_at)[:, -1].argmax(-1)
             next_id = torch.where(finished, torch.full_like(next_id, stop_ids[0]), next_id)
             ids = torch.cat([ids, next_id[:, None]], dim=1)
             finished |= torch.isin(next_id, torch.tensor(stop_ids, device=next_id.device))

@@ -150,7 +150,14 @@ def evaluate(
                 continue
             frames, frame_mask, frame_times = batch["frames"], batch["frame_mask"], batch["frame_times"]
             with autocast():
-                out = model(frames, frame_mask, batch["input_ids"], batch["labels"], frame_times=frame_times)
+                out = model(
+                    frames,
+                    frame_mask,
+                    batch["input_ids"],
+                    batch["labels"],
+                    frame_times=frame_times,
+                    visual_at=batch.get("visual_at"),
+                )
             keep = torch.as_tensor(valid, dtype=torch.long, device=out["nll"].device)
             nll_sum += float(out["nll"].float().index_select(0, keep).sum())
             tok_sum += float(out["ntokens"].index_select(0, keep).sum())

@@ -309,6 +309,7 @@ class Trainer:
                         batch["input_ids"],
                         batch["labels"],
                         frame_times=batch["frame_times"],
+                        visual_at=batch.get("visual_at"),
                     )
                 loss = out["loss"] / grad_accum
                 loss.backward()
@@ -352,8 +353,10 @@ class Trainer:
         """Validate the current weights and record the numbers (a collective)."""
         result = self.validator.validate(self.raw_model)
         if result:
+            predictions = self.validator.predictions(self.raw_model)
+            result.update(self.validator.answer_metrics(predictions))
             self.report.log_validation(self.step, self.stream.epoch, result)
-            self.report.log_predictions(self.step, self.validator.predictions(self.raw_model))
+            self.report.log_predictions(self.step, predictions)
 
     def export(self) -> None:
         """The final weights in Hugging Face formats, in ``<run_dir>/export`` (rank 0; see

@@ -89,8 +89,9 @@ class Validator:
         return result
 
     def predictions(self, model: nn.Module) -> list[dict[str, str]]:
-        """Generated captions of the first ``trainer.val_predictions`` validation clips beside their
-        references (rank 0 only; other ranks return []): what the numbers mean, readable."""
+        """Generated captions (answers, for a conversation dataset) of the first
+        ``trainer.val_predictions`` validation clips beside their references (rank 0 only; other
+        ranks return []): what the numbers mean, readable."""
         count = min(self.cfg.trainer.val_predictions, len(self._dataset or ()))
         if not self.env.is_main or count == 0:
             return []
@@ -114,6 +115,19 @@ class Validator:
             for s, c in zip(samples, captions, strict=True)
             if not s["skip_reason"]
         ]
+
+    def answer_metrics(self, predictions: list[dict[str, str]]) -> dict[str, float]:
+        """``val_short_exact_match`` (and ``val_short_answers``) of a conversation dataset's
+        generated answers against the references, over ``predictions`` (rank 0's, see
+        ``predictions``): exact match is what short answers are judged by. {} otherwise."""
+        if not predictions or not getattr(self._dataset, "conversational", False):
+            return {}
+        from kvideo.inference.evaluation import short_answer_exact_match
+
+        scores = short_answer_exact_match(
+            [row["reference"] for row in predictions], [row["generated"] for row in predictions]
+        )
+        return {f"val_{name}": value for name, value in scores.items()}
 
     def _validation_set(self) -> Any:
         """The validation dataset, built at the first call; ``None`` when there is none."""

@@ -6,6 +6,7 @@ One place for each rule so the builders cannot drift apart:
   spreadsheet and Windows tools put before the first line (``json.loads`` refuses a leading
   U+FEFF, and a BOM-prefixed CSV header would hide its first column), and yield
   ``(line number, record)`` lazily, so a cap stops reading the file;
+* ``segment_fields`` reads a record's optional ``start`` / ``end`` seconds;
 * ``absolute_root`` / ``resolve_against`` turn configured roots and relative row paths into the
   absolute paths a ``ClipRow`` carries;
 * the WebVid layout's split folder names and video-path nesting, used by the ``webvid`` reader
@@ -17,6 +18,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -48,6 +50,34 @@ def absolute_root(path: str) -> str:
 def resolve_against(base: str, path: str) -> str:
     """``path`` as written in a manifest row: absolute as is, else relative to ``base``."""
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def segment_fields(record: dict[str, Any], where: str) -> tuple[float | None, float | None]:
+    """A record's optional ``start`` / ``end`` seconds (missing or null = none), checked:
+    ``0 <= start < end``, ``end > 0``. ``where`` names the record in errors."""
+    start = _seconds(record.get("start"), "start", where)
+    end = _seconds(record.get("end"), "end", where)
+    if start is not None and start < 0:
+        raise ValueError(f"{where}: start must be >= 0 (got {start})")
+    if start is not None and end is not None and start >= end:
+        raise ValueError(f"{where}: start ({start}) must be < end ({end})")
+    if end is not None and end <= 0:
+        raise ValueError(f"{where}: end must be > 0 (got {end})")
+    return start, end
+
+
+def _seconds(value: Any, key: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: {key} must be a number of seconds (got {value!r})")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {key} must be a number of seconds (got {value!r})") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{where}: {key} must be finite (got {value!r})")
+    return seconds
 
 
 def iter_csv_records(

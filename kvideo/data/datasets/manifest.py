@@ -12,7 +12,6 @@ manifest file's folder. A bad row raises ``ValueError`` naming the file and line
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from kvideo.data.datasets.common import (
     iter_csv_records,
     iter_jsonl_records,
     resolve_against,
+    segment_fields,
     take,
 )
 from kvideo.data.rows import ClipRow
@@ -92,14 +92,7 @@ def _manifest_row(manifest: str, base: str, line: int, record: dict[str, Any]) -
             raise ValueError(f"{where}: {key!r} must be a string (got {record[key]!r})")
     if not record["path"].strip():
         raise ValueError(f"{where}: empty 'path'")
-    start = _seconds(record.get("start"), "start", where)
-    end = _seconds(record.get("end"), "end", where)
-    if start is not None and start < 0:
-        raise ValueError(f"{where}: start must be >= 0 (got {start})")
-    if start is not None and end is not None and start >= end:
-        raise ValueError(f"{where}: start ({start}) must be < end ({end})")
-    if end is not None and end <= 0:
-        raise ValueError(f"{where}: end must be > 0 (got {end})")
+    start, end = segment_fields(record, where)
     clip_id = record.get("id")
     return ClipRow(
         path=resolve_against(base, record["path"]),
@@ -108,20 +101,6 @@ def _manifest_row(manifest: str, base: str, line: int, record: dict[str, Any]) -
         end=end,
         clip_id=str(clip_id) if clip_id is not None else f"{os.path.basename(manifest)}:{line}",
     )
-
-
-def _seconds(value: Any, key: str, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"{where}: {key} must be a number of seconds (got {value!r})")
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: {key} must be a number of seconds (got {value!r})") from None
-    if not math.isfinite(seconds):
-        raise ValueError(f"{where}: {key} must be finite (got {value!r})")
-    return seconds
 
 
 @DATASETS.register("manifest")

@@ -1,0 +1,140 @@
+"""A conversation about a video -> ``input_ids``, ``labels`` and where the visual tokens go.
+
+Video instruction-tuning data (LLaVA-Video-178K, ShareGPT4Video, VideoChat) is a list of turns
+whose first user turn holds a ``<video>`` placeholder: the clip's visual tokens are spliced in
+there, and the loss is on the assistant turns only. Rules, checked by ``check_turns``:
+
+* exactly one ``<video>`` placeholder, in a user turn before the first assistant turn (every
+  answer is about the video); a conversation without one gets it at the start of its first user
+  turn (``"<video>\\n"`` prepended, LLaVA's convention), so a plain question-answer record works
+  as is;
+* at least one assistant turn, and no empty turn.
+
+How turns become text is the tokenizer's (``Tokenizer.conversation_pieces``): a Hugging Face LM's
+own chat template when it has one, otherwise ``PLAIN_TEMPLATE``. Each piece is tokenized on its
+own (as LLaVA's ``tokenizer_image_token`` does around ``<image>``), so the placeholder never
+merges with its neighbours into one token.
+
+``Encoded`` (what a sample carries; the conventions are ``kvideo.data.tokenizer``'s):
+
+* ``input_ids`` / ``labels``: exactly ``max_len`` long, right-padded, labels aligned and
+  ``-100`` outside the assistant turns (each assistant turn's target ends with the template's
+  end-of-turn, or EOS: what the LM must learn to emit to stop).
+* ``visual_at``: how many text tokens precede the visual tokens (0 = the visual tokens come
+  first, the caption datasets' layout). The token right after the visual tokens is never a
+  target: the model scores text token ``i`` from text position ``i - 1``, which for that token
+  lies before the video (``kvideo.model.vlm`` explains why the last visual position predicts
+  nothing).
+* ``answer_at``: where the last assistant turn's target starts: ``input_ids[:answer_at]`` is the
+  context an answer is generated after, and the last answer is the reference it is compared with.
+* Too long: cut at ``max_len`` from the end, as captions are; ``visual_at`` and ``answer_at``
+  are clamped to the cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from kvideo.data.rows import TURN_ROLES, Turn
+
+VIDEO_PLACEHOLDER = "<video>"
+IGNORE_INDEX = -100
+
+PLAIN_TEMPLATE = """\
+[BOS if the tokenizer has one] then, per turn:
+  system:    {text}\\n
+  user:      User: {text}\\n            (the <video> placeholder inside {text})
+  assistant: Assistant: {text}[EOS]\\n  (the loss is on {text}[EOS])"""
+
+
+class Encoded(NamedTuple):
+    """A tokenized example; see the module docstring for each field."""
+
+    input_ids: list[int]
+    labels: list[int]
+    visual_at: int
+    answer_at: int
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of token ids in a rendered conversation: ``target`` ids are learned, ``video`` marks
+    the place of the visual tokens (and has no ids)."""
+
+    ids: tuple[int, ...] = ()
+    target: bool = False
+    video: bool = False
+
+
+VIDEO = Piece(video=True)
+
+
+def check_turns(turns: Sequence[Turn]) -> tuple[Turn, ...]:
+    """``turns`` with the placeholder where it belongs (see the module docstring), or a
+    ``ValueError`` saying what is wrong (the caller adds the file and record)."""
+    if not turns:
+        raise ValueError("no turns")
+    for i, turn in enumerate(turns):
+        if turn.role not in TURN_ROLES:
+            raise ValueError(f"turn {i}: role {turn.role!r} is not one of {TURN_ROLES}")
+        if not turn.text.strip():
+            raise ValueError(f"turn {i} ({turn.role}) is empty")
+        if VIDEO_PLACEHOLDER in turn.text and turn.role != "user":
+            raise ValueError(f"turn {i} ({turn.role}) holds {VIDEO_PLACEHOLDER}; only a user turn may")
+    if not any(turn.role == "assistant" for turn in turns):
+        raise ValueError("no assistant turn (nothing to learn)")
+    count = sum(turn.text.count(VIDEO_PLACEHOLDER) for turn in turns)
+    if count > 1:
+        raise ValueError(f"{count} {VIDEO_PLACEHOLDER} placeholders; one video per record is supported")
+    first_answer = next(i for i, turn in enumerate(turns) if turn.role == "assistant")
+    if count == 1:
+        held = next(i for i, turn in enumerate(turns) if VIDEO_PLACEHOLDER in turn.text)
+        if held > first_answer:
+            raise ValueError(
+                f"{VIDEO_PLACEHOLDER} is in turn {held}, after the first assistant turn ({first_answer}); "
+                "it must come before every answer"
+            )
+        return tuple(turns)
+    first_user = next((i for i, turn in enumerate(turns) if turn.role == "user"), len(turns))
+    if first_user > first_answer:
+        raise ValueError(f"no user turn before the first assistant turn to hold {VIDEO_PLACEHOLDER}")
+    placed = Turn("user", f"{VIDEO_PLACEHOLDER}\n{turns[first_user].text}")
+    return (*turns[:first_user], placed, *turns[first_user + 1 :])
+
+
+def split_placeholder(text: str) -> list[str | None]:
+    """``text`` as its parts around the placeholder, ``None`` standing for it."""
+    parts: list[str | None] = []
+    for i, part in enumerate(text.split(VIDEO_PLACEHOLDER)):
+        if i:
+            parts.append(None)
+        if part:
+            parts.append(part)
+    return parts
+
+
+def assemble(pieces: Sequence[Piece], max_len: int, pad_id: int) -> Encoded:
+    """``Encoded`` of rendered pieces (see the module docstring)."""
+    if max_len < 2:
+        raise ValueError(f"max_len must be >= 2 (got {max_len})")
+    ids: list[int] = []
+    labels: list[int] = []
+    visual_at = answer_at = -1
+    for piece in pieces:
+        if piece.video:
+            visual_at = len(ids)
+            continue
+        if piece.target:
+            answer_at = len(ids)
+        ids.extend(piece.ids)
+        labels.extend(piece.ids if piece.target else [IGNORE_INDEX] * len(piece.ids))
+    if visual_at < 0 or answer_at < 0:
+        raise ValueError("a conversation needs a video piece and a target piece")
+    ids, labels = ids[:max_len], labels[:max_len]
+    visual_at, answer_at = min(visual_at, len(ids)), min(answer_at, len(ids))
+    if visual_at < len(labels):
+        labels[visual_at] = IGNORE_INDEX  # scored from before the video: never a target
+    pad = max_len - len(ids)
+    return Encoded(ids + [pad_id] * pad, labels + [IGNORE_INDEX] * pad, visual_at, answer_at)

@@ -1,0 +1,93 @@
+"""``video/dataset=conversations`` end to end: the real CLI trains on LLaVA-style records made
+from real encoded clips, validation reports the loss and the short answers' exact match, and
+``eval.py`` evaluates the run's generated answers; the Hugging Face family reads the same records
+through its chat template."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kvideo.train.loop import train
+from kvideo.train.metrics import read_jsonl
+from tests.helpers.cli import run_eval, run_module, run_train
+from tests.helpers.configs import TINY_CLI_OVERRIDES, tiny_hf_config
+from tests.helpers.conversations import write_conversations
+
+ANSWERS = {"red", "green", "blue", "yellow", "left", "right", "up", "down"}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_conversations(tmp_path_factory.mktemp("conversations"), n_train=12, n_val=4)
+
+
+def test_cli_trains_on_conversations_and_validation_scores_the_answers(records: Path, tmp_path: Path) -> None:
+    result = run_train(
+        "video/dataset=conversations",
+        f"video.data_root={records}",
+        *TINY_CLI_OVERRIDES,
+        "model.max_text_len=96",
+        "model.max_seq_len=160",
+        "trainer=debug",
+        "trainer.val_every=4",
+        "trainer.val_predictions=4",
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    assert json.loads((run / "final.json").read_text())["status"] == "completed"
+    val = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("split") == "validation"][-1]
+    assert val["val_loss"] > 0 and val["val_short_answers"] == 4
+    assert 0.0 <= val["val_short_exact_match"] <= 1.0
+    predictions = read_jsonl(run / "predictions_val.jsonl")
+    assert {p["reference"] for p in predictions} <= ANSWERS  # the last answer: the direction
+    assert {p["reference"] for p in predictions} & {"left", "right", "up", "down"}
+
+    evaluated = run_eval(
+        f"ckpt_path={run}", "max_new_tokens=8", f"hydra.run.dir={tmp_path}/eval", cwd=tmp_path
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["val_clips"] == 4 and report["short_answers"] == 4
+    assert len(read_jsonl(tmp_path / "eval" / "predictions.jsonl")) == 4
+
+
+def test_hf_vlm_trains_on_conversations_through_the_chat_template(
+    records: Path, tiny_hf_parts: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cfg = tiny_hf_config(records, *tiny_hf_parts, max_steps=4, val_every=4, val_predictions=2)
+    cfg.video.dataset_type = "conversations"
+    cfg.model.max_text_len = 64
+    final = train(cfg, tmp_path / "run")
+    assert final["status"] == "completed"
+    val = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("split") == "validation"][-1]
+    assert val["val_short_answers"] == 2
+    losses = [r["loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "split" not in r]
+    assert len(losses) == 4 and all(0 < loss < 20 for loss in losses)
+
+
+def test_validate_probes_the_clips_the_records_name(records: Path, tmp_path: Path) -> None:
+    result = run_module(
+        "kvideo.validate",
+        "video/dataset=conversations",
+        f"video.data_root={records}",
+        "--out",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "12 files (12 rows)" in result.stdout and "12 ok" in result.stdout
+
+
+def test_a_bad_record_stops_the_cli_with_one_line_naming_the_file_and_record(tmp_path: Path) -> None:
+    bad = tmp_path / "chat.json"
+    bad.write_text(json.dumps([{"video": "v.mp4", "conversations": [{"from": "human", "value": "hi"}]}]))
+    result = run_train(
+        "video/dataset=conversations", f"video.data_root={bad}", *TINY_CLI_OVERRIDES, cwd=tmp_path
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"conversations {bad} record 0: no assistant turn (nothing to learn)" in result.stderr
