@@ -256,11 +256,15 @@ def test_webvid_without_metadata_says_every_glob_it_looked_for_in_the_order_trie
     )
 
 
-def test_webvid_data_root_that_does_not_exist_is_named_as_such(tmp_path: Path) -> None:
-    root = tmp_path / "nowhere"
+@pytest.mark.parametrize(
+    ("name", "why"), [("nowhere", "no such folder"), ("results_2M_train.csv", "not a folder")]
+)
+def test_webvid_data_root_that_is_no_folder_is_named_as_such(tmp_path: Path, name: str, why: str) -> None:
+    W.write_metadata(tmp_path / "results_2M_train.csv", W.webvid_rows("train", 1))
+    root = tmp_path / name
     with pytest.raises(FileNotFoundError) as err:
         build_webvid(_video(root), DataConfig(), split="train", max_samples=0)
-    where = f"video.data_root='{root}' (no such folder)"
+    where = f"video.data_root='{root}' ({why})"
     assert str(err.value).startswith(f"webvid: no train metadata CSV in {where}: looked for {root}/results_")
 
 

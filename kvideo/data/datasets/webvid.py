@@ -37,16 +37,16 @@ path-like) ``videoid`` or ``page_dir``, or no ``name``, names the file and line.
 lazily: a ``max_samples`` cap stops reading at the cap.
 
 Videos that were never downloaded (a WebVid download is always partial) are not looked for
-here: a builder never stats its clips (10M rows; see ``kvideo.data.datasets``), and the
-decoder's ``stat`` before opening a file costs nothing extra. Such a row is the ``missing``
-skip of ``kvideo.decode.errors``, counted once per visit: each time training draws the row
-(once per epoch), the run's ``skipped`` count for ``missing`` (``metrics.jsonl``,
-``final.json``) grows by one and its slot is masked or replaced (``data.bad_sample_policy``),
-while ``skipped.jsonl`` lists the file once; a validation pass adds it to ``val_skipped``;
+here: a builder never stats its clips (10M rows; see ``kvideo.data.datasets``), while the
+decoder stats each file before opening it anyway. Such a row is the ``missing`` skip of
+``kvideo.decode.errors``, counted once per visit: each time training draws the row (once per
+epoch), the run's ``skipped`` count for ``missing`` (``metrics.jsonl``, ``final.json``) grows
+by one and its slot is masked or replaced (``data.bad_sample_policy``), while
+``skipped.jsonl`` lists the file once; a validation pass adds it to ``val_skipped``;
 ``kvideo.validate`` reports each such file once with reason ``missing``. None of this stops a
-run, except ``data.max_skip_fraction`` (default 0.5 of a 64-sample window), there for a wrong
-mount where nearly every video is missing: to train on a download holding fewer than half the
-rows, delete the partitions not downloaded (layout 1a) or raise that fraction.
+run, except ``data.max_skip_fraction`` (default 0.5 of a window of at least 64 samples), there
+for a wrong mount where nearly every video is missing: to train on a download holding fewer
+than half the rows, delete the partitions not downloaded (layout 1a) or raise that fraction.
 """
 
 from __future__ import annotations
@@ -151,7 +151,9 @@ def no_metadata_error(data_root: str, dataset_name: str, split: str) -> FileNotF
         os.path.join(root, official_csv_glob(split)),
         os.path.join(partitions_dir(root, dataset_name, split), "*.csv"),
     ]
-    where = f"video.data_root={data_root!r}" + ("" if os.path.isdir(root) else " (no such folder)")
+    where = f"video.data_root={data_root!r}"
+    if not os.path.isdir(root):
+        where += " (not a folder)" if os.path.exists(root) else " (no such folder)"
     return FileNotFoundError(
         f"webvid: no {split} metadata CSV in {where}: looked for {', '.join(looked_for)}"
     )
