@@ -4,7 +4,9 @@ A split's metadata is looked for in these layouts, in this order; the first that
 is read and the later ones are not looked at (``<s>`` is ``train``, or ``val`` for the
 ``validation`` split):
 
-1. **The official download**, directly in ``video.data_root``:
+1. **The official download**, directly in ``video.data_root`` (what the official
+   ``download.py --csv_path <data_root>/results_2M_train.csv --data_dir <data_root>`` leaves;
+   with its defaults the CSV sits in the working folder and the videos in ``./data``):
 
    a. ``results_*_<s>_*/*.csv``: the partition folders the official ``download.py`` writes
       beside the metadata file it splits (``results_2M_train_4/0.csv`` ... ``3.csv``). The
