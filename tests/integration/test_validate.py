@@ -22,6 +22,8 @@ from kvideo.registry import DECODERS
 from kvideo.tools.validate import BLOCKLIST_NAME, REPORT_NAME, SUMMARY_NAME, main, probe_all, scan_config
 from tests.helpers import hostile as H
 from tests.helpers import videos as V
+from tests.helpers import webvid as W
+from tests.helpers.cli import run_module
 from tests.helpers.paths import REPO
 
 TIMEOUT = "1.5"
@@ -213,6 +215,42 @@ def test_cli_refuses_a_bad_config_before_scanning(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "video.fps must be positive (got 0.0)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- WebVid, official download
+
+
+def test_cli_validates_an_official_webvid_download_and_reports_the_video_never_downloaded(
+    tmp_path: Path,
+) -> None:
+    root, out = tmp_path / "webvid", tmp_path / "report"
+    never = W.webvid_rows("train", 5)[3]
+    W.write_official_webvid(root, train=5, val=1, train_partitions=2, missing={never.videoid})
+    args = ["video/dataset=webvid", f"video.data_root={root}", "--out", str(out), "--workers", "1"]
+    result = run_module("kvideo.validate", *args, "--no-progress", "--frames", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.match(
+        rf"kvideo\.validate: 5 files \(5 rows\) in [\d.]+s: 4 ok, 1 bad \(missing 1\); report in {out}/",
+        result.stdout,
+    ), result.stdout
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    assert (summary["ok"], summary["bad"], summary["reasons"]) == (4, 1, {"missing": 1})
+    records = [json.loads(line) for line in (out / REPORT_NAME).read_text().splitlines()]
+    assert [(r["path"], r["reason"]) for r in records if not r["ok"]] == [(str(never.video(root)), "missing")]
+
+
+def test_cli_names_every_glob_it_looked_for_when_a_webvid_folder_has_no_metadata(tmp_path: Path) -> None:
+    root = tmp_path / "webvid"
+    root.mkdir()
+    args = ["video/dataset=webvid", f"video.data_root={root}", "video.split=validation"]
+    result = run_module("kvideo.validate", *args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"kvideo.validate: cannot read the dataset: webvid: no validation metadata CSV in "
+        f"video.data_root='{root}': looked for {root}/results_*_val_*/*.csv, {root}/results_*_val.csv, "
+        f"{root}/raw/webvid-10M/data/val/partitions/*.csv"
+    )
     assert not (tmp_path / "out").exists()
 
 

@@ -17,6 +17,7 @@ from kvideo.data.datasets.webvid import build_webvid
 from kvideo.data.rows import ClipRow
 from kvideo.data.scoring import attribute_scorers
 from kvideo.registry import DATASETS
+from tests.helpers import webvid as W
 
 
 def _write_partition(folder: Path, name: str, rows: list[tuple[str, str]], header: str = "") -> Path:
@@ -119,8 +120,8 @@ def test_webvid_cap_spanning_partitions(webvid_root: Path) -> None:
 def test_webvid_errors_name_field_and_path(tmp_path: Path, webvid_root: Path) -> None:
     with pytest.raises(ValueError, match=r"^video.data_root must be set for dataset_type=webvid$"):
         build_webvid(_video(""), DataConfig(), split="train", max_samples=0)
-    expected = tmp_path / "raw" / "other" / "data" / "val" / "partitions"
-    with pytest.raises(FileNotFoundError, match="partitions folder not found") as err:
+    expected = tmp_path / "raw" / "other" / "data" / "val" / "partitions" / "*.csv"
+    with pytest.raises(FileNotFoundError, match="no validation metadata CSV") as err:
         build_webvid(_video(tmp_path, dataset_name="other"), DataConfig(), split="validation", max_samples=0)
     assert str(expected) in str(err.value)
     bad = _write_partition(
@@ -137,6 +138,186 @@ def test_webvid_rejects_path_like_videoid(webvid_root: Path) -> None:
     _write_partition(parts, "0000.csv", [("../../etc", "x")])
     with pytest.raises(ValueError, match=r"line 2: invalid videoid"):
         build_webvid(_video(webvid_root, dataset_name="evil"), DataConfig(), split="train", max_samples=0)
+
+
+# --------------------------------------------------------------------------- webvid, official download
+
+
+def _official_row(root: Path, row: W.WebVidRow) -> ClipRow:
+    return ClipRow(str(row.video(root)), row.caption, clip_id=row.videoid)
+
+
+def test_webvid_reads_the_official_metadata_file_with_videos_under_their_page_dir(tmp_path: Path) -> None:
+    rows = W.webvid_rows("train", 4)
+    W.write_metadata(tmp_path / "results_2M_train.csv", rows)
+    built = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
+    assert built == [_official_row(tmp_path, row) for row in rows]
+    assert built[3].path == str(tmp_path / "videos" / "000004_000006" / "1000003.mp4")
+    assert built[0].caption == "train clip 0, moving stripes"  # the quoted comma is the caption's
+
+
+def test_webvid_validation_reads_the_official_val_file(tmp_path: Path) -> None:
+    W.write_metadata(tmp_path / "results_10M_train.csv", W.webvid_rows("train", 3))
+    val = W.webvid_rows("validation", 2)
+    W.write_metadata(tmp_path / "results_10M_val.csv", val)
+    built = build_webvid(_video(tmp_path), DataConfig(), split="validation", max_samples=0)
+    assert built == [_official_row(tmp_path, row) for row in val]
+
+
+def test_webvid_partition_folders_read_in_numeric_order_give_the_rows_of_the_file_they_split(
+    tmp_path: Path,
+) -> None:
+    """11 partitions: name order would read 10.csv before 2.csv; numeric order is the file's."""
+    rows = W.webvid_rows("train", 25)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    W.write_metadata(whole / "results_2M_train.csv", rows)
+    W.write_partitions(split / "results_2M_train_11", rows, 11)
+    W.write_partitions(split / "results_2M_val_2", W.webvid_rows("validation", 3), 2)
+    from_file = build_webvid(_video(whole), DataConfig(), split="train", max_samples=0)
+    from_partitions = build_webvid(_video(split), DataConfig(), split="train", max_samples=0)
+    assert [r.clip_id for r in from_partitions] == [r.clip_id for r in from_file] == [r.videoid for r in rows]
+    assert from_partitions == [_official_row(split, row) for row in rows]
+    val = build_webvid(_video(split), DataConfig(), split="validation", max_samples=0)
+    assert [r.clip_id for r in val] == ["2000000", "2000001", "2000002"]
+
+
+def test_webvid_partition_folders_come_before_the_file_they_split(tmp_path: Path) -> None:
+    """The downloader leaves both; deleting the partitions not downloaded keeps their rows out."""
+    rows = W.webvid_rows("train", 6)
+    W.write_metadata(tmp_path / "results_2M_train.csv", rows)
+    folder = tmp_path / "results_2M_train_3"
+    W.write_partitions(folder, rows, 3)
+    (folder / "1.csv").unlink()
+    built = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
+    assert [r.clip_id for r in built] == [rows[i].videoid for i in (0, 1, 4, 5)]
+
+
+def test_webvid_official_layout_comes_before_the_mirror_layout(webvid_root: Path) -> None:
+    rows = W.webvid_rows("train", 2)
+    W.write_metadata(webvid_root / "results_2M_train.csv", rows)
+    train = build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=0)
+    assert train == [_official_row(webvid_root, row) for row in rows]
+    # No official val metadata: validation still reads the mirror layout.
+    val = build_webvid(_video(webvid_root), DataConfig(), split="validation", max_samples=0)
+    assert [r.caption for r in val] == ["val one", "val two"]
+
+
+@pytest.mark.parametrize(
+    ("names", "listed"),
+    [
+        (["results_10M_train.csv", "results_2M_train.csv"], "results_10M_train.csv, results_2M_train.csv"),
+        (
+            ["results_2M_train_2/0.csv", "results_2M_train_4/0.csv"],
+            "results_2M_train_2/, results_2M_train_4/",
+        ),
+        (["results_2M_train_2/0.csv", "results_10M_train.csv"], "results_2M_train_2/, results_10M_train.csv"),
+    ],
+)
+def test_webvid_refuses_a_folder_holding_the_metadata_of_several_corpora(
+    tmp_path: Path, names: list[str], listed: str
+) -> None:
+    for name in names:
+        W.write_metadata(tmp_path / name, W.webvid_rows("train", 1))
+    W.write_metadata(tmp_path / "results_2M_val.csv", W.webvid_rows("validation", 1))  # not train's
+    message = (
+        f"webvid: {tmp_path} holds the train metadata of several corpora ({listed}); keep one per "
+        "video.data_root folder (reading them all lists a video twice where they overlap)"
+    )
+    with pytest.raises(ValueError) as err:
+        build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
+    assert str(err.value) == message
+
+
+def test_webvid_official_cap_stops_reading_early(tmp_path: Path) -> None:
+    folder = tmp_path / "results_2M_train_2"
+    W.write_metadata(folder / "0.csv", W.webvid_rows("train", 2))
+    with open(folder / "0.csv", "a") as handle:  # past the cap: a broken row, then garbage
+        handle.write(",,,,\x00broken\n" + "garbage\n" * 1000)
+    (folder / "1.csv").write_text("not,the,right,header\n")
+    rows = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=2)
+    assert [r.clip_id for r in rows] == ["1000000", "1000001"]
+    with pytest.raises(ValueError, match=r"0\.csv line 4: empty videoid$"):
+        build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=3)
+
+
+@pytest.mark.parametrize(("split", "folder"), [("train", "train"), ("validation", "val")])
+def test_webvid_without_metadata_says_every_glob_it_looked_for_in_the_order_tried(
+    tmp_path: Path, split: str, folder: str
+) -> None:
+    (tmp_path / "videos").mkdir()
+    (tmp_path / f"results_2M_{folder}_2").mkdir()  # a partition folder without CSVs holds none
+    (tmp_path / "results_2M_test.csv").write_text("videoid,page_dir,name\n")  # no such split
+    with pytest.raises(FileNotFoundError) as err:
+        build_webvid(_video(tmp_path), DataConfig(), split=split, max_samples=0)
+    assert str(err.value) == (
+        f"webvid: no {split} metadata CSV in video.data_root='{tmp_path}': looked for "
+        f"{tmp_path}/results_*_{folder}_*/*.csv, {tmp_path}/results_*_{folder}.csv, "
+        f"{tmp_path}/raw/webvid-10M/data/{folder}/partitions/*.csv"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "why"), [("nowhere", "no such folder"), ("results_2M_train.csv", "not a folder")]
+)
+def test_webvid_data_root_that_is_no_folder_is_named_as_such(tmp_path: Path, name: str, why: str) -> None:
+    W.write_metadata(tmp_path / "results_2M_train.csv", W.webvid_rows("train", 1))
+    root = tmp_path / name
+    with pytest.raises(FileNotFoundError) as err:
+        build_webvid(_video(root), DataConfig(), split="train", max_samples=0)
+    where = f"video.data_root='{root}' ({why})"
+    assert str(err.value).startswith(f"webvid: no train metadata CSV in {where}: looked for {root}/results_")
+
+
+def test_webvid_official_wrong_columns_name_the_file_and_the_columns_found_and_expected(
+    tmp_path: Path,
+) -> None:
+    bad = W.write_metadata(
+        tmp_path / "results_2M_train.csv", W.webvid_rows("train", 1), header=("videoid", "contentUrl", "name")
+    )
+    with pytest.raises(ValueError) as err:
+        build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
+    assert str(err.value) == (
+        f"webvid: {bad} lacks column(s) ['page_dir']: found ['videoid', 'contentUrl', 'name'], "
+        "expected at least ['videoid', 'page_dir', 'name']"
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ('1000001,u,PT00H00M01S,,"a caption"', "line 3: empty page_dir"),
+        ('  ,u,PT00H00M01S,000001_000003,"a caption"', "line 3: empty videoid"),
+        ('1000001,u,PT00H00M01S,../../etc,"a caption"', "line 3: invalid page_dir '../../etc'"),
+        ("1000001,u,PT00H00M01S,000001_000003", "line 3: no name (caption) field"),
+    ],
+)
+def test_webvid_official_bad_rows_name_the_file_and_line(tmp_path: Path, row: str, message: str) -> None:
+    path = W.write_metadata(tmp_path / "results_2M_val.csv", W.webvid_rows("validation", 1))
+    with open(path, "a") as handle:
+        handle.write(row + "\n")
+    with pytest.raises(ValueError) as err:
+        build_webvid(_video(tmp_path), DataConfig(), split="validation", max_samples=0)
+    assert str(err.value) == f"webvid: {path} {message}"
+
+
+def test_webvid_lists_rows_whose_video_was_never_downloaded_without_looking_at_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing video is the decoder's ``missing`` skip: the builder stats no clip."""
+    rows = W.webvid_rows("train", 5)
+    W.write_metadata(tmp_path / "results_2M_train.csv", rows)
+    (tmp_path / "videos").mkdir()
+    looked_at: list[str] = []
+    real_stat = os.stat
+
+    def spy_stat(path, *args, **kwargs):
+        looked_at.append(str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", spy_stat)
+    built = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
+    assert [r.clip_id for r in built] == [r.videoid for r in rows]
+    assert not [path for path in looked_at if path.endswith(".mp4")]
 
 
 # --------------------------------------------------------------------------- manifest

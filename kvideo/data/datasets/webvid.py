@@ -1,23 +1,63 @@
-"""``webvid``: WebVid-10M (or any corpus in its layout) on disk.
+"""``webvid``: WebVid-10M / WebVid-2M (or any corpus in their layouts) on disk.
 
-Layout under ``<data_root>/raw/<dataset_name>/data/<train|val>/`` (the split folder is ``val``
-for ``validation``), as in the public WebVid-10M metadata mirror::
+A split's metadata is looked for in these layouts, in this order; the first that holds a CSV
+is read and the later ones are not looked at (``<s>`` is ``train``, or ``val`` for the
+``validation`` split):
 
-    partitions/*.csv   read in sorted file-name order; at least the columns videoid, name
-                       (the caption); others, such as contentUrl,duration,page_dir, are ignored
-    videos/            train: <id[:2]>/<id[:4]>/<id[:6]>/<id>.mp4, validation: <id>.mp4
+1. **The official download**, directly in ``video.data_root`` (what the official
+   ``download.py --csv_path <data_root>/results_2M_train.csv --data_dir <data_root>`` leaves;
+   with its defaults the CSV sits in the working folder and the videos in ``./data``):
 
-The videos may instead sit in ``<data_root>/raw/videos/<train|validation>/`` (the seed
-project's tree, shared by the WebVid-style corpora of one root); the first of the two folders
-that exists is used, and if neither does every clip is reported missing.
+   a. ``results_*_<s>_*/*.csv``: the partition folders the official ``download.py`` writes
+      beside the metadata file it splits (``results_2M_train_4/0.csv`` ... ``3.csv``). The
+      folder name tells the split (``_train_`` or ``_val_``). Files are read in numeric order
+      (``2.csv`` before ``10.csv``; other names after the numbered ones, by name), which is the
+      row order of the file they were split from. Preferred to that file: the same rows while
+      every partition is there, and deleting the partitions whose videos were not downloaded
+      is how to train on the downloaded part only.
+   b. ``results_*_<s>.csv``: the metadata file itself (``results_2M_train.csv``,
+      ``results_10M_val.csv``).
+
+   Columns: at least ``videoid``, ``page_dir`` and ``name`` (the caption); ``contentUrl`` and
+   ``duration`` are ignored. Videos: ``<data_root>/videos/<page_dir>/<videoid>.mp4``. One
+   corpus per folder: a folder holding the metadata of several (``results_2M_train.csv`` and
+   ``results_10M_train.csv``, or one file partitioned twice) is an error naming them, since
+   reading them all would list a video twice where they overlap.
+
+2. **The metadata mirror's layout**, under ``<data_root>/raw/<dataset_name>/data/<s>/``::
+
+       partitions/*.csv   read in the same file order; at least the columns videoid, name
+       videos/            train: <id[:2]>/<id[:4]>/<id[:6]>/<id>.mp4, validation: <id>.mp4
+
+   The videos may instead sit in ``<data_root>/raw/videos/<train|validation>/`` (the seed
+   project's tree, shared by the WebVid-style corpora of one root); the first of the two
+   folders that exists is used.
+
+No CSV in any of them is a ``FileNotFoundError`` whose one line lists each glob looked for. A
+wrong header names the file and the columns found and expected; a row with an empty (or
+path-like) ``videoid`` or ``page_dir``, or no ``name``, names the file and line. Files are read
+lazily: a ``max_samples`` cap stops reading at the cap.
+
+Videos that were never downloaded (a WebVid download is always partial) are not looked for
+here: a builder never stats its clips (10M rows; see ``kvideo.data.datasets``), while the
+decoder stats each file before opening it anyway. Such a row is the ``missing`` skip of
+``kvideo.decode.errors``, counted once per visit: each time training draws the row (once per
+epoch), the run's ``skipped`` count for ``missing`` (``metrics.jsonl``, ``final.json``) grows
+by one and its slot is masked or replaced (``data.bad_sample_policy``), while
+``skipped.jsonl`` lists the file once; a validation pass adds it to ``val_skipped``;
+``kvideo.validate`` reports each such file once with reason ``missing``. None of this stops a
+run, except ``data.max_skip_fraction`` (default 0.5 of a window of at least 64 samples), there
+for a wrong mount where nearly every video is missing: to train on a download holding fewer
+than half the rows, delete the partitions not downloaded (layout 1a) or raise that fraction.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from kvideo.data.datasets.common import (
     WEBVID_SPLIT_DIR,
@@ -38,67 +78,162 @@ logger = logging.getLogger(__name__)
 
 # The seed project's shared video tree uses the split name itself.
 SEED_VIDEO_SPLIT_DIR = {"train": "train", "validation": "validation"}
-REQUIRED_COLUMNS = ("videoid", "name")
+OFFICIAL_COLUMNS = ("videoid", "page_dir", "name")
+MIRROR_COLUMNS = ("videoid", "name")
+
+
+def official_partition_glob(split: str) -> str:
+    """Layout 1a's partition folders of ``split``, relative to ``video.data_root``."""
+    return f"results_*_{WEBVID_SPLIT_DIR[split]}_*"
+
+
+def official_csv_glob(split: str) -> str:
+    """Layout 1b's metadata files of ``split``, relative to ``video.data_root``."""
+    return f"results_*_{WEBVID_SPLIT_DIR[split]}.csv"
 
 
 def partitions_dir(data_root: str, dataset_name: str, split: str) -> str:
+    """Layout 2's partition folder of ``split``."""
     return os.path.join(data_root, "raw", dataset_name, "data", WEBVID_SPLIT_DIR[split], "partitions")
 
 
+def csv_files(folder: str) -> list[str]:
+    """The ``*.csv`` files of ``folder`` in reading order: numbered names by number, then the
+    rest by name (``0.csv, 2.csv, 10.csv, extra.csv``); ``[]`` when there is no such folder."""
+    try:
+        names = [name for name in os.listdir(folder) if name.endswith(".csv")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+    def order(name: str) -> tuple[int, int, str]:
+        stem = name[: -len(".csv")]
+        return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
+
+    return [os.path.join(folder, name) for name in sorted(names, key=order)]
+
+
+def official_metadata(root: str, split: str) -> list[str]:
+    """Layout 1's CSVs of ``split`` under ``root``, in reading order; ``[]`` when it has none.
+
+    Raises ``ValueError`` when ``root`` holds the metadata of more than one corpus.
+    """
+    try:
+        entries = sorted(os.listdir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    folders = [
+        name
+        for name in entries
+        if fnmatch.fnmatchcase(name, official_partition_glob(split)) and csv_files(os.path.join(root, name))
+    ]
+    split_files = {name.rsplit("_", 1)[0] + ".csv" for name in folders}
+    files = [
+        name
+        for name in entries
+        if fnmatch.fnmatchcase(name, official_csv_glob(split))
+        and name not in split_files
+        and os.path.isfile(os.path.join(root, name))
+    ]
+    sources = [name + "/" for name in folders] + files
+    if len(sources) > 1:
+        raise ValueError(
+            f"webvid: {root} holds the {split} metadata of several corpora ({', '.join(sources)}); "
+            "keep one per video.data_root folder (reading them all lists a video twice where they overlap)"
+        )
+    if folders:
+        return csv_files(os.path.join(root, folders[0]))
+    return [os.path.join(root, name) for name in files]
+
+
+def no_metadata_error(data_root: str, dataset_name: str, split: str) -> FileNotFoundError:
+    """The one line for a ``video.data_root`` without a CSV in any layout: every glob looked for."""
+    root = absolute_root(data_root)
+    looked_for = [
+        os.path.join(root, official_partition_glob(split), "*.csv"),
+        os.path.join(root, official_csv_glob(split)),
+        os.path.join(partitions_dir(root, dataset_name, split), "*.csv"),
+    ]
+    where = f"video.data_root={data_root!r}"
+    if not os.path.isdir(root):
+        where += " (not a folder)" if os.path.exists(root) else " (no such folder)"
+    return FileNotFoundError(
+        f"webvid: no {split} metadata CSV in {where}: looked for {', '.join(looked_for)}"
+    )
+
+
 def videos_dir(data_root: str, dataset_name: str, split: str) -> str:
-    """The folder holding this split's videos (see the module docstring for the order)."""
+    """Layout 2's folder holding this split's videos (see the module docstring for the order)."""
     own = os.path.join(data_root, "raw", dataset_name, "data", WEBVID_SPLIT_DIR[split], "videos")
     seed = os.path.join(data_root, "raw", "videos", SEED_VIDEO_SPLIT_DIR[split])
-    if os.path.isdir(own):
-        return own
-    if os.path.isdir(seed):
-        return seed
-    logger.warning(
-        "webvid: no %s video folder at %s or %s; every clip will be reported missing", split, own, seed
-    )
+    for folder in (own, seed):
+        if os.path.isdir(folder):
+            return folder
+    _warn_no_videos(split, own, seed)
     return own
+
+
+def _warn_no_videos(split: str, *folders: str) -> None:
+    # One cheap check of the folder, not of its files: a wrong data_root shows up at once.
+    logger.warning(
+        "webvid: no %s video folder at %s; every clip will be reported missing", split, " or ".join(folders)
+    )
 
 
 def read_webvid(data_root: str, dataset_name: str, split: str, max_samples: int = 0) -> list[ClipRow]:
     """Rows of a WebVid-layout corpus (the reader behind ``webvid`` and ``sample``)."""
     check_split(split)
     root = absolute_root(data_root)
-    partitions = partitions_dir(root, dataset_name, split)
-    if not os.path.isdir(partitions):
-        raise FileNotFoundError(
-            f"webvid: partitions folder not found: {partitions} (expected "
-            f"<video.data_root>/raw/<video.dataset_name>/data/{WEBVID_SPLIT_DIR[split]}/partitions/*.csv "
-            f"with video.data_root={data_root!r}, video.dataset_name={dataset_name!r})"
+    official = official_metadata(root, split)
+    if official:
+        videos = os.path.join(root, "videos")
+        if not os.path.isdir(videos):
+            _warn_no_videos(split, videos)
+        rows = _iter_rows(
+            official,
+            OFFICIAL_COLUMNS,
+            lambda row: os.path.join(videos, row["page_dir"], f"{row['videoid']}.mp4"),
         )
-    files = sorted(name for name in os.listdir(partitions) if name.endswith(".csv"))
-    if not files:
-        raise FileNotFoundError(f"webvid: no *.csv partition files in {partitions}")
-    videos = videos_dir(root, dataset_name, split)
-    rows = _iter_rows([os.path.join(partitions, name) for name in files], videos, split)
-    return take(rows, max_samples)
+        return take(rows, max_samples)
+    mirror = csv_files(partitions_dir(root, dataset_name, split))
+    if mirror:
+        videos = videos_dir(root, dataset_name, split)
+        rows = _iter_rows(
+            mirror,
+            MIRROR_COLUMNS,
+            lambda row: os.path.join(videos, webvid_video_relpath(split, row["videoid"])),
+        )
+        return take(rows, max_samples)
+    raise no_metadata_error(data_root, dataset_name, split)
 
 
-def _iter_rows(files: list[str], videos: str, split: str) -> Iterator[ClipRow]:
+def _iter_rows(
+    files: list[str], columns: tuple[str, ...], video_path: Callable[[Mapping[str, str]], str]
+) -> Iterator[ClipRow]:
+    """Rows of ``files``, lazily and in order; ``video_path`` maps a row's path fields
+    (``columns`` but ``name``, checked by ``_path_part``) to its video."""
     for path in files:
-        where, expected = f"webvid: {path}", f"at least {list(REQUIRED_COLUMNS)}"
-        records = iter_csv_records(path, required=REQUIRED_COLUMNS, where=where, expected=expected)
-        for line, record in records:
-            videoid = (record.get("videoid") or "").strip()
+        where, expected = f"webvid: {path}", f"at least {list(columns)}"
+        for line, record in iter_csv_records(path, required=columns, where=where, expected=expected):
+            parts = {key: _path_part(record, key, path, line) for key in columns if key != "name"}
             caption = record.get("name")
-            if not videoid or caption is None:
-                raise ValueError(f"webvid: {path} line {line}: empty videoid or missing name field")
-            if "/" in videoid or "\\" in videoid or videoid.startswith("."):
-                raise ValueError(f"webvid: {path} line {line}: invalid videoid {videoid!r}")
-            yield ClipRow(
-                path=os.path.join(videos, webvid_video_relpath(split, videoid)),
-                caption=caption,
-                clip_id=videoid,
-            )
+            if caption is None:
+                raise ValueError(f"webvid: {path} line {line}: no name (caption) field")
+            yield ClipRow(path=video_path(parts), caption=caption, clip_id=parts["videoid"])
+
+
+def _path_part(record: Mapping[str, Any], key: str, path: str, line: int) -> str:
+    """``record[key]`` as one component of a video path: not empty, not leaving its folder."""
+    value = (record.get(key) or "").strip()
+    if not value:
+        raise ValueError(f"webvid: {path} line {line}: empty {key}")
+    if "/" in value or "\\" in value or value.startswith("."):
+        raise ValueError(f"webvid: {path} line {line}: invalid {key} {value!r}")
+    return value
 
 
 @DATASETS.register("webvid")
 def build_webvid(video: VideoConfig, data: DataConfig, *, split: str, max_samples: int) -> list[ClipRow]:
-    """WebVid-10M on-disk layout under ``video.data_root`` (see the module docstring)."""
+    """WebVid on disk under ``video.data_root``, in the layouts of the module docstring."""
     if not video.data_root:
         raise ValueError("video.data_root must be set for dataset_type=webvid")
     return read_webvid(video.data_root, video.dataset_name, split, max_samples)
