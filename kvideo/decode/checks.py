@@ -1,4 +1,4 @@
-"""Cheap file pre-checks that run before decord sees a path.
+"""Cheap file pre-checks that run before decord sees a path (or a file's bytes).
 
 decord reports every open failure as the same ``RuntimeError("Error reading ...")``; one
 ``stat`` call here gives the skip statistics a precise reason (missing vs. directory vs.
@@ -11,6 +11,7 @@ import os
 import stat
 
 from kvideo.decode.errors import DecodeError
+from kvideo.decode.types import VideoSource
 
 
 def check_video_file(path: str) -> int:
@@ -36,3 +37,12 @@ def check_video_file(path: str) -> int:
     if st.st_size == 0:
         raise DecodeError("empty", path, "0 bytes")
     return st.st_size
+
+
+def check_video_source(source: VideoSource) -> None:
+    """``check_video_file`` for a path; for a file's bytes (a shard member) the one check that
+    applies: ``empty`` (zero bytes)."""
+    if isinstance(source, str):
+        check_video_file(source)
+    elif not source.data:
+        raise DecodeError("empty", source.name, "0 bytes")

@@ -43,7 +43,7 @@ from kvideo.decode.errors import DecodeError
 from kvideo.decode.frame_index import Segment, Timeline
 from kvideo.decode.guarded import TAIL_GUARD, GuardedDecoder, short_error
 from kvideo.decode.pyav_decoder import PyAVDecoder
-from kvideo.decode.types import DecodedClip, SampleFn
+from kvideo.decode.types import DecodedClip, SampleFn, VideoSource, open_target, source_name
 
 # decord's error when it cannot copy out a frame width (see decord_widths).
 _WIDTH_BUG = "DECORDArrayCopyFromTo"
@@ -53,7 +53,7 @@ class _HandOver(Exception):
     """This clip is one decord decodes wrongly: decode it with PyAV instead."""
 
 
-def _has_video_stream(path: str) -> bool | None:
+def _has_video_stream(source: VideoSource) -> bool | None:
     """PyAV probe, used only on the error path to tell 'audio-only' from 'garbage'.
     None when PyAV cannot open the file either. Opened as ``pyav_cpu`` opens it (metadata
     errors ignored), so both decoders judge the same streams: a damaged metadata tag must not
@@ -61,7 +61,7 @@ def _has_video_stream(path: str) -> bool | None:
     try:
         import av
 
-        with av.open(path, metadata_errors="ignore") as container:
+        with av.open(open_target(source), metadata_errors="ignore") as container:
             return len(container.streams.video) > 0
     except Exception:
         return None
@@ -101,23 +101,24 @@ class DecordDecoder(GuardedDecoder):
         self.ctx = decord.cpu(index) if kind == "cpu" else decord.gpu(index)
 
     def _decode_now(
-        self, path: str, sample: SampleFn, size: int | None, start: float | None, end: float | None
+        self, source: VideoSource, sample: SampleFn, size: int | None, start: float | None, end: float | None
     ) -> DecodedClip:
         if self.device[0] == "cpu":
             if size is not None and not decord_can_emit_width(size):
-                return self._pyav._decode_now(path, sample, size, start, end)
+                return self._pyav._decode_now(source, sample, size, start, end)
             try:
-                return self._decode_with_decord(path, sample, size, start, end)
+                return self._decode_with_decord(source, sample, size, start, end)
             except _HandOver:
-                return self._pyav._decode_now(path, sample, size, start, end)
-        return self._decode_with_decord(path, sample, size, start, end)
+                return self._pyav._decode_now(source, sample, size, start, end)
+        return self._decode_with_decord(source, sample, size, start, end)
 
     # -- steps ---------------------------------------------------------------------------
 
     def _decode_with_decord(
-        self, path: str, sample: SampleFn, size: int | None, start: float | None, end: float | None
+        self, source: VideoSource, sample: SampleFn, size: int | None, start: float | None, end: float | None
     ) -> DecodedClip:
-        vr = self._open(path, size)
+        path = source_name(source)
+        vr = self._open(source, size)
         try:
             timeline = self._timeline(vr, path)
             try:
@@ -129,23 +130,24 @@ class DecordDecoder(GuardedDecoder):
             if not stamps:
                 raise ValueError(f"sample({meta}) returned no timestamps")
             idx = segment.indices_at(stamps)
-            frames, idx = self._frames(vr, path, size, idx, segment)
+            frames, idx = self._frames(vr, source, size, idx, segment)
         finally:
             del vr
         return DecodedClip(frames=frames, times=segment.times_of(idx), meta=meta)
 
-    def _open(self, path: str, size: int | None) -> decord.VideoReader:
+    def _open(self, source: VideoSource, size: int | None) -> decord.VideoReader:
         side = -1 if size is None else int(size)
         try:
+            # A file object is read into decord's own buffer (its in-memory reader): no temp file.
             return decord.VideoReader(
-                path, ctx=self.ctx, width=side, height=side, num_threads=self.num_threads
+                open_target(source), ctx=self.ctx, width=side, height=side, num_threads=self.num_threads
             )
         except Exception as e:  # DECORDError, RuntimeError("Error reading ..."), AssertionError
             detail = short_error(e)
-        raise self._open_error(path, detail)
+        raise self._open_error(source, detail)
 
     @staticmethod
-    def _open_error(path: str, detail: str) -> DecodeError:
+    def _open_error(source: VideoSource, detail: str) -> DecodeError:
         """The reason for a file decord cannot open.
 
         decord says "cannot find video stream" both when the container has none (audio only)
@@ -153,9 +155,10 @@ class DecordDecoder(GuardedDecoder):
         of 20 H.264 MP4s with 30 random bytes changed, 5 got that message and 4 of those had a
         video stream). So PyAV's stream list decides, as in ``pyav_cpu``: ``no_video_stream``
         only for a container without a video stream, ``unreadable`` for one that has it."""
+        path = source_name(source)
         if "Invalid frame count" in detail:
             return DecodeError("decode_error", path, "video stream has no frames")
-        has_video = _has_video_stream(path)
+        has_video = _has_video_stream(source)
         if has_video is False:
             return DecodeError("no_video_stream", path, "container has no video stream")
         if has_video and "cannot find video stream" in detail:
@@ -185,7 +188,7 @@ class DecordDecoder(GuardedDecoder):
             raise DecodeError("decode_error", path, str(e)) from None
 
     def _frames(
-        self, vr: decord.VideoReader, path: str, size: int | None, idx: np.ndarray, segment: Segment
+        self, vr: decord.VideoReader, source: VideoSource, size: int | None, idx: np.ndarray, segment: Segment
     ) -> tuple[torch.Tensor, np.ndarray]:
         """One ``get_batch`` over the de-duplicated, sorted indices, re-expanded to ``idx``.
 
@@ -200,11 +203,12 @@ class DecordDecoder(GuardedDecoder):
             # truncated file decodes or fails run to run); PyAV salvages it the same way every time.
             raise _HandOver
         if batch is None:
+            path = source_name(source)
             limit = segment.timeline.num_frames - 1 - TAIL_GUARD
             if limit < segment.first:
                 raise DecodeError("decode_error", path, detail)
             idx = np.minimum(idx, limit)
-            batch, retry_detail = self._get_batch_fresh(path, size, idx)
+            batch, retry_detail = self._get_batch_fresh(source, size, idx)
             if batch is None:
                 raise DecodeError(
                     "decode_error",
@@ -214,9 +218,9 @@ class DecordDecoder(GuardedDecoder):
         return batch, idx
 
     def _get_batch_fresh(
-        self, path: str, size: int | None, idx: np.ndarray
+        self, source: VideoSource, size: int | None, idx: np.ndarray
     ) -> tuple[torch.Tensor | None, str]:
-        vr = self._open(path, size)
+        vr = self._open(source, size)
         try:
             return self._get_batch(vr, idx)
         finally:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 
-from kvideo.decode.checks import check_video_file
+from kvideo.decode.checks import check_video_source
 from kvideo.decode.deadline import DeadlineExceeded, DeadlineRunner
 from kvideo.decode.errors import DecodeError
-from kvideo.decode.types import DecodedClip, SampleFn
+from kvideo.decode.types import DecodedClip, SampleFn, VideoBytes, VideoSource, source_name
 
 # A truncated file's last packet is cut mid-way; the demuxer counts it as a frame and the
 # decoder fails when it reaches it. With B-frames the damaged packet can be shown up to
@@ -42,36 +42,40 @@ class GuardedDecoder:
 
     def decode(
         self,
-        path: str,
+        source: VideoSource,
         sample: SampleFn,
         *,
         size: int | None = None,
         start: float | None = None,
         end: float | None = None,
     ) -> DecodedClip:
-        """Decode the frames displayed at ``sample(meta)`` seconds (relative to ``start``).
+        """Decode the frames displayed at ``sample(meta)`` seconds (relative to ``start``) of
+        ``source``: a path, or a file's bytes (``VideoBytes``), read the same way.
 
         Raises ``DecodeError`` (reason in ``SKIP_REASONS``) for files that cannot be used;
         exceptions from ``sample`` itself and ``ValueError`` for bad arguments propagate.
         """
-        path = str(path)
+        if not isinstance(source, VideoBytes):
+            source = str(source)  # a pathlib.Path too, as callers have always been able to pass
         if size is not None and size <= 0:
             raise ValueError(f"size must be positive or None, got {size}")
-        check_video_file(path)
+        check_video_source(source)
         try:
             if not self.timeout_s or self.timeout_s <= 0:
-                return self._decode_now(path, sample, size, start, end)
-            return self._runner.run(lambda: self._decode_now(path, sample, size, start, end), self.timeout_s)
+                return self._decode_now(source, sample, size, start, end)
+            return self._runner.run(
+                lambda: self._decode_now(source, sample, size, start, end), self.timeout_s
+            )
         except DecodeError as e:
             failure = DecodeError(e.reason, e.path, e.detail)
         except DeadlineExceeded as e:
-            failure = DecodeError("timeout", path, str(e))
+            failure = DecodeError("timeout", source_name(source), str(e))
         # Raised outside the except blocks: a fresh exception with no traceback or context,
         # so nothing keeps the failed reader (a local of the frames above) alive while the
         # caller holds on to the error, e.g. to log it to skipped.jsonl.
         raise failure
 
     def _decode_now(
-        self, path: str, sample: SampleFn, size: int | None, start: float | None, end: float | None
+        self, source: VideoSource, sample: SampleFn, size: int | None, start: float | None, end: float | None
     ) -> DecodedClip:
         raise NotImplementedError

@@ -39,7 +39,7 @@ import torch
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.frame_index import Segment, Timeline
 from kvideo.decode.guarded import TAIL_GUARD, GuardedDecoder, short_error
-from kvideo.decode.types import DecodedClip, SampleFn
+from kvideo.decode.types import DecodedClip, SampleFn, VideoSource, open_target, source_name
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,10 @@ class PyAVDecoder(GuardedDecoder):
         )
 
     def _decode_now(
-        self, path: str, sample: SampleFn, size: int | None, start: float | None, end: float | None
+        self, source: VideoSource, sample: SampleFn, size: int | None, start: float | None, end: float | None
     ) -> DecodedClip:
-        container = self._open(path)
+        path = source_name(source)
+        container = self._open(source)
         try:
             s = _demux(container, path)
             try:
@@ -154,9 +155,10 @@ class PyAVDecoder(GuardedDecoder):
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _open(self, path: str) -> Any:
+    def _open(self, source: VideoSource) -> Any:
+        path = source_name(source)
         try:
-            container = av.open(path, metadata_errors="ignore")
+            container = av.open(open_target(source), metadata_errors="ignore")
         except Exception as e:  # av.error.InvalidDataError, OSError, UnicodeDecodeError...
             raise DecodeError("unreadable", path, short_error(e)) from None
         if not container.streams.video:

@@ -7,6 +7,7 @@ Kept free of torch/decord imports at runtime so config validation and
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -62,9 +63,44 @@ class DecodedClip:
 SampleFn = Callable[[ClipMeta], list[float]]
 
 
+@dataclass(frozen=True)
+class VideoBytes:
+    """A video file's whole content, already in memory: a member of a tar shard, read by
+    offset. Decoders open it as they open a file (decord and PyAV both take a file object),
+    so nothing is written to disk.
+
+    name: what errors, ``skipped.jsonl`` and the blocklist call it (``<shard>#<member>``).
+    data: the file's bytes.
+    """
+
+    name: str
+    data: bytes = field(repr=False)
+
+    def open(self) -> io.BytesIO:
+        """A fresh file object over the bytes, positioned at 0: one per open, because a
+        reader that gave up half-way leaves its own position anywhere."""
+        return io.BytesIO(self.data)
+
+
+# What a decoder reads: a file's path, or its bytes.
+VideoSource = str | VideoBytes
+
+
+def source_name(source: VideoSource) -> str:
+    """The name a decode error gives ``source``: the path, or the in-memory file's name."""
+    return source if isinstance(source, str) else source.name
+
+
+def open_target(source: VideoSource) -> str | io.BytesIO:
+    """What ``decord.VideoReader`` and ``av.open`` take for ``source``: the path, or a fresh
+    file object over the bytes."""
+    return source if isinstance(source, str) else source.open()
+
+
 @runtime_checkable
 class VideoDecoder(Protocol):
-    """Turns a path and a sampling function into frames.
+    """Turns a video (a path, or a file's bytes: ``VideoSource``) and a sampling function into
+    frames.
 
     The sampler is a callable rather than a list of timestamps because the timestamps
     depend on the clip's duration/frame count, which only the opened container knows;
@@ -73,7 +109,7 @@ class VideoDecoder(Protocol):
 
     def decode(
         self,
-        path: str,
+        source: VideoSource,
         sample: SampleFn,
         *,
         size: int | None = None,

@@ -24,6 +24,7 @@ import torch
 from kvideo.config.decoder import DecoderConfig
 from kvideo.decode import ClipMeta, DecodedClip, DecodeError, build_decoder
 from kvideo.decode.frame_index import Timeline, valid_prefix
+from kvideo.decode.types import VideoBytes
 from kvideo.registry import DECODERS
 from tests.helpers import hostile as H
 from tests.helpers import videos as V
@@ -417,6 +418,43 @@ def test_a_video_stream_that_cannot_be_opened_is_not_called_audio_only(corpus, d
     with pytest.raises(DecodeError) as info:
         dec.decode(corpus["audio_only"], linspace_sampler(8))
     assert (info.value.reason, info.value.detail) == ("no_video_stream", "container has no video stream")
+
+
+# Every file of the corpus that has bytes (so not "missing", "directory"): good and bad alike.
+IN_MEMORY = [
+    "h264_short_gop_b",
+    "vp9",
+    "vfr_offset_mkv",
+    "mpegts_b",
+    "stream_copy_cut",  # the edit-list hand-over from decord to PyAV
+    "truncated_faststart",  # the tail guard's salvage
+    "corrupt",
+    "audio_only",  # the PyAV stream probe on decord's error path
+    "text",
+    "empty",
+    "truncated",
+    "unknown_codec_tag",
+]
+
+
+@pytest.mark.parametrize("name", IN_MEMORY)
+def test_a_file_in_memory_decodes_as_the_file_does(corpus, dec, name) -> None:
+    """A tar shard's member is decoded from its bytes (``VideoBytes``), never written to disk:
+    same frames and times, or the same reason under the member's name, as the file on disk."""
+
+    def outcome(source):
+        try:
+            clip = dec.decode(source, linspace_sampler(8), size=32)
+        except DecodeError as e:
+            return e.reason, e.path
+        return clip.frames, clip.times
+
+    on_disk = outcome(corpus[name])
+    in_memory = outcome(VideoBytes("shard.tar#member.mp4", Path(corpus[name]).read_bytes()))
+    if isinstance(on_disk[0], str):
+        assert in_memory == (on_disk[0], "shard.tar#member.mp4")
+    else:
+        assert torch.equal(in_memory[0], on_disk[0]) and in_memory[1] == on_disk[1]
 
 
 def test_missing_parent_directory_is_missing(dec, tmp_path) -> None:
