@@ -7,6 +7,7 @@ decode failures into counted, masked (or replaced) samples.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -16,7 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from kvideo.config import KVideoConfig
-from kvideo.data.rows import ClipRow
+from kvideo.data.rows import ClipRow, video_source
+from kvideo.data.sharding import ShardLayout
 from kvideo.data.tokenizer import IGNORE_INDEX, encode_row
 from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
@@ -57,6 +59,15 @@ def sample_timestamps(spec: SamplingSpec, epoch: int, index: int, meta: ClipMeta
     )
 
 
+def shard_layout(rows: list[ClipRow], buffer: int) -> ShardLayout | None:
+    """The shards ``rows`` come from (runs of consecutive rows with the same ``shard``), or
+    ``None`` when every row is a file of its own."""
+    if not any(row.shard for row in rows):
+        return None
+    sizes = tuple(sum(1 for _ in run) for _, run in itertools.groupby(rows, key=lambda row: row.shard))
+    return ShardLayout(sizes, buffer)
+
+
 class VideoClipDataset(Dataset[dict[str, Any]]):
     """Map-style dataset of decoded, padded, tokenized clips.
 
@@ -71,6 +82,9 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
 
     ``on_device`` decoders (decord on GPU) return frames on the GPU; such a dataset must
     be read in the training process (see ``kvideo.data.loader``), never in forked workers.
+
+    ``layout``: how the rows lie in tar shards (``None`` for files of their own), which makes
+    the loader stream them shard by shard (``kvideo.data.sharding``).
     """
 
     def __init__(
@@ -90,6 +104,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self.in_flight: InFlight | None = None  # set per DataLoader by kvideo.data.loader
         self.crashed: set[int] = set()  # indices whose decode killed a worker twice (watchdog)
         self.epoch = 0
+        self.layout = shard_layout(rows, cfg.data.shuffle_buffer)
         video = cfg.video
         self.spec = SamplingSpec(
             video.sampling_policy, video.fps, video.min_frames, video.max_frames, cfg.trainer.seed
@@ -124,7 +139,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         if self.in_flight is not None:
             self.in_flight.mark(index)
         return self.decoder.decode(
-            row.path,
+            video_source(row),
             partial(sample_timestamps, self.spec, self.epoch, index),
             size=self.cfg.video.frame_size,
             start=row.start,

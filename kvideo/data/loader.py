@@ -154,6 +154,7 @@ def build_loader(
             shuffle=shuffle,
             skip=skip_samples + delivered,
             drop_last=drop_last,
+            layout=dataset.layout,
         )
         # Each loader's workers get their own slots (the next epoch's may run beside these).
         dataset.in_flight = InFlight(workers) if workers else None

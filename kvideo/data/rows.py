@@ -3,11 +3,17 @@
 Builders only list clips (no decoding, no stat of each file): a 10M-row WebVid
 manifest must turn into rows quickly, and a missing file is the decoder's business
 (it is counted as a ``missing`` skip, not a crash).
+
+``video_source`` is what a decoder then opens for a row, in one place for training
+(``kvideo.data.clip_dataset``) and ``kvideo.validate`` (``kvideo.tools.probe``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from kvideo.decode.errors import DecodeError
+from kvideo.decode.types import VideoBytes, VideoSource
 
 # The roles a conversation turn may have (Hugging Face chat-template names).
 TURN_ROLES = ("system", "user", "assistant")
@@ -26,13 +32,22 @@ class Turn:
 class ClipRow:
     """One training example before decoding.
 
-    path: Absolute path of the video file (it may not exist; the decoder reports that).
+    path: Absolute path of the video file (it may not exist; the decoder reports that). For a
+        sample inside a tar shard: ``<shard path>#<member name>`` (``<shard path>#<key>`` when
+        the sample has no video member), the name logs, ``skipped.jsonl`` and the blocklist use.
     caption: Target text; for a conversation, its last assistant answer (the reference that
         generated answers are compared with).
     start / end: Optional segment of the file in seconds (``None`` = file start / end).
-    clip_id: Stable identifier for logs and evaluation (WebVid ``videoid``, manifest ``id``).
+    clip_id: Stable identifier for logs and evaluation (WebVid ``videoid``, manifest ``id``,
+        a shard sample's key).
     turns: The whole conversation for a conversation dataset (loss on every assistant turn);
         empty for a caption dataset, whose text is ``video.prompt`` then ``caption``.
+    shard: The tar file holding the sample, or ``""`` for a video file of its own. The rows
+        of one shard are consecutive, in the shard's order: the loader streams them shard by
+        shard (``kvideo.data.sharding.ShardLayout``).
+    offset / size: Where the video's bytes lie in ``shard``.
+    skip_reason: A ``SKIP_REASONS`` entry already known when listing (a shard sample without
+        its caption or its video): the sample is counted under it and never decoded.
     """
 
     path: str
@@ -41,3 +56,36 @@ class ClipRow:
     end: float | None = None
     clip_id: str = ""
     turns: tuple[Turn, ...] = ()
+    shard: str = ""
+    offset: int = 0
+    size: int = 0
+    skip_reason: str = ""
+
+
+def video_source(row: ClipRow) -> VideoSource:
+    """What a decoder opens for ``row``: its path, or for a shard sample its video's bytes,
+    read by offset (nothing is written to disk).
+
+    Raises ``DecodeError`` with the row's own ``skip_reason``, or for a shard that can no
+    longer be read: ``missing`` (the shard is gone), ``permission``, ``decode_error`` (the
+    shard now ends inside the member: cut after it was listed) or ``unreadable`` (other I/O
+    errors).
+    """
+    if row.skip_reason:
+        raise DecodeError(row.skip_reason, row.path)
+    if not row.shard:
+        return row.path
+    try:
+        with open(row.shard, "rb") as shard:
+            shard.seek(row.offset)
+            data = shard.read(row.size)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DecodeError("missing", row.path, f"shard {row.shard} is gone") from None
+    except PermissionError as e:
+        raise DecodeError("permission", row.path, e.strerror or "shard not readable") from None
+    except OSError as e:
+        raise DecodeError("unreadable", row.path, f"reading shard {row.shard}: {e.strerror or e}") from None
+    if len(data) < row.size:
+        detail = f"shard {row.shard} ends {row.size - len(data)} bytes into the member"
+        raise DecodeError("decode_error", row.path, detail)
+    return VideoBytes(row.path, data)

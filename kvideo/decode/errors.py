@@ -8,7 +8,7 @@ trainer counts it per reason in ``metrics.jsonl`` and lists the file in ``skippe
 from __future__ import annotations
 
 SKIP_REASONS = (
-    "missing",  # path does not exist
+    "missing",  # path does not exist (or a shard sample without a video member)
     "not_a_file",  # a directory (or other non-regular file) where a video should be
     "permission",  # cannot be opened for reading
     "empty",  # zero bytes
@@ -18,6 +18,7 @@ SKIP_REASONS = (
     "timeout",  # decode exceeded decoder.timeout_s (decord hangs on some files)
     "blocklisted",  # listed in data.blocklist by ``kvideo.validate``
     "worker_crash",  # its decode killed a DataLoader worker twice (a segfault, the OOM killer)
+    "no_caption",  # a shard sample without a caption (no .txt member, or an empty one)
 )
 
 

@@ -77,6 +77,7 @@ CASES: list[tuple[list[str], str]] = [
         r"data\.bad_sample_policy must be one of \['mask', 'replace'\] \(got 'drop'\)",
     ),
     (["data.val_max_samples=-1"], r"data\.val_max_samples must be non-negative \(got -1\)"),
+    (["data.shuffle_buffer=0"], r"data\.shuffle_buffer must be positive \(got 0\)"),
     (["data.max_skip_fraction=1.5"], r"data\.max_skip_fraction must be in \[0\.0, 1\.0\] \(got 1\.5\)"),
     (["data.sample_train_clips=0"], r"data\.sample_train_clips must be positive \(got 0\)"),
     (["data.sample_val_clips=0"], r"data\.sample_val_clips must be positive \(got 0\)"),
