@@ -1,8 +1,9 @@
 """Dataset builders: a config in, a list of ``ClipRow`` out, one module per layout.
 
 Importing this package registers every built-in in ``DATASETS`` (``webvid``, ``manifest``,
-``sample``, ``conversations``): it is the plugin module the registry loads. Light at import on
-purpose (stdlib, registry and rows only): config validation imports it to learn the registered names, and
+``sample``, ``conversations``, ``webdataset``): it is the plugin module the registry loads. Light
+at import on purpose (stdlib, registry and rows only): config validation imports it to learn the
+registered names, and
 ``python train.py --cfg job`` must stay under a second; the sample generator's numpy/av are
 imported when it runs.
 
@@ -15,6 +16,6 @@ counted per reason by the trainer. A dataset whose captions name attributes may 
 an ``AttributeScorer`` (``kvideo.data.scoring``) under its name, for per-attribute accuracy.
 """
 
-from kvideo.data.datasets import conversations, manifest, sample, webvid
+from kvideo.data.datasets import conversations, manifest, sample, webdataset, webvid
 
-__all__ = ["conversations", "manifest", "sample", "webvid"]
+__all__ = ["conversations", "manifest", "sample", "webdataset", "webvid"]

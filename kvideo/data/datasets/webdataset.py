@@ -1,0 +1,281 @@
+"""``webdataset``: tar shards as video2dataset writes them, streamed with exact resume.
+
+**Where.** ``video.data_root`` is one of
+
+* a folder with ``train/`` and ``validation/`` (or ``val/``) subfolders of ``*.tar`` shards;
+* a folder of ``*.tar`` shards itself (video2dataset's output folder): the train split;
+* a shard path or a brace pattern of shard paths, ``/data/shards/{00000..00099}.tar`` (expanded
+  by ``braceexpand``, the package webdataset uses for its URLs): the train split. Every path it
+  expands to must exist.
+
+Shards are read in file-name (or pattern) order. A split with none is an error that says what
+was looked for; the validation split of a root that has only train shards (a pattern, a flat
+folder) reads those, with a warning, as ``manifest`` does for a single manifest file.
+
+**What.** An uncompressed tar. A *sample* is a run of consecutive members with the same key,
+the member's path up to the first dot of its file name, and the rest is its extension
+(webdataset's rule; extensions compared in lower case): ``000123.mp4``, ``000123.txt``,
+``000123.json``. The video is the sample's first ``.mp4``, ``.webm``, ``.mkv``, ``.avi`` or
+``.mov`` member; the caption its ``.txt`` (UTF-8, surrounding whitespace stripped); the
+``.json`` metadata and any other member are not read. A row's ``path`` is
+``<shard>#<video member>`` (what ``skipped.jsonl`` and ``kvideo.validate``'s blocklist name),
+its ``clip_id`` the key.
+
+**Bad input.**
+
+* A shard that is not a tar: ``ValueError`` naming the file (listing stops, as for a bad row of
+  a manifest).
+* A sample without a video member is counted as ``missing``, one without a caption (or with an
+  empty one) as ``no_caption``; a corrupt video gets the decoder's reason, as a file of its own
+  would. They are counted when their turn comes, per reason, like every skipped clip, while the
+  rest of the shard trains (``data.bad_sample_policy=replace`` fills their slots).
+* A truncated or damaged tar keeps what precedes the break: listing stops at the first member
+  whose data runs past the end of the file or at a header that does not parse, with a warning;
+  a sample cut there keeps the members it has (a video without its caption is ``no_caption``).
+
+**How it is read.** Listing reads the tar headers only (``tarfile`` seeks over member data) and
+the captions (the tokenizer needs them up front); training reads each video's bytes by offset
+and decodes them from memory (``kvideo.data.rows.video_source``), no temporary file.
+
+**Order, epochs, ranks and resume** (``kvideo.data.sharding``, ``stream_order``). An epoch is
+one pass over every sample of the split's shards. Its order is a function of (seed, epoch)
+alone: the shards in a seeded permutation, each in file order, through a shuffle buffer of
+``data.shuffle_buffer`` samples (default 1000) seeded the same way. Rank ``r`` of ``W`` takes
+the ``r``-th of ``W`` contiguous pieces of ``floor(N / W)`` samples (validation pads the last
+by wrapping around instead), so the ranks share the shards and take the same number of steps
+however unequal the shards are; at most ``W - 1`` samples sit out a training epoch. DataLoader
+workers read the rank's samples batch by batch, as for map-style data, so the batches do not
+depend on the worker count, a run resumed at (epoch, samples consumed) yields exactly the
+batches of an uninterrupted one, and the watchdog, blocklist and bad-sample policy work
+unchanged.
+
+**Why not the webdataset package.** Its pipeline splits the shards across DataLoader workers
+and interleaves what they yield, so batches change with the worker count; resuming in the
+middle of an epoch means re-reading the stream from its start (or giving up exactness); and
+replacing a hung worker (``kvideo.data.watchdog``) would lose or repeat samples. An index of the
+shards makes every sample addressable, and the stdlib's ``tarfile`` is all the tar parsing it
+needs. What that costs: shards must be seekable files (a local or mounted file system), not
+``http://``/``s3://``/``pipe:`` URLs, and listing reads every header and caption at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tarfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from kvideo.data.datasets.common import absolute_root, check_split, take
+from kvideo.data.rows import ClipRow
+from kvideo.registry import DATASETS
+
+if TYPE_CHECKING:
+    from kvideo.config.data import DataConfig
+    from kvideo.config.video import VideoConfig
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
+CAPTION_EXTENSION = "txt"
+SHARD_SUFFIX = ".tar"
+# Split folders, in the order they are looked for.
+SPLIT_DIRS = {"train": ("train",), "validation": ("validation", "val")}
+EXPECTED = (
+    "expected an uncompressed tar of <key>.mp4 + <key>.txt (+ <key>.json) members, as video2dataset writes"
+)
+# webdataset's base_plus_ext, verbatim: the key is the path up to the first dot of the file name.
+_KEY_AND_EXTENSION = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+def split_key(name: str) -> tuple[str, str] | None:
+    """``(key, extension)`` of a member name, extension in lower case; ``None`` for a name
+    without one (webdataset skips those too)."""
+    match = _KEY_AND_EXTENSION.match(name)
+    if match is None:
+        return None
+    key, extension = match.groups()
+    return key, extension.lower()
+
+
+# ----------------------------------------------------------------------------- where
+
+
+def shard_paths(data_root: str, split: str) -> list[str]:
+    """The ``split``'s shard files, absolute, in reading order (rules in the module docstring)."""
+    check_split(split)
+    root = absolute_root(data_root)
+    if os.path.isdir(root):
+        return _shards_in_folder(data_root, root, split)
+    shards = _expand_pattern(data_root)
+    if split == "validation":
+        logger.warning(
+            "webdataset: validation reads the train shards of %s (point video.data_root at a folder "
+            "with train/ and validation/ for a held-out set)",
+            data_root,
+        )
+    return shards
+
+
+def _tars_in(folder: str) -> list[str]:
+    names = sorted(name for name in os.listdir(folder) if name.endswith(SHARD_SUFFIX))
+    return [os.path.join(folder, name) for name in names if os.path.isfile(os.path.join(folder, name))]
+
+
+def _shards_in_folder(data_root: str, root: str, split: str) -> list[str]:
+    looked = []
+    for name in SPLIT_DIRS[split]:
+        folder = os.path.join(root, name)
+        looked.append(os.path.join(folder, f"*{SHARD_SUFFIX}"))
+        if os.path.isdir(folder):
+            shards = _tars_in(folder)
+            if not shards:
+                raise FileNotFoundError(
+                    f"video.data_root={data_root!r}: no *{SHARD_SUFFIX} shards in {folder}"
+                )
+            return shards
+    flat = _tars_in(root)
+    if flat:
+        if split == "validation":
+            logger.warning(
+                "webdataset: no validation/ or val/ folder in %s: validation reads its train shards", root
+            )
+        return flat
+    looked.append(os.path.join(root, f"*{SHARD_SUFFIX}"))
+    raise FileNotFoundError(
+        f"video.data_root={data_root!r}: no {split} shards (looked for {', '.join(looked)})"
+    )
+
+
+def _expand_pattern(data_root: str) -> list[str]:
+    from braceexpand import braceexpand
+
+    try:
+        expanded = list(dict.fromkeys(absolute_root(p) for p in braceexpand(data_root)))
+    except ValueError:  # braceexpand.UnbalancedBracesError (not in its type stubs)
+        raise ValueError(f"video.data_root={data_root!r}: unbalanced braces in the shard pattern") from None
+    found = [path for path in expanded if os.path.isfile(path)]
+    if not found and len(expanded) == 1:
+        raise FileNotFoundError(
+            f"video.data_root={data_root!r}: no such folder or shard file (expected a folder with "
+            f"train/ and validation/ *{SHARD_SUFFIX} shards, or a brace pattern such as "
+            f"/data/shards/{{00000..00099}}{SHARD_SUFFIX})"
+        )
+    if not found:
+        raise FileNotFoundError(
+            f"video.data_root={data_root!r}: the pattern expands to {len(expanded)} paths and none "
+            f"is a shard file (first: {expanded[0]})"
+        )
+    if len(found) < len(expanded):
+        missing = [path for path in expanded if path not in set(found)]
+        raise FileNotFoundError(
+            f"video.data_root={data_root!r}: {len(missing)} of the {len(expanded)} shards it expands "
+            f"to do not exist (first: {missing[0]})"
+        )
+    return found
+
+
+# ----------------------------------------------------------------------------- what
+
+
+def _members(shard: str) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+    """The shard's regular-file members in file order, each with its data when it is a caption
+    (``None`` otherwise); stops at a truncation or damage (module docstring), with a warning."""
+    size = os.path.getsize(shard)
+    try:
+        tar = tarfile.open(shard, mode="r:")
+    except tarfile.ReadError as e:
+        raise ValueError(f"webdataset shard {shard} is not a tar archive ({e}); {EXPECTED}") from None
+    except IsADirectoryError:
+        raise ValueError(f"webdataset shard {shard} is a directory; {EXPECTED}") from None
+    with tar:
+        while True:
+            try:
+                info = tar.next()
+            except tarfile.ReadError as e:
+                _warn_break(shard, tar.offset, str(e))
+                return
+            if info is None:
+                if not _ends_cleanly(tar, size):
+                    _warn_break(shard, tar.offset, "a header that does not parse or is cut")
+                return
+            if not info.isreg():
+                continue
+            if info.offset_data + info.size > size:
+                _warn_break(shard, info.offset, f"member {info.name} runs past the end of the file")
+                return
+            parts = split_key(info.name)
+            handle = tar.extractfile(info) if parts is not None and parts[1] == CAPTION_EXTENSION else None
+            yield info, (handle.read() if handle is not None else None)
+
+
+def _ends_cleanly(tar: tarfile.TarFile, size: int) -> bool:
+    """Whether listing ended at the end-of-archive marker (a zero block), not at garbage or a cut."""
+    tar.fileobj.seek(tar.offset)
+    block = tar.fileobj.read(tarfile.BLOCKSIZE)
+    return tar.offset < size and block == tarfile.NUL * len(block) and len(block) == tarfile.BLOCKSIZE
+
+
+def _warn_break(shard: str, offset: int, why: str) -> None:
+    logger.warning(
+        "webdataset: shard %s is truncated or damaged at byte %d (%s): keeping the members before it",
+        shard,
+        offset,
+        why,
+    )
+
+
+def read_shard(shard: str) -> Iterator[ClipRow]:
+    """One row per sample of ``shard``, in file order (rules in the module docstring)."""
+    key: str | None = None
+    fields: dict[str, tuple[tarfile.TarInfo, bytes | None]] = {}
+    for info, data in _members(shard):
+        parts = split_key(info.name)
+        if parts is None:
+            continue
+        if parts[0] != key:
+            if key is not None:
+                yield _row(shard, key, fields)
+            key, fields = parts[0], {}
+        fields.setdefault(parts[1], (info, data))
+    if key is not None:
+        yield _row(shard, key, fields)
+
+
+def _row(shard: str, key: str, fields: dict[str, tuple[tarfile.TarInfo, bytes | None]]) -> ClipRow:
+    video = next((fields[ext][0] for ext in fields if ext in VIDEO_EXTENSIONS), None)
+    text = fields.get(CAPTION_EXTENSION, (None, None))[1]
+    caption = text.decode("utf-8", errors="replace").strip() if text is not None else ""
+    if video is None:
+        path = f"{shard}#{key}"
+        return ClipRow(path=path, caption=caption, clip_id=key, shard=shard, skip_reason="missing")
+    return ClipRow(
+        path=f"{shard}#{video.name}",
+        caption=caption,
+        clip_id=key,
+        shard=shard,
+        offset=video.offset_data,
+        size=video.size,
+        skip_reason="" if caption else "no_caption",
+    )
+
+
+def _iter_rows(shards: list[str]) -> Iterator[ClipRow]:
+    for shard in shards:
+        yield from read_shard(shard)
+
+
+@DATASETS.register("webdataset")
+def build_webdataset(video: VideoConfig, data: DataConfig, *, split: str, max_samples: int) -> list[ClipRow]:
+    """video2dataset tar shards under ``video.data_root`` (see the module docstring)."""
+    if not video.data_root:
+        raise ValueError(
+            "video.data_root must be set for dataset_type=webdataset (a folder with train/ and "
+            f"validation/ *{SHARD_SUFFIX} shards, or a brace pattern such as "
+            f"/data/shards/{{00000..00099}}{SHARD_SUFFIX})"
+        )
+    shards = shard_paths(video.data_root, split)
+    rows = take(_iter_rows(shards), max_samples)
+    logger.info("webdataset: %d %s samples from %d shard(s)", len(rows), split, len(shards))
+    return rows
