@@ -1,4 +1,4 @@
-"""Probe one video file: can training use it, and what is it?
+"""Probe one video file (or a tar shard's sample): can training use it, and what is it?
 
 Why through the training decoder rather than a separate ffprobe-like path: a file is
 "good" exactly when the decoder training uses returns its frames at the size training asks
@@ -18,14 +18,16 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from kvideo.data.rows import ClipRow, video_source
 from kvideo.decode.errors import DecodeError
+from kvideo.decode.types import VideoSource, open_target
 
 if TYPE_CHECKING:
     from kvideo.config.decoder import DecoderConfig
 
 
 class Prober:
-    """Reusable per process (builds its decoder once); ``probe(path) -> record``.
+    """Reusable per process (builds its decoder once); ``probe(path or row) -> record``.
 
     ``decoder``: the training decoder's config (a GPU decoder is probed with ``decord_cpu``).
     ``size``: the square frame size training decodes at (``None``: native size).
@@ -52,12 +54,16 @@ class Prober:
         self._size = size
         self._sample = partial(_spread, frames)
 
-    def probe(self, path: str) -> dict[str, Any]:
+    def probe(self, target: str | ClipRow) -> dict[str, Any]:
         """``{"path", "ok", "reason", "detail", "duration", "fps", "num_frames", "width",
-        "height", "codec", "probe_s"}``; media fields are ``None`` for a bad file."""
+        "height", "codec", "probe_s"}``; media fields are ``None`` for a bad file.
+
+        ``target``: a video file's path, or a dataset row, opened as training opens it
+        (``kvideo.data.rows.video_source``: a shard sample's bytes, a reason known from listing)."""
         t0 = time.perf_counter()
+        row = target if isinstance(target, ClipRow) else ClipRow(path=str(target), caption="")
         record: dict[str, Any] = {
-            "path": path,
+            "path": row.path,
             "ok": False,
             "reason": None,
             "detail": "",
@@ -69,13 +75,14 @@ class Prober:
             "codec": None,
         }
         try:
-            clip = self._decoder.decode(path, self._sample, size=self._size)
+            source = video_source(row)
+            clip = self._decoder.decode(source, self._sample, size=self._size)
         except DecodeError as e:
             record.update(reason=e.reason, detail=e.detail)
         except Exception as e:  # a decoder bug must not stop the scan: report it on this file
             record.update(reason="decode_error", detail=f"{type(e).__name__}: {e}"[:300])
         else:
-            codec, width, height = _header(path)
+            codec, width, height = _header(source)
             record.update(
                 ok=True,
                 duration=round(clip.meta.duration, 6),
@@ -96,12 +103,12 @@ def _spread(frames: int, meta: Any) -> list[float]:
     return [meta.duration * i / (frames - 1) for i in range(frames)]
 
 
-def _header(path: str) -> tuple[str | None, int | None, int | None]:
+def _header(source: VideoSource) -> tuple[str | None, int | None, int | None]:
     """(codec name, native width, native height) from the container header."""
     try:
         import av
 
-        with av.open(path) as container:
+        with av.open(open_target(source)) as container:
             ctx = container.streams.video[0].codec_context
             return ctx.name, int(ctx.width), int(ctx.height)
     except Exception:

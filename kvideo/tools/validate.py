@@ -6,10 +6,13 @@ Composes the project's config exactly as ``train.py`` does (same ``conf/``, foun
 of ``video.split`` with the configured dataset builder, probes every distinct file in parallel
 (``kvideo.tools.probe``: the training decoder, at the
 training frame size, ``video.max_frames`` evenly spaced frames; ``--frames``/``--size``
-change that) and writes, under ``--out``:
+change that; a tar shard's sample is read from its shard as training reads it, and one that
+listing already found bad, without its caption or video, is reported under that reason) and
+writes, under ``--out``:
 
 * ``validate_report.jsonl``: one record per file (ok, reason, detail, duration, fps, frame
-  count, codec, width, height, probe time), in completion order, with the row ``index``;
+  count, codec, width, height, probe time), in completion order, with the row ``index``; a
+  shard sample's ``path`` is the row's (``<shard>#<member>``);
 * ``validate_summary.json``: counts per reason, totals, throughput;
 * ``blocklist.txt`` (``kvideo.data.blocklist``: JSON lines, lossless for any file name): train
   with ``data.blocklist=<that file>`` and those rows are masked as ``blocklisted`` without ever
@@ -41,6 +44,7 @@ from typing import Any, cast
 
 from kvideo.config.compose import CONFIG_DIR_ENV, ConfigDirNotFound, compose_config
 from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
+from kvideo.data.rows import ClipRow
 from kvideo.files import write_text_atomic
 from kvideo.registry import DATASETS
 from kvideo.resources import usable_cores
@@ -63,18 +67,25 @@ def scan_config(overrides: Sequence[str], config_dir: Path | None = None) -> Any
     return to_validated(compose_config(overrides, config_dir), check_memory=False)
 
 
-def dataset_paths(cfg: Any) -> tuple[list[str], int]:
-    """Distinct paths (first-seen order) of ``video.split``'s rows, and the row count."""
+def dataset_files(cfg: Any) -> tuple[list[ClipRow], int]:
+    """One row per distinct path (first-seen order) of ``video.split``'s rows, and the row count."""
     builder = DATASETS.get(cfg.video.dataset_type)
     rows = builder(cfg.video, cfg.data, split=cfg.video.split, max_samples=cfg.video.max_samples)
-    return list(dict.fromkeys(row.path for row in rows)), len(rows)
+    first: dict[str, ClipRow] = {}
+    for row in rows:
+        first.setdefault(row.path, row)
+    return list(first.values()), len(rows)
+
+
+def _name(target: str | ClipRow) -> str:
+    return target.path if isinstance(target, ClipRow) else target
 
 
 # ----------------------------------------------------------------------------- workers
 
 
 def _worker_main(conn: Connection, decoder: Any, size: int | None, frames: int) -> None:
-    """Child: probe each path of each chunk it is sent, one result message per path."""
+    """Child: probe each path (or row) of each chunk it is sent, one result message per path."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     import torch
 
@@ -93,19 +104,19 @@ def _worker_main(conn: Connection, decoder: Any, size: int | None, frames: int) 
             return
         if chunk is None:
             return
-        for index, path in chunk:
-            conn.send((index, prober.probe(path)))
+        for index, target in chunk:
+            conn.send((index, prober.probe(target)))
 
 
 @dataclass
 class _Worker:
     proc: Any
     conn: Connection
-    todo: collections.deque[tuple[int, str]] = field(default_factory=collections.deque)
+    todo: collections.deque[tuple[int, str | ClipRow]] = field(default_factory=collections.deque)
     since: float = 0.0  # when the current path (todo[0]) started
     ready: bool = False  # its decoder is built: a death from now on is a probe's doing
 
-    def give(self, chunk: list[tuple[int, str]]) -> None:
+    def give(self, chunk: list[tuple[int, str | ClipRow]]) -> None:
         self.todo.extend(chunk)
         self.since = time.monotonic()
         self.conn.send(chunk)
@@ -134,7 +145,7 @@ def _failure(path: str, reason: str, detail: str) -> dict[str, Any]:
 
 
 def probe_all(
-    paths: Sequence[str],
+    paths: Sequence[str | ClipRow],
     *,
     workers: int,
     timeout_s: float,
@@ -142,10 +153,11 @@ def probe_all(
     size: int | None = None,
     frames: int = 1,
 ) -> Iterator[dict[str, Any]]:
-    """Probe ``paths`` on ``workers`` supervised processes; yields records (with ``index``)
-    in completion order. A path that overruns ``timeout_s`` or kills its worker still yields
-    exactly one record. ``decoder`` (a ``DecoderConfig``; default ``decord_cpu``), ``size``
-    and ``frames`` are what each probe decodes with (see ``kvideo.tools.probe.Prober``)."""
+    """Probe ``paths`` (file paths, or dataset rows: ``Prober.probe``) on ``workers`` supervised
+    processes; yields records (with ``index``) in completion order. A path that overruns
+    ``timeout_s`` or kills its worker still yields exactly one record. ``decoder`` (a
+    ``DecoderConfig``; default ``decord_cpu``), ``size`` and ``frames`` are what each probe
+    decodes with (see ``kvideo.tools.probe.Prober``)."""
     ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context("spawn")
     # torch + decord imported once here, so forked workers start in milliseconds.
     import kvideo.decode.decord_decoder  # noqa: F401
@@ -223,17 +235,17 @@ def _replace(
     w: _Worker,
     pool: list[_Worker],
     spawn: Callable[[], _Worker],
-    pending: collections.deque[tuple[int, str]],
+    pending: collections.deque[tuple[int, str | ClipRow]],
     reason: str,
     detail: str,
 ) -> Iterator[dict[str, Any]]:
     """Kill ``w``, report its current path as ``reason``, requeue the rest of its chunk on a
     fresh worker."""
-    index, path = w.todo.popleft()
+    index, target = w.todo.popleft()
     rest = list(w.todo)
     w.kill()
     pool.remove(w)
-    yield {"index": index, **_failure(path, reason, detail)}
+    yield {"index": index, **_failure(_name(target), reason, detail)}
     pending.extendleft(reversed(rest))
     if pending:
         fresh = spawn()
@@ -344,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kvideo.validate: invalid config: {e}", file=sys.stderr)
         return 2
     try:
-        paths, rows = dataset_paths(cfg)
+        files, rows = dataset_files(cfg)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"kvideo.validate: cannot read the dataset: {e}", file=sys.stderr)
         return 2
@@ -353,9 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames = args.frames if args.frames is not None else cfg.video.max_frames
     size = cfg.video.frame_size if args.size is None else (args.size or None)
     records = probe_all(
-        paths, workers=args.workers, timeout_s=timeout_s, decoder=cfg.decoder, size=size, frames=frames
+        files, workers=args.workers, timeout_s=timeout_s, decoder=cfg.decoder, size=size, frames=frames
     )
-    summary = write_report(records, args.out, total=len(paths), progress=not args.no_progress)
+    summary = write_report(records, args.out, total=len(files), progress=not args.no_progress)
     elapsed = time.perf_counter() - t0
     summary.update(
         rows=rows,
