@@ -3,9 +3,8 @@
 Importing this package registers every built-in in ``DATASETS`` (``webvid``, ``manifest``,
 ``sample``, ``conversations``, ``webdataset``): it is the plugin module the registry loads. Light
 at import on purpose (stdlib, registry and rows only): config validation imports it to learn the
-registered names, and
-``python train.py --cfg job`` must stay under a second; the sample generator's numpy/av are
-imported when it runs.
+registered names, and ``python train.py --cfg job`` must stay under a second; the sample
+generator's numpy/av are imported when it runs.
 
 Every builder has the signature
 ``build(video: VideoConfig, data: DataConfig, *, split: str, max_samples: int) -> list[ClipRow]``

@@ -6,7 +6,8 @@
 * a folder of ``*.tar`` shards itself (video2dataset's output folder): the train split;
 * a shard path or a brace pattern of shard paths, ``/data/shards/{00000..00099}.tar`` (expanded
   by ``braceexpand``, the package webdataset uses for its URLs): the train split. Every path it
-  expands to must exist.
+  expands to must exist. Hydra's override grammar reserves braces, so on the command line the
+  value is quoted: ``"video.data_root='/data/shards/{00000..00099}.tar'"``.
 
 Shards are read in file-name (or pattern) order. A split with none is an error that says what
 was looked for; the validation split of a root that has only train shards (a pattern, a flat
