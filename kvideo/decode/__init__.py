@@ -1,4 +1,5 @@
-"""Decoders: path + sampling function -> uint8 frames and their real display times.
+"""Decoders: path (or a file's bytes, ``VideoBytes``) + sampling function -> uint8 frames and
+their real display times.
 
 Importing this package registers ``decord_cpu``, ``decord_gpu`` and ``pyav_cpu`` in
 ``kvideo.registry.DECODERS`` and nothing heavier: torch, decord and PyAV are imported by
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from kvideo.decode.errors import SKIP_REASONS, DecodeError
-from kvideo.decode.types import ClipMeta, DecodedClip, SampleFn, VideoDecoder
+from kvideo.decode.types import ClipMeta, DecodedClip, SampleFn, VideoBytes, VideoDecoder, VideoSource
 from kvideo.registry import DECODERS
 
 if TYPE_CHECKING:
@@ -26,7 +27,9 @@ __all__ = [
     "DecodeError",
     "DecodedClip",
     "SampleFn",
+    "VideoBytes",
     "VideoDecoder",
+    "VideoSource",
     "build_decoder",
     "decode_at",
     "decord_cpu",

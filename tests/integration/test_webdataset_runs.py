@@ -218,7 +218,7 @@ def _empty_pattern(root: Path) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("case", [_not_a_tar, _no_shards, _empty_pattern], ids=lambda c: c.__name__[1:])
-def test_bad_shard_input_is_refused_in_one_line(case: Any, tmp_path: Path) -> None:
+def test_bad_shard_input_is_refused_in_one_line_by_train_and_validate(case: Any, tmp_path: Path) -> None:
     data_root, message = case(tmp_path / "data")
     result = run_train(
         "video/dataset=webdataset",
@@ -232,3 +232,9 @@ def test_bad_shard_input_is_refused_in_one_line(case: Any, tmp_path: Path) -> No
     assert last.startswith("kvideo: ") and message in last, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    scan = run_module(
+        "kvideo.validate", "video/dataset=webdataset", f"video.data_root={data_root}", cwd=tmp_path
+    )
+    line = scan.stderr.strip()
+    assert scan.returncode == 2 and "\n" not in line
+    assert line.startswith(f"kvideo.validate: cannot read the dataset: {message}"), line

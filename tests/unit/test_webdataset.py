@@ -132,6 +132,15 @@ def test_a_brace_pattern_lists_the_train_shards_in_its_order(
     assert "validation reads the train shards" in caplog.text
 
 
+def test_a_folder_of_shards_is_the_train_split(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """video2dataset's own output folder: shards and nothing to choose a split from."""
+    train = rows_of(root / "train")
+    assert [r.caption for r in train] == [f"clip {n}" for n in range(12)]
+    with caplog.at_level(logging.WARNING, logger="kvideo"):
+        assert rows_of(root / "train", "validation") == train
+    assert "validation reads its train shards" in caplog.text
+
+
 @pytest.mark.parametrize("ext", ["webm", "mkv", "avi", "mov", "MP4"])
 def test_other_video_containers_are_read_from_their_shard(tmp_path: Path, ext: str) -> None:
     video = clip_bytes(1, suffix="." + ext.lower())
