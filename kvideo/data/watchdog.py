@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
@@ -110,6 +111,16 @@ def _dead_workers(it: Iterator[Any]) -> list[tuple[int, str]]:
     return dead
 
 
+def _wait_for_a_death(it: Iterator[Any], timeout_s: float = 5.0) -> bool:
+    """Whether one of the iterator's workers is (or, within ``timeout_s``, becomes) dead."""
+    deadline = time.monotonic() + timeout_s
+    while not _dead_workers(it):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 class WorkerSupervisor:
     """Batches of ``make_loader(0)``, re-opened on fresh workers after a timeout or a death.
 
@@ -162,8 +173,9 @@ class WorkerSupervisor:
                     except (ConnectionError, EOFError):
                         # A worker killed right after queueing a batch: the batch's tensors are
                         # shared by file descriptor, fetched from that worker, which is gone
-                        # (ConnectionResetError in multiprocessing's resource_sharer).
-                        if not (self.enabled and _dead_workers(it)):
+                        # (ConnectionResetError in multiprocessing's resource_sharer). Its
+                        # sockets close before it is reaped: wait for it to show as dead.
+                        if not (self.enabled and _wait_for_a_death(it)):
                             raise
                         why = self._record_deaths(it, in_flight)
                         break
