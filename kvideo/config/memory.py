@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kvideo.config.frames import max_tokens_per_frame
 from kvideo.config.model import ModelConfig
 from kvideo.config.model_size import conv_stem_channels, estimate_params
 from kvideo.config.pretrained import (
@@ -86,9 +87,16 @@ def frames_per_batch(cfg: KVideoConfig) -> int:
     return cfg.trainer.batch_size * cfg.video.max_frames
 
 
+def frame_pixels(cfg: KVideoConfig) -> int:
+    """Pixels of one frame as the model reads it: the ``frame_size`` square, or with
+    ``video.resize=max_pixels`` up to ``video.max_pixels`` (the larger, to be safe)."""
+    square = cfg.video.frame_size**2
+    return max(square, cfg.video.max_pixels) if cfg.video.resize == "max_pixels" else square
+
+
 def uint8_batch_bytes(cfg: KVideoConfig) -> int:
     """One batch of decoded frames as the loader holds them: uint8, (B, F, S, S, 3)."""
-    return frames_per_batch(cfg) * cfg.video.frame_size**2 * 3
+    return frames_per_batch(cfg) * frame_pixels(cfg) * 3
 
 
 def _frame_numbers(cfg: KVideoConfig) -> str:
@@ -215,7 +223,7 @@ def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
 def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) -> list[Term]:
     """Blocks over ``[visual | text]``, the (B, 1, S, S) boolean attention mask, fp32 logits."""
     model, b = cfg.model, cfg.trainer.batch_size
-    seq = cfg.video.max_frames * model.tokens_per_frame + model.max_text_len
+    seq = cfg.video.max_frames * max_tokens_per_frame(cfg.video, model) + model.max_text_len
     k = SAVED_VALUES_PER_TOKEN
     seq_formula = "(video.max_frames * model.tokens_per_frame + model.max_text_len)"
     width, depth, shape = model.lm_width, model.lm_depth, "model.lm_width * model.lm_depth"

@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 from kvideo.config.checks import require_caption_room
 from kvideo.config.data import DataConfig
 from kvideo.config.decoder import DecoderConfig
+from kvideo.config.frames import max_tokens_per_frame
 from kvideo.config.memory import check_fits_where_it_runs
 from kvideo.config.model import ModelConfig
 from kvideo.config.pretrained import (
@@ -46,14 +47,25 @@ def check_cross_fields(cfg: KVideoConfig) -> None:
     video, model = cfg.video, cfg.model
     context = model.max_seq_len
     context_name = "model.max_seq_len"
+    if video.resize == "max_pixels" and model.family != "hf":
+        raise ValueError(
+            "video.resize=max_pixels needs model=hf_vlm (a tower that reads any frame size); "
+            "the builtin models take video.resize=square or keep_aspect"
+        )
     if model.family == "hf":
         context, context_name = check_pretrained_parts(cfg)
-    visual = video.max_frames * model.tokens_per_frame
+    per_frame = max_tokens_per_frame(video, model)
+    visual = video.max_frames * per_frame
     total = visual + model.max_text_len
     if total > context:
+        per_frame_name = (
+            "model.tokens_per_frame"
+            if video.resize != "max_pixels"
+            else "(most tokens of a video.max_pixels frame)"
+        )
         raise ValueError(
-            "token budget exceeded: video.max_frames * model.tokens_per_frame + model.max_text_len "
-            f"= {video.max_frames} * {model.tokens_per_frame} + {model.max_text_len} = {total} "
+            f"token budget exceeded: video.max_frames * {per_frame_name} + model.max_text_len "
+            f"= {video.max_frames} * {per_frame} + {model.max_text_len} = {total} "
             f"> {context_name} ({context})"
         )
     if model.family == "hf":

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kvideo.config.checks import require_at_most
+from kvideo.config.checks import require_at_most, require_choice
 from kvideo.registry import DATASETS, SAMPLING_POLICIES
+from kvideo.resize import RESIZE_MODES
 
 VIDEO_SPLITS = ("train", "validation")
 
@@ -41,6 +42,11 @@ class VideoConfig:
     fps: Target sampling rate in frames per second (Molmo2 uses 2).
     frame_size: Square pixel size each frame is resized to.
     prompt: Optional instruction prepended to the target text, masked from loss.
+    resize: How frames are sized (``kvideo.resize``): ``square`` (squashed to
+        ``frame_size``, the seed's behaviour), ``keep_aspect`` (long side ``frame_size``, padded to
+        the square, padding left out of the visual tokens) or ``max_pixels`` (Qwen2-VL's dynamic
+        resolution, ``model=hf_vlm`` only: aspect kept, area <= ``max_pixels``, variable tokens).
+    max_pixels: The area bound of ``resize=max_pixels`` (0 = ``frame_size^2``).
     """
 
     data_root: str = ""
@@ -54,6 +60,8 @@ class VideoConfig:
     fps: float = 2.0
     frame_size: int = 224
     prompt: str = ""
+    resize: str = "square"
+    max_pixels: int = 0
 
     def __post_init__(self) -> None:
         datasets = DATASETS.names()  # entry-point metadata: no plugin module is imported
@@ -86,6 +94,15 @@ class VideoConfig:
             MAX_FRAME_SIZE,
             "frames are resized to this square side; 4096 covers 4K video (3840 x 2160), "
             "and one 4096 px frame is already 48 MiB as uint8, 192 MiB as float32",
+        )
+        require_choice("video.resize", self.resize, RESIZE_MODES)
+        if self.max_pixels < 0:
+            raise ValueError(f"video.max_pixels must be non-negative (got {self.max_pixels})")
+        require_at_most(
+            "video.max_pixels",
+            self.max_pixels,
+            MAX_FRAME_SIZE * MAX_FRAME_SIZE,
+            "the area of a 4096 px square frame (see video.frame_size)",
         )
         require_at_most(
             "video.max_frames",

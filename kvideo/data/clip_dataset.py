@@ -17,6 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from kvideo.config import KVideoConfig
+from kvideo.config.frames import frame_resize
+from kvideo.data.preprocess import pixel_statistics
 from kvideo.data.rows import ClipRow, video_source
 from kvideo.data.sharding import ShardLayout
 from kvideo.data.tokenizer import IGNORE_INDEX, encode_row
@@ -114,6 +116,10 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         # Tokenize once: texts never change, and workers inherit the result.
         self._text = [encode_row(tokenizer, row, video.prompt, cfg.model.max_text_len) for row in rows]
         self.conversational = any(row.turns for row in rows)
+        self.resize = frame_resize(video, cfg.model)
+        # keep_aspect pads with the vision part's mean colour (LLaVA's pad), which normalizes to ~0.
+        mean = pixel_statistics(cfg.model)[0]
+        self.pad_colour = torch.tensor([round(255 * m) for m in mean], dtype=torch.uint8)
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch keys the random_segment jitter so each epoch sees different frames."""
@@ -141,7 +147,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         return self.decoder.decode(
             video_source(row),
             partial(sample_timestamps, self.spec, self.epoch, index),
-            size=self.cfg.video.frame_size,
+            size=self.cfg.video.frame_size if self.resize.mode == "square" else self.resize,
             start=row.start,
             end=row.end,
         )
@@ -173,9 +179,9 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
     def _assemble(
         self, index: int, source: int, row: ClipRow, clip: DecodedClip | None, skip_reason: str
     ) -> dict[str, Any]:
-        max_frames, size = self.cfg.video.max_frames, self.cfg.video.frame_size
+        max_frames = self.cfg.video.max_frames
         device = clip.frames.device if clip is not None else torch.device("cpu")
-        frames = torch.zeros((max_frames, size, size, 3), dtype=torch.uint8, device=device)
+        frames, region = self._canvas(clip, device)
         frame_mask = torch.zeros(max_frames, dtype=torch.bool)
         frame_times = torch.full((max_frames,), -1.0)
         text = self._text[source]
@@ -184,18 +190,42 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             labels.fill_(IGNORE_INDEX)  # nothing to learn from a slot without frames
         else:
             n = min(len(clip.times), max_frames)
-            frames[:n] = clip.frames[:n]
+            top, left, h, w = region
+            frames[:n, top : top + h, left : left + w] = clip.frames[:n]
             frame_mask[:n] = True
             frame_times[:n] = torch.tensor(clip.times[:n])
+        extra: dict[str, Any] = {}
+        if self.conversational:
+            extra.update(visual_at=text.visual_at, answer_at=text.answer_at)
+        if self.resize.mode != "square":
+            extra["frame_region"] = torch.tensor(region, dtype=torch.long)
         return {
             "frames": frames,
             "frame_mask": frame_mask,
             "frame_times": frame_times,
             "input_ids": torch.tensor(text.input_ids, dtype=torch.long),
             "labels": labels,
-            **({"visual_at": text.visual_at, "answer_at": text.answer_at} if self.conversational else {}),
+            **extra,
             "index": index,
             "skip_reason": skip_reason,
             "path": row.path,
             "caption": self.rows[source].caption,
         }
+
+    def _canvas(self, clip: DecodedClip | None, device: torch.device) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """The (F, H, W, 3) frames the clip is placed in, and where (top, left, height, width).
+
+        ``square``: the clip fills the frame_size square. ``keep_aspect``: the picture centred in
+        it, the bars in ``pad_colour``. ``max_pixels``: the frames are the picture's own size (the
+        collate pads a batch to its largest). A slot without a clip gets an empty square.
+        """
+        size = self.cfg.video.frame_size
+        height, width = (size, size) if clip is None else tuple(clip.frames.shape[1:3])
+        if self.resize.mode == "max_pixels" and clip is not None:
+            canvas, region = (height, width), (0, 0, height, width)
+        else:
+            canvas, region = (size, size), ((size - height) // 2, (size - width) // 2, height, width)
+        shape = (self.cfg.video.max_frames, *canvas, 3)
+        if self.resize.mode == "keep_aspect":
+            return self.pad_colour.to(device).expand(shape).clone(), region
+        return torch.zeros(shape, dtype=torch.uint8, device=device), region

@@ -39,15 +39,31 @@ def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: 
     return VideoClipDataset(rows, cfg, tokenizer, local_rank=local_rank, blocklist=blocklist)
 
 
+def _padded(values: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Tensors of one shape as they are; of several (``video.resize=max_pixels`` frames, each
+    clip at its own size) zero-padded at the end of each dimension to the largest."""
+    if all(v.shape == values[0].shape for v in values):
+        return values
+    shape = [max(sizes) for sizes in zip(*(v.shape for v in values), strict=True)]
+    out = []
+    for v in values:
+        pad: list[int] = []
+        for have, want in zip(reversed(v.shape), reversed(shape), strict=True):
+            pad += [0, want - have]
+        out.append(torch.nn.functional.pad(v, pad))
+    return out
+
+
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors, keep strings as lists (default_collate would, too, but slower)."""
+    """Stack tensors (padding ``max_pixels`` frames to the batch's largest, ``_padded``), keep
+    strings as lists (default_collate would, too, but slower)."""
     batch: dict[str, Any] = {}
     for key, first in samples[0].items():
         values = [s[key] for s in samples]
         if isinstance(first, torch.Tensor):
             # GPU-decoded clips sit on the GPU, a masked bad slot on the CPU: stack on the GPU.
             device = next((v.device for v in values if v.is_cuda), first.device)
-            batch[key] = torch.stack([v.to(device) for v in values])
+            batch[key] = torch.stack(_padded([v.to(device) for v in values]))
         elif isinstance(first, int):
             batch[key] = torch.tensor(values, dtype=torch.long)
         else:

@@ -44,6 +44,7 @@ from kvideo.decode.frame_index import Segment, Timeline
 from kvideo.decode.guarded import TAIL_GUARD, GuardedDecoder, short_error
 from kvideo.decode.pyav_decoder import PyAVDecoder
 from kvideo.decode.types import DecodedClip, SampleFn, VideoSource, open_target, source_name
+from kvideo.resize import Resize
 
 # decord's error when it cannot copy out a frame width (see decord_widths).
 _WIDTH_BUG = "DECORDArrayCopyFromTo"
@@ -101,21 +102,55 @@ class DecordDecoder(GuardedDecoder):
         self.ctx = decord.cpu(index) if kind == "cpu" else decord.gpu(index)
 
     def _decode_now(
-        self, source: VideoSource, sample: SampleFn, size: int | None, start: float | None, end: float | None
+        self,
+        source: VideoSource,
+        sample: SampleFn,
+        resize: Resize | None,
+        start: float | None,
+        end: float | None,
     ) -> DecodedClip:
+        size = self._output_size(source, resize)
         if self.device[0] == "cpu":
-            if size is not None and not decord_can_emit_width(size):
-                return self._pyav._decode_now(source, sample, size, start, end)
+            if size is not None and not decord_can_emit_width(size[1]):
+                return self._pyav._decode_now(source, sample, resize, start, end)
             try:
                 return self._decode_with_decord(source, sample, size, start, end)
             except _HandOver:
-                return self._pyav._decode_now(source, sample, size, start, end)
+                return self._pyav._decode_now(source, sample, resize, start, end)
         return self._decode_with_decord(source, sample, size, start, end)
 
     # -- steps ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _output_size(source: VideoSource, resize: Resize | None) -> tuple[int, int] | None:
+        """``(height, width)`` to open decord at: a square needs no look at the file; the other
+        rules need the source's size before decord opens it, read from the stream header by
+        PyAV (the size PyAV's decoder scales from too, so a hand-over gives the same frames)."""
+        if resize is None or resize.mode == "square":
+            return None if resize is None else (resize.frame_size, resize.frame_size)
+        try:
+            import av
+
+            with av.open(open_target(source), metadata_errors="ignore") as container:
+                ctx = container.streams.video[0].codec_context
+                width, height = int(ctx.width), int(ctx.height)
+        except Exception as e:  # no video stream, unreadable header: decord would fail too
+            raise DecodeError(
+                "unreadable", source_name(source), f"cannot read the frame size: {short_error(e)}"
+            ) from None
+        if width <= 0 or height <= 0:
+            raise DecodeError(
+                "unreadable", source_name(source), f"the stream reports a {width}x{height} frame"
+            )
+        return resize.output_size(width, height)
+
     def _decode_with_decord(
-        self, source: VideoSource, sample: SampleFn, size: int | None, start: float | None, end: float | None
+        self,
+        source: VideoSource,
+        sample: SampleFn,
+        size: tuple[int, int] | None,
+        start: float | None,
+        end: float | None,
     ) -> DecodedClip:
         path = source_name(source)
         vr = self._open(source, size)
@@ -135,12 +170,12 @@ class DecordDecoder(GuardedDecoder):
             del vr
         return DecodedClip(frames=frames, times=segment.times_of(idx), meta=meta)
 
-    def _open(self, source: VideoSource, size: int | None) -> decord.VideoReader:
-        side = -1 if size is None else int(size)
+    def _open(self, source: VideoSource, size: tuple[int, int] | None) -> decord.VideoReader:
+        height, width = (-1, -1) if size is None else size
         try:
             # A file object is read into decord's own buffer (its in-memory reader): no temp file.
             return decord.VideoReader(
-                open_target(source), ctx=self.ctx, width=side, height=side, num_threads=self.num_threads
+                open_target(source), ctx=self.ctx, width=width, height=height, num_threads=self.num_threads
             )
         except Exception as e:  # DECORDError, RuntimeError("Error reading ..."), AssertionError
             detail = short_error(e)
@@ -188,7 +223,12 @@ class DecordDecoder(GuardedDecoder):
             raise DecodeError("decode_error", path, str(e)) from None
 
     def _frames(
-        self, vr: decord.VideoReader, source: VideoSource, size: int | None, idx: np.ndarray, segment: Segment
+        self,
+        vr: decord.VideoReader,
+        source: VideoSource,
+        size: tuple[int, int] | None,
+        idx: np.ndarray,
+        segment: Segment,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """One ``get_batch`` over the de-duplicated, sorted indices, re-expanded to ``idx``.
 
@@ -218,7 +258,7 @@ class DecordDecoder(GuardedDecoder):
         return batch, idx
 
     def _get_batch_fresh(
-        self, source: VideoSource, size: int | None, idx: np.ndarray
+        self, source: VideoSource, size: tuple[int, int] | None, idx: np.ndarray
     ) -> tuple[torch.Tensor | None, str]:
         vr = self._open(source, size)
         try:

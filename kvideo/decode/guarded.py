@@ -15,6 +15,7 @@ from kvideo.decode.checks import check_video_source
 from kvideo.decode.deadline import DeadlineExceeded, DeadlineRunner
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import DecodedClip, SampleFn, VideoBytes, VideoSource, source_name
+from kvideo.resize import Resize, as_resize
 
 # A truncated file's last packet is cut mid-way; the demuxer counts it as a frame and the
 # decoder fails when it reaches it. With B-frames the damaged packet can be shown up to
@@ -45,26 +46,30 @@ class GuardedDecoder:
         source: VideoSource,
         sample: SampleFn,
         *,
-        size: int | None = None,
+        size: int | Resize | None = None,
         start: float | None = None,
         end: float | None = None,
     ) -> DecodedClip:
         """Decode the frames displayed at ``sample(meta)`` seconds (relative to ``start``) of
         ``source``: a path, or a file's bytes (``VideoBytes``), read the same way.
 
+        ``size``: None = native size, an int = that square, a ``Resize`` = its rule applied to
+        the source's size (``video.resize``, ``kvideo.resize``).
+
         Raises ``DecodeError`` (reason in ``SKIP_REASONS``) for files that cannot be used;
         exceptions from ``sample`` itself and ``ValueError`` for bad arguments propagate.
         """
         if not isinstance(source, VideoBytes):
             source = str(source)  # a pathlib.Path too, as callers have always been able to pass
-        if size is not None and size <= 0:
+        resize = as_resize(size)
+        if resize is not None and resize.frame_size <= 0:
             raise ValueError(f"size must be positive or None, got {size}")
         check_video_source(source)
         try:
             if not self.timeout_s or self.timeout_s <= 0:
-                return self._decode_now(source, sample, size, start, end)
+                return self._decode_now(source, sample, resize, start, end)
             return self._runner.run(
-                lambda: self._decode_now(source, sample, size, start, end), self.timeout_s
+                lambda: self._decode_now(source, sample, resize, start, end), self.timeout_s
             )
         except DecodeError as e:
             failure = DecodeError(e.reason, e.path, e.detail)
@@ -76,6 +81,11 @@ class GuardedDecoder:
         raise failure
 
     def _decode_now(
-        self, source: VideoSource, sample: SampleFn, size: int | None, start: float | None, end: float | None
+        self,
+        source: VideoSource,
+        sample: SampleFn,
+        resize: Resize | None,
+        start: float | None,
+        end: float | None,
     ) -> DecodedClip:
         raise NotImplementedError

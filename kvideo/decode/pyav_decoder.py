@@ -40,6 +40,7 @@ from kvideo.decode.errors import DecodeError
 from kvideo.decode.frame_index import Segment, Timeline
 from kvideo.decode.guarded import TAIL_GUARD, GuardedDecoder, short_error
 from kvideo.decode.types import DecodedClip, SampleFn, VideoSource, open_target, source_name
+from kvideo.resize import Resize
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,12 @@ class PyAVDecoder(GuardedDecoder):
         )
 
     def _decode_now(
-        self, source: VideoSource, sample: SampleFn, size: int | None, start: float | None, end: float | None
+        self,
+        source: VideoSource,
+        sample: SampleFn,
+        resize: Resize | None,
+        start: float | None,
+        end: float | None,
     ) -> DecodedClip:
         path = source_name(source)
         container = self._open(source)
@@ -148,6 +154,8 @@ class PyAVDecoder(GuardedDecoder):
             if not stamps:
                 raise ValueError(f"sample({meta}) returned no timestamps")
             idx = segment.indices_at(stamps)
+            ctx = container.streams.video[0].codec_context
+            size = None if resize is None else resize.output_size(ctx.width, ctx.height)
             frames, idx = self._frames(container, s, path, size, idx, segment)
         finally:
             container.close()
@@ -174,7 +182,13 @@ class PyAVDecoder(GuardedDecoder):
         return container
 
     def _frames(
-        self, container: Any, s: _Stream, path: str, size: int | None, idx: np.ndarray, segment: Segment
+        self,
+        container: Any,
+        s: _Stream,
+        path: str,
+        size: tuple[int, int] | None,
+        idx: np.ndarray,
+        segment: Segment,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Frames at display indices ``idx``, and the indices actually returned.
 
@@ -205,7 +219,7 @@ class PyAVDecoder(GuardedDecoder):
         return torch.from_numpy(frames), idx
 
     def _decode_targets(
-        self, container: Any, s: _Stream, size: int | None, targets: np.ndarray
+        self, container: Any, s: _Stream, size: tuple[int, int] | None, targets: np.ndarray
     ) -> tuple[dict[int, np.ndarray], str]:
         """RGB frames of ``targets`` keyed by pts, and the last decode error's text."""
         ctx = container.streams.video[0].codec_context
@@ -234,7 +248,9 @@ class PyAVDecoder(GuardedDecoder):
         return got, detail
 
     @staticmethod
-    def _feed(ctx: Any, packet: Any, want: set[int], got: dict[int, np.ndarray], size: int | None) -> str:
+    def _feed(
+        ctx: Any, packet: Any, want: set[int], got: dict[int, np.ndarray], size: tuple[int, int] | None
+    ) -> str:
         try:
             frames = ctx.decode(packet)
         except av.error.FFmpegError as e:  # a damaged packet: later keyframes may still decode
@@ -245,10 +261,12 @@ class PyAVDecoder(GuardedDecoder):
         return ""
 
 
-def _rgb(frame: av.VideoFrame, size: int | None) -> np.ndarray:
+def _rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+    """The frame as RGB at native size, or resized to ``size`` (height, width)."""
     if size is None:
         return frame.to_ndarray(format="rgb24")
-    return frame.reformat(width=size, height=size, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    height, width = size
+    return frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
 
 
 def make_pyav_decoder(

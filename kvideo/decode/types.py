@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import torch
 
+    from kvideo.resize import Resize
+
 
 @dataclass(frozen=True)
 class ClipMeta:
@@ -112,7 +114,7 @@ class VideoDecoder(Protocol):
         source: VideoSource,
         sample: SampleFn,
         *,
-        size: int | None = None,
+        size: int | Resize | None = None,
         start: float | None = None,
         end: float | None = None,
     ) -> DecodedClip: ...

@@ -68,6 +68,7 @@ def _generate(
         context,
         frame_times=batch["frame_times"][rows],
         visual_at=visual_at,
+        **({"frame_region": batch["frame_region"][rows]} if "frame_region" in batch else {}),
         max_new_tokens=max_new_tokens,
         stop_ids=stop_ids,
     )

@@ -106,6 +106,7 @@ def load_trained(
         vocab_size=tokenizer.vocab_size,
         max_frames=as_trained.video.max_frames,
         frame_size=as_trained.video.frame_size,
+        resize=cfg.video.resize,
     )
     trained = trained_subset(model, TrainableSchedule(model, cfg.model).ever())
     load_trained_weights(model, state["model"], trained, file)

@@ -120,20 +120,29 @@ class HFVisionTower(nn.Module):
         self.feature_layer = feature_layer
         self.grid = image_size // patch_size
         self.image_size = image_size
+        self.patch_size = patch_size
         self.out_width = int(model.config.hidden_size)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """``images`` (N, 3, S, S) normalized with the tower's mean/std -> (N, g, g, C)."""
+    def forward(self, images: Tensor, patch_keys: Tensor | None = None) -> Tensor:
+        """``images`` (N, 3, H, W) normalized with the tower's mean/std -> (N, H/p, W/p, C).
+
+        Frames of another size than the tower's ``image_size`` (``video.resize=max_pixels``) run
+        with ``interpolate_pos_encoding``, the position grid resized as the tower's own code does.
+        ``patch_keys`` is not used: Hugging Face towers take no patch mask (``keep_aspect`` padding
+        is the tower's mean colour, as LLaVA pads; the projector pools the picture only).
+        """
+        rows, cols = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
+        extra = {} if (rows, cols) == (self.grid, self.grid) else {"interpolate_pos_encoding": True}
         trains = any(p.requires_grad for p in self.model.parameters())
         with torch.set_grad_enabled(trains and torch.is_grad_enabled()):  # a frozen tower keeps nothing
-            out = self.model(pixel_values=images, output_hidden_states=True)
+            out = self.model(pixel_values=images, output_hidden_states=True, **extra)
         states: Tensor = out.hidden_states[self.feature_layer]
-        patches = self.grid * self.grid
+        patches = rows * cols
         if states.shape[1] < patches:
             raise ValueError(
-                f"the vision tower returned {states.shape[1]} tokens for a {self.grid}x{self.grid} patch grid"
+                f"the vision tower returned {states.shape[1]} tokens for a {rows}x{cols} patch grid"
             )
-        return states[:, -patches:].reshape(states.shape[0], self.grid, self.grid, states.shape[-1])
+        return states[:, -patches:].reshape(states.shape[0], rows, cols, states.shape[-1])
 
 
 def linear_layer_names(module: nn.Module) -> list[str]:
@@ -174,26 +183,40 @@ class HFVideoLanguageModel(nn.Module):
     lm: Any  # PreTrainedModel or PeftModel: generate / get_input_embeddings are not nn.Module's
 
     def __init__(
-        self, *, vision: HFVisionTower, projector: FrameProjector, lm: nn.Module, tokens_per_frame: int
+        self,
+        *,
+        vision: HFVisionTower,
+        projector: FrameProjector,
+        lm: nn.Module,
+        tokens_per_frame: int,
+        resize: str = "square",
     ) -> None:
         super().__init__()
         self.vision = vision
         self.projector = projector
         self.lm = lm
         self.tokens_per_frame = tokens_per_frame
+        self.resize = resize
 
-    def visual_tokens(self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor | None) -> Tensor:
-        return frames_to_visual_tokens(self.vision, self.projector, frames, frame_mask, frame_times)
+    def visual_tokens(
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        frame_times: Tensor | None,
+        frame_region: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        return frames_to_visual_tokens(
+            self.vision, self.projector, frames, frame_mask, frame_times, frame_region, resize=self.resize
+        )
 
     def _inputs(
-        self, visual: Tensor, frame_mask: Tensor, input_ids: Tensor, visual_at: Tensor | None
+        self, visual: Tensor, keys: Tensor, input_ids: Tensor, visual_at: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``(inputs_embeds, attention_mask, position_ids)`` for the text with the visual tokens
-        spliced in (``kvideo.model.sequence``): padded frames are masked keys, and positions count
-        only the kept tokens, so padding shifts nothing."""
+        spliced in (``kvideo.model.sequence``): visual tokens that are not ``keys`` (padded frames,
+        padding) are masked, and positions count only the kept tokens, so padding shifts nothing."""
         text = self.lm.get_input_embeddings()(input_ids)
         embeds = splice(text, visual.to(text.dtype), visual_at)
-        keys = frame_mask.to(torch.bool).repeat_interleave(self.tokens_per_frame, dim=1)
         mask = splice(torch.ones_like(input_ids, dtype=torch.bool), keys, visual_at).long()
         mask[:, 0] = 1  # the first query always has a key
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
@@ -207,6 +230,7 @@ class HFVideoLanguageModel(nn.Module):
         labels: Tensor | None = None,
         frame_times: Tensor | None = None,
         visual_at: Tensor | None = None,
+        frame_region: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """As ``VideoLanguageModel.forward``; ``frame_times`` is needed with ``model.time_embedding``.
 
@@ -214,8 +238,8 @@ class HFVideoLanguageModel(nn.Module):
         batch's text positions when samples splice the video at different places, then each
         sample's own are gathered.
         """
-        visual = self.visual_tokens(frames, frame_mask, frame_times)
-        embeds, mask, positions = self._inputs(visual, frame_mask, input_ids, visual_at)
+        visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
+        embeds, mask, positions = self._inputs(visual, keys, input_ids, visual_at)
         batch, text_len = input_ids.shape
         where = text_positions(visual_at, text_len, visual.shape[1], batch, input_ids.device)
         keep = torch.unique(where)  # sorted
@@ -241,14 +265,15 @@ class HFVideoLanguageModel(nn.Module):
         *,
         frame_times: Tensor | None = None,
         visual_at: Tensor | None = None,
+        frame_region: Tensor | None = None,
         max_new_tokens: int,
         stop_ids: list[int],
     ) -> list[list[int]]:
         """Greedy continuation of ``context_ids`` (B, C) through the LM's own ``generate`` (KV
         cache), up to the first stop id (excluded) or ``max_new_tokens``; ``visual_at`` as in
         ``VideoLanguageModel.generate``."""
-        visual = self.visual_tokens(frames, frame_mask, frame_times)
-        embeds, mask, _ = self._inputs(visual, frame_mask, context_ids, visual_at)
+        visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
+        embeds, mask, _ = self._inputs(visual, keys, context_ids, visual_at)
         out = self.lm.generate(
             inputs_embeds=embeds,
             attention_mask=mask,
@@ -261,7 +286,9 @@ class HFVideoLanguageModel(nn.Module):
         return [until_eos(row, stop_ids) for row in out.tolist()]
 
 
-def build_hf_model(cfg: ModelConfig, *, vocab_size: int, max_frames: int) -> HFVideoLanguageModel:
+def build_hf_model(
+    cfg: ModelConfig, *, vocab_size: int, max_frames: int, resize: str = "square"
+) -> HFVideoLanguageModel:
     """Load the tower and the LM named by ``cfg``, add the projector (and LoRA).
 
     ``vocab_size`` is the tokenizer's: an LM whose embedding table is smaller (tokens added to
@@ -302,5 +329,5 @@ def build_hf_model(cfg: ModelConfig, *, vocab_size: int, max_frames: int) -> HFV
         kind=cfg.projector,
     )
     return HFVideoLanguageModel(
-        vision=vision, projector=projector, lm=lm, tokens_per_frame=cfg.tokens_per_frame
+        vision=vision, projector=projector, lm=lm, tokens_per_frame=cfg.tokens_per_frame, resize=resize
     )

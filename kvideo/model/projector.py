@@ -94,25 +94,56 @@ class FrameProjector(nn.Module):
         num_frames: int,
         frame_mask: Tensor | None = None,
         frame_times: Tensor | None = None,
+        *,
+        patch_weight: Tensor | None = None,
+        stride: int = 0,
     ) -> Tensor:
         """``grid`` (B*F, gh, gw, C) with F = ``num_frames`` -> visual tokens (B, F*T, D).
 
         Tokens are frame-major (all of frame 0, then frame 1, ...), which the attention mask
         relies on when it repeats ``frame_mask`` ``tokens_per_frame`` times per frame.
+
+        ``patch_weight`` (B*F, gh, gw): the share of each patch that is picture rather than
+        padding (``video.resize=keep_aspect``); the k x k pooling then averages the picture only
+        (``token_validity`` says which tokens have any). ``stride`` (``resize=max_pixels``): pool
+        stride x stride patches per token instead, so the token grid follows the frame's shape
+        (T = gh/stride * gw/stride), the token positions interpolated from the k x k table.
         """
         if num_frames > self.max_frames:
             raise ValueError(f"{num_frames} frames > the projector's max_frames ({self.max_frames})")
-        pooled = F.adaptive_avg_pool2d(grid.permute(0, 3, 1, 2), self.side)  # (N, C, k, k)
+        x = grid.permute(0, 3, 1, 2)  # (N, C, gh, gw)
+        if stride:
+            pooled = F.avg_pool2d(x, stride)
+        elif patch_weight is not None:
+            weight = patch_weight[:, None].to(x.dtype)
+            mass = F.adaptive_avg_pool2d(weight, self.side)
+            pooled = F.adaptive_avg_pool2d(x * weight, self.side) / mass.clamp(min=1e-6)
+        else:
+            pooled = F.adaptive_avg_pool2d(x, self.side)  # (N, C, k, k)
         features = self.norm(pooled.flatten(2).transpose(1, 2))  # (N, T, C)
         tokens: Tensor = self.proj(features).unflatten(0, (-1, num_frames))  # (B, F, T, D)
         if self.motion is not None:
             tokens = tokens + self.motion(self._feature_change(features, num_frames, frame_mask))
-        tokens = tokens + self.frame_pos[:num_frames, None, :] + self.token_pos
+        tokens = tokens + self.frame_pos[:num_frames, None, :] + self._token_positions(*pooled.shape[-2:])
         if self.time is not None:
             if frame_times is None:
                 raise ValueError("this projector embeds frame times: pass frame_times (B, F)")
             tokens = tokens + self.time(time_features(frame_times.to(tokens.dtype)))[:, :, None, :]
         return tokens.flatten(1, 2)
+
+    def token_validity(self, patch_weight: Tensor) -> Tensor:
+        """(N, gh, gw) picture share per patch -> (N, T) bool: the k x k tokens that pool any picture."""
+        mass = F.adaptive_avg_pool2d(patch_weight[:, None].float(), self.side)
+        return (mass > 0).flatten(1)
+
+    def _token_positions(self, rows: int, cols: int) -> Tensor:
+        """The (T, D) token positions of a rows x cols token grid: the k x k table as is, else
+        bilinearly resized (as ViTs resize their position grids for other image sizes)."""
+        if (rows, cols) == (self.side, self.side):
+            return self.token_pos
+        table = self.token_pos.view(1, self.side, self.side, -1).permute(0, 3, 1, 2)
+        resized = F.interpolate(table, size=(rows, cols), mode="bilinear", align_corners=False)
+        return resized[0].flatten(1).transpose(0, 1)
 
     @staticmethod
     def _feature_change(features: Tensor, num_frames: int, frame_mask: Tensor | None) -> Tensor:

@@ -64,6 +64,7 @@ class ViTEncoder(nn.Module):
             )
         self.frame_size = frame_size
         self.activation_checkpointing = False
+        self.patch_size = patch_size
         self.grid = frame_size // patch_size
         self.out_width = width
         self.patch_embed = (
@@ -77,8 +78,12 @@ class ViTEncoder(nn.Module):
         self.apply(init_weights)
         init_position_table(self.pos_embed)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """``images`` (N, 3, H, W) normalized floats -> patch features (N, gh, gw, C)."""
+    def forward(self, images: Tensor, patch_keys: Tensor | None = None) -> Tensor:
+        """``images`` (N, 3, H, W) normalized floats -> patch features (N, gh, gw, C).
+
+        ``patch_keys`` (N, gh, gw) bool: the patches others may attend to (``keep_aspect``
+        padding is not); each patch still attends to itself, so a padding patch stays finite.
+        """
         if images.shape[-2:] != (self.frame_size, self.frame_size):
             raise ValueError(
                 f"frames are {tuple(images.shape[-2:])} but the ViT's position table was built for "
@@ -89,7 +94,11 @@ class ViTEncoder(nn.Module):
         x = self.patch_embed(images.to(self.pos_embed.dtype))
         n, c, gh, gw = x.shape
         x = x.flatten(2).transpose(1, 2) + self.pos_embed
-        x = run_blocks(self.blocks, x, None, recompute=self.activation_checkpointing and self.training)
+        mask = None
+        if patch_keys is not None:
+            keys = patch_keys.reshape(n, 1, 1, gh * gw).to(torch.bool)
+            mask = keys | torch.eye(gh * gw, dtype=torch.bool, device=x.device)
+        x = run_blocks(self.blocks, x, mask, recompute=self.activation_checkpointing and self.training)
         normed: Tensor = self.norm(x)
         return normed.view(n, gh, gw, c)
 
@@ -159,8 +168,9 @@ class TimmEncoder(nn.Module):
         self.out_width = int(self.model.num_features)
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
 
-    def forward(self, images: Tensor) -> Tensor:
-        """``images`` (N, 3, H, W) -> (N, gh, gw, C)."""
+    def forward(self, images: Tensor, patch_keys: Tensor | None = None) -> Tensor:
+        """``images`` (N, 3, H, W) -> (N, gh, gw, C). ``patch_keys`` is not used: timm models take
+        no patch mask (padding is the tower's mean colour; the projector pools the picture only)."""
         feats: Tensor = self.model.forward_features(images)
         if feats.ndim == 4:
             # NCHW (CNNs) unless the channel dim is already last (some NHWC models, e.g. Swin).

@@ -37,6 +37,7 @@ from kvideo.config.model import ModelConfig
 from kvideo.data.tokenizer import IGNORE_INDEX  # the labels the tokenizer writes
 from kvideo.model.lm import CausalLM
 from kvideo.model.projector import FrameProjector
+from kvideo.model.regions import patch_coverage
 from kvideo.model.sequence import splice
 from kvideo.model.vision import TimmEncoder, ViTEncoder, build_vision
 
@@ -47,19 +48,26 @@ if TYPE_CHECKING:
 def build_attention_mask(
     frame_mask: Tensor, tokens_per_frame: int, text_len: int, visual_at: Tensor | None = None
 ) -> Tensor:
-    """Boolean SDPA mask (B, 1, S, S), True = may attend, for S = F * T + L with the visual
-    tokens spliced at ``visual_at`` (``kvideo.model.sequence``; None = in front).
+    """``attention_mask`` for ``tokens_per_frame`` tokens per frame, all of a kept frame's kept."""
+    return attention_mask(
+        frame_mask.to(torch.bool).repeat_interleave(tokens_per_frame, dim=1), text_len, visual_at
+    )
+
+
+def attention_mask(visual_keys: Tensor, text_len: int, visual_at: Tensor | None = None) -> Tensor:
+    """Boolean SDPA mask (B, 1, S, S), True = may attend, for S = V + L with the visual tokens
+    spliced at ``visual_at`` (``kvideo.model.sequence``; None = in front). ``visual_keys`` (B, V)
+    says which visual tokens may be attended to (not those of padded frames or padding).
 
     Built once per forward and shared by all LM blocks (one (B, S, S) bool tensor is small:
     16 x 80 x 80 bytes at the default shape). No data-dependent control flow, so it compiles.
     """
-    b = frame_mask.shape[0]
-    visual_keys = frame_mask.to(torch.bool).repeat_interleave(tokens_per_frame, dim=1)  # (B, F*T)
-    text_keys = torch.ones(b, text_len, dtype=torch.bool, device=frame_mask.device)
-    keys = splice(text_keys, visual_keys, visual_at)  # (B, S)
+    b = visual_keys.shape[0]
+    text_keys = torch.ones(b, text_len, dtype=torch.bool, device=visual_keys.device)
+    keys = splice(text_keys, visual_keys.to(torch.bool), visual_at)  # (B, S)
     s = keys.shape[1]
-    causal = torch.ones(s, s, dtype=torch.bool, device=frame_mask.device).tril()
-    diagonal = torch.eye(s, dtype=torch.bool, device=frame_mask.device)
+    causal = torch.ones(s, s, dtype=torch.bool, device=keys.device).tril()
+    diagonal = torch.eye(s, dtype=torch.bool, device=keys.device)
     return ((causal & keys[:, None, :]) | diagonal)[:, None]
 
 
@@ -81,17 +89,88 @@ def caption_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]
 
 
 def frames_to_visual_tokens(
-    vision: nn.Module, projector: nn.Module, frames: Tensor, frame_mask: Tensor, frame_times: Tensor | None
-) -> Tensor:
-    """(B, F, 3, H, W) frames -> (B, F*T, D) visual tokens at the LM width: the vision part per
-    frame (frames folded into the batch), then the projector. Both model families run this."""
+    vision: nn.Module,
+    projector: FrameProjector,
+    frames: Tensor,
+    frame_mask: Tensor,
+    frame_times: Tensor | None,
+    frame_region: Tensor | None = None,
+    *,
+    resize: str = "square",
+) -> tuple[Tensor, Tensor]:
+    """(B, F, 3, H, W) frames -> ``(visual tokens (B, V, D) at the LM width, keys (B, V) bool)``:
+    the vision part per frame (frames folded into the batch), then the projector. Both model
+    families run this. ``keys`` are the tokens the LM may attend to.
+
+    ``frame_region`` (B, 4) (``kvideo.model.regions``) with ``resize``: ``keep_aspect`` pools each
+    token from the picture's patches only (the builtin ViT also hides padding patches from the
+    others), and a token that pools no picture is not a key; ``max_pixels`` runs each clip at its
+    own size (clips of one shape together, so a clip's tokens never depend on its batch) and pads
+    the token rows to the batch's longest, V = F * the most tokens per frame.
+    """
+    f = frames.shape[1]
     if frame_mask.shape != frames.shape[:2]:
         raise ValueError(
             f"frame_mask {tuple(frame_mask.shape)} does not match frames (B, F) {tuple(frames.shape[:2])}"
         )
-    grid = vision(frames.flatten(0, 1))  # (B*F, gh, gw, C)
-    visual: Tensor = projector(grid, frames.shape[1], frame_mask, frame_times)
-    return visual
+    frame_keys = frame_mask.to(torch.bool)
+    if frame_region is None or resize == "square":
+        grid = vision(frames.flatten(0, 1))  # (B*F, gh, gw, C)
+        visual: Tensor = projector(grid, f, frame_mask, frame_times)
+        return visual, frame_keys.repeat_interleave(projector.tokens_per_frame, dim=1)
+    if resize == "keep_aspect":
+        canvas = (frames.shape[-2], frames.shape[-1])
+        patch = int(getattr(vision, "patch_size", 0))  # the builtin ViT and HF towers; not timm
+        patch_keys = None
+        if patch:
+            coverage = patch_coverage(frame_region, canvas, (canvas[0] // patch, canvas[1] // patch))
+            patch_keys = (coverage > 0).repeat_interleave(f, dim=0)
+        grid = vision(frames.flatten(0, 1), patch_keys)
+        if not patch:
+            coverage = patch_coverage(frame_region, canvas, (grid.shape[1], grid.shape[2]))
+        visual = projector(
+            grid, f, frame_mask, frame_times, patch_weight=coverage.repeat_interleave(f, dim=0)
+        )
+        valid = projector.token_validity(coverage)  # (B, T)
+        return visual, (frame_keys[:, :, None] & valid[:, None, :]).flatten(1)
+    return _clips_at_own_size(vision, projector, frames, frame_keys, frame_times, frame_region)
+
+
+def _clips_at_own_size(
+    vision: nn.Module,
+    projector: FrameProjector,
+    frames: Tensor,
+    frame_keys: Tensor,
+    frame_times: Tensor | None,
+    frame_region: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """``resize=max_pixels``: each clip's picture (at the top left of its frames) through the
+    tower and the projector at its own shape; token rows right-padded, padding not a key."""
+    b, f = frames.shape[:2]
+    grid = getattr(vision, "grid", None)  # the square's patch grid (HFVisionTower)
+    if grid is None:
+        raise ValueError("video.resize=max_pixels needs a vision part with a patch grid (model=hf_vlm)")
+    stride = int(grid) // projector.side
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for i, (_, _, h, w) in enumerate(frame_region.tolist()):
+        shapes.setdefault((h, w), []).append(i)
+    rows: list[Tensor | None] = [None] * b
+    for (h, w), clips in shapes.items():
+        index = torch.tensor(clips, device=frames.device)
+        picture = frames.index_select(0, index)[..., :h, :w]
+        grid = vision(picture.flatten(0, 1))
+        times = None if frame_times is None else frame_times.index_select(0, index.to(frame_times.device))
+        tokens = projector(grid, f, frame_keys.index_select(0, index), times, stride=stride)
+        for row, clip in zip(tokens, clips, strict=True):
+            rows[clip] = row
+    kept = [row for row in rows if row is not None]
+    longest = max(row.shape[0] for row in kept)
+    visual = kept[0].new_zeros((b, longest, kept[0].shape[-1]))
+    keys = torch.zeros(b, longest, dtype=torch.bool, device=frames.device)
+    for i, row in enumerate(kept):
+        visual[i, : row.shape[0]] = row
+        keys[i, : row.shape[0]] = frame_keys[i].repeat_interleave(row.shape[0] // f)
+    return visual, keys
 
 
 def with_loss(logits: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
@@ -113,6 +192,7 @@ class VideoLanguageModel(nn.Module):
         lm: CausalLM,
         tokens_per_frame: int,
         max_frames: int,
+        resize: str = "square",
     ) -> None:
         super().__init__()
         self.vision = vision
@@ -120,9 +200,18 @@ class VideoLanguageModel(nn.Module):
         self.lm = lm
         self.tokens_per_frame = tokens_per_frame
         self.max_frames = max_frames
+        self.resize = resize
 
-    def visual_tokens(self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor | None) -> Tensor:
-        return frames_to_visual_tokens(self.vision, self.projector, frames, frame_mask, frame_times)
+    def visual_tokens(
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        frame_times: Tensor | None,
+        frame_region: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        return frames_to_visual_tokens(
+            self.vision, self.projector, frames, frame_mask, frame_times, frame_region, resize=self.resize
+        )
 
     def forward(
         self,
@@ -132,17 +221,19 @@ class VideoLanguageModel(nn.Module):
         labels: Tensor | None = None,
         frame_times: Tensor | None = None,
         visual_at: Tensor | None = None,
+        frame_region: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """``frames`` (B, F, 3, H, W) normalized float, ``frame_mask`` bool (B, F),
         ``input_ids`` / ``labels`` long (B, L), ``frame_times`` float (B, F) seconds (needed
         only with ``model.time_embedding``), ``visual_at`` long (B,) text tokens before the
-        visual tokens (None = none: ``[visual | text]``).
+        visual tokens (None = none: ``[visual | text]``), ``frame_region`` long (B, 4) where the
+        picture is in padded frames (``video.resize=keep_aspect``; ``kvideo.model.regions``).
 
         Returns ``logits`` (B, L, V) for the text positions and, when ``labels`` is given,
         ``loss`` (scalar), ``nll`` (B,) and ``ntokens`` (B,).
         """
-        visual = self.visual_tokens(frames, frame_mask, frame_times)
-        attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, input_ids.shape[1], visual_at)
+        visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
+        attn_mask = attention_mask(keys, input_ids.shape[1], visual_at)
         return with_loss(self.lm(visual, input_ids, attn_mask, visual_at), labels)
 
     @torch.no_grad()
@@ -154,6 +245,7 @@ class VideoLanguageModel(nn.Module):
         *,
         frame_times: Tensor | None = None,
         visual_at: Tensor | None = None,
+        frame_region: Tensor | None = None,
         max_new_tokens: int,
         stop_ids: list[int],
     ) -> list[list[int]]:
@@ -164,13 +256,13 @@ class VideoLanguageModel(nn.Module):
         No KV cache: the builtin LM is small, and a full forward per token keeps this the exact
         computation the loss trains (the same masks, the same positions).
         """
-        visual = self.visual_tokens(frames, frame_mask, frame_times)
+        visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
         ids = context_ids
         finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         for _ in range(max_new_tokens):
             if visual.shape[1] + ids.shape[1] >= self.lm.max_seq_len:
                 break
-            attn_mask = build_attention_mask(frame_mask, self.tokens_per_frame, ids.shape[1], visual_at)
+            attn_mask = attention_mask(keys, ids.shape[1], visual_at)
             next_id = self.lm(visual, ids, attn_mask, visual_at)[:, -1].argmax(-1)
             next_id = torch.where(finished, torch.full_like(next_id, stop_ids[0]), next_id)
             ids = torch.cat([ids, next_id[:, None]], dim=1)
@@ -189,18 +281,25 @@ def until_eos(ids: list[int], stop_ids: list[int]) -> list[int]:
 
 
 def build_model(
-    cfg: ModelConfig, *, vocab_size: int, max_frames: int, frame_size: int, tie_embeddings: bool = True
+    cfg: ModelConfig,
+    *,
+    vocab_size: int,
+    max_frames: int,
+    frame_size: int,
+    tie_embeddings: bool = True,
+    resize: str = "square",
 ) -> VideoLanguageModel | HFVideoLanguageModel:
     """Build the model from ``cfg.model`` plus the data-side sizes it depends on.
 
     ``vocab_size`` comes from the tokenizer, ``max_frames`` / ``frame_size`` from ``cfg.video``
-    (they size the frame-position and patch-position tables). ``model.family=hf`` loads the
-    pretrained parts (``kvideo.model.hf_vlm``).
+    (they size the frame-position and patch-position tables), ``resize`` is ``video.resize`` (how
+    a batch's ``frame_region`` is read). ``model.family=hf`` loads the pretrained parts
+    (``kvideo.model.hf_vlm``).
     """
     if cfg.family == "hf":
         from kvideo.model.hf_vlm import build_hf_model
 
-        return build_hf_model(cfg, vocab_size=vocab_size, max_frames=max_frames)
+        return build_hf_model(cfg, vocab_size=vocab_size, max_frames=max_frames, resize=resize)
     vision = build_vision(cfg, frame_size=frame_size)
     projector = FrameProjector(
         in_width=vision.out_width,
@@ -229,6 +328,7 @@ def build_model(
         lm=lm,
         tokens_per_frame=cfg.tokens_per_frame,
         max_frames=max_frames,
+        resize=resize,
     )
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from kvideo.data.rows import ClipRow, video_source
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import VideoSource, open_target
+from kvideo.resize import Resize
 
 if TYPE_CHECKING:
     from kvideo.config.decoder import DecoderConfig
@@ -30,14 +31,15 @@ class Prober:
     """Reusable per process (builds its decoder once); ``probe(path or row) -> record``.
 
     ``decoder``: the training decoder's config (a GPU decoder is probed with ``decord_cpu``).
-    ``size``: the square frame size training decodes at (``None``: native size).
+    ``size``: the frame size training decodes at: a square side, a ``video.resize`` rule
+    (``kvideo.resize.Resize``), or ``None`` (native size).
     ``frames``: how many evenly spaced frames to decode (first and last included when > 1).
     1 (open + first frame) is the cheap scan; it cannot see damage later in the file (a
     corrupt or truncated middle), which more frames catch at proportionally more cost.
     """
 
     def __init__(
-        self, decoder: DecoderConfig | None = None, *, size: int | None = None, frames: int = 1
+        self, decoder: DecoderConfig | None = None, *, size: int | Resize | None = None, frames: int = 1
     ) -> None:
         from kvideo.config.decoder import DecoderConfig
         from kvideo.decode import build_decoder

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import multiprocessing as mp
 import signal
@@ -43,10 +44,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from kvideo.config.compose import CONFIG_DIR_ENV, ConfigDirNotFound, compose_config
+from kvideo.config.frames import frame_resize
 from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
 from kvideo.data.rows import ClipRow
 from kvideo.files import write_text_atomic
 from kvideo.registry import DATASETS
+from kvideo.resize import Resize
 from kvideo.resources import usable_cores
 
 REPORT_NAME = "validate_report.jsonl"
@@ -84,7 +87,7 @@ def _name(target: str | ClipRow) -> str:
 # ----------------------------------------------------------------------------- workers
 
 
-def _worker_main(conn: Connection, decoder: Any, size: int | None, frames: int) -> None:
+def _worker_main(conn: Connection, decoder: Any, size: int | Resize | None, frames: int) -> None:
     """Child: probe each path (or row) of each chunk it is sent, one result message per path."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     import torch
@@ -150,7 +153,7 @@ def probe_all(
     workers: int,
     timeout_s: float,
     decoder: Any = None,
-    size: int | None = None,
+    size: int | Resize | None = None,
     frames: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Probe ``paths`` (file paths, or dataset rows: ``Prober.probe``) on ``workers`` supervised
@@ -322,7 +325,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--size",
         type=int,
         default=None,
-        help="square size to decode at (default: video.frame_size, as training reads; 0 = native size)",
+        help="square size to decode at (default: as training reads, video.resize's rule at "
+        "video.frame_size; 0 = native size)",
     )
     parser.add_argument(
         "--config-dir",
@@ -363,7 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     timeout_s = args.timeout if args.timeout is not None else cfg.decoder.timeout_s
     t0 = time.perf_counter()
     frames = args.frames if args.frames is not None else cfg.video.max_frames
-    size = cfg.video.frame_size if args.size is None else (args.size or None)
+    # As training reads: video.resize's rule (a square of video.frame_size by default).
+    rule = frame_resize(cfg.video, cfg.model)
+    size: int | Resize | None = rule.frame_size if rule.mode == "square" else rule
+    if args.size is not None:
+        size = args.size or None
     records = probe_all(
         files, workers=args.workers, timeout_s=timeout_s, decoder=cfg.decoder, size=size, frames=frames
     )
@@ -377,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         timeout_s=timeout_s,
         frames=frames,
-        size=size,
+        size=dataclasses.asdict(size) if isinstance(size, Resize) else size,
         elapsed_s=round(elapsed, 3),
         files_per_s=round(summary["files"] / elapsed, 1) if elapsed > 0 else None,
     )

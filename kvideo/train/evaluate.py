@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kvideo.data.batch import optional_inputs
 from kvideo.data.scoring import AttributeScorer, CandidateSet, attribute_scorers
 from kvideo.train.distributed import DistEnv, all_reduce_sum
 
@@ -68,6 +69,7 @@ def score_candidates(
     labels: torch.Tensor,
     *,
     frame_times: torch.Tensor | None = None,
+    frame_region: torch.Tensor | None = None,
     max_rows: int,
     autocast: Callable[[], contextlib.AbstractContextManager[None]],
 ) -> torch.Tensor:
@@ -86,6 +88,7 @@ def score_candidates(
                 frame_times=None
                 if frame_times is None
                 else frame_times.index_select(0, sel.to(frame_times.device)),
+                **({} if frame_region is None else {"frame_region": frame_region.index_select(0, sel)}),
             )
         out.append(result["nll"].float())
     return torch.cat(out) if out else torch.zeros(0, device=device)
@@ -156,7 +159,7 @@ def evaluate(
                     batch["input_ids"],
                     batch["labels"],
                     frame_times=frame_times,
-                    visual_at=batch.get("visual_at"),
+                    **optional_inputs(batch),
                 )
             keep = torch.as_tensor(valid, dtype=torch.long, device=out["nll"].device)
             nll_sum += float(out["nll"].float().index_select(0, keep).sum())
@@ -186,6 +189,7 @@ def evaluate(
                 ids,
                 labels,
                 frame_times=frame_times,
+                frame_region=batch.get("frame_region"),
                 max_rows=max_rows,
                 autocast=autocast,
             ).cpu()

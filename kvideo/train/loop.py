@@ -35,6 +35,7 @@ from kvideo.config import KVideoConfig
 from kvideo.config.checks import require_caption_room
 from kvideo.config.memory import check_fits_on_gpu
 from kvideo.config.model import MODEL_PARTS
+from kvideo.data.batch import optional_inputs
 from kvideo.train import signals
 from kvideo.train.checkpoint import restore_rng_state
 from kvideo.train.checkpointer import Checkpointer
@@ -159,6 +160,7 @@ class Trainer:
             vocab_size=self.tokenizer.vocab_size,
             max_frames=cfg.video.max_frames,
             frame_size=cfg.video.frame_size,
+            resize=cfg.video.resize,
         ).to(self.device)
         num_params = sum(p.numel() for p in self.raw_model.parameters())
         seed_everything(self.config.seed + env.rank)
@@ -309,7 +311,7 @@ class Trainer:
                         batch["input_ids"],
                         batch["labels"],
                         frame_times=batch["frame_times"],
-                        visual_at=batch.get("visual_at"),
+                        **optional_inputs(batch),
                     )
                 loss = out["loss"] / grad_accum
                 loss.backward()

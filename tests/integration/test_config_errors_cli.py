@@ -59,6 +59,16 @@ CASES: list[tuple[list[str], str]] = [
     (["video.frame_size=0"], r"video\.frame_size must be positive \(got 0\)"),
     (["video.frame_size=100"], r"video\.frame_size \(100\) must be a multiple of model\.patch_size \(16\)"),
     (["video.max_frames=many"], r"video\.max_frames"),  # wrong type: Hydra's composition error
+    (
+        ["video.resize=crop"],
+        r"video\.resize must be one of \['square', 'keep_aspect', 'max_pixels'\] \(got 'crop'\)",
+    ),
+    (["video.max_pixels=-1"], r"video\.max_pixels must be non-negative \(got -1\)"),
+    (
+        ["video.resize=max_pixels"],
+        r"video\.resize=max_pixels needs model=hf_vlm \(a tower that reads any frame size\); "
+        r"the builtin models take video\.resize=square or keep_aspect",
+    ),
     # decoder
     (["decoder.name=ffmpeg"], r"decoder\.name must be one of \[.*'decord_cpu'.*\] \(got 'ffmpeg'\)"),
     (["decoder.num_threads=-1"], r"decoder\.num_threads must be non-negative \(got -1\)"),
@@ -292,6 +302,17 @@ HF_CASES = [
     (
         ["model.tokens_per_frame=25"],
         r"model\.tokens_per_frame \(25\) cannot exceed the tower's patch grid .* = \(64 / 16\)\^2 = 16",
+    ),
+    (
+        ["video.resize=max_pixels", "model.tokens_per_frame=9"],
+        r"video\.resize=max_pixels pools the patch grid by a whole stride, but the 4x4 grid of a "
+        r"video\.frame_size square does not pool to model\.tokens_per_frame=9 \(4 / 3 is not a whole "
+        r"number\); choose model\.tokens_per_frame in \[1, 4, 16\]",
+    ),
+    (
+        ["video.resize=max_pixels", "video.max_pixels=65536", "video.max_frames=64"],
+        r"token budget exceeded: video\.max_frames \* \(most tokens of a video\.max_pixels frame\) \+ "
+        r"model\.max_text_len = 64 \* 64 \+ 64 = 4160 > the LM's max_position_embeddings \(512\)",
     ),
 ]
 

@@ -18,7 +18,10 @@ from kvideo.config import (
 
 
 def test_seed_defaults_are_exact() -> None:
+    """The seed's fields with its defaults, plus kvideo's frame-shape fields whose defaults are the
+    seed's behaviour (square frames)."""
     fields = {f.name: f.default for f in dataclasses.fields(VideoConfig)}
+    assert fields.pop("resize") == "square" and fields.pop("max_pixels") == 0
     assert fields == {
         "data_root": "",
         "dataset_type": "webvid",

@@ -24,8 +24,10 @@ import torch
 from kvideo.config.decoder import DecoderConfig
 from kvideo.decode import ClipMeta, DecodedClip, DecodeError, build_decoder
 from kvideo.decode.frame_index import Timeline, valid_prefix
+from kvideo.decode.pyav_decoder import PyAVDecoder
 from kvideo.decode.types import VideoBytes
 from kvideo.registry import DECODERS
+from kvideo.resize import Resize
 from tests.helpers import hostile as H
 from tests.helpers import videos as V
 from tests.helpers.paths import REPO
@@ -622,3 +624,21 @@ def test_pyav_reads_mpegts_with_bframes(corpus) -> None:
     clip = build_decoder(DecoderConfig(name="pyav_cpu")).decode(corpus["mpegts_b"], fixed(stamps))
     ref, _ = V.pyav_at(corpus["mpegts_b"], stamps)
     assert encoded_indices(clip.frames) == [V.frame_index_of(f) for f in ref]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [Resize("keep_aspect", 40), Resize("keep_aspect", 96), Resize("max_pixels", 64, 0, 16)],
+    ids=["keep_aspect_40", "keep_aspect_96", "max_pixels_16"],
+)
+@pytest.mark.parametrize("name", ["h264_gop250", "odd_size", "vp9"])
+def test_resize_rules_give_each_decoder_the_rules_size_and_the_same_frames(corpus, dec, name, rule) -> None:
+    path, stamps = corpus[name], PROBE_STAMPS[name][:4]
+    with av.open(path) as c:
+        ctx = c.streams.video[0].codec_context
+        height, width = rule.output_size(ctx.width, ctx.height)
+    clip = dec.decode(path, fixed(stamps), size=rule)
+    assert tuple(clip.frames.shape) == (len(stamps), height, width, 3)
+    reference = PyAVDecoder(timeout_s=None).decode(path, fixed(stamps), size=rule)
+    assert clip.times == reference.times
+    assert encoded_indices(clip.frames) == encoded_indices(reference.frames)

@@ -1,0 +1,19 @@
+"""The optional keys of a batch: inputs only some datasets and resize modes give the model.
+
+A caption batch with square frames carries neither, and the models then take their plain path
+(``[visual | text]``, every patch a picture patch); torch-free, so the trainer imports it cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Models take these as keyword arguments of the same names (None = the plain layout):
+# ``visual_at`` (conversations: text tokens before the visual tokens, kvideo.data.conversation) and
+# ``frame_region`` (video.resize keep_aspect / max_pixels: where the picture is, kvideo.model.regions).
+OPTIONAL_INPUTS = ("visual_at", "frame_region")
+
+
+def optional_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The optional model inputs ``batch`` has, for ``model(..., **optional_inputs(batch))``."""
+    return {key: batch[key] for key in OPTIONAL_INPUTS if key in batch}
