@@ -18,6 +18,8 @@ Two orders, chosen by the dataset:
   Rank ``r`` takes the ``r``-th of ``world_size`` contiguous, equally long pieces of that
   order, so the shards are split across ranks (whole shards, except where a piece starts or
   ends inside one) and every rank takes the same number of steps however unequal the shards.
+  Unshuffled (validation), the order is the files' and ranks take every ``world_size``-th sample
+  as for map-style files: ``kvideo.train.evaluate`` tells the wrapped padding apart by that stride.
 
 Either way, ``drop_last`` cuts the order to a multiple of ``world_size`` (at most
 ``world_size - 1`` samples of the epoch are left out, which ones changes with the epoch) and
@@ -140,7 +142,9 @@ class ResumableShardSampler(Sampler[int]):
         elif len(order) % world_size:
             pad = world_size - len(order) % world_size
             order = np.concatenate([order, np.resize(order, pad)])
-        if layout is None:
+        if layout is None or not shuffle:
+            # Unshuffled (validation): every world_size-th sample, as kvideo.train.evaluate counts
+            # the wrapped padding by that stride.
             mine = order[rank::world_size]
         else:
             piece = len(order) // world_size

@@ -42,10 +42,11 @@ and decodes them from memory (``kvideo.data.rows.video_source``), no temporary f
 one pass over every sample of the split's shards. Its order is a function of (seed, epoch)
 alone: the shards in a seeded permutation, each in file order, through a shuffle buffer of
 ``data.shuffle_buffer`` samples (default 1000) seeded the same way. Rank ``r`` of ``W`` takes
-the ``r``-th of ``W`` contiguous pieces of ``floor(N / W)`` samples (validation instead pads the
-order to a multiple of ``W`` by wrapping around: pieces of ``ceil(N / W)``), so the ranks share
-the shards and take the same number of steps however unequal the shards are; at most ``W - 1``
-samples sit out a training epoch, which ones changing with the epoch. DataLoader
+the ``r``-th of ``W`` contiguous pieces of ``floor(N / W)`` samples, so the ranks share the shards
+and take the same number of steps however unequal the shards are; at most ``W - 1`` samples sit
+out a training epoch, which ones changing with the epoch. Validation (unshuffled) reads the
+files' order, every ``W``-th sample per rank, wrapped to a multiple of ``W`` as for map-style
+data (the evaluator leaves the wrapped duplicates out). DataLoader
 workers read the rank's samples batch by batch, as for map-style data, so the batches do not
 depend on the worker count, a run resumed at (epoch, samples consumed) yields exactly the
 batches of an uninterrupted one, and the watchdog, blocklist and bad-sample policy work
