@@ -31,7 +31,7 @@ from kvideo.config.model import ModelConfig
 from kvideo.config.pretrained import resolve_model_folder, tower_geometry
 from kvideo.model.projector import FrameProjector
 from kvideo.model.sequence import splice, text_positions
-from kvideo.model.vlm import frames_to_visual_tokens, until_eos, with_loss
+from kvideo.model.vlm import VisualTokens, until_eos, with_loss
 
 
 @contextlib.contextmanager
@@ -173,7 +173,7 @@ def add_lora(lm: Any, cfg: ModelConfig) -> Any:
     return wrapped
 
 
-class HFVideoLanguageModel(nn.Module):
+class HFVideoLanguageModel(VisualTokens, nn.Module):
     """Frames + text ids -> caption loss / logits / per-sample NLL (see the module docstring).
 
     Parts: ``vision`` (``HFVisionTower``), ``projector`` (``FrameProjector``) and ``lm`` (the
@@ -197,17 +197,6 @@ class HFVideoLanguageModel(nn.Module):
         self.lm = lm
         self.tokens_per_frame = tokens_per_frame
         self.resize = resize
-
-    def visual_tokens(
-        self,
-        frames: Tensor,
-        frame_mask: Tensor,
-        frame_times: Tensor | None,
-        frame_region: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        return frames_to_visual_tokens(
-            self.vision, self.projector, frames, frame_mask, frame_times, frame_region, resize=self.resize
-        )
 
     def _inputs(
         self, visual: Tensor, keys: Tensor, input_ids: Tensor, visual_at: Tensor | None

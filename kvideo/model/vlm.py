@@ -181,7 +181,27 @@ def with_loss(logits: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
     return out
 
 
-class VideoLanguageModel(nn.Module):
+class VisualTokens:
+    """``visual_tokens`` for a model with ``vision``, ``projector`` and ``resize`` (both families)."""
+
+    vision: nn.Module
+    projector: FrameProjector
+    resize: str
+
+    def visual_tokens(
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        frame_times: Tensor | None,
+        frame_region: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """``(visual tokens (B, V, D), keys (B, V))``: ``frames_to_visual_tokens`` of this model."""
+        return frames_to_visual_tokens(
+            self.vision, self.projector, frames, frame_mask, frame_times, frame_region, resize=self.resize
+        )
+
+
+class VideoLanguageModel(VisualTokens, nn.Module):
     """Frames + text ids -> caption loss / logits / per-sample NLL. See the module docstring."""
 
     def __init__(
@@ -201,17 +221,6 @@ class VideoLanguageModel(nn.Module):
         self.tokens_per_frame = tokens_per_frame
         self.max_frames = max_frames
         self.resize = resize
-
-    def visual_tokens(
-        self,
-        frames: Tensor,
-        frame_mask: Tensor,
-        frame_times: Tensor | None,
-        frame_region: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        return frames_to_visual_tokens(
-            self.vision, self.projector, frames, frame_mask, frame_times, frame_region, resize=self.resize
-        )
 
     def forward(
         self,

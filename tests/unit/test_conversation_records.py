@@ -116,7 +116,7 @@ def test_files_and_folders_that_hold_no_records_say_what_was_looked_for(tmp_path
     ):
         rows(tmp_path, "validation")
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match=re.escape("must be a .json or .jsonl file")):
+    with pytest.raises(ValueError, match=re.escape("a conversations file must be .jsonl or .json")):
         rows(tmp_path / "notes.txt")
     (tmp_path / "bad.json").write_text("[{")
     with pytest.raises(ValueError, match=re.escape("bad.json: invalid JSON at line 1")):

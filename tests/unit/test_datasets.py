@@ -414,7 +414,7 @@ def test_manifest_root_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such manifest file or folder"):
         build_manifest(_video(tmp_path / "nope.jsonl"), DataConfig(), split="train", max_samples=0)
     (tmp_path / "m.txt").write_text("x")
-    with pytest.raises(ValueError, match=r"must be a .jsonl or .csv file"):
+    with pytest.raises(ValueError, match=r"a manifest file must be \.jsonl or \.csv"):
         build_manifest(_video(tmp_path / "m.txt"), DataConfig(), split="train", max_samples=0)
 
 

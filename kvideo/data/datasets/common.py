@@ -47,6 +47,28 @@ def absolute_root(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
+def resolve_split_file(data_root: str, split: str, suffixes: Sequence[str], *, kind: str) -> str:
+    """The file to read for ``split`` when ``video.data_root`` is one file (read for every split)
+    or a folder of ``<split><suffix>`` files (``val`` also names validation). ``kind`` names the
+    files in errors (``manifest``, ``conversations``)."""
+    path = absolute_root(data_root)
+    if os.path.isfile(path):
+        if not path.endswith(tuple(suffixes)):
+            raise ValueError(f"video.data_root={data_root!r}: a {kind} file must be {' or '.join(suffixes)}")
+        return path
+    if os.path.isdir(path):
+        stems = (split, "val") if split == "validation" else (split,)
+        candidates = [os.path.join(path, stem + suffix) for stem in stems for suffix in suffixes]
+        for candidate in candidates:
+            if os.path.isfile(candidate):
+                return candidate
+        raise FileNotFoundError(
+            f"video.data_root={data_root!r} is a folder without a {split} {kind} file "
+            f"(looked for {', '.join(os.path.basename(c) for c in candidates)})"
+        )
+    raise FileNotFoundError(f"video.data_root={data_root!r}: no such {kind} file or folder")
+
+
 def resolve_against(base: str, path: str) -> str:
     """``path`` as written in a manifest row: absolute as is, else relative to ``base``."""
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))

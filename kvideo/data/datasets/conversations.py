@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from kvideo.data.conversation import check_turns
 from kvideo.data.datasets.common import (
-    absolute_root,
     check_split,
     iter_jsonl_records,
     resolve_against,
+    resolve_split_file,
     segment_fields,
     take,
 )
@@ -51,28 +51,6 @@ logger = logging.getLogger(__name__)
 RECORD_SUFFIXES = (".jsonl", ".json")
 # LLaVA's role names first, then Hugging Face's own.
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-
-
-def resolve_records(data_root: str, split: str) -> str:
-    """The records file to read for ``split``: ``data_root`` itself, or ``<dir>/<split>.json[l]``."""
-    path = absolute_root(data_root)
-    if os.path.isfile(path):
-        if not path.endswith(RECORD_SUFFIXES):
-            raise ValueError(
-                f"video.data_root={data_root!r}: conversation records must be a .json or .jsonl file"
-            )
-        return path
-    if os.path.isdir(path):
-        stems = (split, "val") if split == "validation" else (split,)
-        candidates = [os.path.join(path, stem + suffix) for stem in stems for suffix in RECORD_SUFFIXES]
-        for candidate in candidates:
-            if os.path.isfile(candidate):
-                return candidate
-        raise FileNotFoundError(
-            f"video.data_root={data_root!r} is a folder without {split} conversations "
-            f"(looked for {', '.join(os.path.basename(c) for c in candidates)})"
-        )
-    raise FileNotFoundError(f"video.data_root={data_root!r}: no such conversations file or folder")
 
 
 def read_conversations(path: str, max_samples: int = 0) -> list[ClipRow]:
@@ -155,7 +133,7 @@ def build_conversations(
             "video.data_root must be set for dataset_type=conversations "
             "(a .json/.jsonl records file, or a folder holding train.jsonl / validation.jsonl)"
         )
-    records = resolve_records(video.data_root, split)
+    records = resolve_split_file(video.data_root, split, RECORD_SUFFIXES, kind="conversations")
     if split == "validation" and os.path.isfile(os.path.expanduser(video.data_root)):
         logger.warning(
             "conversations: validation reads the training records %s (point video.data_root at a "

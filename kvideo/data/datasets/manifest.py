@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from kvideo.data.datasets.common import (
-    absolute_root,
     check_split,
     iter_csv_records,
     iter_jsonl_records,
     resolve_against,
+    resolve_split_file,
     segment_fields,
     take,
 )
@@ -35,26 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv")
-
-
-def resolve_manifest(data_root: str, split: str) -> str:
-    """The manifest file to read for ``split``: ``data_root`` itself, or ``<dir>/<split>.*``."""
-    path = absolute_root(data_root)
-    if os.path.isfile(path):
-        if not path.endswith(MANIFEST_SUFFIXES):
-            raise ValueError(f"video.data_root={data_root!r}: a manifest must be a .jsonl or .csv file")
-        return path
-    if os.path.isdir(path):
-        stems = (split, "val") if split == "validation" else (split,)
-        candidates = [os.path.join(path, stem + suffix) for stem in stems for suffix in MANIFEST_SUFFIXES]
-        for candidate in candidates:
-            if os.path.isfile(candidate):
-                return candidate
-        raise FileNotFoundError(
-            f"video.data_root={data_root!r} is a folder without a {split} manifest "
-            f"(looked for {', '.join(os.path.basename(c) for c in candidates)})"
-        )
-    raise FileNotFoundError(f"video.data_root={data_root!r}: no such manifest file or folder")
 
 
 def read_manifest(manifest: str, max_samples: int = 0) -> list[ClipRow]:
@@ -112,7 +92,7 @@ def build_manifest(video: VideoConfig, data: DataConfig, *, split: str, max_samp
             "video.data_root must be set for dataset_type=manifest "
             "(a .jsonl/.csv manifest file, or a folder holding train.jsonl / validation.jsonl)"
         )
-    manifest = resolve_manifest(video.data_root, split)
+    manifest = resolve_split_file(video.data_root, split, MANIFEST_SUFFIXES, kind="manifest")
     if split == "validation" and os.path.isfile(os.path.expanduser(video.data_root)):
         logger.warning(
             "manifest: validation reads the training manifest %s (point video.data_root at a folder "
