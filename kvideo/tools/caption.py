@@ -1,7 +1,9 @@
 """``python -m kvideo.caption CKPT_OR_RUN_DIR VIDEO [VIDEO ...]``: caption videos with a trained run.
 
 Each video goes through the run's own sampling, decoding and preprocessing (its ``config.yaml``),
-then greedy decoding after the prompt. One JSON line per video on stdout::
+then greedy decoding after the prompt (for a run trained on ``video/dataset=conversations``, the
+prompt is asked as the user's turn holding the video, the layout that run learned). One JSON line
+per video on stdout::
 
     {"video": "clip.mp4", "caption": "a red circle moves left", "frames": 8, "times": [0.0, ...]}
 
@@ -31,6 +33,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# What a conversation-trained run is asked when neither --prompt nor the run's video.prompt says.
+DEFAULT_QUESTION = "Describe the video."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.max_new_tokens < 1 or args.batch_size < 1:
@@ -39,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kvideo.data.clip_dataset import VideoClipDataset
     from kvideo.data.loader import collate, to_device
     from kvideo.data.preprocess import pixel_statistics
-    from kvideo.data.rows import ClipRow
+    from kvideo.data.conversation import check_turns
+    from kvideo.data.rows import ClipRow, Turn
     from kvideo.inference import caption_batch, load_trained
     from kvideo.inference.restore import autocast_for
     from kvideo.train.guards import RunFailed
@@ -51,7 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cfg = trained.cfg
     prompt = cfg.video.prompt if args.prompt is None else args.prompt
-    rows = [ClipRow(path=os.path.abspath(v), caption="", clip_id=v) for v in args.videos]
+    # A run trained on conversations learned answers after a user turn holding the video: ask the
+    # prompt as that turn (the assistant's text is a stand-in; generation starts where it would).
+    turns = (
+        check_turns([Turn("user", prompt or DEFAULT_QUESTION), Turn("assistant", "-")])
+        if cfg.video.dataset_type == "conversations"
+        else ()
+    )
+    rows = [ClipRow(path=os.path.abspath(v), caption="", clip_id=v, turns=turns) for v in args.videos]
     dataset = VideoClipDataset(rows, cfg, trained.tokenizer)
     statistics = pixel_statistics(cfg.model)
     autocast = autocast_for(trained)

@@ -47,6 +47,12 @@ def test_cli_trains_on_conversations_and_validation_scores_the_answers(records: 
     assert {p["reference"] for p in predictions} <= ANSWERS  # the last answer: the direction
     assert {p["reference"] for p in predictions} & {"left", "right", "up", "down"}
 
+    video = read_jsonl(run / "predictions_val.jsonl")[0]["video"]
+    asked = run_module("kvideo.caption", str(run), video, "--prompt", "Which way does it move?", cwd=tmp_path)
+    assert asked.returncode == 0, asked.stderr[-3000:]
+    answer = json.loads(asked.stdout.strip().splitlines()[-1])
+    assert answer["video"] == video and isinstance(answer["caption"], str) and answer["frames"] > 0
+
     evaluated = run_eval(
         f"ckpt_path={run}", "max_new_tokens=8", f"hydra.run.dir={tmp_path}/eval", cwd=tmp_path
     )
