@@ -3,6 +3,7 @@ that every entry path (Python, ``@hydra.main``, multirun callbacks) goes through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -114,11 +115,12 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name=SCHEMA_NAME, node=KVideoConfig)
     cs.store(name=EVAL_SCHEMA_NAME, node=EvalConfig)
-    for name, resolver in {
+    resolvers: dict[str, Callable[..., int]] = {
         "kvideo.tasks_per_node": tasks_per_node,
         "kvideo.cpus_per_task": cpus_per_task,
         "kvideo.mem_gb_per_node": mem_gb_per_node,
-    }.items():
+    }
+    for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
