@@ -4,11 +4,12 @@ trainer needs.
 One code path for every launch style: ``python train.py`` (single process, no process group),
 ``torchrun --nproc_per_node N [--nnodes M ...] train.py`` (RANK / WORLD_SIZE / LOCAL_RANK /
 MASTER_ADDR / MASTER_PORT), and ``srun`` / submitit with more than one task in the step, on one
-node or several (SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID, the same variables
-``submitit.JobEnvironment`` reads; the master is the first host of the step's node list, where
-task 0 runs, and the port is derived from SLURM_JOB_ID, so every task of the job computes the
-same one without talking, concurrent jobs on one node do not collide, and a requeued job gets
-its port back).
+node or several (SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID: the step's view, which
+is what ``submitit.JobEnvironment`` reports from the allocation's variables under submitit, whose
+one srun spans the allocation; the master is the first host of the step's node list, where task
+0 runs, and the port is derived from SLURM_JOB_ID, so every task of the job computes the same one
+without talking, concurrent jobs on one node do not collide, and a requeued job gets its port
+back).
 """
 
 from __future__ import annotations
