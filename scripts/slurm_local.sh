@@ -2,7 +2,7 @@
 # Local SLURM clusters for tests and local runs of the submitit launcher.
 #
 #   bash scripts/slurm_local.sh start              # single node: install (apt) + configure + start munged/slurmctld/slurmd
-#   bash scripts/slurm_local.sh start --nodes 2    # a second, 2-node cluster: each node a network + UTS namespace
+#   bash scripts/slurm_local.sh start --nodes 2    # a second, 2-node cluster: each node its own namespaces
 #   bash scripts/slurm_local.sh env --nodes 2      # prints `export SLURM_CONF=...` for that cluster's clients
 #   bash scripts/slurm_local.sh status [--nodes 2] # print sinfo; exit 0 when every node is usable
 #   bash scripts/slurm_local.sh stop [--nodes 2]   # cancel all jobs, stop the daemons (packages stay installed)
