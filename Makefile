@@ -48,11 +48,12 @@ format: install  ## apply ruff's fixes and formatting
 bench: install  ## the benchmark suite (benchmarks/; writes benchmarks/results/)
 	$(PY) -m benchmarks.run_all
 
-slurm-up:  ## start the local single-node SLURM cluster
-	bash scripts/slurm_local.sh start
+NODES ?= 1
+slurm-up:  ## start the local SLURM cluster (NODES=2: the 2-node one, one network namespace per node)
+	bash scripts/slurm_local.sh start --nodes $(NODES)
 
-slurm-down:  ## stop it
-	bash scripts/slurm_local.sh stop
+slurm-down:  ## stop it (NODES=2: the 2-node one)
+	bash scripts/slurm_local.sh stop --nodes $(NODES)
 
 clean:  ## remove run outputs and caches
 	rm -rf outputs multirun .pytest_cache .ruff_cache .mypy_cache

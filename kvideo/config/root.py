@@ -3,6 +3,7 @@ that every entry path (Python, ``@hydra.main``, multirun callbacks) goes through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -22,6 +23,7 @@ from kvideo.config.pretrained import (
     resolve_model_folder,
     tower_geometry,
 )
+from kvideo.config.slurm_job import cpus_per_task, mem_gb_per_node, tasks_per_node
 from kvideo.config.trainer import TrainerConfig
 from kvideo.config.video import VideoConfig
 
@@ -116,11 +118,6 @@ def check_pretrained_parts(cfg: KVideoConfig) -> tuple[int, str]:
     return model.max_seq_len, "model.max_seq_len"
 
 
-def tasks_per_node(gpus_per_node: int | None) -> int:
-    """One SLURM task per GPU, and one task on a CPU-only allocation."""
-    return max(1, int(gpus_per_node or 0))
-
-
 def register_configs() -> None:
     """Register the schema so ``conf/config.yaml`` can list it first in its defaults,
     and the resolvers the config tree uses (here, not in ``__main__``: submitit
@@ -130,8 +127,14 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name=SCHEMA_NAME, node=KVideoConfig)
     cs.store(name=EVAL_SCHEMA_NAME, node=EvalConfig)
-    if not OmegaConf.has_resolver("kvideo.tasks_per_node"):
-        OmegaConf.register_new_resolver("kvideo.tasks_per_node", tasks_per_node)
+    resolvers: dict[str, Callable[..., int]] = {
+        "kvideo.tasks_per_node": tasks_per_node,
+        "kvideo.cpus_per_task": cpus_per_task,
+        "kvideo.mem_gb_per_node": mem_gb_per_node,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def to_validated(cfg: DictConfig | dict[str, Any], *, check_memory: bool = True) -> KVideoConfig:

@@ -2,10 +2,14 @@
 trainer needs.
 
 One code path for every launch style: ``python train.py`` (single process, no process group),
-``torchrun --nproc_per_node N train.py`` (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR /
-MASTER_PORT), and ``srun`` / submitit with ``tasks_per_node > 1`` (SLURM_PROCID /
-SLURM_NTASKS / SLURM_LOCALID; the master is the first host of SLURM_JOB_NODELIST and the port
-is derived from SLURM_JOB_ID so concurrent jobs on one node do not collide).
+``torchrun --nproc_per_node N [--nnodes M ...] train.py`` (RANK / WORLD_SIZE / LOCAL_RANK /
+MASTER_ADDR / MASTER_PORT), and ``srun`` / submitit with more than one task in the step, on one
+node or several (SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID: the step's view, which
+is what ``submitit.JobEnvironment`` reports from the allocation's variables under submitit, whose
+one srun spans the allocation; the master is the first host of the step's node list, where task
+0 runs, and the port is derived from SLURM_JOB_ID, so every task of the job computes the same one
+without talking, concurrent jobs on one node do not collide, and a requeued job gets its port
+back).
 """
 
 from __future__ import annotations
@@ -122,7 +126,9 @@ def detect_launch(environ: Mapping[str, str] | None = None) -> LaunchEnv:
     if "SLURM_PROCID" in env and ntasks and int(ntasks) > 1:
         job_id = int(re.sub(r"\D", "", env.get("SLURM_JOB_ID", "0")) or 0)
         port = int(env.get("MASTER_PORT", SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN))
-        addr = env.get("MASTER_ADDR") or first_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1"))
+        # The step's nodes: a step may use part of the allocation (srun -N1 in a 2-node job).
+        nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "127.0.0.1")
+        addr = env.get("MASTER_ADDR") or first_host(nodelist)
         return LaunchEnv(
             rank=int(env["SLURM_PROCID"]),
             local_rank=int(env.get("SLURM_LOCALID", "0")),

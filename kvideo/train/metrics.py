@@ -260,11 +260,14 @@ class RunWriter:
                 f.writelines(json.dumps(r) + "\n" for r in new)
         return len(new)
 
-    def record_launch(self, *, resumed_from: int | None, world_size: int) -> None:
+    def record_launch(
+        self, *, resumed_from: int | None, world_size: int, rank_hosts: Sequence[str] | None = None
+    ) -> None:
         """Append who started this run and from where to ``launches.jsonl``.
 
         One line per start (first launch, every resume, every SLURM requeue), so a run dir
-        tells which scheduler job trained which steps.
+        tells which scheduler job trained which steps. ``host`` is rank 0's; ``rank_hosts``
+        (one hostname per rank, in rank order) says which nodes a multi-node run spanned.
         """
         if not self.enabled:
             return
@@ -275,6 +278,7 @@ class RunWriter:
             "pid": os.getpid(),
             "resumed_from": resumed_from,
             "world_size": world_size,
+            "rank_hosts": list(rank_hosts) if rank_hosts is not None else [socket.gethostname()],
             "slurm_job_id": env.get("SLURM_JOB_ID"),
             "slurm_array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
             "slurm_restart_count": int(env.get("SLURM_RESTART_COUNT", "0") or 0),

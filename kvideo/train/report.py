@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ RUN_LOG = logging.getLogger("kvideo.train.loop")
 
 
 class Reporter:
-    """Rank 0 writes and prints; every rank keeps its counts, which the collectives sum."""
+    """Rank 0 writes and prints; every rank keeps its counts, which the collectives sum.
+
+    Making one is a collective too (it gathers every rank's hostname for ``launches.jsonl``)."""
 
     def __init__(
         self,
@@ -59,7 +62,9 @@ class Reporter:
             wandb_project=trainer.wandb_project,
         )
         self.writer.write_config(config_yaml)
-        self.writer.record_launch(resumed_from=resumed_from, world_size=env.world_size)
+        # A collective: every rank's hostname, so launches.jsonl shows the nodes a run spans.
+        rank_hosts = all_gather_objects(socket.gethostname(), env)
+        self.writer.record_launch(resumed_from=resumed_from, world_size=env.world_size, rank_hosts=rank_hosts)
         self.timer = StepTimer()
         self.window_skipped = 0  # skipped samples of this rank since the last log step
         self.last_window: dict[str, Any] = {}

@@ -8,67 +8,16 @@ a cluster (exit 77: not root), with that reason.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.paths import REPO
+from kvideo.files import read_jsonl
+from tests.helpers.slurm_jobs import submit
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
-# Small enough that a job runs in seconds on one CPU; the corpus is generated once up front.
-TINY = [
-    "trainer=debug",
-    "trainer.max_steps=6",
-    "trainer.batch_size=4",
-    "data.sample_train_clips=16",
-    "data.sample_val_clips=8",
-    "hydra.launcher.partition=debug",
-    "hydra.launcher.cpus_per_task=1",
-    "hydra.launcher.mem_gb=2",
-    "hydra.launcher.timeout_min=15",
-]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def corpus_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Generate the tiny sample corpus before submitting, so jobs only read it."""
-    env = dict(os.environ)
-    env["KVIDEO_CACHE"] = str(tmp_path_factory.mktemp("slurm_cache"))
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "train.py"),
-            *TINY[:5],
-            "trainer.max_steps=1",
-            f"hydra.run.dir={env['KVIDEO_CACHE']}/warmup",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return env
-
-
-def submit(args: list[str], cwd: Path, env: dict[str, str], **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=slurm", *TINY, *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kw,
-    )
 
 
 def test_three_job_sweep_runs_under_slurm_and_reports(

@@ -21,6 +21,18 @@ from tests.helpers.paths import CONF_DIR
 
 register_configs()
 
+# What a site sets in the environment for the slurm launcher (conf/hydra/launcher/slurm.yaml).
+SITE_VARIABLES = (
+    "SBATCH_PARTITION",
+    "SBATCH_ACCOUNT",
+    "SBATCH_QOS",
+    "KVIDEO_SLURM_TIMEOUT_MIN",
+    "KVIDEO_SLURM_NODES",
+    "KVIDEO_SLURM_GPUS_PER_NODE",
+    "KVIDEO_SLURM_CPUS_PER_TASK",
+    "KVIDEO_SLURM_MEM_GB",
+)
+
 
 def launcher_cfg(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -63,17 +75,41 @@ def launch_recorded(
 
 
 def test_slurm_defaults_and_one_task_without_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("SBATCH_PARTITION", "SBATCH_ACCOUNT", "SBATCH_QOS", "KVIDEO_SLURM_GPUS_PER_NODE"):
+    for var in SITE_VARIABLES:
         monkeypatch.delenv(var, raising=False)
     executor = launch_recorded(monkeypatch, tmp_path, ["hydra/launcher=slurm"])
     assert executor.init_kwargs["cluster"] == "slurm"
     assert executor.init_kwargs["slurm_max_num_timeout"] == 20
     params = executor.parameters
+    assert params["nodes"] == 1
     assert params["tasks_per_node"] == 1
     assert params["gpus_per_node"] == 0
+    assert params["cpus_per_task"] == 3  # training + trainer.num_workers (2) decode workers
+    assert params["mem_gb"] == 8  # one CPU-only task
     assert params["timeout_min"] == 240
     assert params["slurm_partition"] is None
     assert params["slurm_signal_delay_s"] == 120
+
+
+def test_slurm_defaults_follow_the_gpus_nodes_and_decode_workers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for var in SITE_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    executor = launch_recorded(
+        monkeypatch,
+        tmp_path,
+        [
+            "hydra/launcher=slurm",
+            "hydra.launcher.gpus_per_node=4",
+            "hydra.launcher.nodes=2",
+            "trainer.num_workers=6",
+        ],
+    )
+    params = executor.parameters
+    assert (params["nodes"], params["tasks_per_node"]) == (2, 4)  # 8 ranks
+    assert params["cpus_per_task"] == 7  # each rank: training + 6 decode workers
+    assert params["mem_gb"] == 4 * 32  # per node: 32 GiB per GPU task
 
 
 def test_slurm_site_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -82,6 +118,9 @@ def test_slurm_site_settings_from_environment(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setenv("SBATCH_QOS", "high")
     monkeypatch.setenv("KVIDEO_SLURM_GPUS_PER_NODE", "4")
     monkeypatch.setenv("KVIDEO_SLURM_TIMEOUT_MIN", "600")
+    monkeypatch.setenv("KVIDEO_SLURM_NODES", "2")
+    monkeypatch.setenv("KVIDEO_SLURM_CPUS_PER_TASK", "9")
+    monkeypatch.setenv("KVIDEO_SLURM_MEM_GB", "500")
     executor = launch_recorded(monkeypatch, tmp_path, ["hydra/launcher=slurm"])
     params = executor.parameters
     assert params["slurm_partition"] == "gpu"
@@ -90,6 +129,7 @@ def test_slurm_site_settings_from_environment(monkeypatch: pytest.MonkeyPatch, t
     assert params["gpus_per_node"] == 4
     assert params["tasks_per_node"] == 4  # one task per GPU
     assert params["timeout_min"] == 600
+    assert (params["nodes"], params["cpus_per_task"], params["mem_gb"]) == (2, 9, 500)
 
 
 def test_slurm_overrides_and_pass_through(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

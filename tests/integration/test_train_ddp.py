@@ -180,6 +180,28 @@ def test_detect_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (launch.master_addr, launch.master_port) == ("head", 999)
 
 
+def test_detect_slurm_two_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "")
+    # Task 1 of `srun -N2 --ntasks-per-node=1` in job 6, read off the local 2-node cluster.
+    env = {
+        "SLURM_JOB_ID": "6",
+        "SLURM_JOB_NODELIST": "kvnode[1-2]",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_LOCALID": "0",
+        "SLURM_NNODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_NTASKS": "2",
+        "SLURM_PROCID": "1",
+        "SLURM_STEP_NODELIST": "kvnode[1-2]",
+        "SLURM_STEP_NUM_NODES": "2",
+        "SLURM_STEP_NUM_TASKS": "2",
+    }
+    assert detect_launch(env) == LaunchEnv(1, 0, 2, "kvnode1", 12006, "slurm")
+    # A step on part of the allocation: its master is the step's first node, where task 0 runs.
+    subset = {**env, "SLURM_JOB_NODELIST": "kvnode[1-3]", "SLURM_STEP_NODELIST": "kvnode[2-3]"}
+    assert detect_launch(subset).master_addr == "kvnode2"
+
+
 @pytest.mark.parametrize(
     ("nodelist", "first"),
     [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -32,17 +33,22 @@ def _reporter(run_dir: Path, *, is_main: bool = True, resumed_from: int | None =
     env = DistEnv(
         rank=0 if is_main else 1, local_rank=0, world_size=2, device=torch.device("cpu"), is_main=is_main
     )
-    return Reporter(
-        run_dir,
-        env,
-        TrainerConfig(max_steps=8),
-        max_skip_fraction=0.5,
-        clock=RunClock(),
-        num_params=10,
-        resumed_from=resumed_from,
-        skipped=None,
-        config_yaml=OmegaConf.to_yaml(OmegaConf.structured(KVideoConfig(trainer=TrainerConfig(max_steps=8)))),
-    )
+    # Making a Reporter gathers every rank's hostname; there is no process group here, so every
+    # rank is taken to be on this host.
+    with mock.patch("kvideo.train.report.all_gather_objects", lambda obj, env: [obj] * env.world_size):
+        return Reporter(
+            run_dir,
+            env,
+            TrainerConfig(max_steps=8),
+            max_skip_fraction=0.5,
+            clock=RunClock(),
+            num_params=10,
+            resumed_from=resumed_from,
+            skipped=None,
+            config_yaml=OmegaConf.to_yaml(
+                OmegaConf.structured(KVideoConfig(trainer=TrainerConfig(max_steps=8)))
+            ),
+        )
 
 
 def _events(run_dir: Path) -> EventAccumulator:
