@@ -43,9 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("kvideo.caption: --max-new-tokens and --batch-size must be positive", file=sys.stderr)
         return 2
     from kvideo.data.clip_dataset import VideoClipDataset
+    from kvideo.data.conversation import check_turns
     from kvideo.data.loader import collate, to_device
     from kvideo.data.preprocess import pixel_statistics
-    from kvideo.data.conversation import check_turns
     from kvideo.data.rows import ClipRow, Turn
     from kvideo.inference import caption_batch, load_trained
     from kvideo.inference.restore import autocast_for
