@@ -105,6 +105,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self.blocklist = blocklist
         self.in_flight: InFlight | None = None  # set per DataLoader by kvideo.data.loader
         self.crashed: set[int] = set()  # indices whose decode killed a worker twice (watchdog)
+        self.left_out: dict[str, int] = {}  # rows the builder's listing left out, per reason
         self.epoch = 0
         self.layout = shard_layout(rows, cfg.data.shuffle_buffer)
         video = cfg.video

@@ -31,12 +31,16 @@ def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: 
     builder = DATASETS.get(cfg.video.dataset_type)
     cap = cfg.video.max_samples if split == "train" else cfg.data.val_max_samples
     rows = builder(cfg.video, cfg.data, split=split, max_samples=cap)
+    left_out: dict[str, int] = dict(getattr(rows, "left_out", {}))  # ListedRows: counted once
     if not rows:
+        why = "".join(f"; {n} rows left out at listing: {reason}" for reason, n in left_out.items())
         raise ValueError(
             f"video.dataset_type={cfg.video.dataset_type} produced no {split} rows "
-            f"(video.data_root={cfg.video.data_root!r})"
+            f"(video.data_root={cfg.video.data_root!r}{why})"
         )
-    return VideoClipDataset(rows, cfg, tokenizer, local_rank=local_rank, blocklist=blocklist)
+    dataset = VideoClipDataset(rows, cfg, tokenizer, local_rank=local_rank, blocklist=blocklist)
+    dataset.left_out = left_out
+    return dataset
 
 
 def _padded(values: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -10,6 +10,7 @@ manifest must turn into rows quickly, and a missing file is the decoder's busine
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kvideo.decode.errors import DecodeError
@@ -89,3 +90,13 @@ def video_source(row: ClipRow) -> VideoSource:
         detail = f"shard {row.shard} ends {row.size - len(data)} bytes into the member"
         raise DecodeError("decode_error", row.path, detail)
     return VideoBytes(row.path, data)
+
+
+class ListedRows(list[ClipRow]):
+    """A builder's rows plus what its listing left out, ``left_out`` {reason: rows}: known before
+    training (a WebVid row whose video was never downloaded), so each is counted once, in the
+    run's ``final.json``, rather than as a skip at every visit."""
+
+    def __init__(self, rows: Iterable[ClipRow] = (), left_out: dict[str, int] | None = None) -> None:
+        super().__init__(rows)
+        self.left_out = dict(left_out or {})

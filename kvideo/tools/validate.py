@@ -70,14 +70,15 @@ def scan_config(overrides: Sequence[str], config_dir: Path | None = None) -> Any
     return to_validated(compose_config(overrides, config_dir), check_memory=False)
 
 
-def dataset_files(cfg: Any) -> tuple[list[ClipRow], int]:
-    """One row per distinct path (first-seen order) of ``video.split``'s rows, and the row count."""
+def dataset_files(cfg: Any) -> tuple[list[ClipRow], int, dict[str, int]]:
+    """One row per distinct path (first-seen order) of ``video.split``'s rows, the row count, and
+    the rows the listing left out per reason (``ListedRows``: a WebVid video never downloaded)."""
     builder = DATASETS.get(cfg.video.dataset_type)
     rows = builder(cfg.video, cfg.data, split=cfg.video.split, max_samples=cfg.video.max_samples)
     first: dict[str, ClipRow] = {}
     for row in rows:
         first.setdefault(row.path, row)
-    return list(first.values()), len(rows)
+    return list(first.values()), len(rows), dict(getattr(rows, "left_out", {}))
 
 
 def _name(target: str | ClipRow) -> str:
@@ -360,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kvideo.validate: invalid config: {e}", file=sys.stderr)
         return 2
     try:
-        files, rows = dataset_files(cfg)
+        files, rows, left_out = dataset_files(cfg)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"kvideo.validate: cannot read the dataset: {e}", file=sys.stderr)
         return 2
@@ -386,14 +387,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_s=timeout_s,
         frames=frames,
         size=dataclasses.asdict(size) if isinstance(size, Resize) else size,
+        left_out=left_out,
         elapsed_s=round(elapsed, 3),
         files_per_s=round(summary["files"] / elapsed, 1) if elapsed > 0 else None,
     )
     write_text_atomic(args.out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     reasons = ", ".join(f"{k} {v}" for k, v in summary["reasons"].items()) or "none"
+    listed_out = "".join(f", {v} more rows left out at listing ({k})" for k, v in left_out.items())
     print(
-        f"kvideo.validate: {summary['files']} files ({rows} rows) in {elapsed:.1f}s: {summary['ok']} ok, "
-        f"{summary['bad']} bad ({reasons}); report in {args.out}/\n"
+        f"kvideo.validate: {summary['files']} files ({rows} rows{listed_out}) in {elapsed:.1f}s: "
+        f"{summary['ok']} ok, {summary['bad']} bad ({reasons}); report in {args.out}/\n"
         f"  train with: data.blocklist={summary['blocklist']}"
     )
     return 1 if args.fail_on_bad and summary["bad"] else 0

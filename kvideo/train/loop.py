@@ -201,7 +201,11 @@ class Trainer:
             resumed_from=None if resume is None else resume.step,
             skipped=None if resume is None else resume.skipped,
             config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
+            left_out=train_set.left_out,
         )
+        if train_set.left_out:
+            counts = ", ".join(f"{n:,} {reason}" for reason, n in train_set.left_out.items())
+            self.report.say(f"the dataset listing left out {counts} rows (counted once, never read)")
 
         self._wrap_model()
         self.report.info(parameter_summary(self.raw_model))

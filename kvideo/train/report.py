@@ -47,12 +47,15 @@ class Reporter:
         resumed_from: int | None,
         skipped: dict[str, int] | None,
         config_yaml: str,
+        left_out: dict[str, int] | None = None,
     ) -> None:
         self.run_dir, self.env, self.clock = run_dir, env, clock
         self.max_steps = trainer.max_steps
         self.num_params = num_params
         self.resumed_from = resumed_from
         self.skips = SkipTracker(skipped)
+        # Rows the dataset's listing left out (a WebVid video never downloaded): counted once.
+        self.left_out = dict(left_out or {})
         self.skip_budget = SkipBudget(max_skip_fraction)
         self.writer = RunWriter(
             run_dir,
@@ -209,6 +212,7 @@ class Reporter:
             **self.last_val,
             "skipped": {k: v for k, v in counts.items() if v},
             "skipped_total": sum(counts.values()),
+            **({"left_out": self.left_out} if self.left_out else {}),
             "wall_time_s": self.clock.wall_time(),
             "session_wall_time_s": self.clock.session_time(),
             "data_wait_share": t.total_wait_s / secs if t.total_step_s else None,

@@ -65,6 +65,14 @@ def write_metadata(path: Path, rows: Sequence[WebVidRow], *, header: Sequence[st
     return path
 
 
+def touch_videos(root: Path, rows: Sequence[WebVidRow]) -> None:
+    """Empty files where the download puts ``rows``' videos: what the listing looks for (it never
+    opens them), for tests of the metadata alone."""
+    for row in rows:
+        row.video(root).parent.mkdir(parents=True, exist_ok=True)
+        row.video(root).touch()
+
+
 def write_partitions(folder: Path, rows: Sequence[WebVidRow], parts: int) -> list[Path]:
     """``folder/0.csv`` ... ``<parts-1>.csv``: ``rows`` split in order as ``download.py`` does."""
     size, longer = divmod(len(rows), parts)

@@ -1,7 +1,7 @@
 """``python train.py video/dataset=webvid`` on WebVid as the official download leaves it: a short
-real run over the downloader's partition folders (train) and the val metadata file, where videos
-that were never downloaded are counted as ``missing`` once per visit and the run completes; and a
-folder without metadata fails in one line before any work."""
+real run over the downloader's partition folders (train) and the val metadata file, where rows
+whose video was never downloaded are left out and counted once as ``missing`` and the run
+completes; and a folder without metadata fails in one line before any work."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from tests.helpers.configs import TINY_CLI_OVERRIDES
 
 TRAIN, VAL = 8, 3
 BATCH = 2  # TINY_CLI_OVERRIDES' trainer.batch_size
-STEPS = 2 * TRAIN // BATCH  # two epochs: every training row is visited twice
+STEPS = 2 * (TRAIN - 1) // BATCH  # two epochs of the 7 rows downloaded (3 batches each)
 
 
-def test_cli_trains_on_an_official_webvid_download_counting_each_visit_of_a_missing_video(
+def test_cli_trains_on_an_official_webvid_download_leaving_out_videos_never_downloaded(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "webvid"
@@ -43,15 +43,16 @@ def test_cli_trains_on_an_official_webvid_download_counting_each_visit_of_a_miss
     assert result.returncode == 0, result.stderr[-3000:]
     final = json.loads((run_dir / "final.json").read_text())
     assert final["status"] == "completed" and final["step"] == STEPS
-    # Counted once per visit (two epochs), listed once, and nothing else skipped.
-    assert final["skipped"] == {"missing": 2} and final["skipped_total"] == 2
-    skipped = read_jsonl(run_dir / "skipped.jsonl")
-    assert skipped == [{"path": str(train_missing.video(root)), "reason": "missing"}]
+    # Left out at listing and counted once; nothing skipped while training (no slot wasted).
+    assert final["left_out"] == {"missing": 1}
+    assert final["skipped"] == {} and final["skipped_total"] == 0
+    assert "the dataset listing left out 1 missing rows" in result.stdout + result.stderr
+    assert not (run_dir / "skipped.jsonl").exists() or read_jsonl(run_dir / "skipped.jsonl") == []
     train_lines = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "split" not in r]
     assert [r["step"] for r in train_lines] == list(range(1, STEPS + 1))
-    assert train_lines[TRAIN // BATCH - 1]["skipped"] == {"missing": 1}  # after the first epoch
-    # Validation read results_2M_val.csv: two clips decoded, the one never downloaded skipped.
-    assert (final["val_clips"], final["val_skipped"]) == (VAL - 1, 1)
+    assert all(r["skipped"] == {} for r in train_lines)
+    # Validation read results_2M_val.csv: the two clips downloaded, the third left out.
+    assert (final["val_clips"], final["val_skipped"]) == (VAL - 1, 0)
 
 
 def test_cli_a_webvid_folder_without_metadata_fails_in_one_line_naming_every_glob(tmp_path: Path) -> None:

@@ -150,6 +150,7 @@ def _official_row(root: Path, row: W.WebVidRow) -> ClipRow:
 def test_webvid_reads_the_official_metadata_file_with_videos_under_their_page_dir(tmp_path: Path) -> None:
     rows = W.webvid_rows("train", 4)
     W.write_metadata(tmp_path / "results_2M_train.csv", rows)
+    W.touch_videos(tmp_path, rows)
     built = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
     assert built == [_official_row(tmp_path, row) for row in rows]
     assert built[3].path == str(tmp_path / "videos" / "000004_000006" / "1000003.mp4")
@@ -160,6 +161,7 @@ def test_webvid_validation_reads_the_official_val_file(tmp_path: Path) -> None:
     W.write_metadata(tmp_path / "results_10M_train.csv", W.webvid_rows("train", 3))
     val = W.webvid_rows("validation", 2)
     W.write_metadata(tmp_path / "results_10M_val.csv", val)
+    W.touch_videos(tmp_path, val)
     built = build_webvid(_video(tmp_path), DataConfig(), split="validation", max_samples=0)
     assert built == [_official_row(tmp_path, row) for row in val]
 
@@ -173,6 +175,8 @@ def test_webvid_partition_folders_read_in_numeric_order_give_the_rows_of_the_fil
     W.write_metadata(whole / "results_2M_train.csv", rows)
     W.write_partitions(split / "results_2M_train_11", rows, 11)
     W.write_partitions(split / "results_2M_val_2", W.webvid_rows("validation", 3), 2)
+    for root in (whole, split):
+        W.touch_videos(root, [*rows, *W.webvid_rows("validation", 3)])
     from_file = build_webvid(_video(whole), DataConfig(), split="train", max_samples=0)
     from_partitions = build_webvid(_video(split), DataConfig(), split="train", max_samples=0)
     assert [r.clip_id for r in from_partitions] == [r.clip_id for r in from_file] == [r.videoid for r in rows]
@@ -187,6 +191,7 @@ def test_webvid_partition_folders_come_before_the_file_they_split(tmp_path: Path
     W.write_metadata(tmp_path / "results_2M_train.csv", rows)
     folder = tmp_path / "results_2M_train_3"
     W.write_partitions(folder, rows, 3)
+    W.touch_videos(tmp_path, rows)
     (folder / "1.csv").unlink()
     built = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
     assert [r.clip_id for r in built] == [rows[i].videoid for i in (0, 1, 4, 5)]
@@ -195,6 +200,7 @@ def test_webvid_partition_folders_come_before_the_file_they_split(tmp_path: Path
 def test_webvid_official_layout_comes_before_the_mirror_layout(webvid_root: Path) -> None:
     rows = W.webvid_rows("train", 2)
     W.write_metadata(webvid_root / "results_2M_train.csv", rows)
+    W.touch_videos(webvid_root, rows)
     train = build_webvid(_video(webvid_root), DataConfig(), split="train", max_samples=0)
     assert train == [_official_row(webvid_root, row) for row in rows]
     # No official val metadata: validation still reads the mirror layout.
@@ -231,6 +237,7 @@ def test_webvid_refuses_a_folder_holding_the_metadata_of_several_corpora(
 def test_webvid_official_cap_stops_reading_early(tmp_path: Path) -> None:
     folder = tmp_path / "results_2M_train_2"
     W.write_metadata(folder / "0.csv", W.webvid_rows("train", 2))
+    W.touch_videos(tmp_path, W.webvid_rows("train", 3))
     with open(folder / "0.csv", "a") as handle:  # past the cap: a broken row, then garbage
         handle.write(",,,,\x00broken\n" + "garbage\n" * 1000)
     (folder / "1.csv").write_text("not,the,right,header\n")
@@ -300,24 +307,35 @@ def test_webvid_official_bad_rows_name_the_file_and_line(tmp_path: Path, row: st
     assert str(err.value) == f"webvid: {path} {message}"
 
 
-def test_webvid_lists_rows_whose_video_was_never_downloaded_without_looking_at_files(
+def test_webvid_leaves_out_rows_never_downloaded_counting_them_once_without_a_stat_per_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A missing video is the decoder's ``missing`` skip: the builder stats no clip."""
-    rows = W.webvid_rows("train", 5)
+    """A download is always partial: rows without their video are left out and counted (one
+    listing per page_dir folder, no stat of any clip), and the cap counts the rows kept."""
+    rows = W.webvid_rows("train", 7)  # page_dirs of 3 clips: 3 + 3 + 1
     W.write_metadata(tmp_path / "results_2M_train.csv", rows)
-    (tmp_path / "videos").mkdir()
+    W.touch_videos(tmp_path, [rows[i] for i in (0, 2, 3, 6)])
     looked_at: list[str] = []
-    real_stat = os.stat
+    real_stat, real_listdir = os.stat, os.listdir
+    listed: list[str] = []
 
     def spy_stat(path, *args, **kwargs):
         looked_at.append(str(path))
         return real_stat(path, *args, **kwargs)
 
+    def spy_listdir(path="."):
+        listed.append(str(path))
+        return real_listdir(path)
+
     monkeypatch.setattr(os, "stat", spy_stat)
+    monkeypatch.setattr(os, "listdir", spy_listdir)
     built = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
-    assert [r.clip_id for r in built] == [r.videoid for r in rows]
+    assert [r.clip_id for r in built] == [rows[i].videoid for i in (0, 2, 3, 6)]
+    assert built.left_out == {"missing": 3}
     assert not [path for path in looked_at if path.endswith(".mp4")]
+    assert len([path for path in listed if "/videos/" in path]) == 3  # one listing per page_dir
+    capped = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=2)
+    assert [r.clip_id for r in capped] == [rows[0].videoid, rows[2].videoid] and capped.left_out == {"missing": 1}
 
 
 # --------------------------------------------------------------------------- manifest

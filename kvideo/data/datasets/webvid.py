@@ -38,22 +38,22 @@ wrong header names the file and the columns found and expected; a row with an em
 path-like) ``videoid`` or ``page_dir``, or no ``name``, names the file and line. Files are read
 lazily: a ``max_samples`` cap stops reading at the cap.
 
-Videos that were never downloaded (a WebVid download is always partial) are not looked for
-here: a builder never stats its clips (10M rows; see ``kvideo.data.datasets``), while the
-decoder stats each file before opening it anyway. Such a row is the ``missing`` skip of
-``kvideo.decode.errors``, counted once per visit: each time training draws the row (once per
-epoch), the run's ``skipped`` count for ``missing`` (``metrics.jsonl``, ``final.json``) grows
-by one and its slot is masked or replaced (``data.bad_sample_policy``), while
-``skipped.jsonl`` lists the file once; a validation pass adds it to ``val_skipped``;
-``kvideo.validate`` reports each such file once with reason ``missing``. None of this stops a
-run, except ``data.max_skip_fraction`` (default 0.5 of a window of at least 64 samples), there
-for a wrong mount where nearly every video is missing: to train on a download holding fewer
-than half the rows, delete the partitions not downloaded (layout 1a) or raise that fraction.
+Videos that were never downloaded (a WebVid download is always partial): in the official layout
+(1) the listing leaves their rows out and counts them once, as ``left_out: {missing: N}`` in the
+run's log and ``final.json`` (and ``kvideo.validate``'s summary); they never reach a batch, so
+they cost no slot and no skip budget, and a download holding any share of the rows trains. The
+check lists each ``videos/<page_dir>/`` folder once (``DownloadedVideos``) rather than stat each
+row's file (10M rows; a builder never stats its clips, see ``kvideo.data.datasets``). A split
+whose videos are all missing (a wrong mount) lists no row, which stops the run in one line. In
+the mirror layout (2) rows are not checked: a missing video there is the decoder's ``missing``
+skip at each visit (``skipped`` in ``metrics.jsonl`` and ``final.json``, the file listed once
+in ``skipped.jsonl``), under ``data.max_skip_fraction``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -67,7 +67,7 @@ from kvideo.data.datasets.common import (
     take,
     webvid_video_relpath,
 )
-from kvideo.data.rows import ClipRow
+from kvideo.data.rows import ClipRow, ListedRows
 from kvideo.registry import DATASETS
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def _warn_no_videos(split: str, *folders: str) -> None:
     )
 
 
-def read_webvid(data_root: str, dataset_name: str, split: str, max_samples: int = 0) -> list[ClipRow]:
+def read_webvid(data_root: str, dataset_name: str, split: str, max_samples: int = 0) -> ListedRows:
     """Rows of a WebVid-layout corpus (the reader behind ``webvid`` and ``sample``)."""
     check_split(split)
     root = absolute_root(data_root)
@@ -188,12 +188,15 @@ def read_webvid(data_root: str, dataset_name: str, split: str, max_samples: int 
         videos = os.path.join(root, "videos")
         if not os.path.isdir(videos):
             _warn_no_videos(split, videos)
+        downloaded = DownloadedVideos(videos)
+        left_out = {"missing": 0}
         rows = _iter_rows(
             official,
             OFFICIAL_COLUMNS,
             lambda row: os.path.join(videos, row["page_dir"], f"{row['videoid']}.mp4"),
         )
-        return take(rows, max_samples)
+        kept = take(downloaded.present(rows, left_out), max_samples)
+        return ListedRows(kept, {k: v for k, v in left_out.items() if v})
     mirror = csv_files(partitions_dir(root, dataset_name, split))
     if mirror:
         videos = videos_dir(root, dataset_name, split)
@@ -202,8 +205,35 @@ def read_webvid(data_root: str, dataset_name: str, split: str, max_samples: int 
             MIRROR_COLUMNS,
             lambda row: os.path.join(videos, webvid_video_relpath(split, row["videoid"])),
         )
-        return take(rows, max_samples)
+        return ListedRows(take(rows, max_samples))
     raise no_metadata_error(data_root, dataset_name, split)
+
+
+class DownloadedVideos:
+    """Which rows of the official layout have their video: one directory listing per
+    ``videos/<page_dir>/`` (the last ``LISTED_FOLDERS`` kept), not a stat per row, which on a
+    parallel file system costs a metadata round trip each (10M rows)."""
+
+    LISTED_FOLDERS = 256  # the metadata CSVs are grouped by page_dir: one folder at a time
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._names = functools.lru_cache(maxsize=self.LISTED_FOLDERS)(self._list)
+
+    def _list(self, page_dir: str) -> frozenset[str]:
+        try:
+            return frozenset(os.listdir(os.path.join(self.folder, page_dir)))
+        except (FileNotFoundError, NotADirectoryError):
+            return frozenset()
+
+    def present(self, rows: Iterator[ClipRow], left_out: dict[str, int]) -> Iterator[ClipRow]:
+        """``rows`` whose video file is there; the others counted in ``left_out["missing"]``."""
+        for row in rows:
+            page_dir, name = os.path.split(os.path.relpath(row.path, self.folder))
+            if name in self._names(page_dir):
+                yield row
+            else:
+                left_out["missing"] += 1
 
 
 def _iter_rows(
