@@ -335,7 +335,8 @@ def test_webvid_leaves_out_rows_never_downloaded_counting_them_once_without_a_st
     assert not [path for path in looked_at if path.endswith(".mp4")]
     assert len([path for path in listed if "/videos/" in path]) == 3  # one listing per page_dir
     capped = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=2)
-    assert [r.clip_id for r in capped] == [rows[0].videoid, rows[2].videoid] and capped.left_out == {"missing": 1}
+    assert [r.clip_id for r in capped] == [rows[0].videoid, rows[2].videoid]
+    assert capped.left_out == {"missing": 1}
 
 
 # --------------------------------------------------------------------------- manifest
