@@ -63,7 +63,6 @@ class ViTEncoder(nn.Module):
                 f"video.frame_size ({frame_size}) must be a multiple of model.patch_size ({patch_size})"
             )
         self.frame_size = frame_size
-        self.activation_checkpointing = False
         self.grid = frame_size // patch_size
         self.out_width = width
         self.patch_embed = (
@@ -89,7 +88,7 @@ class ViTEncoder(nn.Module):
         x = self.patch_embed(images.to(self.pos_embed.dtype))
         n, c, gh, gw = x.shape
         x = x.flatten(2).transpose(1, 2) + self.pos_embed
-        x = run_blocks(self.blocks, x, None, recompute=self.activation_checkpointing and self.training)
+        x = run_blocks(self.blocks, x, None)
         normed: Tensor = self.norm(x)
         return normed.view(n, gh, gw, c)
 
