@@ -15,6 +15,8 @@ from kvideo.config.checks import (
 )
 
 DEVICES = ("auto", "cpu", "cuda")
+# auto: nccl on CUDA, gloo on the CPU (kvideo.train.distributed.resolve_backend).
+BACKENDS = ("auto", "gloo", "nccl")
 PRECISIONS = ("auto", "bf16", "fp32")
 # Experiment trackers (kvideo.train.loggers.LOGGER_TYPES has the same names; this module stays
 # torch-free, so it cannot import them from there).
@@ -30,6 +32,8 @@ class TrainerConfig:
 
     device: ``auto`` picks CUDA when present. precision: ``auto`` = bf16 autocast on
     CUDA, fp32 on CPU. ``*_every`` are in optimizer steps; 0 disables that action.
+    backend: the process group's, with more than one process: ``auto`` = ``nccl`` on CUDA,
+        ``gloo`` on the CPU.
     loggers: the experiment trackers the metrics are mirrored to besides ``metrics.jsonl``
     (``tensorboard``, ``wandb``: ``pip install 'kvideo[wandb]'``; ``WANDB_MODE=offline`` runs
     without a network); wandb_project: the W&B project.
@@ -48,6 +52,7 @@ class TrainerConfig:
     grad_clip: float = 1.0
     grad_accum: int = 1
     device: str = "auto"
+    backend: str = "auto"
     precision: str = "auto"
     compile: bool = False
     num_workers: int = 2
@@ -84,6 +89,7 @@ class TrainerConfig:
             require_non_negative(f"trainer.{field}", getattr(self, field))
         require_range("trainer.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         require_choice("trainer.device", self.device, DEVICES)
+        require_choice("trainer.backend", self.backend, BACKENDS)
         require_choice("trainer.precision", self.precision, PRECISIONS)
         require_choices("trainer.loggers", self.loggers, LOGGERS)
         if not self.wandb_project.strip():

@@ -84,7 +84,7 @@ def train(cfg: KVideoConfig, run_dir: Path | str) -> dict[str, Any]:
     """
     _ensure_logging()
     signals.clear_request()
-    env = init_distributed(cfg.trainer.device)
+    env = init_distributed(cfg.trainer.device, backend=cfg.trainer.backend)
     lock = RunDirLock(run_dir) if env.is_main else contextlib.nullcontext()
     try:
         with lock:

@@ -144,6 +144,7 @@ CASES: list[tuple[list[str], str]] = [
     (["trainer.grad_clip=-1"], r"trainer\.grad_clip must be non-negative \(got -1\.0\)"),
     (["trainer.grad_accum=0"], r"trainer\.grad_accum must be positive \(got 0\)"),
     (["trainer.device=tpu"], r"trainer\.device must be one of \['auto', 'cpu', 'cuda'\] \(got 'tpu'\)"),
+    (["trainer.backend=mpi"], r"trainer\.backend must be one of \['auto', 'gloo', 'nccl'\] \(got 'mpi'\)"),
     (
         ["trainer.precision=fp8"],
         r"trainer\.precision must be one of \['auto', 'bf16', 'fp32'\] \(got 'fp8'\)",
