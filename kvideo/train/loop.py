@@ -104,9 +104,7 @@ class StepOutcome:
     """What one optimizer step tells the loop."""
 
     lr: float
-    grad_norm: torch.Tensor | None
-    preempt: bool
-    """Some rank was asked to checkpoint and stop (all ranks agree, one collective)."""
+    grad_norm: torch.Tensor
 
 
 class Trainer:
@@ -261,7 +259,8 @@ class Trainer:
         config = self.config
         while self.step < config.max_steps:
             outcome = self.train_step()
-            if self.step % config.log_every == 0 or self.step == config.max_steps:
+            log_step = self.step % config.log_every == 0 or self.step == config.max_steps
+            if log_step:
                 self.report.log_window(
                     self.step, self.stream.epoch, lr=outcome.lr, grad_norm=outcome.grad_norm
                 )
@@ -270,7 +269,7 @@ class Trainer:
                 self.validate()
             if config.ckpt_every and self.step % config.ckpt_every == 0:
                 self.checkpoint()
-            if outcome.preempt:
+            if self.stop_requested(log_step):
                 self.stream.close()
                 self.checkpoint()
                 self.report.say(
@@ -318,24 +317,44 @@ class Trainer:
             skipped += sum(1 for reason in batch["skip_reason"] if reason)
             text = batch["input_ids"] != pad_id if pad_id is not None else torch.ones_like(batch["input_ids"])
             tokens += batch["frame_mask"].sum() * self.tokens_per_frame + text.sum()
-        # One collective for both flags: a non-finite loss on any rank (its gradients reach
-        # every rank through the all-reduce) and a preemption signal on any rank.
-        non_finite, preempt = any_ranks(
-            [not bool(torch.isfinite(loss_sum)), signals.checkpoint_requested()], self.env
-        )
-        if non_finite:
+        # A non-finite loss on any rank makes the gradient norm non-finite on every rank (its
+        # gradients reach them all through the all-reduce / reduce-scatter), so every rank
+        # takes the same decision without a collective of its own.
+        grad_norm = self.optimizer.gradient_norm()
+        if not bool(torch.isfinite(grad_norm)):
             self.optimizer.discard_gradients()
             raise RunFailed(
-                f"non-finite loss ({float(loss_sum)} on rank {self.env.rank}) at step {self.step + 1}: "
-                f"weights not updated, last checkpoint kept; lower trainer.lr (now {self.config.lr:g}) "
-                "or use trainer.grad_clip / trainer.precision=fp32"
+                f"non-finite loss or gradient (loss {float(loss_sum)} on rank {self.env.rank}, gradient norm "
+                f"{float(grad_norm)}) at step {self.step + 1}: weights not updated, last checkpoint kept; "
+                f"lower trainer.lr (now {self.config.lr:g}) or use trainer.grad_clip / trainer.precision=fp32"
             )
-        lr, grad_norm = self.optimizer.apply_gradients()
+        lr = self.optimizer.apply_gradients(grad_norm)
         self.step += 1
         self.report.record_step(
             step_s=now() - t_start, wait_s=wait, clips=clips, tokens=tokens, loss=loss_sum, skipped=skipped
         )
-        return StepOutcome(lr=lr, grad_norm=grad_norm, preempt=preempt)
+        return StepOutcome(lr=lr, grad_norm=grad_norm)
+
+    def stop_requested(self, log_step: bool) -> bool:
+        """Whether to checkpoint and stop after this step (a preemption signal, see ``signals``).
+
+        A signal may reach one rank only, or the ranks during different steps, and they must
+        stop after the same one: they agree through an all-reduce of the flag. That happens at
+        log steps only (``log_step``, where ``log_window`` runs its collectives anyway): per
+        step it would add a collective, and under NCCL a wait for the GPU to catch up, to every
+        step of every run, for an event that comes once. The delay is safe because the handler
+        only sets a flag and nothing is lost while it waits: the steps in between train
+        normally and the checkpoint covers them. What it costs is time, at most
+        ``trainer.log_every - 1`` steps: SLURM sends SIGTERM ``KillWait`` (30 s by default)
+        before SIGKILL and submitit its USR2 90 s before the time limit, so keep ``log_every``
+        times the step time plus one checkpoint write under those (the default 20 steps at
+        ~0.3 s on the CPU take 6 s). One process needs no agreement and checks every step.
+        """
+        if not self.env.distributed:
+            return signals.checkpoint_requested()
+        if not log_step:
+            return False
+        return any_ranks([signals.checkpoint_requested()], self.env)[0]
 
     def enter_freeze_stage(self) -> None:
         """Switch the trainable set when this step starts a ``model.freeze_schedule`` stage (every
