@@ -173,11 +173,14 @@ def init_distributed(
     environ: Mapping[str, str] | None = None,
     *,
     backend: str = "auto",
+    group_of_one: bool = False,
 ) -> DistEnv:
     """Set up this process: device, and a process group when the launch has > 1 process.
 
-    ``backend`` as ``trainer.backend`` (``resolve_backend``). An already-initialised group (a
-    test harness, a wrapper script) is reused and left for its owner to destroy.
+    ``backend`` as ``trainer.backend`` (``resolve_backend``); ``group_of_one``: a single process
+    gets a process group of its own too (FSDP2 shards over a device mesh, which needs one). An
+    already-initialised group (a test harness, a wrapper script) is reused and left for its
+    owner to destroy.
     """
     launch = detect_launch(environ)
     device = resolve_device(device_preference, launch.local_rank)
@@ -186,7 +189,12 @@ def init_distributed(
         rank, world = dist.get_rank(), dist.get_world_size()
         return DistEnv(rank, launch.local_rank, world, device, rank == 0, dist.get_backend(), False)
     if launch.world_size <= 1:
-        return DistEnv(0, 0, 1, device, True, None, False)
+        if not group_of_one:
+            return DistEnv(0, 0, 1, device, True, None, False)
+        # An in-memory store: no port to pick, nothing another process could join.
+        store = dist.HashStore()  # type: ignore[attr-defined]
+        dist.init_process_group(backend=backend, store=store, rank=0, world_size=1)
+        return DistEnv(0, 0, 1, device, True, backend, True)
     # env:// reads these; SLURM launches do not set them, so fill them in (never override).
     os.environ.setdefault("MASTER_ADDR", launch.master_addr)
     os.environ.setdefault("MASTER_PORT", str(launch.master_port))

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from kvideo.config import TrainerConfig
 from kvideo.train.schedule import build_scheduler
@@ -100,10 +101,14 @@ class ScheduledOptimizer:
         )
 
     def gradient_norm(self) -> torch.Tensor:
-        """The L2 norm of every gradient, the same number on every rank (DDP's gradients are
-        already all-reduced). Non-finite when any rank's loss was."""
+        """The L2 norm of every gradient, the same number on every rank: DDP's gradients are
+        already all-reduced, and the norms of FSDP's gradient shards are summed over the ranks
+        here (a ``DTensor`` made whole). Non-finite when any rank's loss was."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        return torch.nn.utils.get_total_norm(grads)
+        norm = torch.nn.utils.get_total_norm(grads)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        return norm
 
     def apply_gradients(self, grad_norm: torch.Tensor) -> float:
         """Clip to ``trainer.grad_clip`` (``grad_norm`` from ``gradient_norm``), step the weights
