@@ -93,16 +93,17 @@ def shard_model(
         register_fsdp_forward_method(model, "generate")
     params = sum(p.numel() for p in model.parameters())
     unit = f"{len(blocks)} transformer blocks + the root" if blocks else "one unit (the whole model)"
-    line = (
-        f"FSDP2: {params:,} parameters sharded over {env.world_size} ranks in {unit}"
-        + (", bf16 compute, fp32 gradient reduction" if mixed else "")
-        + (", shards offloaded to host memory" if cpu_offload and env.device.type == "cuda" else "")
+    extras = (", bf16 compute, fp32 gradient reduction" if mixed else "") + (
+        ", shards offloaded to host memory" if cpu_offload and env.device.type == "cuda" else ""
     )
     if env.world_size == 1:
-        line += (
-            "; with one process nothing is split, the model is wrapped anyway so that its "
-            "checkpoints are sharded (DCP) ones that resume on any number of ranks"
+        line = (
+            f"FSDP2 on one process: nothing is split; its {params:,} parameters are wrapped anyway, in "
+            f"{unit}{extras}, so that its checkpoints are sharded (DCP) ones that resume on any "
+            "number of ranks"
         )
+    else:
+        line = f"FSDP2: {params:,} parameters sharded over {env.world_size} ranks in {unit}{extras}"
     if not blocks:
         line += (
             f"; {type(model).__name__} has no transformer blocks to shard one by one, so every "
