@@ -144,10 +144,11 @@ def newest_checkpoint(ckpt_dir: Path) -> Found | None:
 
 
 def prepare_tmp(folder: Path) -> Path:
-    """An empty ``<folder>.tmp`` (a killed save's leftovers removed); rank 0 only, before the
-    ranks write into it."""
+    """An empty ``<folder>.tmp``; rank 0 only, before the ranks write into it, and with no
+    other save in flight: every ``.tmp`` folder there is a killed save's, and goes."""
+    for stale in folder.parent.glob(f"step_*{SUFFIX}{TMP_SUFFIX}"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = tmp_for(folder)
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp
 

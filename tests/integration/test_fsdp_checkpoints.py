@@ -244,6 +244,7 @@ def test_a_kill_during_sharded_saves_never_leaves_a_checkpoint_that_loads_half_w
         load_sharded_weights(model, found.path, None)
         assert torch.all(model.weight == found.step), found.path
         assert len(list_sharded_checkpoints(ckpt_dir)) <= 2  # older folders are removed
+        assert len(list(ckpt_dir.glob("*.tmp"))) <= 1  # the killed save's, removed by the next one
 
 
 def _count_calls(module: nn.Module) -> list[int]:
