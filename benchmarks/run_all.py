@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common, corpus, decode, loader
+from benchmarks import common, corpus, decode, fsdp_memory, loader
 
 REPO = Path(__file__).resolve().parent.parent
 LOADER_DECODERS = ("decord_cpu", "pyav_cpu")  # the first is the reference of the loader target
@@ -200,6 +200,9 @@ def summary_markdown(folder: Path, timings: dict[str, tuple[int, float]], total_
                     f"| train_step (cpu, 2 workers) | {name} (steady state) | {_fmt(t['value'])} "
                     f"| < 0.05 | {_mark(t)} |"
                 )
+    sharded = _load(folder, "fsdp_memory")  # run on its own: python -m benchmarks.fsdp_memory
+    if sharded:
+        rows += fsdp_memory.summary_rows(sharded)
     lines += ["| benchmark | measure | value | target | result |", "|---|---|---|---|---|", *rows]
     lines += [
         "",

@@ -12,6 +12,8 @@ from a built model (``tests/unit/test_memory_estimate.py`` checks it against ``b
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -256,44 +258,74 @@ def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) ->
     ]
 
 
-def pretrained_state_term(cfg: KVideoConfig) -> Term:
+def pretrained_state_term(cfg: KVideoConfig, shards: int = 1) -> Term:
     """Every pretrained weight in fp32 (4 B), plus grads and AdamW moments (12 B) for the parts
-    that train from step 0; the projector (small, unknown before it is built) is not counted."""
+    that train from step 0; the projector (small, unknown before it is built) is not counted.
+    ``shards``: the ranks FSDP splits them over (``sharded``)."""
     model = cfg.model
     vision_folder = resolve_model_folder("model.vision_path", model.vision_path)
     vision = parameter_count(vision_folder, prefix=tower_parameter_prefix(vision_folder))
     lm = parameter_count(resolve_model_folder("model.lm_path", model.lm_path))
     trained = vision * trains_at_start(model, "vision") + lm * trains_at_start(model, "lm")
     training_bytes = STATE_BYTES_PER_PARAM - 4
-    return Term(
-        "model states",
-        f"(tower + LM parameters) * 4 B + trained parameters * {training_bytes} B (grads, AdamW moments)",
-        f"({vision:,} + {lm:,}) * 4 B + {trained:,} * {training_bytes} B",
-        (vision + lm) * 4 + trained * training_bytes,
-        "model.freeze (e.g. [vision]) or model.lora_rank",
+    return sharded(
+        Term(
+            "model states",
+            f"(tower + LM parameters) * 4 B + trained parameters * {training_bytes} B (grads, AdamW moments)",
+            f"({vision:,} + {lm:,}) * 4 B + {trained:,} * {training_bytes} B",
+            (vision + lm) * 4 + trained * training_bytes,
+            "model.freeze (e.g. [vision]) or model.lora_rank",
+        ),
+        shards,
     )
 
 
-def model_state_term(cfg: KVideoConfig, vocab_size: int) -> Term:
+def model_state_term(cfg: KVideoConfig, vocab_size: int, shards: int = 1) -> Term:
     if cfg.model.family == "hf":
-        return pretrained_state_term(cfg)
+        return pretrained_state_term(cfg, shards)
     params = estimate_params(cfg.model, vocab_size, cfg.video.max_frames, cfg.video.frame_size)
-    return Term(
+    term = Term(
         "model states",
         f"parameters * {STATE_BYTES_PER_PARAM} B (fp32 weights 4, grads 4, AdamW moments 8)",
         f"{params:,} * {STATE_BYTES_PER_PARAM} B",
         params * STATE_BYTES_PER_PARAM,
         MODEL_FIELDS,
     )
+    return sharded(term, shards)
 
 
-def training_device_terms(cfg: KVideoConfig, *, value_bytes: int, vocab_size: int) -> list[Term]:
-    """What lives where the model trains: normalized frames, activations, weights and optimizer."""
+def sharded(term: Term, shards: int) -> Term:
+    """A rank's share of ``term`` when FSDP splits it over ``shards`` ranks."""
+    if shards <= 1:
+        return term
+    return Term(
+        f"{term.label} per rank",
+        f"({term.formula}) / {shards} ranks (trainer.strategy=fsdp)",
+        f"({term.numbers}) / {shards}",
+        -(-term.bytes // shards),
+        term.lower + " or add ranks",
+    )
+
+
+def fsdp_shards(cfg: KVideoConfig, environ: Mapping[str, str] | None = None) -> int:
+    """The ranks FSDP splits the model states over, as far as compose time can know: the
+    ``WORLD_SIZE`` torchrun sets, else 1 (every state whole, DDP's figure)."""
+    env = os.environ if environ is None else environ
+    if cfg.trainer.strategy != "fsdp" or not env.get("WORLD_SIZE", "").isdigit():
+        return 1
+    return max(1, int(env["WORLD_SIZE"]))
+
+
+def training_device_terms(
+    cfg: KVideoConfig, *, value_bytes: int, vocab_size: int, shards: int = 1
+) -> list[Term]:
+    """What lives where the model trains: normalized frames, activations, weights and optimizer
+    (``shards``: the ranks FSDP splits the latter over)."""
     return [
         normalized_frames_term(cfg),
         *vision_activation_terms(cfg, value_bytes),
         *lm_activation_terms(cfg, value_bytes, vocab_size),
-        model_state_term(cfg, vocab_size),
+        model_state_term(cfg, vocab_size, shards),
     ]
 
 
@@ -302,7 +334,7 @@ def host_terms(cfg: KVideoConfig, *, trains_on_host: bool, vocab_size: int) -> l
     training-device terms in fp32 when the model trains on the CPU."""
     terms = [] if cfg.decoder.decodes_on_gpu else [loader_frames_term(cfg)]
     if trains_on_host:
-        terms += training_device_terms(cfg, value_bytes=4, vocab_size=vocab_size)
+        terms += training_device_terms(cfg, value_bytes=4, vocab_size=vocab_size, shards=fsdp_shards(cfg))
     return terms
 
 
@@ -360,7 +392,13 @@ def check_fits_in_memory(
 
 
 def check_fits_on_gpu(
-    cfg: KVideoConfig, *, total_bytes: int, bf16: bool, vocab_size: int = BYTE_VOCAB, device: str = "cuda"
+    cfg: KVideoConfig,
+    *,
+    total_bytes: int,
+    bf16: bool,
+    vocab_size: int = BYTE_VOCAB,
+    device: str = "cuda",
+    shards: int = 1,
 ) -> None:
     """Trainer start-up check for a CUDA device (compose time cannot ask the GPU without torch).
 
@@ -369,9 +407,10 @@ def check_fits_on_gpu(
     bf16=autocast_dtype == torch.bfloat16, vocab_size=tokenizer.vocab_size, device=str(dev))``.
     ``total_bytes`` is the device's total, not its momentary free memory, for the reason
     ``resources.memory_limit`` gives. Activations count 2 B a value under bf16 autocast.
-    Raises ``ValueError`` with the arithmetic.
+    ``shards``: the world size under ``trainer.strategy=fsdp`` (each rank holds its share of the
+    model states). Raises ``ValueError`` with the arithmetic.
     """
-    terms = training_device_terms(cfg, value_bytes=2 if bf16 else 4, vocab_size=vocab_size)
+    terms = training_device_terms(cfg, value_bytes=2 if bf16 else 4, vocab_size=vocab_size, shards=shards)
     if cfg.decoder.decodes_on_gpu:
         terms.append(gpu_decoded_frames_term(cfg))
     else:

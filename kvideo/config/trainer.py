@@ -15,6 +15,11 @@ from kvideo.config.checks import (
 )
 
 DEVICES = ("auto", "cpu", "cuda")
+# auto: nccl on CUDA, gloo on the CPU (kvideo.train.distributed.resolve_backend).
+BACKENDS = ("auto", "gloo", "nccl")
+# ddp: every rank holds the whole model and optimizer; fsdp: FSDP2 shards parameters, gradients
+# and optimizer states over the ranks (kvideo.train.fsdp).
+STRATEGIES = ("ddp", "fsdp")
 PRECISIONS = ("auto", "bf16", "fp32")
 # Experiment trackers (kvideo.train.loggers.LOGGER_TYPES has the same names; this module stays
 # torch-free, so it cannot import them from there).
@@ -26,10 +31,19 @@ MAX_BATCH_SIZE = 65536
 
 @dataclass
 class TrainerConfig:
-    """AdamW + warmup/cosine, AMP, DDP, checkpoint/resume, metrics.
+    """AdamW + warmup/cosine, AMP, DDP or FSDP2, checkpoint/resume, metrics.
 
     device: ``auto`` picks CUDA when present. precision: ``auto`` = bf16 autocast on
     CUDA, fp32 on CPU. ``*_every`` are in optimizer steps; 0 disables that action.
+    backend: the process group's, with more than one process: ``auto`` = ``nccl`` on CUDA,
+        ``gloo`` on the CPU.
+    strategy: ``ddp`` (every rank holds the whole model, gradients all-reduced) or ``fsdp``
+        (FSDP2: each transformer block of the vision tower and the LM, then the rest, sharded
+        over the ranks; checkpoints through torch.distributed.checkpoint, one shard per rank).
+    fsdp_cpu_offload: with ``fsdp`` on CUDA, keep the parameter, gradient and optimizer shards
+        in host memory between uses (the optimizer steps on the CPU).
+    ckpt_async: write checkpoints in a background thread after a copy to host memory, so
+        training goes on while they are written (``fsdp`` checkpoints only).
     loggers: the experiment trackers the metrics are mirrored to besides ``metrics.jsonl``
     (``tensorboard``, ``wandb``: ``pip install 'kvideo[wandb]'``; ``WANDB_MODE=offline`` runs
     without a network); wandb_project: the W&B project.
@@ -48,6 +62,10 @@ class TrainerConfig:
     grad_clip: float = 1.0
     grad_accum: int = 1
     device: str = "auto"
+    backend: str = "auto"
+    strategy: str = "ddp"
+    fsdp_cpu_offload: bool = False
+    ckpt_async: bool = False
     precision: str = "auto"
     compile: bool = False
     num_workers: int = 2
@@ -84,6 +102,14 @@ class TrainerConfig:
             require_non_negative(f"trainer.{field}", getattr(self, field))
         require_range("trainer.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         require_choice("trainer.device", self.device, DEVICES)
+        require_choice("trainer.backend", self.backend, BACKENDS)
+        require_choice("trainer.strategy", self.strategy, STRATEGIES)
+        fsdp_only = (("fsdp_cpu_offload", "offloads FSDP shards"), ("ckpt_async", "saves DCP checkpoints"))
+        for field, what in fsdp_only:
+            if getattr(self, field) and self.strategy != "fsdp":
+                raise ValueError(
+                    f"trainer.{field} {what}: it needs trainer.strategy=fsdp (got {self.strategy!r})"
+                )
         require_choice("trainer.precision", self.precision, PRECISIONS)
         require_choices("trainer.loggers", self.loggers, LOGGERS)
         if not self.wandb_project.strip():

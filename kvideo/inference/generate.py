@@ -26,9 +26,11 @@ def caption_batch(
     prompt: str,
     max_new_tokens: int,
     autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    synced: bool = False,
 ) -> list[str]:
     """One caption (or answer) per clip of ``batch`` (a loader batch: normalized frames on the
-    model's device)."""
+    model's device). ``synced``: every rank of a sharded model captions the same batch, and
+    all run the same forwards (the models' ``generate(synced=True)``)."""
     frames = batch["frames"]
     was_training = model.training
     model.eval()
@@ -38,7 +40,9 @@ def caption_batch(
                 context = torch.tensor(
                     [tokenizer.context_ids(prompt)] * frames.shape[0], device=frames.device
                 )
-                ids = _generate(model, batch, slice(None), context, None, max_new_tokens, tokenizer.stop_ids)
+                ids = _generate(
+                    model, batch, slice(None), context, None, max_new_tokens, tokenizer.stop_ids, synced
+                )
             else:
                 ids = []
                 for i, answer_at in enumerate(batch["answer_at"].tolist()):
@@ -46,7 +50,7 @@ def caption_batch(
                     visual_at = batch["visual_at"][i : i + 1]
                     one = slice(i, i + 1)
                     ids += _generate(
-                        model, batch, one, context, visual_at, max_new_tokens, tokenizer.stop_ids
+                        model, batch, one, context, visual_at, max_new_tokens, tokenizer.stop_ids, synced
                     )
     finally:
         model.train(was_training)
@@ -61,6 +65,7 @@ def _generate(
     visual_at: torch.Tensor | None,
     max_new_tokens: int,
     stop_ids: list[int],
+    synced: bool,
 ) -> list[list[int]]:
     ids: list[list[int]] = model.generate(  # type: ignore[operator]
         batch["frames"][rows],
@@ -71,5 +76,6 @@ def _generate(
         **({"frame_region": batch["frame_region"][rows]} if "frame_region" in batch else {}),
         max_new_tokens=max_new_tokens,
         stop_ids=stop_ids,
+        synced=synced,
     )
     return ids

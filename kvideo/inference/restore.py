@@ -19,8 +19,9 @@ from torch import nn
 
 from kvideo.config import KVideoConfig, to_validated
 from kvideo.data.tokenizer import Tokenizer, build_tokenizer
-from kvideo.train.checkpoint import checkpoint_dir, load_latest, read_checkpoint
-from kvideo.train.checkpointer import load_trained_weights, trained_subset
+from kvideo.train.checkpoint import checkpoint_dir, read_checkpoint
+from kvideo.train.checkpoint_dcp import METADATA_NAME, Found, newest_checkpoint, read_trainer_state
+from kvideo.train.checkpointer import load_sharded_weights, load_trained_weights, trained_subset
 from kvideo.train.distributed import resolve_device
 from kvideo.train.freeze import TrainableSchedule
 from kvideo.train.metrics import CONFIG_NAME
@@ -40,14 +41,15 @@ class TrainedModel:
 
 
 def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
-    """``(run_dir, checkpoint file)`` for a run dir (its newest usable checkpoint: ``None`` here,
-    chosen on load) or a checkpoint file (``<run_dir>/checkpoints/*.pt``)."""
+    """``(run_dir, checkpoint)`` for a run dir (its newest usable checkpoint: ``None`` here,
+    chosen on load), a checkpoint file (``<run_dir>/checkpoints/*.pt``) or a sharded checkpoint's
+    folder (``<run_dir>/checkpoints/step_*.dcp``)."""
     target = Path(path).expanduser()
-    if target.is_dir():
+    if target.is_dir() and not (target / METADATA_NAME).is_file():
         if not (target / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{target} is not a kvideo run dir: it has no {CONFIG_NAME}")
         return target, None
-    if target.is_file():
+    if target.exists():
         run_dir = target.parent.parent
         if not (run_dir / CONFIG_NAME).is_file():
             raise FileNotFoundError(
@@ -93,12 +95,14 @@ def load_trained(
             "trained with: its frame positions stop there"
         )
     if file is None:
-        found = load_latest(checkpoint_dir(run_dir), map_location="cpu")
-        if found is None:
+        newest = newest_checkpoint(checkpoint_dir(run_dir))
+        if newest is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint yet ({checkpoint_dir(run_dir)} is empty)")
-        state, file = found
+        found = newest
+    elif file.is_dir():
+        found = Found(file, read_trainer_state(file))
     else:
-        state = read_checkpoint(file, map_location="cpu")
+        found = Found(file, read_checkpoint(file, map_location="cpu"))
     torch.manual_seed(cfg.trainer.seed)  # a builtin model's frozen weights are its seeded init
     tokenizer = build_tokenizer(cfg.data, cfg.model)
     model = build_model(
@@ -109,16 +113,19 @@ def load_trained(
         resize=cfg.video.resize,
     )
     trained = trained_subset(model, TrainableSchedule(model, cfg.model).ever())
-    load_trained_weights(model, state["model"], trained, file)
+    if found.sharded:
+        load_sharded_weights(model, found.path, trained)
+    else:
+        load_trained_weights(model, found.state["model"], trained, found.path)
     target = resolve_device(device or cfg.trainer.device)
     return TrainedModel(
         cfg=cfg,
         model=model.to(target).eval(),
         tokenizer=tokenizer,
         device=target,
-        step=int(state["step"]),
+        step=found.step,
         run_dir=run_dir,
-        checkpoint=file,
+        checkpoint=found.path,
     )
 
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from kvideo.config.model import ModelConfig
 from kvideo.config.pretrained import resolve_model_folder, tower_geometry
+from kvideo.model.blocks import recompute_in_backward, transformer_blocks
 from kvideo.model.projector import FrameProjector
 from kvideo.model.sequence import splice, text_positions
 from kvideo.model.vlm import VisualTokens, until_eos, with_loss
@@ -257,10 +258,12 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         frame_region: Tensor | None = None,
         max_new_tokens: int,
         stop_ids: list[int],
+        synced: bool = False,
     ) -> list[list[int]]:
         """Greedy continuation of ``context_ids`` (B, C) through the LM's own ``generate`` (KV
-        cache), up to the first stop id (excluded) or ``max_new_tokens``; ``visual_at`` as in
-        ``VideoLanguageModel.generate``."""
+        cache), up to the first stop id (excluded) or ``max_new_tokens``; ``visual_at`` and
+        ``synced`` as in ``VideoLanguageModel.generate`` (transformers' ``synced_gpus``: every
+        rank steps until all have stopped)."""
         visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
         embeds, mask, _ = self._inputs(visual, keys, context_ids, visual_at)
         out = self.lm.generate(
@@ -271,6 +274,7 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
             num_beams=1,
             eos_token_id=stop_ids,
             pad_token_id=stop_ids[0],
+            synced_gpus=synced,
         )
         return [until_eos(row, stop_ids) for row in out.tolist()]
 
@@ -290,15 +294,6 @@ def build_hf_model(
     lm = load_causal_lm(lm_folder, attn_implementation=cfg.attn_implementation)
     if vocab_size > lm.get_input_embeddings().num_embeddings:
         lm.resize_token_embeddings(vocab_size)
-    if cfg.activation_checkpointing:
-        for part in (tower_model, lm):
-            if not getattr(part, "supports_gradient_checkpointing", False):
-                continue
-            # the newer name; earlier transformers 5 releases only have gradient_checkpointing_enable
-            if hasattr(part, "activation_checkpointing_enable"):
-                part.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora_rank:
         lm = add_lora(lm, cfg)
     vision = HFVisionTower(
@@ -317,6 +312,10 @@ def build_hf_model(
         time_embedding=cfg.time_embedding,
         kind=cfg.projector,
     )
-    return HFVideoLanguageModel(
+    model = HFVideoLanguageModel(
         vision=vision, projector=projector, lm=lm, tokens_per_frame=cfg.tokens_per_frame, resize=resize
     )
+    if cfg.activation_checkpointing:
+        for block in transformer_blocks(model):
+            recompute_in_backward(block)
+    return model

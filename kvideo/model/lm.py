@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from kvideo.model.sequence import splice, text_positions
 
@@ -101,14 +100,11 @@ class Block(nn.Module):
         return out
 
 
-def run_blocks(blocks: nn.ModuleList, x: Tensor, attn_mask: Tensor | None, *, recompute: bool) -> Tensor:
-    """Apply ``blocks`` in order; with ``recompute`` (``model.activation_checkpointing``, in
-    training) each block's activations are recomputed in the backward pass instead of kept."""
+def run_blocks(blocks: nn.ModuleList, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+    """Apply ``blocks`` in order (``model.activation_checkpointing`` wraps each block itself:
+    ``kvideo.model.blocks.recompute_in_backward``)."""
     for block in blocks:
-        if recompute:
-            x = checkpoint(block, x, attn_mask, use_reentrant=False)
-        else:
-            x = block(x, attn_mask)
+        x = block(x, attn_mask)
     return x
 
 
@@ -136,7 +132,6 @@ class CausalLM(nn.Module):
         super().__init__()
         self.vocab_size = vocab_size
         self.max_seq_len = max_seq_len
-        self.activation_checkpointing = False
         self.tok_embed = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.zeros(max_seq_len, width))
         self.drop = nn.Dropout(dropout)
@@ -171,7 +166,7 @@ class CausalLM(nn.Module):
         # already runs the matmuls in bf16, and an fp32 stream avoids accumulating rounding.
         x = splice(text, prefix.to(text.dtype), visual_at) + self.pos_embed[:seq_len]
         x = self.drop(x)
-        x = run_blocks(self.blocks, x, attn_mask, recompute=self.activation_checkpointing and self.training)
+        x = run_blocks(self.blocks, x, attn_mask)
         if visual_at is None:
             x = x[:, prefix_len:]
         else:

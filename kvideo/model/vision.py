@@ -63,7 +63,6 @@ class ViTEncoder(nn.Module):
                 f"video.frame_size ({frame_size}) must be a multiple of model.patch_size ({patch_size})"
             )
         self.frame_size = frame_size
-        self.activation_checkpointing = False
         self.patch_size = patch_size
         self.grid = frame_size // patch_size
         self.out_width = width
@@ -98,7 +97,7 @@ class ViTEncoder(nn.Module):
         if patch_keys is not None:
             keys = patch_keys.reshape(n, 1, 1, gh * gw).to(torch.bool)
             mask = keys | torch.eye(gh * gw, dtype=torch.bool, device=x.device)
-        x = run_blocks(self.blocks, x, mask, recompute=self.activation_checkpointing and self.training)
+        x = run_blocks(self.blocks, x, mask)
         normed: Tensor = self.norm(x)
         return normed.view(n, gh, gw, c)
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from kvideo.config.model import ModelConfig
 from kvideo.data.tokenizer import IGNORE_INDEX  # the labels the tokenizer writes
+from kvideo.model.blocks import recompute_in_backward, transformer_blocks
 from kvideo.model.lm import CausalLM
 from kvideo.model.projector import FrameProjector
 from kvideo.model.regions import patch_coverage
@@ -257,10 +258,13 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         frame_region: Tensor | None = None,
         max_new_tokens: int,
         stop_ids: list[int],
+        synced: bool = False,
     ) -> list[list[int]]:
         """Greedy continuation of ``context_ids`` (B, C) for each clip, up to a stop id (excluded) or
         ``max_new_tokens``, or until the sequence reaches ``model.max_seq_len``. ``visual_at`` as
         in ``forward``: each must be below C, so the context goes on after the video.
+        ``synced``: go on to ``max_new_tokens`` after every row has stopped, so that the ranks of
+        a sharded model (whose every forward is a collective) run the same number of forwards.
 
         No KV cache: the builtin LM is small, and a full forward per token keeps this the exact
         computation the loss trains (the same masks, the same positions).
@@ -276,7 +280,7 @@ class VideoLanguageModel(VisualTokens, nn.Module):
             next_id = torch.where(finished, torch.full_like(next_id, stop_ids[0]), next_id)
             ids = torch.cat([ids, next_id[:, None]], dim=1)
             finished |= torch.isin(next_id, torch.tensor(stop_ids, device=next_id.device))
-            if bool(finished.all()):
+            if not synced and bool(finished.all()):
                 break
         return [until_eos(row, stop_ids) for row in ids[:, context_ids.shape[1] :].tolist()]
 
@@ -328,10 +332,7 @@ def build_model(
         dropout=cfg.dropout,
         tie_embeddings=tie_embeddings,
     )
-    lm.activation_checkpointing = cfg.activation_checkpointing
-    if isinstance(vision, ViTEncoder):
-        vision.activation_checkpointing = cfg.activation_checkpointing
-    return VideoLanguageModel(
+    model = VideoLanguageModel(
         vision=vision,
         projector=projector,
         lm=lm,
@@ -339,6 +340,10 @@ def build_model(
         max_frames=max_frames,
         resize=resize,
     )
+    if cfg.activation_checkpointing:
+        for block in transformer_blocks(model):
+            recompute_in_backward(block)
+    return model
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:

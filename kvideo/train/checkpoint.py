@@ -116,7 +116,7 @@ def _python_state_to_plain(state: tuple[Any, ...]) -> tuple[int, list[int], floa
 # ----------------------------------------------------------------------------- saving
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make the rename itself durable (a crash right after os.replace could lose it)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -163,7 +163,7 @@ def _atomic_write(path: Path, write: Any) -> None:
         written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)  # a partial file on a full disk only makes it fuller
         raise CheckpointWriteError(_write_failure(path, e, written)) from None
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_failure(path: Path, error: BaseException, written: int) -> str:

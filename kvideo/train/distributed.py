@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from kvideo.config.checks import require_choice
-from kvideo.config.trainer import DEVICES
+from kvideo.config.trainer import BACKENDS, DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -155,20 +155,52 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", index)
 
 
-def init_distributed(device_preference: str = "auto", environ: Mapping[str, str] | None = None) -> DistEnv:
+def resolve_backend(preference: str, device: torch.device) -> str:
+    """``trainer.backend`` -> ``gloo`` or ``nccl``; NCCL moves CUDA tensors only, so it is
+    refused (with the fix) where the training device is not a GPU."""
+    require_choice("trainer.backend", preference, BACKENDS)
+    if preference == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if preference == "nccl" and device.type != "cuda":
+        why = (
+            "this machine has no CUDA GPU (torch.cuda.is_available() is False)"
+            if not torch.cuda.is_available()
+            else "the run trains on the CPU (trainer.device=cpu)"
+        )
+        raise RuntimeError(
+            f"trainer.backend=nccl needs the model on a GPU, and {why}: "
+            "use trainer.backend=gloo (or auto) with trainer.device=cpu"
+        )
+    return preference
+
+
+def init_distributed(
+    device_preference: str = "auto",
+    environ: Mapping[str, str] | None = None,
+    *,
+    backend: str = "auto",
+    group_of_one: bool = False,
+) -> DistEnv:
     """Set up this process: device, and a process group when the launch has > 1 process.
 
-    gloo on CPU, nccl on CUDA. An already-initialised group (a test harness, a wrapper
-    script) is reused and left for its owner to destroy.
+    ``backend`` as ``trainer.backend`` (``resolve_backend``); ``group_of_one``: a single process
+    gets a process group of its own too (FSDP2 shards over a device mesh, which needs one). An
+    already-initialised group (a test harness, a wrapper script) is reused and left for its
+    owner to destroy.
     """
     launch = detect_launch(environ)
     device = resolve_device(device_preference, launch.local_rank)
+    backend = resolve_backend(backend, device)
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
         return DistEnv(rank, launch.local_rank, world, device, rank == 0, dist.get_backend(), False)
     if launch.world_size <= 1:
-        return DistEnv(0, 0, 1, device, True, None, False)
-    backend = "nccl" if device.type == "cuda" else "gloo"
+        if not group_of_one:
+            return DistEnv(0, 0, 1, device, True, None, False)
+        # An in-memory store: no port to pick, nothing another process could join.
+        store = dist.HashStore()  # type: ignore[attr-defined]
+        dist.init_process_group(backend=backend, store=store, rank=0, world_size=1)
+        return DistEnv(0, 0, 1, device, True, backend, True)
     # env:// reads these; SLURM launches do not set them, so fill them in (never override).
     os.environ.setdefault("MASTER_ADDR", launch.master_addr)
     os.environ.setdefault("MASTER_PORT", str(launch.master_port))

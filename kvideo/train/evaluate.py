@@ -10,6 +10,11 @@ only. Nothing here knows any dataset's captions.
 All candidates of a batch go through the model together: each clip's frames are repeated
 once per candidate caption (the true caption is shared by the attribute questions),
 in chunks of at most ``max_rows`` rows to bound memory.
+
+A sharded model (FSDP) gathers its parameters in every forward, a collective: there every rank
+runs the same forwards in lockstep, a batch without a clip to score included, and the candidate
+chunks are padded to the largest count over the ranks with stand-in rows whose numbers are
+dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from torch import nn
 
 from kvideo.data.batch import optional_inputs
 from kvideo.data.scoring import AttributeScorer, CandidateSet, attribute_scorers
-from kvideo.train.distributed import DistEnv, all_reduce_sum
+from kvideo.train.distributed import DistEnv, all_gather_objects, all_reduce_sum
+from kvideo.train.fsdp import is_sharded
 
 
 def _attribute_options(scorers: list[AttributeScorer]) -> dict[str, int]:
@@ -114,8 +120,9 @@ def evaluate(
     ``dataset_type`` (``video.dataset_type``) picks the attribute questions: its registered
     scorer, or none (loss only).
 
-    ``model`` should be the unwrapped module: ranks may see different numbers of batches, and
-    a DDP forward would wait for the others. ``batches`` come from a non-shuffled loader
+    ``model`` should be the unwrapped module (a DDP forward would wait for the other ranks'
+    backward) or a sharded one (every rank then runs the same forwards, see the module
+    docstring). ``batches`` come from a non-shuffled loader
     sharded as ``order[rank::world_size]`` and padded by wrapping, so this rank's ``j``-th
     sample sits at global position ``rank + j * world_size``, and positions
     ``>= num_samples`` are padding duplicates that are not counted.
@@ -134,6 +141,7 @@ def evaluate(
     correct = dict.fromkeys(attributes, 0.0)
     counted = dict.fromkeys(attributes, 0.0)
     position = env.rank
+    lockstep = is_sharded(model) and env.distributed
     try:
         for batch_no, batch in enumerate(batches):
             if max_batches and batch_no >= max_batches:
@@ -149,7 +157,7 @@ def evaluate(
                     skipped += 1
                     continue
                 valid.append(i)
-            if not valid:
+            if not valid and not lockstep:
                 continue
             frames, frame_mask, frame_times = batch["frames"], batch["frame_mask"], batch["frame_times"]
             with autocast():
@@ -176,6 +184,11 @@ def evaluate(
                 sets.append((len(rows), cands))
                 rows += [i] * len(cands.captions)
                 texts += cands.captions
+            if lockstep:
+                chunks = max(all_gather_objects(-(-len(rows) // max_rows), env))
+                stand_ins = max(0, (chunks - 1) * max_rows + 1 - len(rows)) if chunks else 0
+                rows += [0] * stand_ins
+                texts += [batch["caption"][0]] * stand_ins
             if not rows:
                 continue
             encoded = [encode(t) for t in texts]

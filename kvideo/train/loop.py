@@ -6,9 +6,12 @@ One optimizer step = ``trainer.grad_accum`` micro-batches of ``trainer.batch_siz
 ``Trainer`` wires the components and runs the algorithm; each concern is a component in its
 own module:
 
+* ``distributed`` / ``fsdp``: the process group, and DDP or FSDP2 around the model
+  (``trainer.strategy``);
 * ``optim.ScheduledOptimizer``: AdamW, the lr schedule, gradient clipping;
 * ``stream.EpochStream``: this rank's batches, epoch after epoch, resumable at any sample;
-* ``checkpointer.Checkpointer``: what a checkpoint holds (world-size conversion, per-rank RNG);
+* ``checkpointer.Checkpointer``: what a checkpoint holds (world-size conversion, per-rank RNG;
+  a single file under ddp, a sharded DCP folder under fsdp);
 * ``validator.Validator``: the validation split, built once, and ``evaluate``;
 * ``report.Reporter``: log lines, the progress bar, metrics windows, skipped files, final metrics.
 
@@ -41,12 +44,13 @@ from kvideo.train.checkpoint import restore_rng_state
 from kvideo.train.checkpointer import Checkpointer
 from kvideo.train.distributed import DistEnv, any_ranks, cleanup, init_distributed, wrap_model
 from kvideo.train.freeze import TrainableSchedule
+from kvideo.train.fsdp import shard_model, sync_gradients
 from kvideo.train.guards import RunDirLock, RunFailed
 from kvideo.train.loggers import require_installed
 from kvideo.train.metrics import RunClock, now
 from kvideo.train.optim import ScheduledOptimizer, param_groups
 from kvideo.train.precision import Autocast
-from kvideo.train.report import Reporter
+from kvideo.train.report import RUN_LOG, Reporter
 from kvideo.train.stream import EpochStream
 from kvideo.train.validator import Validator
 
@@ -85,7 +89,9 @@ def train(cfg: KVideoConfig, run_dir: Path | str) -> dict[str, Any]:
     """
     _ensure_logging()
     signals.clear_request()
-    env = init_distributed(cfg.trainer.device)
+    env = init_distributed(
+        cfg.trainer.device, backend=cfg.trainer.backend, group_of_one=cfg.trainer.strategy == "fsdp"
+    )
     lock = RunDirLock(run_dir) if env.is_main else contextlib.nullcontext()
     try:
         with lock:
@@ -95,7 +101,7 @@ def train(cfg: KVideoConfig, run_dir: Path | str) -> dict[str, Any]:
                 return trainer.run()
             finally:
                 restore_handlers()
-                trainer.release_model()
+                trainer.close()
     finally:
         cleanup(env)
 
@@ -105,9 +111,7 @@ class StepOutcome:
     """What one optimizer step tells the loop."""
 
     lr: float
-    grad_norm: torch.Tensor | None
-    preempt: bool
-    """Some rank was asked to checkpoint and stop (all ranks agree, one collective)."""
+    grad_norm: torch.Tensor
 
 
 class Trainer:
@@ -115,9 +119,11 @@ class Trainer:
 
     Resuming from the checkpoint is part of building, not of ``run()``: the metrics files
     are truncated to the resume step when the reporter opens them, DDP broadcasts rank 0's
-    weights when it wraps the model, and the restored RNG states must be the last thing set
-    before the first step. A signal while building still ends the process at once (``train``
-    installs the handlers after it): nothing has trained yet that a checkpoint could keep.
+    weights when it wraps the model (FSDP shards the model before the optimizer and the
+    checkpoint see it: every rank builds the same seeded or pretrained weights and keeps its
+    shard), and the restored RNG states must be the last thing set before the first step. A
+    signal while building still ends the process at once (``train`` installs the handlers
+    after it): nothing has trained yet that a checkpoint could keep.
     """
 
     ddp: DistributedDataParallel | None
@@ -131,6 +137,7 @@ class Trainer:
         self.cfg, self.config = cfg, cfg.trainer
         require_installed(self.config.loggers)  # a missing wandb fails now, not after the data is built
         self.run_dir, self.env, self.device = run_dir, env, env.device
+        self.sharded = self.config.strategy == "fsdp"
         self.tokens_per_frame = cfg.model.tokens_per_frame
         clock = RunClock()
         self.autocast = Autocast(self.config.precision, self.device)
@@ -148,6 +155,7 @@ class Trainer:
                 bf16=self.autocast.dtype == torch.bfloat16,
                 vocab_size=self.tokenizer.vocab_size,
                 device=str(self.device),
+                shards=env.world_size if self.sharded else 1,
             )
         # Before anything is written to the run dir: a wrong data_root or blocklist must
         # fail without leaving a half-started run behind.
@@ -163,6 +171,15 @@ class Trainer:
             resize=cfg.video.resize,
         ).to(self.device)
         num_params = sum(p.numel() for p in self.raw_model.parameters())
+        if self.sharded:  # before anything holds the parameters: they become shards
+            said = shard_model(
+                self.raw_model,
+                env,
+                compute_dtype=self.autocast.dtype,
+                cpu_offload=self.config.fsdp_cpu_offload,
+            )
+            if env.is_main:
+                RUN_LOG.info(said)
         seed_everything(self.config.seed + env.rank)
 
         # What trains when (model.freeze / freeze_schedule / LoRA): the optimizer and the
@@ -173,7 +190,7 @@ class Trainer:
         self.optimizer = ScheduledOptimizer(
             self.raw_model,
             self.config,
-            fused=self.device.type == "cuda",
+            fused=self.device.type == "cuda" and not self.config.fsdp_cpu_offload,
             include=self.trainable.ever(),
             lr_of_part=(lambda part: model_cfg.part_lr(part, self.config.lr)) if own_lrs else None,
         )
@@ -185,6 +202,8 @@ class Trainer:
             optimizer=self.optimizer,
             clock=clock,
             trained=self.trainable.ever(),
+            sharded=self.sharded,
+            async_save=self.config.ckpt_async,
         )
         resume = self.checkpointer.load()
         self.step = 0 if resume is None else resume.step
@@ -216,6 +235,14 @@ class Trainer:
         if resume is not None and resume.rng is not None:
             restore_rng_state(resume.rng)
 
+    def close(self) -> None:
+        """Before the process group goes: wait for a checkpoint still being written in the
+        background, then drop the DDP wrapper (``release_model``)."""
+        try:
+            self.checkpointer.close()
+        finally:
+            self.release_model()
+
     def release_model(self) -> None:
         """Drop the DDP wrapper before the process group goes: DDP's reducer holds the group,
         and a gloo group destroyed last by the reducer's destructor can wait forever on its
@@ -226,10 +253,13 @@ class Trainer:
 
     def _wrap_model(self) -> None:
         """DDP (and ``torch.compile``) around the raw model, for the current trainable set: DDP
-        registers its gradient hooks on the parameters that require grad when it is built."""
-        model = wrap_model(self.raw_model, self.env)
+        registers its gradient hooks on the parameters that require grad when it is built. A
+        sharded model is already wrapped (in place) and reads ``requires_grad`` at every
+        forward."""
+        model = self.raw_model if self.sharded else wrap_model(self.raw_model, self.env)
         # wrap_model returns a DistributedDataParallel exactly when env.distributed
-        self.ddp = cast("DistributedDataParallel", model) if self.env.distributed else None
+        ddp = self.env.distributed and not self.sharded
+        self.ddp = cast("DistributedDataParallel", model) if ddp else None
         self.model = torch.compile(model) if self.config.compile else model
 
     # ------------------------------------------------------------------ the algorithm
@@ -247,7 +277,7 @@ class Trainer:
             if status == "completed":
                 self.stream.close()  # release loader workers before validation
                 self.validate()
-                self.checkpoint()
+                self.checkpoint(wait=True)
                 self.export()
             final = self.report.final_metrics(status, self.step, self.stream.epoch)
             if status == "completed":
@@ -267,7 +297,8 @@ class Trainer:
         config = self.config
         while self.step < config.max_steps:
             outcome = self.train_step()
-            if self.step % config.log_every == 0 or self.step == config.max_steps:
+            log_step = self.step % config.log_every == 0 or self.step == config.max_steps
+            if log_step:
                 self.report.log_window(
                     self.step, self.stream.epoch, lr=outcome.lr, grad_norm=outcome.grad_norm
                 )
@@ -276,9 +307,9 @@ class Trainer:
                 self.validate()
             if config.ckpt_every and self.step % config.ckpt_every == 0:
                 self.checkpoint()
-            if outcome.preempt:
+            if self.stop_requested(log_step):
                 self.stream.close()
-                self.checkpoint()
+                self.checkpoint(wait=True)
                 self.report.say(
                     f"preempted ({signals.request_reason() or 'another rank'}): "
                     f"checkpointed step {self.step}, exiting"
@@ -305,7 +336,9 @@ class Trainer:
             wait += now() - t0
             self.report.count_skips(batch)
             last = micro == grad_accum - 1
-            # Gradients are all-reduced once per step, on its last micro-batch.
+            # Gradients are all-reduced (FSDP: reduce-scattered) once per step, on its last micro-batch.
+            if self.sharded:
+                sync_gradients(self.raw_model, last)
             sync = self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
             with sync:
                 with self.autocast():
@@ -324,24 +357,44 @@ class Trainer:
             skipped += sum(1 for reason in batch["skip_reason"] if reason)
             text = batch["input_ids"] != pad_id if pad_id is not None else torch.ones_like(batch["input_ids"])
             tokens += batch["frame_mask"].sum() * self.tokens_per_frame + text.sum()
-        # One collective for both flags: a non-finite loss on any rank (its gradients reach
-        # every rank through the all-reduce) and a preemption signal on any rank.
-        non_finite, preempt = any_ranks(
-            [not bool(torch.isfinite(loss_sum)), signals.checkpoint_requested()], self.env
-        )
-        if non_finite:
+        # A non-finite loss on any rank makes the gradient norm non-finite on every rank (its
+        # gradients reach them all through the all-reduce / reduce-scatter), so every rank
+        # takes the same decision without a collective of its own.
+        grad_norm = self.optimizer.gradient_norm()
+        if not bool(torch.isfinite(grad_norm)):
             self.optimizer.discard_gradients()
             raise RunFailed(
-                f"non-finite loss ({float(loss_sum)} on rank {self.env.rank}) at step {self.step + 1}: "
-                f"weights not updated, last checkpoint kept; lower trainer.lr (now {self.config.lr:g}) "
-                "or use trainer.grad_clip / trainer.precision=fp32"
+                f"non-finite loss or gradient (loss {float(loss_sum)} on rank {self.env.rank}, gradient norm "
+                f"{float(grad_norm)}) at step {self.step + 1}: weights not updated, last checkpoint kept; "
+                f"lower trainer.lr (now {self.config.lr:g}) or use trainer.grad_clip / trainer.precision=fp32"
             )
-        lr, grad_norm = self.optimizer.apply_gradients()
+        lr = self.optimizer.apply_gradients(grad_norm)
         self.step += 1
         self.report.record_step(
             step_s=now() - t_start, wait_s=wait, clips=clips, tokens=tokens, loss=loss_sum, skipped=skipped
         )
-        return StepOutcome(lr=lr, grad_norm=grad_norm, preempt=preempt)
+        return StepOutcome(lr=lr, grad_norm=grad_norm)
+
+    def stop_requested(self, log_step: bool) -> bool:
+        """Whether to checkpoint and stop after this step (a preemption signal, see ``signals``).
+
+        A signal may reach one rank only, or the ranks during different steps, and they must
+        stop after the same one: they agree through an all-reduce of the flag. That happens at
+        log steps only (``log_step``, where ``log_window`` runs its collectives anyway): per
+        step it would add a collective, and under NCCL a wait for the GPU to catch up, to every
+        step of every run, for an event that comes once. The delay is safe because the handler
+        only sets a flag and nothing is lost while it waits: the steps in between train
+        normally and the checkpoint covers them. What it costs is time, at most
+        ``trainer.log_every - 1`` steps: SLURM sends SIGTERM ``KillWait`` (30 s by default)
+        before SIGKILL and submitit its USR2 90 s before the time limit, so keep ``log_every``
+        times the step time plus one checkpoint write under those (the default 20 steps at
+        ~0.3 s on the CPU take 6 s). One process needs no agreement and checks every step.
+        """
+        if not self.env.distributed:
+            return signals.checkpoint_requested()
+        if not log_step:
+            return False
+        return any_ranks([signals.checkpoint_requested()], self.env)[0]
 
     def enter_freeze_stage(self) -> None:
         """Switch the trainable set when this step starts a ``model.freeze_schedule`` stage (every
@@ -356,7 +409,8 @@ class Trainer:
         )
 
     def validate(self) -> None:
-        """Validate the current weights and record the numbers (a collective)."""
+        """Validate the current weights and record the numbers (a collective: on a sharded
+        model every forward is one, and every rank runs the same ones)."""
         result = self.validator.validate(self.raw_model)
         if result:
             predictions = self.validator.predictions(self.raw_model)
@@ -366,22 +420,32 @@ class Trainer:
 
     def export(self) -> None:
         """The final weights in Hugging Face formats, in ``<run_dir>/export`` (rank 0; see
-        ``kvideo.inference.export``), so the result loads outside kvideo."""
+        ``kvideo.inference.export``), so the result loads outside kvideo. A sharded model's
+        whole weights exist on no rank: rank 0 rebuilds the model on the CPU from the final
+        checkpoint, as ``python -m kvideo.export`` does."""
         if not (self.config.export_at_end and self.env.is_main):
             return
         from kvideo.inference.export import export_model
 
         out = self.run_dir / "export"
-        export_model(
-            self.raw_model, self.cfg, self.tokenizer, out, step=self.step, trained=self.trainable.ever()
-        )
+        if self.sharded:
+            from kvideo.inference.restore import export_trained, load_trained
+
+            export_trained(load_trained(self.run_dir, device="cpu"), out)
+        else:
+            export_model(
+                self.raw_model, self.cfg, self.tokenizer, out, step=self.step, trained=self.trainable.ever()
+            )
         self.report.info("exported step %d -> %s", self.step, out)
 
-    def checkpoint(self) -> None:
-        """Checkpoint the current step unless it already is (a collective: every rank calls it)."""
+    def checkpoint(self, *, wait: bool = False) -> None:
+        """Checkpoint the current step unless it already is (a collective: every rank calls it).
+        ``wait``: return once it is on disk, also when checkpoints are written in the background."""
         if self.checkpointer.holds(self.step):
+            if wait:
+                self.checkpointer.wait()
             return
         # skipped.jsonl first: a run resumed from this checkpoint starts after the bad files
         # met so far and would never list the ones still pending.
         self.report.flush_skipped()
-        self.checkpointer.save(self.step, self.stream.position, self.report.skip_counts())
+        self.checkpointer.save(self.step, self.stream.position, self.report.skip_counts(), wait=wait)

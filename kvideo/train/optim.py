@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from kvideo.config import TrainerConfig
 from kvideo.train.schedule import build_scheduler
@@ -99,21 +100,30 @@ class ScheduledOptimizer:
             min_lr_ratio=trainer.min_lr_ratio,
         )
 
-    def apply_gradients(self) -> tuple[float, torch.Tensor | None]:
-        """Clip, step the weights and the schedule, clear the gradients.
+    def gradient_norm(self) -> torch.Tensor:
+        """The L2 norm of every gradient, the same number on every rank: DDP's gradients are
+        already all-reduced, and the norms of FSDP's gradient shards are summed over the ranks
+        here (a ``DTensor`` made whole). Non-finite when any rank's loss was."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        return norm
+
+    def apply_gradients(self, grad_norm: torch.Tensor) -> float:
+        """Clip to ``trainer.grad_clip`` (``grad_norm`` from ``gradient_norm``), step the weights
+        and the schedule, clear the gradients.
 
         Returns ``trainer.lr`` times the schedule's factor for this step (parts with their own
-        lr scale the same way) and the gradient
-        norm before clipping (``None`` when ``trainer.grad_clip`` is 0).
+        lr scale the same way).
         """
-        grad_norm = None
         if self.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.grad_clip, grad_norm)
         lr = self.base_lr * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return lr, grad_norm
+        return lr
 
     def discard_gradients(self) -> None:
         """Drop the accumulated gradients without touching the weights (a step that must not count)."""

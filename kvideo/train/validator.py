@@ -17,6 +17,7 @@ from torch import nn
 from kvideo.config import KVideoConfig
 from kvideo.train.distributed import DistEnv
 from kvideo.train.evaluate import evaluate
+from kvideo.train.fsdp import is_sharded
 from kvideo.train.metrics import now
 from kvideo.train.report import RUN_LOG
 from kvideo.train.stream import rng_neutral
@@ -49,8 +50,8 @@ class Validator:
     def validate(self, model: nn.Module) -> dict[str, Any]:
         """Validation metrics (plus ``val_time_s``), or {} when there is no validation split.
 
-        ``model`` is the unwrapped module: ranks may see different numbers of batches, and a
-        DDP forward would wait for the others.
+        ``model`` is the unwrapped module (a DDP forward would wait for the other ranks'
+        backward), or the sharded one, whose forwards every rank runs in lockstep (``evaluate``).
         """
         dataset = self._validation_set()
         if dataset is None:
@@ -90,10 +91,12 @@ class Validator:
 
     def predictions(self, model: nn.Module) -> list[dict[str, str]]:
         """Generated captions (answers, for a conversation dataset) of the first
-        ``trainer.val_predictions`` validation clips beside their references (rank 0 only; other
-        ranks return []): what the numbers mean, readable."""
+        ``trainer.val_predictions`` validation clips beside their references (rank 0's; other
+        ranks return []): what the numbers mean, readable. A sharded model's ranks all caption
+        the same clips, in lockstep, since each of its forwards is a collective."""
         count = min(self.cfg.trainer.val_predictions, len(self._dataset or ()))
-        if not self.env.is_main or count == 0:
+        lockstep = is_sharded(model) and self.env.distributed
+        if count == 0 or not (self.env.is_main or lockstep):
             return []
         from kvideo.data.loader import collate, to_device
         from kvideo.data.preprocess import pixel_statistics
@@ -109,7 +112,10 @@ class Validator:
                 prompt=self.cfg.video.prompt,
                 max_new_tokens=self.cfg.model.max_text_len,
                 autocast=self.autocast,
+                synced=lockstep,
             )
+        if not self.env.is_main:
+            return []
         return [
             {"video": s["path"], "reference": s["caption"], "generated": c}
             for s, c in zip(samples, captions, strict=True)

@@ -155,6 +155,16 @@ CASES: list[tuple[list[str], str]] = [
     (["trainer.grad_clip=-1"], r"trainer\.grad_clip must be non-negative \(got -1\.0\)"),
     (["trainer.grad_accum=0"], r"trainer\.grad_accum must be positive \(got 0\)"),
     (["trainer.device=tpu"], r"trainer\.device must be one of \['auto', 'cpu', 'cuda'\] \(got 'tpu'\)"),
+    (["trainer.backend=mpi"], r"trainer\.backend must be one of \['auto', 'gloo', 'nccl'\] \(got 'mpi'\)"),
+    (["trainer.strategy=zero3"], r"trainer\.strategy must be one of \['ddp', 'fsdp'\] \(got 'zero3'\)"),
+    (
+        ["trainer.fsdp_cpu_offload=true"],
+        r"trainer\.fsdp_cpu_offload offloads FSDP shards: it needs trainer\.strategy=fsdp \(got 'ddp'\)",
+    ),
+    (
+        ["trainer.ckpt_async=true"],
+        r"trainer\.ckpt_async saves DCP checkpoints: it needs trainer\.strategy=fsdp \(got 'ddp'\)",
+    ),
     (
         ["trainer.precision=fp8"],
         r"trainer\.precision must be one of \['auto', 'bf16', 'fp32'\] \(got 'fp8'\)",

@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 
 from kvideo.config.model import ModelConfig
 from kvideo.train.distributed import LaunchEnv, detect_launch, first_host
+from tests.helpers.cli import run_train
 from tests.helpers.configs import tiny_config
 
 WORLD = 2
@@ -225,6 +226,33 @@ def test_cuda_requested_without_cuda_names_the_field() -> None:
     with pytest.raises(RuntimeError, match=r"trainer\.device=cuda"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_nccl_without_a_gpu_is_refused_with_the_fix() -> None:
+    from kvideo.train.distributed import resolve_backend
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(RuntimeError) as info:
+        resolve_backend("nccl", torch.device("cpu"))
+    assert str(info.value) == (
+        "trainer.backend=nccl needs the model on a GPU, and this machine has no CUDA GPU "
+        "(torch.cuda.is_available() is False): use trainer.backend=gloo (or auto) with trainer.device=cpu"
+    )
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu) == resolve_backend("gloo", cpu) == "gloo"
+
+
+def test_cli_refuses_nccl_without_a_gpu_in_one_line_before_training(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    result = run_train("trainer.backend=nccl", "trainer=debug", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kvideo: trainer.backend=nccl needs the model on a GPU")
+    assert "use trainer.backend=gloo (or auto) with trainer.device=cpu" in last
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 # ----------------------------------------------------------------------------- train() x 2

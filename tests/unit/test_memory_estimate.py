@@ -228,6 +228,24 @@ def test_gpu_check_counts_two_bytes_an_activation_under_bf16_and_four_in_fp32() 
         check_fits_on_gpu(shape_cfg("small_vlm_224", batch_size=256), total_bytes=16 * GiB, bf16=True)
 
 
+def test_under_fsdp_a_rank_holds_its_share_of_the_model_states() -> None:
+    """A 4.9 B-parameter LM: 72 GiB of states, refused whole on an 80 GiB GPU; over 8 FSDP ranks
+    each holds 9 GiB of them, and a refusal shows the division."""
+    cfg = make_cfg({"lm_width": 4096, "lm_depth": 24, "lm_heads": 32}, device="cuda")
+    cfg.trainer.strategy = "fsdp"
+    params = estimate_params(cfg.model, BYTE_VOCAB, cfg.video.max_frames, cfg.video.frame_size)
+    with pytest.raises(ValueError, match=r"model states = parameters \* 16 B"):
+        check_fits_on_gpu(cfg, total_bytes=80 * GiB, bf16=True)
+    check_fits_on_gpu(cfg, total_bytes=80 * GiB, bf16=True, shards=8)
+    with pytest.raises(ValueError) as err:
+        check_fits_on_gpu(cfg, total_bytes=8 * GiB, bf16=True, shards=8)
+    assert (
+        "model states per rank = (parameters * 16 B (fp32 weights 4, grads 4, AdamW moments 8)) / 8 ranks "
+        f"(trainer.strategy=fsdp) = ({params:,} * 16 B) / 8 = "
+    ) in str(err.value)
+    assert str(err.value).endswith("or add ranks")
+
+
 def test_gpu_decoded_frames_count_the_prefetch_queue_on_the_device() -> None:
     cfg = KVideoConfig(
         video=VideoConfig(**SAMPLE, frame_size=2048, max_frames=8),
