@@ -4,6 +4,13 @@ CPU decoding runs in DataLoader worker processes. GPU decoding (decord on NVDEC)
 not touch CUDA inside forked workers, so it runs in the training process, on a
 background thread that keeps ``decoder.prefetch`` batches ready (decord releases the
 GIL while it decodes).
+
+Neither path draws from the global torch RNG, so exact resume holds on both: creating a
+DataLoader iterator draws its workers' base seed from ``DataLoader(generator=...)``, and
+each loader gets its own generator, seeded by (seed, epoch, rank). With the global RNG
+that draw would land wherever the iterator is created: in the training process a
+``rng_neutral`` block can undo it (``kvideo.train.stream``), but on the prefetch thread it
+lands at an arbitrary point of a training step and shifts what dropout draws next.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -78,6 +86,21 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def _worker_init(_: int) -> None:
     # One intra-op thread per worker: the workers already use every core.
     torch.set_num_threads(1)
+
+
+def loader_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The generator a DataLoader draws its workers' base seed from: a function of
+    (seed, epoch, rank) alone, never of the global RNG (see the module docstring)."""
+    # SeedSequence mixes the three into one well-spread 64-bit seed (a sum would collide).
+    (state,) = np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state))
+
+
+def prefetches_in_process(cfg: KVideoConfig) -> bool:
+    """Decode in the training process on a prefetch thread instead of in DataLoader worker
+    processes: what decoders whose frames come out on the GPU need (CUDA must not be
+    initialised in forked workers). The one place the loader and the training stream ask."""
+    return cfg.decoder.decodes_on_gpu
 
 
 def to_device(
@@ -158,8 +181,8 @@ def build_loader(
 
     Frames come out normalized, as float (B, F, 3, S, S) on ``device``.
     """
-    on_gpu = cfg.decoder.decodes_on_gpu
-    workers = 0 if on_gpu else cfg.trainer.num_workers
+    in_process = prefetches_in_process(cfg)
+    workers = 0 if in_process else cfg.trainer.num_workers
 
     def make_loader(delivered: int) -> DataLoader[dict[str, Any]]:
         # Set here, right before the workers fork with their copy of the dataset: the next
@@ -185,7 +208,8 @@ def build_loader(
             num_workers=workers,
             collate_fn=collate,
             drop_last=drop_last,
-            pin_memory=device.type == "cuda" and not on_gpu,
+            generator=loader_generator(cfg.trainer.seed, epoch, rank),
+            pin_memory=device.type == "cuda" and not cfg.decoder.decodes_on_gpu,
             worker_init_fn=_worker_init if workers else None,
             prefetch_factor=4 if workers else None,
         )
@@ -201,7 +225,7 @@ def build_loader(
     batches: Iterable[dict[str, Any]] = WorkerSupervisor(
         make_loader, enabled=workers > 0, started=started, crashed=dataset.crashed
     )
-    if on_gpu:
+    if in_process:
         batches = _ThreadPrefetcher(batches, cfg.decoder.prefetch)
     statistics = pixel_statistics(cfg.model)
     return (to_device(batch, device, statistics) for batch in batches)

@@ -4,10 +4,12 @@ The position in the stream is ``DataPosition(epoch, samples_in_epoch)``: the loa
 depends only on (seed, epoch), so a restarted run that opens the epoch after the same number
 of samples sees exactly the batches the uninterrupted run would have seen.
 
-Fetching a batch is kept neutral for the global torch RNG (``rng_neutral``): creating a
-DataLoader iterator draws a base seed from it, and a restart creates one iterator more than
-the uninterrupted run did, which would otherwise shift the stream that dropout draws from.
-Validation opens loaders too and uses the same guard.
+Fetching a batch leaves the global torch RNG as it was: a restart opens one loader more than
+the uninterrupted run did, and anything that drew from the global RNG there would shift the
+stream that dropout draws from. The loaders draw their workers' base seed from a generator of
+their own (``kvideo.data.loader``), on the CPU path and on the GPU path's prefetch thread
+alike; ``rng_neutral`` around opening and fetching also undoes any other draw made in this
+process while it runs. Validation opens loaders too and uses the same guard.
 """
 
 from __future__ import annotations
@@ -54,10 +56,12 @@ class EpochStream:
         self.batch_size = cfg.trainer.batch_size
         self.epoch = 0
         self.samples_in_epoch = 0
+        from kvideo.data.loader import prefetches_in_process
+
         # Opening the next epoch early needs worker processes: they hold their own copy of
         # the dataset (and its epoch), whereas in-process loading (no workers, or GPU
         # decoding in the training process) would see the next epoch's sampling seed too early.
-        self.opens_next_epoch_early = cfg.trainer.num_workers > 0 and not cfg.decoder.decodes_on_gpu
+        self.opens_next_epoch_early = cfg.trainer.num_workers > 0 and not prefetches_in_process(cfg)
         self._batches: Iterator[dict[str, Any]] | None = None
         self._next_epoch: Iterator[dict[str, Any]] | None = None  # opened early, see next_batch
 
@@ -103,7 +107,7 @@ class EpochStream:
     def _open_epoch(self, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
         from kvideo.data.loader import build_loader
 
-        with rng_neutral():  # iter(DataLoader) draws a base seed from the global CPU RNG
+        with rng_neutral():
             return build_loader(
                 self.dataset,
                 self.cfg,

@@ -175,6 +175,51 @@ def test_resume_after_sigkill_and_sigterm_is_exact(
     assert train(cfg, run_dir)["step"] == MAX_STEPS
 
 
+def test_the_gpu_paths_prefetch_thread_trains_and_resumes_exactly(
+    reference: dict[str, Any], corpus: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GPU decoding loads on a prefetch thread in the training process; the same machinery with
+    the CPU decoder, preempted mid-run and resumed, computes the uninterrupted run's steps."""
+    import kvideo.data.loader as loader
+    import kvideo.model.vlm as vlm
+
+    monkeypatch.setattr(loader, "prefetches_in_process", lambda cfg: True)
+    prefetchers: list[Any] = []
+    prefetcher = loader._ThreadPrefetcher
+
+    def counted_prefetcher(*args: Any, **kwargs: Any) -> Any:
+        prefetchers.append(prefetcher(*args, **kwargs))
+        return prefetchers[-1]
+
+    monkeypatch.setattr(loader, "_ThreadPrefetcher", counted_prefetcher)
+    build, forwards = vlm.build_model, [0]
+
+    def preempt_at_the_ninth_forward(module: nn.Module, args: Any) -> None:
+        if module.training:
+            forwards[0] += 1
+            if forwards[0] == 9:  # during step 5 (grad_accum=2)
+                signals.request_checkpoint_and_exit("test")
+
+    def build_model(*args: Any, **kwargs: Any) -> nn.Module:
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(preempt_at_the_ninth_forward)
+        return model
+
+    monkeypatch.setattr(vlm, "build_model", build_model)
+    cfg, run_dir = tiny_config(corpus["root"]), tmp_path / "run"
+    assert train(cfg, run_dir)["status"] == "preempted"
+    assert max(_train_losses(run_dir)) == 5
+    final = train(cfg, run_dir)
+    assert final["status"] == "completed" and final["resumed_from"] == 5
+    assert len(prefetchers) >= 4  # each run's epochs and validations went through the thread
+
+    expected, got = _train_losses(reference["run_dir"]), _train_losses(run_dir)
+    assert sorted(got) == list(range(1, MAX_STEPS + 1))
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], abs=1e-5), step
+    assert final["val_loss"] == pytest.approx(reference["final"]["val_loss"], abs=1e-5)
+
+
 # ----------------------------------------------------------------------------- pieces
 
 

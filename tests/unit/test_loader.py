@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kvideo.config import to_validated
+from kvideo.data import loader
 from kvideo.data.loader import build_dataset, build_loader
 from kvideo.data.sharding import ResumableShardSampler
 from kvideo.data.tokenizer import ByteTokenizer
@@ -49,11 +50,9 @@ def make_cfg(tmp_path: Path, paths: list[str], **overrides) -> object:
     return to_validated(raw)
 
 
-def indices_and_frames(cfg, *, epoch: int = 0, skip: int = 0, workers: int = 0, batch_size: int = 2):
-    cfg.trainer.num_workers = workers
+def epoch_batches(cfg, *, epoch: int = 0, skip: int = 0, batch_size: int = 2):
     ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
-    out = []
-    for batch in build_loader(
+    return build_loader(
         ds,
         cfg,
         rank=0,
@@ -64,9 +63,22 @@ def indices_and_frames(cfg, *, epoch: int = 0, skip: int = 0, workers: int = 0, 
         batch_size=batch_size,
         drop_last=True,
         device=CPU,
-    ):
-        out.append((batch["index"].tolist(), batch["frames"].clone(), batch["frame_mask"].clone()))
-    return out
+    )
+
+
+def indices_and_frames(cfg, *, epoch: int = 0, skip: int = 0, workers: int = 0, batch_size: int = 2):
+    cfg.trainer.num_workers = workers
+    return [
+        (batch["index"].tolist(), batch["frames"].clone(), batch["frame_mask"].clone())
+        for batch in epoch_batches(cfg, epoch=epoch, skip=skip, batch_size=batch_size)
+    ]
+
+
+@pytest.fixture
+def prefetch_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Load as the GPU decoders do (in the training process, on the prefetch thread), with
+    the CPU decoder the config names: the same machinery, testable without a GPU."""
+    monkeypatch.setattr(loader, "prefetches_in_process", lambda cfg: True)
 
 
 def test_sample_padding_mask_and_labels(tmp_path: Path, clips: list[Path]) -> None:
@@ -156,6 +168,50 @@ def test_resume_yields_exactly_the_uninterrupted_batches_whatever_the_workers(
         assert idx_a == idx_b
         assert torch.equal(mask_a, mask_b)
         assert torch.equal(frames_a, frames_b)
+
+
+@pytest.mark.parametrize("policy", ["uniform", "random_segment"])
+def test_resume_on_the_prefetch_thread_yields_exactly_the_uninterrupted_batches(
+    tmp_path: Path, clips: list[Path], policy: str, prefetch_thread: None
+) -> None:
+    cfg = make_cfg(tmp_path, [str(p) for p in clips], **{"video.sampling_policy": policy})
+    full = indices_and_frames(cfg, epoch=1, workers=0)
+    resumed = indices_and_frames(cfg, epoch=1, skip=4, workers=2)  # workers are ignored on this path
+    assert len(full) == 5 and len(resumed) == 3
+    for (idx_a, frames_a, mask_a), (idx_b, frames_b, mask_b) in zip(full[2:], resumed, strict=True):
+        assert idx_a == idx_b
+        assert torch.equal(mask_a, mask_b)
+        assert torch.equal(frames_a, frames_b)
+
+
+@pytest.mark.parametrize("path", ["in process", "worker processes", "prefetch thread"])
+def test_loading_an_epoch_leaves_the_global_rng_alone_on_every_path(
+    tmp_path: Path, clips: list[Path], monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """No ``rng_neutral`` here: the prefetch thread runs whenever it likes, so the loader must
+    not draw from the global RNG at all (a draw there shifts dropout in the training step)."""
+    if path == "prefetch thread":
+        monkeypatch.setattr(loader, "prefetches_in_process", lambda cfg: True)
+    cfg = make_cfg(tmp_path, [str(p) for p in clips[:6]])
+    cfg.trainer.num_workers = 2 if path == "worker processes" else 0
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    batches = epoch_batches(cfg, epoch=0, batch_size=2)
+    assert len(list(batches)) == 3
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_loader_seeds_depend_on_seed_epoch_and_rank_only() -> None:
+    from kvideo.data.loader import loader_generator
+
+    def first_draw(seed: int, epoch: int, rank: int) -> int:
+        return int(torch.empty((), dtype=torch.int64).random_(generator=loader_generator(seed, epoch, rank)))
+
+    torch.manual_seed(0)
+    a = first_draw(3, 1, 0)
+    torch.manual_seed(1)  # the global RNG plays no part
+    assert first_draw(3, 1, 0) == a
+    assert len({a, first_draw(3, 2, 0), first_draw(3, 1, 1), first_draw(4, 1, 0)}) == 4
 
 
 def test_random_segment_frames_change_with_the_epoch(tmp_path: Path, clips: list[Path]) -> None:
