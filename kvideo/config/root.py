@@ -49,6 +49,12 @@ def check_cross_fields(cfg: KVideoConfig) -> None:
     video, model = cfg.video, cfg.model
     context = model.max_seq_len
     context_name = "model.max_seq_len"
+    if video.resize == "max_pixels" and cfg.trainer.strategy == "fsdp":
+        raise ValueError(
+            "video.resize=max_pixels with trainer.strategy=fsdp: each clip shape is its own tower "
+            "forward, so ranks would run different numbers of sharded forwards (a collective each) "
+            "and hang; use trainer.strategy=ddp or video.resize=keep_aspect"
+        )
     if video.resize == "max_pixels" and model.family != "hf":
         raise ValueError(
             "video.resize=max_pixels needs model=hf_vlm (a tower that reads any frame size); "

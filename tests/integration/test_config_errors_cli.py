@@ -314,6 +314,10 @@ HF_CASES = [
         r"model\.tokens_per_frame \(25\) cannot exceed the tower's patch grid .* = \(64 / 16\)\^2 = 16",
     ),
     (
+        ["video.resize=max_pixels", "trainer.strategy=fsdp"],
+        r"video\.resize=max_pixels with trainer\.strategy=fsdp: each clip shape is its own tower forward",
+    ),
+    (
         ["video.resize=max_pixels", "model.tokens_per_frame=9"],
         r"video\.resize=max_pixels pools the patch grid by a whole stride, but the 4x4 grid of a "
         r"video\.frame_size square does not pool to model\.tokens_per_frame=9 \(4 / 3 is not a whole "
