@@ -18,12 +18,15 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kvideo.data.rows import ClipRow
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
 # WebVid names the validation metadata/video folder "val".
@@ -48,13 +51,21 @@ def absolute_root(path: str) -> str:
 
 
 def resolve_split_file(data_root: str, split: str, suffixes: Sequence[str], *, kind: str) -> str:
-    """The file to read for ``split`` when ``video.data_root`` is one file (read for every split)
-    or a folder of ``<split><suffix>`` files (``val`` also names validation). ``kind`` names the
-    files in errors (``manifest``, ``conversations``)."""
+    """The file to read for ``split`` when ``video.data_root`` is one file (read for every split,
+    with a warning for validation: it is not held out) or a folder of ``<split><suffix>`` files
+    (``val`` also names validation). ``kind`` names the files in errors and the warning
+    (``manifest``, ``conversations``)."""
     path = absolute_root(data_root)
     if os.path.isfile(path):
         if not path.endswith(tuple(suffixes)):
             raise ValueError(f"video.data_root={data_root!r}: a {kind} file must be {' or '.join(suffixes)}")
+        if split == "validation":
+            logger.warning(
+                "%s: validation reads the training file %s (point video.data_root at a folder with "
+                "train.* and validation.* for a held-out set)",
+                kind,
+                path,
+            )
         return path
     if os.path.isdir(path):
         stems = (split, "val") if split == "validation" else (split,)

@@ -25,7 +25,6 @@ that does not decode is the usual counted skip (``missing``, ``corrupt``, ...).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -45,8 +44,6 @@ from kvideo.registry import DATASETS
 if TYPE_CHECKING:
     from kvideo.config.data import DataConfig
     from kvideo.config.video import VideoConfig
-
-logger = logging.getLogger(__name__)
 
 RECORD_SUFFIXES = (".jsonl", ".json")
 # LLaVA's role names first, then Hugging Face's own.
@@ -134,10 +131,4 @@ def build_conversations(
             "(a .json/.jsonl records file, or a folder holding train.jsonl / validation.jsonl)"
         )
     records = resolve_split_file(video.data_root, split, RECORD_SUFFIXES, kind="conversations")
-    if split == "validation" and os.path.isfile(os.path.expanduser(video.data_root)):
-        logger.warning(
-            "conversations: validation reads the training records %s (point video.data_root at a "
-            "folder with train.* and validation.* for a held-out set)",
-            records,
-        )
     return read_conversations(records, max_samples)

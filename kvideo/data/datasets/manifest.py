@@ -11,7 +11,6 @@ manifest file's folder. A bad row raises ``ValueError`` naming the file and line
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -31,8 +30,6 @@ from kvideo.registry import DATASETS
 if TYPE_CHECKING:
     from kvideo.config.data import DataConfig
     from kvideo.config.video import VideoConfig
-
-logger = logging.getLogger(__name__)
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv")
 
@@ -93,10 +90,4 @@ def build_manifest(video: VideoConfig, data: DataConfig, *, split: str, max_samp
             "(a .jsonl/.csv manifest file, or a folder holding train.jsonl / validation.jsonl)"
         )
     manifest = resolve_split_file(video.data_root, split, MANIFEST_SUFFIXES, kind="manifest")
-    if split == "validation" and os.path.isfile(os.path.expanduser(video.data_root)):
-        logger.warning(
-            "manifest: validation reads the training manifest %s (point video.data_root at a folder "
-            "with train.* and validation.* for a held-out set)",
-            manifest,
-        )
     return read_manifest(manifest, max_samples)
