@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kvideo.data.batch import optional_inputs
 from kvideo.data.tokenizer import Tokenizer
 
 
@@ -41,17 +42,14 @@ def caption_batch(
                     [tokenizer.context_ids(prompt)] * frames.shape[0], device=frames.device
                 )
                 ids = _generate(
-                    model, batch, slice(None), context, None, max_new_tokens, tokenizer.stop_ids, synced
+                    model, batch, slice(None), context, max_new_tokens, tokenizer.stop_ids, synced
                 )
             else:
                 ids = []
                 for i, answer_at in enumerate(batch["answer_at"].tolist()):
                     context = batch["input_ids"][i : i + 1, :answer_at].to(frames.device)
-                    visual_at = batch["visual_at"][i : i + 1]
                     one = slice(i, i + 1)
-                    ids += _generate(
-                        model, batch, one, context, visual_at, max_new_tokens, tokenizer.stop_ids, synced
-                    )
+                    ids += _generate(model, batch, one, context, max_new_tokens, tokenizer.stop_ids, synced)
     finally:
         model.train(was_training)
     return [tokenizer.decode(row) for row in ids]
@@ -62,7 +60,6 @@ def _generate(
     batch: dict[str, Any],
     rows: slice,
     context: torch.Tensor,
-    visual_at: torch.Tensor | None,
     max_new_tokens: int,
     stop_ids: list[int],
     synced: bool,
@@ -72,8 +69,7 @@ def _generate(
         batch["frame_mask"][rows],
         context,
         frame_times=batch["frame_times"][rows],
-        visual_at=visual_at,
-        **({"frame_region": batch["frame_region"][rows]} if "frame_region" in batch else {}),
+        **{key: value[rows] for key, value in optional_inputs(batch).items()},
         max_new_tokens=max_new_tokens,
         stop_ids=stop_ids,
         synced=synced,
