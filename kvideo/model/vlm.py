@@ -155,16 +155,15 @@ def _clips_at_own_size(
     shapes: dict[tuple[int, int], list[int]] = {}
     for i, (_, _, h, w) in enumerate(frame_region.tolist()):
         shapes.setdefault((h, w), []).append(i)
-    rows: list[Tensor | None] = [None] * b
+    tokens_of: dict[int, Tensor] = {}
     for (h, w), clips in shapes.items():
         index = torch.tensor(clips, device=frames.device)
         picture = frames.index_select(0, index)[..., :h, :w]
         grid = vision(picture.flatten(0, 1))
         times = None if frame_times is None else frame_times.index_select(0, index.to(frame_times.device))
         tokens = projector(grid, f, frame_keys.index_select(0, index), times, stride=stride)
-        for row, clip in zip(tokens, clips, strict=True):
-            rows[clip] = row
-    kept = [row for row in rows if row is not None]
+        tokens_of.update(zip(clips, tokens, strict=True))
+    kept = [tokens_of[i] for i in range(b)]
     longest = max(row.shape[0] for row in kept)
     visual = kept[0].new_zeros((b, longest, kept[0].shape[-1]))
     keys = torch.zeros(b, longest, dtype=torch.bool, device=frames.device)
