@@ -4,11 +4,25 @@ The parts are made as a user's folders are (``tests/helpers/hf_models.py``: tran
 config classes, ``save_pretrained``): a 2-layer SigLIP-shaped tower (64 px, 16 px patches) and
 a 2-layer Qwen2-shaped LM with a BPE tokenizer and a ChatML template, both 128 wide. Then
 ``python train.py model=hf_vlm ...`` as a user would run it, nothing frozen (random weights have
-nothing to keep), at ``video.max_frames=8`` and at ``video.max_frames=1``:
+nothing to keep), at ``video.max_frames=8`` and at ``video.max_frames=1``, with
+``video/sampling=random_segment``, ``trainer.lr=5e-4`` and ``trainer.max_steps=2400``:
 
 * at 8 frames colour must reach >= 0.95 and direction >= 0.8 (motion needs several frames);
 * at 1 frame direction must stay at chance (0.25): the model cannot see motion, so a higher
   number would mean the evaluation leaks the answer.
+
+Why this recipe rather than ``tiny_vlm``'s (uniform frames, lr 2e-3, 1200 steps):
+
+* lr: at 2e-3 this model learns colour and never direction (0.24-0.38 at 1200 steps in repeated
+  runs; 1e-3 gave 0.46 and 5e-4 0.73, each at 1200 steps);
+* TSN jitter: with fixed frames the 800 training clips are memorised before motion is learned
+  (val_loss rising from step 1200; direction 0.93 with seed 0, 0.58 with seed 1). The time
+  embedding helps memorise: clips differ in length, so their frame times alone tell them apart
+  (seed 1 without it: 0.83). Random frames per segment and epoch (``random_segment``, as
+  TSN-style training does) keep the time embedding and took seed 1 to 0.875, val_loss still
+  falling at 2400 steps.
+
+No model change was needed: the model config is ``hf_vlm``'s, motion tokens on.
 
 Each run must finish within 20 minutes of wall time on 2 CPU cores (the runs go one after the
 other, so they do not compete). Writes ``benchmarks/results/hf_vlm_learns.json``.
@@ -38,6 +52,8 @@ WIDTH = 128
 TIME_LIMIT_S = 20 * 60
 TARGETS = {"acc_color_8": 0.95, "acc_direction_8": 0.8}
 CHANCE_DIRECTION = 0.25
+LR = 5e-4
+MAX_STEPS = 2400
 # Within this of chance at one frame: a 160-clip split puts 2 standard errors of a 0.25
 # proportion at 0.068, so a model that truly cannot see motion stays inside it.
 CHANCE_TOLERANCE = 0.07
@@ -56,6 +72,9 @@ def model_overrides(vision: Path, lm: Path) -> list[str]:
         "model.lm_lr=0",
         "model.vision_lr=0",
         "model.max_text_len=32",
+        "video/sampling=random_segment",
+        f"trainer.lr={LR}",
+        f"trainer.max_steps={MAX_STEPS}",
         "trainer.device=cpu",
     ]
 
@@ -73,13 +92,23 @@ def train(overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:
         "returncode": proc.returncode,
         "wall_s": wall,
         "final": final,
+        "validations": validation_curve(run_dir / "metrics.jsonl"),
         "stderr_tail": proc.stderr[-2000:] if proc.returncode else "",
     }
 
 
+def validation_curve(metrics: Path) -> list[dict[str, Any]]:
+    """Each validation's step, loss and attribute accuracies, from the run's ``metrics.jsonl``."""
+    if not metrics.is_file():
+        return []
+    keys = ("step", "val_loss", "acc_color", "acc_shape", "acc_direction")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return [{k: row[k] for k in keys if k in row} for row in rows if row.get("split") == "validation"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--max-steps", type=int, default=0, help="trainer.max_steps (default: trainer's)")
+    parser.add_argument("--max-steps", type=int, default=0, help=f"trainer.max_steps (default {MAX_STEPS})")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -90,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = Path(tmp)
         vision = save_tiny_tower(root / "tower", width=WIDTH, vision_only=False)
         lm = save_tiny_lm(root / "lm", width=WIDTH)
-        extra = [f"trainer.max_steps={args.max_steps}"] if args.max_steps else []
+        extra = [f"trainer.max_steps={args.max_steps}"] if args.max_steps else []  # the last one wins
         for frames in (8, 1):
             overrides = [*model_overrides(vision, lm), f"video.max_frames={frames}", *extra]
             runs[str(frames)] = train(overrides, root / f"run_{frames}")
