@@ -26,7 +26,15 @@ import torch
 from torch import nn
 
 from kvideo.config import ModelConfig, TrainerConfig
-from kvideo.train.checkpoint_dcp import METADATA_NAME, list_sharded_checkpoints, newest_checkpoint
+from kvideo.train.checkpoint_dcp import (
+    METADATA_NAME,
+    commit,
+    folder_for,
+    list_sharded_checkpoints,
+    newest_checkpoint,
+    tmp_for,
+)
+from kvideo.train.checkpointer import KEEP_SHARDED
 from tests.helpers.paths import REPO
 from tests.helpers.ranks import run_ranks
 
@@ -243,8 +251,22 @@ def test_a_kill_during_sharded_saves_never_leaves_a_checkpoint_that_loads_half_w
         model = nn.Linear(2000, 2000, bias=False)
         load_sharded_weights(model, found.path, None)
         assert torch.all(model.weight == found.step), found.path
-        assert len(list_sharded_checkpoints(ckpt_dir)) <= 2  # older folders are removed
+        # A kill between the rename and the pruning leaves one folder too many: the next commit
+        # removes it (test_a_commit_prunes_what_a_killed_one_left).
+        assert len(list_sharded_checkpoints(ckpt_dir)) <= KEEP_SHARDED + 1
         assert len(list(ckpt_dir.glob("*.tmp"))) <= 1  # the killed save's, removed by the next one
+
+
+def test_a_commit_prunes_what_a_killed_one_left(tmp_path: Path) -> None:
+    """A save killed after its rename and before its pruning leaves keep + 1 folders; the next
+    commit brings them back to ``keep``, the newest ones."""
+    for step in (1, 2, 3):  # 3 committed, 1 not yet pruned when the kill came
+        (folder_for(tmp_path, step)).mkdir()
+    tmp = tmp_for(folder_for(tmp_path, 4))
+    tmp.mkdir()
+    commit(tmp, folder_for(tmp_path, 4), keep=KEEP_SHARDED)
+    assert [step for step, _ in list_sharded_checkpoints(tmp_path)] == [4, 3]
+    assert not tmp.exists()
 
 
 def _count_calls(module: nn.Module) -> list[int]:
