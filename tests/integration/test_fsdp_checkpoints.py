@@ -261,7 +261,7 @@ def test_a_commit_prunes_what_a_killed_one_left(tmp_path: Path) -> None:
     """A save killed after its rename and before its pruning leaves keep + 1 folders; the next
     commit brings them back to ``keep``, the newest ones."""
     for step in (1, 2, 3):  # 3 committed, 1 not yet pruned when the kill came
-        (folder_for(tmp_path, step)).mkdir()
+        folder_for(tmp_path, step).mkdir()
     tmp = tmp_for(folder_for(tmp_path, 4))
     tmp.mkdir()
     commit(tmp, folder_for(tmp_path, 4), keep=KEEP_SHARDED)
