@@ -25,6 +25,22 @@ TINY_CLI_OVERRIDES = [
 ]
 
 
+def tiny_model(**fields: Any) -> ModelConfig:
+    """A builtin model 32 wide (one ViT block, 2 heads, 2x2 tokens per frame, a 64-token LM
+    window) that runs in milliseconds; ``fields`` set what a test is about (patch size, LM depth,
+    text length) or override these."""
+    base: dict[str, Any] = dict(
+        vision_width=32,
+        vision_depth=1,
+        vision_heads=2,
+        tokens_per_frame=4,
+        lm_width=32,
+        lm_heads=2,
+        max_seq_len=64,
+    )
+    return ModelConfig(**{**base, **fields})
+
+
 def tiny_config(data_root: Path, *, prompt: str = "", **trainer: Any) -> KVideoConfig:
     """~60k parameters, 4 frames of 32x32, 24 training clips (6 steps per epoch at 2x2 clips)."""
     options = dict(
@@ -54,19 +70,7 @@ def tiny_config(data_root: Path, *, prompt: str = "", **trainer: Any) -> KVideoC
             prompt=prompt,
         ),
         data=DataConfig(sample_train_clips=24, sample_val_clips=8),
-        model=ModelConfig(
-            patch_size=16,
-            vision_width=32,
-            vision_depth=1,
-            vision_heads=2,
-            tokens_per_frame=4,
-            lm_width=32,
-            lm_depth=1,
-            lm_heads=2,
-            max_seq_len=64,
-            max_text_len=40,
-            dropout=0.1,
-        ),
+        model=tiny_model(patch_size=16, lm_depth=1, max_text_len=40, dropout=0.1),
         trainer=TrainerConfig(**options),
     )
 

@@ -35,21 +35,11 @@ from kvideo.train.checkpoint_dcp import (
     tmp_for,
 )
 from kvideo.train.checkpointer import KEEP_SHARDED
+from tests.helpers.configs import tiny_model
 from tests.helpers.paths import REPO
 from tests.helpers.ranks import run_ranks
 
-MODEL = ModelConfig(
-    patch_size=16,
-    vision_width=32,
-    vision_depth=1,
-    vision_heads=2,
-    tokens_per_frame=4,
-    lm_width=32,
-    lm_depth=2,
-    lm_heads=2,
-    max_seq_len=64,
-    max_text_len=12,
-)
+MODEL = tiny_model(patch_size=16, lm_depth=2, max_text_len=12)
 OPTIM = TrainerConfig(lr=1e-2, warmup_steps=1, max_steps=10, grad_clip=1.0)
 FRAMES, SIZE, VOCAB = 2, 32, 50
 

@@ -13,27 +13,15 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from kvideo.config.model import ModelConfig
 from kvideo.train.distributed import LaunchEnv, detect_launch, first_host
 from tests.helpers.cli import run_train
-from tests.helpers.configs import tiny_config
+from tests.helpers.configs import tiny_config, tiny_model
 
 WORLD = 2
 FRAMES, SIZE, TEXT = 2, 32, 12
 
 
-TINY_MODEL = ModelConfig(
-    patch_size=16,
-    vision_width=32,
-    vision_depth=1,
-    vision_heads=2,
-    tokens_per_frame=4,
-    lm_width=32,
-    lm_depth=1,
-    lm_heads=2,
-    max_seq_len=64,
-    max_text_len=TEXT,
-)
+TINY_MODEL = tiny_model(patch_size=16, lm_depth=1, max_text_len=TEXT)
 
 
 def _rank_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

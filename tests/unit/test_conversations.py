@@ -18,6 +18,7 @@ from kvideo.model import build_model
 from kvideo.model.hf_vlm import HFVideoLanguageModel
 from kvideo.model.sequence import splice, text_positions
 from kvideo.model.vlm import VideoLanguageModel
+from tests.helpers.configs import tiny_model
 
 QA = (
     Turn("user", "<video>\nWhat moves?"),
@@ -119,18 +120,7 @@ def test_splice_puts_each_samples_visual_tokens_after_its_first_visual_at_text_t
     assert torch.equal(spliced.gather(1, where), text[..., 0])
 
 
-TINY = ModelConfig(
-    patch_size=8,
-    vision_width=32,
-    vision_depth=1,
-    vision_heads=2,
-    tokens_per_frame=4,
-    lm_width=32,
-    lm_depth=2,
-    lm_heads=2,
-    max_seq_len=64,
-    max_text_len=20,
-)
+TINY = tiny_model(patch_size=8, lm_depth=2, max_text_len=20)
 
 
 def clips(batch: int, frames: int, size: int, valid: list[int]) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from kvideo.data.tokenizer import ChatTokenizer
 from kvideo.model import build_model
 from kvideo.model.regions import patch_coverage
 from kvideo.resize import Resize, qwen_smart_resize
+from tests.helpers.configs import tiny_model
 
 # Outputs of qwen-vl-utils 0.0.14's own smart_resize(h, w, factor=28, min_pixels=4*28*28,
 # max_pixels=768*28*28), run on these shapes. On 199,069 random shapes (factors 14/16/28/32, four
@@ -66,18 +67,7 @@ def test_patch_coverage_is_the_pictures_share_of_each_patch() -> None:
     assert half[0, :, 0].tolist() == [0.5, 1.0, 1.0, 0.5]
 
 
-TINY = ModelConfig(
-    patch_size=4,
-    vision_width=32,
-    vision_depth=1,
-    vision_heads=2,
-    tokens_per_frame=4,
-    lm_width=32,
-    lm_depth=1,
-    lm_heads=2,
-    max_seq_len=64,
-    max_text_len=8,
-)
+TINY = tiny_model(patch_size=4, lm_depth=1, max_text_len=8)
 
 
 def test_builtin_keep_aspect_reads_only_the_picture() -> None:

@@ -21,6 +21,7 @@ from kvideo.model import (
     parameter_summary,
 )
 from kvideo.model.vlm import VideoLanguageModel
+from tests.helpers.configs import tiny_model
 
 VOCAB = 50
 MAX_FRAMES = 4
@@ -28,18 +29,7 @@ FRAME_SIZE = 32
 TEXT_LEN = 12
 BATCH = 3
 
-TINY = ModelConfig(
-    patch_size=8,
-    vision_width=32,
-    vision_depth=1,
-    vision_heads=2,
-    tokens_per_frame=4,
-    lm_width=32,
-    lm_depth=2,
-    lm_heads=2,
-    max_seq_len=64,
-    max_text_len=TEXT_LEN,
-)
+TINY = tiny_model(patch_size=8, lm_depth=2, max_text_len=TEXT_LEN)
 
 
 @pytest.fixture
