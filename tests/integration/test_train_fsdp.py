@@ -65,24 +65,11 @@ def _train_rank(
     """``train`` on this rank; ``preempt_on=(rank, n)``: that rank is asked to stop at its n-th
     training forward (only there: the other rank must learn it from the agreement)."""
     from kvideo.model import vlm
-    from kvideo.train import signals, train
+    from kvideo.train import train
+    from tests.helpers.preemption import preempting_build_model
 
     if preempt_on is not None and preempt_on[0] == rank:
-        build, forwards = vlm.build_model, [0]
-
-        def build_with_preemption(*args: Any, **kwargs: Any) -> Any:
-            model = build(*args, **kwargs)
-
-            def hook(module: Any, inputs: Any) -> None:
-                if module.training:
-                    forwards[0] += 1
-                    if forwards[0] == preempt_on[1]:
-                        signals.request_checkpoint_and_exit("test")
-
-            model.register_forward_pre_hook(hook)
-            return model
-
-        vlm.build_model = build_with_preemption
+        vlm.build_model = preempting_build_model(preempt_on[1])
     final = train(cfg, run_dir)
     Path(out, f"rank{rank}.json").write_text(json.dumps(final))
 

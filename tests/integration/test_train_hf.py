@@ -12,12 +12,12 @@ import torch
 from kvideo.config.model import FreezeStage
 from kvideo.config.pretrained import parameter_count
 from kvideo.model import vlm
-from kvideo.train import signals
 from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
 from tests.helpers.cli import run_train
 from tests.helpers.configs import tiny_hf_config
 from tests.helpers.hf_models import hf_cli_overrides
+from tests.helpers.preemption import preempting_build_model
 
 STEPS = 8
 # LLaVA's recipe, compressed: projector alone for 4 steps, then the LM too (the tower stays frozen).
@@ -46,21 +46,9 @@ def test_resume_is_exact_across_a_freeze_stage_and_checkpoints_hold_what_trains(
     assert reference["status"] == "completed"
 
     # Preempted during step 3 (before the stage change at step 4), then resumed to the end.
-    build, forwards = vlm.build_model, [0]
-
-    def build_with_preemption(*args: Any, **kwargs: Any) -> Any:
-        model = build(*args, **kwargs)
-
-        def hook(module: Any, inputs: Any) -> None:
-            if module.training:
-                forwards[0] += 1
-                if forwards[0] == 5:  # grad_accum 2: the first micro-batch of step 3
-                    signals.request_checkpoint_and_exit("test")
-
-        model.register_forward_pre_hook(hook)
-        return model
-
-    monkeypatch.setattr(vlm, "build_model", build_with_preemption)
+    build = vlm.build_model
+    # grad_accum 2: forward 5 is the first micro-batch of step 3
+    monkeypatch.setattr(vlm, "build_model", preempting_build_model(5))
     run_dir = tmp_path / "resumed"
     assert train(cfg, run_dir)["status"] == "preempted"
     assert _checkpoint(run_dir)["step"] == 3

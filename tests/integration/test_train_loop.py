@@ -30,6 +30,7 @@ from kvideo.train.metrics import RunWriter, read_jsonl
 from kvideo.train.schedule import build_scheduler, lr_factor
 from tests.helpers.configs import MAX_STEPS, tiny_config
 from tests.helpers.paths import REPO
+from tests.helpers.preemption import preempting_build_model
 
 
 @pytest.fixture(scope="module")
@@ -192,20 +193,8 @@ def test_the_gpu_paths_prefetch_thread_trains_and_resumes_exactly(
         return prefetchers[-1]
 
     monkeypatch.setattr(loader, "_ThreadPrefetcher", counted_prefetcher)
-    build, forwards = vlm.build_model, [0]
-
-    def preempt_at_the_ninth_forward(module: nn.Module, args: Any) -> None:
-        if module.training:
-            forwards[0] += 1
-            if forwards[0] == 9:  # during step 5 (grad_accum=2)
-                signals.request_checkpoint_and_exit("test")
-
-    def build_model(*args: Any, **kwargs: Any) -> nn.Module:
-        model = build(*args, **kwargs)
-        model.register_forward_pre_hook(preempt_at_the_ninth_forward)
-        return model
-
-    monkeypatch.setattr(vlm, "build_model", build_model)
+    # during step 5 (grad_accum=2)
+    monkeypatch.setattr(vlm, "build_model", preempting_build_model(9))
     cfg, run_dir = tiny_config(corpus["root"]), tmp_path / "run"
     assert train(cfg, run_dir)["status"] == "preempted"
     assert max(_train_losses(run_dir)) == 5
