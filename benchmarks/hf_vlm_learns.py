@@ -45,6 +45,7 @@ from typing import Any
 
 from benchmarks import common
 from benchmarks.corpus import CORPUS_ROOT
+from kvideo.files import read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CACHE = CORPUS_ROOT / "kvideo_cache"
@@ -99,10 +100,8 @@ def train(overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:
 
 def validation_curve(metrics: Path) -> list[dict[str, Any]]:
     """Each validation's step, loss and attribute accuracies, from the run's ``metrics.jsonl``."""
-    if not metrics.is_file():
-        return []
     keys = ("step", "val_loss", "acc_color", "acc_shape", "acc_direction")
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(metrics)
     return [{k: row[k] for k in keys if k in row} for row in rows if row.get("split") == "validation"]
 
 
