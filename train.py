@@ -7,7 +7,6 @@ bad config fails before any work.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -60,9 +59,10 @@ def main(cfg: DictConfig) -> float | None:
         # failure for the sweep report (which then exits non-zero) and carry on.
         logging.getLogger("kvideo").exception("job failed")
         if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
-            (run_dir / "failed.json").write_text(
-                json.dumps({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
-            )
+            from kvideo.train.guards import write_failed
+
+            # Unless the training loop already wrote it, with the step and its checkpoint.
+            write_failed(run_dir, _one_line(e), None, traceback=traceback.format_exc())
         return None
     # Returned for sweepers that optimise a metric (e.g. Optuna): lower is better.
     return result.get("val_loss")
@@ -70,10 +70,10 @@ def main(cfg: DictConfig) -> float | None:
 
 def _one_line(e: BaseException) -> str:
     """The exception's message on one line; its type only where the message needs it."""
+    from kvideo.errors import one_line
     from kvideo.train.guards import RunDirBusy, RunFailed
 
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) quotes it
-    text = " ".join(str(message).split()) or type(e).__name__
+    text = one_line(e)
     if isinstance(e, RunFailed):
         return f"run failed: {text}"
     if isinstance(e, RunDirBusy | ValueError | OSError | RuntimeError | KeyError):

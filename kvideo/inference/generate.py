@@ -38,8 +38,10 @@ def caption_batch(
     try:
         with autocast():
             if "answer_at" not in batch:
+                # An empty context (no BOS, no template, no prompt) is valid: the answer then
+                # follows the visual tokens directly. ``dtype`` keeps it an id tensor.
                 context = torch.tensor(
-                    [tokenizer.context_ids(prompt)] * frames.shape[0], device=frames.device
+                    [tokenizer.context_ids(prompt)] * frames.shape[0], dtype=torch.long, device=frames.device
                 )
                 ids = _generate(
                     model, batch, slice(None), context, max_new_tokens, tokenizer.stop_ids, synced

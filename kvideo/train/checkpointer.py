@@ -328,13 +328,22 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ saving
 
-    def save(self, step: int, position: DataPosition, skipped: dict[str, int], *, wait: bool = False) -> None:
+    def save(
+        self,
+        step: int,
+        position: DataPosition,
+        skipped: dict[str, int],
+        *,
+        wait: bool = False,
+        rng: dict[str, Any] | None = None,
+    ) -> None:
         """Checkpoint ``step`` (a collective). A write that fails (full disk) fails the run.
 
         ``wait``: with ``async_save``, return only once this checkpoint is on disk (the last
-        one before the process exits).
+        one before the process exits). ``rng``: this rank's RNG states as of ``step`` (default:
+        now; a checkpoint written after a crash passes those of the last step boundary).
         """
-        rank_entry = {"rng": capture_rng_state(), "skipped": dict(skipped)}
+        rank_entry = {"rng": capture_rng_state() if rng is None else rng, "skipped": dict(skipped)}
         trainer_state = {
             "step": step,
             "scheduler": self.optimizer.scheduler.state_dict(),

@@ -117,8 +117,28 @@ class SkipBudget:
             )
 
 
-def write_failed(run_dir: Path, error: str, step: int) -> None:
-    """``failed.json``: what the sweep report and a person looking at the run dir read."""
-    from kvideo.train.metrics import write_json_atomic
+def write_failed(run_dir: Path, error: str, step: int | None, **details: Any) -> bool:
+    """``failed.json``: what the sweep report and a person looking at the run dir read.
 
-    write_json_atomic(Path(run_dir) / FAILED_NAME, {"status": "failed", "error": error, "step": step})
+    The first failure wins: with several ranks, the rank that failed first writes it, and the
+    ranks that only met its absence (a collective that lost a peer) leave it as it is. Returns
+    whether this call wrote it. ``details``: more fields (``rank``, ``checkpoint``,
+    ``traceback``); ``step`` is ``None`` when the run failed before its first step was known.
+    """
+    path = Path(run_dir) / FAILED_NAME
+    record = {"status": "failed", "error": error, "step": step, **details}
+    tmp = path.with_name(f"{FAILED_NAME}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    try:
+        os.link(tmp, path)  # atomic and exclusive: never half a file, never a second writer's
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def clear_failed(run_dir: Path) -> None:
+    """Forget an earlier attempt's ``failed.json`` (a resumed run starts with a clean slate; its
+    own failure, if any, is the one to report). Its reason stays in ``train.log``."""
+    (Path(run_dir) / FAILED_NAME).unlink(missing_ok=True)

@@ -26,6 +26,8 @@ import contextlib
 import gc
 import logging
 import random
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -39,10 +41,12 @@ from kvideo.config.checks import require_caption_room
 from kvideo.config.memory import check_fits_on_gpu
 from kvideo.config.model import MODEL_PARTS
 from kvideo.data.batch import optional_inputs
+from kvideo.errors import one_line
 from kvideo.train import signals
 from kvideo.train.checkpoint import restore_rng_state
 from kvideo.train.checkpointer import Checkpointer
 from kvideo.train.distributed import DistEnv, any_ranks, cleanup, init_distributed, wrap_model
+from kvideo.train.failure import PeerFailureWatch, StepBoundary, capture_boundary, weights_finite
 from kvideo.train.freeze import TrainableSchedule
 from kvideo.train.fsdp import shard_model, sync_gradients
 from kvideo.train.guards import RunDirLock, RunFailed
@@ -81,7 +85,10 @@ def train(cfg: KVideoConfig, run_dir: Path | str) -> dict[str, Any]:
     the loop checkpoint and stop; the caller should exit with ``signals.EXIT_PREEMPTED`` so the
     job is requeued, and the next start in the same ``run_dir`` resumes). A run that cannot
     learn raises ``RunFailed`` (``failed.json`` written); a run dir another live run holds
-    raises ``RunDirBusy`` before anything is written.
+    raises ``RunDirBusy`` before anything is written. Any other error in the loop first
+    checkpoints the last step boundary (``Trainer.checkpoint_after_crash``), then writes
+    ``failed.json`` and propagates; with several ranks, every rank ends within
+    ``PeerFailureWatch``'s grace of the first failure.
 
     The preemption handlers are installed only once the trainer is built: a signal during
     start-up (building the corpus, allocating the model) has nothing to checkpoint and ends
@@ -92,18 +99,33 @@ def train(cfg: KVideoConfig, run_dir: Path | str) -> dict[str, Any]:
     env = init_distributed(
         cfg.trainer.device, backend=cfg.trainer.backend, group_of_one=cfg.trainer.strategy == "fsdp"
     )
+    watch = PeerFailureWatch(env)
     lock = RunDirLock(run_dir) if env.is_main else contextlib.nullcontext()
+    trainer: Trainer | None = None
     try:
         with lock:
             trainer = Trainer(cfg, Path(run_dir), env)
+            trainer.peer_failure = watch.failure
             restore_handlers = signals.install_signal_handlers()
             try:
                 return trainer.run()
             finally:
                 restore_handlers()
                 trainer.close()
+    except BaseException as e:
+        if trainer is None and isinstance(e, Exception):  # once running, ``Trainer.run`` says it
+            RUN_LOG.error("could not start the run: %s", one_line(e))
+        elif isinstance(e, KeyboardInterrupt):  # a second Ctrl-C: stop now, keep what is saved
+            RUN_LOG.warning("interrupted: the last checkpoint is kept")
+        # Before the teardown, which may itself wait on a peer: every rank ends within the
+        # watch's deadline from here.
+        watch.announce(one_line(e))
+        raise
     finally:
-        cleanup(env)
+        try:
+            cleanup(env)
+        finally:
+            watch.stop()
 
 
 @dataclass(frozen=True)
@@ -234,6 +256,9 @@ class Trainer:
         # Last: nothing after this may draw from the restored RNG streams.
         if resume is not None and resume.rng is not None:
             restore_rng_state(resume.rng)
+        self.boundary: StepBoundary | None = self._boundary()
+        # Another rank's announced failure, if any (``train`` connects its PeerFailureWatch).
+        self.peer_failure: Callable[[], str | None] = lambda: None
 
     def close(self) -> None:
         """Before the process group goes: wait for a checkpoint still being written in the
@@ -276,8 +301,10 @@ class Trainer:
             status = self._train_until_done_or_preempted()
             if status == "completed":
                 self.stream.close()  # release loader workers before validation
-                self.validate()
+                # The final checkpoint comes before anything after training that could fail: a
+                # crash in the final validation or the export then costs no step.
                 self.checkpoint(wait=True)
+                self.validate()
                 self.export()
             final = self.report.final_metrics(status, self.step, self.stream.epoch)
             if status == "completed":
@@ -286,8 +313,24 @@ class Trainer:
                 final["exit_code"] = signals.EXIT_PREEMPTED
             return final
         except RunFailed as e:
+            # The loop's own verdicts (a non-finite loss, a skip budget spent, a full disk): the
+            # last checkpoint stays the one to resume from.
             self.stream.close()
             self.report.failed(str(e), self.step)
+            raise
+        except Exception as e:
+            self.stream.close()
+            saved = self.checkpoint_after_crash()
+            error = f"{type(e).__name__}: {one_line(e)}"
+            peer = self.peer_failure()
+            if peer is not None and not peer.startswith(f"rank {self.env.rank}:"):
+                error = f"{error} (after {peer})"
+            self.report.failed(
+                error,
+                self.step,
+                checkpoint=saved,
+                traceback=traceback.format_exc(),
+            )
             raise
         finally:
             self.report.close()
@@ -368,8 +411,10 @@ class Trainer:
                 f"{float(grad_norm)}) at step {self.step + 1}: weights not updated, last checkpoint kept; "
                 f"lower trainer.lr (now {self.config.lr:g}) or use trainer.grad_clip / trainer.precision=fp32"
             )
+        self.boundary = None  # the weights are changing: no consistent state until the step is whole
         lr = self.optimizer.apply_gradients(grad_norm)
         self.step += 1
+        self.boundary = self._boundary()
         self.report.record_step(
             step_s=now() - t_start, wait_s=wait, clips=clips, tokens=tokens, loss=loss_sum, skipped=skipped
         )
@@ -437,6 +482,40 @@ class Trainer:
                 self.raw_model, self.cfg, self.tokenizer, out, step=self.step, trained=self.trainable.ever()
             )
         self.report.info("exported step %d -> %s", self.step, out)
+
+    def _boundary(self) -> StepBoundary:
+        return capture_boundary(self.step, self.stream.position, self.report.skip_counts())
+
+    def checkpoint_after_crash(self) -> dict[str, Any]:
+        """After an unexpected error, checkpoint the last step boundary, as preemption would
+        have, when that is possible: one process (with several, a checkpoint is a collective
+        and the other ranks are elsewhere: the last periodic one is kept), the error not inside
+        the weight update, and finite weights. Returns what ``failed.json`` records of it."""
+        boundary, kept = self.boundary, self.checkpointer.saved_step
+        why_not = None
+        if self.env.distributed:
+            why_not = "several ranks: a checkpoint needs all of them"
+        elif boundary is None:
+            why_not = "the error came during the weight update"
+        elif self.checkpointer.holds(boundary.step):
+            return {"step": boundary.step, "written_after_failure": False}
+        elif not weights_finite(self.raw_model):
+            why_not = "the weights are not finite"
+        if why_not is None and boundary is not None:
+            try:
+                self.report.flush_skipped()
+                self.checkpointer.save(
+                    boundary.step, boundary.position, boundary.skipped, wait=True, rng=boundary.rng
+                )
+            except Exception as e:
+                why_not = f"the save failed: {one_line(e)}"
+            else:
+                self.report.say(f"checkpointed step {boundary.step} after the failure")
+                return {"step": boundary.step, "written_after_failure": True}
+        RUN_LOG.warning(
+            "no checkpoint written after the failure (%s); the last one is step %s", why_not, kept
+        )
+        return {"step": kept if kept >= 0 else None, "written_after_failure": False, "why_not": why_not}
 
     def checkpoint(self, *, wait: bool = False) -> None:
         """Checkpoint the current step unless it already is (a collective: every rank calls it).

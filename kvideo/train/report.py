@@ -24,7 +24,7 @@ import torch
 from kvideo.config import TrainerConfig
 from kvideo.decode.errors import SKIP_REASONS
 from kvideo.train.distributed import DistEnv, all_gather_objects, all_reduce_counts, all_reduce_sum
-from kvideo.train.guards import SkipBudget, write_failed
+from kvideo.train.guards import SkipBudget, clear_failed, write_failed
 from kvideo.train.metrics import FINAL_NAME, RunClock, RunWriter, SkipTracker, StepTimer
 
 RUN_LOG = logging.getLogger("kvideo.train.loop")
@@ -65,6 +65,8 @@ class Reporter:
             wandb_project=trainer.wandb_project,
         )
         self.writer.write_config(config_yaml)
+        if env.is_main:  # before the collective below: no rank can fail in this attempt before it
+            clear_failed(run_dir)
         # A collective: every rank's hostname, so launches.jsonl shows the nodes a run spans.
         rank_hosts = all_gather_objects(socket.gethostname(), env)
         self.writer.record_launch(resumed_from=resumed_from, world_size=env.world_size, rank_hosts=rank_hosts)
@@ -231,11 +233,18 @@ class Reporter:
             f"wall {final['wall_time_s']:.1f}s -> {self.run_dir}"
         )
 
-    def failed(self, error: str, step: int) -> None:
-        """Say why the run failed and leave ``failed.json`` for the sweep report."""
-        self.say(f"failed: {error}")
-        if self.env.is_main:
-            write_failed(self.run_dir, error, step)
+    def failed(self, error: str, step: int, **details: Any) -> None:
+        """Say why the run failed, on this rank (the one that failed may not be rank 0), in the
+        log (``train.log`` under Hydra, and the console), and leave ``failed.json`` for the sweep
+        report unless a rank that failed first wrote it. ``details`` as ``write_failed``'s."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        where = f" on rank {self.env.rank}" if self.env.distributed else ""
+        RUN_LOG.error("failed at step %d%s: %s", step, where, error)
+        if self.env.distributed:
+            details["rank"] = self.env.rank
+        write_failed(self.run_dir, error, step, **details)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -19,33 +19,47 @@ CHATML = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def save_tokenizer(folder: Path, *, chat_template: bool = True) -> int:
-    """A BPE tokenizer that knows the sample captions' words; returns its vocabulary size."""
+def save_tokenizer(folder: Path, *, chat_template: bool = True, bare: bool = False) -> int:
+    """A BPE tokenizer that knows the sample captions' words; returns its vocabulary size.
+
+    ``bare``: the least an LM's tokenizer may have (GPT-2's kind): an EOS, and no BOS, pad token
+    or chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    special = SPECIAL_TOKENS[:1] if bare else SPECIAL_TOKENS
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     text = [*all_captions(), "Describe the video.", "user assistant system"]
     tok.train_from_iterator(text * 4, trainer)
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    if chat_template:
-        hf.chat_template = CHATML
+    if bare:
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+    else:
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+        if chat_template:
+            hf.chat_template = CHATML
     hf.save_pretrained(folder)
     return len(hf)
 
 
 def save_tiny_lm(
-    folder: Path, *, width: int = 64, layers: int = 2, max_positions: int = 512, chat_template: bool = True
+    folder: Path,
+    *,
+    width: int = 64,
+    layers: int = 2,
+    max_positions: int = 512,
+    chat_template: bool = True,
+    bare_tokenizer: bool = False,
 ) -> Path:
-    """A Qwen2-shaped causal LM (grouped-query attention, tied embeddings) and its tokenizer."""
+    """A Qwen2-shaped causal LM (grouped-query attention, tied embeddings) and its tokenizer
+    (``bare_tokenizer``: ``save_tokenizer``'s ``bare``)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    vocab = save_tokenizer(folder, chat_template=chat_template)
+    vocab = save_tokenizer(folder, chat_template=chat_template, bare=bare_tokenizer)
     config = Qwen2Config(
         vocab_size=vocab,
         hidden_size=width,

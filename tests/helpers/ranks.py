@@ -49,3 +49,18 @@ def _rank_main(
     )
     torch.set_num_threads(1)
     worker(rank, *args)
+
+
+def start_ranks(worker: Callable[..., None], world_size: int, *args: Any) -> list[mp.Process]:
+    """``run_ranks`` without the waiting, and without ending the others when one fails (as
+    ``run_ranks`` does): for tests of what the ranks do by themselves when one fails. The caller
+    joins the processes."""
+    ctx = mp.get_context("fork")
+    port = free_port()
+    processes = [
+        ctx.Process(target=_rank_main, args=(rank, worker, world_size, port, args))
+        for rank in range(world_size)
+    ]
+    for process in processes:
+        process.start()
+    return processes
