@@ -34,7 +34,9 @@ def _run_blocked_rank(stop_first: bool) -> tuple[int | None, float]:
     child.start()
     time.sleep(0.5)
     started = time.monotonic()
-    PeerFailureWatch(_env(0), store=store, grace_s=30.0, poll_s=30.0).announce("RuntimeError: lost the GPU")
+    failing = PeerFailureWatch(_env(0), store=store, grace_s=30.0, poll_s=30.0)
+    failing.announce("RuntimeError: lost the GPU")
+    failing.stop()  # this process is the test's: its own watch must not end it
     child.join(timeout=10)
     took = time.monotonic() - started
     if child.is_alive():
