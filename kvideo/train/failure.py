@@ -109,11 +109,15 @@ class PeerFailureWatch:
         if self.store is None:
             return None
         try:
-            if self.store.check([_FAILED_KEY]):
-                return bytes(self.store.get(_FAILED_KEY)).decode(errors="replace")
+            return self._read()
         except Exception:
             return None
-        return None
+
+    def _read(self) -> str | None:
+        """The announcement, ``None`` before one; raises when the store does not answer."""
+        if not self.store.check([_FAILED_KEY]):
+            return None
+        return bytes(self.store.get(_FAILED_KEY)).decode(errors="replace")
 
     def stop(self) -> None:
         """This rank is ending by itself: the watch must not end it."""
@@ -124,11 +128,11 @@ class PeerFailureWatch:
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_s):
             try:
-                if not self.store.check([_FAILED_KEY]):
-                    continue
-                why = bytes(self.store.get(_FAILED_KEY)).decode(errors="replace")
+                why = self._read()
             except Exception:
                 why = "the rank that hosts the process group's store is gone"
+            if why is None:
+                continue
             if self._stop.wait(self.grace_s):
                 return
             log.error(

@@ -37,8 +37,13 @@ def run_eval(*args: str, cwd: Path, timeout: float = 180) -> subprocess.Complete
 
 def run_module(module: str, *args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """``python -m MODULE ARGS`` in ``cwd`` (kvideo's tools: ``kvideo.caption``, ``kvideo.export``)."""
+    return run_python("-m", module, *args, cwd=cwd, timeout=timeout)
+
+
+def run_python(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in ``cwd`` with the repository importable (``-m MODULE``, ``-c CODE``)."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -25,6 +25,18 @@ TINY_CLI_OVERRIDES = [
 ]
 
 
+def tiny_cli_run(corpus: Path, run_dir: Path, *, train_clips: int = 16, val_clips: int = 4) -> list[str]:
+    """``train.py`` overrides for the tiny model on a sample corpus of ``train_clips`` /
+    ``val_clips`` clips in ``corpus``, writing to ``run_dir``; tests add what they are about."""
+    return [
+        f"video.data_root={corpus}",
+        f"data.sample_train_clips={train_clips}",
+        f"data.sample_val_clips={val_clips}",
+        *TINY_CLI_OVERRIDES,
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
 def tiny_model(**fields: Any) -> ModelConfig:
     """A builtin model 32 wide (one ViT block, 2 heads, 2x2 tokens per frame, a 64-token LM
     window) that runs in milliseconds; ``fields`` set what a test is about (patch size, LM depth,

@@ -8,9 +8,6 @@ no BOS and no pad token, after an empty prompt, in every model family."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +20,8 @@ from kvideo.train import validator
 from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
 from kvideo.train.optim import ScheduledOptimizer
-from tests.helpers.cli import run_eval, run_module
-from tests.helpers.configs import tiny_config, tiny_hf_config
+from tests.helpers.cli import run_eval, run_module, run_python
+from tests.helpers.configs import tiny_cli_run, tiny_config, tiny_hf_config
 from tests.helpers.hf_models import save_tiny_lm, save_tokenizer
 from tests.helpers.paths import REPO
 from tests.helpers.preemption import InjectedCrash, crashing_build_model
@@ -163,14 +160,7 @@ def test_the_cli_puts_the_error_that_ends_a_run_in_train_log_and_one_line_on_the
         f"sys.argv = ['train.py', *{_cli_args(tmp_path, run_dir)!r}]\n"
         f"runpy.run_path({str(REPO / 'train.py')!r}, run_name='__main__')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    result = run_python("-c", script, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("kvideo: validation exploded")
     assert "Traceback" not in result.stderr
@@ -180,17 +170,11 @@ def test_the_cli_puts_the_error_that_ends_a_run_in_train_log_and_one_line_on_the
 
 
 def _cli_args(data: Path, run_dir: Path) -> list[str]:
-    from tests.helpers.configs import TINY_CLI_OVERRIDES
-
     return [
-        *TINY_CLI_OVERRIDES,
-        f"video.data_root={data / 'data'}",
-        "data.sample_train_clips=8",
-        "data.sample_val_clips=4",
+        *tiny_cli_run(data / "data", run_dir, train_clips=8),
         "trainer.max_steps=3",
         "trainer.val_every=0",
         "trainer.ckpt_every=0",
-        f"hydra.run.dir={run_dir}",
     ]
 
 

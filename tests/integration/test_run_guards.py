@@ -30,7 +30,7 @@ from kvideo.train.checkpoint import (
 )
 from kvideo.train.guards import RunDirBusy, RunDirLock, RunFailed, SkipBudget
 from tests.helpers.cli import run_train
-from tests.helpers.configs import TINY_CLI_OVERRIDES, tiny_config
+from tests.helpers.configs import tiny_cli_run, tiny_config
 from tests.helpers.paths import REPO
 
 
@@ -218,14 +218,7 @@ def test_training_on_a_full_disk_fails_clean(corpus: Path, small_disk) -> None:
 
 
 def _tiny_overrides(corpus: Path, run_dir: Path) -> list[str]:
-    return [
-        f"video.data_root={corpus}",
-        "data.sample_train_clips=16",
-        "data.sample_val_clips=4",
-        *TINY_CLI_OVERRIDES,
-        "trainer.val_every=0",
-        f"hydra.run.dir={run_dir}",
-    ]
+    return [*tiny_cli_run(corpus, run_dir), "trainer.val_every=0"]
 
 
 def test_cli_a_run_that_learns_nothing_ends_non_zero_in_one_line(corpus: Path, tmp_path: Path) -> None:

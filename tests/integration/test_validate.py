@@ -205,14 +205,8 @@ def test_a_probe_that_crashes_its_worker_is_reported_and_the_scan_goes_on(
 
 
 def test_cli_refuses_a_bad_config_before_scanning(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "kvideo.validate", "video.fps=0", "--out", str(tmp_path / "out")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    out = tmp_path / "out"
+    result = run_module("kvideo.validate", "video.fps=0", "--out", str(out), cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert "video.fps must be positive (got 0.0)" in result.stderr
     assert not (tmp_path / "out").exists()
