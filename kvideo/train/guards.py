@@ -128,7 +128,11 @@ def write_failed(run_dir: Path, error: str, step: int | None, **details: Any) ->
     path = Path(run_dir) / FAILED_NAME
     record = {"status": "failed", "error": error, "step": step, **details}
     tmp = path.with_name(f"{FAILED_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.unlink(missing_ok=True)  # a leftover of a killed writer with this pid
+    # A new file, never through a link planted at its name.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     try:
         os.link(tmp, path)  # atomic and exclusive: never half a file, never a second writer's
         return True

@@ -28,7 +28,7 @@ from kvideo.train.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from kvideo.train.guards import RunDirBusy, RunDirLock, RunFailed, SkipBudget
+from kvideo.train.guards import RunDirBusy, RunDirLock, RunFailed, SkipBudget, write_failed
 from tests.helpers.cli import run_train
 from tests.helpers.configs import tiny_cli_run, tiny_config
 from tests.helpers.paths import REPO
@@ -329,3 +329,15 @@ def test_a_signal_during_start_up_ends_the_process_at_once(corpus: Path, tmp_pat
     )
     assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
     assert time.monotonic() - t0 < 30  # not the 60 s the start-up would have taken
+
+
+def test_failed_json_is_written_once_and_never_through_a_planted_link(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / f"failed.json.{os.getpid()}.tmp").symlink_to(outside)
+    assert write_failed(run_dir, "first", 3)
+    assert not write_failed(run_dir, "second", 4)  # a rank that only lost its peer
+    assert json.loads((run_dir / "failed.json").read_text())["error"] == "first"
+    assert outside.read_text() == "keep" and sorted(p.name for p in run_dir.iterdir()) == ["failed.json"]
