@@ -36,10 +36,11 @@ test-unit: install  ## unit tests only (one module's contract, no training run),
 test-integration: install  ## training runs, the CLI, tools and launchers
 	$(PY) -m pytest -q tests/integration $(ARGS)
 
-lint: install  ## ruff (lint + format check) and mypy --strict on kvideo/
+lint: install  ## ruff (lint + format check), mypy --strict, and the import layers (lint-imports)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: install  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix $(LINTED)

@@ -1,8 +1,8 @@
 """Train a video-language model: ``python train.py [overrides]`` (Hydra CLI).
 
-Kept thin: compose (Hydra) -> validate (``to_validated``) -> ``kvideo.train.train``.
-Heavy imports (torch, decord) happen after validation so ``--cfg job`` stays fast and a
-bad config fails before any work.
+Kept thin: compose (Hydra) -> ``kvideo.preflight.checked`` (the schema's rules, then model
+folders and memory) -> ``kvideo.train.train``. Heavy imports (torch, decord) happen after
+both, so ``--cfg job`` stays fast and a bad config fails before any work.
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from kvideo.config import register_configs, to_validated
+from kvideo.config import register_configs
+from kvideo.launch.printed_config import preflight_printed_config
+from kvideo.preflight import checked
 
 register_configs()
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
-        run_cfg = to_validated(cfg)
+        run_cfg = checked(cfg)
     except ValueError as e:
         print(f"kvideo: invalid config: {e}", file=sys.stderr)
         sys.exit(2)
@@ -82,4 +85,5 @@ def _one_line(e: BaseException) -> str:
 
 
 if __name__ == "__main__":
+    preflight_printed_config(sys.argv[1:], CONF_DIR)
     main()

@@ -135,7 +135,8 @@ def _rank(
 
     torch.set_num_threads(1)
     from kvideo.config import ModelConfig, TrainerConfig
-    from kvideo.model.vlm import build_model
+    from kvideo.model import build_model
+    from kvideo.model.blocks import transformer_blocks
     from kvideo.train.distributed import cleanup, init_distributed, wrap_model
     from kvideo.train.fsdp import shard_model
     from kvideo.train.optim import ScheduledOptimizer
@@ -148,7 +149,7 @@ def _rank(
         raw = build_model(cfg, vocab_size=VOCAB, max_frames=BATCH["frames"], frame_size=BATCH["frame_size"])
         params = sum(p.numel() for p in raw.parameters())
         if strategy == "fsdp":
-            shard_model(raw, env, compute_dtype=None, cpu_offload=False)
+            shard_model(raw, env, units=transformer_blocks(raw), compute_dtype=None, cpu_offload=False)
             model = raw
         else:
             model = wrap_model(raw, env)

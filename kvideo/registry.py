@@ -1,11 +1,11 @@
-"""Name -> implementation registries for datasets, sampling policies and decoders.
+"""Name -> implementation registries for datasets, sampling policies, decoders and model families.
 
 Configs refer to implementations by string (``video.dataset_type=webvid``). A name is
 selectable when it is either
 
 * registered in this process: ``@DATASETS.register("my_clips")`` in a module already imported;
 * or declared as a package entry point in the registry's group (``kvideo.datasets``,
-  ``kvideo.sampling``, ``kvideo.decoders``): name -> the module whose import registers it.
+  ``kvideo.sampling``, ``kvideo.decoders``, ``kvideo.models``): name -> the module whose import registers it.
   kvideo declares its built-ins this way (pyproject.toml), and a separate distribution
   declares its own the same way, so it becomes selectable without editing kvideo.
 
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 if TYPE_CHECKING:  # types only: the plugin packages import this module (and torch, numpy)
     from kvideo.data.rows import ClipRow
     from kvideo.decode.types import VideoDecoder
+    from kvideo.model.spec import ModelSpec
 
 T = TypeVar("T")
 
@@ -128,4 +129,7 @@ SAMPLING_POLICIES: Registry[Callable[..., list[float]]] = Registry(
 )
 DECODERS: Registry[Callable[..., VideoDecoder]] = Registry(
     "decoder", key="decoder.name", group="kvideo.decoders", builtin_module="kvideo.decode"
+)
+MODEL_FAMILIES: Registry[ModelSpec] = Registry(
+    "model family", key="model.family", group="kvideo.models", builtin_module="kvideo.model.families"
 )

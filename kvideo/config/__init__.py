@@ -3,7 +3,8 @@
 from kvideo.config.data import DataConfig
 from kvideo.config.decoder import DecoderConfig
 from kvideo.config.model import ModelConfig
-from kvideo.config.root import KVideoConfig, check_cross_fields, register_configs, to_validated
+from kvideo.config.root import KVideoConfig, check_cross_fields, launcher_fields, to_validated
+from kvideo.config.store import register_configs
 from kvideo.config.trainer import TrainerConfig
 from kvideo.config.video import VideoConfig
 
@@ -15,6 +16,7 @@ __all__ = [
     "TrainerConfig",
     "VideoConfig",
     "check_cross_fields",
+    "launcher_fields",
     "register_configs",
     "to_validated",
 ]

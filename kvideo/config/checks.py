@@ -60,6 +60,26 @@ def require_caption_room(context_tokens: int, max_text_len: int, tokenizer: str)
         )
 
 
+def require_token_budget(
+    max_frames: int,
+    tokens_per_frame: int,
+    max_text_len: int,
+    context: int,
+    *,
+    per_frame_name: str = "model.tokens_per_frame",
+    context_name: str = "model.max_seq_len",
+) -> None:
+    """``max_frames * tokens_per_frame + max_text_len`` tokens must fit the context, with the
+    arithmetic in the message."""
+    total = max_frames * tokens_per_frame + max_text_len
+    if total > context:
+        raise ValueError(
+            f"token budget exceeded: video.max_frames * {per_frame_name} + model.max_text_len "
+            f"= {max_frames} * {tokens_per_frame} + {max_text_len} = {total} "
+            f"> {context_name} ({context})"
+        )
+
+
 def require_at_most(field: str, value: float, limit: float, why: str) -> None:
     """Upper bounds for sizes that allocate: past them a run cannot fit (or makes no sense), and
     without a bound the first sign is an OOM kill minutes later, or a crash in the allocator."""

@@ -58,7 +58,7 @@ def compose_config(
     tree and overrides; ``kvideo.config.to_validated`` turns it into a ``KVideoConfig``."""
     from hydra import compose, initialize_config_dir
 
-    from kvideo.config.root import register_configs
+    from kvideo.config.store import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(find_config_dir(config_dir)), version_base="1.3"):

@@ -10,10 +10,12 @@ import math
 from dataclasses import dataclass, field
 
 from kvideo.config.checks import require_at_most, require_choice, require_positive, require_range
+from kvideo.registry import MODEL_FAMILIES
 
+# Families (kvideo.model.families; choices from kvideo.registry.MODEL_FAMILIES):
 # builtin: kvideo's own ViT -> projector -> LM, trained from scratch (tiny_vlm, small_vlm).
 # hf: a pretrained Hugging Face vision tower and causal LM joined by kvideo's projector (hf_vlm).
-MODEL_FAMILIES = ("builtin", "hf")
+PRETRAINED_PARTS_FAMILY = "hf"
 VISION_BACKBONES = ("vit", "timm")
 PATCH_STEMS = ("linear", "conv")
 PROJECTORS = ("mlp2x_gelu", "linear")
@@ -161,10 +163,10 @@ class ModelConfig:
     activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        require_choice("model.family", self.family, MODEL_FAMILIES)
+        require_choice("model.family", self.family, MODEL_FAMILIES.names())
         require_choice("model.projector", self.projector, PROJECTORS)
         require_choice("model.attn_implementation", self.attn_implementation, ATTENTION_IMPLEMENTATIONS)
-        if self.family == "hf":
+        if self.pretrained_parts:
             for name in ("vision_path", "lm_path"):
                 if not getattr(self, name):
                     raise ValueError(
@@ -247,6 +249,13 @@ class ModelConfig:
             value = getattr(self, name)
             if value < 0 or value != value:
                 raise ValueError(f"model.{name} must be non-negative (0 = trainer.lr; got {value})")
+
+    @property
+    def pretrained_parts(self) -> bool:
+        """Whether the tower and the LM come from Hugging Face folders (``vision_path``,
+        ``lm_path``): their files then say the frame geometry, the pixel statistics and the
+        tokenizer, which the data and pre-flight code read from there."""
+        return self.family == PRETRAINED_PARTS_FAMILY
 
     def part_lr(self, part: str, default: float) -> float:
         """The peak learning rate of ``part``: its own ``model.<part>_lr``, else ``default``."""

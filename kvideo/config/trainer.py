@@ -25,7 +25,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # torch-free, so it cannot import them from there).
 LOGGERS = ("tensorboard", "wandb")
 # Per process, per micro-batch: twice CLIP's *global* batch (32768, split over hundreds of GPUs).
-# Smaller batches that still cannot fit are refused by the memory estimate (kvideo/config/memory.py).
+# Smaller batches that still cannot fit are refused by the memory estimate (kvideo/preflight/memory.py).
 MAX_BATCH_SIZE = 65536
 
 

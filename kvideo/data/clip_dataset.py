@@ -17,7 +17,6 @@ import torch
 from torch.utils.data import Dataset
 
 from kvideo.config import KVideoConfig
-from kvideo.config.frames import frame_resize
 from kvideo.data.preprocess import pixel_statistics
 from kvideo.data.rows import ClipRow, video_source
 from kvideo.data.sharding import ShardLayout
@@ -25,6 +24,7 @@ from kvideo.data.tokenizer import IGNORE_INDEX, encode_row
 from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder
+from kvideo.preflight.frames import frame_resize
 from kvideo.sampling import timestamps
 
 if TYPE_CHECKING:

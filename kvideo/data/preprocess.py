@@ -22,14 +22,14 @@ Statistics = tuple[tuple[float, ...], tuple[float, ...]]
 def pixel_statistics(model: ModelConfig) -> Statistics:
     """``(mean, std)`` the model's vision part expects: a Hugging Face tower's own (its
     ``preprocessor_config.json``: SigLIP 0.5/0.5, CLIP OpenAI's), else ImageNet's."""
-    if model.family == "hf":
+    if model.pretrained_parts:
         return _tower_statistics(model.vision_path)
     return MEAN, STD
 
 
 @lru_cache(maxsize=8)
 def _tower_statistics(vision_path: str) -> Statistics:
-    from kvideo.config.pretrained import image_statistics, resolve_model_folder
+    from kvideo.hf_folders import image_statistics, resolve_model_folder
 
     return image_statistics("model.vision_path", resolve_model_folder("model.vision_path", vision_path))
 

@@ -336,8 +336,8 @@ class ChatTokenizer(_ExampleMixin):
 def build_tokenizer(data: DataConfig, model: ModelConfig | None = None) -> Tokenizer:
     """The LM's own tokenizer for Hugging Face LMs (``model.family=hf``); otherwise
     ``data.tokenizer`` empty: ``ByteTokenizer``, else ``HFTokenizer`` on that path."""
-    if model is not None and model.family == "hf":
-        from kvideo.config.pretrained import resolve_model_folder
+    if model is not None and model.pretrained_parts:
+        from kvideo.hf_folders import resolve_model_folder
 
         return ChatTokenizer(str(resolve_model_folder("model.lm_path", model.lm_path)))
     if not data.tokenizer:

@@ -2,7 +2,7 @@
 format, evaluate it on a split. ``kvideo.caption``, ``kvideo.export`` and ``eval.py`` are the
 command lines over these."""
 
-from kvideo.inference.generate import caption_batch
-from kvideo.inference.restore import TrainedModel, find_checkpoint, load_trained
+from kvideo.model.generate import caption_batch
+from kvideo.train.restore import TrainedModel, find_checkpoint, load_trained
 
 __all__ = ["TrainedModel", "caption_batch", "find_checkpoint", "load_trained"]

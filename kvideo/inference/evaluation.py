@@ -25,46 +25,10 @@ from typing import Any
 import torch
 
 from kvideo.data.scoring import attribute_scorers
-from kvideo.inference.generate import caption_batch
-from kvideo.inference.restore import TrainedModel, autocast_for
+from kvideo.train.caption_metrics import caption_metrics
 from kvideo.train.distributed import DistEnv
 from kvideo.train.evaluate import evaluate
-
-SHORT_ANSWER_WORDS = 5
-
-
-def _same_answer(generated: str, reference: str) -> bool:
-    def norm(text: str) -> str:
-        return " ".join(text.lower().split()).rstrip(".")
-
-    return norm(generated) == norm(reference)
-
-
-def short_answer_exact_match(references: list[str], generated: list[str]) -> dict[str, float]:
-    """``short_exact_match`` (0-1) over the references of at most ``SHORT_ANSWER_WORDS`` words,
-    and their count ``short_answers``; {} when there is none."""
-    pairs = [
-        (r, g) for r, g in zip(references, generated, strict=True) if len(r.split()) <= SHORT_ANSWER_WORDS
-    ]
-    if not pairs:
-        return {}
-    right = sum(_same_answer(g, r) for r, g in pairs)
-    return {"short_exact_match": right / len(pairs), "short_answers": float(len(pairs))}
-
-
-def caption_metrics(references: list[str], generated: list[str]) -> dict[str, float]:
-    """Corpus BLEU-4 and chrF (sacrebleu, 0-100) and the exact-match rates (0-1)."""
-    if not references:
-        return {}
-    import sacrebleu
-
-    pairs = zip(generated, references, strict=True)
-    return {
-        "bleu": float(sacrebleu.corpus_bleu(generated, [references]).score),
-        "chrf": float(sacrebleu.corpus_chrf(generated, [references]).score),
-        "exact_match": sum(_same_answer(g, r) for g, r in pairs) / len(references),
-        **short_answer_exact_match(references, generated),
-    }
+from kvideo.train.restore import TrainedModel, autocast_for
 
 
 def generated_attribute_accuracy(dataset_type: str, rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -106,7 +70,7 @@ def evaluate_trained(
     def captioned(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Each batch, after captioning its clips (one decode serves both measurements)."""
         for batch in batches:
-            captions = caption_batch(
+            captions = trained.spec.generate(
                 trained.model,
                 batch,
                 trained.tokenizer,

@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from kvideo.config import to_validated
+from kvideo.preflight import checked
 
 
 def sweep_points(config: DictConfig) -> list[list[str]]:
@@ -30,7 +30,7 @@ def sweep_points(config: DictConfig) -> list[list[str]]:
 
 
 class ValidateSweepCallback(Callback):
-    """Validate every sweep point before any job starts.
+    """Validate every sweep point, and run its pre-flight step, before any job starts.
 
     Hydra composes a grid but never runs ``__post_init__`` (only ``to_object`` does),
     and the basic launcher runs point 1 before composing point 2: without this, a bad
@@ -45,7 +45,7 @@ class ValidateSweepCallback(Callback):
         for overrides in points:
             job_cfg = loader.load_sweep_config(config, overrides)
             try:
-                to_validated(job_cfg)
+                checked(job_cfg)
             except ValueError as e:
                 errors.append(f"  [{' '.join(overrides)}] {e}")
         if errors:

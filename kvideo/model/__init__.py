@@ -5,21 +5,23 @@ Importing this package imports torch; nothing in the config / registry path impo
 """
 
 from kvideo.data.tokenizer import IGNORE_INDEX
+from kvideo.model.loss import caption_nll
+from kvideo.model.spec import ModelSpec, build_model, model_spec
 from kvideo.model.vlm import (
     VideoLanguageModel,
     build_attention_mask,
-    build_model,
-    caption_nll,
     count_parameters,
     parameter_summary,
 )
 
 __all__ = [
     "IGNORE_INDEX",
+    "ModelSpec",
     "VideoLanguageModel",
     "build_attention_mask",
     "build_model",
     "caption_nll",
     "count_parameters",
+    "model_spec",
     "parameter_summary",
 ]

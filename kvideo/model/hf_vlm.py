@@ -1,7 +1,7 @@
 """A video-language model from pretrained Hugging Face parts: vision tower per frame -> kvideo's
 projector -> causal LM, the visual tokens entering through ``inputs_embeds``.
 
-Loading is offline: the folders come from ``kvideo.config.pretrained.resolve_model_folder``
+Loading is offline: the folders come from ``kvideo.hf_folders.resolve_model_folder``
 (a local folder, or a snapshot already in the Hugging Face cache) and every ``from_pretrained``
 runs with ``local_files_only=True``. Weights load in fp32: the trainable parts need fp32 master
 weights for AdamW, and autocast runs the matmuls in bf16 on CUDA.
@@ -22,17 +22,22 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from kvideo.config.model import ModelConfig
-from kvideo.config.pretrained import resolve_model_folder, tower_geometry
+from kvideo.hf_folders import resolve_model_folder, tower_geometry
 from kvideo.model.blocks import recompute_in_backward, transformer_blocks
+from kvideo.model.generate import until_eos
+from kvideo.model.loss import with_loss
 from kvideo.model.projector import FrameProjector
 from kvideo.model.sequence import splice, text_positions
-from kvideo.model.vlm import VisualTokens, until_eos, with_loss
+from kvideo.model.visual_tokens import VisualTokens
+
+if TYPE_CHECKING:
+    from kvideo.model.spec import ModelSizes
 
 
 @contextlib.contextmanager
@@ -279,14 +284,13 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         return [until_eos(row, stop_ids) for row in out.tolist()]
 
 
-def build_hf_model(
-    cfg: ModelConfig, *, vocab_size: int, max_frames: int, resize: str = "square"
-) -> HFVideoLanguageModel:
+def build_hf_model(cfg: ModelConfig, sizes: ModelSizes) -> HFVideoLanguageModel:
     """Load the tower and the LM named by ``cfg``, add the projector (and LoRA).
 
-    ``vocab_size`` is the tokenizer's: an LM whose embedding table is smaller (tokens added to
-    the tokenizer after the LM was saved) is resized to it.
+    ``sizes.vocab_size`` is the tokenizer's: an LM whose embedding table is smaller (tokens added
+    to the tokenizer after the LM was saved) is resized to it.
     """
+    vocab_size, max_frames, resize = sizes.vocab_size, sizes.max_frames, sizes.resize
     vision_folder = resolve_model_folder("model.vision_path", cfg.vision_path)
     lm_folder = resolve_model_folder("model.lm_path", cfg.lm_path)
     geometry = tower_geometry("model.vision_path", vision_folder)

@@ -30,20 +30,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kvideo.config.model import ModelConfig
-from kvideo.data.tokenizer import IGNORE_INDEX  # the labels the tokenizer writes
 from kvideo.model.blocks import recompute_in_backward, transformer_blocks
+from kvideo.model.generate import until_eos
 from kvideo.model.lm import CausalLM
+from kvideo.model.loss import with_loss
 from kvideo.model.projector import FrameProjector
-from kvideo.model.regions import patch_coverage
 from kvideo.model.sequence import splice
 from kvideo.model.vision import TimmEncoder, ViTEncoder, build_vision
+from kvideo.model.visual_tokens import VisualTokens
 
 if TYPE_CHECKING:
-    from kvideo.model.hf_vlm import HFVideoLanguageModel
+    from kvideo.model.spec import ModelSizes
 
 
 def build_attention_mask(
@@ -70,135 +70,6 @@ def attention_mask(visual_keys: Tensor, text_len: int, visual_at: Tensor | None 
     causal = torch.ones(s, s, dtype=torch.bool, device=keys.device).tril()
     diagonal = torch.eye(s, dtype=torch.bool, device=keys.device)
     return ((causal & keys[:, None, :]) | diagonal)[:, None]
-
-
-def caption_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Shifted cross-entropy: ``(loss, nll (B,), ntokens (B,))`` with logits[:, i] -> labels[:, i+1].
-
-    Computed in fp32 whatever the autocast dtype: bf16 log-softmax over the vocabulary loses
-    enough precision to blur the NLL differences the evaluator ranks candidates by.
-    """
-    pred = logits[:, :-1].float()
-    targets = labels[:, 1:]
-    token_nll = F.cross_entropy(
-        pred.reshape(-1, pred.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view(targets.shape)  # exactly 0 at ignored positions
-    nll = token_nll.sum(dim=1)
-    ntokens = (targets != IGNORE_INDEX).sum(dim=1)
-    loss = nll.sum() / ntokens.sum().clamp(min=1)
-    return loss, nll, ntokens
-
-
-def frames_to_visual_tokens(
-    vision: nn.Module,
-    projector: FrameProjector,
-    frames: Tensor,
-    frame_mask: Tensor,
-    frame_times: Tensor | None,
-    frame_region: Tensor | None = None,
-    *,
-    resize: str = "square",
-) -> tuple[Tensor, Tensor]:
-    """(B, F, 3, H, W) frames -> ``(visual tokens (B, V, D) at the LM width, keys (B, V) bool)``:
-    the vision part per frame (frames folded into the batch), then the projector. Both model
-    families run this. ``keys`` are the tokens the LM may attend to.
-
-    ``frame_region`` (B, 4) (``kvideo.model.regions``) with ``resize``: ``keep_aspect`` pools each
-    token from the picture's patches only (the builtin ViT also hides padding patches from the
-    others), and a token that pools no picture is not a key; ``max_pixels`` runs each clip at its
-    own size (clips of one shape together, so a clip's tokens never depend on its batch) and pads
-    the token rows to the batch's longest, V = F * the most tokens per frame.
-    """
-    f = frames.shape[1]
-    if frame_mask.shape != frames.shape[:2]:
-        raise ValueError(
-            f"frame_mask {tuple(frame_mask.shape)} does not match frames (B, F) {tuple(frames.shape[:2])}"
-        )
-    frame_keys = frame_mask.to(torch.bool)
-    if frame_region is None or resize == "square":
-        grid = vision(frames.flatten(0, 1))  # (B*F, gh, gw, C)
-        visual: Tensor = projector(grid, f, frame_mask, frame_times)
-        return visual, frame_keys.repeat_interleave(projector.tokens_per_frame, dim=1)
-    if resize == "keep_aspect":
-        canvas = (frames.shape[-2], frames.shape[-1])
-        patch = int(getattr(vision, "patch_size", 0))  # the builtin ViT and HF towers; not timm
-        patch_keys = None
-        if patch:
-            coverage = patch_coverage(frame_region, canvas, (canvas[0] // patch, canvas[1] // patch))
-            patch_keys = (coverage > 0).repeat_interleave(f, dim=0)
-        grid = vision(frames.flatten(0, 1), patch_keys)
-        if not patch:
-            coverage = patch_coverage(frame_region, canvas, (grid.shape[1], grid.shape[2]))
-        visual = projector(
-            grid, f, frame_mask, frame_times, patch_weight=coverage.repeat_interleave(f, dim=0)
-        )
-        valid = projector.token_validity(coverage)  # (B, T)
-        return visual, (frame_keys[:, :, None] & valid[:, None, :]).flatten(1)
-    return _clips_at_own_size(vision, projector, frames, frame_keys, frame_times, frame_region)
-
-
-def _clips_at_own_size(
-    vision: nn.Module,
-    projector: FrameProjector,
-    frames: Tensor,
-    frame_keys: Tensor,
-    frame_times: Tensor | None,
-    frame_region: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """``resize=max_pixels``: each clip's picture (at the top left of its frames) through the
-    tower and the projector at its own shape; token rows right-padded, padding not a key."""
-    b, f = frames.shape[:2]
-    grid = getattr(vision, "grid", None)  # the square's patch grid (HFVisionTower)
-    if grid is None:
-        raise ValueError("video.resize=max_pixels needs a vision part with a patch grid (model=hf_vlm)")
-    stride = int(grid) // projector.side
-    shapes: dict[tuple[int, int], list[int]] = {}
-    for i, (_, _, h, w) in enumerate(frame_region.tolist()):
-        shapes.setdefault((h, w), []).append(i)
-    tokens_of: dict[int, Tensor] = {}
-    for (h, w), clips in shapes.items():
-        index = torch.tensor(clips, device=frames.device)
-        picture = frames.index_select(0, index)[..., :h, :w]
-        grid = vision(picture.flatten(0, 1))
-        times = None if frame_times is None else frame_times.index_select(0, index.to(frame_times.device))
-        tokens = projector(grid, f, frame_keys.index_select(0, index), times, stride=stride)
-        tokens_of.update(zip(clips, tokens, strict=True))
-    kept = [tokens_of[i] for i in range(b)]
-    longest = max(row.shape[0] for row in kept)
-    visual = kept[0].new_zeros((b, longest, kept[0].shape[-1]))
-    keys = torch.zeros(b, longest, dtype=torch.bool, device=frames.device)
-    for i, row in enumerate(kept):
-        visual[i, : row.shape[0]] = row
-        keys[i, : row.shape[0]] = frame_keys[i].repeat_interleave(row.shape[0] // f)
-    return visual, keys
-
-
-def with_loss(logits: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
-    """The models' output dict: ``logits``, plus ``loss``, ``nll``, ``ntokens`` given labels."""
-    out = {"logits": logits}
-    if labels is not None:
-        out["loss"], out["nll"], out["ntokens"] = caption_nll(logits, labels)
-    return out
-
-
-class VisualTokens:
-    """``visual_tokens`` for a model with ``vision``, ``projector`` and ``resize`` (both families)."""
-
-    vision: nn.Module
-    projector: FrameProjector
-    resize: str
-
-    def visual_tokens(
-        self,
-        frames: Tensor,
-        frame_mask: Tensor,
-        frame_times: Tensor | None,
-        frame_region: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """``(visual tokens (B, V, D), keys (B, V))``: ``frames_to_visual_tokens`` of this model."""
-        return frames_to_visual_tokens(
-            self.vision, self.projector, frames, frame_mask, frame_times, frame_region, resize=self.resize
-        )
 
 
 class VideoLanguageModel(VisualTokens, nn.Module):
@@ -284,34 +155,17 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         return [until_eos(row, stop_ids) for row in ids[:, context_ids.shape[1] :].tolist()]
 
 
-def until_eos(ids: list[int], stop_ids: list[int]) -> list[int]:
-    """The generated ids before the first stop id (EOS, or the chat template's end of turn)."""
-    for i, token in enumerate(ids):
-        if token in stop_ids:
-            return ids[:i]
-    return ids
-
-
-def build_model(
-    cfg: ModelConfig,
-    *,
-    vocab_size: int,
-    max_frames: int,
-    frame_size: int,
-    tie_embeddings: bool = True,
-    resize: str = "square",
-) -> VideoLanguageModel | HFVideoLanguageModel:
-    """Build the model from ``cfg.model`` plus the data-side sizes it depends on.
-
-    ``vocab_size`` comes from the tokenizer, ``max_frames`` / ``frame_size`` from ``cfg.video``
-    (they size the frame-position and patch-position tables), ``resize`` is ``video.resize`` (how
-    a batch's ``frame_region`` is read). ``model.family=hf`` loads the pretrained parts
-    (``kvideo.model.hf_vlm``).
-    """
-    if cfg.family == "hf":
-        from kvideo.model.hf_vlm import build_hf_model
-
-        return build_hf_model(cfg, vocab_size=vocab_size, max_frames=max_frames, resize=resize)
+def build_builtin_model(
+    cfg: ModelConfig, sizes: ModelSizes, *, tie_embeddings: bool = True
+) -> VideoLanguageModel:
+    """kvideo's own ViT, projector and LM from ``model.*``, with position tables sized for
+    ``sizes`` (``max_frames`` frames of ``frame_size`` pixels), seeded by the caller."""
+    vocab_size, max_frames, frame_size, resize = (
+        sizes.vocab_size,
+        sizes.max_frames,
+        sizes.frame_size,
+        sizes.resize,
+    )
     vision = build_vision(cfg, frame_size=frame_size)
     projector = FrameProjector(
         in_width=vision.out_width,

@@ -47,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kvideo.data.loader import collate, to_device
     from kvideo.data.preprocess import pixel_statistics
     from kvideo.data.rows import ClipRow, Turn
-    from kvideo.inference import caption_batch, load_trained
-    from kvideo.inference.restore import autocast_for
+    from kvideo.inference import load_trained
     from kvideo.train.guards import RunFailed
+    from kvideo.train.restore import autocast_for
 
     try:
         trained = load_trained(args.checkpoint, device=args.device)
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for start in range(0, len(rows), args.batch_size):
         samples = [dataset[i] for i in range(start, min(start + args.batch_size, len(rows)))]
         batch = to_device(collate(samples), trained.device, statistics)
-        captions = caption_batch(
+        captions = trained.spec.generate(
             trained.model,
             batch,
             trained.tokenizer,

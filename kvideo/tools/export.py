@@ -1,6 +1,6 @@
 """``python -m kvideo.export CKPT_OR_RUN_DIR [--out DIR]``: a trained run in Hugging Face formats.
 
-What goes where is ``kvideo.inference.export``'s docstring; the default ``DIR`` is
+What goes where is ``kvideo.model.export``'s docstring; the default ``DIR`` is
 ``<run_dir>/export``, where a completed run already exported its last step. Prints the
 ``export.json`` written; a bad checkpoint or run dir is one line on stderr and exit 2.
 """
@@ -20,8 +20,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: <run_dir>/export)")
     args = parser.parse_args(argv)
     from kvideo.inference import load_trained
-    from kvideo.inference.restore import export_trained
     from kvideo.train.guards import RunFailed
+    from kvideo.train.restore import export_trained
 
     try:
         trained = load_trained(args.checkpoint, device="cpu")

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 if TYPE_CHECKING:
-    from kvideo.tools.sweep_report import JobOutcome
+    from kvideo.tools.sweep_jobs import JobOutcome
 
 ACCURACY_PREFIX = "acc_"
 CHANCE_PREFIX = "chance_"

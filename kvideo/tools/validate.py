@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from kvideo.config.compose import CONFIG_DIR_ENV, ConfigDirNotFound, compose_config
-from kvideo.config.frames import frame_resize
 from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
 from kvideo.data.rows import ClipRow
 from kvideo.files import write_text_atomic
+from kvideo.preflight.frames import frame_resize
 from kvideo.registry import DATASETS
 from kvideo.resize import Resize
 from kvideo.resources import usable_cores
@@ -65,9 +65,9 @@ def scan_config(overrides: Sequence[str], config_dir: Path | None = None) -> Any
     """The ``KVideoConfig`` a scan reads with: the config tree plus Hydra-style overrides, composed
     as ``train.py`` composes it, validated without the memory check (a scan trains nothing: no
     batch or model to fit)."""
-    from kvideo.config import to_validated
+    from kvideo.preflight import checked
 
-    return to_validated(compose_config(overrides, config_dir), check_memory=False)
+    return checked(compose_config(overrides, config_dir), memory=False)
 
 
 def dataset_files(cfg: Any) -> tuple[list[ClipRow], int, dict[str, int]]:

@@ -19,7 +19,7 @@ stay (the older one is the fallback when the newest cannot be read).
 
 DCP stores tensors by name and shard offsets, not by rank, so a checkpoint loads at any number
 of ranks (resharding), into a sharded model or a whole one (``no_dist`` in a single process:
-``kvideo.inference.restore``). ``newest_checkpoint`` picks the newest checkpoint of either
+``kvideo.train.restore``). ``newest_checkpoint`` picks the newest checkpoint of either
 format (these folders or the single-file ``.pt`` ones of ``kvideo.train.checkpoint``), so a run
 can change ``trainer.strategy`` and resume.
 

@@ -64,12 +64,6 @@ from kvideo.train.stream import DataPosition
 KEEP_SHARDED = 2
 
 
-def trained_subset(model: nn.Module, trained: frozenset[str] | None) -> frozenset[str] | None:
-    """``trained``, or ``None`` when it is every parameter (the whole state_dict is saved)."""
-    all_params = {name for name, _ in model.named_parameters()}
-    return None if trained is None or trained >= all_params else trained
-
-
 def require_weights_match(
     saved: Iterable[str], expected: Iterable[str], trained: frozenset[str] | None, path: Path
 ) -> None:
@@ -209,14 +203,14 @@ class Checkpointer:
         model: nn.Module,
         optimizer: ScheduledOptimizer,
         clock: RunClock,
-        trained: frozenset[str] | None = None,
+        saved_weights: frozenset[str] | None = None,
         sharded: bool = False,
         async_save: bool = False,
     ) -> None:
         self.dir = checkpoint_dir(run_dir)
-        # Only what trains is saved: a frozen pretrained tower or LM comes back from its folder,
-        # so a LoRA run's checkpoint is megabytes, not the LM's gigabytes at every save.
-        self.trained = trained_subset(model, trained)
+        # The family's checkpoint keys (``ModelSpec.checkpoint_keys``): what trains, or None for
+        # the whole state_dict.
+        self.trained = saved_weights
         self.env = env
         self.model = model
         self.optimizer = optimizer

@@ -1,7 +1,8 @@
 """``trainer.strategy=fsdp``: FSDP2 shards the parameters, gradients and optimizer states.
 
-``shard_model`` applies ``torch.distributed.fsdp.fully_shard`` to each transformer block
-(``kvideo.model.blocks``: the vision tower's, then the LM's), then to the whole model,
+``shard_model`` applies ``torch.distributed.fsdp.fully_shard`` to each unit the model family
+names (``ModelSpec.fsdp_units``: its transformer blocks, the vision tower's, then the LM's), then
+to the whole model,
 whose own unit holds the rest (embeddings, projector, norms, the head; a tied head shares its
 embedding's parameter inside that one unit). A rank keeps 1/world_size of every parameter
 between uses; a block's parameters are all-gathered right before it runs, forward and backward,
@@ -43,7 +44,6 @@ from torch.distributed.fsdp import (
     register_fsdp_forward_method,
 )
 
-from kvideo.model.blocks import transformer_blocks
 from kvideo.train.distributed import DistEnv
 
 log = logging.getLogger("kvideo.train.loop")
@@ -61,15 +61,21 @@ def sync_gradients(model: nn.Module, enabled: bool) -> None:
 
 
 def shard_model(
-    model: nn.Module, env: DistEnv, *, compute_dtype: torch.dtype | None, cpu_offload: bool
+    model: nn.Module,
+    env: DistEnv,
+    *,
+    units: list[nn.Module],
+    compute_dtype: torch.dtype | None,
+    cpu_offload: bool,
 ) -> str:
     """Shard ``model`` in place over every rank (see the module docstring); returns the log
     line that says what was sharded.
 
+    ``units``: the modules sharded one by one before the root (the family's ``fsdp_units``);
     ``compute_dtype``: the autocast dtype (bf16 on CUDA turns on mixed precision);
     ``cpu_offload``: ``trainer.fsdp_cpu_offload``.
     """
-    blocks = transformer_blocks(model)
+    blocks = units
     mesh = init_device_mesh(env.device.type, (env.world_size,))
     mixed = compute_dtype == torch.bfloat16 and env.device.type == "cuda"
     offload: OffloadPolicy = OffloadPolicy()

@@ -38,10 +38,9 @@ from omegaconf import OmegaConf
 
 from kvideo.config import KVideoConfig
 from kvideo.config.checks import require_caption_room
-from kvideo.config.memory import check_fits_on_gpu
-from kvideo.config.model import MODEL_PARTS
 from kvideo.data.batch import optional_inputs
 from kvideo.errors import one_line
+from kvideo.preflight.memory import check_fits_on_gpu
 from kvideo.train import signals
 from kvideo.train.checkpoint import restore_rng_state
 from kvideo.train.checkpointer import Checkpointer
@@ -154,12 +153,14 @@ class Trainer:
     def __init__(self, cfg: KVideoConfig, run_dir: Path, env: DistEnv) -> None:
         from kvideo.data.loader import build_dataset
         from kvideo.data.tokenizer import build_tokenizer
-        from kvideo.model.vlm import build_model, parameter_summary
+        from kvideo.model import parameter_summary
+        from kvideo.model.spec import build_model, model_spec
 
         self.cfg, self.config = cfg, cfg.trainer
         require_installed(self.config.loggers)  # a missing wandb fails now, not after the data is built
         self.run_dir, self.env, self.device = run_dir, env, env.device
         self.sharded = self.config.strategy == "fsdp"
+        self.spec = model_spec(cfg.model.family)
         self.tokens_per_frame = cfg.model.tokens_per_frame
         clock = RunClock()
         self.autocast = Autocast(self.config.precision, self.device)
@@ -197,6 +198,7 @@ class Trainer:
             said = shard_model(
                 self.raw_model,
                 env,
+                units=self.spec.fsdp_units(self.raw_model),
                 compute_dtype=self.autocast.dtype,
                 cpu_offload=self.config.fsdp_cpu_offload,
             )
@@ -208,7 +210,7 @@ class Trainer:
         # checkpoints cover every parameter that trains at some step.
         self.trainable = TrainableSchedule(self.raw_model, cfg.model)
         model_cfg = cfg.model
-        own_lrs = any(model_cfg.part_lr(part, 0.0) for part in MODEL_PARTS)
+        own_lrs = any(model_cfg.part_lr(part, 0.0) for part in self.spec.parts)
         self.optimizer = ScheduledOptimizer(
             self.raw_model,
             self.config,
@@ -223,7 +225,7 @@ class Trainer:
             model=self.raw_model,
             optimizer=self.optimizer,
             clock=clock,
-            trained=self.trainable.ever(),
+            saved_weights=self.spec.checkpoint_keys(self.raw_model, self.trainable.ever()),
             sharded=self.sharded,
             async_save=self.config.ckpt_async,
         )
@@ -465,16 +467,16 @@ class Trainer:
 
     def export(self) -> None:
         """The final weights in Hugging Face formats, in ``<run_dir>/export`` (rank 0; see
-        ``kvideo.inference.export``), so the result loads outside kvideo. A sharded model's
+        ``kvideo.model.export``), so the result loads outside kvideo. A sharded model's
         whole weights exist on no rank: rank 0 rebuilds the model on the CPU from the final
         checkpoint, as ``python -m kvideo.export`` does."""
         if not (self.config.export_at_end and self.env.is_main):
             return
-        from kvideo.inference.export import export_model
+        from kvideo.model.export import export_model
 
         out = self.run_dir / "export"
         if self.sharded:
-            from kvideo.inference.restore import export_trained, load_trained
+            from kvideo.train.restore import export_trained, load_trained
 
             export_trained(load_trained(self.run_dir, device="cpu"), out)
         else:

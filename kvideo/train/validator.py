@@ -100,12 +100,12 @@ class Validator:
             return []
         from kvideo.data.loader import collate, to_device
         from kvideo.data.preprocess import pixel_statistics
-        from kvideo.inference.generate import caption_batch
+        from kvideo.model.spec import model_spec
 
         with rng_neutral():
             samples = [self._dataset[i] for i in range(count)]
             batch = to_device(collate(samples), self.env.device, pixel_statistics(self.cfg.model))
-            captions = caption_batch(
+            captions = model_spec(self.cfg.model.family).generate(
                 model,
                 batch,
                 self.tokenizer,
@@ -128,7 +128,7 @@ class Validator:
         ``predictions``): exact match is what short answers are judged by. {} otherwise."""
         if not predictions or not getattr(self._dataset, "conversational", False):
             return {}
-        from kvideo.inference.evaluation import short_answer_exact_match
+        from kvideo.train.caption_metrics import short_answer_exact_match
 
         scores = short_answer_exact_match(
             [row["reference"] for row in predictions], [row["generated"] for row in predictions]

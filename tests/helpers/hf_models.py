@@ -8,6 +8,7 @@ corpus's words with a ChatML template (Qwen2's format).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from kvideo.data.datasets.sample.captions import all_captions
@@ -133,3 +134,14 @@ def hf_cli_overrides(vision: Path, lm: Path) -> list[str]:
         "video.frame_size=64",
         "model.tokens_per_frame=4",
     ]
+
+
+def cache_snapshot(cache: Path, repo_id: str, source: Path) -> Path:
+    """Lay ``source`` out as the Hugging Face cache does after ``hf download repo_id``."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(source, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot

@@ -10,13 +10,13 @@ from torch import nn
 
 
 def build_model_acting_at(at_forward: int, action: Callable[[], None]) -> Any:
-    """``kvideo.model.vlm.build_model`` (the one installed now) whose models call ``action`` at
+    """``kvideo.model.spec.build_model`` (the one installed now) whose models call ``action`` at
     their ``at_forward``-th training forward, counted over every model it builds. With
     ``grad_accum`` micro-batches per step, forward ``(s - 1) * grad_accum + 1`` is the first one
     of step ``s``. Install it in place of ``build_model``."""
-    from kvideo.model import vlm
+    from kvideo.model import spec
 
-    build, forwards = vlm.build_model, [0]
+    build, forwards = spec.build_model, [0]
 
     def act(module: nn.Module, inputs: Any) -> None:
         if module.training:

@@ -44,6 +44,18 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
     assert "tokens_per_frame: 16" in result.stdout
 
 
+def test_cfg_job_refuses_what_the_run_would_refuse_before_printing(tmp_path: Path) -> None:
+    """``--cfg job`` runs the schema's rules and the pre-flight step (here the token budget and
+    the memory estimate), as a run would, instead of printing a config that cannot run."""
+    result = run_train("--cfg", "job", "video.max_frames=64", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "kvideo: invalid config: token budget exceeded" in result.stderr
+    assert result.stdout == ""
+    result = run_train("--cfg", "job", "video.frame_size=4096", "trainer.batch_size=4096", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "kvideo: invalid config: host memory: this run needs at least" in result.stderr
+
+
 def test_token_budget_from_the_cli(tmp_path: Path) -> None:
     result = run_train("video.max_frames=64", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode != 0

@@ -1,8 +1,8 @@
 """Every field of every config group refuses a bad value before any work, with a message that
 names the field and what it accepts.
 
-Most cases go through the compose API + ``to_validated`` (what ``train.py`` runs, minus the
-process start-up), parametrized over a table that a completeness test checks against the
+Most cases go through the compose API + ``kvideo.preflight.checked`` (what ``train.py`` runs,
+minus the process start-up), parametrized over a table that a completeness test checks against the
 dataclasses' fields, so a new field without a case fails here. A handful go through the real
 CLI (``python train.py <field>=<bad>``): non-zero exit, the message on stderr, and no run
 artifacts (metrics.jsonl, checkpoints). ``tests/integration/test_cli.py`` has the video-group CLI and
@@ -30,8 +30,8 @@ from kvideo.config import (
     TrainerConfig,
     VideoConfig,
     register_configs,
-    to_validated,
 )
+from kvideo.preflight import checked
 from tests.helpers.cli import run_train
 from tests.helpers.hf_models import hf_cli_overrides
 from tests.helpers.paths import CONF_DIR
@@ -207,7 +207,7 @@ CASES: list[tuple[list[str], str]] = [
     (["model.vision_depth=1000"], r"model\.vision_depth must be at most 256 \(got 1000\): deeper than any"),
     (["model.lm_depth=1000"], r"model\.lm_depth must be at most 256 \(got 1000\)"),
     (["trainer.batch_size=100000"], r"trainer\.batch_size must be at most 65536 \(got 100000\)"),
-    # the memory estimate (kvideo/config/memory.py) against this machine: sizes no machine holds
+    # the memory estimate (kvideo/preflight/memory.py) against this machine: sizes no machine holds
     (
         ["trainer.batch_size=4096", "video.frame_size=4096"],
         r"host memory: this run needs at least [\d.]+ TiB > 90% of [\d.]+ [KMGTP]iB \(.*\): .*"
@@ -276,7 +276,7 @@ def _params(cases: list[tuple[list[str], str]], marks=()):
 @pytest.mark.parametrize(("overrides", "message"), _params(CASES + NON_FINITE))
 def test_bad_value_is_refused_naming_the_field(overrides: list[str], message: str) -> None:
     with pytest.raises((ValueError, ConfigCompositionException)) as info:
-        to_validated(compose_cfg(overrides))
+        checked(compose_cfg(overrides))
     text = str(info.value) + " " + str(info.value.__cause__ or "")
     assert re.search(message, text), text
 
@@ -338,7 +338,7 @@ def test_bad_hf_vlm_value_is_refused_naming_the_field(
     vision, lm = tiny_hf_parts
     names = {"vision": vision, "lm": lm, "root": vision.parent}
     with pytest.raises(ValueError, match=message):
-        to_validated(compose_cfg([*hf_cli_overrides(vision, lm), *(o.format(**names) for o in overrides)]))
+        checked(compose_cfg([*hf_cli_overrides(vision, lm), *(o.format(**names) for o in overrides)]))
 
 
 def test_every_field_of_every_group_has_a_bad_value_case() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from kvideo.model import vlm
+from kvideo.model import spec
 from kvideo.train import validator
 from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
@@ -108,14 +108,14 @@ def test_a_crash_mid_step_checkpoints_the_step_boundary_and_the_resume_is_exact(
     cfg = tiny_config(tmp_path / "data", max_steps=6, ckpt_every=0, val_every=0)
     reference = train(cfg, tmp_path / "reference")
     run_dir = tmp_path / "crashed"
-    build = vlm.build_model
-    monkeypatch.setattr(vlm, "build_model", crashing_build_model(7))
+    build = spec.build_model
+    monkeypatch.setattr(spec, "build_model", crashing_build_model(7))
     with pytest.raises(InjectedCrash):
         train(cfg, run_dir)
     assert _last_checkpoint_step(run_dir) == 3
     assert _failed(run_dir)["checkpoint"] == {"step": 3, "written_after_failure": True}
 
-    monkeypatch.setattr(vlm, "build_model", build)
+    monkeypatch.setattr(spec, "build_model", build)
     final = train(cfg, run_dir)
     assert final["resumed_from"] == 3 and final["status"] == "completed"
     expected, got = _train_losses(tmp_path / "reference"), _train_losses(run_dir)

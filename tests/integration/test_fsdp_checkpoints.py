@@ -45,7 +45,8 @@ FRAMES, SIZE, VOCAB = 2, 32, 50
 
 
 def _build(env: Any, *, sharded: bool, seed: int, checkpointing: bool = False) -> tuple[nn.Module, Any]:
-    from kvideo.model.vlm import build_model
+    from kvideo.model import build_model
+    from kvideo.model.blocks import transformer_blocks
     from kvideo.train.fsdp import shard_model
     from kvideo.train.optim import ScheduledOptimizer
 
@@ -53,7 +54,7 @@ def _build(env: Any, *, sharded: bool, seed: int, checkpointing: bool = False) -
     cfg = ModelConfig(**{**vars(MODEL), "activation_checkpointing": checkpointing})
     model = build_model(cfg, vocab_size=VOCAB, max_frames=FRAMES, frame_size=SIZE)
     if sharded:
-        shard_model(model, env, compute_dtype=None, cpu_offload=False)
+        shard_model(model, env, units=transformer_blocks(model), compute_dtype=None, cpu_offload=False)
     return model, ScheduledOptimizer(model, OPTIM, fused=False)
 
 
@@ -300,7 +301,7 @@ def _shard_and_step(rank: int, out: str) -> None:
         assert loss == loss_ac and norm == pytest.approx(norm_ac, rel=1e-6)
 
         blockless = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
-        said = shard_model(blockless, env, compute_dtype=None, cpu_offload=False)
+        said = shard_model(blockless, env, units=[], compute_dtype=None, cpu_offload=False)
         if rank == 0:
             Path(out, "said.txt").write_text(said)
     finally:

@@ -298,7 +298,7 @@ def test_a_checkpoint_holding_python_objects_is_refused_without_advice_to_unpick
 _SLOW_START = textwrap.dedent(
     """
     import os, signal, sys, time
-    import kvideo.model.vlm as vlm
+    import kvideo.model.spec as spec
     from omegaconf import OmegaConf
     from kvideo.config import to_validated
     from kvideo.train import train
@@ -308,7 +308,7 @@ _SLOW_START = textwrap.dedent(
         time.sleep(60)
         raise SystemExit("SIGTERM was ignored during start-up")
 
-    vlm.build_model = build_model
+    spec.build_model = build_model
     train(to_validated(OmegaConf.load(sys.argv[1])), sys.argv[2])
     """
 )

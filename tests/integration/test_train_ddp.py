@@ -53,7 +53,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from kvideo.model.vlm import build_model
+    from kvideo.model import build_model
     from kvideo.train.distributed import all_gather_objects, cleanup, init_distributed, wrap_model
     from kvideo.train.loop import param_groups
 
@@ -97,7 +97,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 def _reference_step() -> torch.Tensor:
     """Single process: rank 0's init, gradient averaged over both ranks' batches, one step."""
-    from kvideo.model.vlm import build_model
+    from kvideo.model import build_model
     from kvideo.train.loop import param_groups
 
     torch.manual_seed(100)

@@ -64,12 +64,12 @@ def _train_rank(
 ) -> None:
     """``train`` on this rank; ``preempt_on=(rank, n)``: that rank is asked to stop at its n-th
     training forward (only there: the other rank must learn it from the agreement)."""
-    from kvideo.model import vlm
+    from kvideo.model import spec
     from kvideo.train import train
     from tests.helpers.preemption import preempting_build_model
 
     if preempt_on is not None and preempt_on[0] == rank:
-        vlm.build_model = preempting_build_model(preempt_on[1])
+        spec.build_model = preempting_build_model(preempt_on[1])
     final = train(cfg, run_dir)
     Path(out, f"rank{rank}.json").write_text(json.dumps(final))
 
@@ -109,7 +109,7 @@ def fsdp_reference(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 def test_two_fsdp_ranks_train_like_two_ddp_ranks_and_write_sharded_checkpoints(
     corpus: Path, fsdp_reference: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
-    from kvideo.inference.restore import load_trained
+    from kvideo.train.restore import load_trained
 
     fsdp_dir, fsdp = fsdp_reference
     ddp_dir = tmp_path / "ddp"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from kvideo.config.model import FreezeStage
-from kvideo.config.pretrained import parameter_count
-from kvideo.model import vlm
+from kvideo.hf_folders import parameter_count
+from kvideo.model import spec
 from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
 from tests.helpers.cli import run_train
@@ -46,13 +46,13 @@ def test_resume_is_exact_across_a_freeze_stage_and_checkpoints_hold_what_trains(
     assert reference["status"] == "completed"
 
     # Preempted during step 3 (before the stage change at step 4), then resumed to the end.
-    build = vlm.build_model
+    build = spec.build_model
     # grad_accum 2: forward 5 is the first micro-batch of step 3
-    monkeypatch.setattr(vlm, "build_model", preempting_build_model(5))
+    monkeypatch.setattr(spec, "build_model", preempting_build_model(5))
     run_dir = tmp_path / "resumed"
     assert train(cfg, run_dir)["status"] == "preempted"
     assert _checkpoint(run_dir)["step"] == 3
-    monkeypatch.setattr(vlm, "build_model", build)
+    monkeypatch.setattr(spec, "build_model", build)
     final = train(cfg, run_dir)
     assert final["status"] == "completed" and final["resumed_from"] == 3
 

@@ -95,12 +95,12 @@ _CHILD = textwrap.dedent(
     """
     import os, signal, sys
     from omegaconf import OmegaConf
-    import kvideo.model.vlm as vlm
+    import kvideo.model.spec as spec
     from kvideo.config import to_validated
     from kvideo.train import train
 
     cfg_path, run_dir, sig, at_forward = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    build = vlm.build_model
+    build = spec.build_model
     calls = [0]
 
     def hook(module, args):
@@ -114,7 +114,7 @@ _CHILD = textwrap.dedent(
         model.register_forward_pre_hook(hook)
         return model
 
-    vlm.build_model = build_model
+    spec.build_model = build_model
     result = train(to_validated(OmegaConf.load(cfg_path)), run_dir)
     print("STATUS", result["status"], flush=True)
     sys.exit(result.get("exit_code", 0))
@@ -182,7 +182,7 @@ def test_the_gpu_paths_prefetch_thread_trains_and_resumes_exactly(
     """GPU decoding loads on a prefetch thread in the training process; the same machinery with
     the CPU decoder, preempted mid-run and resumed, computes the uninterrupted run's steps."""
     import kvideo.data.loader as loader
-    import kvideo.model.vlm as vlm
+    import kvideo.model.spec as spec
 
     monkeypatch.setattr(loader, "prefetches_in_process", lambda cfg: True)
     prefetchers: list[Any] = []
@@ -194,7 +194,7 @@ def test_the_gpu_paths_prefetch_thread_trains_and_resumes_exactly(
 
     monkeypatch.setattr(loader, "_ThreadPrefetcher", counted_prefetcher)
     # during step 5 (grad_accum=2)
-    monkeypatch.setattr(vlm, "build_model", preempting_build_model(9))
+    monkeypatch.setattr(spec, "build_model", preempting_build_model(9))
     cfg, run_dir = tiny_config(corpus["root"]), tmp_path / "run"
     assert train(cfg, run_dir)["status"] == "preempted"
     assert max(_train_losses(run_dir)) == 5

@@ -97,12 +97,12 @@ _CHILD = textwrap.dedent(
     """
     import os, signal, sys
     from omegaconf import OmegaConf
-    import kvideo.model.vlm as vlm
+    import kvideo.model.spec as spec
     from kvideo.config import to_validated
     from kvideo.train import train
 
     cfg_path, run_dir, at_forward = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    build = vlm.build_model
+    build = spec.build_model
     calls = [0]
 
     def hook(module, args):
@@ -116,7 +116,7 @@ _CHILD = textwrap.dedent(
         model.register_forward_pre_hook(hook)
         return model
 
-    vlm.build_model = build_model
+    spec.build_model = build_model
     train(to_validated(OmegaConf.load(cfg_path)), run_dir)
     """
 )

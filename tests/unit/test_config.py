@@ -15,6 +15,7 @@ from kvideo.config import (
     VideoConfig,
     to_validated,
 )
+from kvideo.preflight import preflight
 
 
 def test_seed_defaults_are_exact() -> None:
@@ -172,18 +173,20 @@ def test_the_largest_sizes_within_the_bounds_are_accepted() -> None:
     assert TrainerConfig(batch_size=65536).batch_size == 65536
 
 
-def test_to_validated_refuses_what_cannot_fit_in_this_machines_memory() -> None:
+def test_preflight_refuses_what_cannot_fit_in_this_machines_memory() -> None:
+    big = to_validated({"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}})
     with pytest.raises(
         ValueError,
         match=r"^host memory: this run needs at least [\d.]+ TiB > 90% of .*"
         r"\((cgroup limit|MemTotal in) .*frames in flight = ",
     ):
-        to_validated({"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}})
+        preflight(big)
 
 
 def test_tools_that_do_not_train_can_skip_the_memory_check() -> None:
-    big = {"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}}
-    assert to_validated(big, check_memory=False).trainer.batch_size == 4096
+    big = to_validated({"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}})
+    preflight(big, memory=False)
+    assert big.trainer.batch_size == 4096
 
 
 def test_trackers_are_a_list_on_the_command_line_with_tensorboard_by_default() -> None:

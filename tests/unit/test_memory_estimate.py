@@ -1,4 +1,4 @@
-"""The compose-time memory estimate (kvideo/config/memory.py) and the machine facts it is compared
+"""The compose-time memory estimate (kvideo/preflight/memory.py) and the machine facts it is compared
 against (kvideo/resources.py): the parameter count matches the built model, the activation figure
 stays below what autograd really keeps, limits come from cgroups and /proc/meminfo (fake files in
 tmp_path, passed as arguments), and refusals show their arithmetic."""
@@ -12,19 +12,21 @@ import pytest
 import torch
 
 from kvideo.config import DecoderConfig, KVideoConfig, ModelConfig, TrainerConfig, VideoConfig
-from kvideo.config.memory import (
-    BYTE_VOCAB,
-    PREFETCH_FACTOR,
-    Term,
+from kvideo.preflight.memory import (
     check_fits_in_memory,
     check_fits_on_gpu,
     check_fits_where_it_runs,
+    require_fits,
+)
+from kvideo.preflight.memory_terms import (
+    BYTE_VOCAB,
+    PREFETCH_FACTOR,
+    Term,
     format_bytes,
     lm_activation_terms,
-    require_fits,
     vision_activation_terms,
 )
-from kvideo.config.model_size import estimate_params
+from kvideo.preflight.model_size import estimate_params
 from kvideo.resources import (
     MemoryLimit,
     available_memory_bytes,
@@ -84,17 +86,13 @@ def shape_cfg(name: str, **trainer) -> KVideoConfig:
 @pytest.mark.parametrize("name", sorted(SHAPES))
 @pytest.mark.parametrize("tie", [True, False])
 def test_estimated_parameters_match_the_built_model(name: str, tie: bool) -> None:
-    from kvideo.model.vlm import build_model, count_parameters
+    from kvideo.model.spec import ModelSizes
+    from kvideo.model.vlm import build_builtin_model, count_parameters
 
     cfg = shape_cfg(name)
     video = cfg.video
-    model = build_model(
-        cfg.model,
-        vocab_size=BYTE_VOCAB,
-        max_frames=video.max_frames,
-        frame_size=video.frame_size,
-        tie_embeddings=tie,
-    )
+    sizes = ModelSizes(BYTE_VOCAB, video.max_frames, video.frame_size)
+    model = build_builtin_model(cfg.model, sizes, tie_embeddings=tie)
     real = count_parameters(model)
     estimate = estimate_params(cfg.model, BYTE_VOCAB, video.max_frames, video.frame_size, tie_embeddings=tie)
     assert abs(estimate - real) <= 0.01 * real, (estimate, real)
@@ -103,7 +101,7 @@ def test_estimated_parameters_match_the_built_model(name: str, tie: bool) -> Non
 def saved_activation_bytes(cfg: KVideoConfig) -> int:
     """Bytes of the tensors autograd keeps for backward in one training forward (weights and the
     input frames excluded), each storage counted once."""
-    from kvideo.model.vlm import build_model
+    from kvideo.model import build_model
 
     b, f, s, text = cfg.trainer.batch_size, cfg.video.max_frames, cfg.video.frame_size, cfg.model.max_text_len
     model = build_model(cfg.model, vocab_size=BYTE_VOCAB, max_frames=f, frame_size=s)

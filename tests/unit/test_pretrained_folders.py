@@ -1,4 +1,4 @@
-"""``kvideo.config.pretrained``: where a model folder is, without the network, and what compose
+"""``kvideo.hf_folders``: where a model folder is, without the network, and what compose
 time reads from it (torch-free)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kvideo.config.pretrained import (
+from kvideo.hf_folders import (
     image_statistics,
     lm_context_length,
     lm_geometry,
@@ -18,23 +18,13 @@ from kvideo.config.pretrained import (
     tower_geometry,
     tower_parameter_prefix,
 )
-
-
-def _cache_snapshot(cache: Path, repo_id: str, source: Path) -> Path:
-    """Lay ``source`` out as the Hugging Face cache does after ``hf download repo_id``."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = repo / "snapshots" / commit
-    shutil.copytree(source, snapshot)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
+from tests.helpers.hf_models import cache_snapshot
 
 
 def test_a_cached_hub_id_resolves_to_its_snapshot_offline(
     tiny_hf_parts: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    snapshot = _cache_snapshot(tmp_path / "hub", "someone/tiny-lm", tiny_hf_parts[1])
+    snapshot = cache_snapshot(tmp_path / "hub", "someone/tiny-lm", tiny_hf_parts[1])
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     import huggingface_hub.constants as constants
 

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 def patch_geometry(video: VideoConfig, model: ModelConfig) -> tuple[int, int]:
     """``(patch_size, grid side of the frame_size square)`` of the model's vision part."""
-    if model.family == "hf":
-        from kvideo.config.pretrained import resolve_model_folder, tower_geometry
+    if model.pretrained_parts:
+        from kvideo.hf_folders import resolve_model_folder, tower_geometry
 
         tower = tower_geometry(
             "model.vision_path", resolve_model_folder("model.vision_path", model.vision_path)

@@ -1,6 +1,6 @@
 """Parameter counts of the built-in models, from their config alone (no torch, no model built).
 
-Why: the memory estimate (``kvideo.config.memory``) runs at compose time, where building a
+Why: the memory estimate (``kvideo.preflight.memory``) runs at compose time, where building a
 model to count it would cost seconds and import torch. Each function states the layer sums
 of the module it mirrors; ``tests/unit/test_memory_estimate.py`` compares ``estimate_params``
 with ``sum(p.numel())`` of the real ``build_model`` for several configs.

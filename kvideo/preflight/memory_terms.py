@@ -1,12 +1,12 @@
-"""Memory estimates: a config whose frames or model cannot fit is refused before any work, with
-the arithmetic, instead of being OOM-killed minutes later (``video.frame_size=65536`` grew to
-22.5 GB in 110 s) or crashing in the allocator.
+"""The memory estimate's terms: what frames, activations and model states a config needs, each
+a ``Term`` that names its formula and the keys that lower it (``kvideo.preflight.memory`` adds
+them up against a limit).
 
 Every figure is a lower bound: what the run must hold at the least (no allocator slack, no
 worker-process overhead, no CUDA context, no DDP buckets, no pinned copies, no second epoch's
 workers), so a refusal is certain. A config that passes may still not fit, but not by much.
 
-Torch-free, like the rest of ``kvideo.config``: the parameter count comes from the config, not
+Torch-free, like the config it reads: the parameter count comes from the config, not
 from a built model (``tests/unit/test_memory_estimate.py`` checks it against ``build_model``).
 """
 
@@ -15,19 +15,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from kvideo.config.frames import max_tokens_per_frame
 from kvideo.config.model import ModelConfig
-from kvideo.config.model_size import conv_stem_channels, estimate_params
-from kvideo.config.pretrained import (
+from kvideo.hf_folders import (
     lm_geometry,
     parameter_count,
     resolve_model_folder,
     tower_geometry,
     tower_parameter_prefix,
 )
-from kvideo.resources import MemoryLimit, gpu_visible, memory_limit, processes_per_node
+from kvideo.preflight.frames import max_tokens_per_frame
+from kvideo.preflight.model_size import conv_stem_channels, estimate_params
 
 if TYPE_CHECKING:
     from kvideo.config.root import KVideoConfig
@@ -101,7 +100,7 @@ def uint8_batch_bytes(cfg: KVideoConfig) -> int:
     return frames_per_batch(cfg) * frame_pixels(cfg) * 3
 
 
-def _frame_numbers(cfg: KVideoConfig) -> str:
+def frame_numbers(cfg: KVideoConfig) -> str:
     return f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * {cfg.video.frame_size}^2"
 
 
@@ -114,14 +113,14 @@ def loader_frames_term(cfg: KVideoConfig) -> Term:
         return Term(
             "frames in flight",
             f"{base} * (trainer.num_workers * {PREFETCH_FACTOR} prefetched + 1 in training) batches",
-            f"{_frame_numbers(cfg)} * 3 B * ({workers} * {PREFETCH_FACTOR} + 1)",
+            f"{frame_numbers(cfg)} * 3 B * ({workers} * {PREFETCH_FACTOR} + 1)",
             uint8_batch_bytes(cfg) * (workers * PREFETCH_FACTOR + 1),
             FRAME_FIELDS + " or trainer.num_workers",
         )
     return Term(
         "frames of one batch (trainer.num_workers=0)",
         base,
-        f"{_frame_numbers(cfg)} * 3 B",
+        f"{frame_numbers(cfg)} * 3 B",
         uint8_batch_bytes(cfg),
         FRAME_FIELDS,
     )
@@ -134,7 +133,7 @@ def gpu_decoded_frames_term(cfg: KVideoConfig) -> Term:
     return Term(
         "decoded frames on the device",
         "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B * (decoder.prefetch + 1) batches",
-        f"{_frame_numbers(cfg)} * 3 B * ({cfg.decoder.prefetch} + 1)",
+        f"{frame_numbers(cfg)} * 3 B * ({cfg.decoder.prefetch} + 1)",
         uint8_batch_bytes(cfg) * batches,
         FRAME_FIELDS + " or decoder.prefetch",
     )
@@ -145,7 +144,7 @@ def normalized_frames_term(cfg: KVideoConfig) -> Term:
     return Term(
         "normalized frames",
         "trainer.batch_size * video.max_frames * 3 * video.frame_size^2 * 4 B",
-        f"{_frame_numbers(cfg)} * 3 * 4 B",
+        f"{frame_numbers(cfg)} * 3 * 4 B",
         uint8_batch_bytes(cfg) * 4,
         FRAME_FIELDS,
     )
@@ -190,7 +189,7 @@ def pretrained_vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> l
 def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
     """The ViT runs on every frame of the batch, padded ones included (timm: not counted)."""
     model, size = cfg.model, cfg.video.frame_size
-    if model.family == "hf":
+    if model.pretrained_parts:
         return pretrained_vision_activation_terms(cfg, value_bytes)
     if model.vision_backbone != "vit":
         return []
@@ -229,7 +228,7 @@ def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) ->
     k = SAVED_VALUES_PER_TOKEN
     seq_formula = "(video.max_frames * model.tokens_per_frame + model.max_text_len)"
     width, depth, shape = model.lm_width, model.lm_depth, "model.lm_width * model.lm_depth"
-    if model.family == "hf":
+    if model.pretrained_parts:
         # Gradients reach the projector through the LM, frozen or not: its blocks keep activations.
         lm = lm_geometry("model.lm_path", resolve_model_folder("model.lm_path", model.lm_path))
         width, depth, shape = lm.width, lm.depth, "hidden_size * num_hidden_layers (model.lm_path)"
@@ -281,7 +280,7 @@ def pretrained_state_term(cfg: KVideoConfig, shards: int = 1) -> Term:
 
 
 def model_state_term(cfg: KVideoConfig, vocab_size: int, shards: int = 1) -> Term:
-    if cfg.model.family == "hf":
+    if cfg.model.pretrained_parts:
         return pretrained_state_term(cfg, shards)
     params = estimate_params(cfg.model, vocab_size, cfg.video.max_frames, cfg.video.frame_size)
     term = Term(
@@ -339,115 +338,3 @@ def host_terms(cfg: KVideoConfig, *, trains_on_host: bool, vocab_size: int) -> l
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def require_fits(
-    terms: list[Term], limit: MemoryLimit, where: str, processes: tuple[int, str] = (1, "")
-) -> None:
-    """Refuse when the terms (times the processes sharing the memory) pass ``HEADROOM`` of the
-    limit; the message lists every term, largest first, with its arithmetic."""
-    count, variable = processes
-    per_process = sum(t.bytes for t in terms)
-    need = per_process * count
-    if need <= HEADROOM * limit.bytes:
-        return
-    times = f" ({format_bytes(per_process)} per process * {count} processes, {variable})" if count > 1 else ""
-    ordered = sorted(terms, key=lambda t: t.bytes, reverse=True)
-    shown = [t for t in ordered if t.bytes >= SHOWN_SHARE * per_process]
-    rest = ordered[len(shown) :]
-    parts = [str(t) for t in shown]
-    if rest:
-        parts.append(f"{len(rest)} smaller terms = {format_bytes(sum(t.bytes for t in rest))}")
-    raise ValueError(
-        f"{where} memory: this run needs at least {format_bytes(need)}{times} > {HEADROOM:.0%} of "
-        f"{format_bytes(limit.bytes)} ({limit.source}): " + "; ".join(parts) + f"; lower {ordered[0].lower}"
-    )
-
-
-def compose_time_vocab(cfg: KVideoConfig) -> int:
-    """Byte-level: 259. A tokenizer.json or an LM's tokenizer: 0 (unknown until loaded; a lower bound)."""
-    return 0 if cfg.data.tokenizer or cfg.model.family == "hf" else BYTE_VOCAB
-
-
-def trains_on_host(device: str, *, gpu: bool | None = None) -> bool:
-    """``cpu``, or ``auto`` with no GPU visible (``resources.gpu_visible``, torch-free)."""
-    return device == "cpu" or (device == "auto" and not (gpu_visible() if gpu is None else gpu))
-
-
-def check_fits_in_memory(
-    cfg: KVideoConfig,
-    *,
-    limit: MemoryLimit | None = None,
-    processes: tuple[int, str] | None = None,
-    on_host: bool | None = None,
-) -> None:
-    """Compose-time host check, against this machine unless told otherwise (``to_validated``
-    passes the SLURM job's ``mem_gb`` for sweep points that will run on a compute node)."""
-    limit = memory_limit() if limit is None else limit
-    if limit is None:  # not Linux: nothing to compare against
-        return
-    on_host = trains_on_host(cfg.trainer.device) if on_host is None else on_host
-    terms = host_terms(cfg, trains_on_host=on_host, vocab_size=compose_time_vocab(cfg))
-    require_fits(terms, limit, "host", processes_per_node() if processes is None else processes)
-
-
-def check_fits_on_gpu(
-    cfg: KVideoConfig,
-    *,
-    total_bytes: int,
-    bf16: bool,
-    vocab_size: int = BYTE_VOCAB,
-    device: str = "cuda",
-    shards: int = 1,
-) -> None:
-    """Trainer start-up check for a CUDA device (compose time cannot ask the GPU without torch).
-
-    Call it once the device is known, before building the model, e.g.
-    ``check_fits_on_gpu(cfg, total_bytes=torch.cuda.mem_get_info(dev)[1],
-    bf16=autocast_dtype == torch.bfloat16, vocab_size=tokenizer.vocab_size, device=str(dev))``.
-    ``total_bytes`` is the device's total, not its momentary free memory, for the reason
-    ``resources.memory_limit`` gives. Activations count 2 B a value under bf16 autocast.
-    ``shards``: the world size under ``trainer.strategy=fsdp`` (each rank holds its share of the
-    model states). Raises ``ValueError`` with the arithmetic.
-    """
-    terms = training_device_terms(cfg, value_bytes=2 if bf16 else 4, vocab_size=vocab_size, shards=shards)
-    if cfg.decoder.decodes_on_gpu:
-        terms.append(gpu_decoded_frames_term(cfg))
-    else:
-        terms.append(
-            Term(
-                "frames copied to the device",
-                "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B",
-                f"{_frame_numbers(cfg)} * 3 B",
-                uint8_batch_bytes(cfg),
-                FRAME_FIELDS,
-            )
-        )
-    require_fits(terms, MemoryLimit(total_bytes, f"total memory of {device}"), device)
-
-
-def check_fits_where_it_runs(cfg: KVideoConfig, launcher: dict[str, Any]) -> None:
-    """The host check against the machine the run will use.
-
-    ``launcher`` holds ``hydra.launcher``'s ``_target_``, ``mem_gb``, ``tasks_per_node`` and
-    ``gpus_per_node`` when the config carries the hydra node (sweep points in the multirun
-    callback do; a job's own config does not, and a job runs where it validates). Jobs of the
-    slurm launcher run on a compute node, not on the submitting login node: they are checked
-    against the job's ``mem_gb`` (GiB per node, shared by ``tasks_per_node`` tasks), and not at
-    all when it is unset; each job checks again on its node at start (``train.py``).
-    """
-    if not str(launcher.get("_target_") or "").endswith("SlurmLauncher"):
-        check_fits_in_memory(cfg)
-        return
-    mem_gb = launcher.get("mem_gb")
-    if not mem_gb:
-        return
-    tasks = int(launcher.get("tasks_per_node") or 1)
-    gpus = int(launcher.get("gpus_per_node") or 0)
-    limit = MemoryLimit(int(float(mem_gb) * 2**30), f"hydra.launcher.mem_gb={mem_gb}")
-    check_fits_in_memory(
-        cfg,
-        limit=limit,
-        processes=(tasks, "hydra.launcher.tasks_per_node"),
-        on_host=trains_on_host(cfg.trainer.device, gpu=gpus > 0),
-    )

@@ -1,16 +1,14 @@
-"""Export a trained model so it loads outside kvideo, in Hugging Face's formats.
+"""``model.family=hf`` (``model=hf_vlm``): a pretrained Hugging Face vision tower and causal LM,
+joined by kvideo's projector (``kvideo.model.hf_vlm``).
 
-``<out>/`` holds, for ``model.family=hf``:
+Its export folder holds:
 
 * ``lm/``: the LM after training (``save_pretrained``) with its tokenizer, or with LoRA
   ``lm_adapter/``: the peft adapter (``PeftModel.from_pretrained(base_lm, "lm_adapter")``), whose
   ``adapter_config.json`` names the base LM folder;
 * ``vision/``: the tower (``save_pretrained`` + its ``preprocessor_config.json``) when any of it
   trained; otherwise ``export.json`` points at the original ``model.vision_path``;
-* ``projector.safetensors`` + ``projector.json``: kvideo's projector (its shape and options);
-
-and for the builtin models ``model.safetensors`` (the whole model). Always ``config.yaml`` (the
-run's config) and ``export.json`` (what is where, the step, the family).
+* ``projector.safetensors`` + ``projector.json``: kvideo's projector (its shape and options).
 """
 
 from __future__ import annotations
@@ -20,48 +18,28 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
 from torch import nn
 
 from kvideo.config import KVideoConfig
-from kvideo.config.pretrained import PREPROCESSOR_FILE, resolve_model_folder
+from kvideo.config.model import MODEL_PARTS
 from kvideo.data.tokenizer import Tokenizer
 from kvideo.files import write_text_atomic
+from kvideo.hf_folders import PREPROCESSOR_FILE, resolve_model_folder
+from kvideo.model.blocks import transformer_blocks
+from kvideo.model.generate import caption_batch
+from kvideo.model.hf_vlm import build_hf_model, quiet_transformers
+from kvideo.model.spec import ModelSpec, trained_weights
+from kvideo.registry import MODEL_FAMILIES
 
-EXPORT_INFO = "export.json"
 
-
-def export_model(
-    model: nn.Module,
-    cfg: KVideoConfig,
-    tokenizer: Tokenizer,
-    out_dir: Path,
-    *,
-    step: int,
-    trained: frozenset[str],
+def export(
+    model: nn.Module, cfg: KVideoConfig, tokenizer: Tokenizer, out_dir: Path, trained: frozenset[str]
 ) -> dict[str, Any]:
-    """Write ``model`` to ``out_dir`` (see the module docstring); returns ``export.json``'s content.
-
-    ``trained``: the parameters that trained at some step (a frozen tower is not copied).
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    info: dict[str, Any] = {"family": cfg.model.family, "step": step, "model": cfg.model.name}
-    if cfg.model.family == "hf":
-        from kvideo.model.hf_vlm import quiet_transformers
-
-        with quiet_transformers():
-            info.update(_export_hf(model, cfg, tokenizer, out_dir, trained))
-    else:
-        from safetensors.torch import save_model
-
-        save_model(model, str(out_dir / "model.safetensors"))  # handles the tied LM head
-        info["weights"] = "model.safetensors"
-    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    write_text_atomic(out_dir / EXPORT_INFO, json.dumps(info, indent=2) + "\n")
-    return info
+    with quiet_transformers():
+        return export_hf_parts(model, cfg, tokenizer, out_dir, trained)
 
 
-def _export_hf(
+def export_hf_parts(
     model: nn.Module, cfg: KVideoConfig, tokenizer: Tokenizer, out_dir: Path, trained: frozenset[str]
 ) -> dict[str, Any]:
     from safetensors.torch import save_file
@@ -107,3 +85,16 @@ def _export_hf(
     write_text_atomic(out_dir / "projector.json", json.dumps(spec, indent=2) + "\n")
     info["projector"] = "projector.safetensors"
     return info
+
+
+HF = MODEL_FAMILIES.register("hf")(
+    ModelSpec(
+        family="hf",
+        build=build_hf_model,
+        parts=MODEL_PARTS,
+        fsdp_units=transformer_blocks,
+        checkpoint_keys=trained_weights,
+        export=export,
+        generate=caption_batch,
+    )
+)

@@ -77,3 +77,11 @@ def _generate(
         synced=synced,
     )
     return ids
+
+
+def until_eos(ids: list[int], stop_ids: list[int]) -> list[int]:
+    """The generated ids before the first stop id (EOS, or the chat template's end of turn)."""
+    for i, token in enumerate(ids):
+        if token in stop_ids:
+            return ids[:i]
+    return ids

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -19,12 +19,16 @@ from torch import nn
 
 from kvideo.config import KVideoConfig, to_validated
 from kvideo.data.tokenizer import Tokenizer, build_tokenizer
+from kvideo.preflight import preflight
 from kvideo.train.checkpoint import checkpoint_dir, read_checkpoint
 from kvideo.train.checkpoint_dcp import METADATA_NAME, Found, newest_checkpoint, read_trainer_state
-from kvideo.train.checkpointer import load_sharded_weights, load_trained_weights, trained_subset
+from kvideo.train.checkpointer import load_sharded_weights, load_trained_weights
 from kvideo.train.distributed import resolve_device
 from kvideo.train.freeze import TrainableSchedule
 from kvideo.train.metrics import CONFIG_NAME
+
+if TYPE_CHECKING:
+    from kvideo.model.spec import ModelSpec
 
 
 @dataclass
@@ -38,6 +42,13 @@ class TrainedModel:
     step: int
     run_dir: Path
     checkpoint: Path
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model family's spec (its ``generate``, ``export``, ...)."""
+        from kvideo.model.spec import model_spec
+
+        return model_spec(self.cfg.model.family)
 
 
 def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
@@ -71,7 +82,9 @@ def run_config(run_dir: Path, updates: Mapping[str, Any] | None = None) -> KVide
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             raise ValueError(f"{key}: the run's config ({run_dir / CONFIG_NAME}) has no such key")
         OmegaConf.update(cfg, key, value, merge=False)
-    return to_validated(cfg, check_memory=False)
+    validated = to_validated(cfg)
+    preflight(validated, memory=False)  # the trained run's memory was checked when it trained
+    return validated
 
 
 def load_trained(
@@ -82,7 +95,7 @@ def load_trained(
     ``updates``: changes to the run's config (``run_config``); ``device``: ``cpu``, ``cuda`` or
     ``auto``, default the run's ``trainer.device``.
     """
-    from kvideo.model.vlm import build_model
+    from kvideo.model.spec import build_model, model_spec
 
     run_dir, file = find_checkpoint(path)
     cfg = run_config(run_dir, updates)
@@ -112,7 +125,7 @@ def load_trained(
         frame_size=as_trained.video.frame_size,
         resize=cfg.video.resize,
     )
-    trained = trained_subset(model, TrainableSchedule(model, cfg.model).ever())
+    trained = model_spec(cfg.model.family).checkpoint_keys(model, TrainableSchedule(model, cfg.model).ever())
     if found.sharded:
         load_sharded_weights(model, found.path, trained)
     else:
@@ -138,7 +151,7 @@ def autocast_for(trained: TrainedModel) -> Any:
 
 def export_trained(trained: TrainedModel, out_dir: Path) -> dict[str, Any]:
     """``export_model`` for a restored run (``python -m kvideo.export``)."""
-    from kvideo.inference.export import export_model
+    from kvideo.model.export import export_model
 
     return export_model(
         trained.model,

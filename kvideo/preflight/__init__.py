@@ -1,0 +1,47 @@
+"""The pre-flight step: what a validated config means on this machine and with these folders.
+
+``kvideo.config`` is pure data and rules. What needs a file, a cache or the machine is checked
+here, once, by every entry point before any work (``train.py``, its ``--cfg`` and ``--info``
+paths, each multirun point before the launcher starts, ``eval.py`` and the tools):
+
+* ``model=hf_vlm``: the tower and LM folders (local or in the Hugging Face cache, never
+  downloaded) and their geometry against ``video.*`` and ``model.*`` (``pretrained``);
+* the memory estimate against the machine (cgroup, ``/proc/meminfo``) or the SLURM job's
+  ``mem_gb`` (``memory``).
+
+``frames`` is the frame geometry the decoders size frames by, which for a pretrained tower is
+the tower's own patch grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig
+
+from kvideo.config.root import KVideoConfig, launcher_fields, to_validated
+from kvideo.preflight.memory import check_fits_where_it_runs
+from kvideo.preflight.pretrained import check_pretrained_parts
+
+
+def preflight(cfg: KVideoConfig, launcher: Mapping[str, Any] | None = None, *, memory: bool = True) -> None:
+    """Raise ``ValueError`` (one line naming the key to change) when the config cannot run here.
+
+    launcher: ``kvideo.config.launcher_fields`` of the composed config, which say where the run
+        will execute (a SLURM job's ``mem_gb`` rather than this login node's memory).
+    memory: ``False`` for work that does not train (a dataset scan, an export, an evaluation of a
+        trained run, whose memory is the trained run's).
+    """
+    if cfg.model.pretrained_parts:
+        check_pretrained_parts(cfg)
+    if memory:
+        check_fits_where_it_runs(cfg, dict(launcher or {}))
+
+
+def checked(composed: DictConfig, *, memory: bool = True) -> KVideoConfig:
+    """What every entry point runs on a composed config before any work: ``to_validated`` (the
+    schema's rules), then ``preflight`` on the machine the composed launcher says it runs on."""
+    cfg = to_validated(composed)
+    preflight(cfg, launcher_fields(composed), memory=memory)
+    return cfg
