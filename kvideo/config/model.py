@@ -87,11 +87,13 @@ BOUNDS = {
 class ModelConfig:
     """Vision encoder -> projector -> causal LM.
 
+    name: the model config's name (``tiny_vlm``, ``small_vlm``, ``hf_vlm``), recorded in the run.
     family: ``builtin`` (kvideo's own ViT and LM, from scratch; the fields from
         ``vision_backbone`` to ``lm_heads`` shape them) or ``hf`` (pretrained Hugging Face
         parts from ``vision_path`` / ``lm_path``, which set their own widths and depths).
     vision_backbone: ``vit`` (built in, trained from scratch) or ``timm`` (needs
         ``timm_model`` and a local ``timm_weights`` file; nothing is downloaded).
+    timm_model / timm_weights: the timm architecture name and its local weights file.
     patch_size / vision_width / vision_depth / vision_heads: the per-frame ViT.
     patch_stem: ``linear`` (one strided projection, the classic ViT) or ``conv`` (stride-2
         3x3 convolutions down to the patch grid; learns shapes far faster from scratch).
@@ -100,6 +102,7 @@ class ModelConfig:
     lm_width / lm_depth / lm_heads: the causal decoder over ``[visual | text]``.
     max_seq_len: hard cap on the LM sequence (positions table size).
     max_text_len: text tokens per sample (prompt + caption + EOS), padded/truncated.
+    dropout: dropout in the builtin LM's blocks.
     motion_tokens: add each visual token's feature change since the previous frame
         (TSN-style difference features), so motion is a local cue for the LM.
     time_embedding: add an embedding of each frame's display time in seconds to its tokens
@@ -121,7 +124,9 @@ class ModelConfig:
         that do not train; the LM's part is its LoRA adapters when ``lora_rank`` > 0.
     freeze_schedule: ``FreezeStage`` list, strictly increasing ``start_step``.
     lora_rank: 0 = off; else LoRA (``peft``) of that rank on ``lora_targets`` of the LM, whose
-        own weights then stay frozen. lora_alpha / lora_dropout: peft's.
+        own weights then stay frozen.
+    lora_alpha / lora_dropout: peft's scaling and dropout of the adapters.
+    lora_targets: the LM's module names that get adapters (every linear layer of a block).
     vision_lr / projector_lr / lm_lr: that part's peak learning rate; 0 = ``trainer.lr``.
     activation_checkpointing: recompute each block's activations in the backward pass
         (about a third more compute for activation memory of one block per part).

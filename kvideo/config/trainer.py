@@ -31,10 +31,26 @@ MAX_BATCH_SIZE = 65536
 
 @dataclass
 class TrainerConfig:
-    """AdamW + warmup/cosine, AMP, DDP or FSDP2, checkpoint/resume, metrics.
+    """AdamW + warmup/cosine, AMP, DDP or FSDP2, checkpoint/resume, metrics. ``*_every`` are in
+    optimizer steps; 0 disables that action.
 
-    device: ``auto`` picks CUDA when present. precision: ``auto`` = bf16 autocast on
-    CUDA, fp32 on CPU. ``*_every`` are in optimizer steps; 0 disables that action.
+    max_steps: optimizer steps to train for (the schedule's length).
+    batch_size: clips per process and micro-batch.
+    lr: peak learning rate (AdamW), after the warmup.
+    weight_decay: AdamW's decoupled weight decay.
+    warmup_steps: linear warmup from 0 to ``lr``, then cosine decay.
+    min_lr_ratio: the cosine decay ends at ``lr * min_lr_ratio``.
+    grad_clip: clip the global gradient norm to this (0 = off).
+    grad_accum: micro-batches per optimizer step (effective batch = batch_size * grad_accum * ranks).
+    device: ``auto`` (CUDA when present), ``cuda`` or ``cpu``.
+    precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``bf16`` or ``fp32``.
+    compile: run the model under ``torch.compile``.
+    num_workers: DataLoader worker processes per rank that decode clips.
+    log_every: steps per log window (``metrics.jsonl``, the console, the trackers).
+    ckpt_every: steps between periodic checkpoints (the final and preemption ones always happen).
+    val_every: steps between validations (the final validation always happens).
+    val_max_batches: validate on at most this many batches (0 = the whole split).
+    seed: seed of the weights, the data order and the augmentations.
     backend: the process group's, with more than one process: ``auto`` = ``nccl`` on CUDA,
         ``gloo`` on the CPU.
     strategy: ``ddp`` (every rank holds the whole model, gradients all-reduced) or ``fsdp``
@@ -45,8 +61,9 @@ class TrainerConfig:
     ckpt_async: write checkpoints in a background thread after a copy to host memory, so
         training goes on while they are written (``fsdp`` checkpoints only).
     loggers: the experiment trackers the metrics are mirrored to besides ``metrics.jsonl``
-    (``tensorboard``, ``wandb``: ``pip install 'kvideo[wandb]'``; ``WANDB_MODE=offline`` runs
-    without a network); wandb_project: the W&B project.
+        (``tensorboard``, ``wandb``: ``pip install 'kvideo[wandb]'``; ``WANDB_MODE=offline`` runs
+        without a network).
+    wandb_project: the Weights & Biases project of ``wandb``.
     val_predictions: validation clips captioned at each validation (greedy), shown beside their
         references in the trackers and ``predictions_val.jsonl``; 0 = none.
     export_at_end: a completed run writes its weights in Hugging Face formats to

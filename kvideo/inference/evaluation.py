@@ -27,7 +27,7 @@ import torch
 from kvideo.data.scoring import attribute_scorers
 from kvideo.train.caption_metrics import caption_metrics
 from kvideo.train.distributed import DistEnv
-from kvideo.train.evaluate import evaluate
+from kvideo.train.evaluate import CaptionEncoder, evaluate
 from kvideo.train.restore import TrainedModel, autocast_for
 
 
@@ -109,9 +109,7 @@ def evaluate_trained(
         result = evaluate(
             trained.model,
             captioned(batches),
-            tokenizer=trained.tokenizer,
-            prompt=cfg.video.prompt,
-            max_text_len=cfg.model.max_text_len,
+            encoder=CaptionEncoder(trained.tokenizer, cfg.video.prompt, cfg.model.max_text_len),
             dataset_type=cfg.video.dataset_type,
             env=env,
             num_samples=len(dataset),

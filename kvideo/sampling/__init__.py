@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 
-def timestamps(
+def timestamps(  # noqa: PLR0913 (stable: golden tests outside the repository call it by these keywords)
     policy: str,
     *,
     duration: float,

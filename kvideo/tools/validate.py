@@ -17,14 +17,7 @@ writes, under ``--out``:
 * ``blocklist.txt`` (``kvideo.data.blocklist``: JSON lines, lossless for any file name): train
   with ``data.blocklist=<that file>`` and those rows are masked as ``blocklisted`` without ever
   being opened.
-
-Why not ``multiprocessing.Pool``: a probe can hang forever inside FFmpeg (a FIFO behind an
-``ffconcat`` file) or crash the process (a segfault on a malicious file). A Pool worker that
-hangs holds its task forever, and one that dies loses its task, so ``imap`` never finishes.
-Here each worker process gets a chunk of paths and streams back one result per path; the
-parent knows which path each worker is on and since when, kills a worker that overruns
-``--timeout`` (reason ``timeout``) or notices one that died (reason ``decode_error``, with the
-exit signal), and starts a fresh worker for the rest of its chunk.
+The probes run in ``kvideo.tools.probe_pool`` (why not ``multiprocessing.Pool``: there).
 """
 
 from __future__ import annotations
@@ -33,15 +26,11 @@ import argparse
 import collections
 import dataclasses
 import json
-import multiprocessing as mp
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from kvideo.config.compose import CONFIG_DIR_ENV, ConfigDirNotFound, compose_config
 from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
@@ -51,11 +40,10 @@ from kvideo.preflight.frames import frame_resize
 from kvideo.registry import DATASETS
 from kvideo.resize import Resize
 from kvideo.resources import usable_cores
+from kvideo.tools.probe_pool import probe_all
 
 REPORT_NAME = "validate_report.jsonl"
 SUMMARY_NAME = "validate_summary.json"
-CHUNK = 16  # paths per message: amortizes the pipe round trip (~50 us) over ~2-5 ms probes
-_READY = -1  # index of the message a worker sends once its decoder is built
 
 
 # ----------------------------------------------------------------------------- config
@@ -79,182 +67,6 @@ def dataset_files(cfg: Any) -> tuple[list[ClipRow], int, dict[str, int]]:
     for row in rows:
         first.setdefault(row.path, row)
     return list(first.values()), len(rows), dict(getattr(rows, "left_out", {}))
-
-
-def _name(target: str | ClipRow) -> str:
-    return target.path if isinstance(target, ClipRow) else target
-
-
-# ----------------------------------------------------------------------------- workers
-
-
-def _worker_main(conn: Connection, decoder: Any, size: int | Resize | None, frames: int) -> None:
-    """Child: probe each path (or row) of each chunk it is sent, one result message per path."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    import torch
-
-    # A forked child must not enter an OpenMP parallel region the parent already used (GNU
-    # libgomp deadlocks; measured: index_select on repeated frame indices hung here after
-    # the parent had trained). One intra-op thread runs every op inline, as in DataLoader workers.
-    torch.set_num_threads(1)
-    from kvideo.tools.probe import Prober
-
-    prober = Prober(decoder, size=size, frames=frames)
-    conn.send((_READY, None))  # the parent starts the first path's clock now, not at fork
-    while True:
-        try:
-            chunk = conn.recv()
-        except EOFError:
-            return
-        if chunk is None:
-            return
-        for index, target in chunk:
-            conn.send((index, prober.probe(target)))
-
-
-@dataclass
-class _Worker:
-    proc: Any
-    conn: Connection
-    todo: collections.deque[tuple[int, str | ClipRow]] = field(default_factory=collections.deque)
-    since: float = 0.0  # when the current path (todo[0]) started
-    ready: bool = False  # its decoder is built: a death from now on is a probe's doing
-
-    def give(self, chunk: list[tuple[int, str | ClipRow]]) -> None:
-        self.todo.extend(chunk)
-        self.since = time.monotonic()
-        self.conn.send(chunk)
-
-    def kill(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join(timeout=5)
-        self.conn.close()
-
-
-def _failure(path: str, reason: str, detail: str) -> dict[str, Any]:
-    return {
-        "path": path,
-        "ok": False,
-        "reason": reason,
-        "detail": detail,
-        "duration": None,
-        "fps": None,
-        "num_frames": None,
-        "width": None,
-        "height": None,
-        "codec": None,
-        "probe_s": None,
-    }
-
-
-def probe_all(
-    paths: Sequence[str | ClipRow],
-    *,
-    workers: int,
-    timeout_s: float,
-    decoder: Any = None,
-    size: int | Resize | None = None,
-    frames: int = 1,
-) -> Iterator[dict[str, Any]]:
-    """Probe ``paths`` (file paths, or dataset rows: ``Prober.probe``) on ``workers`` supervised
-    processes; yields records (with ``index``) in completion order. A path that overruns
-    ``timeout_s`` or kills its worker still yields exactly one record. ``decoder`` (a
-    ``DecoderConfig``; default ``decord_cpu``), ``size`` and ``frames`` are what each probe
-    decodes with (see ``kvideo.tools.probe.Prober``)."""
-    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context("spawn")
-    # torch + decord imported once here, so forked workers start in milliseconds.
-    import kvideo.decode.decord_decoder  # noqa: F401
-
-    pending = collections.deque((i, p) for i, p in enumerate(paths))
-    pool: list[_Worker] = []
-
-    def spawn() -> _Worker:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child, decoder, size, frames), daemon=True)
-        proc.start()
-        child.close()
-        return _Worker(proc, parent)
-
-    def feed(w: _Worker) -> None:
-        chunk = [pending.popleft() for _ in range(min(CHUNK, len(pending)))]
-        if chunk:
-            w.give(chunk)
-
-    try:
-        for _ in range(max(1, min(workers, len(paths)))):
-            w = spawn()
-            pool.append(w)
-            feed(w)
-        while any(w.todo for w in pool):
-            busy = {w.conn: w for w in pool if w.todo}
-            now = time.monotonic()
-            soonest = min(w.since + timeout_s for w in busy.values())
-            # wait returns the ready subset of what it is given: Connections here
-            ready = cast("list[Connection]", wait(list(busy), timeout=max(0.0, soonest - now)))
-            for conn in ready:
-                w = busy[conn]
-                try:
-                    index, record = conn.recv()
-                except (EOFError, OSError):
-                    if not w.ready:  # not a file's fault: every worker would die the same way
-                        why = _death(w)
-                        raise RuntimeError(f"kvideo.validate: a probe worker did not start: {why}") from None
-                    yield from _replace(w, pool, spawn, pending, "decode_error", _death(w))
-                    continue
-                w.since = time.monotonic()
-                if index == _READY:
-                    w.ready = True
-                    continue
-                w.todo.popleft()
-                yield {"index": index, **record}
-                if not w.todo:
-                    feed(w)
-            now = time.monotonic()
-            for w in list(pool):
-                if w.todo and now - w.since > timeout_s and w.conn not in ready:
-                    detail = f"no result after {timeout_s:g} s"
-                    yield from _replace(w, pool, spawn, pending, "timeout", detail)
-    finally:
-        for w in pool:
-            if w.proc.is_alive():
-                try:
-                    w.conn.send(None)
-                except OSError:
-                    pass
-        for w in pool:
-            w.proc.join(timeout=2)
-            w.kill()
-
-
-def _death(w: _Worker) -> str:
-    w.proc.join(timeout=5)
-    code = w.proc.exitcode
-    if code is not None and code < 0:
-        return f"probe process died ({signal.Signals(-code).name})"
-    return f"probe process died (exit code {code})"
-
-
-def _replace(
-    w: _Worker,
-    pool: list[_Worker],
-    spawn: Callable[[], _Worker],
-    pending: collections.deque[tuple[int, str | ClipRow]],
-    reason: str,
-    detail: str,
-) -> Iterator[dict[str, Any]]:
-    """Kill ``w``, report its current path as ``reason``, requeue the rest of its chunk on a
-    fresh worker."""
-    index, target = w.todo.popleft()
-    rest = list(w.todo)
-    w.kill()
-    pool.remove(w)
-    yield {"index": index, **_failure(_name(target), reason, detail)}
-    pending.extendleft(reversed(rest))
-    if pending:
-        fresh = spawn()
-        pool.append(fresh)
-        fresh.give([pending.popleft() for _ in range(min(CHUNK, len(pending)))])
 
 
 # ----------------------------------------------------------------------------- report

@@ -4,7 +4,7 @@
 Importing this package imports torch; the config path never does.
 """
 
-from kvideo.train.loop import train
+from kvideo.train.run import train
 from kvideo.train.signals import EXIT_PREEMPTED, request_checkpoint_and_exit
 
 __all__ = ["EXIT_PREEMPTED", "request_checkpoint_and_exit", "train"]

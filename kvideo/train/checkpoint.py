@@ -41,6 +41,9 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "step", "model", "optimizer", "scheduler", "data", "ranks")
 _STEP_RE = re.compile(r"step_(\d+)\.pt")
 
+# The format name a strategy gives (kvideo.train.parallel): one file, written by rank 0.
+SINGLE_FILE = "single_file"
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file exists but cannot be used."""

@@ -55,6 +55,9 @@ METADATA_NAME = ".metadata"
 TRAINER_KEYS = ("format", "step", "scheduler", "data", "ranks", "optimizer_params")
 _FOLDER_RE = re.compile(r"step_(\d+)\.dcp")
 
+# The format name a strategy gives (kvideo.train.parallel): a folder per step, a file per rank.
+DCP = "dcp"
+
 
 def folder_for(ckpt_dir: Path, step: int) -> Path:
     return ckpt_dir / f"step_{step:06d}{SUFFIX}"

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import warnings
-from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,6 @@ from typing import Any, cast
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.filesystem import FileSystemReader
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_state_dict,
@@ -46,12 +43,23 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import async_save as dcp_async_save
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
+from kvideo.errors import one_line
 from kvideo.train import checkpoint_dcp
 from kvideo.train.checkpoint import (
+    SINGLE_FILE,
     CheckpointWriteError,
     capture_rng_state,
     checkpoint_dir,
     save_checkpoint,
+)
+from kvideo.train.checkpoint_dcp import DCP
+from kvideo.train.checkpoint_states import (
+    create_optimizer_state,
+    load_trained_weights,
+    named_optimizer_state,
+    optimized_names,
+    require_weights_match,
+    saved_weight_names,
 )
 from kvideo.train.distributed import DistEnv, all_gather_objects, barrier
 from kvideo.train.guards import RunFailed
@@ -62,113 +70,6 @@ from kvideo.train.stream import DataPosition
 
 # Sharded checkpoints kept: the newest and one to fall back to (as the single-file copies).
 KEEP_SHARDED = 2
-
-
-def require_weights_match(
-    saved: Iterable[str], expected: Iterable[str], trained: frozenset[str] | None, path: Path
-) -> None:
-    """Refuse a checkpoint that lacks weights this run trains (written under another
-    freeze / LoRA split) or holds weights this model does not have."""
-    saved, expected = set(saved), set(expected)
-    if trained is not None:
-        missing = sorted(trained - saved)
-        if missing:
-            raise RunFailed(
-                f"{path} lacks {len(missing)} of the weights this run trains (e.g. {missing[0]!r}): it was "
-                "written under another model.freeze / model.freeze_schedule / model.lora_rank"
-            )
-    unexpected = sorted(saved - expected)
-    if unexpected:
-        raise RunFailed(f"{path} holds weights this model does not have (e.g. {unexpected[0]!r})")
-
-
-def load_trained_weights(
-    model: nn.Module, saved: dict[str, Any], trained: frozenset[str] | None, path: Path
-) -> None:
-    """Load a checkpoint's weights into ``model``: all of them, or (``trained`` given) the
-    trained ones over the pretrained rest, refusing a checkpoint written under another split."""
-    if trained is None:
-        model.load_state_dict(saved)
-        return
-    require_weights_match(saved, model.state_dict(), trained, path)
-    model.load_state_dict(saved, strict=False)
-
-
-def saved_weight_names(folder: Path) -> list[str]:
-    """The weights a DCP folder holds (its index's ``model.*`` entries)."""
-    index = FileSystemReader(folder).read_metadata().state_dict_metadata
-    return [key.removeprefix("model.") for key in index if key.startswith("model.")]
-
-
-def load_sharded_weights(model: nn.Module, folder: Path, trained: frozenset[str] | None) -> None:
-    """A DCP folder's weights into a whole (unsharded) model in this process alone, whatever the
-    number of ranks that wrote it (``load_trained_weights``'s counterpart)."""
-    require_weights_match(saved_weight_names(folder), model.state_dict(), trained, folder)
-    state = {name: value for name, value in model.state_dict().items() if trained is None or name in trained}
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-        warnings.filterwarnings("ignore", message=".*load in a single process")
-        dcp_load({"model": state}, checkpoint_id=folder, no_dist=True)
-    model.load_state_dict(state, strict=trained is None)
-
-
-def optimized_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """The names of the optimizer's parameters, in its order (that of a single-file checkpoint's
-    integer ids)."""
-    names = {id(p): name for name, p in model.named_parameters()}
-    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-
-
-def create_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, names: set[str]) -> None:
-    """Give exactly the parameters ``names`` an optimizer state (zeros), so that the state a
-    checkpoint holds can be loaded into it.
-
-    ``get_state_dict`` / ``set_state_dict`` make one themselves when the optimizer has none, for
-    every parameter that requires grad: a parameter that a later freeze stage trains would
-    then come back with a state it never had and start its moments one step late, and DCP
-    would look for states the checkpoint does not hold. One step at lr 0 on zero gradients
-    leaves every weight as it was (AdamW's decay multiplies by 1 - 0 * weight_decay).
-    """
-    by_name = dict(
-        zip(
-            optimized_names(model, optimizer),
-            (p for g in optimizer.param_groups for p in g["params"]),
-            strict=True,
-        )
-    )
-    unknown = sorted(names - by_name.keys())
-    if unknown:
-        raise RunFailed(
-            "the checkpoint holds optimizer states of parameters this run does not train (e.g. "
-            f"{unknown[0]!r}): it was written under another model.freeze / model.freeze_schedule / "
-            "model.lora_rank"
-        )
-    lrs = [group["lr"] for group in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group["lr"] = 0.0
-    for name in names:
-        param = by_name[name]
-        param.grad = torch.zeros_like(param)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
-
-
-def named_optimizer_state(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """A single-file checkpoint's optimizer state (integer ids) keyed by parameter name, as
-    ``set_optimizer_state_dict`` takes it."""
-    groups = state["param_groups"]
-    ids = [i for group in groups for i in group["params"]]
-    if len(ids) != len(names):
-        raise RunFailed(
-            f"the checkpoint's optimizer covers {len(ids)} parameters, this run's {len(names)}: it was "
-            "written under another model.freeze / model.freeze_schedule / model.lora_rank"
-        )
-    name_of = dict(zip(ids, names, strict=True))
-    return {
-        "state": {name_of[i]: value for i, value in state["state"].items()},
-        "param_groups": [{**group, "params": [name_of[i] for i in group["params"]]} for group in groups],
-    }
 
 
 @dataclass(frozen=True)
@@ -188,11 +89,12 @@ class Resume:
 class Checkpointer:
     """Saves and restores one run's training state in ``<run_dir>/checkpoints/``.
 
-    ``save`` is a collective (every rank sends its RNG states and skip counts to rank 0; with
-    ``sharded``, every rank writes its shards); call it at the same steps on every rank.
-    ``sharded``: the model is FSDP-sharded, checkpoints are DCP folders; ``async_save``: those
-    are written in a background thread (``dcp.async_save``) once copied to host memory, and
-    ``wait()`` (called by the next save and by ``close()``) returns when one is on disk.
+    ``save`` is a collective (every rank sends its RNG states and skip counts to rank 0; in the
+    ``DCP`` format every rank writes its shards); call it at the same steps on every rank.
+    ``checkpoint_format``: the strategy's (``kvideo.train.parallel``): ``SINGLE_FILE`` (rank 0
+    writes ``last.pt``) or ``DCP`` (one folder per step); ``async_save``: DCP folders are written
+    in a background thread (``dcp.async_save``) once copied to host memory, and ``wait()``
+    (called by the next save and by ``close()``) returns when one is on disk.
     """
 
     def __init__(
@@ -204,8 +106,9 @@ class Checkpointer:
         optimizer: ScheduledOptimizer,
         clock: RunClock,
         saved_weights: frozenset[str] | None = None,
-        sharded: bool = False,
+        checkpoint_format: str = SINGLE_FILE,
         async_save: bool = False,
+        every: int = 0,
     ) -> None:
         self.dir = checkpoint_dir(run_dir)
         # The family's checkpoint keys (``ModelSpec.checkpoint_keys``): what trains, or None for
@@ -215,15 +118,20 @@ class Checkpointer:
         self.model = model
         self.optimizer = optimizer
         self.clock = clock
-        self.sharded = sharded
-        self.async_save = async_save and sharded
+        self.sharded = checkpoint_format == DCP
+        self.async_save = async_save and self.sharded
         self.saved_step = -1
+        self.every = every  # trainer.ckpt_every; 0 = only the final and preemption checkpoints
         self._pending: Future[Any] | None = None
         self._committed = threading.Event()
         # A background save runs its own collectives (DCP's plan and metadata exchange) while
         # training runs the model's: on one process group they would interleave. A gloo group
         # also keeps them off the GPU.
         self._group = dist.new_group(backend="gloo") if self.async_save and dist.is_initialized() else None
+
+    def should_save(self, step: int) -> bool:
+        """Whether ``step`` is a periodic checkpoint's (``trainer.ckpt_every``)."""
+        return bool(self.every) and step % self.every == 0
 
     def holds(self, step: int) -> bool:
         """Whether ``step`` is already the newest checkpoint (saved or resumed from)."""
@@ -412,7 +320,7 @@ class Checkpointer:
             if self.env.is_main:  # a partial folder on a full disk only makes it fuller
                 shutil.rmtree(tmp, ignore_errors=True)
             raise RunFailed(
-                f"step {step}: cannot write the sharded checkpoint {tmp}: {_first_line(e)}"
+                f"step {step}: cannot write the sharded checkpoint {tmp}: {one_line(e)}"
             ) from None
         if self.env.is_main:
             checkpoint_dcp.commit(tmp, folder, keep=KEEP_SHARDED)
@@ -444,7 +352,7 @@ class Checkpointer:
         try:
             pending.result()
         except Exception as e:
-            raise RunFailed(f"the background checkpoint save failed: {_first_line(e)}") from None
+            raise RunFailed(f"the background checkpoint save failed: {one_line(e)}") from None
         self._committed.wait()
 
     def close(self) -> None:
@@ -455,8 +363,3 @@ class Checkpointer:
             if self._group is not None:
                 dist.destroy_process_group(self._group)
                 self._group = None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -29,7 +29,6 @@ from torch import nn
 from kvideo.data.batch import optional_inputs
 from kvideo.data.scoring import AttributeScorer, CandidateSet, attribute_scorers
 from kvideo.train.distributed import DistEnv, all_gather_objects, all_reduce_sum
-from kvideo.train.fsdp import is_sharded
 
 
 def _attribute_options(scorers: list[AttributeScorer]) -> dict[str, int]:
@@ -50,8 +49,9 @@ def _candidates(scorers: list[AttributeScorer], caption: str) -> CandidateSet | 
     return None
 
 
-class _Encoder:
-    """Tokenizes each candidate caption once: the same candidates recur across clips."""
+class CaptionEncoder:
+    """A caption's ``(input_ids, labels)`` after the prompt, as the loss reads them; each
+    candidate caption is tokenized once (the same candidates recur across clips)."""
 
     def __init__(self, tokenizer: Any, prompt: str, max_len: int) -> None:
         self.tokenizer, self.prompt, self.max_len = tokenizer, prompt, max_len
@@ -100,63 +100,142 @@ def score_candidates(
     return torch.cat(out) if out else torch.zeros(0, device=device)
 
 
+class _Tally:
+    """One rank's sums over the validation batches, reduced over the ranks by ``result``.
+
+    ``batches`` come from a non-shuffled loader sharded as ``order[rank::world_size]`` and padded
+    by wrapping, so this rank's ``j``-th sample sits at global position ``rank + j * world_size``,
+    and positions ``>= num_samples`` are padding duplicates that are not counted.
+    """
+
+    def __init__(self, options: dict[str, int], env: DistEnv, num_samples: int) -> None:
+        self.options, self.attributes = options, list(options)
+        self.env, self.num_samples = env, num_samples
+        self.position = env.rank
+        self.nll_sum = self.tok_sum = 0.0
+        # ints while counting; the float64 all-reduce returns them as floats
+        self.clips: float = 0
+        self.skipped: float = 0
+        self.correct = dict.fromkeys(self.attributes, 0.0)
+        self.counted = dict.fromkeys(self.attributes, 0.0)
+
+    def valid_rows(self, batch: dict[str, Any]) -> list[int]:
+        """The batch rows that count: real samples (not padding) that were not skipped."""
+        valid = []
+        for i, reason in enumerate(batch["skip_reason"]):
+            real = self.position < self.num_samples
+            self.position += self.env.world_size
+            if not real:
+                continue
+            if reason:
+                self.skipped += 1
+                continue
+            valid.append(i)
+        return valid
+
+    def add_loss(self, out: dict[str, torch.Tensor], valid: list[int]) -> None:
+        keep = torch.as_tensor(valid, dtype=torch.long, device=out["nll"].device)
+        self.nll_sum += float(out["nll"].float().index_select(0, keep).sum())
+        self.tok_sum += float(out["ntokens"].index_select(0, keep).sum())
+        self.clips += len(valid)
+
+    def add_answers(self, sets: list[tuple[int, CandidateSet]], nll: torch.Tensor) -> None:
+        """Each question's answer: the option whose caption has the lowest NLL."""
+        for offset, cands in sets:
+            for attr in cands.groups:
+                group = torch.tensor(cands.groups[attr]) + offset
+                predicted = int(torch.argmin(nll[group]))
+                self.correct[attr] += float(predicted == cands.truth[attr])
+                self.counted[attr] += 1
+
+    def result(self) -> dict[str, Any]:
+        """The metrics over every rank (a collective)."""
+        attributes = self.attributes
+        totals = all_reduce_sum(
+            [self.nll_sum, self.tok_sum, self.clips, self.skipped]
+            + [self.correct[a] for a in attributes]
+            + [self.counted[a] for a in attributes],
+            self.env,
+        )
+        nll_sum, tok_sum, clips, skipped = totals[:4]
+        n_attr = len(attributes)
+        result: dict[str, Any] = {
+            "val_loss": nll_sum / tok_sum if tok_sum else float("nan"),
+            "val_clips": int(clips),
+            "val_skipped": int(skipped),
+        }
+        for k, attr in enumerate(attributes):
+            right, total = totals[4 + k], totals[4 + n_attr + k]
+            if total:
+                result[f"acc_{attr}"] = right / total
+                result[f"chance_{attr}"] = 1.0 / self.options[attr]
+        return result
+
+
+def _candidate_rows(
+    scorers: list[AttributeScorer],
+    captions: list[str],
+    valid: list[int],
+    *,
+    lockstep: bool,
+    max_rows: int,
+    env: DistEnv,
+) -> tuple[list[int], list[str], list[tuple[int, CandidateSet]]]:
+    """``(rows, texts, sets)``: the clip row and the caption of every candidate to score, and
+    each clip's ``CandidateSet`` with the offset of its first candidate. In lockstep the rows are
+    padded with stand-ins to the most chunks of any rank."""
+    rows: list[int] = []
+    texts: list[str] = []
+    sets: list[tuple[int, CandidateSet]] = []
+    for i in valid:
+        cands = _candidates(scorers, captions[i])
+        if cands is None:
+            continue
+        sets.append((len(rows), cands))
+        rows += [i] * len(cands.captions)
+        texts += cands.captions
+    if lockstep:
+        chunks = max(all_gather_objects(-(-len(rows) // max_rows), env))
+        stand_ins = max(0, (chunks - 1) * max_rows + 1 - len(rows)) if chunks else 0
+        rows += [0] * stand_ins
+        texts += [captions[0]] * stand_ins
+    return rows, texts, sets
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     batches: Iterable[dict[str, Any]],
     *,
-    tokenizer: Any,
-    prompt: str,
-    max_text_len: int,
+    encoder: CaptionEncoder,
+    dataset_type: str,
     env: DistEnv,
     num_samples: int,
     max_batches: int = 0,
     max_rows: int = 64,
     autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
-    dataset_type: str,
+    lockstep: bool = False,
 ) -> dict[str, Any]:
     """Validation loss and per-attribute accuracy, reduced over ranks.
 
-    ``dataset_type`` (``video.dataset_type``) picks the attribute questions: its registered
-    scorer, or none (loss only).
+    ``encoder`` tokenizes the candidate captions after the prompt; ``dataset_type``
+    (``video.dataset_type``) picks the attribute questions: its registered scorer, or none
+    (loss only). ``num_samples``: the split's size (``_Tally`` says why).
 
     ``model`` should be the unwrapped module (a DDP forward would wait for the other ranks'
-    backward) or a sharded one (every rank then runs the same forwards, see the module
-    docstring). ``batches`` come from a non-shuffled loader
-    sharded as ``order[rank::world_size]`` and padded by wrapping, so this rank's ``j``-th
-    sample sits at global position ``rank + j * world_size``, and positions
-    ``>= num_samples`` are padding duplicates that are not counted.
+    backward) or a sharded one, with ``lockstep`` (``Strategy.lockstep_forwards``: every rank
+    then runs the same forwards, see the module docstring).
     Bad samples (``skip_reason != ""``) count neither in the loss nor in the accuracy.
     """
     was_training = model.training
     model.eval()
-    encode = _Encoder(tokenizer, prompt, max_text_len)
     scorers = attribute_scorers(dataset_type)
-    options = _attribute_options(scorers)
-    attributes = list(options)
-    nll_sum = tok_sum = 0.0
-    clips: float  # ints while counting; the float64 all-reduce below returns them as floats
-    skipped: float
-    clips = skipped = 0
-    correct = dict.fromkeys(attributes, 0.0)
-    counted = dict.fromkeys(attributes, 0.0)
-    position = env.rank
-    lockstep = is_sharded(model) and env.distributed
+    tally = _Tally(_attribute_options(scorers), env, num_samples)
     try:
         for batch_no, batch in enumerate(batches):
             if max_batches and batch_no >= max_batches:
                 break
-            b = len(batch["skip_reason"])
-            valid = []
-            for i in range(b):
-                real = position < num_samples
-                position += env.world_size
-                if not real:
-                    continue
-                if batch["skip_reason"][i]:
-                    skipped += 1
-                    continue
-                valid.append(i)
+            valid = tally.valid_rows(batch)
             if not valid and not lockstep:
                 continue
             frames, frame_mask, frame_times = batch["frames"], batch["frame_mask"], batch["frame_times"]
@@ -169,68 +248,26 @@ def evaluate(
                     frame_times=frame_times,
                     **optional_inputs(batch),
                 )
-            keep = torch.as_tensor(valid, dtype=torch.long, device=out["nll"].device)
-            nll_sum += float(out["nll"].float().index_select(0, keep).sum())
-            tok_sum += float(out["ntokens"].index_select(0, keep).sum())
-            clips += len(valid)
-
-            rows: list[int] = []
-            texts: list[str] = []
-            sets: list[tuple[int, CandidateSet]] = []  # (offset of its first candidate row, set)
-            for i in valid:
-                cands = _candidates(scorers, batch["caption"][i])
-                if cands is None:
-                    continue
-                sets.append((len(rows), cands))
-                rows += [i] * len(cands.captions)
-                texts += cands.captions
-            if lockstep:
-                chunks = max(all_gather_objects(-(-len(rows) // max_rows), env))
-                stand_ins = max(0, (chunks - 1) * max_rows + 1 - len(rows)) if chunks else 0
-                rows += [0] * stand_ins
-                texts += [batch["caption"][0]] * stand_ins
+            tally.add_loss(out, valid)
+            rows, texts, sets = _candidate_rows(
+                scorers, batch["caption"], valid, lockstep=lockstep, max_rows=max_rows, env=env
+            )
             if not rows:
                 continue
-            encoded = [encode(t) for t in texts]
-            ids = torch.stack([e[0] for e in encoded])
-            labels = torch.stack([e[1] for e in encoded])
+            encoded = [encoder(t) for t in texts]
             nll = score_candidates(
                 model,
                 frames,
                 frame_mask,
                 rows,
-                ids,
-                labels,
+                torch.stack([e[0] for e in encoded]),
+                torch.stack([e[1] for e in encoded]),
                 frame_times=frame_times,
                 frame_region=batch.get("frame_region"),
                 max_rows=max_rows,
                 autocast=autocast,
             ).cpu()
-            for offset, cands in sets:
-                for attr in cands.groups:
-                    group = torch.tensor(cands.groups[attr]) + offset
-                    predicted = int(torch.argmin(nll[group]))
-                    correct[attr] += float(predicted == cands.truth[attr])
-                    counted[attr] += 1
+            tally.add_answers(sets, nll)
     finally:
         model.train(was_training)
-
-    totals = all_reduce_sum(
-        [nll_sum, tok_sum, clips, skipped]
-        + [correct[a] for a in attributes]
-        + [counted[a] for a in attributes],
-        env,
-    )
-    nll_sum, tok_sum, clips, skipped = totals[:4]
-    n_attr = len(attributes)
-    result: dict[str, Any] = {
-        "val_loss": nll_sum / tok_sum if tok_sum else float("nan"),
-        "val_clips": int(clips),
-        "val_skipped": int(skipped),
-    }
-    for k, attr in enumerate(attributes):
-        right, total = totals[4 + k], totals[4 + n_attr + k]
-        if total:
-            result[f"acc_{attr}"] = right / total
-            result[f"chance_{attr}"] = 1.0 / options[attr]
-    return result
+    return tally.result()

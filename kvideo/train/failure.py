@@ -19,16 +19,22 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from kvideo.errors import one_line
 from kvideo.train.checkpoint import capture_rng_state
 from kvideo.train.distributed import DistEnv
+from kvideo.train.report import RUN_LOG
 from kvideo.train.stream import DataPosition
+
+if TYPE_CHECKING:
+    from kvideo.train.checkpointer import Checkpointer
+    from kvideo.train.report import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +163,38 @@ def _default_store() -> Any:
     except Exception:  # a private helper: without it the run keeps the backend's own timeouts
         log.warning("no process-group store to watch: a failed rank may leave the others waiting")
         return None
+
+
+def checkpoint_after_crash(
+    boundary: StepBoundary | None,
+    *,
+    env: DistEnv,
+    checkpointer: Checkpointer,
+    report: Reporter,
+    model: nn.Module,
+) -> dict[str, Any]:
+    """After an unexpected error, checkpoint the last step boundary, as preemption would have,
+    when that is possible: one process (with several, a checkpoint is a collective and the other
+    ranks are elsewhere: the last periodic one is kept), the error not inside the weight update,
+    and finite weights. Returns what ``failed.json`` records of it."""
+    kept = checkpointer.saved_step
+    why_not = None
+    if env.distributed:
+        why_not = "several ranks: a checkpoint needs all of them"
+    elif boundary is None:
+        why_not = "the error came during the weight update"
+    elif checkpointer.holds(boundary.step):
+        return {"step": boundary.step, "written_after_failure": False}
+    elif not weights_finite(model):
+        why_not = "the weights are not finite"
+    if why_not is None and boundary is not None:
+        try:
+            report.flush_skipped()
+            checkpointer.save(boundary.step, boundary.position, boundary.skipped, wait=True, rng=boundary.rng)
+        except Exception as e:
+            why_not = f"the save failed: {one_line(e)}"
+        else:
+            report.say(f"checkpointed step {boundary.step} after the failure")
+            return {"step": boundary.step, "written_after_failure": True}
+    RUN_LOG.warning("no checkpoint written after the failure (%s); the last one is step %s", why_not, kept)
+    return {"step": kept if kept >= 0 else None, "written_after_failure": False, "why_not": why_not}

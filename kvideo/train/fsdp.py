@@ -49,11 +49,6 @@ from kvideo.train.distributed import DistEnv
 log = logging.getLogger("kvideo.train.loop")
 
 
-def is_sharded(model: nn.Module) -> bool:
-    """Whether ``model`` is an FSDP2 root: its forwards are collectives every rank must join."""
-    return isinstance(model, FSDPModule)
-
-
 def sync_gradients(model: nn.Module, enabled: bool) -> None:
     """Whether the backward reduce-scatters the gradients (on a micro-batch that ends a step)
     or accumulates them unreduced (DDP's ``no_sync``)."""

@@ -51,6 +51,7 @@ class Reporter:
     ) -> None:
         self.run_dir, self.env, self.clock = run_dir, env, clock
         self.max_steps = trainer.max_steps
+        self.log_every = trainer.log_every
         self.num_params = num_params
         self.resumed_from = resumed_from
         self.skips = SkipTracker(skipped)
@@ -77,6 +78,10 @@ class Reporter:
         self.bar: Any = None  # tqdm progress bar on a TTY (rank 0)
 
     # ------------------------------------------------------------------ lines
+
+    def should_log(self, step: int) -> bool:
+        """Whether ``step`` ends a log window: every ``trainer.log_every`` steps, and the last."""
+        return step % self.log_every == 0 or step == self.max_steps
 
     def info(self, msg: str, *args: Any) -> None:
         if self.env.is_main:

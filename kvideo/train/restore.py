@@ -22,7 +22,7 @@ from kvideo.data.tokenizer import Tokenizer, build_tokenizer
 from kvideo.preflight import preflight
 from kvideo.train.checkpoint import checkpoint_dir, read_checkpoint
 from kvideo.train.checkpoint_dcp import METADATA_NAME, Found, newest_checkpoint, read_trainer_state
-from kvideo.train.checkpointer import load_sharded_weights, load_trained_weights
+from kvideo.train.checkpoint_states import load_sharded_weights, load_trained_weights
 from kvideo.train.distributed import resolve_device
 from kvideo.train.freeze import TrainableSchedule
 from kvideo.train.metrics import CONFIG_NAME

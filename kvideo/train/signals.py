@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
+from kvideo.train.distributed import DistEnv, any_ranks
+
 log = logging.getLogger(__name__)
 
 # Process exit status for "checkpointed because asked to stop; run me again to resume"
@@ -114,3 +116,24 @@ def install_signal_handlers(signals: Iterable[signal.Signals] = DEFAULT_SIGNALS)
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     return restore
+
+
+def stop_agreed(env: DistEnv, *, log_step: bool) -> bool:
+    """Whether every rank checkpoints and stops after this step.
+
+    A signal may reach one rank only, or the ranks during different steps, and they must stop
+    after the same one: they agree through an all-reduce of the flag. That happens at log steps
+    only (``log_step``, where the reporter runs its collectives anyway): per step it would add a
+    collective, and under NCCL a wait for the GPU to catch up, to every step of every run, for an
+    event that comes once. The delay is safe because the handler only sets a flag and nothing is
+    lost while it waits: the steps in between train normally and the checkpoint covers them. What
+    it costs is time, at most ``trainer.log_every - 1`` steps: SLURM sends SIGTERM ``KillWait``
+    (30 s by default) before SIGKILL and submitit its USR2 90 s before the time limit, so keep
+    ``log_every`` times the step time plus one checkpoint write under those (the default 20 steps
+    at ~0.3 s on the CPU take 6 s). One process needs no agreement and checks every step.
+    """
+    if not env.distributed:
+        return checkpoint_requested()
+    if not log_step:
+        return False
+    return any_ranks([checkpoint_requested()], env)[0]

@@ -16,8 +16,7 @@ from torch import nn
 
 from kvideo.config import KVideoConfig
 from kvideo.train.distributed import DistEnv
-from kvideo.train.evaluate import evaluate
-from kvideo.train.fsdp import is_sharded
+from kvideo.train.evaluate import CaptionEncoder, evaluate
 from kvideo.train.metrics import now
 from kvideo.train.report import RUN_LOG
 from kvideo.train.stream import rng_neutral
@@ -39,13 +38,21 @@ class Validator:
         tokenizer: Any,
         decode_gpu: int,
         autocast: Callable[[], Any],
+        lockstep: bool = False,
     ) -> None:
         self.cfg, self.env = cfg, env
+        self.lockstep = lockstep  # every forward is a collective (``Strategy.lockstep_forwards``)
         self.tokenizer = tokenizer
         self.decode_gpu = decode_gpu
         self.autocast = autocast
         self._dataset: Any = None
         self._unavailable: str | None = None  # why there is no validation split, once known
+
+    def should_validate(self, step: int) -> bool:
+        """Whether to validate after ``step``: every ``trainer.val_every`` steps, but for the last
+        step, whose validation is the final one (run after the loader workers are gone)."""
+        trainer = self.cfg.trainer
+        return bool(trainer.val_every) and step % trainer.val_every == 0 and step < trainer.max_steps
 
     def validate(self, model: nn.Module) -> dict[str, Any]:
         """Validation metrics (plus ``val_time_s``), or {} when there is no validation split.
@@ -76,15 +83,14 @@ class Validator:
             result = evaluate(
                 model,
                 batches,
-                tokenizer=self.tokenizer,
-                prompt=self.cfg.video.prompt,
-                max_text_len=self.cfg.model.max_text_len,
+                encoder=CaptionEncoder(self.tokenizer, self.cfg.video.prompt, self.cfg.model.max_text_len),
                 dataset_type=self.cfg.video.dataset_type,
                 env=self.env,
                 num_samples=len(dataset),
                 max_batches=trainer.val_max_batches,
                 max_rows=4 * trainer.batch_size,
                 autocast=self.autocast,
+                lockstep=self.lockstep,
             )
         result["val_time_s"] = now() - t0
         return result
@@ -95,7 +101,7 @@ class Validator:
         ranks return []): what the numbers mean, readable. A sharded model's ranks all caption
         the same clips, in lockstep, since each of its forwards is a collective."""
         count = min(self.cfg.trainer.val_predictions, len(self._dataset or ()))
-        lockstep = is_sharded(model) and self.env.distributed
+        lockstep = self.lockstep
         if count == 0 or not (self.env.is_main or lockstep):
             return []
         from kvideo.data.loader import collate, to_device

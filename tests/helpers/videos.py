@@ -69,7 +69,7 @@ def frame_index_of(rgb: np.ndarray) -> int:
     return hi * _BASE + lo
 
 
-def _encode(
+def _encode(  # noqa: PLR0913 (one keyword per PyAV stream setting a test corpus varies)
     path: str | os.PathLike[str],
     pts: list[int],
     time_base: Fraction,

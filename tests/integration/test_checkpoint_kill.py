@@ -36,6 +36,8 @@ from kvideo.train.checkpoint import (
     save_checkpoint,
 )
 
+pytestmark = pytest.mark.slow  # kills checkpoint writes dozens of times
+
 ROUNDS = 20
 NUMEL = 2_000_000  # 8 MB of float32: a save (write + fsync + step copy) takes tens of ms
 
@@ -99,7 +101,6 @@ def test_sigkill_during_checkpoint_writes_never_loses_a_complete_checkpoint(ctx,
     acked = 0  # the newest step whose save_checkpoint returned
     on_disk = 0  # the step last.pt held after the previous round
     torn = 0  # rounds whose kill left a half-written temp file behind
-    started = time.monotonic()
     for round_no in range(ROUNDS):
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=writer, args=(str(ckpt_dir), child), daemon=True)
@@ -132,4 +133,3 @@ def test_sigkill_during_checkpoint_writes_never_loses_a_complete_checkpoint(ctx,
         on_disk = step
     assert on_disk >= ROUNDS // 2, "too few checkpoints completed to mean anything"
     assert torn >= ROUNDS // 4, f"only {torn} kills landed mid-write"
-    assert time.monotonic() - started < 60

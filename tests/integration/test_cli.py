@@ -56,6 +56,14 @@ def test_cfg_job_refuses_what_the_run_would_refuse_before_printing(tmp_path: Pat
     assert "kvideo: invalid config: host memory: this run needs at least" in result.stderr
 
 
+def test_help_lists_every_key_with_its_description(tmp_path: Path) -> None:
+    result = run_train("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "  video.fps: Target sampling rate in frames per second (Molmo2 uses 2)" in result.stdout
+    assert "  model.lora_rank: 0 = off; else LoRA (`peft`) of that rank" in result.stdout
+    assert "video/sampling: molmo2, molmo2_no_max_fps, qwen, random_segment, uniform" in result.stdout
+
+
 def test_token_budget_from_the_cli(tmp_path: Path) -> None:
     result = run_train("video.max_frames=64", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode != 0

@@ -17,9 +17,9 @@ import torch
 
 from kvideo.model import spec
 from kvideo.train import validator
-from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
 from kvideo.train.optim import ScheduledOptimizer
+from kvideo.train.run import train
 from tests.helpers.cli import run_eval, run_module, run_python
 from tests.helpers.configs import tiny_cli_run, tiny_config, tiny_hf_config
 from tests.helpers.hf_models import save_tiny_lm, save_tokenizer

@@ -39,6 +39,8 @@ from tests.helpers.configs import tiny_model
 from tests.helpers.paths import REPO
 from tests.helpers.ranks import run_ranks
 
+pytestmark = pytest.mark.slow  # trains a model
+
 MODEL = tiny_model(patch_size=16, lm_depth=2, max_text_len=12)
 OPTIM = TrainerConfig(lr=1e-2, warmup_steps=1, max_steps=10, grad_clip=1.0)
 FRAMES, SIZE, VOCAB = 2, 32, 50
@@ -83,11 +85,19 @@ def _whole_state(model: nn.Module, optimizer: Any, sharded: bool) -> dict[str, A
 
 
 def _checkpointer(run_dir: str, env: Any, model: nn.Module, optimizer: Any, sharded: bool, **kw: Any) -> Any:
+    from kvideo.train.checkpoint import SINGLE_FILE
+    from kvideo.train.checkpoint_dcp import DCP
     from kvideo.train.checkpointer import Checkpointer
     from kvideo.train.metrics import RunClock
 
     return Checkpointer(
-        Path(run_dir), env, model=model, optimizer=optimizer, clock=RunClock(), sharded=sharded, **kw
+        Path(run_dir),
+        env,
+        model=model,
+        optimizer=optimizer,
+        clock=RunClock(),
+        checkpoint_format=DCP if sharded else SINGLE_FILE,
+        **kw,
     )
 
 
@@ -192,6 +202,7 @@ _SAVER = textwrap.dedent(
     from pathlib import Path
     from torch import nn
     from kvideo.config import TrainerConfig
+    from kvideo.train.checkpoint_dcp import DCP
     from kvideo.train.checkpointer import Checkpointer
     from kvideo.train.distributed import init_distributed
     from kvideo.train.metrics import RunClock
@@ -202,7 +213,7 @@ _SAVER = textwrap.dedent(
     model = nn.Linear(2000, 2000, bias=False)  # 16 MB: each save takes a while, so kills land mid-write
     optimizer = ScheduledOptimizer(model, TrainerConfig(lr=1e-3, warmup_steps=0), fused=False)
     saver = Checkpointer(
-        Path(sys.argv[1]), env, model=model, optimizer=optimizer, clock=RunClock(), sharded=True
+        Path(sys.argv[1]), env, model=model, optimizer=optimizer, clock=RunClock(), checkpoint_format=DCP
     )
     step = 0
     while True:
@@ -220,7 +231,7 @@ def test_a_kill_during_sharded_saves_never_leaves_a_checkpoint_that_loads_half_w
 ) -> None:
     """Kill a process that saves sharded checkpoints in a loop at arbitrary moments: the newest
     complete folder always loads, whole and of its own step."""
-    from kvideo.train.checkpointer import load_sharded_weights
+    from kvideo.train.checkpoint_states import load_sharded_weights
 
     ckpt_dir = tmp_path / "checkpoints"
     for attempt in range(3):

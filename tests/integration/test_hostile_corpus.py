@@ -255,6 +255,7 @@ def test_unreadable_file_as_an_unprivileged_user(corpus) -> None:
 # ----------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow  # trains a model
 def test_training_over_a_hostile_manifest_runs_to_the_end(corpus, tmp_path: Path, caplog) -> None:
     """One epoch over good + hostile clips on 2 workers: the run completes, each bad file is
     counted once under its reason and listed once in skipped.jsonl, every good clip is used

@@ -14,10 +14,12 @@ from safetensors.torch import load_model
 from kvideo.data.loader import build_dataset
 from kvideo.inference import load_trained
 from kvideo.model import build_model
-from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
+from kvideo.train.run import train
 from tests.helpers.cli import run_eval, run_module
 from tests.helpers.configs import tiny_config, tiny_hf_config
+
+pytestmark = pytest.mark.slow  # trains a model
 
 
 @pytest.fixture(scope="module")

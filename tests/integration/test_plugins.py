@@ -221,6 +221,7 @@ def build(video, data, *, split, max_samples):
 '''
 
 
+@pytest.mark.slow  # trains a model
 def test_a_dataset_from_a_separate_distribution_trains_through_the_cli(tmp_path: Path) -> None:
     site = write_distribution(
         tmp_path / "site", "my_clips", {"kvideo.datasets": {"my_clips": "my_clips"}}, {"my_clips": MY_CLIPS}

@@ -33,6 +33,8 @@ from tests.helpers.cli import run_train
 from tests.helpers.configs import tiny_cli_run, tiny_config
 from tests.helpers.paths import REPO
 
+pytestmark = pytest.mark.slow  # trains a model
+
 
 def tiny(data_root: Path, *, lr: float = 2e-3, prompt: str = "", **trainer: Any) -> KVideoConfig:
     """``tiny_config`` stepping once per batch, checkpointing every step, no validation."""

@@ -14,9 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kvideo.files import read_jsonl
 from tests.helpers.configs import TINY_CLI_OVERRIDES
 from tests.helpers.paths import REPO
+
+pytestmark = pytest.mark.slow  # trains a model
 
 
 def _free_port() -> int:

@@ -21,6 +21,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from kvideo.train import checkpoint as ckpt
 from kvideo.train.schedule import build_scheduler
 
+pytestmark = pytest.mark.slow  # trains a model
+
 
 def _model_and_optim(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer, LambdaLR]:
     torch.manual_seed(seed)

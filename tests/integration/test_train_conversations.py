@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
+from kvideo.train.run import train
 from tests.helpers.cli import run_eval, run_module, run_train
 from tests.helpers.configs import TINY_CLI_OVERRIDES, tiny_hf_config
 from tests.helpers.conversations import write_conversations
+
+pytestmark = pytest.mark.slow  # trains a model
 
 ANSWERS = {"red", "green", "blue", "yellow", "left", "right", "up", "down"}
 

@@ -17,6 +17,8 @@ from kvideo.train.distributed import LaunchEnv, detect_launch, first_host
 from tests.helpers.cli import run_train
 from tests.helpers.configs import tiny_config, tiny_model
 
+pytestmark = pytest.mark.slow  # trains a model
+
 WORLD = 2
 FRAMES, SIZE, TEXT = 2, 32, 12
 

@@ -35,6 +35,8 @@ from tests.helpers.configs import TINY_CLI_OVERRIDES, tiny_config, tiny_hf_confi
 from tests.helpers.paths import REPO
 from tests.helpers.ranks import run_ranks
 
+pytestmark = pytest.mark.slow  # trains a model
+
 STEPS = 6
 TRAINER = {"max_steps": STEPS, "ckpt_every": 3, "val_every": 3, "val_max_batches": 0, "log_every": 2}
 VAL_CLIPS = 7  # odd: rank 1's last validation sample is a padding duplicate

@@ -12,12 +12,14 @@ import torch
 from kvideo.config.model import FreezeStage
 from kvideo.hf_folders import parameter_count
 from kvideo.model import spec
-from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
+from kvideo.train.run import train
 from tests.helpers.cli import run_train
 from tests.helpers.configs import tiny_hf_config
 from tests.helpers.hf_models import hf_cli_overrides
 from tests.helpers.preemption import preempting_build_model
+
+pytestmark = pytest.mark.slow  # trains a model
 
 STEPS = 8
 # LLaVA's recipe, compressed: projector alone for 4 steps, then the LM too (the tower stays frozen).

@@ -1,10 +1,8 @@
-"""The training loop end to end (real sample corpus, real loader, real model), exact resume
-after SIGKILL and SIGTERM, plus the pieces around it: schedule, optimizer groups, metrics
-files, evaluation accuracy and signal handlers."""
+"""The training loop end to end (real sample corpus, real loader, real model), and exact resume
+after SIGKILL and SIGTERM. The pieces around it have their unit tests (``tests/unit/``)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -17,20 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from omegaconf import OmegaConf
-from torch import nn
 
-from kvideo.data.datasets.sample.evaluation import candidate_set
 from kvideo.train import signals
-from kvideo.train.distributed import DistEnv
-from kvideo.train.evaluate import evaluate
-from kvideo.train.loop import param_groups, train
-from kvideo.train.metrics import RunWriter, read_jsonl
-from kvideo.train.schedule import build_scheduler, lr_factor
+from kvideo.train.metrics import read_jsonl
+from kvideo.train.run import train
 from tests.helpers.configs import MAX_STEPS, tiny_config
 from tests.helpers.paths import REPO
 from tests.helpers.preemption import preempting_build_model
+
+pytestmark = pytest.mark.slow  # trains a model
 
 
 @pytest.fixture(scope="module")
@@ -210,193 +204,6 @@ def test_the_gpu_paths_prefetch_thread_trains_and_resumes_exactly(
 
 
 # ----------------------------------------------------------------------------- pieces
-
-
-def test_lr_schedule_warmup_then_cosine_to_floor() -> None:
-    f = [lr_factor(s, warmup_steps=4, max_steps=20, min_lr_ratio=0.1) for s in range(25)]
-    assert f[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert f[4] == pytest.approx(1.0)
-    assert all(a >= b for a, b in itertools.pairwise(f[4:]))
-    assert f[19] == pytest.approx(0.1) and f[24] == pytest.approx(0.1)
-    assert lr_factor(0, warmup_steps=0, max_steps=10, min_lr_ratio=0.0) == 1.0
-
-    param = nn.Parameter(torch.zeros(1))
-    opt = torch.optim.AdamW([param], lr=1.0)
-    sched = build_scheduler(opt, warmup_steps=4, max_steps=20, min_lr_ratio=0.1)
-    seen = []
-    for _ in range(20):
-        seen.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert seen == pytest.approx(f[:20])
-
-
-def test_param_groups_skip_norms_biases_and_embeddings() -> None:
-    class Toy(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(10, 4)
-            self.pos = nn.Parameter(torch.zeros(6, 4))
-            self.proj = nn.Linear(4, 4)
-            self.norm = nn.LayerNorm(4)
-            self.head = nn.Linear(4, 10, bias=False)
-            self.head.weight = self.embed.weight  # tied: must appear once
-
-    toy = Toy()
-    decay, no_decay = param_groups(toy, 0.05)
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    assert {id(p) for p in decay["params"]} == {id(toy.proj.weight)}
-    expected = {toy.embed.weight, toy.pos, toy.proj.bias, toy.norm.weight, toy.norm.bias}
-    assert {id(p) for p in no_decay["params"]} == {id(p) for p in expected}
-
-
-def test_run_writer_truncates_on_resume_and_keeps_skip_dedupe(tmp_path: Path) -> None:
-    w = RunWriter(tmp_path, enabled=True)
-    for step in range(1, 8):
-        w.log({"step": step, "loss": 1.0 / step, "skipped": {"missing": step}}, tb_prefix="train")
-    w.log({"split": "validation", "step": 6, "val_loss": 0.5}, tb_prefix="val")
-    assert w.add_skipped([("/a.mp4", "missing"), ("/b.mp4", "empty"), ("/a.mp4", "missing")]) == 2
-    w.close()
-    with open(tmp_path / "metrics.jsonl", "a") as f:
-        f.write('{"step": 8, "lo')  # torn by a kill
-
-    w = RunWriter(tmp_path, enabled=True, resume_step=5)
-    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5]
-    assert w.add_skipped([("/a.mp4", "missing"), ("/c.mp4", "unreadable")]) == 1
-    w.log({"step": 6, "loss": 0.1}, tb_prefix="train")
-    w.close()
-    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
-    assert [r["path"] for r in read_jsonl(tmp_path / "skipped.jsonl")] == ["/a.mp4", "/b.mp4", "/c.mp4"]
-
-    off = RunWriter(tmp_path / "other_rank", enabled=False)
-    off.log({"step": 1}, tb_prefix="train")
-    off.add_skipped([("/x", "missing")])
-    assert not (tmp_path / "other_rank").exists()
-
-
-class _CaptionReader(nn.Module):
-    """Fake model: reads the caption back from the byte ids and scores it against the clip's
-    'truth' stored in frames[:, 0, 0, 0, 0] (an index into ``truths``). It sees colour and
-    direction, and always believes the shape is a triangle."""
-
-    def __init__(self, truths: list[dict[str, str]]) -> None:
-        super().__init__()
-        self.truths = truths
-        self.rows_per_call: list[int] = []
-
-    def forward(self, frames, frame_mask, input_ids, labels, frame_times=None, visual_at=None):
-        from kvideo.data.datasets.sample.captions import parse_caption
-
-        assert frame_times is not None and frame_times.shape == frame_mask.shape  # the batch's own
-
-        self.rows_per_call.append(len(input_ids))
-        nll = []
-        for i in range(len(input_ids)):
-            text = bytes(int(t) for t in input_ids[i] if t < 256).decode()
-            said = parse_caption(text)
-            truth = dict(self.truths[int(frames[i, 0, 0, 0, 0])], shape="triangle")
-            nll.append(float(sum(said[k] != truth[k] for k in truth)))
-        nll_t = torch.tensor(nll)
-        ntok = (labels != -100).sum(1)
-        return {"loss": nll_t.sum() / ntok.sum(), "nll": nll_t, "ntokens": ntok, "logits": None}
-
-
-def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> None:
-    from kvideo.data.datasets.sample.captions import caption_for
-    from kvideo.data.tokenizer import ByteTokenizer
-
-    truths = [
-        {"color": "red", "shape": "circle", "direction": "left"},
-        {"color": "blue", "shape": "triangle", "direction": "up"},
-        {"color": "green", "shape": "square", "direction": "down"},
-    ]
-    tok = ByteTokenizer()
-
-    def batch(idx: list[int], reasons: list[str]) -> dict[str, Any]:
-        frames = torch.zeros(len(idx), 1, 3, 2, 2)
-        frames[:, 0, 0, 0, 0] = torch.tensor(idx, dtype=torch.float)
-        captions = [caption_for(**truths[i]) for i in idx]
-        enc = [tok.encode_example("", c, 40) for c in captions]
-        return {
-            "frames": frames,
-            "frame_mask": torch.ones(len(idx), 1, dtype=torch.bool),
-            "frame_times": torch.zeros(len(idx), 1),
-            "input_ids": torch.tensor([e[0] for e in enc]),
-            "labels": torch.tensor([e[1] for e in enc]),
-            "skip_reason": reasons,
-            "caption": captions,
-            "path": [f"/{i}" for i in idx],
-        }
-
-    # 3 real samples on one rank, batch of 2, then a padded batch (position 3 >= num_samples)
-    # and one bad sample that must count nowhere.
-    batches = [batch([0, 1], ["", ""]), batch([2, 0], ["decode_error", ""])]
-    model = _CaptionReader(truths)
-    env = DistEnv(0, 0, 1, torch.device("cpu"), True)
-    result = evaluate(
-        model,
-        batches,
-        tokenizer=tok,
-        prompt="",
-        max_text_len=40,
-        env=env,
-        num_samples=3,
-        max_rows=7,
-        dataset_type="sample",
-    )
-    # Samples 0 and 1 only (2 is bad; the second "0" is padding).
-    assert result["val_clips"] == 2 and result["val_skipped"] == 1
-    assert result["acc_color"] == 1.0 and result["acc_direction"] == 1.0
-    assert result["acc_shape"] == 0.5  # right only for the clip that really is a triangle
-    assert result["chance_color"] == 0.25 and result["chance_shape"] == pytest.approx(1 / 3)
-    n_cands = len(candidate_set(caption_for(**truths[0])).captions)
-    assert n_cands == 1 + 3 + 2 + 3  # the true caption is shared by the three questions
-    # The first batch: one loss forward (2 rows), then its 2 x 9 candidates in chunks of at
-    # most max_rows. The second batch has nothing valid, so no forward at all.
-    assert model.rows_per_call == [2, 7, 7, 2 * n_cands - 14]
-    assert model.training  # restored
-    # A dataset without attribute questions (free-form captions) gets the loss alone.
-    model.rows_per_call.clear()
-    plain = evaluate(
-        model,
-        batches,
-        tokenizer=tok,
-        prompt="",
-        max_text_len=40,
-        env=env,
-        num_samples=3,
-        max_rows=7,
-        dataset_type="manifest",
-    )
-    assert plain["val_loss"] == result["val_loss"] and plain["val_clips"] == 2
-    assert not [k for k in plain if k.startswith(("acc_", "chance_"))]
-    assert model.rows_per_call == [2]  # no candidate ranking
-
-
-def test_signal_handler_sets_flag_and_chains_after_the_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[int] = []
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
-    try:
-        signals.clear_request()
-        restore = signals.install_signal_handlers([signal.SIGUSR1])
-        restore_again = signals.install_signal_handlers([signal.SIGUSR1])  # idempotent, no self-chain
-        os.kill(os.getpid(), signal.SIGUSR1)
-        assert signals.checkpoint_requested() and signals.request_reason() == "SIGUSR1"
-        assert seen == []  # the launcher's handler (submitit: requeue + exit) waits for the checkpoint
-        os.kill(os.getpid(), signal.SIGUSR1)
-        assert signals.run_deferred_handlers()
-        assert seen == [signal.SIGUSR1]  # ...then runs, once
-        assert not signals.run_deferred_handlers()
-        restore_again()
-        restore()
-        signals.clear_request()
-        os.kill(os.getpid(), signal.SIGUSR1)  # our handler is gone: the previous one runs directly
-        assert not signals.checkpoint_requested() and len(seen) == 2
-        signals.request_checkpoint_and_exit("submitit")
-        assert signals.request_reason() == "submitit"
-    finally:
-        signals.clear_request()
-        signal.signal(signal.SIGUSR1, previous)
 
 
 def test_worker_processes_and_early_epoch_opening_leave_the_run_unchanged(

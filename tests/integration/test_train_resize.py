@@ -14,11 +14,13 @@ import torch
 
 from kvideo.data.loader import build_dataset, collate
 from kvideo.data.tokenizer import build_tokenizer
-from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
+from kvideo.train.run import train
 from tests.helpers import videos as V
 from tests.helpers.cli import run_module, run_train
 from tests.helpers.configs import TINY_CLI_OVERRIDES, tiny_config, tiny_hf_config
+
+pytestmark = pytest.mark.slow  # trains a model
 
 SHAPES = [(96, 48), (48, 96), (64, 64)]  # wide, tall, square (width, height)
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from kvideo.train.metrics import read_jsonl
 from tests.helpers import webvid as W
 from tests.helpers.cli import run_train
 from tests.helpers.configs import TINY_CLI_OVERRIDES
+
+pytestmark = pytest.mark.slow  # trains a model
 
 TRAIN, VAL = 8, 3
 BATCH = 2  # TINY_CLI_OVERRIDES' trainer.batch_size

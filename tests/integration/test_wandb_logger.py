@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from kvideo.train.loggers import WANDB_ID_NAME, WandbLogger, run_name
-from kvideo.train.loop import train
 from kvideo.train.metrics import read_jsonl
+from kvideo.train.run import train
 from tests.helpers import wandb_records
 from tests.helpers.configs import tiny_config
+
+pytestmark = pytest.mark.slow  # trains a model
 
 needs_wandb = pytest.mark.skipif(
     find_spec("wandb") is None, reason="wandb is not installed (pip install 'kvideo[wandb]')"

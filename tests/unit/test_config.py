@@ -195,3 +195,19 @@ def test_trackers_are_a_list_on_the_command_line_with_tensorboard_by_default() -
     assert to_validated(compose_config()).trainer.loggers == ["tensorboard"]
     cfg = to_validated(compose_config(["trainer.loggers=[tensorboard,wandb]", "trainer.wandb_project=vlm"]))
     assert (cfg.trainer.loggers, cfg.trainer.wandb_project) == (["tensorboard", "wandb"], "vlm")
+
+
+def test_every_key_has_a_one_line_description_for_help() -> None:
+    """``python train.py --help`` lists each key with the first sentence of its entry in its
+    dataclass's docstring (``kvideo.config.describe``)."""
+    import dataclasses
+
+    from kvideo.config.describe import field_descriptions, keys_help
+
+    for node in dataclasses.fields(KVideoConfig):
+        cls = type(getattr(KVideoConfig(), node.name))
+        descriptions = field_descriptions(cls)
+        for f in dataclasses.fields(cls):
+            text = descriptions.get(f.name, "")
+            assert text and "\n" not in text, f"{node.name}.{f.name} has no description in {cls.__name__}"
+    assert "  trainer.max_steps: optimizer steps to train for (the schedule's length)" in keys_help()

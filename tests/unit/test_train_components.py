@@ -4,6 +4,7 @@ weight update's lr bookkeeping. The loop end to end is tested in test_train_loop
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,39 @@ def test_the_weight_update_reports_the_lr_its_step_used_and_clears_the_gradients
         for step in range(4)
     ]
     assert lrs == pytest.approx(expected)
+
+
+def test_components_own_their_cadence(tmp_path: Path) -> None:
+    """The loop asks each component whether a step is due: the reporter logs every
+    ``log_every`` steps and the last, the checkpointer saves every ``ckpt_every``, and the
+    validator validates every ``val_every`` steps but the last (the final validation follows)."""
+    from kvideo.config import KVideoConfig
+    from kvideo.train.report import Reporter
+    from kvideo.train.validator import Validator
+
+    trainer = TrainerConfig(log_every=20, val_every=10, max_steps=30)
+    reporter = Reporter(
+        tmp_path,
+        _env(),
+        trainer,
+        max_skip_fraction=0.5,
+        clock=RunClock(),
+        num_params=1,
+        resumed_from=None,
+        skipped=None,
+        config_yaml="",
+    )
+    model, optimizer = _trained_parts(seed=0, steps=0)
+    checkpointer = Checkpointer(
+        tmp_path, _env(), model=model, optimizer=optimizer, clock=RunClock(), every=10
+    )
+    validator = Validator(
+        KVideoConfig(trainer=trainer), _env(), tokenizer=None, decode_gpu=0, autocast=contextlib.nullcontext
+    )
+    try:
+        steps = range(1, 31)
+        assert [s for s in steps if reporter.should_log(s)] == [20, 30]
+        assert [s for s in steps if checkpointer.should_save(s)] == [10, 20, 30]
+        assert [s for s in steps if validator.should_validate(s)] == [10, 20]
+    finally:
+        reporter.close()

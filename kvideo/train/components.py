@@ -1,0 +1,94 @@
+"""The trainer's components that need more than a constructor call, built from the config in
+the order ``Trainer.__init__`` gives: the tokenizer (with its checks), the optimizer (with the
+per-part learning rates) and the reporter (with what it says at start)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from kvideo.config import KVideoConfig
+from kvideo.config.checks import require_caption_room
+from kvideo.model.spec import ModelSpec
+from kvideo.preflight.memory import check_fits_on_gpu
+from kvideo.train.checkpointer import Resume
+from kvideo.train.distributed import DistEnv
+from kvideo.train.freeze import TrainableSchedule
+from kvideo.train.metrics import RunClock
+from kvideo.train.optim import ScheduledOptimizer
+from kvideo.train.parallel import Strategy
+from kvideo.train.precision import Autocast
+from kvideo.train.report import Reporter
+
+
+def tokenizer_with_room(
+    cfg: KVideoConfig, device: torch.device, autocast: Autocast, strategy: Strategy
+) -> Any:
+    """The model's tokenizer, with room for a caption after the prompt, and (on a GPU) the
+    memory check that needs its vocabulary: the pre-flight step cannot ask the GPU (no torch
+    there)."""
+    from kvideo.data.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(cfg.data, cfg.model)
+    require_caption_room(len(tokenizer.context_ids(cfg.video.prompt)), cfg.model.max_text_len, tokenizer.name)
+    if device.type == "cuda":
+        check_fits_on_gpu(
+            cfg,
+            total_bytes=torch.cuda.mem_get_info(device)[1],
+            bf16=autocast.dtype == torch.bfloat16,
+            vocab_size=tokenizer.vocab_size,
+            device=str(device),
+            shards=strategy.state_shards,
+        )
+    return tokenizer
+
+
+def optimizer_for(
+    model: torch.nn.Module,
+    cfg: KVideoConfig,
+    spec: ModelSpec,
+    trainable: TrainableSchedule,
+    device: torch.device,
+) -> ScheduledOptimizer:
+    """AdamW over every parameter that trains at some step, with ``model.<part>_lr`` per part
+    when any is set."""
+    settings, model_cfg = cfg.trainer, cfg.model
+    own_lrs = any(model_cfg.part_lr(part, 0.0) for part in spec.parts)
+    return ScheduledOptimizer(
+        model,
+        settings,
+        fused=device.type == "cuda" and not settings.fsdp_cpu_offload,
+        include=trainable.ever(),
+        lr_of_part=(lambda part: model_cfg.part_lr(part, settings.lr)) if own_lrs else None,
+    )
+
+
+def reporter_for(
+    cfg: KVideoConfig,
+    run_dir: Path,
+    env: DistEnv,
+    clock: RunClock,
+    num_params: int,
+    resume: Resume | None,
+    left_out: dict[str, int],
+) -> Reporter:
+    """The run's reporter (a collective), which says what the dataset listing left out."""
+    report = Reporter(
+        run_dir,
+        env,
+        cfg.trainer,
+        max_skip_fraction=cfg.data.max_skip_fraction,
+        clock=clock,
+        num_params=num_params,
+        resumed_from=None if resume is None else resume.step,
+        skipped=None if resume is None else resume.skipped,
+        config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
+        left_out=left_out,
+    )
+    if left_out:
+        counts = ", ".join(f"{n:,} {reason}" for reason, n in left_out.items())
+        report.say(f"the dataset listing left out {counts} rows (counted once, never read)")
+    return report
