@@ -10,7 +10,7 @@ TORCH_PIN ?= torch==2.13.0
 TORCH_INDEX ?=
 LINTED := kvideo tests benchmarks train.py eval.py
 
-.PHONY: help install train test test-unit test-integration lint format bench slurm-up slurm-down clean
+.PHONY: help install train test test-fast test-unit test-integration lint format bench slurm-up slurm-down clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev,slurm,wandb]"
+	$(PY) -m pip install --quiet -e ".[dev,slurm,joblib,wandb]"
 	touch $(STAMP)
 
 train: install  ## train on the embedded default (the sample corpus is generated on first use)
@@ -29,6 +29,9 @@ train: install  ## train on the embedded default (the sample corpus is generated
 
 test: install  ## the whole test suite (unit, integration, cluster; cluster tests skip without SLURM)
 	$(PY) -m pytest -q $(ARGS)
+
+test-fast: install  ## every test that trains no model (not marked slow): the edit-test loop
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 test-unit: install  ## unit tests only (one module's contract, no training run), about a minute
 	$(PY) -m pytest -q tests/unit $(ARGS)
