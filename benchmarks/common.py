@@ -15,6 +15,8 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
+from kvideo.markdown import markdown_table
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # ``--quick`` smoke runs write here (git-ignored with the corpus), never over real results.
 QUICK_RESULTS_DIR = Path(__file__).resolve().parent / ".corpus" / "results_quick"
@@ -146,10 +148,4 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
             return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
         return str(value)
 
-    cells = [[fmt(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"]
-    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in cells:
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
-    return "\n".join(lines)
+    return markdown_table(headers, ([fmt(v) for v in row] for row in rows), aligned=True)

@@ -31,7 +31,6 @@ import ctypes
 import ctypes.util
 import json
 import os
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,13 +66,6 @@ MMAP_THRESHOLD = 1 << 20  # blocks of 1 MiB and more are mapped (and unmapped wh
 
 def setting_name(strategy: str, checkpointing: bool) -> str:
     return strategy + ("+ac" if checkpointing else "")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def fixed_mmap_threshold() -> bool:
@@ -115,20 +107,12 @@ def _state_bytes(model: Any, optimizer: Any) -> dict[str, int]:
 
 def _rank(
     rank: int,
-    port: int,
     strategy: str,
     checkpointing: bool,
     model_fields: dict[str, Any],
     steps: int,
     out: str,
 ) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
     fixed = fixed_mmap_threshold()
     common.reset_peak_rss()
     import torch
@@ -190,15 +174,9 @@ def _rank(
 def measure(
     strategy: str, checkpointing: bool, model_fields: dict[str, Any], steps: int, out: Path
 ) -> list[dict[str, Any]]:
-    import torch.multiprocessing as mp
+    from tests.helpers.ranks import run_ranks  # torchrun's variables, forked ranks
 
-    mp.start_processes(
-        _rank,
-        args=(_free_port(), strategy, checkpointing, model_fields, steps, str(out)),
-        nprocs=WORLD,
-        join=True,
-        start_method="fork",
-    )
+    run_ranks(_rank, WORLD, strategy, checkpointing, model_fields, steps, str(out))
     return [
         json.loads((out / f"{strategy}_{int(checkpointing)}_rank{r}.json").read_text()) for r in range(WORLD)
     ]

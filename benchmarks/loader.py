@@ -117,10 +117,6 @@ def run_loader(manifest_path: str, num_workers: int, decoder: str = DEFAULT_DECO
     batches = build_loader(
         dataset,
         cfg,
-        rank=0,
-        world_size=1,
-        epoch=0,
-        skip_samples=0,
         shuffle=True,
         batch_size=BATCH_SIZE,
         drop_last=False,

@@ -105,10 +105,6 @@ def build(corpus: Path, n: int, workers: int, batch_size: int, overrides: Sequen
     batches = build_loader(
         dataset,
         cfg,
-        rank=0,
-        world_size=1,
-        epoch=0,
-        skip_samples=0,
         shuffle=True,
         batch_size=batch_size,
         drop_last=False,

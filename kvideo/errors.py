@@ -26,3 +26,14 @@ def one_line(error: BaseException | str, *, limit: int = MAX_LINE) -> str:
     if not text and isinstance(error, BaseException):
         text = type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def first_line(error: BaseException, *, typed: bool = False) -> str:
+    """The first line of ``error``'s message (its type's name when it has none), for errors whose
+    later lines are advice that does not apply (torch's "retry with weights_only=False").
+    ``typed``: prefix the type, ``OSError: ...``, where the message alone would not say what
+    failed."""
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return type(error).__name__
+    return f"{type(error).__name__}: {lines[0]}" if typed else lines[0]

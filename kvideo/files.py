@@ -29,17 +29,23 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file, skipping a torn last line (a run killed mid-write); ``[]`` when
-    the file does not exist."""
+    """Records of a JSONL file; ``[]`` when the file does not exist.
+
+    The last line may be torn (a run killed mid-write) and is then left out; a bad line anywhere
+    else is damage, not a torn write, and raises ``ValueError`` naming the file and the line.
+    """
     if not path.exists():
         return []
+    lines = path.read_text().splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     records = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
+    for number, line in enumerate(lines):
+        if not line.strip():
             continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+        except json.JSONDecodeError as e:
+            if number == last:
+                continue
+            raise ValueError(f"{path}:{number + 1}: not a JSON record ({e.msg})") from None
     return records

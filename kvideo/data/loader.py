@@ -168,16 +168,17 @@ def build_loader(
     dataset: VideoClipDataset,
     cfg: KVideoConfig,
     *,
-    rank: int,
-    world_size: int,
-    epoch: int,
-    skip_samples: int,
-    shuffle: bool,
     batch_size: int,
-    drop_last: bool,
     device: torch.device,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
+    start_sample: int = 0,
 ) -> Iterator[dict[str, Any]]:
-    """Batches of one epoch for this rank, starting after ``skip_samples`` consumed ones.
+    """Batches of one epoch for this rank, from its ``start_sample``-th sample on (the samples it
+    already consumed before a resume); the defaults read the whole split in order, in one process.
 
     Frames come out normalized, as float (B, F, 3, S, S) on ``device``.
     """
@@ -195,7 +196,7 @@ def build_loader(
             seed=cfg.trainer.seed,
             epoch=epoch,
             shuffle=shuffle,
-            skip=skip_samples + delivered,
+            start=start_sample + delivered,
             drop_last=drop_last,
             layout=dataset.layout,
         )

@@ -108,7 +108,7 @@ def _emit(buffer: list[int], draw: float, order: np.ndarray, emitted: int) -> in
 
 
 class ResumableShardSampler(Sampler[int]):
-    """This rank's indices for one epoch, starting after ``skip`` already consumed.
+    """This rank's indices for one epoch, starting after the first ``start`` (already consumed).
 
     With ``drop_last`` the global order is cut to a multiple of ``world_size`` so the
     shards are disjoint; otherwise it is padded by wrapping around (like PyTorch's
@@ -125,7 +125,7 @@ class ResumableShardSampler(Sampler[int]):
         seed: int = 0,
         epoch: int = 0,
         shuffle: bool = True,
-        skip: int = 0,
+        start: int = 0,
         drop_last: bool = True,
         layout: ShardLayout | None = None,
     ) -> None:
@@ -149,7 +149,7 @@ class ResumableShardSampler(Sampler[int]):
         else:
             piece = len(order) // world_size
             mine = order[rank * piece : (rank + 1) * piece]
-        self.indices = mine[skip:].tolist()
+        self.indices = mine[start:].tolist()
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)

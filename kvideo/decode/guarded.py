@@ -15,6 +15,7 @@ from kvideo.decode.checks import check_video_source
 from kvideo.decode.deadline import DeadlineExceeded, DeadlineRunner
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import DecodedClip, SampleFn, VideoBytes, VideoSource, source_name
+from kvideo.errors import one_line
 from kvideo.resize import Resize, as_resize
 
 # A truncated file's last packet is cut mid-way; the demuxer counts it as a frame and the
@@ -28,9 +29,7 @@ _LOG_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
 
 def short_error(e: BaseException) -> str:
     """One line of a decoder/FFmpeg error, without decord's '[hh:mm:ss] file.cc:NN:' prefixes."""
-    text = _LOG_PREFIX.sub("", str(e)).strip().replace("\n", " ")
-    text = text or type(e).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    return one_line(_LOG_PREFIX.sub("", str(e)), limit=200) or type(e).__name__
 
 
 class GuardedDecoder:

@@ -96,10 +96,6 @@ def evaluate_trained(
     batches = build_loader(
         dataset,
         cfg,
-        rank=0,
-        world_size=1,
-        epoch=0,
-        skip_samples=0,
         shuffle=False,
         batch_size=batch_size or cfg.trainer.batch_size,
         drop_last=False,

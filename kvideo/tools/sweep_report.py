@@ -19,6 +19,7 @@ import csv
 import sys
 from pathlib import Path
 
+from kvideo.markdown import markdown_table
 from kvideo.tools.sweep_jobs import JobOutcome, job_dirs, read_job
 from kvideo.tools.sweep_plots import final_metrics_figure, loss_curves_figure
 
@@ -55,11 +56,7 @@ def write_tables(jobs: list[JobOutcome], sweep_dir: Path) -> tuple[list[str], li
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = (str(c).replace("|", "\\|").replace("\n", " ") for c in row)
-        lines.append("| " + " | ".join(cells) + " |")
-    (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
+    (sweep_dir / "report.md").write_text(markdown_table(header, rows) + "\n")
     return axes, metrics
 
 

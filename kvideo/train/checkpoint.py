@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from kvideo.errors import first_line
+
 log = logging.getLogger(__name__)
 
 CKPT_DIRNAME = "checkpoints"
@@ -180,8 +182,7 @@ def _write_failure(path: Path, error: BaseException, written: int) -> str:
             f"no space left on {path.parent} writing {path.name}: {written / mib:.1f} MiB written before "
             f"the disk filled, {free / mib:.1f} MiB free; the previous checkpoint is intact"
         )
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"cannot write {path}: {first}; the previous checkpoint is intact"
+    return f"cannot write {path}: {first_line(error)}; the previous checkpoint is intact"
 
 
 def list_step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -237,8 +238,7 @@ def _load_failure(error: BaseException) -> str:
     text = str(error)
     if "weights_only" in text or "Unsupported global" in text or "UnpicklingError" in type(error).__name__:
         return "not a kvideo checkpoint: it holds Python objects other than tensors and plain values"
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return first_line(error, typed=True)
 
 
 def load_latest(

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from kvideo.errors import first_line
 from kvideo.train.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -86,8 +87,7 @@ def read_trainer_state(folder: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {first})") from None
+        raise CheckpointError(f"{path}: unreadable ({first_line(e, typed=True)})") from None
     if not isinstance(state, dict) or any(k not in state for k in TRAINER_KEYS):
         raise CheckpointError(f"{path}: not a kvideo trainer state (expected keys {list(TRAINER_KEYS)})")
     if state["format"] != FORMAT_VERSION:

@@ -104,7 +104,7 @@ class EpochStream:
         self._batches = None
         self._next_epoch = None
 
-    def _open_epoch(self, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
+    def _open_epoch(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
         from kvideo.data.loader import build_loader
 
         with rng_neutral():
@@ -114,7 +114,7 @@ class EpochStream:
                 rank=self.env.rank,
                 world_size=self.env.world_size,
                 epoch=epoch,
-                skip_samples=skip,
+                start_sample=start,
                 shuffle=True,
                 batch_size=self.batch_size,
                 drop_last=True,

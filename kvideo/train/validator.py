@@ -73,8 +73,6 @@ class Validator:
                 self.cfg,
                 rank=self.env.rank,
                 world_size=self.env.world_size,
-                epoch=0,
-                skip_samples=0,
                 shuffle=False,
                 batch_size=trainer.batch_size,
                 drop_last=False,

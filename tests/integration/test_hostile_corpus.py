@@ -363,10 +363,6 @@ def test_a_hung_decode_gets_its_worker_replaced(corpus, tmp_path: Path) -> None:
     batches = build_loader(
         ds,
         cfg,
-        rank=0,
-        world_size=1,
-        epoch=0,
-        skip_samples=0,
         shuffle=False,
         batch_size=2,
         drop_last=False,

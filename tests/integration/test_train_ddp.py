@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from kvideo.train.distributed import LaunchEnv, detect_launch, first_host
 from tests.helpers.cli import run_train
 from tests.helpers.configs import tiny_config, tiny_model
+from tests.helpers.ranks import run_ranks
 
 pytestmark = pytest.mark.slow  # trains a model
 
@@ -38,21 +36,7 @@ def _rank_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
     return frames, frame_mask, ids, labels
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+def _worker(rank: int, out_dir: str) -> None:
     import torch.distributed as dist
 
     from kvideo.model import build_model
@@ -114,9 +98,7 @@ def _reference_step() -> torch.Tensor:
 
 def test_two_gloo_ranks_end_with_identical_weights(tmp_path: Path) -> None:
     # fork: the children inherit the imported torch instead of paying for the import twice more.
-    mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="fork"
-    )
+    run_ranks(_worker, WORLD, str(tmp_path))
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["losses"][0] != result["losses"][1]  # the ranks really saw different data
     assert result["max_grad_diff"] == 0.0  # DDP all-reduced the gradients
@@ -248,15 +230,7 @@ def test_cli_refuses_nccl_without_a_gpu_in_one_line_before_training(tmp_path: Pa
 # ----------------------------------------------------------------------------- train() x 2
 
 
-def _train_worker(rank: int, port: int, data_root: str, run_dir: str, out_dir: str) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+def _train_worker(rank: int, data_root: str, run_dir: str, out_dir: str) -> None:
     from kvideo.train import train
 
     cfg = tiny_config(Path(data_root), max_steps=6, ckpt_every=3, val_every=3, val_max_batches=0)
@@ -277,13 +251,7 @@ def test_train_with_two_ranks(tmp_path: Path) -> None:
     rows = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data)).rows  # generate once
     Path(rows[2].path).write_bytes(b"")
     run_dir = tmp_path / "run"
-    mp.start_processes(
-        _train_worker,
-        args=(_free_port(), str(data_root), str(run_dir), str(tmp_path)),
-        nprocs=WORLD,
-        join=True,
-        start_method="fork",
-    )
+    run_ranks(_train_worker, WORLD, str(data_root), str(run_dir), str(tmp_path))
     finals = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert finals[0]["status"] == finals[1]["status"] == "completed"
     assert finals[0]["world_size"] == 2

@@ -82,10 +82,6 @@ def _epoch(root: Path, decoder: str, workers: int, *, on_first_batch=None) -> li
     batches = build_loader(
         ds,
         cfg,
-        rank=0,
-        world_size=1,
-        epoch=0,
-        skip_samples=0,
         shuffle=True,
         batch_size=2,
         drop_last=False,

@@ -55,10 +55,8 @@ def epoch_batches(cfg, *, epoch: int = 0, skip: int = 0, batch_size: int = 2):
     return build_loader(
         ds,
         cfg,
-        rank=0,
-        world_size=1,
         epoch=epoch,
-        skip_samples=skip,
+        start_sample=skip,
         shuffle=True,
         batch_size=batch_size,
         drop_last=True,
@@ -233,10 +231,6 @@ def test_loader_output_is_normalized_float_channels_first(tmp_path: Path, clips:
             build_loader(
                 ds,
                 cfg,
-                rank=0,
-                world_size=1,
-                epoch=0,
-                skip_samples=0,
                 shuffle=False,
                 batch_size=4,
                 drop_last=True,

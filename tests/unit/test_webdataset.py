@@ -70,7 +70,7 @@ def batches(
         rank=rank,
         world_size=world_size,
         epoch=epoch,
-        skip_samples=skip,
+        start_sample=skip,
         shuffle=True,
         batch_size=2,
         drop_last=True,

@@ -13,20 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kvideo.markdown import markdown_table as text_table
 from kvideo.train.loggers._protocol import PREDICTION_COLUMNS
 from kvideo.trees import scalar_leaves
 
 
 def markdown_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> str:
-    """A Markdown table (TensorBoard renders text as Markdown): ``|`` escaped and line breaks
-    flattened, so a generated caption cannot break the table."""
-
-    def cell(text: object) -> str:
-        return " ".join(str(text).split()).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines.extend("| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows)
-    return "\n".join(lines)
+    """``rows`` as a Markdown table (TensorBoard renders text as Markdown)."""
+    return text_table(columns, ([row.get(c, "") for c in columns] for row in rows))
 
 
 def _hparams_summaries(hparams: Mapping[str, Any]) -> tuple[Any, Any]:
