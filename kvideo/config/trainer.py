@@ -24,6 +24,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # Experiment trackers (kvideo.train.loggers.LOGGER_TYPES has the same names; this module stays
 # torch-free, so it cannot import them from there).
 LOGGERS = ("tensorboard", "wandb")
+# What a run dir that already holds a checkpoint does (kvideo.train.resume).
+RESUME_MODES = ("auto", "force", "never")
 # Per process, per micro-batch: twice CLIP's *global* batch (32768, split over hundreds of GPUs).
 # Smaller batches that still cannot fit are refused by the memory estimate (kvideo/preflight/memory.py).
 MAX_BATCH_SIZE = 65536
@@ -71,6 +73,11 @@ class TrainerConfig:
         references in the trackers and ``predictions_val.jsonl``; 0 = none.
     export_at_end: a completed run writes its weights in Hugging Face formats to
         ``<run_dir>/export`` (``python -m kvideo.export`` does it for any checkpoint).
+    resume: what a run dir holding a checkpoint does: ``auto`` resumes it unless its saved config
+        is another experiment (another dataset, model or sampling: refused, naming the keys),
+        ``force`` resumes it anyway (the changes go to ``launches.jsonl``), ``never`` refuses it.
+    init_from: a run dir, checkpoint or export whose weights a new run starts from, with a fresh
+        optimizer, schedule and data position (stage 2 on new data); a resumed run ignores it.
     """
 
     max_steps: int = 1200
@@ -98,8 +105,11 @@ class TrainerConfig:
     wandb_project: str = "kvideo"
     val_predictions: int = 4
     export_at_end: bool = True
+    resume: str = "auto"
+    init_from: str = ""
 
     def __post_init__(self) -> None:
+        require_choice("trainer.resume", self.resume, RESUME_MODES)
         for field in ("max_steps", "batch_size", "lr", "grad_accum", "log_every"):
             require_positive(f"trainer.{field}", getattr(self, field))
         require_at_most(

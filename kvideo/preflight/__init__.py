@@ -7,7 +7,8 @@ paths, each multirun point before the launcher starts, ``eval.py`` and the tools
 * ``model=hf_vlm``: the tower and LM folders (local or in the Hugging Face cache, never
   downloaded) and their geometry against ``video.*`` and ``model.*`` (``pretrained``);
 * the memory estimate against the machine (cgroup, ``/proc/meminfo``) or the SLURM job's
-  ``mem_gb`` (``memory``).
+  ``mem_gb`` (``memory``);
+* ``trainer.init_from`` names something that exists (its content is read when the run starts).
 
 ``frames`` is the frame geometry the decoders size frames by, which for a pretrained tower is
 the tower's own patch grid.
@@ -15,6 +16,7 @@ the tower's own patch grid.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +37,10 @@ def preflight(cfg: KVideoConfig, launcher: Mapping[str, Any] | None = None, *, m
     """
     if cfg.model.pretrained_parts:
         check_pretrained_parts(cfg)
+    if cfg.trainer.init_from and not os.path.exists(os.path.expanduser(cfg.trainer.init_from)):
+        raise ValueError(
+            f"trainer.init_from={cfg.trainer.init_from!r}: no such run dir, checkpoint or export"
+        )
     if memory:
         check_fits_where_it_runs(cfg, dict(launcher or {}))
 

@@ -4,13 +4,15 @@ per-part learning rates) and the reporter (with what it says at start)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from kvideo.config import KVideoConfig
+from kvideo.config import KVideoConfig, TrainerConfig
 from kvideo.config.checks import require_caption_room
 from kvideo.model.spec import ModelSpec
 from kvideo.preflight.memory import check_fits_on_gpu
@@ -21,7 +23,8 @@ from kvideo.train.metrics import RunClock
 from kvideo.train.optim import ScheduledOptimizer
 from kvideo.train.parallel import Strategy
 from kvideo.train.precision import Autocast
-from kvideo.train.report import Reporter
+from kvideo.train.report import RUN_LOG, Reporter
+from kvideo.train.resume import init_weights
 
 
 def tokenizer_with_room(
@@ -74,8 +77,10 @@ def reporter_for(
     num_params: int,
     resume: Resume | None,
     left_out: dict[str, int],
+    launch: dict[str, Any],
 ) -> Reporter:
-    """The run's reporter (a collective), which says what the dataset listing left out."""
+    """The run's reporter (a collective), which says what the dataset listing left out;
+    ``launch``: what this start did besides, for ``launches.jsonl``."""
     report = Reporter(
         run_dir,
         env,
@@ -88,7 +93,29 @@ def reporter_for(
         config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
         left_out=left_out,
     )
+    report.record_start(**launch)
     if left_out:
         counts = ", ".join(f"{n:,} {reason}" for reason, n in left_out.items())
         report.say(f"the dataset listing left out {counts} rows (counted once, never read)")
     return report
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def start_notes(
+    model: torch.nn.Module,
+    settings: TrainerConfig,
+    resume: Resume | None,
+    config_changes: dict[str, list[Any]] | None,
+) -> dict[str, Any]:
+    """What this start does besides training, for ``launches.jsonl``: the identity keys a forced
+    resume changed, and (a new run only) the weights ``trainer.init_from`` loads, loaded here."""
+    notes: dict[str, Any] = {"config_changes": config_changes} if config_changes else {}
+    if resume is None and settings.init_from:
+        RUN_LOG.info(init_weights(model, settings.init_from))
+        notes["initialized_from"] = settings.init_from
+    return notes

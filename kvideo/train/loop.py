@@ -23,14 +23,12 @@ validating) draws from the global RNG, so the restarted run computes the same st
 from __future__ import annotations
 
 import gc
-import random
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from kvideo.config import KVideoConfig
@@ -57,12 +55,6 @@ from kvideo.train.validator import Validator
 __all__ = ["Trainer", "param_groups"]
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 @dataclass(frozen=True)
 class StepOutcome:
     """What one optimizer step tells the loop."""
@@ -85,7 +77,15 @@ class Trainer:
 
     model: Any  # the raw model, or the strategy's wrapper / torch.compile around it
 
-    def __init__(self, cfg: KVideoConfig, run_dir: Path, env: DistEnv) -> None:
+    def __init__(
+        self,
+        cfg: KVideoConfig,
+        run_dir: Path,
+        env: DistEnv,
+        *,
+        config_changes: dict[str, list[Any]] | None = None,
+    ) -> None:
+        """``config_changes``: the identity keys a forced resume changed (``kvideo.train.resume``)."""
         from kvideo.data.loader import build_dataset
         from kvideo.model import parameter_summary
         from kvideo.model.spec import model_spec
@@ -98,7 +98,7 @@ class Trainer:
         self.autocast = Autocast(settings.precision, self.device)
         clock = RunClock()
         # Same initial weights whatever the world size; then one data/dropout stream per rank.
-        seed_everything(settings.seed)
+        components.seed_everything(settings.seed)
         self.tokenizer = components.tokenizer_with_room(cfg, self.device, self.autocast, self.strategy)
         # Before anything is written to the run dir: a wrong data_root or blocklist must fail
         # without leaving a half-started run behind.
@@ -108,7 +108,7 @@ class Trainer:
         self.raw_model = self._build_model()
         num_params = sum(p.numel() for p in self.raw_model.parameters())
         self._prepare_model()
-        seed_everything(settings.seed + env.rank)
+        components.seed_everything(settings.seed + env.rank)
         # What trains when (model.freeze / freeze_schedule / LoRA): the optimizer and the
         # checkpoints cover every parameter that trains at some step.
         self.trainable = TrainableSchedule(self.raw_model, cfg.model)
@@ -116,12 +116,13 @@ class Trainer:
         self.stream = EpochStream(train_set, cfg, env)
         self.checkpointer = self._build_checkpointer(clock)
         resume = self.checkpointer.load()
+        launch = components.start_notes(self.raw_model, settings, resume, config_changes)
         self.step = 0 if resume is None else resume.step
         self.trainable.apply(self.step)
         if resume is not None:
             self.stream.resume_at(resume.position)
         self.report = components.reporter_for(
-            cfg, run_dir, env, clock, num_params, resume, train_set.left_out
+            cfg, run_dir, env, clock, num_params, resume, train_set.left_out, launch
         )
         self._wrap_model()
         self.report.info(parameter_summary(self.raw_model))

@@ -261,13 +261,20 @@ class RunWriter:
         return len(new)
 
     def record_launch(
-        self, *, resumed_from: int | None, world_size: int, rank_hosts: Sequence[str] | None = None
+        self,
+        *,
+        resumed_from: int | None,
+        world_size: int,
+        rank_hosts: Sequence[str] | None = None,
+        **notes: Any,
     ) -> None:
         """Append who started this run and from where to ``launches.jsonl``.
 
         One line per start (first launch, every resume, every SLURM requeue), so a run dir
         tells which scheduler job trained which steps. ``host`` is rank 0's; ``rank_hosts``
         (one hostname per rank, in rank order) says which nodes a multi-node run spanned.
+        ``notes``: what else this start did (``config_changes`` of a forced resume,
+        ``initialized_from``).
         """
         if not self.enabled:
             return
@@ -282,6 +289,7 @@ class RunWriter:
             "slurm_job_id": env.get("SLURM_JOB_ID"),
             "slurm_array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
             "slurm_restart_count": int(env.get("SLURM_RESTART_COUNT", "0") or 0),
+            **notes,
         }
         with open(self.run_dir / LAUNCHES_NAME, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -70,7 +70,7 @@ class Reporter:
             clear_failed(run_dir)
         # A collective: every rank's hostname, so launches.jsonl shows the nodes a run spans.
         rank_hosts = all_gather_objects(socket.gethostname(), env)
-        self.writer.record_launch(resumed_from=resumed_from, world_size=env.world_size, rank_hosts=rank_hosts)
+        self._rank_hosts = rank_hosts
         self.timer = StepTimer()
         self.window_skipped = 0  # skipped samples of this rank since the last log step
         self.last_window: dict[str, Any] = {}
@@ -82,6 +82,15 @@ class Reporter:
     def should_log(self, step: int) -> bool:
         """Whether ``step`` ends a log window: every ``trainer.log_every`` steps, and the last."""
         return step % self.log_every == 0 or step == self.max_steps
+
+    def record_start(self, **notes: Any) -> None:
+        """This start's line in ``launches.jsonl``, with ``notes`` on what it did besides."""
+        self.writer.record_launch(
+            resumed_from=self.resumed_from,
+            world_size=self.env.world_size,
+            rank_hosts=self._rank_hosts,
+            **notes,
+        )
 
     def info(self, msg: str, *args: Any) -> None:
         if self.env.is_main:

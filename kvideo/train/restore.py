@@ -87,6 +87,18 @@ def run_config(run_dir: Path, updates: Mapping[str, Any] | None = None) -> KVide
     return validated
 
 
+def checkpoint_of(run_dir: Path, file: Path | None) -> Found:
+    """The checkpoint ``find_checkpoint`` named: ``file``, or the run dir's newest."""
+    if file is None:
+        newest = newest_checkpoint(checkpoint_dir(run_dir))
+        if newest is None:
+            raise FileNotFoundError(f"{run_dir} has no checkpoint yet ({checkpoint_dir(run_dir)} is empty)")
+        return newest
+    if file.is_dir():
+        return Found(file, read_trainer_state(file))
+    return Found(file, read_checkpoint(file, map_location="cpu"))
+
+
 def load_trained(
     path: str | Path, *, updates: Mapping[str, Any] | None = None, device: str | None = None
 ) -> TrainedModel:
@@ -107,15 +119,7 @@ def load_trained(
             f"video.max_frames={cfg.video.max_frames} > the {as_trained.video.max_frames} frames this run "
             "trained with: its frame positions stop there"
         )
-    if file is None:
-        newest = newest_checkpoint(checkpoint_dir(run_dir))
-        if newest is None:
-            raise FileNotFoundError(f"{run_dir} has no checkpoint yet ({checkpoint_dir(run_dir)} is empty)")
-        found = newest
-    elif file.is_dir():
-        found = Found(file, read_trainer_state(file))
-    else:
-        found = Found(file, read_checkpoint(file, map_location="cpu"))
+    found = checkpoint_of(run_dir, file)
     torch.manual_seed(cfg.trainer.seed)  # a builtin model's frozen weights are its seeded init
     tokenizer = build_tokenizer(cfg.data, cfg.model)
     model = build_model(

@@ -18,6 +18,7 @@ from kvideo.train.guards import RunDirLock
 from kvideo.train.loop import Trainer
 from kvideo.train.parallel import strategy_class
 from kvideo.train.report import RUN_LOG
+from kvideo.train.resume import check_resume
 
 
 def _ensure_logging() -> None:
@@ -55,7 +56,8 @@ def train(cfg: KVideoConfig, run_dir: Path | str) -> dict[str, Any]:
     trainer: Trainer | None = None
     try:
         with lock:
-            trainer = Trainer(cfg, Path(run_dir), env)
+            changes = check_resume(cfg, Path(run_dir))
+            trainer = Trainer(cfg, Path(run_dir), env, config_changes=changes)
             trainer.peer_failure = watch.failure
             restore_handlers = signals.install_signal_handlers()
             try:

@@ -183,6 +183,7 @@ CASES: list[tuple[list[str], str]] = [
         r"trainer\.loggers entries must each be one of \['tensorboard', 'wandb'\] \(got 'tb'\)",
     ),
     (["trainer.loggers=[wandb,wandb]"], r"trainer\.loggers lists 'wandb' twice"),
+    (["trainer.resume=maybe"], r"trainer\.resume must be one of \['auto', 'force', 'never'\] \(got"),
     (["trainer.wandb_project=''"], r"trainer\.wandb_project must be a non-empty W&B project name \(got ''\)"),
     # upper bounds on sizes that allocate (a typo must fail here, not in the allocator)
     (
@@ -245,6 +246,10 @@ RUNTIME_CHECKED = {
     "data.blocklist": (
         ["data.blocklist=/nonexistent/blocklist.txt"],
         "data.blocklist='/nonexistent/blocklist.txt': no such file",
+    ),
+    "trainer.init_from": (
+        ["trainer.init_from=/nonexistent/run"],
+        "trainer.init_from='/nonexistent/run': no such run dir, checkpoint or export",
     ),
 }
 
