@@ -64,18 +64,7 @@ class Prober:
         (``kvideo.data.rows.video_source``: a shard sample's bytes, a reason known from listing)."""
         t0 = time.perf_counter()
         row = target if isinstance(target, ClipRow) else ClipRow(path=str(target), caption="")
-        record: dict[str, Any] = {
-            "path": row.path,
-            "ok": False,
-            "reason": None,
-            "detail": "",
-            "duration": None,
-            "fps": None,
-            "num_frames": None,
-            "width": None,
-            "height": None,
-            "codec": None,
-        }
+        record = failed_record(row.path, None, "")
         try:
             source = video_source(row)
             clip = self._decoder.decode(source, self._sample, size=self._size)
@@ -97,6 +86,23 @@ class Prober:
             del clip
         record["probe_s"] = round(time.perf_counter() - t0, 6)
         return record
+
+
+def failed_record(path: str, reason: str | None, detail: str) -> dict[str, Any]:
+    """A probe's record of a file that gave no clip (``reason``), its media fields ``None``."""
+    return {
+        "path": path,
+        "ok": False,
+        "reason": reason,
+        "detail": detail,
+        "duration": None,
+        "fps": None,
+        "num_frames": None,
+        "width": None,
+        "height": None,
+        "codec": None,
+        "probe_s": None,
+    }
 
 
 def _spread(frames: int, meta: Any) -> list[float]:

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from kvideo.data.rows import ClipRow
 from kvideo.resize import Resize
+from kvideo.tools.probe import failed_record
 
 CHUNK = 16  # paths per message: amortizes the pipe round trip (~50 us) over ~2-5 ms probes
 _READY = -1  # index of the message a worker sends once its decoder is built
@@ -74,22 +75,6 @@ class _Worker:
             self.proc.kill()
         self.proc.join(timeout=5)
         self.conn.close()
-
-
-def _failure(path: str, reason: str, detail: str) -> dict[str, Any]:
-    return {
-        "path": path,
-        "ok": False,
-        "reason": reason,
-        "detail": detail,
-        "duration": None,
-        "fps": None,
-        "num_frames": None,
-        "width": None,
-        "height": None,
-        "codec": None,
-        "probe_s": None,
-    }
 
 
 def probe_all(
@@ -182,7 +167,7 @@ class _Pool:
         rest = list(w.todo)
         w.kill()
         self.workers.remove(w)
-        yield {"index": index, **_failure(_name(target), reason, detail)}
+        yield {"index": index, **failed_record(_name(target), reason, detail)}
         self.pending.extendleft(reversed(rest))
         if self.pending:
             self.feed(self.spawn())

@@ -1,4 +1,4 @@
-"""The training loop: ``train(cfg, run_dir) -> final metrics``.
+"""The training loop: ``Trainer`` builds the components of one training process and runs them.
 
 One optimizer step = ``trainer.grad_accum`` micro-batches of ``trainer.batch_size`` clips
 *per process*, so the effective batch is ``batch_size * grad_accum * world_size``.
