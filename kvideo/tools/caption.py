@@ -22,7 +22,9 @@ from collections.abc import Sequence
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kvideo.caption", description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", help="a run dir (its newest checkpoint) or a checkpoint file")
+    parser.add_argument(
+        "ckpt_path", help="a run dir (its newest checkpoint) or a checkpoint file (as eval.py's ckpt_path)"
+    )
     parser.add_argument("videos", nargs="+", help="video files")
     parser.add_argument("--prompt", default=None, help="the prompt (default: the run's video.prompt)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="caption length cap (default 32)")
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kvideo.train.restore import autocast_for
 
     try:
-        trained = load_trained(args.checkpoint, device=args.device)
+        trained = load_trained(args.ckpt_path, device=args.device)
     except (ValueError, OSError, RunFailed, RuntimeError) as e:
         print(f"kvideo.caption: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -16,7 +16,9 @@ from pathlib import Path
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kvideo.export", description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", help="a run dir (its newest checkpoint) or a checkpoint file")
+    parser.add_argument(
+        "ckpt_path", help="a run dir (its newest checkpoint) or a checkpoint file (as eval.py's ckpt_path)"
+    )
     parser.add_argument("--out", default=None, help="output folder (default: <run_dir>/export)")
     args = parser.parse_args(argv)
     from kvideo.inference import load_trained
@@ -24,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kvideo.train.restore import export_trained
 
     try:
-        trained = load_trained(args.checkpoint, device="cpu")
+        trained = load_trained(args.ckpt_path, device="cpu")
     except (ValueError, OSError, RunFailed, RuntimeError) as e:
         print(f"kvideo.export: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
