@@ -351,6 +351,7 @@ def baseline_decode(path: str, stamps: Sequence[float]) -> tuple[list[np.ndarray
     def assign(slot: int) -> None:
         nonlocal prev_rgb
         if prev_rgb is None:
+            assert prev is not None  # a slot is assigned only after a frame was decoded
             prev_rgb = prev.to_ndarray(format="rgb24")
         out[slot], idx_out[slot], time_out[slot] = prev_rgb, prev_i, prev_t
 
@@ -525,7 +526,7 @@ def time_arms(arms: dict[str, Arm], case: Case, repeats: int, rotate: int) -> Ti
         shift = (rotate + r) % len(names)
         for name in names[shift:] + names[:shift]:
             results.pop(name, None)  # its previous frames must not count as held memory
-            results[name], spent, growth = _timed(lambda n=name: arms[n](case))
+            results[name], spent, growth = _timed(lambda n=name: arms[n](case))  # type: ignore[misc]
             old = best.get(name)
             best[name] = spent if old is None else {k: min(v, old[k]) for k, v in spent.items()}
             rss[name] = None if growth is None else max(rss.get(name) or 0.0, growth)

@@ -143,8 +143,8 @@ def loader_rows(loaders: dict[str, dict[str, Any]]) -> list[str]:
         name: next((s for s in load["settings"] if s["num_workers"] == 2), None)
         for name, load in loaders.items()
     }
-    if two.get(ref_name) and two.get(other):
-        ref, new = two[ref_name], two[other]
+    ref, new = two.get(ref_name), two.get(other)
+    if ref and new:
         ratio = new["clips_per_s"] / ref["clips_per_s"]
         mark = "PASS" if ratio >= TARGET_LOADER_2W_OVER_DECORD else "FAIL"
         rows.append(
@@ -172,7 +172,7 @@ def summary_markdown(folder: Path, timings: dict[str, tuple[int, float]], total_
         + ")",
         "",
     ]
-    rows = []
+    rows: list[str] = []
     dec = _load(folder, "decode")
     if dec:
         head, rows = decode_section(dec)

@@ -55,7 +55,7 @@ def tiny_model(**fields: Any) -> ModelConfig:
 
 def tiny_config(data_root: Path, *, prompt: str = "", **trainer: Any) -> KVideoConfig:
     """~60k parameters, 4 frames of 32x32, 24 training clips (6 steps per epoch at 2x2 clips)."""
-    options = dict(
+    options: dict[str, Any] = dict(
         max_steps=MAX_STEPS,
         batch_size=2,
         grad_accum=2,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from kvideo.data.datasets.sample.captions import all_captions
 
@@ -120,7 +121,7 @@ def save_tiny_tower(
     return folder
 
 
-def save_tiny_parts(root: Path, **lm: int) -> tuple[Path, Path]:
+def save_tiny_parts(root: Path, **lm: Any) -> tuple[Path, Path]:
     """``(vision_path, lm_path)`` of a tiny tower (64 px, 16 px patches) and a tiny LM."""
     return save_tiny_tower(root / "tower"), save_tiny_lm(root / "lm", **lm)
 

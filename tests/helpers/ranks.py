@@ -26,7 +26,7 @@ def run_ranks(worker: Callable[..., None], world_size: int, *args: Any) -> None:
     arguments need not pickle. One thread per rank: two ranks on two cores, and no oversubscribed
     OpenMP pool making a run ten times slower.
     """
-    mp.start_processes(
+    mp.start_processes(  # type: ignore[attr-defined]  # exported at run time, not in the stubs
         _rank_main,
         args=(worker, world_size, free_port(), args),
         nprocs=world_size,
@@ -51,7 +51,7 @@ def _rank_main(
     worker(rank, *args)
 
 
-def start_ranks(worker: Callable[..., None], world_size: int, *args: Any) -> list[mp.Process]:
+def start_ranks(worker: Callable[..., None], world_size: int, *args: Any) -> list[Any]:
     """``run_ranks`` without the waiting, and without ending the others when one fails (as
     ``run_ranks`` does): for tests of what the ranks do by themselves when one fails. The caller
     joins the processes."""

@@ -2,7 +2,7 @@
 
 The file is wandb's transaction log: the LevelDB log format (32 KiB blocks of records with a
 7-byte header: CRC32, length, type FULL/FIRST/MIDDLE/LAST) after a 7-byte file header, each
-record a ``wandb_internal_pb2.Record``. wandb no longer ships a Python reader for it (its
+record a ``Any``. wandb no longer ships a Python reader for it (its
 ``wandb-core`` binary does the syncing), so the tests carry these lines.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # wandb is optional: imported when a log is read
-    from wandb.proto import wandb_internal_pb2
+    pass
 
 _FILE_HEADER = b":W&B\xe1\xbe\x00"  # ident, magic 0xBEE1 (little-endian), version 0
 _BLOCK = 32 * 1024
@@ -23,7 +23,7 @@ _RECORD_HEADER = struct.Struct("<IHB")  # crc32, length, type
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
-def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
+def read_records(path: Path) -> list[Any]:
     from wandb.proto import wandb_internal_pb2
 
     data = path.read_bytes()
@@ -42,14 +42,14 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
         pending += data[start : start + length]
         pos = start + length
         if kind in (_FULL, _LAST):
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # generated protobuf
             record.ParseFromString(pending)
             records.append(record)
             pending = b""
     return records
 
 
-def read_finished_run(path: Path, timeout_s: float = 20.0) -> list[wandb_internal_pb2.Record]:
+def read_finished_run(path: Path, timeout_s: float = 20.0) -> list[Any]:
     """The records of a finished run, once its ``exit`` record is on disk: ``run.finish()`` can
     return before wandb-core has flushed the log (measured: 1 in 8 finishes left only the file
     header for a moment), so a reader right after it may see a partial file."""
@@ -65,7 +65,7 @@ def _key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def history(records: list[wandb_internal_pb2.Record]) -> list[dict[str, Any]]:
+def history(records: list[Any]) -> list[dict[str, Any]]:
     """Every ``run.log`` row, user keys only (wandb's own start with ``_``), plus ``_step``."""
     rows = []
     for record in records:
@@ -75,7 +75,7 @@ def history(records: list[wandb_internal_pb2.Record]) -> list[dict[str, Any]]:
     return rows
 
 
-def config(records: list[wandb_internal_pb2.Record]) -> dict[str, Any]:
+def config(records: list[Any]) -> dict[str, Any]:
     """The run's config: what ``wandb.init`` and every ``config.update`` set, merged."""
     merged: dict[str, Any] = {}
     for record in records:
@@ -87,7 +87,7 @@ def config(records: list[wandb_internal_pb2.Record]) -> dict[str, Any]:
     return merged
 
 
-def summary(records: list[wandb_internal_pb2.Record]) -> dict[str, Any]:
+def summary(records: list[Any]) -> dict[str, Any]:
     """The run summary: the last value each key was given."""
     merged: dict[str, Any] = {}
     for record in records:
@@ -96,6 +96,6 @@ def summary(records: list[wandb_internal_pb2.Record]) -> dict[str, Any]:
     return merged
 
 
-def run_info(records: list[wandb_internal_pb2.Record]) -> Any:
+def run_info(records: list[Any]) -> Any:
     """The ``RunRecord`` (id, project, display name) the log starts with."""
     return next(r.run for r in records if r.WhichOneof("record_type") == "run")

@@ -297,6 +297,7 @@ def _shard_and_step(rank: int, out: str) -> None:
     try:
         results = {}
         for checkpointing in (False, True):
+            model: Any
             model, optimizer = _build(env, sharded=True, seed=0, checkpointing=checkpointing)
             blocks = transformer_blocks(model)
             assert len(blocks) == MODEL.vision_depth + MODEL.lm_depth

@@ -51,7 +51,7 @@ def compose_cfg(overrides: list[str]) -> KVideoConfig:
         return to_validated(compose(config_name="config", overrides=overrides))
 
 
-def small_overrides(data_root: Path, **extra: Any) -> list[str]:
+def small_overrides(data_root: Path | str, **extra: Any) -> list[str]:
     """Manifest dataset, 32 px frames, 4..8 frames at 2 fps, the tiny model, CPU."""
     options = {
         "video.data_root": str(data_root),

@@ -186,7 +186,9 @@ def test_export_loads_outside_kvideo(runs: dict[str, Any], tiny_hf_parts: tuple[
         info = json.loads((export / "export.json").read_text())
         assert info["step"] == 4 and info["vision"] == str(tiny_hf_parts[0])  # the tower stayed frozen
         trained = load_trained(run["dir"], device="cpu")
-        expected = trained.model.lm(input_ids=ids).logits
+        model: Any = trained.model
+        expected = model.lm(input_ids=ids).logits
+        lm: Any
         if name == "hf":
             lm = AutoModelForCausalLM.from_pretrained(export / "lm", local_files_only=True)
             assert AutoTokenizer.from_pretrained(export / "lm").chat_template
@@ -197,7 +199,7 @@ def test_export_loads_outside_kvideo(runs: dict[str, Any], tiny_hf_parts: tuple[
         from safetensors.torch import load_file
 
         projector = load_file(export / "projector.safetensors")
-        for key, value in trained.model.projector.state_dict().items():
+        for key, value in model.projector.state_dict().items():
             assert torch.equal(projector[key], value), key
         spec = json.loads((export / "projector.json").read_text())
         assert spec["tokens_per_frame"] == 4 and spec["kind"] == "mlp2x_gelu"

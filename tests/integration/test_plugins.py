@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,11 +62,12 @@ def _widgets(tag: str, *, builtin_module: str | None = None) -> Registry:
     """A fresh registry that plugin modules reach by import (``from <tag>_home import WIDGETS``),
     as kvideo's plugins reach ``DATASETS``."""
     home = types.ModuleType(f"{tag}_home")
-    home.WIDGETS = Registry(
+    widgets: Registry[Any] = Registry(
         "widget", key="shop.widget", group=f"{tag}.widgets", builtin_module=builtin_module
     )
+    home.WIDGETS = widgets  # type: ignore[attr-defined]  # a module built at run time
     sys.modules[home.__name__] = home
-    return home.WIDGETS
+    return widgets
 
 
 def _registers(tag: str, *names: str) -> str:
@@ -165,6 +167,7 @@ def test_each_builtin_entry_point_names_the_module_that_registers_it(registry: R
     """pyproject.toml's ``[project.entry-points."<group>"]`` and the decorators agree: a name
     declared but not registered fails at its first use; one registered but not declared is
     refused by config validation until its module happens to be imported."""
+    assert registry.builtin_module is not None
     module = importlib.import_module(registry.builtin_module)
     registered = {
         name for name, obj in registry._entries.items() if obj.__module__.startswith(module.__name__)

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -107,11 +108,17 @@ def test_save_goes_through_tmp_and_replace(tmp_path: Path, monkeypatch: pytest.M
         calls.append((Path(src).name, Path(dst).name))
         real_replace(src, dst)
 
-    monkeypatch.setattr(ckpt.os, "replace", spy)
+    monkeypatch.setattr(os, "replace", spy)
     model, optim, sched = _model_and_optim()
     ckpt.save_checkpoint(tmp_path, _state(model, optim, sched, step=5), keep=1)
     assert calls == [("ckpt.tmp", "last.pt"), ("ckpt.tmp", "step_000005.pt")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_000005.pt"]
+
+
+def _latest(ckpt_dir: Path) -> tuple[dict[str, Any], Path]:
+    found = ckpt.load_latest(ckpt_dir)
+    assert found is not None, f"no usable checkpoint in {ckpt_dir}"
+    return found
 
 
 def test_failed_save_keeps_previous_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,11 +129,11 @@ def test_failed_save_keeps_previous_last(tmp_path: Path, monkeypatch: pytest.Mon
         f.write(b"PK\x03\x04 half a zip")  # what a kill mid-write leaves behind
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt.torch, "save", dying_save)
+    monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_checkpoint(tmp_path, _state(model, optim, sched, step=2))
     monkeypatch.undo()
-    state, path = ckpt.load_latest(tmp_path)
+    state, path = _latest(tmp_path)
     assert path.name == "last.pt" and state["step"] == 1
 
 
@@ -137,14 +144,14 @@ def test_corrupt_last_falls_back_to_step_copy(tmp_path: Path, caplog: pytest.Log
     assert [s for s, _ in ckpt.list_step_checkpoints(tmp_path)] == [6, 4]  # pruned to keep=2
     (tmp_path / "last.pt").write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
-        state, path = ckpt.load_latest(tmp_path)
+        state, path = _latest(tmp_path)
     assert path.name == "step_000006.pt" and state["step"] == 6
     assert "falling back" in caplog.text
 
     # Truncate the newest copy too: the one before it is used.
     data = (tmp_path / "step_000006.pt").read_bytes()
     (tmp_path / "step_000006.pt").write_bytes(data[: len(data) // 2])
-    state, path = ckpt.load_latest(tmp_path)
+    state, path = _latest(tmp_path)
     assert state["step"] == 4
 
     (tmp_path / "step_000004.pt").write_bytes(b"")
@@ -194,6 +201,6 @@ def test_sigkill_during_saves_never_leaves_a_torn_last(tmp_path: Path) -> None:
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        state, path = ckpt.load_latest(tmp_path)
+        state, path = _latest(tmp_path)
         assert path.name == "last.pt"
         assert abs(float(state["model"]["w"].mean()) - state["step"]) < 0.01

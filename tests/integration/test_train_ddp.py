@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
@@ -54,7 +55,7 @@ def _worker(rank: int, out_dir: str) -> None:
 
         loss = ddp(*_rank_batch(rank))["loss"]
         loss.backward()
-        grads = [p.grad.detach().clone() for p in model.parameters()]
+        grads = [cast(torch.Tensor, p.grad).detach().clone() for p in model.parameters()]
         optim.step()
 
         flat = torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -167,7 +167,7 @@ def test_a_two_rank_checkpoint_resumes_on_one_process_and_that_ones_on_two(
 def test_hf_vlm_with_lora_a_frozen_tower_and_a_freeze_stage_trains_sharded_and_resumes_exactly(
     corpus: Path, tiny_hf_parts: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.filesystem import FileSystemReader
 
     model = {
         "lora_rank": 4,

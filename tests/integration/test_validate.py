@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from kvideo.config.compose import ConfigDirNotFound, find_config_dir
+from kvideo.data.blocklist import BLOCKLIST_NAME
 from kvideo.decode import DecodeError
 from kvideo.registry import DECODERS
-from kvideo.tools.validate import BLOCKLIST_NAME, REPORT_NAME, SUMMARY_NAME, main, probe_all, scan_config
+from kvideo.tools.probe_pool import probe_all
+from kvideo.tools.validate import REPORT_NAME, SUMMARY_NAME, main, scan_config
 from tests.helpers import hostile as H
 from tests.helpers import videos as V
 from tests.helpers import webvid as W

@@ -87,7 +87,7 @@ def _epoch(root: Path, decoder: str, workers: int, *, on_first_batch=None) -> li
         drop_last=False,
         device=torch.device("cpu"),
     )
-    out = []
+    out: list[Any] = []
     for batch in batches:
         out.extend(
             {"index": int(i), "reason": r} for i, r in zip(batch["index"], batch["skip_reason"], strict=True)

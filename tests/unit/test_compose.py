@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -111,7 +112,8 @@ def test_token_budget_at_compose_time() -> None:
 def test_env_interpolation_in_dataset_roots(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KVIDEO_MANIFEST", str(tmp_path / "m.jsonl"))
     cfg = compose_cfg(["video/dataset=manifest"])
-    assert OmegaConf.to_container(cfg.video, resolve=True)["data_root"] == str(tmp_path / "m.jsonl")
+    video: Any = OmegaConf.to_container(cfg.video, resolve=True)
+    assert video["data_root"] == str(tmp_path / "m.jsonl")
 
 
 # ----------------------------------------------------------------------------- memory estimate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -167,7 +168,7 @@ def test_sizes_that_allocate_have_upper_bounds_that_say_why(factory, message: st
 
 def test_the_largest_sizes_within_the_bounds_are_accepted() -> None:
     assert VideoConfig(frame_size=4096, max_frames=8192).frame_size == 4096
-    widest = {"vision_width": 16384, "lm_width": 16384, "vision_depth": 256, "lm_depth": 256}
+    widest: dict[str, Any] = {"vision_width": 16384, "lm_width": 16384, "vision_depth": 256, "lm_depth": 256}
     model = ModelConfig(**widest, max_seq_len=131072)
     assert model.max_seq_len == 131072
     assert TrainerConfig(batch_size=65536).batch_size == 65536

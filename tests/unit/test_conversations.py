@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -135,7 +136,7 @@ def clips(batch: int, frames: int, size: int, valid: list[int]) -> dict[str, tor
 
 def test_builtin_model_reads_a_front_splice_exactly_as_visual_first() -> None:
     torch.manual_seed(0)
-    model = build_model(TINY, vocab_size=40, max_frames=3, frame_size=16).eval()
+    model: Any = build_model(TINY, vocab_size=40, max_frames=3, frame_size=16).eval()
     assert isinstance(model, VideoLanguageModel)
     data = clips(2, 3, 16, [3, 2])
     ids = torch.randint(0, 40, (2, 12))
@@ -198,7 +199,7 @@ def test_generation_after_a_spliced_context_is_the_argmax_of_the_training_forwar
     assert generated == ids[0, context.shape[1] :].tolist()
 
 
-def _model(family: str, parts: tuple[Path, Path]) -> tuple[torch.nn.Module, int, int]:
+def _model(family: str, parts: tuple[Path, Path]) -> tuple[Any, int, int]:
     torch.manual_seed(0)
     if family == "builtin":
         return build_model(TINY, vocab_size=40, max_frames=3, frame_size=16).eval(), 40, 16
@@ -213,6 +214,8 @@ def _model(family: str, parts: tuple[Path, Path]) -> tuple[torch.nn.Module, int,
         max_text_len=12,
         max_seq_len=512,
     )
-    model = build_model(cfg, vocab_size=ChatTokenizer(str(parts[1])).vocab_size, max_frames=3, frame_size=64)
+    model: Any = build_model(
+        cfg, vocab_size=ChatTokenizer(str(parts[1])).vocab_size, max_frames=3, frame_size=64
+    )
     assert isinstance(model, HFVideoLanguageModel)
     return model.eval(), 300, 64

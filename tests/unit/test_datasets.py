@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,9 +128,9 @@ def test_webvid_errors_name_field_and_path(tmp_path: Path, webvid_root: Path) ->
     bad = _write_partition(
         webvid_root / "raw" / "bad" / "data" / "train" / "partitions", "0000.csv", [], header="id,caption"
     )
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError) as bad_err:
         build_webvid(_video(webvid_root, dataset_name="bad"), DataConfig(), split="train", max_samples=0)
-    message = str(err.value)
+    message = str(bad_err.value)
     assert str(bad) in message and "['videoid', 'name']" in message and "['id', 'caption']" in message
 
 
@@ -151,7 +152,7 @@ def test_webvid_reads_the_official_metadata_file_with_videos_under_their_page_di
     rows = W.webvid_rows("train", 4)
     W.write_metadata(tmp_path / "results_2M_train.csv", rows)
     W.touch_videos(tmp_path, rows)
-    built = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
+    built: Any = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
     assert built == [_official_row(tmp_path, row) for row in rows]
     assert built[3].path == str(tmp_path / "videos" / "000004_000006" / "1000003.mp4")
     assert built[0].caption == "train clip 0, moving stripes"  # the quoted comma is the caption's
@@ -193,7 +194,7 @@ def test_webvid_partition_folders_come_before_the_file_they_split(tmp_path: Path
     W.write_partitions(folder, rows, 3)
     W.touch_videos(tmp_path, rows)
     (folder / "1.csv").unlink()
-    built = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
+    built: Any = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
     assert [r.clip_id for r in built] == [rows[i].videoid for i in (0, 1, 4, 5)]
 
 
@@ -329,12 +330,12 @@ def test_webvid_leaves_out_rows_never_downloaded_counting_them_once_without_a_st
 
     monkeypatch.setattr(os, "stat", spy_stat)
     monkeypatch.setattr(os, "listdir", spy_listdir)
-    built = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
+    built: Any = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=0)
     assert [r.clip_id for r in built] == [rows[i].videoid for i in (0, 2, 3, 6)]
     assert built.left_out == {"missing": 3}
     assert not [path for path in looked_at if path.endswith(".mp4")]
     assert len([path for path in listed if "/videos/" in path]) == 3  # one listing per page_dir
-    capped = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=2)
+    capped: Any = build_webvid(_video(tmp_path), DataConfig(), split="train", max_samples=2)
     assert [r.clip_id for r in capped] == [rows[0].videoid, rows[2].videoid]
     assert capped.left_out == {"missing": 1}
 

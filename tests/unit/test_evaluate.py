@@ -34,6 +34,7 @@ class _CaptionReader(nn.Module):
         for i in range(len(input_ids)):
             text = bytes(int(t) for t in input_ids[i] if t < 256).decode()
             said = parse_caption(text)
+            assert said is not None, text
             truth = dict(self.truths[int(frames[i, 0, 0, 0, 0])], shape="triangle")
             nll.append(float(sum(said[k] != truth[k] for k in truth)))
         nll_t = torch.tensor(nll)
@@ -73,21 +74,22 @@ def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> 
     batches = [batch([0, 1], ["", ""]), batch([2, 0], ["decode_error", ""])]
     model = _CaptionReader(truths)
     env = DistEnv(0, 0, 1, torch.device("cpu"), True)
-    result = evaluate(
-        model,
-        batches,
-        encoder=CaptionEncoder(tok, "", 40),
-        env=env,
-        num_samples=3,
-        max_rows=7,
-        dataset_type="sample",
-    )
+
+    def evaluated(dataset_type: str) -> dict[str, Any]:
+        encoder = CaptionEncoder(tok, "", 40)
+        return evaluate(
+            model, batches, encoder=encoder, env=env, num_samples=3, max_rows=7, dataset_type=dataset_type
+        )
+
+    result = evaluated("sample")
     # Samples 0 and 1 only (2 is bad; the second "0" is padding).
     assert result["val_clips"] == 2 and result["val_skipped"] == 1
     assert result["acc_color"] == 1.0 and result["acc_direction"] == 1.0
     assert result["acc_shape"] == 0.5  # right only for the clip that really is a triangle
     assert result["chance_color"] == 0.25 and result["chance_shape"] == pytest.approx(1 / 3)
-    n_cands = len(candidate_set(caption_for(**truths[0])).captions)
+    cands = candidate_set(caption_for(**truths[0]))
+    assert cands is not None
+    n_cands = len(cands.captions)
     assert n_cands == 1 + 3 + 2 + 3  # the true caption is shared by the three questions
     # The first batch: one loss forward (2 rows), then its 2 x 9 candidates in chunks of at
     # most max_rows. The second batch has nothing valid, so no forward at all.
@@ -95,15 +97,7 @@ def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> 
     assert model.training  # restored
     # A dataset without attribute questions (free-form captions) gets the loss alone.
     model.rows_per_call.clear()
-    plain = evaluate(
-        model,
-        batches,
-        encoder=CaptionEncoder(tok, "", 40),
-        env=env,
-        num_samples=3,
-        max_rows=7,
-        dataset_type="manifest",
-    )
+    plain = evaluated("manifest")
     assert plain["val_loss"] == result["val_loss"] and plain["val_clips"] == 2
     assert not [k for k in plain if k.startswith(("acc_", "chance_"))]
     assert model.rows_per_call == [2]  # no candidate ranking

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -74,7 +75,7 @@ def test_builtin_keep_aspect_reads_only_the_picture() -> None:
     """With the picture on whole patches, the padding's pixels change nothing: the ViT hides
     padding patches from the picture's, and the projector pools the picture only."""
     torch.manual_seed(0)
-    model = build_model(TINY, vocab_size=30, max_frames=2, frame_size=16, resize="keep_aspect").eval()
+    model: Any = build_model(TINY, vocab_size=30, max_frames=2, frame_size=16, resize="keep_aspect").eval()
     frames = torch.randn(2, 2, 3, 16, 16)
     mask = torch.tensor([[True, True], [True, False]])
     region = torch.tensor([[4, 0, 8, 16], [0, 4, 16, 8]])  # a wide and a tall picture, centred
@@ -105,7 +106,7 @@ def test_hf_max_pixels_runs_each_clip_at_its_size_whatever_its_batch(
     )
     torch.manual_seed(0)
     vocab = ChatTokenizer(str(lm)).vocab_size
-    model = build_model(cfg, vocab_size=vocab, max_frames=2, frame_size=64, resize="max_pixels").eval()
+    model: Any = build_model(cfg, vocab_size=vocab, max_frames=2, frame_size=64, resize="max_pixels").eval()
     frames = torch.zeros(2, 2, 3, 64, 96)
     frames[0, :, :, :32, :96] = torch.randn(2, 3, 32, 96)  # a 32x96 clip (3 tokens per frame)
     frames[1] = torch.randn(2, 3, 64, 96)  # a 64x96 clip (6 tokens per frame)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from kvideo.config import to_validated
+from kvideo.config import KVideoConfig, to_validated
 from kvideo.data import loader
 from kvideo.data.loader import build_dataset, build_loader
 from kvideo.data.sharding import ResumableShardSampler
@@ -28,12 +29,12 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     ]
 
 
-def make_cfg(tmp_path: Path, paths: list[str], **overrides) -> object:
+def make_cfg(tmp_path: Path, paths: list[str], **overrides) -> KVideoConfig:
     manifest = tmp_path / "train.jsonl"
     manifest.write_text(
         "".join(json.dumps({"path": p, "caption": f"clip number {i}"}) + "\n" for i, p in enumerate(paths))
     )
-    raw = {
+    raw: dict[str, Any] = {
         "video": {
             "dataset_type": "manifest",
             "data_root": str(manifest),
@@ -259,7 +260,7 @@ def test_prefetch_thread_stops_when_the_consumer_stops_early() -> None:
             yield i
 
     prefetcher = _ThreadPrefetcher(endless(), depth=2)
-    it = iter(prefetcher)
+    it: Any = iter(prefetcher)  # a generator: close() ends it
     assert [next(it) for _ in range(3)] == [0, 1, 2]
     it.close()
     prefetcher._thread.join(timeout=5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -37,11 +38,11 @@ from kvideo.resources import (
 )
 
 GiB = 2**30
-SAMPLE = {"dataset_type": "sample"}
+SAMPLE: dict[str, Any] = {"dataset_type": "sample"}
 
 # (model overrides, video overrides): the tiny default (linear stem, motion tokens), a conv stem,
 # and small_vlm's shape at 224 px.
-SHAPES = {
+SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "tiny_vlm": (
         {"tokens_per_frame": 16, "motion_tokens": True, "max_seq_len": 384},
         {"frame_size": 64, "max_frames": 8},
@@ -294,6 +295,7 @@ def test_memory_limit_is_mem_total_not_mem_available_without_cgroup_limits(tmp_p
     paths = fake_machine(tmp_path, mem_total_kib=16 * 2**20, self_cgroup="0::/user.slice\n")
     write(tmp_path / "cgroup/user.slice/memory.max", "max\n")
     limit = memory_limit(**paths)
+    assert limit is not None
     assert limit == MemoryLimit(16 * GiB, f"MemTotal in {paths['meminfo']}")
     assert available_memory_bytes(**paths) == 16 * GiB
 
@@ -303,24 +305,31 @@ def test_cgroup_v2_limit_of_an_ancestor_applies_to_its_children(tmp_path: Path) 
     write(tmp_path / "cgroup/job_7/memory.max", f"{12 * GiB}\n")
     write(tmp_path / "cgroup/job_7/step_0/task_0/memory.max", "max\n")
     limit = memory_limit(**paths)
+    assert limit is not None
     assert limit.bytes == 12 * GiB
     assert limit.source == f"cgroup limit {tmp_path / 'cgroup/job_7/memory.max'}"
+
+
+def _limit(paths: dict[str, Any]) -> MemoryLimit:
+    limit = memory_limit(**paths)
+    assert limit is not None
+    return limit
 
 
 def test_cgroup_v1_unlimited_is_ignored_and_a_real_limit_wins(tmp_path: Path) -> None:
     v1 = "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n"
     paths = fake_machine(tmp_path, mem_total_kib=32 * 2**20, self_cgroup=v1)
     write(tmp_path / "cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n")
-    assert memory_limit(**paths).bytes == 32 * GiB
+    assert _limit(paths).bytes == 32 * GiB
     write(tmp_path / "cgroup/memory/docker/abc/memory.limit_in_bytes", f"{6 * GiB}\n")
-    assert memory_limit(**paths).bytes == 6 * GiB
+    assert _limit(paths).bytes == 6 * GiB
 
 
 def test_a_container_that_mounts_only_its_own_cgroup_reads_the_mounts_limit(tmp_path: Path) -> None:
     # /proc/self/cgroup names the host's path, but the container sees its cgroup at the root.
     paths = fake_machine(tmp_path, mem_total_kib=64 * 2**20, self_cgroup="0::/kubepods/pod1/ctr\n")
     write(tmp_path / "cgroup/memory.max", f"{20 * GiB}\n")
-    assert memory_limit(**paths).bytes == 20 * GiB
+    assert _limit(paths).bytes == 20 * GiB
 
 
 def test_no_proc_files_means_no_limit_known(tmp_path: Path) -> None:
@@ -329,8 +338,8 @@ def test_no_proc_files_means_no_limit_known(tmp_path: Path) -> None:
 
 
 def test_this_machine_has_a_memory_limit_no_larger_than_mem_total() -> None:
-    limit = memory_limit()
-    assert limit is not None and 0 < limit.bytes <= meminfo_total()
+    limit, total = memory_limit(), meminfo_total()
+    assert limit is not None and total is not None and 0 < limit.bytes <= total
     assert available_memory_bytes() == limit.bytes
 
 

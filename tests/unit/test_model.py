@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Any, cast
 
 import pytest
 import torch
@@ -35,7 +36,10 @@ TINY = tiny_model(patch_size=8, lm_depth=2, max_text_len=TEXT_LEN)
 @pytest.fixture
 def model() -> VideoLanguageModel:
     torch.manual_seed(0)
-    return build_model(TINY, vocab_size=VOCAB, max_frames=MAX_FRAMES, frame_size=FRAME_SIZE).eval()
+    return cast(
+        VideoLanguageModel,
+        build_model(TINY, vocab_size=VOCAB, max_frames=MAX_FRAMES, frame_size=FRAME_SIZE).eval(),
+    )
 
 
 VARIANTS = {
@@ -50,7 +54,10 @@ def variant(request: pytest.FixtureRequest) -> VideoLanguageModel:
     """The architecture options whose masking and ordering guarantees must hold too."""
     torch.manual_seed(0)
     cfg = VARIANTS[request.param]
-    return build_model(cfg, vocab_size=VOCAB, max_frames=MAX_FRAMES, frame_size=FRAME_SIZE).eval()
+    return cast(
+        VideoLanguageModel,
+        build_model(cfg, vocab_size=VOCAB, max_frames=MAX_FRAMES, frame_size=FRAME_SIZE).eval(),
+    )
 
 
 def make_batch(seed: int = 0, batch: int = BATCH) -> dict[str, torch.Tensor]:
@@ -200,6 +207,7 @@ def test_overfits_a_tiny_batch() -> None:
         opt.step()
         first = loss.item() if first is None else first
         last = loss.item()
+    assert first is not None and last is not None
     assert last < 0.3 * first, (first, last)
 
 
@@ -222,7 +230,7 @@ def test_sequence_over_budget_is_rejected(model: VideoLanguageModel) -> None:
 
 
 def test_default_config_is_about_one_million_parameters() -> None:
-    model = build_model(ModelConfig(), vocab_size=259, max_frames=8, frame_size=64)
+    model: Any = build_model(ModelConfig(), vocab_size=259, max_frames=8, frame_size=64)
     assert 0.8e6 < count_parameters(model) < 1.2e6
     assert parameter_summary(model).endswith(f"total {count_parameters(model):,}")
     # The tied head is counted once.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from torch import nn
@@ -25,7 +26,7 @@ def test_each_builtin_family_has_a_spec_named_as_its_model_family() -> None:
 
 def test_the_builtin_specs_fsdp_units_are_the_models_transformer_blocks() -> None:
     cfg = tiny_model(lm_depth=2)
-    model = build_model(cfg, vocab_size=40, max_frames=2, frame_size=32)
+    model: Any = build_model(cfg, vocab_size=40, max_frames=2, frame_size=32)
     units = model_spec("builtin").fsdp_units(model)
     assert units == [*model.vision.blocks, *model.lm.blocks]
     assert model_spec("builtin").checkpoint_keys(model, None) is None

@@ -20,7 +20,9 @@ def _env(rank: int) -> DistEnv:
 
 
 def _blocked_rank(port: int, stop_first: bool) -> None:
-    store = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=30))
+    store = dist.TCPStore(  # type: ignore[attr-defined]  # not in the stubs
+        "127.0.0.1", port, is_master=False, timeout=timedelta(seconds=30)
+    )
     watch = PeerFailureWatch(_env(1), store=store, grace_s=1.0, poll_s=0.1)
     if stop_first:
         watch.stop()
@@ -29,7 +31,9 @@ def _blocked_rank(port: int, stop_first: bool) -> None:
 
 def _run_blocked_rank(stop_first: bool) -> tuple[int | None, float]:
     port = free_port()
-    store = dist.TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=30))
+    store = dist.TCPStore(  # type: ignore[attr-defined]  # not in the stubs
+        "127.0.0.1", port, is_master=True, timeout=timedelta(seconds=30)
+    )
     child = mp.get_context("fork").Process(target=_blocked_rank, args=(port, stop_first))
     child.start()
     time.sleep(0.5)

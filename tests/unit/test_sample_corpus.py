@@ -43,7 +43,8 @@ def test_layout_csv_and_marker(corpus: Path) -> None:
         assert parse_caption(row["name"]) is not None
     val = sorted((corpus / "data" / "val" / "videos").iterdir())
     assert len(val) == 2 and all(p.suffix == ".mp4" for p in val)
-    assert sample_corpus.read_marker(corpus)["n_train"] == 6
+    marker = sample_corpus.read_marker(corpus)
+    assert marker is not None and marker["n_train"] == 6
     assert sample_corpus.is_complete(corpus, name="sample", n_train=6, n_val=2, seed=3)
     assert not sample_corpus.is_complete(corpus, name="sample", n_train=6, n_val=2, seed=4)
 
@@ -87,7 +88,7 @@ def test_direction_needs_two_frames() -> None:
         assert frames.shape == (spec.num_frames, spec.size, spec.size, 3)
         assert spec.travel < spec.size / 2
     # Marginal start position is uniform regardless of direction (no wall to start from).
-    xs = {d: [] for d in ATTRIBUTES["direction"]}
+    xs: dict[str, list[float]] = {d: [] for d in ATTRIBUTES["direction"]}
     for i in range(400):
         spec = sample_corpus.clip_spec(0, 0, i)
         xs[spec.direction].append(spec.start_xy[0] / spec.size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,7 +154,7 @@ def frames_on_screen(starts: list[float], stamps: list[float]) -> list[int]:
 
 
 def test_qwen_with_frame_starts_returns_the_starts_of_qwen_vl_utils_picks() -> None:
-    kw = {"fps": 8.0, "min_frames": 4, "max_frames": 32}
+    kw: dict[str, Any] = {"fps": 8.0, "min_frames": 4, "max_frames": 32}
     expected = qwen_vl_utils_indices(30, 30 / VFR_DURATION, **kw)
     got = timestamps(
         "qwen",
@@ -169,13 +170,13 @@ def test_qwen_with_frame_starts_returns_the_starts_of_qwen_vl_utils_picks() -> N
 
 def test_qwen_without_frame_starts_misses_qwen_vl_utils_picks_on_vfr() -> None:
     # Why frame_starts exist: index / mean fps lands on other frames when the gaps vary.
-    kw = {"fps": 8.0, "min_frames": 4, "max_frames": 32}
+    kw: dict[str, Any] = {"fps": 8.0, "min_frames": 4, "max_frames": 32}
     got = timestamps("qwen", duration=VFR_DURATION, num_frames=30, native_fps=30 / VFR_DURATION, **kw)
     assert frames_on_screen(VFR_STARTS, got) != qwen_vl_utils_indices(30, 30 / VFR_DURATION, **kw)
 
 
 def test_qwen_with_frame_starts_matches_the_constant_rate_stamps_on_cfr() -> None:
-    kw = {
+    kw: dict[str, Any] = {
         "duration": 2.0,
         "fps": 2.0,
         "min_frames": 4,
@@ -207,9 +208,11 @@ def test_segment_meta_frame_starts_select_each_of_its_frames() -> None:
     tl = Timeline.from_table(np.stack([starts, np.append(starts[1:], VFR_DURATION)], 1))
     seg = tl.segment(0.31, 1.5)  # starts mid-frame: frame 5 (0.30-0.34) is on screen at 0.31
     meta = seg.meta()
-    assert len(meta.frame_starts) == meta.num_frames == seg.last - seg.first + 1
-    assert meta.frame_starts[0] == 0.0 and seg.first == 5
-    assert seg.indices_at(meta.frame_starts).tolist() == list(range(seg.first, seg.last + 1))
+    frame_starts = meta.frame_starts
+    assert frame_starts is not None
+    assert len(frame_starts) == meta.num_frames == seg.last - seg.first + 1
+    assert frame_starts[0] == 0.0 and seg.first == 5
+    assert seg.indices_at(np.asarray(frame_starts)).tolist() == list(range(seg.first, seg.last + 1))
     assert meta == ClipMeta(meta.duration, meta.native_fps, meta.num_frames)  # not part of ==
 
 
@@ -240,7 +243,7 @@ def qwen_sampler(seen: list[ClipMeta], **budget):
 def test_qwen_decodes_exactly_qwen_vl_utils_frames_of_a_real_vfr_clip(
     vfr_clip: str, decoder: str, start: float | None, end: float | None
 ) -> None:
-    budget = {"fps": 8.0, "min_frames": 4, "max_frames": 32}
+    budget: dict[str, Any] = {"fps": 8.0, "min_frames": 4, "max_frames": 32}
     seen: list[ClipMeta] = []
     dec = build_decoder(DecoderConfig(name=decoder, num_threads=1, timeout_s=30.0))
     clip = dec.decode(vfr_clip, qwen_sampler(seen, **budget), start=start, end=end)
@@ -258,7 +261,7 @@ def test_qwen_decodes_exactly_qwen_vl_utils_frames_of_a_real_vfr_clip(
 
 
 def test_random_segment_one_stamp_per_segment_and_reproducible() -> None:
-    kw = {"duration": 8.0, "fps": 1.0, "min_frames": 4, "max_frames": 8}
+    kw: dict[str, Any] = {"duration": 8.0, "fps": 1.0, "min_frames": 4, "max_frames": 8}
     a = timestamps("random_segment", seed=1, epoch=2, index=3, **kw)
     assert a == timestamps("random_segment", seed=1, epoch=2, index=3, **kw)
     assert a != timestamps("random_segment", seed=1, epoch=3, index=3, **kw)

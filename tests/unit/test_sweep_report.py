@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -99,7 +100,7 @@ def test_doubling_sweep_values_are_the_ticks_of_a_log2_axis_and_accuracy_spans_0
     loss_panel, acc_panel = fig.axes
     assert (loss_panel.get_title(), acc_panel.get_title()) == ("val_loss", "acc_shape")
     for panel in (loss_panel, acc_panel):
-        assert panel.get_xscale() == "log" and panel.xaxis.get_transform().base == 2
+        assert panel.get_xscale() == "log" and panel.xaxis.get_transform().base == 2  # type: ignore[attr-defined]  # a LogTransform
         # Every swept value, the failed job's 16 too (its gap shows), and nothing in between.
         assert list(panel.get_xticks()) == [1, 2, 4, 8, 16]
         assert [t.get_text() for t in panel.get_xticklabels()] == ["1", "2", "4", "8", "16"]
@@ -109,7 +110,7 @@ def test_doubling_sweep_values_are_the_ticks_of_a_log2_axis_and_accuracy_spans_0
     assert chance_lines(acc_panel) == [pytest.approx(1 / 3)]
     assert loss_panel.get_ylim() != (0.0, 1.0) and chance_lines(loss_panel) == []
     (points,) = [line for line in acc_panel.get_lines() if line.get_linestyle() != "--"]
-    assert list(points.get_xdata()) == [1, 2, 4, 8]
+    assert list(np.asarray(points.get_xdata())) == [1, 2, 4, 8]
 
 
 def test_integer_sweep_values_that_do_not_double_are_linear_ticks_as_typed(tmp_path: Path) -> None:
@@ -163,9 +164,9 @@ def test_loss_curves_have_one_line_per_job_in_each_panel(tmp_path: Path) -> None
         "2: video.max_frames=4",
         "3: video.max_frames=8 (incomplete)",
     ]
-    assert [len(line.get_xdata()) for line in train_panel.get_lines()] == [10, 10, 10, 7]
-    assert [list(line.get_xdata()) for line in val_panel.get_lines()] == [[5, 10]] * 3 + [[5]]
-    assert list(val_panel.get_lines()[1].get_ydata()) == pytest.approx([2 * 4 / 5, 2 * 4 / 10])
+    assert [len(np.asarray(line.get_xdata())) for line in train_panel.get_lines()] == [10, 10, 10, 7]
+    assert [list(np.asarray(line.get_xdata())) for line in val_panel.get_lines()] == [[5, 10]] * 3 + [[5]]
+    assert list(np.asarray(val_panel.get_lines()[1].get_ydata())) == pytest.approx([2 * 4 / 5, 2 * 4 / 10])
     # The same colour for a job in both panels, and one legend entry per job.
     assert [line.get_color() for line in train_panel.get_lines()] == [
         line.get_color() for line in val_panel.get_lines()

@@ -54,7 +54,7 @@ def test_a_checkpoint_restores_weights_optimizer_position_skips_and_this_ranks_r
     resume = loader.load()
     assert resume is not None and loader.holds(3)
     assert (resume.step, resume.position, resume.skipped) == (3, DataPosition(2, 48), {"empty": 2})
-    assert torch.equal(resume.rng["torch"], rng_at_save)
+    assert resume.rng is not None and torch.equal(resume.rng["torch"], rng_at_save)
     for name, value in model.state_dict().items():
         assert torch.equal(other_model.state_dict()[name], value), name
     assert other_optimizer.scheduler.last_epoch == 3

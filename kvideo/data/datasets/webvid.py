@@ -262,7 +262,7 @@ def _path_part(record: Mapping[str, Any], key: str, path: str, line: int) -> str
 
 
 @DATASETS.register("webvid")
-def build_webvid(video: VideoConfig, data: DataConfig, *, split: str, max_samples: int) -> list[ClipRow]:
+def build_webvid(video: VideoConfig, data: DataConfig, *, split: str, max_samples: int) -> ListedRows:
     """WebVid on disk under ``video.data_root``, in the layouts of the module docstring."""
     if not video.data_root:
         raise ValueError("video.data_root must be set for dataset_type=webvid")
