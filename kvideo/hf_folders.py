@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -160,7 +161,11 @@ def parameter_count(folder: Path, *, prefix: str = "") -> int:
     """Parameters stored in the folder's ``*.safetensors`` files whose names start with
     ``prefix``, read from the files' JSON headers alone (no tensor is loaded); 0 when the
     weights are in another format (a lower bound, like every figure of the memory estimate)."""
-    total = 0
+    return sum(count for name, count in _safetensors_shapes(folder) if name.startswith(prefix))
+
+
+def _safetensors_shapes(folder: Path) -> Iterator[tuple[str, int]]:
+    """``(tensor name, element count)`` of every tensor in the folder's safetensors headers."""
     for file in sorted(folder.glob("*.safetensors")):
         try:
             with open(file, "rb") as f:
@@ -169,16 +174,106 @@ def parameter_count(folder: Path, *, prefix: str = "") -> int:
         except (OSError, ValueError):
             continue
         for name, entry in header.items():
-            if name == "__metadata__" or not name.startswith(prefix) or not isinstance(entry, dict):
+            if name == "__metadata__" or not isinstance(entry, dict):
                 continue
             count = 1
             for dim in entry.get("shape", []):
                 count *= int(dim)
-            total += count
-    return total
+            yield name, count
 
 
 def tower_parameter_prefix(folder: Path) -> str:
     """A two-tower folder (CLIP, SigLIP) stores the vision tower under ``vision_model.``."""
     config = _read_json("model.vision_path", folder / CONFIG_FILE)
     return "vision_model." if isinstance(config.get("vision_config"), dict) else ""
+
+
+# Released VLMs ``model=pretrained`` finetunes (``model_type`` in their config.json), and the
+# ones transformers also ships whose video route kvideo does not feed yet (named in the refusal).
+VIDEO_VLM_TYPES = ("qwen2_vl", "qwen2_5_vl")
+NOT_YET_VIDEO_VLM_TYPES = ("qwen3_vl", "llava_onevision", "smolvlm", "llava_next_video", "internvl", "molmo2")
+
+
+@dataclass(frozen=True)
+class VideoVlmGeometry:
+    """What compose time knows of a released video VLM from its ``config.json`` (Qwen2-VL's
+    layout: patches of ``patch_size`` over ``temporal_patch_size`` frames, merged ``merge_size``
+    x ``merge_size`` into one LM token)."""
+
+    model_type: str
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int
+    context: int
+
+    @property
+    def factor(self) -> int:
+        """What frame sides must be multiples of: one merged token's side in pixels."""
+        return self.patch_size * self.merge_size
+
+
+def video_vlm_geometry(field: str, folder: Path) -> VideoVlmGeometry:
+    """The geometry of the VLM in ``folder``, or a ``ValueError`` naming ``field`` when the folder
+    is a text-only LM or a model type ``model=pretrained`` does not take."""
+    file = folder / CONFIG_FILE
+    config = _read_json(field, file)
+    model_type = str(config.get("model_type", ""))
+    vision = config.get("vision_config")
+    if not isinstance(vision, dict):
+        raise ValueError(
+            f"{field}: {folder} holds a {model_type or 'model'} without a vision_config (a text-only LM?); "
+            "model=hf_vlm joins a vision tower to an LM (model.vision_path, model.lm_path)"
+        )
+    if model_type not in VIDEO_VLM_TYPES:
+        later = " (its video route is not fed by kvideo yet)" if model_type in NOT_YET_VIDEO_VLM_TYPES else ""
+        raise ValueError(
+            f"{field}: {folder} is a {model_type!r} model{later}; model=pretrained finetunes "
+            f"{list(VIDEO_VLM_TYPES)}"
+        )
+    return VideoVlmGeometry(
+        model_type=model_type,
+        patch_size=_first_int(vision, ("patch_size",), field, file),
+        merge_size=_first_int(vision, ("spatial_merge_size",), field, file),
+        temporal_patch_size=_first_int(vision, ("temporal_patch_size",), field, file),
+        context=lm_context_length(field, folder),
+    )
+
+
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def pickled_weights_only(folder: Path) -> list[str]:
+    """The folder's pickled weight files when it has no ``*.safetensors`` (empty otherwise):
+    loading those runs the unpickler, which can execute code from the file."""
+    if any(folder.glob("*.safetensors")):
+        return []
+    return sorted(p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern))
+
+
+# Module names that hold each part of a released VLM, by family: ``model.freeze=[vision]`` and
+# ``model.<part>_lr`` mean the same thing for every model. Checked in this order, so Qwen's
+# merger (inside ``visual``) is the projector; what matches none is the LM (its embeddings and
+# head included).
+VLM_PART_MODULES = {
+    "projector": ("merger", "deepstack_merger_list", "multi_modal_projector", "connector", "image_newline"),
+    "vision": ("visual", "vision_tower", "vision_model"),
+}
+
+
+def vlm_part_of(name: str) -> str:
+    """The part (``vision``, ``projector``, ``lm``) a released VLM's parameter or module name
+    belongs to, in the model or in its checkpoint files."""
+    components = set(name.split("."))
+    for part, modules in VLM_PART_MODULES.items():
+        if components.intersection(modules):
+            return part
+    return "lm"
+
+
+def parameter_counts_by_part(folder: Path) -> dict[str, int]:
+    """Parameters of a released VLM's ``*.safetensors`` files per part (``vlm_part_of``), from the
+    files' JSON headers alone."""
+    counts = {"vision": 0, "projector": 0, "lm": 0}
+    for name, count in _safetensors_shapes(folder):
+        counts[vlm_part_of(name)] += count
+    return counts

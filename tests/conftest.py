@@ -37,3 +37,12 @@ def tiny_hf_parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     from tests.helpers.hf_models import save_tiny_parts
 
     return save_tiny_parts(tmp_path_factory.mktemp("hf_parts"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``model_type -> folder`` of each released VLM family ``model=pretrained`` takes, tiny and
+    random, saved once."""
+    from tests.helpers.pretrained_vlms import QWEN_TYPES, save_tiny_qwen_vl
+
+    return {kind: save_tiny_qwen_vl(tmp_path_factory.mktemp(kind), kind) for kind in QWEN_TYPES}

@@ -15,7 +15,9 @@ from kvideo.registry import MODEL_FAMILIES
 # Families (kvideo.model.families; choices from kvideo.registry.MODEL_FAMILIES):
 # builtin: kvideo's own ViT -> projector -> LM, trained from scratch (tiny_vlm, small_vlm).
 # hf: a pretrained Hugging Face vision tower and causal LM joined by kvideo's projector (hf_vlm).
+# pretrained: a whole released VLM (Qwen2.5-VL, ...) from one folder (model=pretrained).
 PRETRAINED_PARTS_FAMILY = "hf"
+PRETRAINED_MODEL_FAMILY = "pretrained"
 VISION_BACKBONES = ("vit", "timm")
 PATCH_STEMS = ("linear", "conv")
 PROJECTORS = ("mlp2x_gelu", "linear")
@@ -119,6 +121,14 @@ class ModelConfig:
     projector: ``mlp2x_gelu`` (LLaVA-1.5's Linear-GELU-Linear) or ``linear``.
     attn_implementation: passed to ``from_pretrained`` (``sdpa``, ``eager``, ``flash_attention_2``).
 
+    A released VLM (``family: pretrained``), loaded offline through ``AutoModelForImageTextToText``:
+    path: its folder (``save_pretrained``) or a hub id already in the local Hugging Face cache; its
+        own tokenizer, chat template and image processor settings come from there.
+    trust_remote_code: passed to ``from_pretrained``; off unless set, since it runs Python files
+        from the folder.
+    allow_pickled_weights: load ``*.bin`` (pickle) weights; off unless set, since unpickling a file
+        can run code. Safetensors load either way.
+
     What trains:
     freeze: parts (``vision``, ``projector``, ``lm``) or fnmatch patterns of parameter names
         that do not train; the LM's part is its LoRA adapters when ``lora_rank`` > 0.
@@ -156,6 +166,9 @@ class ModelConfig:
     lm_path: str = ""
     projector: str = "mlp2x_gelu"
     attn_implementation: str = "sdpa"
+    path: str = ""
+    trust_remote_code: bool = False
+    allow_pickled_weights: bool = False
     freeze: list[str] = field(default_factory=list)
     freeze_schedule: list[FreezeStage] = field(default_factory=list)
     lora_rank: int = 0
@@ -171,17 +184,7 @@ class ModelConfig:
         require_choice("model.family", self.family, MODEL_FAMILIES.names())
         require_choice("model.projector", self.projector, PROJECTORS)
         require_choice("model.attn_implementation", self.attn_implementation, ATTENTION_IMPLEMENTATIONS)
-        if self.pretrained_parts:
-            for name in ("vision_path", "lm_path"):
-                if not getattr(self, name):
-                    raise ValueError(
-                        f"model.{name} must be set with model.family=hf (a local Hugging Face model "
-                        "folder, or a hub id already in the local Hugging Face cache)"
-                    )
-        elif self.lora_rank:
-            raise ValueError(
-                "model.lora_rank applies to Hugging Face LMs (model=hf_vlm); the builtin LM trains in full"
-            )
+        self._check_sources()
         self._check_what_trains()
         require_choice("model.vision_backbone", self.vision_backbone, VISION_BACKBONES)
         require_choice("model.patch_stem", self.patch_stem, PATCH_STEMS)
@@ -226,6 +229,26 @@ class ModelConfig:
             )
         require_range("model.dropout", self.dropout, 0.0, 0.9)
 
+    def _check_sources(self) -> None:
+        """The folders a Hugging Face family loads from are named; LoRA needs one of them."""
+        if self.pretrained_parts:
+            for name in ("vision_path", "lm_path"):
+                if not getattr(self, name):
+                    raise ValueError(
+                        f"model.{name} must be set with model.family=hf (a local Hugging Face model "
+                        "folder, or a hub id already in the local Hugging Face cache)"
+                    )
+        elif self.pretrained_model and not self.path:
+            raise ValueError(
+                "model.path must be set with model=pretrained (a folder written by save_pretrained, "
+                "or a hub id already in the local Hugging Face cache)"
+            )
+        elif self.lora_rank and not self.hub_model:
+            raise ValueError(
+                "model.lora_rank applies to Hugging Face LMs (model=hf_vlm or model=pretrained); the "
+                "builtin LM trains in full"
+            )
+
     def _check_what_trains(self) -> None:
         require_parts_or_patterns("model.freeze", self.freeze)
         previous = -1
@@ -261,6 +284,18 @@ class ModelConfig:
         ``lm_path``): their files then say the frame geometry, the pixel statistics and the
         tokenizer, which the data and pre-flight code read from there."""
         return self.family == PRETRAINED_PARTS_FAMILY
+
+    @property
+    def pretrained_model(self) -> bool:
+        """Whether the whole VLM comes from one Hugging Face folder (``model.path``), which then
+        says the frame geometry, the pixel statistics and the tokenizer."""
+        return self.family == PRETRAINED_MODEL_FAMILY
+
+    @property
+    def hub_model(self) -> bool:
+        """Whether the model is made of Hugging Face weights (``hf`` or ``pretrained``): its own
+        tokenizer then frames the text, and LoRA applies."""
+        return self.pretrained_parts or self.pretrained_model
 
     def part_lr(self, part: str, default: float) -> float:
         """The peak learning rate of ``part``: its own ``model.<part>_lr``, else ``default``."""

@@ -44,12 +44,18 @@ def check_cross_fields(cfg: KVideoConfig) -> None:
             "forward, so ranks would run different numbers of sharded forwards (a collective each) "
             "and hang; use trainer.strategy=ddp or video.resize=keep_aspect"
         )
-    if video.resize == "max_pixels" and not model.pretrained_parts:
+    if video.resize == "max_pixels" and not model.hub_model:
         raise ValueError(
-            "video.resize=max_pixels needs model=hf_vlm (a tower that reads any frame size); "
-            "the builtin models take video.resize=square or keep_aspect"
+            "video.resize=max_pixels needs model=hf_vlm or model=pretrained (a tower that reads any "
+            "frame size); the builtin models take video.resize=square or keep_aspect"
         )
-    if model.pretrained_parts:
+    if model.pretrained_model and video.resize == "keep_aspect":
+        raise ValueError(
+            "video.resize=keep_aspect pads frames, and model=pretrained would see the padding as "
+            "picture; use video.resize=max_pixels (the model's own rule: aspect kept, no padding) "
+            "or square"
+        )
+    if model.hub_model:
         return  # the folders' geometry and the LM's own tokenizer are read by kvideo.preflight
     require_token_budget(video.max_frames, model.tokens_per_frame, model.max_text_len, model.max_seq_len)
     if not cfg.data.tokenizer:  # byte-level: the count needs no file (a tokenizer.json is checked on load)

@@ -116,7 +116,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self._decoder_pid = -1
         # Tokenize once: texts never change, and workers inherit the result.
         self._text = [encode_row(tokenizer, row, video.prompt, cfg.model.max_text_len) for row in rows]
-        self.conversational = any(row.turns for row in rows)
+        self.conversational = tokenizer.captions_as_conversations or any(row.turns for row in rows)
         self.resize = frame_resize(video, cfg.model)
         # keep_aspect pads with the vision part's mean colour (LLaVA's pad), which normalizes to ~0.
         mean = pixel_statistics(cfg.model)[0]

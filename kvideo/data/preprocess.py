@@ -21,17 +21,20 @@ Statistics = tuple[tuple[float, ...], tuple[float, ...]]
 
 def pixel_statistics(model: ModelConfig) -> Statistics:
     """``(mean, std)`` the model's vision part expects: a Hugging Face tower's own (its
-    ``preprocessor_config.json``: SigLIP 0.5/0.5, CLIP OpenAI's), else ImageNet's."""
+    ``preprocessor_config.json``: SigLIP 0.5/0.5, CLIP OpenAI's; a released VLM's own), else
+    ImageNet's."""
     if model.pretrained_parts:
-        return _tower_statistics(model.vision_path)
+        return _folder_statistics("model.vision_path", model.vision_path)
+    if model.pretrained_model:
+        return _folder_statistics("model.path", model.path)
     return MEAN, STD
 
 
 @lru_cache(maxsize=8)
-def _tower_statistics(vision_path: str) -> Statistics:
+def _folder_statistics(field: str, value: str) -> Statistics:
     from kvideo.hf_folders import image_statistics, resolve_model_folder
 
-    return image_statistics("model.vision_path", resolve_model_folder("model.vision_path", vision_path))
+    return image_statistics(field, resolve_model_folder(field, value))
 
 
 def normalize_frames(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kvideo.data.conversation import (
     IGNORE_INDEX,
     VIDEO,
+    VIDEO_PLACEHOLDER,
     Encoded,
     Piece,
     assemble,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from kvideo.config.data import DataConfig
     from kvideo.config.model import ModelConfig
 
-__all__ = ["IGNORE_INDEX", "Encoded", "Tokenizer", "build_tokenizer", "encode_row"]
+__all__ = ["IGNORE_INDEX", "Encoded", "Tokenizer", "build_tokenizer", "encode_caption", "encode_row"]
 
 
 class Tokenizer(Protocol):
@@ -48,6 +49,9 @@ class Tokenizer(Protocol):
     eos_id: int
     name: str
     """How messages name it: ``byte-level``, or the file / folder it was loaded from."""
+    captions_as_conversations: bool
+    """A released VLM's tokenizer: a caption row is the one-turn conversation its chat template
+    frames (``encode_row``), so its video sits where the model was trained to see it."""
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -67,10 +71,20 @@ class Tokenizer(Protocol):
 
 def encode_row(tokenizer: Tokenizer, row: ClipRow, prompt: str, max_len: int) -> Encoded:
     """A row's text as the model reads it: its conversation (``kvideo.data.conversation``), or
-    ``prompt`` then its caption, with the visual tokens first (``encode_example``)."""
+    ``prompt`` then its caption, with the visual tokens first (``encode_example``). With
+    ``captions_as_conversations`` a caption row is the user turn ``<video>`` + ``prompt`` and the
+    caption as the answer (the order of Qwen's own processor: the video, then the text)."""
     if row.turns:
         return assemble(tokenizer.conversation_pieces(row.turns), max_len, tokenizer.pad_id)
-    input_ids, labels = tokenizer.encode_example(prompt, row.caption, max_len)
+    return encode_caption(tokenizer, prompt, row.caption, max_len)
+
+
+def encode_caption(tokenizer: Tokenizer, prompt: str, caption: str, max_len: int) -> Encoded:
+    """A caption row's text (``encode_row``): also how candidate captions are scored."""
+    if tokenizer.captions_as_conversations:
+        turns = (Turn("user", VIDEO_PLACEHOLDER + prompt), Turn("assistant", caption))
+        return assemble(tokenizer.conversation_pieces(turns), max_len, tokenizer.pad_id)
+    input_ids, labels = tokenizer.encode_example(prompt, caption, max_len)
     context = min(len(tokenizer.context_ids(prompt)), max_len)
     return Encoded(input_ids, labels, 0, context)
 
@@ -84,6 +98,7 @@ class _ExampleMixin:
     pad_id: int
     bos_id: int
     eos_id: int
+    captions_as_conversations = False
 
     def encode(self, text: str) -> list[int]:  # pragma: no cover - provided by subclasses
         raise NotImplementedError
@@ -233,14 +248,25 @@ class ChatTokenizer(_ExampleMixin):
     The visual tokens precede this text (``kvideo.model.hf_vlm``).
     """
 
-    def __init__(self, folder: str) -> None:
+    def __init__(
+        self,
+        folder: str,
+        *,
+        field: str = "model.lm_path",
+        captions_as_conversations: bool = False,
+        trust_remote_code: bool = False,
+    ) -> None:
         from transformers import AutoTokenizer
 
         self.name = folder
-        self._tok: Any = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.field = field
+        self.captions_as_conversations = captions_as_conversations
+        self._tok: Any = AutoTokenizer.from_pretrained(
+            folder, local_files_only=True, trust_remote_code=trust_remote_code
+        )
         eos = self._tok.eos_token_id
         if eos is None:
-            raise ValueError(f"model.lm_path: the tokenizer in {folder} has no eos_token")
+            raise ValueError(f"{field}: the tokenizer in {folder} has no eos_token")
         self.eos_id = int(eos)
         # No pad token (Llama, GPT-2): pad with EOS, as Hugging Face does. The causal mask hides
         # right padding from every real token, so only counting uses pad_id.
@@ -311,7 +337,7 @@ class ChatTokenizer(_ExampleMixin):
             through = self._render_text(messages[: i + 1], generation_prompt=False)
             if not (full.startswith(through) and through.startswith(before) and len(before) >= done):
                 raise ValueError(
-                    f"model.lm_path: the chat template of {self.name} does not render a conversation "
+                    f"{self.field}: the chat template of {self.name} does not render a conversation "
                     "as its turns one after another, so the assistant turns cannot be told apart"
                 )
             pieces.extend(self._context(full[done : len(before)]))
@@ -334,12 +360,20 @@ class ChatTokenizer(_ExampleMixin):
 
 
 def build_tokenizer(data: DataConfig, model: ModelConfig | None = None) -> Tokenizer:
-    """The LM's own tokenizer for Hugging Face LMs (``model.family=hf``); otherwise
-    ``data.tokenizer`` empty: ``ByteTokenizer``, else ``HFTokenizer`` on that path."""
-    if model is not None and model.pretrained_parts:
-        from kvideo.hf_folders import resolve_model_folder
+    """The LM's own tokenizer for Hugging Face LMs (``model.family=hf``), the VLM's for
+    ``model=pretrained``; otherwise ``data.tokenizer`` empty: ``ByteTokenizer``, else
+    ``HFTokenizer`` on that path."""
+    from kvideo.hf_folders import resolve_model_folder
 
+    if model is not None and model.pretrained_parts:
         return ChatTokenizer(str(resolve_model_folder("model.lm_path", model.lm_path)))
+    if model is not None and model.pretrained_model:
+        return ChatTokenizer(
+            str(resolve_model_folder("model.path", model.path)),
+            field="model.path",
+            captions_as_conversations=True,
+            trust_remote_code=model.trust_remote_code,
+        )
     if not data.tokenizer:
         return ByteTokenizer()
     return HFTokenizer(data.tokenizer)

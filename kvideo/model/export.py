@@ -30,14 +30,19 @@ def export_model(
     *,
     step: int,
     trained: frozenset[str],
+    merge_lora: bool = False,
 ) -> dict[str, Any]:
     """Write ``model`` to ``out_dir`` (see the module docstring); returns ``export.json``'s content.
 
     ``trained``: the parameters that trained at some step (a frozen tower is not copied).
+    ``merge_lora``: LoRA adapters merged into their weights (the model is changed in place:
+    for a model that is not used afterwards), else written as adapters.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {"family": cfg.model.family, "step": step, "model": cfg.model.name}
-    info.update(model_spec(cfg.model.family).export(model, cfg, tokenizer, out_dir, trained))
+    info.update(
+        model_spec(cfg.model.family).export(model, cfg, tokenizer, out_dir, trained, merge_lora=merge_lora)
+    )
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     write_text_atomic(out_dir / EXPORT_INFO, json.dumps(info, indent=2) + "\n")
     return info

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -24,8 +23,7 @@ from torch import nn
 from kvideo.registry import MODEL_FAMILIES
 
 if TYPE_CHECKING:
-    from kvideo.config import KVideoConfig, ModelConfig
-    from kvideo.data.tokenizer import Tokenizer
+    from kvideo.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -44,6 +42,11 @@ class ModelSizes:
     resize: str = "square"
 
 
+def first_component(name: str) -> str:
+    """``vision.blocks.0.weight`` -> ``vision``: the part of a builtin or ``hf`` model's parameter."""
+    return name.split(".", 1)[0]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model family's answers (see the module docstring).
@@ -54,8 +57,11 @@ class ModelSpec:
     checkpoint_keys: the weights a checkpoint holds, given the parameters that train at some
         step; ``None`` = the whole ``state_dict``.
     export: writes the family's own files into an export folder and returns what
-        ``export.json`` says of them (``kvideo.model.export.export_model`` writes the rest).
+        ``export.json`` says of them (``kvideo.model.export.export_model`` writes the rest);
+        ``merge_lora=True`` merges LoRA adapters into the weights they adapt.
     generate: captions (answers) for a batch: ``caption_batch``'s signature.
+    part_of: the part a parameter name belongs to; by default its first name component (the
+        model's ``vision`` / ``projector`` / ``lm`` attributes).
     """
 
     family: str
@@ -63,8 +69,9 @@ class ModelSpec:
     parts: tuple[str, ...]
     fsdp_units: Callable[[nn.Module], list[nn.Module]]
     checkpoint_keys: Callable[[nn.Module, frozenset[str] | None], frozenset[str] | None]
-    export: Callable[[nn.Module, KVideoConfig, Tokenizer, Path, frozenset[str]], dict[str, Any]]
+    export: Callable[..., dict[str, Any]]
     generate: Callable[..., list[str]]
+    part_of: Callable[[str], str] = first_component
 
 
 def model_spec(family: str) -> ModelSpec:

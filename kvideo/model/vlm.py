@@ -27,18 +27,20 @@ tokens, so no text key mask is needed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from kvideo.config.model import ModelConfig
+from kvideo.config.model import MODEL_PARTS, ModelConfig
 from kvideo.model.blocks import recompute_in_backward, transformer_blocks
 from kvideo.model.generate import until_eos
 from kvideo.model.lm import CausalLM
 from kvideo.model.loss import with_loss
 from kvideo.model.projector import FrameProjector
 from kvideo.model.sequence import splice
+from kvideo.model.spec import first_component
 from kvideo.model.vision import TimmEncoder, ViTEncoder, build_vision
 from kvideo.model.visual_tokens import VisualTokens
 
@@ -204,11 +206,14 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def parameter_summary(model: nn.Module) -> str:
-    """One log line with the per-part split, so a config change shows where the parameters went."""
-    parts = {name: getattr(model, name) for name in ("vision", "projector", "lm")}
-    body = " | ".join(
-        f"{name} {count_parameters(part):,} ({count_parameters(part, trainable_only=True):,} trainable)"
-        for name, part in parts.items()
-    )
+def parameter_summary(model: nn.Module, part_of: Callable[[str], str] = first_component) -> str:
+    """One log line with the per-part split, so a config change shows where the parameters went.
+    ``part_of``: the model family's ``ModelSpec.part_of``."""
+    total = {part: 0 for part in MODEL_PARTS}
+    trainable = dict(total)
+    for name, param in model.named_parameters():  # a tied head once, as parameters() does
+        part = part_of(name)
+        total[part] += param.numel()
+        trainable[part] += param.numel() if param.requires_grad else 0
+    body = " | ".join(f"{part} {total[part]:,} ({trainable[part]:,} trainable)" for part in MODEL_PARTS)
     return f"parameters: {body} | total {count_parameters(model):,}"

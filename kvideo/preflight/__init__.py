@@ -6,6 +6,7 @@ paths, each multirun point before the launcher starts, ``eval.py`` and the tools
 
 * ``model=hf_vlm``: the tower and LM folders (local or in the Hugging Face cache, never
   downloaded) and their geometry against ``video.*`` and ``model.*`` (``pretrained``);
+* ``model=pretrained``: the VLM folder, its weight format and its frame rule (``pretrained_model``);
 * the memory estimate against the machine (cgroup, ``/proc/meminfo``) or the SLURM job's
   ``mem_gb`` (``memory``);
 * ``trainer.init_from`` names something that exists (its content is read when the run starts).
@@ -25,6 +26,7 @@ from omegaconf import DictConfig
 from kvideo.config.root import KVideoConfig, launcher_fields, to_validated
 from kvideo.preflight.memory import check_fits_where_it_runs
 from kvideo.preflight.pretrained import check_pretrained_parts
+from kvideo.preflight.pretrained_model import check_pretrained_model
 
 
 def preflight(cfg: KVideoConfig, launcher: Mapping[str, Any] | None = None, *, memory: bool = True) -> None:
@@ -37,6 +39,8 @@ def preflight(cfg: KVideoConfig, launcher: Mapping[str, Any] | None = None, *, m
     """
     if cfg.model.pretrained_parts:
         check_pretrained_parts(cfg)
+    if cfg.model.pretrained_model:
+        check_pretrained_model(cfg)
     if cfg.trainer.init_from and not os.path.exists(os.path.expanduser(cfg.trainer.init_from)):
         raise ValueError(
             f"trainer.init_from={cfg.trainer.init_from!r}: no such run dir, checkpoint or export"

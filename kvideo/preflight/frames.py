@@ -47,9 +47,15 @@ def pooling_stride(video: VideoConfig, model: ModelConfig) -> int:
 
 
 def frame_resize(video: VideoConfig, model: ModelConfig) -> Resize:
-    """The rule the decoders size frames by (``kvideo.resize``)."""
+    """The rule the decoders size frames by (``kvideo.resize``). A released VLM's
+    (``model=pretrained``) is its own: sides multiples of its merged patch (Qwen's ``smart_resize``)."""
     if video.resize != "max_pixels":
         return Resize(video.resize, video.frame_size)
+    if model.pretrained_model:
+        from kvideo.hf_folders import resolve_model_folder, video_vlm_geometry
+
+        geometry = video_vlm_geometry("model.path", resolve_model_folder("model.path", model.path))
+        return Resize("max_pixels", video.frame_size, video.max_pixels, geometry.factor)
     patch, _ = patch_geometry(video, model)
     return Resize("max_pixels", video.frame_size, video.max_pixels, patch * pooling_stride(video, model))
 
@@ -57,6 +63,14 @@ def frame_resize(video: VideoConfig, model: ModelConfig) -> Resize:
 def max_tokens_per_frame(video: VideoConfig, model: ModelConfig) -> int:
     """The most visual tokens one frame can give: ``model.tokens_per_frame``, or with
     ``resize=max_pixels`` the pooled grid of the largest allowed frame."""
+    if model.pretrained_model:
+        from kvideo.hf_folders import resolve_model_folder, video_vlm_geometry
+
+        geometry = video_vlm_geometry("model.path", resolve_model_folder("model.path", model.path))
+        area = (
+            frame_resize(video, model).pixel_budget if video.resize == "max_pixels" else video.frame_size**2
+        )
+        return max(1, -(-area // (geometry.factor**2 * geometry.temporal_patch_size)))
     if video.resize != "max_pixels":
         return model.tokens_per_frame
     factor = frame_resize(video, model).factor

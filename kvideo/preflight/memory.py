@@ -53,7 +53,7 @@ def require_fits(
 
 def compose_time_vocab(cfg: KVideoConfig) -> int:
     """Byte-level: 259. A tokenizer.json or an LM's tokenizer: 0 (unknown until loaded; a lower bound)."""
-    return 0 if cfg.data.tokenizer or cfg.model.pretrained_parts else BYTE_VOCAB
+    return 0 if cfg.data.tokenizer or cfg.model.hub_model else BYTE_VOCAB
 
 
 def trains_on_host(device: str, *, gpu: bool | None = None) -> bool:

@@ -21,6 +21,7 @@ from kvideo.config.model import ModelConfig
 from kvideo.hf_folders import (
     lm_geometry,
     parameter_count,
+    parameter_counts_by_part,
     resolve_model_folder,
     tower_geometry,
     tower_parameter_prefix,
@@ -191,6 +192,8 @@ def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
     model, size = cfg.model, cfg.video.frame_size
     if model.pretrained_parts:
         return pretrained_vision_activation_terms(cfg, value_bytes)
+    if model.pretrained_model:
+        return []  # a lower bound: the tower's own activations are not estimated yet
     if model.vision_backbone != "vit":
         return []
     grid = size // model.patch_size
@@ -228,10 +231,16 @@ def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) ->
     k = SAVED_VALUES_PER_TOKEN
     seq_formula = "(video.max_frames * model.tokens_per_frame + model.max_text_len)"
     width, depth, shape = model.lm_width, model.lm_depth, "model.lm_width * model.lm_depth"
+    logit_positions, logit_formula = model.max_text_len, "model.max_text_len"
     if model.pretrained_parts:
         # Gradients reach the projector through the LM, frozen or not: its blocks keep activations.
         lm = lm_geometry("model.lm_path", resolve_model_folder("model.lm_path", model.lm_path))
         width, depth, shape = lm.width, lm.depth, "hidden_size * num_hidden_layers (model.lm_path)"
+    if model.pretrained_model:
+        # A released VLM's head runs on every position, the video's included.
+        lm = lm_geometry("model.path", resolve_model_folder("model.path", model.path))
+        width, depth, shape = lm.width, lm.depth, "hidden_size * num_hidden_layers (model.path)"
+        logit_positions, logit_formula = seq, seq_formula
     return [
         Term(
             "LM activations",
@@ -249,9 +258,9 @@ def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) ->
         ),
         Term(
             "logits",
-            "trainer.batch_size * model.max_text_len * vocabulary * 4 B",
-            f"{b} * {model.max_text_len} * {vocab_size} * 4 B",
-            b * model.max_text_len * vocab_size * 4,
+            f"trainer.batch_size * {logit_formula} * vocabulary * 4 B",
+            f"{b} * {logit_positions} * {vocab_size} * 4 B",
+            b * logit_positions * vocab_size * 4,
             "trainer.batch_size or model.max_text_len",
         ),
     ]
@@ -279,9 +288,33 @@ def pretrained_state_term(cfg: KVideoConfig, shards: int = 1) -> Term:
     )
 
 
+def released_vlm_state_term(cfg: KVideoConfig, shards: int = 1) -> Term:
+    """``pretrained_state_term`` for one released VLM folder (``model.path``), its parts counted
+    from the safetensors headers (LoRA adapters are not counted)."""
+    model = cfg.model
+    counts = parameter_counts_by_part(resolve_model_folder("model.path", model.path))
+    total = sum(counts.values())
+    trained = sum(
+        count for part, count in counts.items() if trains_at_start(model, part) and not model.lora_rank
+    )
+    training_bytes = STATE_BYTES_PER_PARAM - 4
+    return sharded(
+        Term(
+            "model states",
+            f"parameters * 4 B + trained parameters * {training_bytes} B (grads, AdamW moments)",
+            f"{total:,} * 4 B + {trained:,} * {training_bytes} B",
+            total * 4 + trained * training_bytes,
+            "model.freeze (e.g. [vision]) or model.lora_rank",
+        ),
+        shards,
+    )
+
+
 def model_state_term(cfg: KVideoConfig, vocab_size: int, shards: int = 1) -> Term:
     if cfg.model.pretrained_parts:
         return pretrained_state_term(cfg, shards)
+    if cfg.model.pretrained_model:
+        return released_vlm_state_term(cfg, shards)
     params = estimate_params(cfg.model, vocab_size, cfg.video.max_frames, cfg.video.frame_size)
     term = Term(
         "model states",

@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("kvideo.caption: --max-new-tokens and --batch-size must be positive", file=sys.stderr)
         return 2
     from kvideo.data.clip_dataset import VideoClipDataset
-    from kvideo.data.conversation import check_turns
+    from kvideo.data.conversation import VIDEO_PLACEHOLDER, check_turns
     from kvideo.data.loader import collate, to_device
     from kvideo.data.preprocess import pixel_statistics
     from kvideo.data.rows import ClipRow, Turn
@@ -62,11 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     prompt = cfg.video.prompt if args.prompt is None else args.prompt
     # A run trained on conversations learned answers after a user turn holding the video: ask the
     # prompt as that turn (the assistant's text is a stand-in; generation starts where it would).
-    turns = (
-        check_turns([Turn("user", prompt or DEFAULT_QUESTION), Turn("assistant", "-")])
-        if cfg.video.dataset_type == "conversations"
-        else ()
-    )
+    # A released VLM's captions are one-turn conversations (``encode_caption``): the same turn.
+    turns: tuple[Turn, ...] = ()
+    if cfg.video.dataset_type == "conversations":
+        turns = check_turns([Turn("user", prompt or DEFAULT_QUESTION), Turn("assistant", "-")])
+    elif trained.tokenizer.captions_as_conversations:
+        turns = (Turn("user", VIDEO_PLACEHOLDER + prompt), Turn("assistant", "-"))
     rows = [ClipRow(path=os.path.abspath(v), caption="", clip_id=v, turns=turns) for v in args.videos]
     dataset = VideoClipDataset(rows, cfg, trained.tokenizer)
     statistics = pixel_statistics(cfg.model)

@@ -1,4 +1,5 @@
-"""``python -m kvideo.export CKPT_OR_RUN_DIR [--out DIR]``: a trained run in Hugging Face formats.
+"""``python -m kvideo.export CKPT_OR_RUN_DIR [--out DIR] [--merge-lora]``: a trained run in Hugging
+Face formats.
 
 What goes where is ``kvideo.model.export``'s docstring; the default ``DIR`` is
 ``<run_dir>/export``, where a completed run already exported its last step. Prints the
@@ -15,11 +16,19 @@ from pathlib import Path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kvideo.export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kvideo.export", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     parser.add_argument(
         "ckpt_path", help="a run dir (its newest checkpoint) or a checkpoint file (as eval.py's ckpt_path)"
     )
     parser.add_argument("--out", default=None, help="output folder (default: <run_dir>/export)")
+    parser.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="merge LoRA adapters into the weights (one standalone model) instead of writing the "
+        "adapter and a reference to its base",
+    )
     args = parser.parse_args(argv)
     from kvideo.inference import load_trained
     from kvideo.train.guards import RunFailed
@@ -31,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kvideo.export: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else trained.run_dir / "export"
-    info = export_trained(trained, out)
+    info = export_trained(trained, out, merge_lora=args.merge_lora)
     print(json.dumps({"out": str(out), **info}))
     return 0
 

@@ -66,6 +66,7 @@ def optimizer_for(
         fused=device.type == "cuda" and not settings.fsdp_cpu_offload,
         include=trainable.ever(),
         lr_of_part=(lambda part: model_cfg.part_lr(part, settings.lr)) if own_lrs else None,
+        part_of=spec.part_of,
     )
 
 

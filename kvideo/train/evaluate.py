@@ -28,6 +28,7 @@ from torch import nn
 
 from kvideo.data.batch import optional_inputs
 from kvideo.data.scoring import AttributeScorer, CandidateSet, attribute_scorers
+from kvideo.data.tokenizer import encode_caption
 from kvideo.train.distributed import DistEnv, all_gather_objects, all_reduce_sum
 
 
@@ -50,51 +51,56 @@ def _candidates(scorers: list[AttributeScorer], caption: str) -> CandidateSet | 
 
 
 class CaptionEncoder:
-    """A caption's ``(input_ids, labels)`` after the prompt, as the loss reads them; each
-    candidate caption is tokenized once (the same candidates recur across clips)."""
+    """A caption's ``(input_ids, labels, visual_at)`` after the prompt, as the loss reads them
+    (``encode_caption``; ``visual_at`` matters where captions are conversations, 0 otherwise);
+    each candidate caption is tokenized once (the same candidates recur across clips)."""
 
     def __init__(self, tokenizer: Any, prompt: str, max_len: int) -> None:
         self.tokenizer, self.prompt, self.max_len = tokenizer, prompt, max_len
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.conversational = bool(getattr(tokenizer, "captions_as_conversations", False))
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
-    def __call__(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, caption: str) -> tuple[torch.Tensor, torch.Tensor, int]:
         hit = self._cache.get(caption)
         if hit is None:
-            ids, labels = self.tokenizer.encode_example(self.prompt, caption, self.max_len)
-            hit = (torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(labels, dtype=torch.long))
+            text = encode_caption(self.tokenizer, self.prompt, caption, self.max_len)
+            ids = torch.as_tensor(text.input_ids, dtype=torch.long)
+            hit = (ids, torch.as_tensor(text.labels, dtype=torch.long), text.visual_at)
             self._cache[caption] = hit
         return hit
 
 
 def score_candidates(
     model: nn.Module,
-    frames: torch.Tensor,
-    frame_mask: torch.Tensor,
+    batch: dict[str, Any],
     rows: list[int],
     input_ids: torch.Tensor,
     labels: torch.Tensor,
     *,
-    frame_times: torch.Tensor | None = None,
-    frame_region: torch.Tensor | None = None,
+    visual_at: torch.Tensor | None = None,
     max_rows: int,
     autocast: Callable[[], contextlib.AbstractContextManager[None]],
 ) -> torch.Tensor:
-    """Summed caption NLL of each (clip ``rows[i]``, caption ``input_ids[i]``) pair, as float (N,)."""
+    """Summed caption NLL of each (clip ``rows[i]`` of ``batch``, caption ``input_ids[i]``) pair,
+    as float (N,). ``visual_at`` (N,): where each caption's video goes, when captions are
+    conversations."""
+    frames, frame_times, frame_region = batch["frames"], batch["frame_times"], batch.get("frame_region")
     device = frames.device
     index = torch.as_tensor(rows, dtype=torch.long, device=device)
     out = []
     for start in range(0, len(rows), max_rows):
         sel = index[start : start + max_rows]
+        extra = {} if frame_region is None else {"frame_region": frame_region.index_select(0, sel)}
+        if visual_at is not None:
+            extra["visual_at"] = visual_at[start : start + max_rows].to(device)
         with autocast():
             result = model(
                 frames.index_select(0, sel),
-                frame_mask.index_select(0, sel),
+                batch["frame_mask"].index_select(0, sel),
                 input_ids[start : start + max_rows].to(device),
                 labels[start : start + max_rows].to(device),
-                frame_times=None
-                if frame_times is None
-                else frame_times.index_select(0, sel.to(frame_times.device)),
-                **({} if frame_region is None else {"frame_region": frame_region.index_select(0, sel)}),
+                frame_times=frame_times.index_select(0, sel.to(frame_times.device)),
+                **extra,
             )
         out.append(result["nll"].float())
     return torch.cat(out) if out else torch.zeros(0, device=device)
@@ -257,13 +263,11 @@ def evaluate(
             encoded = [encoder(t) for t in texts]
             nll = score_candidates(
                 model,
-                frames,
-                frame_mask,
+                batch,
                 rows,
                 torch.stack([e[0] for e in encoded]),
                 torch.stack([e[1] for e in encoded]),
-                frame_times=frame_times,
-                frame_region=batch.get("frame_region"),
+                visual_at=torch.tensor([e[2] for e in encoded]) if encoder.conversational else None,
                 max_rows=max_rows,
                 autocast=autocast,
             ).cpu()

@@ -12,13 +12,14 @@ step: a stage change survives a restart without being stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from torch import nn
 
 from kvideo.config.model import ModelConfig, is_part_name
+from kvideo.model.spec import first_component
 
 
 @dataclass(frozen=True)
@@ -28,15 +29,17 @@ class _Stage:
     unfreeze: tuple[str, ...]
 
 
-def _patterns(entry: str) -> tuple[str, ...]:
-    return (entry, f"{entry}.*") if is_part_name(entry) else (entry,)
-
-
 class TrainableSchedule:
     """``at(step)``: the names of the parameters that train at optimizer step ``step`` (0-based);
-    ``apply(step)`` sets ``requires_grad`` accordingly."""
+    ``apply(step)`` sets ``requires_grad`` accordingly.
 
-    def __init__(self, model: nn.Module, cfg: ModelConfig) -> None:
+    ``part_of``: the part a parameter name belongs to (the model family's ``ModelSpec.part_of``;
+    by default the name's first component, the builtin and ``hf`` models' attributes)."""
+
+    def __init__(
+        self, model: nn.Module, cfg: ModelConfig, *, part_of: Callable[[str], str] = first_component
+    ) -> None:
+        self.part_of = part_of
         self.params = dict(model.named_parameters())
         self.candidates = frozenset(name for name, p in self.params.items() if p.requires_grad)
         self.stages = [_Stage(0, tuple(cfg.freeze), ())] + [
@@ -65,10 +68,10 @@ class TrainableSchedule:
                         f"{field}: {entry!r} matches no parameter of the model (names look like {example!r})"
                     )
 
-    @staticmethod
-    def _matching(entry: str, names: Iterable[str]) -> set[str]:
-        patterns = _patterns(entry)
-        return {n for n in names if any(fnmatchcase(n, p) for p in patterns)}
+    def _matching(self, entry: str, names: Iterable[str]) -> set[str]:
+        if is_part_name(entry):
+            return {n for n in names if self.part_of(n) == entry}
+        return {n for n in names if fnmatchcase(n, entry)}
 
     def at(self, step: int) -> frozenset[str]:
         trainable = set(self.candidates)

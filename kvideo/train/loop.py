@@ -111,7 +111,7 @@ class Trainer:
         components.seed_everything(settings.seed + env.rank)
         # What trains when (model.freeze / freeze_schedule / LoRA): the optimizer and the
         # checkpoints cover every parameter that trains at some step.
-        self.trainable = TrainableSchedule(self.raw_model, cfg.model)
+        self.trainable = TrainableSchedule(self.raw_model, cfg.model, part_of=self.spec.part_of)
         self.optimizer = components.optimizer_for(self.raw_model, cfg, self.spec, self.trainable, self.device)
         self.stream = EpochStream(train_set, cfg, env)
         self.checkpointer = self._build_checkpointer(clock)
@@ -125,7 +125,7 @@ class Trainer:
             cfg, run_dir, env, clock, num_params, resume, train_set.left_out, launch
         )
         self._wrap_model()
-        self.report.info(parameter_summary(self.raw_model))
+        self.report.info(parameter_summary(self.raw_model, self.spec.part_of))
         self.validator = self._build_validator()
         # Last: nothing after this may draw from the restored RNG streams.
         if resume is not None and resume.rng is not None:

@@ -16,6 +16,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from kvideo.config import TrainerConfig
+from kvideo.model.spec import first_component
 from kvideo.train.schedule import build_scheduler
 
 # Modules whose ``weight`` is a matrix that weight decay should shrink. Everything else
@@ -35,14 +36,15 @@ def param_groups(
     *,
     include: Collection[str] | None = None,
     lr_of_part: Callable[[str], float] | None = None,
+    part_of: Callable[[str], str] = first_component,
 ) -> list[dict[str, Any]]:
     """AdamW groups: decay on Linear/Conv weight matrices only. Tied parameters appear once.
 
     ``include``: the parameter names to optimize (default: those with ``requires_grad``);
     a frozen-now parameter that a later freeze stage trains belongs here, and AdamW leaves it
     untouched while its gradient is ``None``. ``lr_of_part``: one decay / no-decay pair per
-    part (the first name component: ``vision``, ``projector``, ``lm``), each at its lr;
-    without it, two groups at the optimizer's lr.
+    part (``part_of`` a name: ``vision``, ``projector``, ``lm``; the model family's
+    ``ModelSpec.part_of``), each at its lr; without it, two groups at the optimizer's lr.
     """
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     seen: set[int] = set()
@@ -53,7 +55,7 @@ def param_groups(
             if not wanted or id(param) in seen:
                 continue
             seen.add(id(param))
-            part = full.split(".", 1)[0] if lr_of_part is not None else ""
+            part = part_of(full) if lr_of_part is not None else ""
             is_matrix = param.ndim >= 2 and name.endswith("weight")
             groups.setdefault((part, is_matrix and isinstance(module, _DECAYED_MODULES)), []).append(param)
     if lr_of_part is None:
@@ -87,11 +89,14 @@ class ScheduledOptimizer:
         fused: bool,
         include: Collection[str] | None = None,
         lr_of_part: Callable[[str], float] | None = None,
+        part_of: Callable[[str], str] = first_component,
     ) -> None:
         self.model = model
         self.grad_clip = trainer.grad_clip
         self.base_lr = trainer.lr
-        groups = param_groups(model, trainer.weight_decay, include=include, lr_of_part=lr_of_part)
+        groups = param_groups(
+            model, trainer.weight_decay, include=include, lr_of_part=lr_of_part, part_of=part_of
+        )
         self.optimizer = torch.optim.AdamW(groups, lr=trainer.lr, betas=_ADAM_BETAS, fused=fused)
         self.scheduler = build_scheduler(
             self.optimizer,

@@ -129,7 +129,8 @@ def load_trained(
         frame_size=as_trained.video.frame_size,
         resize=cfg.video.resize,
     )
-    trained = model_spec(cfg.model.family).checkpoint_keys(model, TrainableSchedule(model, cfg.model).ever())
+    spec = model_spec(cfg.model.family)
+    trained = spec.checkpoint_keys(model, TrainableSchedule(model, cfg.model, part_of=spec.part_of).ever())
     if found.sharded:
         load_sharded_weights(model, found.path, trained)
     else:
@@ -153,9 +154,10 @@ def autocast_for(trained: TrainedModel) -> Any:
     return Autocast(trained.cfg.trainer.precision, trained.device)
 
 
-def export_trained(trained: TrainedModel, out_dir: Path) -> dict[str, Any]:
+def export_trained(trained: TrainedModel, out_dir: Path, *, merge_lora: bool = False) -> dict[str, Any]:
     """``export_model`` for a restored run (``python -m kvideo.export``)."""
     from kvideo.model.export import export_model
+    from kvideo.model.spec import model_spec
 
     return export_model(
         trained.model,
@@ -163,5 +165,8 @@ def export_trained(trained: TrainedModel, out_dir: Path) -> dict[str, Any]:
         trained.tokenizer,
         out_dir,
         step=trained.step,
-        trained=TrainableSchedule(trained.model, trained.cfg.model).ever(),
+        trained=TrainableSchedule(
+            trained.model, trained.cfg.model, part_of=model_spec(trained.cfg.model.family).part_of
+        ).ever(),
+        merge_lora=merge_lora,
     )

@@ -73,6 +73,7 @@ MODEL_KEYS = tuple(
         "vision_path",
         "vision_feature_layer",
         "lm_path",
+        "path",
         "projector",
         "lora_rank",
         "lora_targets",

@@ -66,7 +66,8 @@ CASES: list[tuple[list[str], str]] = [
     (["video.max_pixels=-1"], r"video\.max_pixels must be non-negative \(got -1\)"),
     (
         ["video.resize=max_pixels"],
-        r"video\.resize=max_pixels needs model=hf_vlm \(a tower that reads any frame size\); "
+        r"video\.resize=max_pixels needs model=hf_vlm or model=pretrained \(a tower that reads any "
+        r"frame size\); "
         r"the builtin models take video\.resize=square or keep_aspect",
     ),
     # decoder
@@ -125,7 +126,13 @@ CASES: list[tuple[list[str], str]] = [
     (["model.max_seq_len=40"], r"token budget exceeded: .* > model\.max_seq_len \(40\)"),
     (["model.max_text_len=0"], r"model\.max_text_len must be positive \(got 0\)"),
     (["model.dropout=0.95"], r"model\.dropout must be in \[0\.0, 0\.9\] \(got 0\.95\)"),
-    (["model.family=jax"], r"model\.family must be one of \['builtin', 'hf'\] \(got 'jax'\)"),
+    (["model.family=jax"], r"model\.family must be one of \['builtin', 'hf', 'pretrained'\] \(got 'jax'\)"),
+    (
+        ["model.path=", "model=pretrained"],
+        r"model\.path must be set with model=pretrained \(a folder written by save_pretrained",
+    ),
+    (["model.trust_remote_code=sometimes"], r"model\.trust_remote_code"),  # Hydra: not a valid bool
+    (["model.allow_pickled_weights=sometimes"], r"model\.allow_pickled_weights"),
     (["model.time_embedding=sometimes"], r"model\.time_embedding"),  # Hydra: not a valid bool
     (["model.activation_checkpointing=sometimes"], r"model\.activation_checkpointing"),
     (["model.projector=qformer"], r"model\.projector must be one of \['mlp2x_gelu', 'linear'\]"),
@@ -141,7 +148,10 @@ CASES: list[tuple[list[str], str]] = [
         ["model.freeze_schedule=[{start_step:5,unfreeze:[lm]},{start_step:5,freeze:[lm]}]"],
         r"model\.freeze_schedule\[1\]\.start_step \(5\) must be greater than the previous stage's \(5\)",
     ),
-    (["model.lora_rank=4"], r"model\.lora_rank applies to Hugging Face LMs \(model=hf_vlm\)"),
+    (
+        ["model.lora_rank=4"],
+        r"model\.lora_rank applies to Hugging Face LMs \(model=hf_vlm or model=pretrained\)",
+    ),
     (["model.vision_lr=-1"], r"model\.vision_lr must be non-negative \(0 = trainer\.lr; got -1\.0\)"),
     (["model.projector_lr=-1"], r"model\.projector_lr must be non-negative"),
     (["model.lm_lr=-1"], r"model\.lm_lr must be non-negative"),

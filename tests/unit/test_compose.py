@@ -16,6 +16,7 @@ from kvideo.preflight.memory import check_fits_in_memory
 from kvideo.resources import MemoryLimit
 from tests.helpers.hf_models import hf_cli_overrides
 from tests.helpers.paths import CONF_DIR
+from tests.helpers.pretrained_vlms import pretrained_cli_overrides
 
 register_configs()
 
@@ -55,12 +56,14 @@ def test_each_decoder_option(option: str) -> None:
 
 
 @pytest.mark.parametrize("option", group_options("model"))
-def test_each_model_option(option: str, tiny_hf_parts: tuple[Path, Path]) -> None:
+def test_each_model_option(option: str, tiny_hf_parts: tuple[Path, Path], tiny_vlms: dict[str, Path]) -> None:
     # small_vlm is sized for 224 px frames; the token budget must still fit. hf_vlm takes its
     # frame size from the tower (64 px here).
     overrides = [f"model={option}", "video.frame_size=224"]
     if option == "hf_vlm":
         overrides = hf_cli_overrides(*tiny_hf_parts)
+    if option == "pretrained":
+        overrides = pretrained_cli_overrides(tiny_vlms["qwen2_5_vl"])
     cfg = to_validated(compose_cfg(overrides))
     assert cfg.model.name == option
 
@@ -125,11 +128,13 @@ OPTIONS = [(group, option) for group in GROUPS for option in group_options(group
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_group_option_fits_this_machine_and_a_16_gib_laptop_training_on_its_cpu(
-    group: str, option: str, tiny_hf_parts: tuple[Path, Path]
+    group: str, option: str, tiny_hf_parts: tuple[Path, Path], tiny_vlms: dict[str, Path]
 ) -> None:
     extra = ["video.frame_size=224"] if group == "model" else []  # small_vlm is sized for 224 px
     if (group, option) == ("model", "hf_vlm"):
         extra = hf_cli_overrides(*tiny_hf_parts)
+    if (group, option) == ("model", "pretrained"):
+        extra = pretrained_cli_overrides(tiny_vlms["qwen2_5_vl"])
     cfg = to_validated(compose_cfg([f"{group}={option}", *extra]))  # this machine
     check_fits_in_memory(cfg, limit=LAPTOP, processes=(1, ""), on_host=True)
 

@@ -17,7 +17,7 @@ from tests.helpers.configs import tiny_model
 
 
 def test_each_builtin_family_has_a_spec_named_as_its_model_family() -> None:
-    assert MODEL_FAMILIES.names() == ["builtin", "hf"]
+    assert MODEL_FAMILIES.names() == ["builtin", "hf", "pretrained"]
     for family in MODEL_FAMILIES.names():
         spec = model_spec(family)
         assert spec.family == family
@@ -58,5 +58,7 @@ def test_a_registered_family_is_a_config_choice_and_builds_through_its_spec(
 
 
 def test_an_unknown_family_is_refused_naming_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"model\.family must be one of \['builtin', 'hf'\] \(got 'nope'\)"):
+    with pytest.raises(
+        ValueError, match=r"model\.family must be one of \['builtin', 'hf', 'pretrained'\] \(got 'nope'\)"
+    ):
         tiny_model(family="nope")

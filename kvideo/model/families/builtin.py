@@ -24,7 +24,13 @@ def build(cfg: Any, sizes: ModelSizes) -> nn.Module:
 
 
 def export(
-    model: nn.Module, cfg: KVideoConfig, tokenizer: Tokenizer, out_dir: Path, trained: frozenset[str]
+    model: nn.Module,
+    cfg: KVideoConfig,
+    tokenizer: Tokenizer,
+    out_dir: Path,
+    trained: frozenset[str],
+    *,
+    merge_lora: bool = False,  # the builtin LM has no LoRA
 ) -> dict[str, Any]:
     from safetensors.torch import save_model
 

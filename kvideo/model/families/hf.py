@@ -33,21 +33,36 @@ from kvideo.registry import MODEL_FAMILIES
 
 
 def export(
-    model: nn.Module, cfg: KVideoConfig, tokenizer: Tokenizer, out_dir: Path, trained: frozenset[str]
+    model: nn.Module,
+    cfg: KVideoConfig,
+    tokenizer: Tokenizer,
+    out_dir: Path,
+    trained: frozenset[str],
+    *,
+    merge_lora: bool = False,
 ) -> dict[str, Any]:
     with quiet_transformers():
-        return export_hf_parts(model, cfg, tokenizer, out_dir, trained)
+        return export_hf_parts(model, cfg, tokenizer, out_dir, trained, merge_lora=merge_lora)
 
 
 def export_hf_parts(
-    model: nn.Module, cfg: KVideoConfig, tokenizer: Tokenizer, out_dir: Path, trained: frozenset[str]
+    model: nn.Module,
+    cfg: KVideoConfig,
+    tokenizer: Tokenizer,
+    out_dir: Path,
+    trained: frozenset[str],
+    *,
+    merge_lora: bool = False,
 ) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     info: dict[str, Any] = {}
     lm: Any = model.lm
     save_tokenizer = getattr(tokenizer, "save", None)
-    if cfg.model.lora_rank:
+    if cfg.model.lora_rank and merge_lora:
+        lm = lm.merge_and_unload()  # the export's own model: the run's is not used after this
+        info["lora"] = "merged"
+    if cfg.model.lora_rank and not merge_lora:
         lm.save_pretrained(out_dir / "lm_adapter")
         info["lm_adapter"] = "lm_adapter"
         info["base_lm"] = str(resolve_model_folder("model.lm_path", cfg.model.lm_path))

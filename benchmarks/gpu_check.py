@@ -1,0 +1,135 @@
+"""The prepared check for a machine where transformers' video processors work (torchvision loads:
+the GPU machine). CPU CI cannot import them (``kvideo.model.video_patches`` says why), so what
+kvideo does in their place is compared with them here, on the same transformers version.
+
+Sections (each reports ``pass`` and its numbers; a section that cannot run says why):
+
+* ``qwen_patches``: ``Qwen2VLVideoProcessor`` with ``do_resize=False`` on uint8 frames, against
+  kvideo's normalization and patch layout, for 1 to 5 frames (odd counts fill the last temporal
+  patch): equal within 1e-5.
+* ``qwen_auto_processor``: ``AutoProcessor.from_pretrained`` of a ``model=pretrained`` export
+  (the tiny Qwen2.5-VL with its processor saved beside it) renders a video conversation; its
+  ``input_ids``, ``mm_token_type_ids``, ``pixel_values_videos`` and ``video_grid_thw`` equal what
+  kvideo feeds the model for the same frames and prompt.
+
+``python -m benchmarks.gpu_check [--out DIR]``: writes ``gpu_check.json``; exit 1 if a section
+that ran failed. Needs this repository's dependencies (carry the wheels the machine lacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPT = "Describe the video."
+
+
+def _video_processor() -> Any:
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    return Qwen2VLVideoProcessor()
+
+
+def check_qwen_patches(tmp: Path) -> dict[str, Any]:
+    from kvideo.data.preprocess import normalize_frames
+    from kvideo.model.video_patches import qwen_video_patches
+
+    processor = _video_processor()
+    statistics = (tuple(processor.image_mean), tuple(processor.image_std))
+    worst, grids = 0.0, []
+    for frames in range(1, 6):
+        clip = torch.randint(0, 256, (frames, 56, 84, 3), dtype=torch.uint8)
+        theirs = processor(
+            videos=[clip.permute(0, 3, 1, 2)], do_resize=False, do_sample_frames=False, return_tensors="pt"
+        )
+        mine, grid = qwen_video_patches(
+            normalize_frames(clip, statistics=statistics), patch_size=14, merge_size=2, temporal_patch_size=2
+        )
+        grids.append([list(grid), theirs["video_grid_thw"][0].tolist()])
+        worst = max(worst, float((mine - theirs["pixel_values_videos"]).abs().max()))
+    return {"max_abs_diff": worst, "grids": grids, "pass": worst <= 1e-5 and all(a == b for a, b in grids)}
+
+
+def check_qwen_auto_processor(tmp: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO))
+    from transformers import AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from kvideo.config import DataConfig, ModelConfig
+    from kvideo.data.preprocess import normalize_frames, pixel_statistics
+    from kvideo.data.tokenizer import build_tokenizer, encode_caption
+    from kvideo.model.pretrained_vlm import build_pretrained_vlm
+    from tests.helpers.pretrained_vlms import save_tiny_qwen_vl
+
+    folder = save_tiny_qwen_vl(tmp / "qwen2_5_vl")
+    Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(),
+        tokenizer=AutoTokenizer.from_pretrained(folder),
+        video_processor=_video_processor(),
+    ).save_pretrained(folder)
+    processor = AutoProcessor.from_pretrained(folder)
+    clip = torch.randint(0, 256, (4, 56, 56, 3), dtype=torch.uint8)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    theirs = processor(
+        text=[text],
+        videos=[clip.permute(0, 3, 1, 2)],
+        do_resize=False,
+        do_sample_frames=False,
+        return_tensors="pt",
+    )
+
+    cfg = ModelConfig(
+        name="pretrained", family="pretrained", path=str(folder), max_seq_len=32768, max_text_len=40
+    )
+    model = build_pretrained_vlm(cfg)
+    tokenizer = build_tokenizer(DataConfig(), cfg)
+    encoded = encode_caption(tokenizer, PROMPT, "", 40)
+    context = torch.tensor([encoded.input_ids[: encoded.answer_at]])
+    frames = normalize_frames(clip, statistics=pixel_statistics(cfg))[None]
+    times = torch.tensor([[0.0, 0.5, 1.0, 1.5]])
+    video, tokens = model.video_inputs(frames, torch.ones(1, 4, dtype=torch.bool), times, None)
+    ids, _ = model.spliced(context, None, torch.tensor([encoded.visual_at]), tokens)
+    mine = {**model.text_inputs(ids), **video}
+    same: dict[str, bool] = {}
+    for key in ("input_ids", "mm_token_type_ids", "video_grid_thw"):
+        same[key] = bool(torch.equal(mine[key].long(), theirs[key].long()))
+    diff = float((mine["pixel_values_videos"] - theirs["pixel_values_videos"]).abs().max())
+    return {"same": same, "pixel_max_abs_diff": diff, "pass": all(same.values()) and diff <= 1e-5}
+
+
+SECTIONS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "qwen_patches": check_qwen_patches,
+    "qwen_auto_processor": check_qwen_auto_processor,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder for gpu_check.json")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="kvideo_gpu_check_") as tmp:
+        for name, check in SECTIONS.items():
+            try:
+                results[name] = check(Path(tmp))
+            except ImportError as e:  # torchvision missing or broken: this machine cannot compare
+                results[name] = {"skipped": f"{type(e).__name__}: {e}"}
+            except Exception as e:  # a failure is a result, and the other sections still run
+                results[name] = {"pass": False, "error": f"{type(e).__name__}: {e}"}
+            print(json.dumps({name: results[name]}), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 1 if any(r.get("pass") is False for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

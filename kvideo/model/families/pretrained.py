@@ -1,0 +1,150 @@
+"""``model.family=pretrained`` (``model=pretrained``): a released video VLM from ``model.path``,
+finetuned whole or in parts (``kvideo.model.pretrained_vlm``).
+
+Its export folder is a transformers model folder: ``AutoModelForImageTextToText.from_pretrained``
+and ``AutoTokenizer.from_pretrained`` load it with no kvideo installed, and ``AutoProcessor``
+where the model's video processor can load (it needs torchvision). It holds:
+
+* the weights and ``config.json`` (``save_pretrained``), or with LoRA the peft adapter
+  (``adapter_config.json`` names the base folder, which transformers loads first), or with
+  ``python -m kvideo.export --merge-lora`` the merged model;
+* the tokenizer, its chat template, and the processor files of ``model.path``
+  (``preprocessor_config.json``, ``video_preprocessor_config.json``, ...);
+* ``CAPTION.md``: how to caption a video with transformers alone, inputs included.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kvideo.config import KVideoConfig
+from kvideo.config.model import MODEL_PARTS
+from kvideo.data.tokenizer import Tokenizer
+from kvideo.files import write_text_atomic
+from kvideo.hf_folders import resolve_model_folder
+from kvideo.model.blocks import transformer_blocks
+from kvideo.model.generate import caption_batch
+from kvideo.model.hf_vlm import quiet_transformers
+from kvideo.model.pretrained_vlm import build_pretrained_vlm, part_of
+from kvideo.model.spec import ModelSizes, ModelSpec, trained_weights
+from kvideo.registry import MODEL_FAMILIES
+
+# What a processor reads besides the tokenizer; copied from model.path as they are.
+PROCESSOR_FILES = (
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "processor_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+CAPTION_RECIPE = '''# Captioning a video with this folder, transformers only
+
+A `{model_type}` model exported by kvideo. No kvideo is needed:
+
+```python
+import json, torch
+from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+folder = {folder!r}  # this folder
+model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+tokenizer = AutoTokenizer.from_pretrained(folder)
+pre = json.load(open(f"{{folder}}/preprocessor_config.json"))
+p, m, tp = pre["patch_size"], pre["merge_size"], pre["temporal_patch_size"]
+
+def video_inputs(frames, seconds_between_frames):
+    """frames: (T, H, W, 3) uint8, sampled as in training, H and W multiples of p * m
+    (Qwen's smart_resize). Where torchvision works, AutoProcessor(videos=...) does the same."""
+    mean = torch.tensor(pre["image_mean"]).view(3, 1, 1)
+    std = torch.tensor(pre["image_std"]).view(3, 1, 1)
+    x = (frames.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    if -len(x) % tp:
+        x = torch.cat([x, x[-1:].expand(-len(x) % tp, -1, -1, -1)])
+    t, (h, w) = len(x) // tp, (x.shape[2] // p, x.shape[3] // p)
+    x = x.reshape(t, tp, 3, h // m, m, p, w // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    inputs = {{"pixel_values_videos": x.reshape(t * h * w, -1), "video_grid_thw": torch.tensor([[t, h, w]])}}
+    if model.config.model_type == "qwen2_5_vl":
+        inputs["second_per_grid_ts"] = torch.tensor([seconds_between_frames * tp])
+    return inputs, t * h * w // (m * m)
+
+def model_inputs(frames, seconds_between_frames, prompt={prompt!r}):
+    """The chat template's user turn (the video, then the prompt) and the assistant header, the
+    video's tokens spliced where the template says <video>, as the model trained."""
+    video, n = video_inputs(frames, seconds_between_frames)
+    text = tokenizer.apply_chat_template(
+        [{{"role": "user", "content": "<video>" + prompt}}], add_generation_prompt=True, tokenize=False
+    )
+    before, after = text.split("<video>")
+    ids = (
+        tokenizer.encode(before, add_special_tokens=False)
+        + [model.config.vision_start_token_id] + [model.config.video_token_id] * n
+        + [model.config.vision_end_token_id]
+        + tokenizer.encode(after, add_special_tokens=False)
+    )
+    ids = torch.tensor([ids])
+    # mm_token_type_ids (2 = video) lets the model place its multimodal rope positions
+    types = (ids == model.config.video_token_id).int() * 2
+    return {{"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": types, **video}}
+
+def caption(frames, seconds_between_frames, prompt={prompt!r}, max_new_tokens=64):
+    inputs = model_inputs(frames, seconds_between_frames, prompt)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+```
+'''
+
+
+def build(cfg: Any, sizes: ModelSizes) -> nn.Module:
+    return build_pretrained_vlm(cfg)
+
+
+def export(
+    model: nn.Module,
+    cfg: KVideoConfig,
+    tokenizer: Tokenizer,
+    out_dir: Path,
+    trained: frozenset[str],
+    *,
+    merge_lora: bool = False,
+) -> dict[str, Any]:
+    hf: Any = model.hf
+    source = resolve_model_folder("model.path", cfg.model.path)
+    info: dict[str, Any] = {"format": "transformers", "base": str(source)}
+    with quiet_transformers():
+        if cfg.model.lora_rank and merge_lora:
+            hf = hf.merge_and_unload()  # the export's own model: the run's is not used after this
+            info["lora"] = "merged"
+        elif cfg.model.lora_rank:
+            info["lora"] = "adapter"  # adapter_config.json: base_model_name_or_path = model.path
+        hf.save_pretrained(out_dir)
+    save_tokenizer = getattr(tokenizer, "save", None)
+    if save_tokenizer is not None:
+        save_tokenizer(out_dir)
+    for name in PROCESSOR_FILES:
+        if (source / name).is_file() and not (out_dir / name).exists():
+            shutil.copyfile(source / name, out_dir / name)
+    model_type = str(hf.config.model_type)
+    recipe = CAPTION_RECIPE.format(
+        model_type=model_type, prompt=cfg.video.prompt, folder=str(out_dir.resolve())
+    )
+    write_text_atomic(out_dir / "CAPTION.md", recipe)
+    info["caption_recipe"] = "CAPTION.md"
+    return info
+
+
+PRETRAINED = MODEL_FAMILIES.register("pretrained")(
+    ModelSpec(
+        family="pretrained",
+        build=build,
+        parts=MODEL_PARTS,
+        fsdp_units=transformer_blocks,
+        checkpoint_keys=trained_weights,
+        export=export,
+        generate=caption_batch,
+        part_of=part_of,
+    )
+)

@@ -1,0 +1,228 @@
+"""A released video VLM (``model=pretrained``: Qwen2-VL, Qwen2.5-VL) behind kvideo's model
+interface: the same ``forward(frames, frame_mask, input_ids, labels, ...)`` and ``generate`` as
+the other families, so the trainer, the validator and the evaluator do not change.
+
+The model is transformers' own class (``AutoModelForImageTextToText``, loaded offline from
+``model.path``), kept whole in ``self.hf``: its parameter names are the checkpoint's with ``hf.``
+in front, and its ``save_pretrained`` writes the export. Per batch this module:
+
+* turns each clip's valid frames (cropped to their picture with ``video.resize=max_pixels``) into
+  the model's video inputs (``kvideo.model.video_patches``), with the time one temporal patch
+  really spans (Qwen2.5-VL's ``second_per_grid_ts``);
+* splices ``<|vision_start|>``, one ``<|video_pad|>`` per merged patch and ``<|vision_end|>`` into
+  the text at ``visual_at``, where the chat template put the ``<video>`` placeholder (the rows
+  are conversations: ``kvideo.data.tokenizer.encode_row``), which is what Qwen's processor does to
+  the rendered template; labels there are ``-100``;
+* lets the model place its own multimodal rope positions (``get_rope_index``) from those ids.
+
+The loss is kvideo's (``kvideo.model.loss``): the same per-sample NLL as the other families, so
+validation and candidate ranking compare like with like. A clip with no decodable frame gets one
+black frame: its labels are all ``-100`` (``kvideo.data.clip_dataset``), so it carries no loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kvideo.config.model import ModelConfig
+from kvideo.data.tokenizer import IGNORE_INDEX
+from kvideo.hf_folders import VideoVlmGeometry, resolve_model_folder, video_vlm_geometry, vlm_part_of
+from kvideo.model.blocks import recompute_in_backward, transformer_blocks
+from kvideo.model.generate import until_eos
+from kvideo.model.hf_vlm import quiet_transformers
+from kvideo.model.loss import with_loss
+from kvideo.model.video_patches import qwen_video_patches, seconds_per_group
+
+# transformers' modality ids (``ProcessorMixin.create_mm_token_type_ids``): 0 text, 1 image, 2 video
+VIDEO_TOKEN_TYPE = 2
+part_of = vlm_part_of  # the family's ``ModelSpec.part_of``
+
+
+class PretrainedVLM(nn.Module):
+    """Frames + text ids -> caption loss / logits / per-sample NLL (see the module docstring)."""
+
+    hf: Any  # a transformers (or peft) model: generate and config are not nn.Module's
+
+    def __init__(self, hf: nn.Module, geometry: VideoVlmGeometry) -> None:
+        super().__init__()
+        self.hf = hf
+        self.geometry = geometry
+        config: Any = hf.config
+        self.video_id = int(config.video_token_id)
+        self.start_id = int(config.vision_start_token_id)
+        self.end_id = int(config.vision_end_token_id)
+        # Fills rows shorter than the batch's longest after splicing: any id that is not a vision
+        # token works (those positions are after the row's text and carry no label).
+        self.pad_id = int(getattr(config.get_text_config(), "pad_token_id", None) or 0)
+
+    # ------------------------------------------------------------------ inputs
+
+    def video_inputs(
+        self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor, frame_region: Tensor | None
+    ) -> tuple[dict[str, Tensor], list[int]]:
+        """The model's video keyword arguments for a batch, and each clip's number of LM tokens."""
+        g = self.geometry
+        patches, grids, spans = [], [], []
+        for b in range(frames.shape[0]):
+            keep = frame_mask[b].to(torch.bool)
+            clip = frames[b][keep] if bool(keep.any()) else torch.zeros_like(frames[b][:1])
+            if frame_region is not None:
+                top, left, h, w = (int(v) for v in frame_region[b])
+                clip = clip[..., top : top + h, left : left + w]
+            flat, grid = qwen_video_patches(
+                clip,
+                patch_size=g.patch_size,
+                merge_size=g.merge_size,
+                temporal_patch_size=g.temporal_patch_size,
+            )
+            patches.append(flat)
+            grids.append(grid)
+            spans.append(seconds_per_group(frame_times[b][keep], g.temporal_patch_size))
+        inputs = {
+            "pixel_values_videos": torch.cat(patches),
+            "video_grid_thw": torch.tensor(grids, dtype=torch.long, device=frames.device),
+        }
+        if g.model_type == "qwen2_5_vl":
+            inputs["second_per_grid_ts"] = torch.tensor(spans, device=frames.device)
+        tokens = [t * h * w // (g.merge_size * g.merge_size) for t, h, w in grids]
+        return inputs, tokens
+
+    def spliced(
+        self, input_ids: Tensor, labels: Tensor | None, visual_at: Tensor, tokens: list[int]
+    ) -> tuple[Tensor, Tensor | None]:
+        """``input_ids`` (and ``labels``) with each clip's video tokens at its ``visual_at``,
+        right-padded to the longest row (with the pad id; labels ``-100``)."""
+        rows, label_rows = [], []
+        for b, count in enumerate(tokens):
+            at = int(visual_at[b])
+            block = input_ids.new_tensor([self.start_id, *([self.video_id] * count), self.end_id])
+            rows.append(torch.cat([input_ids[b, :at], block, input_ids[b, at:]]))
+            if labels is not None:
+                ignored = torch.full_like(block, IGNORE_INDEX)
+                label_rows.append(torch.cat([labels[b, :at], ignored, labels[b, at:]]))
+        ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)
+        if labels is None:
+            return ids, None
+        return ids, nn.utils.rnn.pad_sequence(label_rows, batch_first=True, padding_value=IGNORE_INDEX)
+
+    # ------------------------------------------------------------------ the interface
+
+    def forward(
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        *,
+        frame_times: Tensor,
+        visual_at: Tensor,
+        frame_region: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """As the other families' ``forward``; ``visual_at`` is required (every row is a
+        conversation). Padding after a row's text stays visible to the keys: the causal mask
+        hides it from every real token, as kvideo's other models do."""
+        video, tokens = self.video_inputs(frames, frame_mask, frame_times, frame_region)
+        ids, spliced_labels = self.spliced(input_ids, labels, visual_at, tokens)
+        out = self.hf(**self.text_inputs(ids), **video, use_cache=False)
+        return with_loss(out.logits, spliced_labels)
+
+    def text_inputs(self, ids: Tensor) -> dict[str, Tensor]:
+        """``input_ids``, the attention mask, and ``mm_token_type_ids`` (2 on video tokens, as
+        the processor returns it): without it the model cannot place its multimodal rope
+        positions and silently falls back to 1-D ones."""
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "mm_token_type_ids": (ids == self.video_id).to(torch.int32) * VIDEO_TOKEN_TYPE,
+        }
+
+    @torch.no_grad()
+    def generate(
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        context_ids: Tensor,
+        *,
+        frame_times: Tensor,
+        visual_at: Tensor,
+        frame_region: Tensor | None = None,
+        max_new_tokens: int,
+        stop_ids: list[int],
+        synced: bool = False,
+    ) -> list[list[int]]:
+        """Greedy answers after ``context_ids`` (a conversation up to its answer), through the
+        model's own ``generate``, up to the first stop id (excluded)."""
+        video, tokens = self.video_inputs(frames, frame_mask, frame_times, frame_region)
+        ids, _ = self.spliced(context_ids, None, visual_at, tokens)
+        out = self.hf.generate(
+            **self.text_inputs(ids),
+            **video,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=stop_ids,
+            pad_token_id=self.pad_id,
+            synced_gpus=synced,
+        )
+        return [until_eos(row.tolist(), stop_ids) for row in out[:, ids.shape[1] :]]
+
+
+def load_pretrained_vlm(folder: Path, cfg: ModelConfig) -> Any:
+    """``AutoModelForImageTextToText`` from ``folder``, offline, in fp32 (AdamW's master weights;
+    autocast runs the matmuls in bf16 on CUDA); safetensors only unless
+    ``model.allow_pickled_weights``."""
+    from transformers import AutoModelForImageTextToText
+
+    with quiet_transformers():
+        return AutoModelForImageTextToText.from_pretrained(
+            folder,
+            local_files_only=True,
+            dtype=torch.float32,
+            attn_implementation=cfg.attn_implementation,
+            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=None if cfg.allow_pickled_weights else True,
+        )
+
+
+def lm_lora_targets(model: nn.Module, targets: list[str]) -> list[str]:
+    """The full names of the LM's linear layers whose last name is in ``targets``: Qwen's vision
+    blocks have ``gate_proj`` / ``up_proj`` / ``down_proj`` too, and LoRA belongs on the LM."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets and part_of(name) == "lm"
+    ]
+
+
+def add_vlm_lora(model: nn.Module, cfg: ModelConfig) -> Any:
+    """``model`` wrapped by peft, LoRA of ``model.lora_rank`` on the LM's ``model.lora_targets``;
+    peft freezes every other weight, and ``model.freeze`` decides about the adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    names = lm_lora_targets(model, list(cfg.lora_targets))
+    if not names:
+        raise ValueError(
+            f"model.lora_targets {list(cfg.lora_targets)} name no linear layer of the LM in model.path "
+            f"({type(model).__name__})"
+        )
+    config = LoraConfig(
+        r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=names
+    )
+    return get_peft_model(model, config)
+
+
+def build_pretrained_vlm(cfg: ModelConfig) -> PretrainedVLM:
+    """The model of ``model.path`` with LoRA and activation checkpointing as ``cfg`` says."""
+    folder = resolve_model_folder("model.path", cfg.path)
+    geometry = video_vlm_geometry("model.path", folder)
+    hf = load_pretrained_vlm(folder, cfg)
+    if cfg.lora_rank:
+        hf = add_vlm_lora(hf, cfg)
+    model = PretrainedVLM(hf, geometry)
+    if cfg.activation_checkpointing:
+        for block in transformer_blocks(model):
+            recompute_in_backward(block)
+    return model

@@ -1,0 +1,58 @@
+"""``model=pretrained`` against the video settings, before any work: the folder holds a VLM that
+``model=pretrained`` finetunes, its weights load without unpickling (unless allowed), frames are
+sized by the model's own rule, and the visual plus text tokens fit its context."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kvideo.hf_folders import (
+    image_statistics,
+    pickled_weights_only,
+    resolve_model_folder,
+    video_vlm_geometry,
+)
+from kvideo.preflight.frames import frame_resize
+
+if TYPE_CHECKING:
+    from kvideo.config.root import KVideoConfig
+
+# The tokens the template adds around a clip: <|vision_start|> and <|vision_end|>.
+VIDEO_MARKERS = 2
+
+
+def check_pretrained_model(cfg: KVideoConfig) -> None:
+    """Raises ``ValueError`` naming the key to change (see the module docstring)."""
+    video, model = cfg.video, cfg.model
+    folder = resolve_model_folder("model.path", model.path)
+    geometry = video_vlm_geometry("model.path", folder)
+    image_statistics("model.path", folder)
+    pickled = pickled_weights_only(folder)
+    if pickled and not model.allow_pickled_weights:
+        raise ValueError(
+            f"model.path: {folder} has only pickled weights ({', '.join(pickled[:3])}), and loading them "
+            "can run code from the file; convert them to safetensors, or set "
+            "model.allow_pickled_weights=true if you trust the folder"
+        )
+    if video.resize == "square" and video.frame_size % geometry.factor:
+        fits = (video.frame_size // geometry.factor or 1) * geometry.factor
+        raise ValueError(
+            f"video.frame_size ({video.frame_size}) must be a multiple of {geometry.factor} for this "
+            f"{geometry.model_type} (patch_size {geometry.patch_size} * spatial_merge_size "
+            f"{geometry.merge_size}); set video.frame_size={fits}, or video.resize=max_pixels"
+        )
+    area = frame_resize(video, model).pixel_budget if video.resize == "max_pixels" else video.frame_size**2
+    groups = -(-video.max_frames // geometry.temporal_patch_size)
+    visual = groups * (area // geometry.factor**2)
+    total = visual + VIDEO_MARKERS + model.max_text_len
+    context, context_name = min(
+        (geometry.context, "the model's max_position_embeddings"), (model.max_seq_len, "model.max_seq_len")
+    )
+    if total > context:
+        raise ValueError(
+            f"token budget exceeded: ceil(video.max_frames / temporal_patch_size) * pixels / "
+            f"{geometry.factor}^2 + {VIDEO_MARKERS} + model.max_text_len = "
+            f"ceil({video.max_frames} / {geometry.temporal_patch_size}) * {area} / {geometry.factor}^2 "
+            f"+ {VIDEO_MARKERS} + {model.max_text_len} = {total} > {context_name} ({context}); "
+            "lower video.max_frames, video.frame_size / video.max_pixels or model.max_text_len"
+        )

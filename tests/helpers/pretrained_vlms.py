@@ -1,0 +1,104 @@
+"""Tiny released-VLM folders, made the way a user's are: transformers' own config classes, random
+weights, ``save_pretrained`` of the model, its tokenizer and its image processor. Loading them
+runs the real offline ``AutoModelForImageTextToText.from_pretrained`` path.
+
+The tokenizer is ``hf_models.save_tokenizer``'s (the sample corpus's words, ChatML) plus the
+vision tokens of Qwen's vocabulary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.helpers.hf_models import save_tokenizer
+
+QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>")
+QWEN_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+
+def save_tiny_qwen_vl(
+    folder: Path, model_type: str = "qwen2_5_vl", *, width: int = 64, max_positions: int = 1024
+) -> Path:
+    """A 2-layer Qwen2.5-VL (or Qwen2-VL): a ``width``-wide LM, a tower half as wide, 14 px
+    patches merged 2 x 2, 2-frame temporal patches."""
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    save_tokenizer(folder)
+    tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_VISION_TOKENS)})
+    tokenizer.save_pretrained(folder)
+    ids = {token: int(tokenizer.convert_tokens_to_ids(token)) for token in QWEN_VISION_TOKENS}
+    half = width // 4 // 2  # rotary frequencies per head (4 heads)
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": max_positions,
+        # time, height, width sections of each head's rotary frequencies (Qwen's 16/24/24 of 64)
+        "rope_scaling": {"type": "mrope", "mrope_section": [half // 4, 3 * half // 8, 3 * half // 8]},
+        "tie_word_embeddings": True,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": None,
+    }
+    tokens: dict[str, Any] = {
+        "video_token_id": ids["<|video_pad|>"],
+        "image_token_id": ids["<|image_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+    model = _qwen_model(model_type, width, text, tokens)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = None
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    Qwen2VLImageProcessorPil().save_pretrained(folder)
+    return folder
+
+
+def _qwen_model(model_type: str, width: int, text: dict[str, Any], tokens: dict[str, Any]) -> Any:
+    if model_type == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        vision = {
+            "depth": 2,
+            "hidden_size": width // 2,
+            "intermediate_size": width,
+            "num_heads": 2,
+            "out_hidden_size": width,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [1],
+        }
+        config_25 = Qwen2_5_VLConfig(
+            text_config=text, vision_config=vision, tie_word_embeddings=True, **tokens
+        )
+        return Qwen2_5_VLForConditionalGeneration(config_25)
+    if model_type == "qwen2_vl":
+        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+        vision = {
+            "depth": 2,
+            "embed_dim": width // 2,
+            "hidden_size": width,
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        }
+        config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **tokens)
+        return Qwen2VLForConditionalGeneration(config)
+    raise ValueError(f"no tiny {model_type!r}; expected one of {QWEN_TYPES}")
+
+
+def pretrained_cli_overrides(folder: Path, *, frame_size: int = 56) -> list[str]:
+    """``train.py`` overrides that select the tiny VLM at a square its patches tile."""
+    return ["model=pretrained", f"model.path={folder}", f"video.frame_size={frame_size}"]

@@ -1,0 +1,157 @@
+"""``model=pretrained`` without training: the parts map onto each family's own modules, LoRA lands
+on the LM only, a batch becomes the model's inputs (skipped clips and ``max_pixels`` frames
+included), and a folder the run cannot use is refused in one line before any work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from kvideo.config import KVideoConfig, ModelConfig, VideoConfig
+from kvideo.data.tokenizer import IGNORE_INDEX, build_tokenizer
+from kvideo.model.pretrained_vlm import PretrainedVLM, build_pretrained_vlm, part_of
+from kvideo.preflight import preflight
+from kvideo.train.freeze import TrainableSchedule
+from tests.helpers.pretrained_vlms import QWEN_TYPES
+
+
+def pretrained(folder: Path, **fields: Any) -> ModelConfig:
+    fields.setdefault("max_seq_len", 32768)  # conf/model/pretrained.yaml's
+    return ModelConfig(name="pretrained", family="pretrained", path=str(folder), max_text_len=40, **fields)
+
+
+def config(folder: Path, *, video: dict[str, Any] | None = None, **fields: Any) -> KVideoConfig:
+    options: dict[str, Any] = {"frame_size": 56, "max_frames": 4, "min_frames": 1}
+    options.update(video or {})
+    return KVideoConfig(video=VideoConfig(**options), model=pretrained(folder, **fields))
+
+
+@pytest.mark.parametrize("kind", QWEN_TYPES)
+def test_parts_are_the_familys_own_modules_and_lora_is_on_the_lm(
+    kind: str, tiny_vlms: dict[str, Path]
+) -> None:
+    model = build_pretrained_vlm(pretrained(tiny_vlms[kind]))
+    parts = {name: part_of(name) for name, _ in model.named_parameters()}
+    assert {n for n, p in parts.items() if p == "projector"} == {
+        n for n in parts if n.startswith("hf.model.visual.merger.")
+    }
+    assert all(p == "vision" for n, p in parts.items() if n.startswith("hf.model.visual.blocks."))
+    assert all(
+        p == "lm" for n, p in parts.items() if n.startswith(("hf.model.language_model.", "hf.lm_head"))
+    )
+    schedule = TrainableSchedule(model, pretrained(tiny_vlms[kind], freeze=["vision"]), part_of=part_of)
+    assert {parts[n] for n in schedule.at(0)} == {"projector", "lm"}
+
+    lora = build_pretrained_vlm(pretrained(tiny_vlms[kind], lora_rank=4))
+    adapters = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert adapters and all("lora_" in n and part_of(n) == "lm" for n in adapters)
+
+
+def batch_of(folder: Path, *, resize: str = "square") -> tuple[KVideoConfig, dict[str, Any]]:
+    """Two clips as the loader gives them: one of 3 frames, one whose every frame failed."""
+    cfg = config(folder, video={"resize": resize, "max_pixels": 56 * 84 if resize == "max_pixels" else 0})
+    tokenizer = build_tokenizer(cfg.data, cfg.model)
+    from kvideo.data.tokenizer import encode_caption
+
+    texts = [encode_caption(tokenizer, "Describe the video.", c, 40) for c in ("a red ball", "a blue box")]
+    frames = torch.randn(2, 4, 3, 56, 84 if resize == "max_pixels" else 56)
+    batch: dict[str, Any] = {
+        "frames": frames,
+        "frame_mask": torch.tensor([[True, True, True, False], [False] * 4]),
+        "frame_times": torch.tensor([[0.0, 0.5, 1.0, -1.0], [-1.0] * 4]),
+        "input_ids": torch.tensor([t.input_ids for t in texts]),
+        "labels": torch.tensor([texts[0].labels, [IGNORE_INDEX] * 40]),
+        "visual_at": torch.tensor([t.visual_at for t in texts]),
+    }
+    if resize == "max_pixels":  # the first clip's picture is 56 x 56 of the 56 x 84 canvas
+        batch["frame_region"] = torch.tensor([[0, 0, 56, 56], [0, 0, 56, 84]])
+    return cfg, batch
+
+
+@pytest.mark.parametrize(("kind", "resize"), [("qwen2_5_vl", "square"), ("qwen2_vl", "max_pixels")])
+def test_a_batch_becomes_the_models_inputs_and_trains(
+    kind: str, resize: str, tiny_vlms: dict[str, Path]
+) -> None:
+    cfg, batch = batch_of(tiny_vlms[kind], resize=resize)
+    model = build_pretrained_vlm(cfg.model)
+    assert isinstance(model, PretrainedVLM)
+    video, tokens = model.video_inputs(
+        batch["frames"], batch["frame_mask"], batch["frame_times"], batch.get("frame_region")
+    )
+    # 3 frames -> 2 temporal groups of 2 x 2 merged tokens; a clip with no frame -> 1 black group
+    width = 2 if resize == "square" else 3
+    assert tokens == [2 * 2 * 2, 1 * 2 * width]
+    assert video["video_grid_thw"].tolist() == [[2, 4, 4], [1, 4, 2 * width]]
+    assert ("second_per_grid_ts" in video) == (kind == "qwen2_5_vl")
+    ids, labels = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], tokens)
+    assert labels is not None
+    for row, count in enumerate(tokens):
+        at = int(batch["visual_at"][row])
+        assert ids[row, at].item() == model.start_id and ids[row, at + count + 1].item() == model.end_id
+        assert (ids[row] == model.video_id).sum().item() == count
+    assert (labels != IGNORE_INDEX).sum() == (batch["labels"] != IGNORE_INDEX).sum()  # video: no loss
+
+    out = model(
+        batch["frames"],
+        batch["frame_mask"],
+        batch["input_ids"],
+        batch["labels"],
+        frame_times=batch["frame_times"],
+        visual_at=batch["visual_at"],
+        frame_region=batch.get("frame_region"),
+    )
+    assert torch.isfinite(out["loss"]) and out["ntokens"].tolist()[1] == 0
+    # the multimodal rope positions were placed (they are only with mm_token_type_ids)
+    assert model.hf.model.rope_deltas is not None
+    out["loss"].backward()
+    merger = next(p for n, p in model.named_parameters() if part_of(n) == "projector")
+    assert merger.grad is not None and bool(merger.grad.abs().sum() > 0)
+
+
+def copy_of(folder: Path, into: Path, **config_changes: Any) -> Path:
+    shutil.copytree(folder, into)
+    config = json.loads((into / "config.json").read_text())
+    config.update(config_changes)
+    (into / "config.json").write_text(json.dumps(config))
+    return into
+
+
+def test_folders_the_run_cannot_use_are_refused_in_one_line(
+    tiny_vlms: dict[str, Path], tiny_hf_parts: tuple[Path, Path], tmp_path: Path
+) -> None:
+    folder = tiny_vlms["qwen2_5_vl"]
+    lm_only = copy_of(tiny_hf_parts[1], tmp_path / "lm")
+    shutil.copyfile(folder / "preprocessor_config.json", lm_only / "preprocessor_config.json")
+    with pytest.raises(
+        ValueError, match=r"model\.path: .* without a vision_config .*model=hf_vlm joins a vision"
+    ):
+        preflight(config(lm_only), memory=False)
+    llava = copy_of(folder, tmp_path / "llava", model_type="llava_onevision")
+    with pytest.raises(
+        ValueError,
+        match=r"'llava_onevision' model \(its video route .*finetunes \['qwen2_vl', 'qwen2_5_vl'\]",
+    ):
+        preflight(config(llava), memory=False)
+    pickled = copy_of(folder, tmp_path / "pickled")
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(
+        ValueError, match=r"only pickled weights \(pytorch_model\.bin\).*allow_pickled_weights=true"
+    ):
+        preflight(config(pickled), memory=False)
+    preflight(config(pickled, allow_pickled_weights=True), memory=False)
+    with pytest.raises(
+        ValueError, match=r"video\.frame_size \(64\) must be a multiple of 28 .*video\.frame_size=56"
+    ):
+        preflight(config(folder, video={"frame_size": 64}), memory=False)
+    with pytest.raises(
+        ValueError,
+        match=r"token budget exceeded: .* = ceil\(64 / 2\) \* 50176 / 28\^2 \+ 2 \+ 40 = 2090 > "
+        r"the model's max_position_embeddings \(1024\)",
+    ):
+        preflight(config(folder, video={"frame_size": 224, "max_frames": 64}), memory=False)
+    preflight(config(folder), memory=False)
