@@ -7,10 +7,11 @@ Sections (each reports ``pass`` and its numbers; a section that cannot run says 
 * ``qwen_patches``: ``Qwen2VLVideoProcessor`` with ``do_resize=False`` on uint8 frames, against
   kvideo's normalization and patch layout, for 1 to 5 frames (odd counts fill the last temporal
   patch): equal within 1e-5.
-* ``qwen_auto_processor``: ``AutoProcessor.from_pretrained`` of a ``model=pretrained`` export
-  (the tiny Qwen2.5-VL with its processor saved beside it) renders a video conversation; its
-  ``input_ids``, ``mm_token_type_ids``, ``pixel_values_videos`` and ``video_grid_thw`` equal what
-  kvideo feeds the model for the same frames and prompt.
+* ``qwen2_5_vl_auto_processor`` / ``qwen3_vl_auto_processor``: ``AutoProcessor.from_pretrained``
+  of a ``model=pretrained`` folder (the tiny model with its processor saved beside it) renders a
+  video conversation of 4 frames shown at 0, 0.5, 1 and 1.5 s; its ``input_ids`` (Qwen3-VL's
+  timestamp text included), ``mm_token_type_ids``, ``pixel_values_videos``, ``video_grid_thw``
+  and ``second_per_grid_ts`` equal what kvideo feeds the model for the same frames and prompt.
 
 ``python -m benchmarks.gpu_check [--out DIR]``: writes ``gpu_check.json``; exit 1 if a section
 that ran failed. Needs this repository's dependencies (carry the wheels the machine lacks).
@@ -23,6 +24,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,15 @@ REPO = Path(__file__).resolve().parent.parent
 PROMPT = "Describe the video."
 
 
-def _video_processor() -> Any:
+def _video_processor(kind: str = "qwen2_5_vl") -> Any:
+    """The model's own video processor; an ``ImportError`` (the section is skipped) without a
+    working torchvision."""
+    import torchvision  # type: ignore[import-not-found]  # noqa: F401  (fail here, as an ImportError)
+
+    if kind == "qwen3_vl":
+        from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+        return Qwen3VLVideoProcessor()
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     return Qwen2VLVideoProcessor()
@@ -58,32 +68,38 @@ def check_qwen_patches(tmp: Path) -> dict[str, Any]:
     return {"max_abs_diff": worst, "grids": grids, "pass": worst <= 1e-5 and all(a == b for a, b in grids)}
 
 
-def check_qwen_auto_processor(tmp: Path) -> dict[str, Any]:
+def check_qwen_auto_processor(tmp: Path, kind: str = "qwen2_5_vl") -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
-    from transformers import AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor
+    from transformers import AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor, Qwen3VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from kvideo.config import DataConfig, ModelConfig
     from kvideo.data.preprocess import normalize_frames, pixel_statistics
     from kvideo.data.tokenizer import build_tokenizer, encode_caption
     from kvideo.model.pretrained_vlm import build_pretrained_vlm
-    from tests.helpers.pretrained_vlms import save_tiny_qwen_vl
+    from tests.helpers.pretrained_vlms import FRAME_SIDE, save_tiny_qwen_vl
 
-    folder = save_tiny_qwen_vl(tmp / "qwen2_5_vl")
-    Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessorPil(),
+    folder = save_tiny_qwen_vl(tmp / kind, kind)
+    processor_class = Qwen3VLProcessor if kind == "qwen3_vl" else Qwen2_5_VLProcessor
+    processor_class(
+        image_processor=Qwen2VLImageProcessorPil.from_pretrained(folder),
         tokenizer=AutoTokenizer.from_pretrained(folder),
-        video_processor=_video_processor(),
+        video_processor=_video_processor(kind),
     ).save_pretrained(folder)
     processor = AutoProcessor.from_pretrained(folder)
-    clip = torch.randint(0, 256, (4, 56, 56, 3), dtype=torch.uint8)
+    side = 2 * FRAME_SIDE[kind]
+    clip = torch.randint(0, 256, (4, side, side, 3), dtype=torch.uint8)
+    fps = 2.0  # frames 0, 1, 2, 3 of a 2 fps video: shown at 0, 0.5, 1.0 and 1.5 s
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    metadata = [{"fps": fps, "frames_indices": [0, 1, 2, 3], "total_num_frames": 4}]
     theirs = processor(
         text=[text],
         videos=[clip.permute(0, 3, 1, 2)],
+        video_metadata=metadata,
         do_resize=False,
         do_sample_frames=False,
+        fps=fps,
         return_tensors="pt",
     )
 
@@ -96,19 +112,25 @@ def check_qwen_auto_processor(tmp: Path) -> dict[str, Any]:
     context = torch.tensor([encoded.input_ids[: encoded.answer_at]])
     frames = normalize_frames(clip, statistics=pixel_statistics(cfg))[None]
     times = torch.tensor([[0.0, 0.5, 1.0, 1.5]])
-    video, tokens = model.video_inputs(frames, torch.ones(1, 4, dtype=torch.bool), times, None)
-    ids, _ = model.spliced(context, None, torch.tensor([encoded.visual_at]), tokens)
+    video, blocks = model.video_inputs(frames, torch.ones(1, 4, dtype=torch.bool), times, None)
+    ids, _ = model.spliced(context, None, torch.tensor([encoded.visual_at]), blocks)
     mine = {**model.text_inputs(ids), **video}
     same: dict[str, bool] = {}
-    for key in ("input_ids", "mm_token_type_ids", "video_grid_thw"):
-        same[key] = bool(torch.equal(mine[key].long(), theirs[key].long()))
+    for key in ("input_ids", "mm_token_type_ids", "video_grid_thw", "second_per_grid_ts"):
+        if key in mine or key in theirs:
+            same[key] = (
+                key in mine
+                and key in theirs
+                and bool(torch.allclose(mine[key].double(), theirs[key].double()))
+            )
     diff = float((mine["pixel_values_videos"] - theirs["pixel_values_videos"]).abs().max())
     return {"same": same, "pixel_max_abs_diff": diff, "pass": all(same.values()) and diff <= 1e-5}
 
 
 SECTIONS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "qwen_patches": check_qwen_patches,
-    "qwen_auto_processor": check_qwen_auto_processor,
+    "qwen2_5_vl_auto_processor": check_qwen_auto_processor,
+    "qwen3_vl_auto_processor": partial(check_qwen_auto_processor, kind="qwen3_vl"),
 }
 
 

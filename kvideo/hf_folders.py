@@ -190,8 +190,8 @@ def tower_parameter_prefix(folder: Path) -> str:
 
 # Released VLMs ``model=pretrained`` finetunes (``model_type`` in their config.json), and the
 # ones transformers also ships whose video route kvideo does not feed yet (named in the refusal).
-VIDEO_VLM_TYPES = ("qwen2_vl", "qwen2_5_vl")
-NOT_YET_VIDEO_VLM_TYPES = ("qwen3_vl", "llava_onevision", "smolvlm", "llava_next_video", "internvl", "molmo2")
+VIDEO_VLM_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+NOT_YET_VIDEO_VLM_TYPES = ("llava_onevision", "smolvlm", "llava_next_video", "internvl", "molmo2")
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,11 @@ class VideoVlmGeometry:
     def factor(self) -> int:
         """What frame sides must be multiples of: one merged token's side in pixels."""
         return self.patch_size * self.merge_size
+
+    @property
+    def timestamps_as_text(self) -> bool:
+        """Qwen3-VL: each temporal patch follows its time as text (``<1.2 seconds>``)."""
+        return self.model_type == "qwen3_vl"
 
 
 def video_vlm_geometry(field: str, folder: Path) -> VideoVlmGeometry:

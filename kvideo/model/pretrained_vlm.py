@@ -1,4 +1,4 @@
-"""A released video VLM (``model=pretrained``: Qwen2-VL, Qwen2.5-VL) behind kvideo's model
+"""A released video VLM (``model=pretrained``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL) behind kvideo's model
 interface: the same ``forward(frames, frame_mask, input_ids, labels, ...)`` and ``generate`` as
 the other families, so the trainer, the validator and the evaluator do not change.
 
@@ -10,9 +10,10 @@ in front, and its ``save_pretrained`` writes the export. Per batch this module:
   the model's video inputs (``kvideo.model.video_patches``), with the time one temporal patch
   really spans (Qwen2.5-VL's ``second_per_grid_ts``);
 * splices ``<|vision_start|>``, one ``<|video_pad|>`` per merged patch and ``<|vision_end|>`` into
-  the text at ``visual_at``, where the chat template put the ``<video>`` placeholder (the rows
-  are conversations: ``kvideo.data.tokenizer.encode_row``), which is what Qwen's processor does to
-  the rendered template; labels there are ``-100``;
+  the text at ``visual_at`` (Qwen3-VL: around each temporal patch, after its time as text), where
+  the chat template put the ``<video>`` placeholder (the rows are conversations:
+  ``kvideo.data.tokenizer.encode_row``), which is what Qwen's processor does to the rendered
+  template; labels there are ``-100``;
 * lets the model place its own multimodal rope positions (``get_rope_index``) from those ids.
 
 The loss is kvideo's (``kvideo.model.loss``): the same per-sample NLL as the other families, so
@@ -22,6 +23,8 @@ black frame: its labels are all ``-100`` (``kvideo.data.clip_dataset``), so it c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from kvideo.model.blocks import recompute_in_backward, transformer_blocks
 from kvideo.model.generate import until_eos
 from kvideo.model.hf_vlm import quiet_transformers
 from kvideo.model.loss import with_loss
-from kvideo.model.video_patches import qwen_video_patches, seconds_per_group
+from kvideo.model.video_patches import group_times, qwen_video_patches, seconds_per_group
 
 # transformers' modality ids (``ProcessorMixin.create_mm_token_type_ids``): 0 text, 1 image, 2 video
 VIDEO_TOKEN_TYPE = 2
@@ -47,10 +50,14 @@ class PretrainedVLM(nn.Module):
 
     hf: Any  # a transformers (or peft) model: generate and config are not nn.Module's
 
-    def __init__(self, hf: nn.Module, geometry: VideoVlmGeometry) -> None:
+    def __init__(
+        self, hf: nn.Module, geometry: VideoVlmGeometry, encode: Callable[[str], list[int]] | None = None
+    ) -> None:
+        """``encode``: the model's tokenizer on plain text (Qwen3-VL's timestamps are text)."""
         super().__init__()
         self.hf = hf
         self.geometry = geometry
+        self.encode = encode
         config: Any = hf.config
         self.video_id = int(config.video_token_id)
         self.start_id = int(config.vision_start_token_id)
@@ -63,10 +70,11 @@ class PretrainedVLM(nn.Module):
 
     def video_inputs(
         self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor, frame_region: Tensor | None
-    ) -> tuple[dict[str, Tensor], list[int]]:
-        """The model's video keyword arguments for a batch, and each clip's number of LM tokens."""
+    ) -> tuple[dict[str, Tensor], list[list[int]]]:
+        """The model's video keyword arguments for a batch, and each clip's token ids in the text
+        (``video_block``)."""
         g = self.geometry
-        patches, grids, spans = [], [], []
+        patches, grids, spans, blocks = [], [], [], []
         for b in range(frames.shape[0]):
             keep = frame_mask[b].to(torch.bool)
             clip = frames[b][keep] if bool(keep.any()) else torch.zeros_like(frames[b][:1])
@@ -82,24 +90,39 @@ class PretrainedVLM(nn.Module):
             patches.append(flat)
             grids.append(grid)
             spans.append(seconds_per_group(frame_times[b][keep], g.temporal_patch_size))
+            blocks.append(self.video_block(grid, frame_times[b][keep]))
         inputs = {
             "pixel_values_videos": torch.cat(patches),
             "video_grid_thw": torch.tensor(grids, dtype=torch.long, device=frames.device),
         }
         if g.model_type == "qwen2_5_vl":
             inputs["second_per_grid_ts"] = torch.tensor(spans, device=frames.device)
-        tokens = [t * h * w // (g.merge_size * g.merge_size) for t, h, w in grids]
-        return inputs, tokens
+        return inputs, blocks
+
+    def video_block(self, grid: tuple[int, int, int], times: Tensor) -> list[int]:
+        """A clip's ids in the text, as the model's processor writes them: Qwen2-VL and Qwen2.5-VL
+        ``<|vision_start|>``, one ``<|video_pad|>`` per merged patch, ``<|vision_end|>``; Qwen3-VL
+        the same around each temporal patch, after its time as text (``<1.2 seconds>``: the mean
+        display time of the patch's first and last frame, the last frame repeated to fill it)."""
+        groups, height, width = grid
+        per_group = height * width // self.geometry.merge_size**2
+        if self.encode is None:
+            return [self.start_id, *([self.video_id] * (groups * per_group)), self.end_id]
+        block: list[int] = []
+        for stamp in group_times(times, self.geometry.temporal_patch_size, groups):
+            block += self.encode(f"<{stamp:.1f} seconds>")
+            block += [self.start_id, *([self.video_id] * per_group), self.end_id]
+        return block
 
     def spliced(
-        self, input_ids: Tensor, labels: Tensor | None, visual_at: Tensor, tokens: list[int]
+        self, input_ids: Tensor, labels: Tensor | None, visual_at: Tensor, blocks: list[list[int]]
     ) -> tuple[Tensor, Tensor | None]:
-        """``input_ids`` (and ``labels``) with each clip's video tokens at its ``visual_at``,
+        """``input_ids`` (and ``labels``) with each clip's ``video_block`` at its ``visual_at``,
         right-padded to the longest row (with the pad id; labels ``-100``)."""
         rows, label_rows = [], []
-        for b, count in enumerate(tokens):
+        for b, block_ids in enumerate(blocks):
             at = int(visual_at[b])
-            block = input_ids.new_tensor([self.start_id, *([self.video_id] * count), self.end_id])
+            block = input_ids.new_tensor(block_ids)
             rows.append(torch.cat([input_ids[b, :at], block, input_ids[b, at:]]))
             if labels is not None:
                 ignored = torch.full_like(block, IGNORE_INDEX)
@@ -125,8 +148,8 @@ class PretrainedVLM(nn.Module):
         """As the other families' ``forward``; ``visual_at`` is required (every row is a
         conversation). Padding after a row's text stays visible to the keys: the causal mask
         hides it from every real token, as kvideo's other models do."""
-        video, tokens = self.video_inputs(frames, frame_mask, frame_times, frame_region)
-        ids, spliced_labels = self.spliced(input_ids, labels, visual_at, tokens)
+        video, blocks = self.video_inputs(frames, frame_mask, frame_times, frame_region)
+        ids, spliced_labels = self.spliced(input_ids, labels, visual_at, blocks)
         out = self.hf(**self.text_inputs(ids), **video, use_cache=False)
         return with_loss(out.logits, spliced_labels)
 
@@ -156,8 +179,8 @@ class PretrainedVLM(nn.Module):
     ) -> list[list[int]]:
         """Greedy answers after ``context_ids`` (a conversation up to its answer), through the
         model's own ``generate``, up to the first stop id (excluded)."""
-        video, tokens = self.video_inputs(frames, frame_mask, frame_times, frame_region)
-        ids, _ = self.spliced(context_ids, None, visual_at, tokens)
+        video, blocks = self.video_inputs(frames, frame_mask, frame_times, frame_region)
+        ids, _ = self.spliced(context_ids, None, visual_at, blocks)
         out = self.hf.generate(
             **self.text_inputs(ids),
             **video,
@@ -221,7 +244,15 @@ def build_pretrained_vlm(cfg: ModelConfig) -> PretrainedVLM:
     hf = load_pretrained_vlm(folder, cfg)
     if cfg.lora_rank:
         hf = add_vlm_lora(hf, cfg)
-    model = PretrainedVLM(hf, geometry)
+    encode = None
+    if geometry.timestamps_as_text:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(
+            folder, local_files_only=True, trust_remote_code=cfg.trust_remote_code
+        )
+        encode = partial(tokenizer.encode, add_special_tokens=False)
+    model = PretrainedVLM(hf, geometry, encode)
     if cfg.activation_checkpointing:
         for block in transformer_blocks(model):
             recompute_in_backward(block)

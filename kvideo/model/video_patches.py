@@ -59,3 +59,16 @@ def seconds_per_group(times: Tensor, temporal_patch_size: int) -> float:
         return float(temporal_patch_size)
     spacing = float(times[-1] - times[0]) / (times.numel() - 1)
     return spacing * temporal_patch_size if spacing > 0 else float(temporal_patch_size)
+
+
+def group_times(times: Tensor, temporal_patch_size: int, groups: int) -> list[float]:
+    """Each temporal patch's time (Qwen3-VL's timestamps): the mean display time of its first and
+    last frame, the last frame repeated to fill the last patch as its pixels are. The processor
+    computes them from frame indices and the fps it was told; these are the decoded frames' own
+    times. A clip without frames has one patch at 0."""
+    values = times.tolist() or [0.0]
+    values += [values[-1]] * (groups * temporal_patch_size - len(values))
+    return [
+        (values[g * temporal_patch_size] + values[(g + 1) * temporal_patch_size - 1]) / 2
+        for g in range(groups)
+    ]

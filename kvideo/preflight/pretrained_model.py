@@ -17,8 +17,10 @@ from kvideo.preflight.frames import frame_resize
 if TYPE_CHECKING:
     from kvideo.config.root import KVideoConfig
 
-# The tokens the template adds around a clip: <|vision_start|> and <|vision_end|>.
+# The tokens the template adds around a clip (Qwen3-VL: around each temporal patch):
+# <|vision_start|> and <|vision_end|>; and a bound on the tokens of Qwen3-VL's "<12.5 seconds>".
 VIDEO_MARKERS = 2
+TIMESTAMP_TOKENS = 8
 
 
 def check_pretrained_model(cfg: KVideoConfig) -> None:
@@ -44,15 +46,18 @@ def check_pretrained_model(cfg: KVideoConfig) -> None:
     area = frame_resize(video, model).pixel_budget if video.resize == "max_pixels" else video.frame_size**2
     groups = -(-video.max_frames // geometry.temporal_patch_size)
     visual = groups * (area // geometry.factor**2)
-    total = visual + VIDEO_MARKERS + model.max_text_len
+    markers = VIDEO_MARKERS
+    if geometry.timestamps_as_text:
+        markers = groups * (VIDEO_MARKERS + TIMESTAMP_TOKENS)
+    total = visual + markers + model.max_text_len
     context, context_name = min(
         (geometry.context, "the model's max_position_embeddings"), (model.max_seq_len, "model.max_seq_len")
     )
     if total > context:
         raise ValueError(
             f"token budget exceeded: ceil(video.max_frames / temporal_patch_size) * pixels / "
-            f"{geometry.factor}^2 + {VIDEO_MARKERS} + model.max_text_len = "
+            f"{geometry.factor}^2 + markers + model.max_text_len = "
             f"ceil({video.max_frames} / {geometry.temporal_patch_size}) * {area} / {geometry.factor}^2 "
-            f"+ {VIDEO_MARKERS} + {model.max_text_len} = {total} > {context_name} ({context}); "
+            f"+ {markers} + {model.max_text_len} = {total} > {context_name} ({context}); "
             "lower video.max_frames, video.frame_size / video.max_pixels or model.max_text_len"
         )

@@ -14,14 +14,17 @@ from typing import Any
 from tests.helpers.hf_models import save_tokenizer
 
 QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>")
-QWEN_TYPES = ("qwen2_vl", "qwen2_5_vl")
+QWEN_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+# The side of a frame whose patches tile it: 14 px patches merged 2 x 2 (Qwen2-VL, Qwen2.5-VL),
+# 16 px for Qwen3-VL.
+FRAME_SIDE = {"qwen2_vl": 28, "qwen2_5_vl": 28, "qwen3_vl": 32}
 
 
 def save_tiny_qwen_vl(
     folder: Path, model_type: str = "qwen2_5_vl", *, width: int = 64, max_positions: int = 1024
 ) -> Path:
-    """A 2-layer Qwen2.5-VL (or Qwen2-VL): a ``width``-wide LM, a tower half as wide, 14 px
-    patches merged 2 x 2, 2-frame temporal patches."""
+    """A 2-layer Qwen2.5-VL (or Qwen2-VL, Qwen3-VL): a ``width``-wide LM, a tower half as wide,
+    14 px patches (Qwen3-VL: 16 px) merged 2 x 2, 2-frame temporal patches."""
     from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -57,7 +60,12 @@ def save_tiny_qwen_vl(
     model.generation_config.bos_token_id = None
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
-    Qwen2VLImageProcessorPil().save_pretrained(folder)
+    if model_type == "qwen3_vl":  # Qwen3-VL's published processor settings
+        Qwen2VLImageProcessorPil(patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+            folder
+        )
+    else:
+        Qwen2VLImageProcessorPil().save_pretrained(folder)
     return folder
 
 
@@ -96,6 +104,30 @@ def _qwen_model(model_type: str, width: int, text: dict[str, Any], tokens: dict[
         }
         config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **tokens)
         return Qwen2VLForConditionalGeneration(config)
+    if model_type == "qwen3_vl":
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+        text = {**text, "head_dim": width // 4}
+        text["rope_parameters"] = {
+            "rope_type": "default",
+            "rope_theta": 5e5,
+            "mrope_section": text.pop("rope_scaling")["mrope_section"],
+            "mrope_interleaved": True,
+        }
+        vision = {
+            "depth": 2,
+            "hidden_size": width // 2,
+            "intermediate_size": width,
+            "num_heads": 2,
+            "out_hidden_size": width,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        }
+        config_3 = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **tokens)
+        return Qwen3VLForConditionalGeneration(config_3)
     raise ValueError(f"no tiny {model_type!r}; expected one of {QWEN_TYPES}")
 
 

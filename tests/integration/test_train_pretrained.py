@@ -22,11 +22,11 @@ from kvideo.train.run import train
 from tests.helpers.cli import run_eval, run_module, run_python, run_train
 from tests.helpers.configs import tiny_cli_run, tiny_config
 from tests.helpers.preemption import preempting_build_model
-from tests.helpers.pretrained_vlms import pretrained_cli_overrides
+from tests.helpers.pretrained_vlms import FRAME_SIDE, pretrained_cli_overrides
 
 pytestmark = pytest.mark.slow  # trains a model
 
-# The tiny VLM at 56 px (2 x 2 merged tokens per 2-frame group), 4 frames: 8 visual tokens.
+# The tiny VLMs at two merged patches a side (2 x 2 LM tokens per 2-frame group), 4 frames.
 PRETRAINED_RUN = ["trainer.max_steps=3", "trainer.val_every=0", "video.prompt=Describe the video."]
 
 # Run in a fresh interpreter: kvideo cannot be imported, the recipe from CAPTION.md is executed as
@@ -49,10 +49,10 @@ recipe = re.search(r"```python\\n(.*?)```", open(export + "/CAPTION.md").read(),
 namespace = {}
 exec(recipe, namespace)
 data = numpy.load(sys.argv[2])
-frames, spacing = torch.from_numpy(data["frames"]), float(data["spacing"])
+frames, times = torch.from_numpy(data["frames"]), data["times"].tolist()
 with torch.no_grad():
-    logits = namespace["model"](**namespace["model_inputs"](frames, spacing)).logits[0, -1]
-print(json.dumps({"caption": namespace["caption"](frames, spacing, max_new_tokens=12),
+    logits = namespace["model"](**namespace["model_inputs"](frames, times)).logits[0, -1]
+print(json.dumps({"caption": namespace["caption"](frames, times, max_new_tokens=12),
                   "next_tokens": logits.topk(5).indices.tolist(),
                   "model": type(namespace["model"]).__name__}))
 """
@@ -68,8 +68,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pretrained_corpus")
 
 
-def _train(corpus: Path, run_dir: Path, folder: Path, *extra: str) -> dict[str, Any]:
-    args = [*tiny_cli_run(corpus, run_dir, train_clips=8, val_clips=4), *pretrained_cli_overrides(folder)]
+def _train(corpus: Path, run_dir: Path, folder: Path, *extra: str, frame_size: int = 56) -> dict[str, Any]:
+    args = [
+        *tiny_cli_run(corpus, run_dir, train_clips=8, val_clips=4),
+        *pretrained_cli_overrides(folder, frame_size=frame_size),
+    ]
     result = run_train(*args, *PRETRAINED_RUN, *extra, cwd=run_dir.parent, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     final: dict[str, Any] = json.loads((run_dir / "final.json").read_text())
@@ -78,7 +81,7 @@ def _train(corpus: Path, run_dir: Path, folder: Path, *extra: str) -> dict[str, 
 
 def _kvideo_caption_and_frames(run_dir: Path, video: str, out: Path) -> dict[str, Any]:
     """kvideo's caption of ``video`` and its five likeliest first tokens (the trained run, the
-    caption tool's own batch), and its frames and spacing saved to ``out`` for the run without
+    caption tool's own batch), and its frames and their times saved to ``out`` for the run without
     kvideo."""
     import torch
 
@@ -109,17 +112,19 @@ def _kvideo_caption_and_frames(run_dir: Path, video: str, out: Path) -> dict[str
             visual_at=batch["visual_at"],
         )["logits"][0, -1]
     valid = sample["frame_mask"]
-    times = sample["frame_times"][valid].numpy()
-    spacing = float(times[-1] - times[0]) / (len(times) - 1)
-    np.savez(out, frames=sample["frames"][valid].numpy(), spacing=spacing)
+    np.savez(out, frames=sample["frames"][valid].numpy(), times=sample["frame_times"][valid].numpy())
     return {"caption": caption, "next_tokens": logits.topk(5).indices.tolist()}
 
 
+@pytest.mark.parametrize(
+    ("kind", "model_class"),
+    [("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"), ("qwen3_vl", "Qwen3VLForConditionalGeneration")],
+)
 def test_a_pretrained_vlm_trains_captions_and_exports_a_model_transformers_loads_alone(
-    corpus: Path, qwen_folder: Path, tmp_path: Path
+    kind: str, model_class: str, corpus: Path, tiny_vlms: dict[str, Path], tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    final = _train(corpus, run_dir, qwen_folder)
+    final = _train(corpus, run_dir, tiny_vlms[kind], frame_size=2 * FRAME_SIDE[kind])
     assert final["status"] == "completed" and final["step"] == 3
     assert np.isfinite(final["val_loss"])
     log = (run_dir / "train.log").read_text()
@@ -138,7 +143,7 @@ def test_a_pretrained_vlm_trains_captions_and_exports_a_model_transformers_loads
     alone = run_python("-c", WITHOUT_KVIDEO, str(export), str(tmp_path / "frames.npz"), cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr[-3000:]
     got = json.loads(alone.stdout.splitlines()[-1])
-    assert got == {**expected, "model": "Qwen2_5_VLForConditionalGeneration"}
+    assert got == {**expected, "model": model_class}
 
 
 def test_lora_exports_an_adapter_on_its_base_and_a_merged_model_that_agree(

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from kvideo.config import KVideoConfig, ModelConfig, VideoConfig
-from kvideo.data.tokenizer import IGNORE_INDEX, build_tokenizer
+from kvideo.data.tokenizer import IGNORE_INDEX, build_tokenizer, encode_caption
 from kvideo.model.pretrained_vlm import PretrainedVLM, build_pretrained_vlm, part_of
 from kvideo.preflight import preflight
 from kvideo.train.freeze import TrainableSchedule
-from tests.helpers.pretrained_vlms import QWEN_TYPES
+from tests.helpers.pretrained_vlms import FRAME_SIDE, QWEN_TYPES
 
 
 def pretrained(folder: Path, **fields: Any) -> ModelConfig:
@@ -38,7 +38,9 @@ def test_parts_are_the_familys_own_modules_and_lora_is_on_the_lm(
     model = build_pretrained_vlm(pretrained(tiny_vlms[kind]))
     parts = {name: part_of(name) for name, _ in model.named_parameters()}
     assert {n for n, p in parts.items() if p == "projector"} == {
-        n for n in parts if n.startswith("hf.model.visual.merger.")
+        n
+        for n in parts
+        if n.startswith(("hf.model.visual.merger.", "hf.model.visual.deepstack_merger_list."))
     }
     assert all(p == "vision" for n, p in parts.items() if n.startswith("hf.model.visual.blocks."))
     assert all(
@@ -52,14 +54,15 @@ def test_parts_are_the_familys_own_modules_and_lora_is_on_the_lm(
     assert adapters and all("lora_" in n and part_of(n) == "lm" for n in adapters)
 
 
-def batch_of(folder: Path, *, resize: str = "square") -> tuple[KVideoConfig, dict[str, Any]]:
-    """Two clips as the loader gives them: one of 3 frames, one whose every frame failed."""
-    cfg = config(folder, video={"resize": resize, "max_pixels": 56 * 84 if resize == "max_pixels" else 0})
+def batch_of(folder: Path, side: int, *, resize: str = "square") -> tuple[KVideoConfig, dict[str, Any]]:
+    """Two clips as the loader gives them: one of 3 frames, one whose every frame failed; frames
+    two merged patches (``side``) a side, or 2 x 3 on a ``max_pixels`` canvas."""
+    size, wide = 2 * side, 3 * side
+    video = {"frame_size": size, "resize": resize, "max_pixels": size * wide if resize == "max_pixels" else 0}
+    cfg = config(folder, video=video)
     tokenizer = build_tokenizer(cfg.data, cfg.model)
-    from kvideo.data.tokenizer import encode_caption
-
     texts = [encode_caption(tokenizer, "Describe the video.", c, 40) for c in ("a red ball", "a blue box")]
-    frames = torch.randn(2, 4, 3, 56, 84 if resize == "max_pixels" else 56)
+    frames = torch.randn(2, 4, 3, size, wide if resize == "max_pixels" else size)
     batch: dict[str, Any] = {
         "frames": frames,
         "frame_mask": torch.tensor([[True, True, True, False], [False] * 4]),
@@ -68,32 +71,40 @@ def batch_of(folder: Path, *, resize: str = "square") -> tuple[KVideoConfig, dic
         "labels": torch.tensor([texts[0].labels, [IGNORE_INDEX] * 40]),
         "visual_at": torch.tensor([t.visual_at for t in texts]),
     }
-    if resize == "max_pixels":  # the first clip's picture is 56 x 56 of the 56 x 84 canvas
-        batch["frame_region"] = torch.tensor([[0, 0, 56, 56], [0, 0, 56, 84]])
+    if resize == "max_pixels":  # the first clip's picture is square, the second fills the canvas
+        batch["frame_region"] = torch.tensor([[0, 0, size, size], [0, 0, size, wide]])
     return cfg, batch
 
 
-@pytest.mark.parametrize(("kind", "resize"), [("qwen2_5_vl", "square"), ("qwen2_vl", "max_pixels")])
+@pytest.mark.parametrize(
+    ("kind", "resize"), [("qwen2_5_vl", "square"), ("qwen2_vl", "max_pixels"), ("qwen3_vl", "max_pixels")]
+)
 def test_a_batch_becomes_the_models_inputs_and_trains(
     kind: str, resize: str, tiny_vlms: dict[str, Path]
 ) -> None:
-    cfg, batch = batch_of(tiny_vlms[kind], resize=resize)
+    cfg, batch = batch_of(tiny_vlms[kind], FRAME_SIDE[kind], resize=resize)
     model = build_pretrained_vlm(cfg.model)
     assert isinstance(model, PretrainedVLM)
-    video, tokens = model.video_inputs(
-        batch["frames"], batch["frame_mask"], batch["frame_times"], batch.get("frame_region")
-    )
-    # 3 frames -> 2 temporal groups of 2 x 2 merged tokens; a clip with no frame -> 1 black group
+    region = batch.get("frame_region")
+    video, blocks = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], region)
+    # 3 frames -> 2 temporal patches of 2 x 2 merged tokens; a clip with no frame -> 1 black patch
     width = 2 if resize == "square" else 3
-    assert tokens == [2 * 2 * 2, 1 * 2 * width]
     assert video["video_grid_thw"].tolist() == [[2, 4, 4], [1, 4, 2 * width]]
+    assert [block.count(model.video_id) for block in blocks] == [2 * 2 * 2, 1 * 2 * width]
     assert ("second_per_grid_ts" in video) == (kind == "qwen2_5_vl")
-    ids, labels = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], tokens)
+    if kind == "qwen3_vl":  # each temporal patch after its time: frames at 0, 0.5 | 1.0 (repeated)
+        assert model.encode is not None
+        text = model.hf.config  # the ids of "<0.2 seconds>" and "<1.0 seconds>" lead their patches
+        first, second = model.encode("<0.2 seconds>"), model.encode("<1.0 seconds>")
+        assert blocks[0][: len(first)] == first and text.vision_start_token_id in blocks[0]
+        assert blocks[0][len(first) + 2 + 4 : len(first) + 2 + 4 + len(second)] == second
+    else:
+        assert blocks[0] == [model.start_id, *[model.video_id] * 8, model.end_id]
+    ids, labels = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], blocks)
     assert labels is not None
-    for row, count in enumerate(tokens):
+    for row, block in enumerate(blocks):
         at = int(batch["visual_at"][row])
-        assert ids[row, at].item() == model.start_id and ids[row, at + count + 1].item() == model.end_id
-        assert (ids[row] == model.video_id).sum().item() == count
+        assert ids[row, at : at + len(block)].tolist() == block
     assert (labels != IGNORE_INDEX).sum() == (batch["labels"] != IGNORE_INDEX).sum()  # video: no loss
 
     out = model(
@@ -103,7 +114,7 @@ def test_a_batch_becomes_the_models_inputs_and_trains(
         batch["labels"],
         frame_times=batch["frame_times"],
         visual_at=batch["visual_at"],
-        frame_region=batch.get("frame_region"),
+        frame_region=region,
     )
     assert torch.isfinite(out["loss"]) and out["ntokens"].tolist()[1] == 0
     # the multimodal rope positions were placed (they are only with mm_token_type_ids)
@@ -134,7 +145,8 @@ def test_folders_the_run_cannot_use_are_refused_in_one_line(
     llava = copy_of(folder, tmp_path / "llava", model_type="llava_onevision")
     with pytest.raises(
         ValueError,
-        match=r"'llava_onevision' model \(its video route .*finetunes \['qwen2_vl', 'qwen2_5_vl'\]",
+        match=r"'llava_onevision' model \(its video route .*finetunes "
+        r"\['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl'\]",
     ):
         preflight(config(llava), memory=False)
     pickled = copy_of(folder, tmp_path / "pickled")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from kvideo.data.preprocess import normalize_frames
-from kvideo.model.video_patches import qwen_video_patches, seconds_per_group
+from kvideo.model.video_patches import group_times, qwen_video_patches, seconds_per_group
 
 
 def processor_patchify() -> Any:
@@ -65,3 +65,11 @@ def test_seconds_per_group_is_the_real_spacing() -> None:
     # frames 0.5 s apart (2 fps sampled): a group of 2 spans 1 s, as temporal_patch_size / fps
     assert seconds_per_group(torch.tensor([0.0, 0.5, 1.0, 1.5]), 2) == pytest.approx(1.0)
     assert seconds_per_group(torch.tensor([3.0]), 2) == 2.0  # one group: its span is never used
+
+
+def test_group_times_are_the_mean_of_each_patchs_first_and_last_frame() -> None:
+    """Qwen3-VL's timestamps (its processor's ``_calculate_timestamps``), from the real times; an
+    odd last frame is repeated, as its pixels are."""
+    assert group_times(torch.tensor([0.0, 0.5, 1.0, 1.5]), 2, 2) == [0.25, 1.25]
+    assert group_times(torch.tensor([0.0, 0.5, 1.0]), 2, 2) == [0.25, 1.0]
+    assert group_times(torch.tensor([]), 2, 1) == [0.0]

@@ -56,9 +56,10 @@ tokenizer = AutoTokenizer.from_pretrained(folder)
 pre = json.load(open(f"{{folder}}/preprocessor_config.json"))
 p, m, tp = pre["patch_size"], pre["merge_size"], pre["temporal_patch_size"]
 
-def video_inputs(frames, seconds_between_frames):
+def video_inputs(frames, times):
     """frames: (T, H, W, 3) uint8, sampled as in training, H and W multiples of p * m
-    (Qwen's smart_resize). Where torchvision works, AutoProcessor(videos=...) does the same."""
+    (Qwen's smart_resize); times: each frame's display time in seconds. Where torchvision
+    works, AutoProcessor(videos=...) does the same."""
     mean = torch.tensor(pre["image_mean"]).view(3, 1, 1)
     std = torch.tensor(pre["image_std"]).view(3, 1, 1)
     x = (frames.permute(0, 3, 1, 2).float() / 255 - mean) / std
@@ -67,22 +68,35 @@ def video_inputs(frames, seconds_between_frames):
     t, (h, w) = len(x) // tp, (x.shape[2] // p, x.shape[3] // p)
     x = x.reshape(t, tp, 3, h // m, m, p, w // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
     inputs = {{"pixel_values_videos": x.reshape(t * h * w, -1), "video_grid_thw": torch.tensor([[t, h, w]])}}
-    if model.config.model_type == "qwen2_5_vl":
-        inputs["second_per_grid_ts"] = torch.tensor([seconds_between_frames * tp])
-    return inputs, t * h * w // (m * m)
+    if model.config.model_type == "qwen2_5_vl":  # the time one temporal patch spans
+        spacing = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
+        inputs["second_per_grid_ts"] = torch.tensor([(spacing if spacing > 0 else 1.0) * tp])
+    return inputs, video_ids(t, h * w // (m * m), list(times))
 
-def model_inputs(frames, seconds_between_frames, prompt={prompt!r}):
+def video_ids(t, per_group, times):
+    """The video's ids in the text: Qwen3-VL puts each temporal patch after its time as text."""
+    c = model.config
+    if c.model_type != "qwen3_vl":
+        return [c.vision_start_token_id] + [c.video_token_id] * (t * per_group) + [c.vision_end_token_id]
+    times = (times or [0.0]) + [(times or [0.0])[-1]] * (t * tp - len(times or [0.0]))
+    ids = []
+    for g in range(t):
+        stamp = (times[g * tp] + times[(g + 1) * tp - 1]) / 2
+        ids += tokenizer.encode(f"<{{stamp:.1f}} seconds>", add_special_tokens=False)
+        ids += [c.vision_start_token_id] + [c.video_token_id] * per_group + [c.vision_end_token_id]
+    return ids
+
+def model_inputs(frames, times, prompt={prompt!r}):
     """The chat template's user turn (the video, then the prompt) and the assistant header, the
     video's tokens spliced where the template says <video>, as the model trained."""
-    video, n = video_inputs(frames, seconds_between_frames)
+    video, video_token_ids = video_inputs(frames, times)
     text = tokenizer.apply_chat_template(
         [{{"role": "user", "content": "<video>" + prompt}}], add_generation_prompt=True, tokenize=False
     )
     before, after = text.split("<video>")
     ids = (
         tokenizer.encode(before, add_special_tokens=False)
-        + [model.config.vision_start_token_id] + [model.config.video_token_id] * n
-        + [model.config.vision_end_token_id]
+        + video_token_ids
         + tokenizer.encode(after, add_special_tokens=False)
     )
     ids = torch.tensor([ids])
@@ -90,8 +104,8 @@ def model_inputs(frames, seconds_between_frames, prompt={prompt!r}):
     types = (ids == model.config.video_token_id).int() * 2
     return {{"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": types, **video}}
 
-def caption(frames, seconds_between_frames, prompt={prompt!r}, max_new_tokens=64):
-    inputs = model_inputs(frames, seconds_between_frames, prompt)
+def caption(frames, times, prompt={prompt!r}, max_new_tokens=64):
+    inputs = model_inputs(frames, times, prompt)
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 ```
