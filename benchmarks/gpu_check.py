@@ -7,7 +7,8 @@ Sections (each reports ``pass`` and its numbers; a section that cannot run says 
 * ``qwen_patches``: ``Qwen2VLVideoProcessor`` with ``do_resize=False`` on uint8 frames, against
   kvideo's normalization and patch layout, for 1 to 5 frames (odd counts fill the last temporal
   patch): equal within 1e-5.
-* ``qwen2_5_vl_auto_processor`` / ``qwen3_vl_auto_processor``: ``AutoProcessor.from_pretrained``
+* ``qwen2_5_vl_auto_processor`` / ``qwen3_vl_auto_processor`` / ``llava_onevision_auto_processor``:
+  ``AutoProcessor.from_pretrained``
   of a ``model=pretrained`` folder (the tiny model with its processor saved beside it) renders a
   video conversation of 4 frames shown at 0, 0.5, 1 and 1.5 s; its ``input_ids`` (Qwen3-VL's
   timestamp text included), ``mm_token_type_ids``, ``pixel_values_videos``, ``video_grid_thw``
@@ -43,9 +44,55 @@ def _video_processor(kind: str = "qwen2_5_vl") -> Any:
         from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
         return Qwen3VLVideoProcessor()
+    if kind == "llava_onevision":
+        from transformers.models.llava_onevision.video_processing_llava_onevision import (
+            LlavaOnevisionVideoProcessor,
+        )
+
+        return LlavaOnevisionVideoProcessor(
+            size={"height": 56, "width": 56}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        )
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     return Qwen2VLVideoProcessor()
+
+
+# ChatML with content lists, as the released templates render them: a video item becomes the
+# processor's placeholder, which it expands; string content (kvideo's) is rendered as it is.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'video' %}VIDEO{% elif c['type'] == 'text' %}"
+    "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _save_processor(folder: Path, kind: str) -> None:
+    """The model's processor beside the tiny model, as a released folder has it."""
+    from transformers import AutoTokenizer, LlavaOnevisionProcessor, Qwen2_5_VLProcessor, Qwen3VLProcessor
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if kind == "llava_onevision":
+        LlavaOnevisionProcessor(
+            image_processor=LlavaOnevisionImageProcessorPil.from_pretrained(folder),
+            tokenizer=tokenizer,
+            video_processor=_video_processor(kind),
+            num_image_tokens=16,  # the 4 x 4 patch grid of a 56 px frame
+            vision_feature_select_strategy="full",
+            chat_template=CHAT_TEMPLATE.replace("VIDEO", "<video>"),
+        ).save_pretrained(folder)
+        return
+    processor_class = Qwen3VLProcessor if kind == "qwen3_vl" else Qwen2_5_VLProcessor
+    processor_class(
+        image_processor=Qwen2VLImageProcessorPil.from_pretrained(folder),
+        tokenizer=tokenizer,
+        video_processor=_video_processor(kind),
+        chat_template=CHAT_TEMPLATE.replace("VIDEO", "<|vision_start|><|video_pad|><|vision_end|>"),
+    ).save_pretrained(folder)
 
 
 def check_qwen_patches(tmp: Path) -> dict[str, Any]:
@@ -68,39 +115,35 @@ def check_qwen_patches(tmp: Path) -> dict[str, Any]:
     return {"max_abs_diff": worst, "grids": grids, "pass": worst <= 1e-5 and all(a == b for a, b in grids)}
 
 
-def check_qwen_auto_processor(tmp: Path, kind: str = "qwen2_5_vl") -> dict[str, Any]:
+def check_auto_processor(tmp: Path, kind: str = "qwen2_5_vl") -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
-    from transformers import AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor, Qwen3VLProcessor
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers import AutoProcessor
 
     from kvideo.config import DataConfig, ModelConfig
     from kvideo.data.preprocess import normalize_frames, pixel_statistics
     from kvideo.data.tokenizer import build_tokenizer, encode_caption
     from kvideo.model.pretrained_vlm import build_pretrained_vlm
-    from tests.helpers.pretrained_vlms import FRAME_SIDE, save_tiny_qwen_vl
+    from tests.helpers.pretrained_vlms import FRAME_SIDE, save_tiny_vlm
 
-    folder = save_tiny_qwen_vl(tmp / kind, kind)
-    processor_class = Qwen3VLProcessor if kind == "qwen3_vl" else Qwen2_5_VLProcessor
-    processor_class(
-        image_processor=Qwen2VLImageProcessorPil.from_pretrained(folder),
-        tokenizer=AutoTokenizer.from_pretrained(folder),
-        video_processor=_video_processor(kind),
-    ).save_pretrained(folder)
+    folder = save_tiny_vlm(tmp / kind, kind)
+    _save_processor(folder, kind)
     processor = AutoProcessor.from_pretrained(folder)
     side = 2 * FRAME_SIDE[kind]
     clip = torch.randint(0, 256, (4, side, side, 3), dtype=torch.uint8)
     fps = 2.0  # frames 0, 1, 2, 3 of a 2 fps video: shown at 0, 0.5, 1.0 and 1.5 s
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    metadata = [{"fps": fps, "frames_indices": [0, 1, 2, 3], "total_num_frames": 4}]
+    timing: dict[str, Any] = {}
+    if kind.startswith("qwen"):  # the times Qwen is told (Qwen3-VL writes them as text)
+        timing = {"video_metadata": [{"fps": fps, "frames_indices": [0, 1, 2, 3], "total_num_frames": 4}]}
+        timing["fps"] = fps
     theirs = processor(
         text=[text],
         videos=[clip.permute(0, 3, 1, 2)],
-        video_metadata=metadata,
         do_resize=False,
         do_sample_frames=False,
-        fps=fps,
         return_tensors="pt",
+        **timing,
     )
 
     cfg = ModelConfig(
@@ -129,8 +172,9 @@ def check_qwen_auto_processor(tmp: Path, kind: str = "qwen2_5_vl") -> dict[str, 
 
 SECTIONS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "qwen_patches": check_qwen_patches,
-    "qwen2_5_vl_auto_processor": check_qwen_auto_processor,
-    "qwen3_vl_auto_processor": partial(check_qwen_auto_processor, kind="qwen3_vl"),
+    "qwen2_5_vl_auto_processor": check_auto_processor,
+    "qwen3_vl_auto_processor": partial(check_auto_processor, kind="qwen3_vl"),
+    "llava_onevision_auto_processor": partial(check_auto_processor, kind="llava_onevision"),
 }
 
 

@@ -190,21 +190,32 @@ def tower_parameter_prefix(folder: Path) -> str:
 
 # Released VLMs ``model=pretrained`` finetunes (``model_type`` in their config.json), and the
 # ones transformers also ships whose video route kvideo does not feed yet (named in the refusal).
-VIDEO_VLM_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-NOT_YET_VIDEO_VLM_TYPES = ("llava_onevision", "smolvlm", "llava_next_video", "internvl", "molmo2")
+VIDEO_VLM_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision")
+NOT_YET_VIDEO_VLM_TYPES = ("smolvlm", "llava_next_video", "internvl", "molmo2")
 
 
 @dataclass(frozen=True)
 class VideoVlmGeometry:
-    """What compose time knows of a released video VLM from its ``config.json`` (Qwen2-VL's
-    layout: patches of ``patch_size`` over ``temporal_patch_size`` frames, merged ``merge_size``
-    x ``merge_size`` into one LM token)."""
+    """What compose time knows of a released video VLM from its ``config.json``.
+
+    Qwen's layout: any frame size whose sides are multiples of ``factor``, patches of
+    ``patch_size`` over ``temporal_patch_size`` frames, merged ``merge_size`` x ``merge_size``
+    into one LM token. LLaVA-OneVision's: frames of exactly ``image_size``, each patch grid pooled
+    2 x 2 (``tokens_per_frame``), one newline token after the clip.
+    """
 
     model_type: str
     patch_size: int
     merge_size: int
     temporal_patch_size: int
     context: int
+    image_size: int = 0  # 0: any size on the factor grid (Qwen); else the one frame size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """LLaVA-OneVision's LM tokens per frame: its patch grid pooled 2 x 2 (rounding up)."""
+        side = -(-(self.image_size // self.patch_size) // 2)
+        return side * side
 
     @property
     def factor(self) -> int:
@@ -234,6 +245,15 @@ def video_vlm_geometry(field: str, folder: Path) -> VideoVlmGeometry:
         raise ValueError(
             f"{field}: {folder} is a {model_type!r} model{later}; model=pretrained finetunes "
             f"{list(VIDEO_VLM_TYPES)}"
+        )
+    if model_type == "llava_onevision":
+        return VideoVlmGeometry(
+            model_type=model_type,
+            patch_size=_first_int(vision, ("patch_size",), field, file),
+            merge_size=1,
+            temporal_patch_size=1,
+            context=lm_context_length(field, folder),
+            image_size=_first_int(vision, ("image_size",), field, file),
         )
     return VideoVlmGeometry(
         model_type=model_type,

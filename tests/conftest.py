@@ -43,6 +43,6 @@ def tiny_hf_parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 def tiny_vlms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``model_type -> folder`` of each released VLM family ``model=pretrained`` takes, tiny and
     random, saved once."""
-    from tests.helpers.pretrained_vlms import QWEN_TYPES, save_tiny_qwen_vl
+    from tests.helpers.pretrained_vlms import VLM_TYPES, save_tiny_vlm
 
-    return {kind: save_tiny_qwen_vl(tmp_path_factory.mktemp(kind), kind) for kind in QWEN_TYPES}
+    return {kind: save_tiny_vlm(tmp_path_factory.mktemp(kind), kind) for kind in VLM_TYPES}

@@ -1,14 +1,16 @@
-"""A released video VLM (``model=pretrained``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL) behind kvideo's model
-interface: the same ``forward(frames, frame_mask, input_ids, labels, ...)`` and ``generate`` as
-the other families, so the trainer, the validator and the evaluator do not change.
+"""A released video VLM (``model=pretrained``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision)
+behind kvideo's model interface: the same ``forward(frames, frame_mask, input_ids, labels, ...)``
+and ``generate`` as the other families, so the trainer, the validator and the evaluator do not
+change.
 
 The model is transformers' own class (``AutoModelForImageTextToText``, loaded offline from
 ``model.path``), kept whole in ``self.hf``: its parameter names are the checkpoint's with ``hf.``
 in front, and its ``save_pretrained`` writes the export. Per batch this module:
 
 * turns each clip's valid frames (cropped to their picture with ``video.resize=max_pixels``) into
-  the model's video inputs (``kvideo.model.video_patches``), with the time one temporal patch
-  really spans (Qwen2.5-VL's ``second_per_grid_ts``);
+  the model's video inputs (Qwen: ``kvideo.model.video_patches``, with the time one temporal
+  patch really spans, Qwen2.5-VL's ``second_per_grid_ts``; LLaVA-OneVision: the frames
+  themselves, ``pooled_frame_inputs``);
 * splices ``<|vision_start|>``, one ``<|video_pad|>`` per merged patch and ``<|vision_end|>`` into
   the text at ``visual_at`` (Qwen3-VL: around each temporal patch, after its time as text), where
   the chat template put the ``<video>`` placeholder (the rows are conversations:
@@ -60,8 +62,9 @@ class PretrainedVLM(nn.Module):
         self.encode = encode
         config: Any = hf.config
         self.video_id = int(config.video_token_id)
-        self.start_id = int(config.vision_start_token_id)
-        self.end_id = int(config.vision_end_token_id)
+        # Qwen's markers around a clip; LLaVA-OneVision has none (-1)
+        self.start_id = int(getattr(config, "vision_start_token_id", None) or -1)
+        self.end_id = int(getattr(config, "vision_end_token_id", None) or -1)
         # Fills rows shorter than the batch's longest after splicing: any id that is not a vision
         # token works (those positions are after the row's text and carry no label).
         self.pad_id = int(getattr(config.get_text_config(), "pad_token_id", None) or 0)
@@ -74,6 +77,8 @@ class PretrainedVLM(nn.Module):
         """The model's video keyword arguments for a batch, and each clip's token ids in the text
         (``video_block``)."""
         g = self.geometry
+        if g.image_size:
+            return self.pooled_frame_inputs(frames, frame_mask)
         patches, grids, spans, blocks = [], [], [], []
         for b in range(frames.shape[0]):
             keep = frame_mask[b].to(torch.bool)
@@ -98,6 +103,25 @@ class PretrainedVLM(nn.Module):
         if g.model_type == "qwen2_5_vl":
             inputs["second_per_grid_ts"] = torch.tensor(spans, device=frames.device)
         return inputs, blocks
+
+    def pooled_frame_inputs(
+        self, frames: Tensor, frame_mask: Tensor
+    ) -> tuple[dict[str, Tensor], list[list[int]]]:
+        """LLaVA-OneVision: ``pixel_values_videos`` (B, F, C, H, W), its processor's layout after
+        resize and normalization, and ``<video>`` once per pooled token of each frame plus once
+        for the newline after the clip. The model takes one frame count per batch, so a clip with
+        fewer valid frames than the batch's most repeats its last one (as Qwen's processor fills
+        a temporal patch); one without any is black."""
+        counts = frame_mask.to(torch.bool).sum(dim=1)
+        most = max(1, int(counts.max()))
+        clips = []
+        for b in range(frames.shape[0]):
+            clip = frames[b][frame_mask[b].to(torch.bool)]
+            if clip.shape[0] == 0:
+                clip = torch.zeros_like(frames[b][:1])
+            clips.append(torch.cat([clip, clip[-1:].expand(most - clip.shape[0], -1, -1, -1)]))
+        block = [self.video_id] * (most * self.geometry.tokens_per_frame + 1)
+        return {"pixel_values_videos": torch.stack(clips)}, [block] * frames.shape[0]
 
     def video_block(self, grid: tuple[int, int, int], times: Tensor) -> list[int]:
         """A clip's ids in the text, as the model's processor writes them: Qwen2-VL and Qwen2.5-VL
@@ -154,14 +178,13 @@ class PretrainedVLM(nn.Module):
         return with_loss(out.logits, spliced_labels)
 
     def text_inputs(self, ids: Tensor) -> dict[str, Tensor]:
-        """``input_ids``, the attention mask, and ``mm_token_type_ids`` (2 on video tokens, as
-        the processor returns it): without it the model cannot place its multimodal rope
-        positions and silently falls back to 1-D ones."""
-        return {
-            "input_ids": ids,
-            "attention_mask": torch.ones_like(ids),
-            "mm_token_type_ids": (ids == self.video_id).to(torch.int32) * VIDEO_TOKEN_TYPE,
-        }
+        """``input_ids``, the attention mask, and for Qwen ``mm_token_type_ids`` (2 on video
+        tokens, as the processor returns it): without it the model cannot place its multimodal
+        rope positions and silently falls back to 1-D ones."""
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if self.geometry.model_type.startswith("qwen"):
+            inputs["mm_token_type_ids"] = (ids == self.video_id).to(torch.int32) * VIDEO_TOKEN_TYPE
+        return inputs
 
     @torch.no_grad()
     def generate(

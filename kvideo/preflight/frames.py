@@ -67,6 +67,8 @@ def max_tokens_per_frame(video: VideoConfig, model: ModelConfig) -> int:
         from kvideo.hf_folders import resolve_model_folder, video_vlm_geometry
 
         geometry = video_vlm_geometry("model.path", resolve_model_folder("model.path", model.path))
+        if geometry.image_size:
+            return geometry.tokens_per_frame
         area = (
             frame_resize(video, model).pixel_budget if video.resize == "max_pixels" else video.frame_size**2
         )

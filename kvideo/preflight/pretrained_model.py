@@ -1,12 +1,14 @@
 """``model=pretrained`` against the video settings, before any work: the folder holds a VLM that
 ``model=pretrained`` finetunes, its weights load without unpickling (unless allowed), frames are
-sized by the model's own rule, and the visual plus text tokens fit its context."""
+sized by the model's own rule (Qwen's grid, or LLaVA-OneVision's one size), and the visual plus
+text tokens fit its context."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from kvideo.hf_folders import (
+    VideoVlmGeometry,
     image_statistics,
     pickled_weights_only,
     resolve_model_folder,
@@ -36,6 +38,9 @@ def check_pretrained_model(cfg: KVideoConfig) -> None:
             "can run code from the file; convert them to safetensors, or set "
             "model.allow_pickled_weights=true if you trust the folder"
         )
+    if geometry.image_size:
+        check_fixed_frame_size(cfg, geometry)
+        return
     if video.resize == "square" and video.frame_size % geometry.factor:
         fits = (video.frame_size // geometry.factor or 1) * geometry.factor
         raise ValueError(
@@ -60,4 +65,27 @@ def check_pretrained_model(cfg: KVideoConfig) -> None:
             f"ceil({video.max_frames} / {geometry.temporal_patch_size}) * {area} / {geometry.factor}^2 "
             f"+ {markers} + {model.max_text_len} = {total} > {context_name} ({context}); "
             "lower video.max_frames, video.frame_size / video.max_pixels or model.max_text_len"
+        )
+
+
+def check_fixed_frame_size(cfg: KVideoConfig, geometry: VideoVlmGeometry) -> None:
+    """LLaVA-OneVision's frames are squares of its tower's ``image_size``, each pooled to
+    ``tokens_per_frame`` tokens, plus one newline token after the clip."""
+    video, model = cfg.video, cfg.model
+    if video.resize != "square" or video.frame_size != geometry.image_size:
+        raise ValueError(
+            f"video.frame_size ({video.frame_size}, video.resize={video.resize}) must be the "
+            f"{geometry.model_type} tower's image_size ({geometry.image_size}, a square): set "
+            f"video.frame_size={geometry.image_size} video.resize=square"
+        )
+    total = video.max_frames * geometry.tokens_per_frame + 1 + model.max_text_len
+    context, context_name = min(
+        (geometry.context, "the model's max_position_embeddings"), (model.max_seq_len, "model.max_seq_len")
+    )
+    if total > context:
+        raise ValueError(
+            f"token budget exceeded: video.max_frames * tokens per frame (the patch grid pooled 2 x 2) "
+            f"+ 1 + model.max_text_len = {video.max_frames} * {geometry.tokens_per_frame} + 1 + "
+            f"{model.max_text_len} = {total} > {context_name} ({context}); lower video.max_frames or "
+            "model.max_text_len"
         )

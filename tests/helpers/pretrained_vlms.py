@@ -15,9 +15,11 @@ from tests.helpers.hf_models import save_tokenizer
 
 QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>")
 QWEN_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+VLM_TYPES = (*QWEN_TYPES, "llava_onevision")
+LLAVA_TOKENS = ("<image>", "<video>")
 # The side of a frame whose patches tile it: 14 px patches merged 2 x 2 (Qwen2-VL, Qwen2.5-VL),
 # 16 px for Qwen3-VL.
-FRAME_SIDE = {"qwen2_vl": 28, "qwen2_5_vl": 28, "qwen3_vl": 32}
+FRAME_SIDE = {"qwen2_vl": 28, "qwen2_5_vl": 28, "qwen3_vl": 32, "llava_onevision": 28}
 
 
 def save_tiny_qwen_vl(
@@ -129,6 +131,68 @@ def _qwen_model(model_type: str, width: int, text: dict[str, Any], tokens: dict[
         config_3 = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **tokens)
         return Qwen3VLForConditionalGeneration(config_3)
     raise ValueError(f"no tiny {model_type!r}; expected one of {QWEN_TYPES}")
+
+
+def save_tiny_llava_onevision(folder: Path, *, width: int = 64) -> Path:
+    """A LLaVA-OneVision: a 2-layer SigLIP tower (56 px frames, 14 px patches: 4 x 4 patches pooled
+    to 2 x 2 tokens per frame), the 2-layer MLP projector, a 2-layer Qwen2 LM ``width`` wide."""
+    from transformers import AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    save_tokenizer(folder)
+    tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(LLAVA_TOKENS)})
+    tokenizer.save_pretrained(folder)
+    vision = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": width // 2,
+        "intermediate_size": width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 56,
+        "patch_size": 14,
+    }
+    text = {
+        "model_type": "qwen2",
+        "vocab_size": len(tokenizer),
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "tie_word_embeddings": True,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    config = LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=int(tokenizer.convert_tokens_to_ids("<image>")),
+        video_token_index=int(tokenizer.convert_tokens_to_ids("<video>")),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=[[56, 56]],
+        tie_word_embeddings=True,
+    )
+    model = LlavaOnevisionForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    processor = LlavaOnevisionImageProcessorPil(
+        size={"height": 56, "width": 56}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    processor.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_vlm(folder: Path, model_type: str) -> Path:
+    """``save_tiny_qwen_vl`` or ``save_tiny_llava_onevision`` by ``model_type``."""
+    if model_type == "llava_onevision":
+        return save_tiny_llava_onevision(folder)
+    return save_tiny_qwen_vl(folder, model_type)
 
 
 def pretrained_cli_overrides(folder: Path, *, frame_size: int = 56) -> list[str]:

@@ -118,7 +118,11 @@ def _kvideo_caption_and_frames(run_dir: Path, video: str, out: Path) -> dict[str
 
 @pytest.mark.parametrize(
     ("kind", "model_class"),
-    [("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"), ("qwen3_vl", "Qwen3VLForConditionalGeneration")],
+    [
+        ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"),
+        ("qwen3_vl", "Qwen3VLForConditionalGeneration"),
+        ("llava_onevision", "LlavaOnevisionForConditionalGeneration"),
+    ],
 )
 def test_a_pretrained_vlm_trains_captions_and_exports_a_model_transformers_loads_alone(
     kind: str, model_class: str, corpus: Path, tiny_vlms: dict[str, Path], tmp_path: Path

@@ -17,7 +17,7 @@ from kvideo.data.tokenizer import IGNORE_INDEX, build_tokenizer, encode_caption
 from kvideo.model.pretrained_vlm import PretrainedVLM, build_pretrained_vlm, part_of
 from kvideo.preflight import preflight
 from kvideo.train.freeze import TrainableSchedule
-from tests.helpers.pretrained_vlms import FRAME_SIDE, QWEN_TYPES
+from tests.helpers.pretrained_vlms import FRAME_SIDE, VLM_TYPES
 
 
 def pretrained(folder: Path, **fields: Any) -> ModelConfig:
@@ -31,18 +31,26 @@ def config(folder: Path, *, video: dict[str, Any] | None = None, **fields: Any) 
     return KVideoConfig(video=VideoConfig(**options), model=pretrained(folder, **fields))
 
 
-@pytest.mark.parametrize("kind", QWEN_TYPES)
+# Each family's own module names for the tower and the projector (the rest is the LM).
+TOWERS = {"llava_onevision": ("hf.model.vision_tower.",)}
+PROJECTORS = {
+    "qwen3_vl": ("hf.model.visual.merger.", "hf.model.visual.deepstack_merger_list."),
+    "llava_onevision": ("hf.model.multi_modal_projector.", "hf.model.image_newline"),
+}
+
+
+@pytest.mark.parametrize("kind", VLM_TYPES)
 def test_parts_are_the_familys_own_modules_and_lora_is_on_the_lm(
     kind: str, tiny_vlms: dict[str, Path]
 ) -> None:
     model = build_pretrained_vlm(pretrained(tiny_vlms[kind]))
     parts = {name: part_of(name) for name, _ in model.named_parameters()}
-    assert {n for n, p in parts.items() if p == "projector"} == {
-        n
-        for n in parts
-        if n.startswith(("hf.model.visual.merger.", "hf.model.visual.deepstack_merger_list."))
+    projector = PROJECTORS.get(kind, ("hf.model.visual.merger.",))
+    tower = TOWERS.get(kind, ("hf.model.visual.",))
+    assert {n for n, p in parts.items() if p == "projector"} == {n for n in parts if n.startswith(projector)}
+    assert {n for n, p in parts.items() if p == "vision"} == {
+        n for n in parts if n.startswith(tower) and not n.startswith(projector)
     }
-    assert all(p == "vision" for n, p in parts.items() if n.startswith("hf.model.visual.blocks."))
     assert all(
         p == "lm" for n, p in parts.items() if n.startswith(("hf.model.language_model.", "hf.lm_head"))
     )
@@ -124,6 +132,32 @@ def test_a_batch_becomes_the_models_inputs_and_trains(
     assert merger.grad is not None and bool(merger.grad.abs().sum() > 0)
 
 
+def test_llava_onevision_takes_whole_frames_and_one_newline_per_clip(tiny_vlms: dict[str, Path]) -> None:
+    """Its processor's layout: (B, F, C, H, W) frames, ``<video>`` per pooled token and one for the
+    newline; a clip with fewer frames repeats its last one to the batch's frame count."""
+    cfg, batch = batch_of(tiny_vlms["llava_onevision"], FRAME_SIDE["llava_onevision"])
+    model = build_pretrained_vlm(cfg.model)
+    video, blocks = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
+    pixels = video["pixel_values_videos"]
+    assert pixels.shape == (2, 3, 3, 56, 56)
+    assert torch.equal(pixels[0, 2], batch["frames"][0, 2]) and torch.equal(
+        pixels[1], torch.zeros_like(pixels[1])
+    )
+    assert blocks == [[model.video_id] * (3 * 4 + 1)] * 2  # 4 x 4 patches pooled to 2 x 2, + newline
+    out = model(
+        batch["frames"],
+        batch["frame_mask"],
+        batch["input_ids"],
+        batch["labels"],
+        frame_times=batch["frame_times"],
+        visual_at=batch["visual_at"],
+    )
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    projector = next(p for n, p in model.named_parameters() if part_of(n) == "projector")
+    assert projector.grad is not None and bool(projector.grad.abs().sum() > 0)
+
+
 def copy_of(folder: Path, into: Path, **config_changes: Any) -> Path:
     shutil.copytree(folder, into)
     config = json.loads((into / "config.json").read_text())
@@ -142,13 +176,21 @@ def test_folders_the_run_cannot_use_are_refused_in_one_line(
         ValueError, match=r"model\.path: .* without a vision_config .*model=hf_vlm joins a vision"
     ):
         preflight(config(lm_only), memory=False)
-    llava = copy_of(folder, tmp_path / "llava", model_type="llava_onevision")
+    smolvlm = copy_of(folder, tmp_path / "smolvlm", model_type="smolvlm")
     with pytest.raises(
         ValueError,
-        match=r"'llava_onevision' model \(its video route .*finetunes "
-        r"\['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl'\]",
+        match=r"'smolvlm' model \(its video route .*finetunes "
+        r"\['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl', 'llava_onevision'\]",
     ):
-        preflight(config(llava), memory=False)
+        preflight(config(smolvlm), memory=False)
+    llava = tiny_vlms["llava_onevision"]
+    with pytest.raises(
+        ValueError, match=r"video\.frame_size \(56, video\.resize=max_pixels\) must be the llava"
+    ):
+        preflight(config(llava, video={"resize": "max_pixels"}), memory=False)
+    with pytest.raises(ValueError, match=r"= 64 \* 4 \+ 1 \+ 40 = 297 > model\.max_seq_len \(200\)"):
+        preflight(config(llava, video={"max_frames": 64}, max_seq_len=200), memory=False)
+    preflight(config(llava), memory=False)
     pickled = copy_of(folder, tmp_path / "pickled")
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
     with pytest.raises(

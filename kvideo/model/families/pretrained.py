@@ -42,7 +42,7 @@ PROCESSOR_FILES = (
     "chat_template.json",
 )
 
-CAPTION_RECIPE = '''# Captioning a video with this folder, transformers only
+RECIPE_HEAD = """# Captioning a video with this folder, transformers only
 
 A `{model_type}` model exported by kvideo. No kvideo is needed:
 
@@ -54,7 +54,9 @@ folder = {folder!r}  # this folder
 model = AutoModelForImageTextToText.from_pretrained(folder).eval()
 tokenizer = AutoTokenizer.from_pretrained(folder)
 pre = json.load(open(f"{{folder}}/preprocessor_config.json"))
-p, m, tp = pre["patch_size"], pre["merge_size"], pre["temporal_patch_size"]
+"""
+
+QWEN_VIDEO_INPUTS = '''p, m, tp = pre["patch_size"], pre["merge_size"], pre["temporal_patch_size"]
 
 def video_inputs(frames, times):
     """frames: (T, H, W, 3) uint8, sampled as in training, H and W multiples of p * m
@@ -86,7 +88,22 @@ def video_ids(t, per_group, times):
         ids += [c.vision_start_token_id] + [c.video_token_id] * per_group + [c.vision_end_token_id]
     return ids
 
-def model_inputs(frames, times, prompt={prompt!r}):
+'''
+
+LLAVA_ONEVISION_VIDEO_INPUTS = '''def video_inputs(frames, times):
+    """frames: (T, H, W, 3) uint8, sampled as in training, squares of the tower's image_size;
+    times are not used (LLaVA-OneVision takes frames in order). Where torchvision works,
+    AutoProcessor(videos=...) does the same."""
+    mean = torch.tensor(pre["image_mean"]).view(3, 1, 1)
+    std = torch.tensor(pre["image_std"]).view(3, 1, 1)
+    x = (frames.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    vision = model.config.vision_config
+    side = -(-(vision.image_size // vision.patch_size) // 2)  # the patch grid, pooled 2 x 2
+    return {{"pixel_values_videos": x[None]}}, [model.config.video_token_id] * (len(x) * side * side + 1)
+
+'''
+
+RECIPE_TAIL = '''def model_inputs(frames, times, prompt={prompt!r}):
     """The chat template's user turn (the video, then the prompt) and the assistant header, the
     video's tokens spliced where the template says <video>, as the model trained."""
     video, video_token_ids = video_inputs(frames, times)
@@ -100,9 +117,10 @@ def model_inputs(frames, times, prompt={prompt!r}):
         + tokenizer.encode(after, add_special_tokens=False)
     )
     ids = torch.tensor([ids])
-    # mm_token_type_ids (2 = video) lets the model place its multimodal rope positions
-    types = (ids == model.config.video_token_id).int() * 2
-    return {{"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": types, **video}}
+    inputs = {{"input_ids": ids, "attention_mask": torch.ones_like(ids), **video}}
+    if model.config.model_type.startswith("qwen"):  # lets Qwen place its multimodal rope positions
+        inputs["mm_token_type_ids"] = (ids == model.config.video_token_id).int() * 2
+    return inputs
 
 def caption(frames, times, prompt={prompt!r}, max_new_tokens=64):
     inputs = model_inputs(frames, times, prompt)
@@ -142,7 +160,9 @@ def export(
         if (source / name).is_file() and not (out_dir / name).exists():
             shutil.copyfile(source / name, out_dir / name)
     model_type = str(hf.config.model_type)
-    recipe = CAPTION_RECIPE.format(
+    video_inputs = LLAVA_ONEVISION_VIDEO_INPUTS if model_type == "llava_onevision" else QWEN_VIDEO_INPUTS
+    # One template: the pieces' braces are format's ({{ }} for a literal brace)
+    recipe = (RECIPE_HEAD + video_inputs + RECIPE_TAIL).format(
         model_type=model_type, prompt=cfg.video.prompt, folder=str(out_dir.resolve())
     )
     write_text_atomic(out_dir / "CAPTION.md", recipe)
