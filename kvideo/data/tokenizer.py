@@ -40,7 +40,15 @@ if TYPE_CHECKING:
     from kvideo.config.data import DataConfig
     from kvideo.config.model import ModelConfig
 
-__all__ = ["IGNORE_INDEX", "Encoded", "Tokenizer", "build_tokenizer", "encode_caption", "encode_row"]
+__all__ = [
+    "IGNORE_INDEX",
+    "Encoded",
+    "Tokenizer",
+    "build_tokenizer",
+    "caption_turns",
+    "encode_caption",
+    "encode_row",
+]
 
 
 class Tokenizer(Protocol):
@@ -71,19 +79,25 @@ class Tokenizer(Protocol):
 
 def encode_row(tokenizer: Tokenizer, row: ClipRow, prompt: str, max_len: int) -> Encoded:
     """A row's text as the model reads it: its conversation (``kvideo.data.conversation``), or
-    ``prompt`` then its caption, with the visual tokens first (``encode_example``). With
-    ``captions_as_conversations`` a caption row is the user turn ``<video>`` + ``prompt`` and the
-    caption as the answer (the order of Qwen's own processor: the video, then the text)."""
+    ``prompt`` then its caption, with the visual tokens first (``encode_example``); with
+    ``captions_as_conversations``, ``caption_turns``."""
     if row.turns:
         return assemble(tokenizer.conversation_pieces(row.turns), max_len, tokenizer.pad_id)
     return encode_caption(tokenizer, prompt, row.caption, max_len)
 
 
+def caption_turns(prompt: str, caption: str) -> tuple[Turn, Turn]:
+    """A caption row as the one-turn conversation ``captions_as_conversations`` tokenizers read:
+    ``<video>`` then the prompt (the order of Qwen's own processor), answered by the caption."""
+    return Turn("user", VIDEO_PLACEHOLDER + prompt), Turn("assistant", caption)
+
+
 def encode_caption(tokenizer: Tokenizer, prompt: str, caption: str, max_len: int) -> Encoded:
     """A caption row's text (``encode_row``): also how candidate captions are scored."""
     if tokenizer.captions_as_conversations:
-        turns = (Turn("user", VIDEO_PLACEHOLDER + prompt), Turn("assistant", caption))
-        return assemble(tokenizer.conversation_pieces(turns), max_len, tokenizer.pad_id)
+        return assemble(
+            tokenizer.conversation_pieces(caption_turns(prompt, caption)), max_len, tokenizer.pad_id
+        )
     input_ids, labels = tokenizer.encode_example(prompt, caption, max_len)
     context = min(len(tokenizer.context_ids(prompt)), max_len)
     return Encoded(input_ids, labels, 0, context)

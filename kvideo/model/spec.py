@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from kvideo.config.model import MODEL_PARTS
+from kvideo.model.blocks import transformer_blocks
+from kvideo.model.generate import caption_batch
 from kvideo.registry import MODEL_FAMILIES
 
 if TYPE_CHECKING:
@@ -47,18 +50,29 @@ def first_component(name: str) -> str:
     return name.split(".", 1)[0]
 
 
+def trained_weights(model: nn.Module, trained: frozenset[str] | None) -> frozenset[str] | None:
+    """``trained``, or ``None`` when it is every parameter: a checkpoint then holds the whole
+    ``state_dict``. Only what trains is saved otherwise: a frozen pretrained part comes back from
+    its folder and a frozen builtin part from its seed, so a LoRA run's checkpoint is megabytes,
+    not the LM's gigabytes at every save."""
+    all_params = {name for name, _ in model.named_parameters()}
+    return None if trained is None or trained >= all_params else trained
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model family's answers (see the module docstring).
 
     build: the model from ``model.*`` and the data-side sizes.
-    parts: the parts ``model.freeze`` / ``model.<part>_lr`` name, each an attribute of the model.
-    fsdp_units: the modules FSDP2 shards one by one (its transformer blocks), before the root.
-    checkpoint_keys: the weights a checkpoint holds, given the parameters that train at some
-        step; ``None`` = the whole ``state_dict``.
     export: writes the family's own files into an export folder and returns what
         ``export.json`` says of them (``kvideo.model.export.export_model`` writes the rest);
         ``merge_lora=True`` merges LoRA adapters into the weights they adapt.
+
+    The rest default to what every family so far shares:
+    parts: the parts ``model.freeze`` / ``model.<part>_lr`` name (``vision``, ``projector``, ``lm``).
+    fsdp_units: the modules FSDP2 shards one by one (its transformer blocks), before the root.
+    checkpoint_keys: the weights a checkpoint holds, given the parameters that train at some
+        step; ``None`` = the whole ``state_dict`` (default: ``trained_weights``).
     generate: captions (answers) for a batch: ``caption_batch``'s signature.
     part_of: the part a parameter name belongs to; by default its first name component (the
         model's ``vision`` / ``projector`` / ``lm`` attributes).
@@ -66,11 +80,11 @@ class ModelSpec:
 
     family: str
     build: Callable[[ModelConfig, ModelSizes], nn.Module]
-    parts: tuple[str, ...]
-    fsdp_units: Callable[[nn.Module], list[nn.Module]]
-    checkpoint_keys: Callable[[nn.Module, frozenset[str] | None], frozenset[str] | None]
     export: Callable[..., dict[str, Any]]
-    generate: Callable[..., list[str]]
+    parts: tuple[str, ...] = MODEL_PARTS
+    fsdp_units: Callable[[nn.Module], list[nn.Module]] = transformer_blocks
+    checkpoint_keys: Callable[[nn.Module, frozenset[str] | None], frozenset[str] | None] = trained_weights
+    generate: Callable[..., list[str]] = caption_batch
     part_of: Callable[[str], str] = first_component
 
 
@@ -84,12 +98,3 @@ def build_model(
 ) -> nn.Module:
     """The model of ``cfg.family``, built for the data-side sizes (``ModelSizes``)."""
     return model_spec(cfg.family).build(cfg, ModelSizes(vocab_size, max_frames, frame_size, resize))
-
-
-def trained_weights(model: nn.Module, trained: frozenset[str] | None) -> frozenset[str] | None:
-    """``trained``, or ``None`` when it is every parameter: a checkpoint then holds the whole
-    ``state_dict``. Only what trains is saved otherwise: a frozen pretrained part comes back from
-    its folder and a frozen builtin part from its seed, so a LoRA run's checkpoint is megabytes,
-    not the LM's gigabytes at every save."""
-    all_params = {name for name, _ in model.named_parameters()}
-    return None if trained is None or trained >= all_params else trained

@@ -17,6 +17,7 @@ from kvideo.hf_folders import (
 from kvideo.preflight.frames import frame_resize
 
 if TYPE_CHECKING:
+    from kvideo.config.model import ModelConfig
     from kvideo.config.root import KVideoConfig
 
 # The tokens the template adds around a clip (Qwen3-VL: around each temporal patch):
@@ -55,9 +56,7 @@ def check_pretrained_model(cfg: KVideoConfig) -> None:
     if geometry.timestamps_as_text:
         markers = groups * (VIDEO_MARKERS + TIMESTAMP_TOKENS)
     total = visual + markers + model.max_text_len
-    context, context_name = min(
-        (geometry.context, "the model's max_position_embeddings"), (model.max_seq_len, "model.max_seq_len")
-    )
+    context, context_name = smaller_context(geometry, model)
     if total > context:
         raise ValueError(
             f"token budget exceeded: ceil(video.max_frames / temporal_patch_size) * pixels / "
@@ -79,9 +78,7 @@ def check_fixed_frame_size(cfg: KVideoConfig, geometry: VideoVlmGeometry) -> Non
             f"video.frame_size={geometry.image_size} video.resize=square"
         )
     total = video.max_frames * geometry.tokens_per_frame + 1 + model.max_text_len
-    context, context_name = min(
-        (geometry.context, "the model's max_position_embeddings"), (model.max_seq_len, "model.max_seq_len")
-    )
+    context, context_name = smaller_context(geometry, model)
     if total > context:
         raise ValueError(
             f"token budget exceeded: video.max_frames * tokens per frame (the patch grid pooled 2 x 2) "
@@ -89,3 +86,11 @@ def check_fixed_frame_size(cfg: KVideoConfig, geometry: VideoVlmGeometry) -> Non
             f"{model.max_text_len} = {total} > {context_name} ({context}); lower video.max_frames or "
             "model.max_text_len"
         )
+
+
+def smaller_context(geometry: VideoVlmGeometry, model: ModelConfig) -> tuple[int, str]:
+    """``(tokens, name)`` of the tighter bound on the sequence: the model's positions or
+    ``model.max_seq_len``."""
+    return min(
+        (geometry.context, "the model's max_position_embeddings"), (model.max_seq_len, "model.max_seq_len")
+    )

@@ -45,10 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("kvideo.caption: --max-new-tokens and --batch-size must be positive", file=sys.stderr)
         return 2
     from kvideo.data.clip_dataset import VideoClipDataset
-    from kvideo.data.conversation import VIDEO_PLACEHOLDER, check_turns
+    from kvideo.data.conversation import check_turns
     from kvideo.data.loader import collate, to_device
     from kvideo.data.preprocess import pixel_statistics
     from kvideo.data.rows import ClipRow, Turn
+    from kvideo.data.tokenizer import caption_turns
     from kvideo.inference import load_trained
     from kvideo.train.guards import RunFailed
     from kvideo.train.restore import autocast_for
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.video.dataset_type == "conversations":
         turns = check_turns([Turn("user", prompt or DEFAULT_QUESTION), Turn("assistant", "-")])
     elif trained.tokenizer.captions_as_conversations:
-        turns = (Turn("user", VIDEO_PLACEHOLDER + prompt), Turn("assistant", "-"))
+        turns = caption_turns(prompt, "-")
     rows = [ClipRow(path=os.path.abspath(v), caption="", clip_id=v, turns=turns) for v in args.videos]
     dataset = VideoClipDataset(rows, cfg, trained.tokenizer)
     statistics = pixel_statistics(cfg.model)

@@ -72,21 +72,14 @@ def save_tiny_qwen_vl(
 
 
 def _qwen_model(model_type: str, width: int, text: dict[str, Any], tokens: dict[str, Any]) -> Any:
+    # The tower all three share: 2 blocks of 2 heads, 2 x 2 merges of 2-frame temporal patches;
+    # Qwen2.5-VL and Qwen3-VL name its widths alike.
+    tower = {"depth": 2, "num_heads": 2, "spatial_merge_size": 2, "temporal_patch_size": 2}
+    widths = {"hidden_size": width // 2, "intermediate_size": width, "out_hidden_size": width}
     if model_type == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-        vision = {
-            "depth": 2,
-            "hidden_size": width // 2,
-            "intermediate_size": width,
-            "num_heads": 2,
-            "out_hidden_size": width,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 56,
-            "fullatt_block_indexes": [1],
-        }
+        vision = {**tower, **widths, "patch_size": 14, "window_size": 56, "fullatt_block_indexes": [1]}
         config_25 = Qwen2_5_VLConfig(
             text_config=text, vision_config=vision, tie_word_embeddings=True, **tokens
         )
@@ -94,16 +87,7 @@ def _qwen_model(model_type: str, width: int, text: dict[str, Any], tokens: dict[
     if model_type == "qwen2_vl":
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-        vision = {
-            "depth": 2,
-            "embed_dim": width // 2,
-            "hidden_size": width,
-            "mlp_ratio": 2,
-            "num_heads": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        }
+        vision = {**tower, "embed_dim": width // 2, "hidden_size": width, "mlp_ratio": 2, "patch_size": 14}
         config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **tokens)
         return Qwen2VLForConditionalGeneration(config)
     if model_type == "qwen3_vl":
@@ -117,14 +101,9 @@ def _qwen_model(model_type: str, width: int, text: dict[str, Any], tokens: dict[
             "mrope_interleaved": True,
         }
         vision = {
-            "depth": 2,
-            "hidden_size": width // 2,
-            "intermediate_size": width,
-            "num_heads": 2,
-            "out_hidden_size": width,
+            **tower,
+            **widths,
             "patch_size": 16,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
             "num_position_embeddings": 64,
             "deepstack_visual_indexes": [0],
         }

@@ -86,16 +86,15 @@ def _kvideo_caption_and_frames(run_dir: Path, video: str, out: Path) -> dict[str
     import torch
 
     from kvideo.data.clip_dataset import VideoClipDataset
-    from kvideo.data.conversation import VIDEO_PLACEHOLDER
     from kvideo.data.loader import collate, to_device
     from kvideo.data.preprocess import pixel_statistics
-    from kvideo.data.rows import ClipRow, Turn
+    from kvideo.data.rows import ClipRow
+    from kvideo.data.tokenizer import caption_turns
     from kvideo.inference import load_trained
 
     trained = load_trained(str(run_dir), device="cpu")
     prompt = trained.cfg.video.prompt
-    turns = (Turn("user", VIDEO_PLACEHOLDER + prompt), Turn("assistant", "-"))
-    row = ClipRow(path=video, caption="", clip_id="v", turns=turns)
+    row = ClipRow(path=video, caption="", clip_id="v", turns=caption_turns(prompt, "-"))  # as kvideo.caption
     sample = VideoClipDataset([row], trained.cfg, trained.tokenizer)[0]
     assert not sample["skip_reason"]
     batch = to_device(collate([sample]), trained.device, pixel_statistics(trained.cfg.model))

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from kvideo.config import KVideoConfig, ModelConfig, VideoConfig
+from kvideo.data.batch import optional_inputs
 from kvideo.data.tokenizer import IGNORE_INDEX, build_tokenizer, encode_caption
 from kvideo.model.pretrained_vlm import PretrainedVLM, build_pretrained_vlm, part_of
 from kvideo.preflight import preflight
@@ -84,6 +85,24 @@ def batch_of(folder: Path, side: int, *, resize: str = "square") -> tuple[KVideo
     return cfg, batch
 
 
+def trains_the_projector(model: PretrainedVLM, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The training forward and backward of ``batch``: a finite loss whose gradient reaches the
+    projector (through the LM, from the tower's features). Returns the forward's output."""
+    out: dict[str, torch.Tensor] = model(
+        batch["frames"],
+        batch["frame_mask"],
+        batch["input_ids"],
+        batch["labels"],
+        frame_times=batch["frame_times"],
+        **optional_inputs(batch),
+    )
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    projector = next(p for n, p in model.named_parameters() if part_of(n) == "projector")
+    assert projector.grad is not None and bool(projector.grad.abs().sum() > 0)
+    return out
+
+
 @pytest.mark.parametrize(
     ("kind", "resize"), [("qwen2_5_vl", "square"), ("qwen2_vl", "max_pixels"), ("qwen3_vl", "max_pixels")]
 )
@@ -115,21 +134,10 @@ def test_a_batch_becomes_the_models_inputs_and_trains(
         assert ids[row, at : at + len(block)].tolist() == block
     assert (labels != IGNORE_INDEX).sum() == (batch["labels"] != IGNORE_INDEX).sum()  # video: no loss
 
-    out = model(
-        batch["frames"],
-        batch["frame_mask"],
-        batch["input_ids"],
-        batch["labels"],
-        frame_times=batch["frame_times"],
-        visual_at=batch["visual_at"],
-        frame_region=region,
-    )
-    assert torch.isfinite(out["loss"]) and out["ntokens"].tolist()[1] == 0
+    out = trains_the_projector(model, batch)
+    assert out["ntokens"].tolist()[1] == 0
     # the multimodal rope positions were placed (they are only with mm_token_type_ids)
     assert model.hf.model.rope_deltas is not None
-    out["loss"].backward()
-    merger = next(p for n, p in model.named_parameters() if part_of(n) == "projector")
-    assert merger.grad is not None and bool(merger.grad.abs().sum() > 0)
 
 
 def test_llava_onevision_takes_whole_frames_and_one_newline_per_clip(tiny_vlms: dict[str, Path]) -> None:
@@ -144,18 +152,7 @@ def test_llava_onevision_takes_whole_frames_and_one_newline_per_clip(tiny_vlms: 
         pixels[1], torch.zeros_like(pixels[1])
     )
     assert blocks == [[model.video_id] * (3 * 4 + 1)] * 2  # 4 x 4 patches pooled to 2 x 2, + newline
-    out = model(
-        batch["frames"],
-        batch["frame_mask"],
-        batch["input_ids"],
-        batch["labels"],
-        frame_times=batch["frame_times"],
-        visual_at=batch["visual_at"],
-    )
-    assert torch.isfinite(out["loss"])
-    out["loss"].backward()
-    projector = next(p for n, p in model.named_parameters() if part_of(n) == "projector")
-    assert projector.grad is not None and bool(projector.grad.abs().sum() > 0)
+    trains_the_projector(model, batch)
 
 
 def copy_of(folder: Path, into: Path, **config_changes: Any) -> Path:

@@ -10,11 +10,8 @@ from typing import Any
 from torch import nn
 
 from kvideo.config import KVideoConfig
-from kvideo.config.model import MODEL_PARTS
 from kvideo.data.tokenizer import Tokenizer
-from kvideo.model.blocks import transformer_blocks
-from kvideo.model.generate import caption_batch
-from kvideo.model.spec import ModelSizes, ModelSpec, trained_weights
+from kvideo.model.spec import ModelSizes, ModelSpec
 from kvideo.model.vlm import build_builtin_model
 from kvideo.registry import MODEL_FAMILIES
 
@@ -42,10 +39,6 @@ BUILTIN = MODEL_FAMILIES.register("builtin")(
     ModelSpec(
         family="builtin",
         build=build,
-        parts=MODEL_PARTS,
-        fsdp_units=transformer_blocks,
-        checkpoint_keys=trained_weights,
         export=export,
-        generate=caption_batch,
     )
 )

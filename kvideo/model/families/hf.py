@@ -21,31 +21,16 @@ from typing import Any
 from torch import nn
 
 from kvideo.config import KVideoConfig
-from kvideo.config.model import MODEL_PARTS
 from kvideo.data.tokenizer import Tokenizer
 from kvideo.files import write_text_atomic
 from kvideo.hf_folders import PREPROCESSOR_FILE, resolve_model_folder
-from kvideo.model.blocks import transformer_blocks
-from kvideo.model.generate import caption_batch
 from kvideo.model.hf_vlm import build_hf_model, quiet_transformers
-from kvideo.model.spec import ModelSpec, trained_weights
+from kvideo.model.spec import ModelSpec
 from kvideo.registry import MODEL_FAMILIES
 
 
+@quiet_transformers()
 def export(
-    model: nn.Module,
-    cfg: KVideoConfig,
-    tokenizer: Tokenizer,
-    out_dir: Path,
-    trained: frozenset[str],
-    *,
-    merge_lora: bool = False,
-) -> dict[str, Any]:
-    with quiet_transformers():
-        return export_hf_parts(model, cfg, tokenizer, out_dir, trained, merge_lora=merge_lora)
-
-
-def export_hf_parts(
     model: nn.Module,
     cfg: KVideoConfig,
     tokenizer: Tokenizer,
@@ -106,10 +91,6 @@ HF = MODEL_FAMILIES.register("hf")(
     ModelSpec(
         family="hf",
         build=build_hf_model,
-        parts=MODEL_PARTS,
-        fsdp_units=transformer_blocks,
-        checkpoint_keys=trained_weights,
         export=export,
-        generate=caption_batch,
     )
 )

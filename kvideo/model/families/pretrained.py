@@ -22,15 +22,12 @@ from typing import Any
 from torch import nn
 
 from kvideo.config import KVideoConfig
-from kvideo.config.model import MODEL_PARTS
 from kvideo.data.tokenizer import Tokenizer
 from kvideo.files import write_text_atomic
 from kvideo.hf_folders import resolve_model_folder
-from kvideo.model.blocks import transformer_blocks
-from kvideo.model.generate import caption_batch
 from kvideo.model.hf_vlm import quiet_transformers
 from kvideo.model.pretrained_vlm import build_pretrained_vlm, part_of
-from kvideo.model.spec import ModelSizes, ModelSpec, trained_weights
+from kvideo.model.spec import ModelSizes, ModelSpec
 from kvideo.registry import MODEL_FAMILIES
 
 # What a processor reads besides the tokenizer; copied from model.path as they are.
@@ -174,11 +171,7 @@ PRETRAINED = MODEL_FAMILIES.register("pretrained")(
     ModelSpec(
         family="pretrained",
         build=build,
-        parts=MODEL_PARTS,
-        fsdp_units=transformer_blocks,
-        checkpoint_keys=trained_weights,
         export=export,
-        generate=caption_batch,
         part_of=part_of,
     )
 )
