@@ -7,12 +7,13 @@ Sections (each reports ``pass`` and its numbers; a section that cannot run says 
 * ``qwen_patches``: ``Qwen2VLVideoProcessor`` with ``do_resize=False`` on uint8 frames, against
   kvideo's normalization and patch layout, for 1 to 5 frames (odd counts fill the last temporal
   patch): equal within 1e-5.
-* ``qwen2_5_vl_auto_processor`` / ``qwen3_vl_auto_processor`` / ``llava_onevision_auto_processor``:
-  ``AutoProcessor.from_pretrained``
-  of a ``model=pretrained`` folder (the tiny model with its processor saved beside it) renders a
-  video conversation of 4 frames shown at 0, 0.5, 1 and 1.5 s; its ``input_ids`` (Qwen3-VL's
-  timestamp text included), ``mm_token_type_ids``, ``pixel_values_videos``, ``video_grid_thw``
-  and ``second_per_grid_ts`` equal what kvideo feeds the model for the same frames and prompt.
+* ``qwen2_5_vl_auto_processor`` / ``qwen3_vl_auto_processor`` / ``llava_onevision_auto_processor``
+  / ``smolvlm_auto_processor``: ``AutoProcessor.from_pretrained`` of a ``model=pretrained``
+  folder (the tiny model with its processor saved beside it, its family's chat template) renders
+  a video conversation of 4 frames shown at 0, 0.5, 1 and 1.5 s; its ``input_ids`` (Qwen3-VL's
+  timestamp text and SmolVLM2's frame text included), ``mm_token_type_ids``, pixel values
+  (``pixel_values_videos``; SmolVLM2's ``pixel_values``), ``video_grid_thw`` and
+  ``second_per_grid_ts`` equal what kvideo feeds the model for the same frames and prompt.
 
 ``python -m benchmarks.gpu_check [--out DIR]``: writes ``gpu_check.json``; exit 1 if a section
 that ran failed. Needs this repository's dependencies (carry the wheels the machine lacks).
@@ -44,6 +45,15 @@ def _video_processor(kind: str = "qwen2_5_vl") -> Any:
         from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
         return Qwen3VLVideoProcessor()
+    if kind == "smolvlm":
+        from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
+
+        return SmolVLMVideoProcessor(
+            size={"longest_edge": 56},
+            max_image_size={"longest_edge": 56},
+            image_mean=[0.5] * 3,
+            image_std=[0.5] * 3,
+        )
     if kind == "llava_onevision":
         from transformers.models.llava_onevision.video_processing_llava_onevision import (
             LlavaOnevisionVideoProcessor,
@@ -57,25 +67,24 @@ def _video_processor(kind: str = "qwen2_5_vl") -> Any:
     return Qwen2VLVideoProcessor()
 
 
-# ChatML with content lists, as the released templates render them: a video item becomes the
-# processor's placeholder, which it expands; string content (kvideo's) is rendered as it is.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
-    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'video' %}VIDEO{% elif c['type'] == 'text' %}"
-    "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 def _save_processor(folder: Path, kind: str) -> None:
-    """The model's processor beside the tiny model, as a released folder has it."""
-    from transformers import AutoTokenizer, LlavaOnevisionProcessor, Qwen2_5_VLProcessor, Qwen3VLProcessor
+    """The model's processor beside the tiny model, as a released folder has it, with the
+    family's chat template the tiny tokenizer carries."""
+    from transformers import (
+        AutoTokenizer,
+        LlavaOnevisionProcessor,
+        Qwen2_5_VLProcessor,
+        Qwen3VLProcessor,
+        SmolVLMProcessor,
+    )
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
     )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    template = tokenizer.chat_template
     if kind == "llava_onevision":
         LlavaOnevisionProcessor(
             image_processor=LlavaOnevisionImageProcessorPil.from_pretrained(folder),
@@ -83,7 +92,16 @@ def _save_processor(folder: Path, kind: str) -> None:
             video_processor=_video_processor(kind),
             num_image_tokens=16,  # the 4 x 4 patch grid of a 56 px frame
             vision_feature_select_strategy="full",
-            chat_template=CHAT_TEMPLATE.replace("VIDEO", "<video>"),
+            chat_template=template,
+        ).save_pretrained(folder)
+        return
+    if kind == "smolvlm":
+        SmolVLMProcessor(
+            image_processor=SmolVLMImageProcessorPil.from_pretrained(folder),
+            tokenizer=tokenizer,
+            video_processor=_video_processor(kind),
+            image_seq_len=4,  # the 4 x 4 patch grid of a 56 px frame, pixel-shuffled 2 x 2
+            chat_template=template,
         ).save_pretrained(folder)
         return
     processor_class = Qwen3VLProcessor if kind == "qwen3_vl" else Qwen2_5_VLProcessor
@@ -91,7 +109,7 @@ def _save_processor(folder: Path, kind: str) -> None:
         image_processor=Qwen2VLImageProcessorPil.from_pretrained(folder),
         tokenizer=tokenizer,
         video_processor=_video_processor(kind),
-        chat_template=CHAT_TEMPLATE.replace("VIDEO", "<|vision_start|><|video_pad|><|vision_end|>"),
+        chat_template=template,
     ).save_pretrained(folder)
 
 
@@ -134,8 +152,9 @@ def check_auto_processor(tmp: Path, kind: str = "qwen2_5_vl") -> dict[str, Any]:
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     timing: dict[str, Any] = {}
-    if kind.startswith("qwen"):  # the times Qwen is told (Qwen3-VL writes them as text)
+    if kind != "llava_onevision":  # the times the model is told (Qwen3-VL, SmolVLM2: as text)
         timing = {"video_metadata": [{"fps": fps, "frames_indices": [0, 1, 2, 3], "total_num_frames": 4}]}
+    if kind.startswith("qwen"):
         timing["fps"] = fps
     theirs = processor(
         text=[text],
@@ -166,7 +185,8 @@ def check_auto_processor(tmp: Path, kind: str = "qwen2_5_vl") -> dict[str, Any]:
                 and key in theirs
                 and bool(torch.allclose(mine[key].double(), theirs[key].double()))
             )
-    diff = float((mine["pixel_values_videos"] - theirs["pixel_values_videos"]).abs().max())
+    pixels = "pixel_values" if kind == "smolvlm" else "pixel_values_videos"
+    diff = float((mine[pixels] - theirs[pixels]).abs().max())
     return {"same": same, "pixel_max_abs_diff": diff, "pass": all(same.values()) and diff <= 1e-5}
 
 
@@ -175,6 +195,7 @@ SECTIONS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "qwen2_5_vl_auto_processor": check_auto_processor,
     "qwen3_vl_auto_processor": partial(check_auto_processor, kind="qwen3_vl"),
     "llava_onevision_auto_processor": partial(check_auto_processor, kind="llava_onevision"),
+    "smolvlm_auto_processor": partial(check_auto_processor, kind="smolvlm"),
 }
 
 

@@ -190,8 +190,11 @@ def tower_parameter_prefix(folder: Path) -> str:
 
 # Released VLMs ``model=pretrained`` finetunes (``model_type`` in their config.json), and the
 # ones transformers also ships whose video route kvideo does not feed yet (named in the refusal).
-VIDEO_VLM_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision")
-NOT_YET_VIDEO_VLM_TYPES = ("smolvlm", "llava_next_video", "internvl", "molmo2")
+VIDEO_VLM_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "smolvlm")
+NOT_YET_VIDEO_VLM_TYPES = ("llava_next_video", "internvl", "molmo2")
+# What each family's chat template renders a video content item as: where its processor puts the
+# video (Qwen's markers come with it; kvideo's video block writes them again).
+QWEN_VIDEO_ITEM = "<|vision_start|><|video_pad|><|vision_end|>"
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,9 @@ class VideoVlmGeometry:
     Qwen's layout: any frame size whose sides are multiples of ``factor``, patches of
     ``patch_size`` over ``temporal_patch_size`` frames, merged ``merge_size`` x ``merge_size``
     into one LM token. LLaVA-OneVision's: frames of exactly ``image_size``, each patch grid pooled
-    2 x 2 (``tokens_per_frame``), one newline token after the clip.
+    2 x 2 (``tokens_per_frame``), one newline token after the clip. SmolVLM2's: frames of exactly
+    ``image_size``, each one image whose patch grid is pixel-shuffled ``merge_size`` x
+    ``merge_size`` (its ``scale_factor``), after its time as text.
     """
 
     model_type: str
@@ -213,9 +218,24 @@ class VideoVlmGeometry:
 
     @property
     def tokens_per_frame(self) -> int:
-        """LLaVA-OneVision's LM tokens per frame: its patch grid pooled 2 x 2 (rounding up)."""
-        side = -(-(self.image_size // self.patch_size) // 2)
+        """The LM tokens of one frame of a fixed size: LLaVA-OneVision's patch grid pooled 2 x 2
+        (rounding up), SmolVLM2's pixel-shuffled ``merge_size`` x ``merge_size``."""
+        grid = self.image_size // self.patch_size
+        if self.model_type == "smolvlm":
+            return (grid // self.merge_size) ** 2
+        side = -(-grid // 2)
         return side * side
+
+    @property
+    def video_item(self) -> str:
+        """What the family's chat template renders a video content item as."""
+        return QWEN_VIDEO_ITEM if self.model_type.startswith("qwen") else "<video>"
+
+    @property
+    def frames_as_images(self) -> bool:
+        """SmolVLM2: each frame is an image after ``Frame from mm:ss:``, the clip introduced by
+        its frame count and length (``kvideo.model.video_text``)."""
+        return self.model_type == "smolvlm"
 
     @property
     def factor(self) -> int:
@@ -245,6 +265,15 @@ def video_vlm_geometry(field: str, folder: Path) -> VideoVlmGeometry:
         raise ValueError(
             f"{field}: {folder} is a {model_type!r} model{later}; model=pretrained finetunes "
             f"{list(VIDEO_VLM_TYPES)}"
+        )
+    if model_type == "smolvlm":
+        return VideoVlmGeometry(
+            model_type=model_type,
+            patch_size=_first_int(vision, ("patch_size",), field, file),
+            merge_size=int(config.get("scale_factor") or 2),  # the config class's default
+            temporal_patch_size=1,
+            context=lm_context_length(field, folder),
+            image_size=_first_int(vision, ("image_size",), field, file),
         )
     if model_type == "llava_onevision":
         return VideoVlmGeometry(

@@ -104,10 +104,10 @@ def check_turns(turns: Sequence[Turn]) -> tuple[Turn, ...]:
     return (*turns[:first_user], placed, *turns[first_user + 1 :])
 
 
-def split_placeholder(text: str) -> list[str | None]:
-    """``text`` as its parts around the placeholder, ``None`` standing for it."""
+def split_placeholder(text: str, placeholder: str = VIDEO_PLACEHOLDER) -> list[str | None]:
+    """``text`` as its parts around ``placeholder``, ``None`` standing for it."""
     parts: list[str | None] = []
-    for i, part in enumerate(text.split(VIDEO_PLACEHOLDER)):
+    for i, part in enumerate(text.split(placeholder)):
         if i:
             parts.append(None)
         if part:

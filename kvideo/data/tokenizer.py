@@ -269,12 +269,19 @@ class ChatTokenizer(_ExampleMixin):
         field: str = "model.lm_path",
         captions_as_conversations: bool = False,
         trust_remote_code: bool = False,
+        video_item: str = "",
     ) -> None:
+        """``video_item``: what the chat template renders a ``{"type": "video"}`` content item as
+        (a released VLM's: ``hf_folders.VideoVlmGeometry.video_item``). Set, every turn is given
+        to the template as a content list, as released VLM templates read them (LLaVA-OneVision's
+        and SmolVLM2's render plain-string content as nothing), and the video goes where that
+        item is rendered. Empty: turns are strings holding the ``<video>`` placeholder."""
         from transformers import AutoTokenizer
 
         self.name = folder
         self.field = field
         self.captions_as_conversations = captions_as_conversations
+        self.video_item = video_item
         self._tok: Any = AutoTokenizer.from_pretrained(
             folder, local_files_only=True, trust_remote_code=trust_remote_code
         )
@@ -308,7 +315,18 @@ class ChatTokenizer(_ExampleMixin):
         end_of_turn = self.target_ids("")[:1]
         return [self.eos_id, *(t for t in end_of_turn if t != self.eos_id)]
 
-    def _render(self, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
+    def _message(self, role: str, text: str) -> dict[str, Any]:
+        """One turn for the chat template: a string, or with ``video_item`` a content list (the
+        ``<video>`` placeholders become video items)."""
+        if not self.video_item:
+            return {"role": role, "content": text}
+        content = [
+            {"type": "video"} if part is None else {"type": "text", "text": part}
+            for part in split_placeholder(text)
+        ]
+        return {"role": role, "content": content or [{"type": "text", "text": ""}]}
+
+    def _render(self, messages: list[dict[str, Any]], *, generation_prompt: bool) -> list[int]:
         ids = self._tok.apply_chat_template(
             messages, add_generation_prompt=generation_prompt, tokenize=True, return_dict=False
         )
@@ -317,15 +335,15 @@ class ChatTokenizer(_ExampleMixin):
     def context_ids(self, prompt: str) -> list[int]:
         if not self.has_chat_template:
             return [*([self.bos_id] if self.bos_id >= 0 else []), *self.encode(prompt)]
-        return self._render([{"role": "user", "content": prompt}], generation_prompt=True)
+        return self._render([self._message("user", prompt)], generation_prompt=True)
 
     def target_ids(self, caption: str) -> list[int]:
         if self.has_chat_template:
             # The assistant turn is what the template adds after the context; templates that
             # render the last turn differently (no prefix match) fall back to caption + EOS.
-            context = self._render([{"role": "user", "content": "\x00"}], generation_prompt=True)
+            context = self._render([self._message("user", "\x00")], generation_prompt=True)
             full = self._render(
-                [{"role": "user", "content": "\x00"}, {"role": "assistant", "content": caption}],
+                [self._message("user", "\x00"), self._message("assistant", caption)],
                 generation_prompt=False,
             )
             if full[: len(context)] == context and len(full) > len(context):
@@ -340,8 +358,14 @@ class ChatTokenizer(_ExampleMixin):
         """
         if not self.has_chat_template:
             return super().conversation_pieces(turns)
-        messages = [{"role": turn.role, "content": turn.text} for turn in turns]
+        messages = [self._message(turn.role, turn.text) for turn in turns]
         full = self._render_text(messages, generation_prompt=False)
+        if self.video_item and any(VIDEO_PLACEHOLDER in turn.text for turn in turns):
+            if self.video_item not in full:
+                raise ValueError(
+                    f"{self.field}: the chat template of {self.name} does not render a video "
+                    f"content item as {self.video_item!r}, where this model's video goes"
+                )
         pieces: list[Piece] = []
         done = 0
         for i, turn in enumerate(turns):
@@ -360,7 +384,7 @@ class ChatTokenizer(_ExampleMixin):
         pieces.extend(self._context(full[done:]))
         return pieces
 
-    def _render_text(self, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
+    def _render_text(self, messages: list[dict[str, Any]], *, generation_prompt: bool) -> str:
         if not messages and not generation_prompt:
             return ""
         return str(
@@ -368,8 +392,10 @@ class ChatTokenizer(_ExampleMixin):
         )
 
     def _context(self, text: str) -> list[Piece]:
+        placeholder = self.video_item or VIDEO_PLACEHOLDER
         return [
-            VIDEO if part is None else Piece(tuple(self.encode(part))) for part in split_placeholder(text)
+            VIDEO if part is None else Piece(tuple(self.encode(part)))
+            for part in split_placeholder(text, placeholder)
         ]
 
 
@@ -382,11 +408,15 @@ def build_tokenizer(data: DataConfig, model: ModelConfig | None = None) -> Token
     if model is not None and model.pretrained_parts:
         return ChatTokenizer(str(resolve_model_folder("model.lm_path", model.lm_path)))
     if model is not None and model.pretrained_model:
+        from kvideo.hf_folders import video_vlm_geometry
+
+        folder = resolve_model_folder("model.path", model.path)
         return ChatTokenizer(
-            str(resolve_model_folder("model.path", model.path)),
+            str(folder),
             field="model.path",
             captions_as_conversations=True,
             trust_remote_code=model.trust_remote_code,
+            video_item=video_vlm_geometry("model.path", folder).video_item,
         )
     if not data.tokenizer:
         return ByteTokenizer()

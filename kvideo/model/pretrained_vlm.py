@@ -1,4 +1,5 @@
-"""A released video VLM (``model=pretrained``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision)
+"""A released video VLM (``model=pretrained``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision,
+SmolVLM2)
 behind kvideo's model interface: the same ``forward(frames, frame_mask, input_ids, labels, ...)``
 and ``generate`` as the other families, so the trainer, the validator and the evaluator do not
 change.
@@ -10,12 +11,13 @@ in front, and its ``save_pretrained`` writes the export. Per batch this module:
 * turns each clip's valid frames (cropped to their picture with ``video.resize=max_pixels``) into
   the model's video inputs (Qwen: ``kvideo.model.video_patches``, with the time one temporal
   patch really spans, Qwen2.5-VL's ``second_per_grid_ts``; LLaVA-OneVision: the frames
-  themselves, ``pooled_frame_inputs``);
+  themselves, ``pooled_frame_inputs``; SmolVLM2: each frame an image, ``frame_image_inputs``);
 * splices ``<|vision_start|>``, one ``<|video_pad|>`` per merged patch and ``<|vision_end|>`` into
   the text at ``visual_at`` (Qwen3-VL: around each temporal patch, after its time as text), where
   the chat template put the ``<video>`` placeholder (the rows are conversations:
   ``kvideo.data.tokenizer.encode_row``), which is what Qwen's processor does to the rendered
-  template; labels there are ``-100``;
+  template; labels there are ``-100``; SmolVLM2's video is text around image tokens
+  (``kvideo.model.video_text``), so its context is tokenized again with that text in place;
 * lets the model place its own multimodal rope positions (``get_rope_index``) from those ids.
 
 The loss is kvideo's (``kvideo.model.loss``): the same per-sample NLL as the other families, so
@@ -25,7 +27,6 @@ black frame: its labels are all ``-100`` (``kvideo.data.clip_dataset``), so it c
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from kvideo.model.generate import until_eos
 from kvideo.model.hf_vlm import quiet_transformers
 from kvideo.model.loss import with_loss
 from kvideo.model.video_patches import group_times, qwen_video_patches, seconds_per_group
+from kvideo.model.video_text import smolvlm_video_text
 
 # transformers' modality ids (``ProcessorMixin.create_mm_token_type_ids``): 0 text, 1 image, 2 video
 VIDEO_TOKEN_TYPE = 2
@@ -52,16 +54,16 @@ class PretrainedVLM(nn.Module):
 
     hf: Any  # a transformers (or peft) model: generate and config are not nn.Module's
 
-    def __init__(
-        self, hf: nn.Module, geometry: VideoVlmGeometry, encode: Callable[[str], list[int]] | None = None
-    ) -> None:
-        """``encode``: the model's tokenizer on plain text (Qwen3-VL's timestamps are text)."""
+    def __init__(self, hf: nn.Module, geometry: VideoVlmGeometry, tokenizer: Any = None) -> None:
+        """``tokenizer``: the model's own (transformers'), for the families that write time as
+        text (Qwen3-VL, SmolVLM2)."""
         super().__init__()
         self.hf = hf
         self.geometry = geometry
-        self.encode = encode
+        self.tokenizer = tokenizer
         config: Any = hf.config
-        self.video_id = int(config.video_token_id)
+        # SmolVLM2 has no video token: its frames are images
+        self.video_id = int(getattr(config, "video_token_id", None) or config.image_token_id)
         # Qwen's markers around a clip; LLaVA-OneVision has none (-1)
         self.start_id = int(getattr(config, "vision_start_token_id", None) or -1)
         self.end_id = int(getattr(config, "vision_end_token_id", None) or -1)
@@ -73,10 +75,12 @@ class PretrainedVLM(nn.Module):
 
     def video_inputs(
         self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor, frame_region: Tensor | None
-    ) -> tuple[dict[str, Tensor], list[list[int]]]:
+    ) -> tuple[dict[str, Tensor], list[list[int]] | list[str]]:
         """The model's video keyword arguments for a batch, and each clip's token ids in the text
-        (``video_block``)."""
+        (``video_block``), or for SmolVLM2 its text."""
         g = self.geometry
+        if g.frames_as_images:
+            return self.frame_image_inputs(frames, frame_mask, frame_times)
         if g.image_size:
             return self.pooled_frame_inputs(frames, frame_mask)
         patches, grids, spans, blocks = [], [], [], []
@@ -123,6 +127,24 @@ class PretrainedVLM(nn.Module):
         block = [self.video_id] * (most * self.geometry.tokens_per_frame + 1)
         return {"pixel_values_videos": torch.stack(clips)}, [block] * frames.shape[0]
 
+    def frame_image_inputs(
+        self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor
+    ) -> tuple[dict[str, Tensor], list[str]]:
+        """SmolVLM2: ``pixel_values`` (B, F, C, H, W), its processor's layout after resize and
+        normalization: each clip's valid frames, then all-zero frames up to the batch's most,
+        which the model drops as padding (a clip without frames keeps its black one). And each
+        clip's text (``smolvlm_video_text``) with its frames' display times."""
+        keep = frame_mask.to(torch.bool)
+        most = max(1, int(keep.sum(dim=1).max()))
+        pixels = frames.new_zeros(frames.shape[0], most, *frames.shape[2:])
+        texts = []
+        for b in range(frames.shape[0]):
+            clip = frames[b][keep[b]] if bool(keep[b].any()) else frames[b][:1]
+            pixels[b, : clip.shape[0]] = clip
+            times = frame_times[b][keep[b]].tolist() if bool(keep[b].any()) else [0.0]
+            texts.append(smolvlm_video_text(times, self.geometry.tokens_per_frame))
+        return {"pixel_values": pixels}, texts
+
     def video_block(self, grid: tuple[int, int, int], times: Tensor) -> list[int]:
         """A clip's ids in the text, as the model's processor writes them: Qwen2-VL and Qwen2.5-VL
         ``<|vision_start|>``, one ``<|video_pad|>`` per merged patch, ``<|vision_end|>``; Qwen3-VL
@@ -130,31 +152,66 @@ class PretrainedVLM(nn.Module):
         display time of the patch's first and last frame, the last frame repeated to fill it)."""
         groups, height, width = grid
         per_group = height * width // self.geometry.merge_size**2
-        if self.encode is None:
+        if not self.geometry.timestamps_as_text:
             return [self.start_id, *([self.video_id] * (groups * per_group)), self.end_id]
         block: list[int] = []
         for stamp in group_times(times, self.geometry.temporal_patch_size, groups):
-            block += self.encode(f"<{stamp:.1f} seconds>")
+            block += self._encode(f"<{stamp:.1f} seconds>")
             block += [self.start_id, *([self.video_id] * per_group), self.end_id]
         return block
 
+    def _encode(self, text: str) -> list[int]:
+        return [int(i) for i in self.tokenizer.encode(text, add_special_tokens=False)]
+
     def spliced(
-        self, input_ids: Tensor, labels: Tensor | None, visual_at: Tensor, blocks: list[list[int]]
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None,
+        visual_at: Tensor,
+        blocks: list[list[int]] | list[str],
     ) -> tuple[Tensor, Tensor | None]:
         """``input_ids`` (and ``labels``) with each clip's ``video_block`` at its ``visual_at``,
-        right-padded to the longest row (with the pad id; labels ``-100``)."""
+        right-padded to the longest row (with the pad id; labels ``-100``). A block of text
+        (SmolVLM2) goes in as text: see ``retokenized``."""
         rows, label_rows = [], []
-        for b, block_ids in enumerate(blocks):
+        for b, block in enumerate(blocks):
             at = int(visual_at[b])
-            block = input_ids.new_tensor(block_ids)
-            rows.append(torch.cat([input_ids[b, :at], block, input_ids[b, at:]]))
-            if labels is not None:
-                ignored = torch.full_like(block, IGNORE_INDEX)
-                label_rows.append(torch.cat([labels[b, :at], ignored, labels[b, at:]]))
+            row_labels = None if labels is None else labels[b]
+            if isinstance(block, str):
+                row, row_labels = self.retokenized(input_ids[b], row_labels, at, block)
+            else:
+                block_ids = input_ids.new_tensor(block)
+                row = torch.cat([input_ids[b, :at], block_ids, input_ids[b, at:]])
+                if row_labels is not None:
+                    ignored = torch.full_like(block_ids, IGNORE_INDEX)
+                    row_labels = torch.cat([row_labels[:at], ignored, row_labels[at:]])
+            rows.append(row)
+            if row_labels is not None:
+                label_rows.append(row_labels)
         ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)
         if labels is None:
             return ids, None
         return ids, nn.utils.rnn.pad_sequence(label_rows, batch_first=True, padding_value=IGNORE_INDEX)
+
+    def retokenized(
+        self, ids: Tensor, labels: Tensor | None, at: int, text: str
+    ) -> tuple[Tensor, Tensor | None]:
+        """A row with ``text`` at ``at``, tokenized as the processor tokenizes the rendered
+        conversation: the untrained stretch around ``at`` (from the end of the target before it
+        to the start of the target after it) is decoded, joined with ``text`` and encoded as one
+        string, so words at its edges merge as they do in the processor's text. Byte-level BPE
+        decodes its own encoding exactly, so nothing else changes."""
+        trained = (labels != IGNORE_INDEX).nonzero().flatten().tolist() if labels is not None else []
+        start = max([i + 1 for i in trained if i < at], default=0)
+        end = min([i for i in trained if i >= at], default=ids.shape[0])
+        decode = partial(self.tokenizer.decode, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        middle = ids.new_tensor(
+            self._encode(decode(ids[start:at].tolist()) + text + decode(ids[at:end].tolist()))
+        )
+        row = torch.cat([ids[:start], middle, ids[end:]])
+        if labels is None:
+            return row, None
+        return row, torch.cat([labels[:start], torch.full_like(middle, IGNORE_INDEX), labels[end:]])
 
     # ------------------------------------------------------------------ the interface
 
@@ -267,15 +324,14 @@ def build_pretrained_vlm(cfg: ModelConfig) -> PretrainedVLM:
     hf = load_pretrained_vlm(folder, cfg)
     if cfg.lora_rank:
         hf = add_vlm_lora(hf, cfg)
-    encode = None
-    if geometry.timestamps_as_text:
+    tokenizer = None
+    if geometry.timestamps_as_text or geometry.frames_as_images:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(
             folder, local_files_only=True, trust_remote_code=cfg.trust_remote_code
         )
-        encode = partial(tokenizer.encode, add_special_tokens=False)
-    model = PretrainedVLM(hf, geometry, encode)
+    model = PretrainedVLM(hf, geometry, tokenizer)
     if cfg.activation_checkpointing:
         for block in transformer_blocks(model):
             recompute_in_backward(block)

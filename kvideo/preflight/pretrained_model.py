@@ -1,6 +1,6 @@
 """``model=pretrained`` against the video settings, before any work: the folder holds a VLM that
 ``model=pretrained`` finetunes, its weights load without unpickling (unless allowed), frames are
-sized by the model's own rule (Qwen's grid, or LLaVA-OneVision's one size), and the visual plus
+sized by the model's own rule (Qwen's grid, or LLaVA-OneVision's and SmolVLM2's one size), and the visual plus
 text tokens fit its context."""
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 # <|vision_start|> and <|vision_end|>; and a bound on the tokens of Qwen3-VL's "<12.5 seconds>".
 VIDEO_MARKERS = 2
 TIMESTAMP_TOKENS = 8
+# SmolVLM2 (bounds): a frame's "\nFrame from 00:12:" and its three image markers, and the
+# clip's introduction ("You are provided the following series of ... video.\n", "\n\n").
+FRAME_TEXT_TOKENS = 16
+INTRODUCTION_TOKENS = 40
 
 
 def check_pretrained_model(cfg: KVideoConfig) -> None:
@@ -68,8 +72,9 @@ def check_pretrained_model(cfg: KVideoConfig) -> None:
 
 
 def check_fixed_frame_size(cfg: KVideoConfig, geometry: VideoVlmGeometry) -> None:
-    """LLaVA-OneVision's frames are squares of its tower's ``image_size``, each pooled to
-    ``tokens_per_frame`` tokens, plus one newline token after the clip."""
+    """LLaVA-OneVision's and SmolVLM2's frames are squares of the tower's ``image_size``, each
+    ``tokens_per_frame`` tokens; LLaVA-OneVision adds one newline token after the clip, SmolVLM2
+    text around each frame and an introduction."""
     video, model = cfg.video, cfg.model
     if video.resize != "square" or video.frame_size != geometry.image_size:
         raise ValueError(
@@ -77,12 +82,15 @@ def check_fixed_frame_size(cfg: KVideoConfig, geometry: VideoVlmGeometry) -> Non
             f"{geometry.model_type} tower's image_size ({geometry.image_size}, a square): set "
             f"video.frame_size={geometry.image_size} video.resize=square"
         )
-    total = video.max_frames * geometry.tokens_per_frame + 1 + model.max_text_len
+    per_frame, per_clip = geometry.tokens_per_frame, 1
+    if geometry.frames_as_images:
+        per_frame, per_clip = per_frame + FRAME_TEXT_TOKENS, INTRODUCTION_TOKENS
+    total = video.max_frames * per_frame + per_clip + model.max_text_len
     context, context_name = smaller_context(geometry, model)
     if total > context:
         raise ValueError(
-            f"token budget exceeded: video.max_frames * tokens per frame (the patch grid pooled 2 x 2) "
-            f"+ 1 + model.max_text_len = {video.max_frames} * {geometry.tokens_per_frame} + 1 + "
+            f"token budget exceeded: video.max_frames * tokens per frame + tokens per clip + "
+            f"model.max_text_len = {video.max_frames} * {per_frame} + {per_clip} + "
             f"{model.max_text_len} = {total} > {context_name} ({context}); lower video.max_frames or "
             "model.max_text_len"
         )

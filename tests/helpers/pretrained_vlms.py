@@ -2,8 +2,10 @@
 weights, ``save_pretrained`` of the model, its tokenizer and its image processor. Loading them
 runs the real offline ``AutoModelForImageTextToText.from_pretrained`` path.
 
-The tokenizer is ``hf_models.save_tokenizer``'s (the sample corpus's words, ChatML) plus the
-vision tokens of Qwen's vocabulary.
+The tokenizer is ``hf_models.save_tokenizer``'s (the sample corpus's words) plus the family's
+vision tokens, and its chat template is the family's released one: content lists, a video item
+rendered where the processor expects it (LLaVA-OneVision's and SmolVLM2's render string content
+as nothing, as the released ones do).
 """
 
 from __future__ import annotations
@@ -15,11 +17,57 @@ from tests.helpers.hf_models import save_tokenizer
 
 QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>")
 QWEN_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-VLM_TYPES = (*QWEN_TYPES, "llava_onevision")
+VLM_TYPES = (*QWEN_TYPES, "llava_onevision", "smolvlm")
 LLAVA_TOKENS = ("<image>", "<video>")
+SMOLVLM_TOKENS = ("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>")
 # The side of a frame whose patches tile it: 14 px patches merged 2 x 2 (Qwen2-VL, Qwen2.5-VL),
 # 16 px for Qwen3-VL.
-FRAME_SIDE = {"qwen2_vl": 28, "qwen2_5_vl": 28, "qwen3_vl": 32, "llava_onevision": 28}
+FRAME_SIDE = {"qwen2_vl": 28, "qwen2_5_vl": 28, "qwen3_vl": 32, "llava_onevision": 28, "smolvlm": 28}
+
+# Qwen2-VL's template, its system turn left out: strings as they are, content lists item by item.
+QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'video' %}"
+    "<|vision_start|><|video_pad|><|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# llava-hf's LLaVA-OneVision template (content lists only: images, videos, then the text items)
+LLAVA_ONEVISION_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>\n' }}{% endfor %}"
+    "{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] }}{% endfor %}"
+    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] }}{% endgeneration %}{% endfor %}{% endif %}"
+    "{{'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# SmolVLM2's template (content lists only)
+SMOLVLM_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
+    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% elif line['type'] == 'video' %}{{ '<video>' }}"
+    "{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+def _family_tokenizer(folder: Path, tokens: tuple[str, ...], template: str, **special: str) -> Any:
+    """``save_tokenizer``'s, with ``tokens`` added as special tokens and the family's template."""
+    from transformers import AutoTokenizer
+
+    save_tokenizer(folder)
+    tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(tokens), **special})
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(folder)
+    return tokenizer
 
 
 def save_tiny_qwen_vl(
@@ -27,13 +75,9 @@ def save_tiny_qwen_vl(
 ) -> Path:
     """A 2-layer Qwen2.5-VL (or Qwen2-VL, Qwen3-VL): a ``width``-wide LM, a tower half as wide,
     14 px patches (Qwen3-VL: 16 px) merged 2 x 2, 2-frame temporal patches."""
-    from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    save_tokenizer(folder)
-    tokenizer: Any = AutoTokenizer.from_pretrained(folder)
-    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_VISION_TOKENS)})
-    tokenizer.save_pretrained(folder)
+    tokenizer = _family_tokenizer(folder, QWEN_VISION_TOKENS, QWEN_TEMPLATE)
     ids = {token: int(tokenizer.convert_tokens_to_ids(token)) for token in QWEN_VISION_TOKENS}
     half = width // 4 // 2  # rotary frequencies per head (4 heads)
     text = {
@@ -115,15 +159,12 @@ def _qwen_model(model_type: str, width: int, text: dict[str, Any], tokens: dict[
 def save_tiny_llava_onevision(folder: Path, *, width: int = 64) -> Path:
     """A LLaVA-OneVision: a 2-layer SigLIP tower (56 px frames, 14 px patches: 4 x 4 patches pooled
     to 2 x 2 tokens per frame), the 2-layer MLP projector, a 2-layer Qwen2 LM ``width`` wide."""
-    from transformers import AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
     )
 
-    save_tokenizer(folder)
-    tokenizer: Any = AutoTokenizer.from_pretrained(folder)
-    tokenizer.add_special_tokens({"additional_special_tokens": list(LLAVA_TOKENS)})
-    tokenizer.save_pretrained(folder)
+    tokenizer = _family_tokenizer(folder, LLAVA_TOKENS, LLAVA_ONEVISION_TEMPLATE)
     vision = {
         "model_type": "siglip_vision_model",
         "hidden_size": width // 2,
@@ -167,10 +208,63 @@ def save_tiny_llava_onevision(folder: Path, *, width: int = 64) -> Path:
     return folder
 
 
+def save_tiny_smolvlm(folder: Path, *, width: int = 64) -> Path:
+    """A SmolVLM2: a 2-layer SmolVLM vision tower (56 px frames, 14 px patches: 4 x 4 patches
+    pixel-shuffled 2 x 2 to 4 tokens per frame), its connector, a 2-layer Llama LM ``width``
+    wide; ``<end_of_utterance>`` ends its turns and is its EOS, as in SmolVLM2's tokenizer."""
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+
+    tokenizer = _family_tokenizer(folder, SMOLVLM_TOKENS, SMOLVLM_TEMPLATE, eos_token="<end_of_utterance>")
+    vision = {
+        "hidden_size": width // 2,
+        "intermediate_size": width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 56,
+        "patch_size": 14,
+    }
+    text = {
+        "model_type": "llama",
+        "vocab_size": len(tokenizer),
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": None,
+    }
+    config = SmolVLMConfig(
+        vision_config=vision,
+        text_config=text,
+        scale_factor=2,
+        image_token_id=int(tokenizer.convert_tokens_to_ids("<image>")),
+    )
+    model = SmolVLMForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = None
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    SmolVLMImageProcessorPil(
+        size={"longest_edge": 56},
+        max_image_size={"longest_edge": 56},
+        do_image_splitting=False,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    ).save_pretrained(folder)
+    return folder
+
+
 def save_tiny_vlm(folder: Path, model_type: str) -> Path:
-    """``save_tiny_qwen_vl`` or ``save_tiny_llava_onevision`` by ``model_type``."""
+    """``save_tiny_qwen_vl``, ``save_tiny_llava_onevision`` or ``save_tiny_smolvlm`` by
+    ``model_type``."""
     if model_type == "llava_onevision":
         return save_tiny_llava_onevision(folder)
+    if model_type == "smolvlm":
+        return save_tiny_smolvlm(folder)
     return save_tiny_qwen_vl(folder, model_type)
 
 

@@ -1,7 +1,8 @@
-"""``model=pretrained``: a released VLM (a tiny random Qwen2.5-VL, built from transformers' own
-config classes) trains through the real CLI, captions and evaluates, and exports a folder that
-transformers alone loads and captions with: in a Python where ``import kvideo`` fails, the
-recipe the export documents gives the caption kvideo gives for the same frames."""
+"""``model=pretrained``: a released VLM (tiny random Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision and
+SmolVLM2, built from transformers' own config classes) trains through the real CLI, captions and
+evaluates, and exports a folder that transformers alone loads and captions with: in a Python where
+``import kvideo`` fails, the recipe the export documents gives the caption kvideo gives for the
+same frames."""
 
 from __future__ import annotations
 
@@ -121,6 +122,7 @@ def _kvideo_caption_and_frames(run_dir: Path, video: str, out: Path) -> dict[str
         ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"),
         ("qwen3_vl", "Qwen3VLForConditionalGeneration"),
         ("llava_onevision", "LlavaOnevisionForConditionalGeneration"),
+        ("smolvlm", "SmolVLMForConditionalGeneration"),
     ],
 )
 def test_a_pretrained_vlm_trains_captions_and_exports_a_model_transformers_loads_alone(

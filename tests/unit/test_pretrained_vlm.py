@@ -33,10 +33,11 @@ def config(folder: Path, *, video: dict[str, Any] | None = None, **fields: Any) 
 
 
 # Each family's own module names for the tower and the projector (the rest is the LM).
-TOWERS = {"llava_onevision": ("hf.model.vision_tower.",)}
+TOWERS = {"llava_onevision": ("hf.model.vision_tower.",), "smolvlm": ("hf.model.vision_model.",)}
 PROJECTORS = {
     "qwen3_vl": ("hf.model.visual.merger.", "hf.model.visual.deepstack_merger_list."),
     "llava_onevision": ("hf.model.multi_modal_projector.", "hf.model.image_newline"),
+    "smolvlm": ("hf.model.connector.",),
 }
 
 
@@ -61,6 +62,21 @@ def test_parts_are_the_familys_own_modules_and_lora_is_on_the_lm(
     lora = build_pretrained_vlm(pretrained(tiny_vlms[kind], lora_rank=4))
     adapters = [n for n, p in lora.named_parameters() if p.requires_grad]
     assert adapters and all("lora_" in n and part_of(n) == "lm" for n in adapters)
+
+
+@pytest.mark.parametrize("kind", VLM_TYPES)
+def test_turns_reach_the_released_template_as_content_lists(kind: str, tiny_vlms: dict[str, Path]) -> None:
+    """LLaVA-OneVision's and SmolVLM2's released templates render a plain-string turn as nothing:
+    the prompt and the caption must still be in the text, the video where the template puts it."""
+    cfg = config(tiny_vlms[kind])
+    tokenizer = build_tokenizer(cfg.data, cfg.model)
+    encoded = encode_caption(tokenizer, "Describe the video.", "a red ball", 40)
+    decode = tokenizer._tok.decode  # type: ignore[attr-defined]
+    ids = encoded.input_ids
+    assert "Describe the video." in decode(ids[encoded.visual_at : encoded.answer_at])
+    answer = [i for i, label in zip(ids, encoded.labels, strict=True) if label != IGNORE_INDEX]
+    assert decode(answer, skip_special_tokens=True).strip() == "a red ball"
+    assert 0 < encoded.visual_at < encoded.answer_at
 
 
 def batch_of(folder: Path, side: int, *, resize: str = "square") -> tuple[KVideoConfig, dict[str, Any]]:
@@ -113,16 +129,16 @@ def test_a_batch_becomes_the_models_inputs_and_trains(
     model = build_pretrained_vlm(cfg.model)
     assert isinstance(model, PretrainedVLM)
     region = batch.get("frame_region")
-    video, blocks = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], region)
+    video, id_blocks = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], region)
+    blocks = [block for block in id_blocks if not isinstance(block, str)]  # Qwen's are ids
     # 3 frames -> 2 temporal patches of 2 x 2 merged tokens; a clip with no frame -> 1 black patch
     width = 2 if resize == "square" else 3
     assert video["video_grid_thw"].tolist() == [[2, 4, 4], [1, 4, 2 * width]]
     assert [block.count(model.video_id) for block in blocks] == [2 * 2 * 2, 1 * 2 * width]
     assert ("second_per_grid_ts" in video) == (kind == "qwen2_5_vl")
     if kind == "qwen3_vl":  # each temporal patch after its time: frames at 0, 0.5 | 1.0 (repeated)
-        assert model.encode is not None
         text = model.hf.config  # the ids of "<0.2 seconds>" and "<1.0 seconds>" lead their patches
-        first, second = model.encode("<0.2 seconds>"), model.encode("<1.0 seconds>")
+        first, second = model._encode("<0.2 seconds>"), model._encode("<1.0 seconds>")
         assert blocks[0][: len(first)] == first and text.vision_start_token_id in blocks[0]
         assert blocks[0][len(first) + 2 + 4 : len(first) + 2 + 4 + len(second)] == second
     else:
@@ -155,6 +171,54 @@ def test_llava_onevision_takes_whole_frames_and_one_newline_per_clip(tiny_vlms: 
     trains_the_projector(model, batch)
 
 
+def test_smolvlm_sees_each_frame_as_an_image_after_its_time(tiny_vlms: dict[str, Path]) -> None:
+    """Its processor's layout: (B, F, C, H, W) frames padded with all-zero frames (which the model
+    drops), and the text its processor writes for a video (checked against transformers' own
+    ``replace_video_token``), tokenized with its neighbours as one string."""
+    from types import SimpleNamespace
+
+    from transformers.models.smolvlm.processing_smolvlm import SmolVLMProcessor
+    from transformers.video_utils import VideoMetadata
+
+    cfg, batch = batch_of(tiny_vlms["smolvlm"], FRAME_SIDE["smolvlm"])
+    model = build_pretrained_vlm(cfg.model)
+    video, texts = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
+    pixels = video["pixel_values"]
+    assert pixels.shape == (2, 3, 3, 56, 56)
+    assert torch.equal(pixels[0], batch["frames"][0, :3])
+    assert torch.equal(pixels[1, 0], batch["frames"][1, 0]) and not bool(pixels[1, 1:].any())
+
+    tokens = SimpleNamespace(
+        image_seq_len=4,
+        image_token="<image>",
+        fake_image_token="<fake_token_around_image>",
+        global_image_token="<global-img>",
+    )
+    # frames 0, 1, 2 of a 2 fps video are shown at 0, 0.5 and 1.0 s
+    metadata = VideoMetadata(total_num_frames=3, fps=2.0, frames_indices=[0, 1, 2])
+    theirs = SmolVLMProcessor.replace_video_token(tokens, {"video_metadata": [metadata]}, 0)  # type: ignore[arg-type]
+    assert texts[0] == theirs
+
+    tokenizer = model.tokenizer
+    context = tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe the video."}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    at = int(batch["visual_at"][0])
+    answer = int((batch["labels"][0] != IGNORE_INDEX).nonzero()[0])
+    ids, labels = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], texts)
+    assert labels is not None
+    whole = tokenizer.encode(context.replace("<video>", theirs), add_special_tokens=False)
+    assert ids[0, : len(whole)].tolist() == whole  # the processor's tokens, not three pieces'
+    assert int((ids[0] == model.video_id).sum()) == 3 * 4
+    assert (labels != IGNORE_INDEX).sum() == (batch["labels"] != IGNORE_INDEX).sum()
+    assert ids[0, len(whole) :].tolist()[: 40 - answer] == batch["input_ids"][0, answer:].tolist()
+    assert at > 0
+    out = trains_the_projector(model, batch)
+    assert out["ntokens"].tolist()[1] == 0
+
+
 def copy_of(folder: Path, into: Path, **config_changes: Any) -> Path:
     shutil.copytree(folder, into)
     config = json.loads((into / "config.json").read_text())
@@ -173,13 +237,13 @@ def test_folders_the_run_cannot_use_are_refused_in_one_line(
         ValueError, match=r"model\.path: .* without a vision_config .*model=hf_vlm joins a vision"
     ):
         preflight(config(lm_only), memory=False)
-    smolvlm = copy_of(folder, tmp_path / "smolvlm", model_type="smolvlm")
+    internvl = copy_of(folder, tmp_path / "internvl", model_type="internvl")
     with pytest.raises(
         ValueError,
-        match=r"'smolvlm' model \(its video route .*finetunes "
-        r"\['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl', 'llava_onevision'\]",
+        match=r"'internvl' model \(its video route .*finetunes "
+        r"\['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl', 'llava_onevision', 'smolvlm'\]",
     ):
-        preflight(config(smolvlm), memory=False)
+        preflight(config(internvl), memory=False)
     llava = tiny_vlms["llava_onevision"]
     with pytest.raises(
         ValueError, match=r"video\.frame_size \(56, video\.resize=max_pixels\) must be the llava"
@@ -188,6 +252,10 @@ def test_folders_the_run_cannot_use_are_refused_in_one_line(
     with pytest.raises(ValueError, match=r"= 64 \* 4 \+ 1 \+ 40 = 297 > model\.max_seq_len \(200\)"):
         preflight(config(llava, video={"max_frames": 64}, max_seq_len=200), memory=False)
     preflight(config(llava), memory=False)
+    smolvlm = tiny_vlms["smolvlm"]  # 4 image tokens and at most 16 of text a frame, 40 a clip
+    with pytest.raises(ValueError, match=r"= 64 \* 20 \+ 40 \+ 40 = 1360 > the model's max_position"):
+        preflight(config(smolvlm, video={"max_frames": 64}), memory=False)
+    preflight(config(smolvlm), memory=False)
     pickled = copy_of(folder, tmp_path / "pickled")
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
     with pytest.raises(

@@ -24,7 +24,7 @@ from torch import nn
 from kvideo.config import KVideoConfig
 from kvideo.data.tokenizer import Tokenizer
 from kvideo.files import write_text_atomic
-from kvideo.hf_folders import resolve_model_folder
+from kvideo.hf_folders import resolve_model_folder, video_vlm_geometry
 from kvideo.model.hf_vlm import quiet_transformers
 from kvideo.model.pretrained_vlm import build_pretrained_vlm, part_of
 from kvideo.model.spec import ModelSizes, ModelSpec
@@ -100,19 +100,45 @@ LLAVA_ONEVISION_VIDEO_INPUTS = '''def video_inputs(frames, times):
 
 '''
 
+SMOLVLM_VIDEO_INPUTS = '''from datetime import timedelta
+from num2words import num2words  # SmolVLM's processor needs it too
+
+def video_inputs(frames, times):
+    """frames: (T, H, W, 3) uint8, sampled as in training, squares of the tower's image_size;
+    times: each frame's display time in seconds. The video is text around one image per frame,
+    as SmolVLMProcessor writes it. Where torchvision works, AutoProcessor(videos=...) does the same."""
+    mean = torch.tensor(pre["image_mean"]).view(3, 1, 1)
+    std = torch.tensor(pre["image_std"]).view(3, 1, 1)
+    x = (frames.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    c = model.config
+    per_frame = (c.vision_config.image_size // c.vision_config.patch_size // c.scale_factor) ** 2
+    image = "<fake_token_around_image><global-img>" + "<image>" * per_frame + "<fake_token_around_image>"
+    length = timedelta(seconds=int(times[-1]))
+    text = "You are provided the following series of "
+    text += f"{{num2words(len(times))}} frames from a {{length}} [H:MM:SS] video.\\n"
+    for t in times:
+        text += f"\\nFrame from {{int(t // 60):02d}}:{{int(t % 60):02d}}:" + image
+    return {{"pixel_values": x[None]}}, text + "\\n\\n"
+
+'''
+
 RECIPE_TAIL = '''def model_inputs(frames, times, prompt={prompt!r}):
-    """The chat template's user turn (the video, then the prompt) and the assistant header, the
-    video's tokens spliced where the template says <video>, as the model trained."""
-    video, video_token_ids = video_inputs(frames, times)
+    """The chat template's user turn (the video, then the prompt) and the assistant header, with
+    the video where the template renders it ({video_item!r}), as the model trained."""
+    video, video_part = video_inputs(frames, times)
+    content = [{{"type": "video"}}, {{"type": "text", "text": prompt}}]
     text = tokenizer.apply_chat_template(
-        [{{"role": "user", "content": "<video>" + prompt}}], add_generation_prompt=True, tokenize=False
+        [{{"role": "user", "content": content}}], add_generation_prompt=True, tokenize=False
     )
-    before, after = text.split("<video>")
-    ids = (
-        tokenizer.encode(before, add_special_tokens=False)
-        + video_token_ids
-        + tokenizer.encode(after, add_special_tokens=False)
-    )
+    before, after = text.split({video_item!r})
+    if isinstance(video_part, str):  # text around image tokens: tokenized with its neighbours
+        ids = tokenizer.encode(before + video_part + after, add_special_tokens=False)
+    else:
+        ids = (
+            tokenizer.encode(before, add_special_tokens=False)
+            + video_part
+            + tokenizer.encode(after, add_special_tokens=False)
+        )
     ids = torch.tensor([ids])
     inputs = {{"input_ids": ids, "attention_mask": torch.ones_like(ids), **video}}
     if model.config.model_type.startswith("qwen"):  # lets Qwen place its multimodal rope positions
@@ -125,6 +151,9 @@ def caption(frames, times, prompt={prompt!r}, max_new_tokens=64):
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 ```
 '''
+
+
+VIDEO_INPUTS = {"llava_onevision": LLAVA_ONEVISION_VIDEO_INPUTS, "smolvlm": SMOLVLM_VIDEO_INPUTS}
 
 
 def build(cfg: Any, sizes: ModelSizes) -> nn.Module:
@@ -156,11 +185,14 @@ def export(
     for name in PROCESSOR_FILES:
         if (source / name).is_file() and not (out_dir / name).exists():
             shutil.copyfile(source / name, out_dir / name)
-    model_type = str(hf.config.model_type)
-    video_inputs = LLAVA_ONEVISION_VIDEO_INPUTS if model_type == "llava_onevision" else QWEN_VIDEO_INPUTS
+    geometry = video_vlm_geometry("model.path", source)
+    video_inputs = VIDEO_INPUTS.get(geometry.model_type, QWEN_VIDEO_INPUTS)
     # One template: the pieces' braces are format's ({{ }} for a literal brace)
     recipe = (RECIPE_HEAD + video_inputs + RECIPE_TAIL).format(
-        model_type=model_type, prompt=cfg.video.prompt, folder=str(out_dir.resolve())
+        model_type=geometry.model_type,
+        prompt=cfg.video.prompt,
+        folder=str(out_dir.resolve()),
+        video_item=geometry.video_item,
     )
     write_text_atomic(out_dir / "CAPTION.md", recipe)
     info["caption_recipe"] = "CAPTION.md"
