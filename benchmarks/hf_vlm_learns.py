@@ -98,6 +98,20 @@ def train(overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:
     }
 
 
+def train_frame_counts(
+    model: Sequence[str], frame_counts: Sequence[int], root: Path, max_steps: int
+) -> dict[str, Any]:
+    """One run per ``video.max_frames`` in ``frame_counts`` under ``root`` (``run_<frames>``),
+    with the ``model`` overrides (``max_steps``, when not 0, replacing the default), keyed by
+    the frame count; each one's final metrics printed as it ends."""
+    extra = [f"trainer.max_steps={max_steps}"] if max_steps else []  # the last one wins
+    runs: dict[str, Any] = {}
+    for frames in frame_counts:
+        runs[str(frames)] = train([*model, f"video.max_frames={frames}", *extra], root / f"run_{frames}")
+        print(json.dumps({frames: runs[str(frames)]["final"]}), flush=True)
+    return runs
+
+
 def validation_curve(metrics: Path) -> list[dict[str, Any]]:
     """Each validation's step, loss and attribute accuracies, from the run's ``metrics.jsonl``."""
     keys = ("step", "val_loss", "acc_color", "acc_shape", "acc_direction")
@@ -113,16 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from tests.helpers.hf_models import save_tiny_lm, save_tiny_tower
 
-    runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kvideo_hf_learns_") as tmp:
         root = Path(tmp)
         vision = save_tiny_tower(root / "tower", width=WIDTH, vision_only=False)
         lm = save_tiny_lm(root / "lm", width=WIDTH)
-        extra = [f"trainer.max_steps={args.max_steps}"] if args.max_steps else []  # the last one wins
-        for frames in (8, 1):
-            overrides = [*model_overrides(vision, lm), f"video.max_frames={frames}", *extra]
-            runs[str(frames)] = train(overrides, root / f"run_{frames}")
-            print(json.dumps({frames: runs[str(frames)]["final"]}), flush=True)
+        runs = train_frame_counts(model_overrides(vision, lm), (8, 1), root, args.max_steps)
     checks = evaluate(runs)
     result = {"machine": common.machine(), "width": WIDTH, "runs": runs, "checks": checks}
     path = common.write_result("hf_vlm_learns", result, args.out)

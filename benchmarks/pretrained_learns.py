@@ -26,10 +26,9 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from benchmarks import common
-from benchmarks.hf_vlm_learns import LR, MAX_STEPS, REPO, evaluate, train
+from benchmarks.hf_vlm_learns import LR, MAX_STEPS, REPO, evaluate, train_frame_counts
 
 WIDTH = 128
 FRAME_SIZE = 112
@@ -62,15 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from tests.helpers.pretrained_vlms import save_tiny_qwen_vl
 
-    runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kvideo_pretrained_learns_") as tmp:
         root = Path(tmp)
         folder = save_tiny_qwen_vl(root / "qwen2_5_vl", width=WIDTH)
-        extra = [f"trainer.max_steps={args.max_steps}"] if args.max_steps else []  # the last one wins
-        for frames in args.frames:
-            overrides = [*model_overrides(folder), f"video.max_frames={frames}", *extra]
-            runs[str(frames)] = train(overrides, root / f"run_{frames}")
-            print(json.dumps({frames: runs[str(frames)]["final"]}), flush=True)
+        runs = train_frame_counts(model_overrides(folder), args.frames, root, args.max_steps)
     checks = evaluate(runs) if set(runs) == {"8", "1"} else {}
     result = {
         "machine": common.machine(),

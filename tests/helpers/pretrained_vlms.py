@@ -70,6 +70,47 @@ def _family_tokenizer(folder: Path, tokens: tuple[str, ...], template: str, **sp
     return tokenizer
 
 
+def _lm_config(tokenizer: Any, width: int, **fields: Any) -> dict[str, Any]:
+    """The LM every tiny VLM has: 2 layers ``width`` wide, 4 heads sharing 2 key/value heads,
+    the tokenizer's special ids; ``fields`` add or replace keys."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        **fields,
+    }
+
+
+def _tower_config(width: int, **fields: Any) -> dict[str, Any]:
+    """The vision tower of the fixed-size families: 2 layers of 2 heads, half the LM's width,
+    56 px frames in 14 px patches (a 4 x 4 grid); ``fields`` add keys."""
+    return {
+        "hidden_size": width // 2,
+        "intermediate_size": width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 56,
+        "patch_size": 14,
+        **fields,
+    }
+
+
+def _save_model(model: Any, tokenizer: Any, folder: Path, **generation: Any) -> None:
+    """``model`` saved with the tokenizer's EOS and pad ids in its generation config (and
+    ``generation``'s other settings)."""
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    for name, value in generation.items():
+        setattr(model.generation_config, name, value)
+    model.save_pretrained(folder)
+
+
 def save_tiny_qwen_vl(
     folder: Path, model_type: str = "qwen2_5_vl", *, width: int = 64, max_positions: int = 1024
 ) -> Path:
@@ -80,32 +121,22 @@ def save_tiny_qwen_vl(
     tokenizer = _family_tokenizer(folder, QWEN_VISION_TOKENS, QWEN_TEMPLATE)
     ids = {token: int(tokenizer.convert_tokens_to_ids(token)) for token in QWEN_VISION_TOKENS}
     half = width // 4 // 2  # rotary frequencies per head (4 heads)
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": width,
-        "intermediate_size": 2 * width,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": max_positions,
+    text = _lm_config(
+        tokenizer,
+        width,
+        max_position_embeddings=max_positions,
         # time, height, width sections of each head's rotary frequencies (Qwen's 16/24/24 of 64)
-        "rope_scaling": {"type": "mrope", "mrope_section": [half // 4, 3 * half // 8, 3 * half // 8]},
-        "tie_word_embeddings": True,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": None,
-    }
+        rope_scaling={"type": "mrope", "mrope_section": [half // 4, 3 * half // 8, 3 * half // 8]},
+        tie_word_embeddings=True,
+        bos_token_id=None,
+    )
     tokens: dict[str, Any] = {
         "video_token_id": ids["<|video_pad|>"],
         "image_token_id": ids["<|image_pad|>"],
         "vision_start_token_id": ids["<|vision_start|>"],
         "vision_end_token_id": ids["<|vision_end|>"],
     }
-    model = _qwen_model(model_type, width, text, tokens)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder)
+    _save_model(_qwen_model(model_type, width, text, tokens), tokenizer, folder, bos_token_id=None)
     if model_type == "qwen3_vl":  # Qwen3-VL's published processor settings
         Qwen2VLImageProcessorPil(patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
             folder
@@ -165,31 +196,9 @@ def save_tiny_llava_onevision(folder: Path, *, width: int = 64) -> Path:
     )
 
     tokenizer = _family_tokenizer(folder, LLAVA_TOKENS, LLAVA_ONEVISION_TEMPLATE)
-    vision = {
-        "model_type": "siglip_vision_model",
-        "hidden_size": width // 2,
-        "intermediate_size": width,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 56,
-        "patch_size": 14,
-    }
-    text = {
-        "model_type": "qwen2",
-        "vocab_size": len(tokenizer),
-        "hidden_size": width,
-        "intermediate_size": 2 * width,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 1024,
-        "tie_word_embeddings": True,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
     config = LlavaOnevisionConfig(
-        vision_config=vision,
-        text_config=text,
+        vision_config=_tower_config(width, model_type="siglip_vision_model"),
+        text_config=_lm_config(tokenizer, width, model_type="qwen2", tie_word_embeddings=True),
         image_token_index=int(tokenizer.convert_tokens_to_ids("<image>")),
         video_token_index=int(tokenizer.convert_tokens_to_ids("<video>")),
         vision_feature_select_strategy="full",
@@ -197,10 +206,7 @@ def save_tiny_llava_onevision(folder: Path, *, width: int = 64) -> Path:
         image_grid_pinpoints=[[56, 56]],
         tie_word_embeddings=True,
     )
-    model = LlavaOnevisionForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder)
+    _save_model(LlavaOnevisionForConditionalGeneration(config), tokenizer, folder)
     processor = LlavaOnevisionImageProcessorPil(
         size={"height": 56, "width": 56}, image_mean=[0.5] * 3, image_std=[0.5] * 3
     )
@@ -216,38 +222,13 @@ def save_tiny_smolvlm(folder: Path, *, width: int = 64) -> Path:
     from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
     tokenizer = _family_tokenizer(folder, SMOLVLM_TOKENS, SMOLVLM_TEMPLATE, eos_token="<end_of_utterance>")
-    vision = {
-        "hidden_size": width // 2,
-        "intermediate_size": width,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 56,
-        "patch_size": 14,
-    }
-    text = {
-        "model_type": "llama",
-        "vocab_size": len(tokenizer),
-        "hidden_size": width,
-        "intermediate_size": 2 * width,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 1024,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": None,
-    }
     config = SmolVLMConfig(
-        vision_config=vision,
-        text_config=text,
+        vision_config=_tower_config(width),
+        text_config=_lm_config(tokenizer, width, model_type="llama", bos_token_id=None),
         scale_factor=2,
         image_token_id=int(tokenizer.convert_tokens_to_ids("<image>")),
     )
-    model = SmolVLMForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder)
+    _save_model(SmolVLMForConditionalGeneration(config), tokenizer, folder, bos_token_id=None)
     SmolVLMImageProcessorPil(
         size={"longest_edge": 56},
         max_image_size={"longest_edge": 56},

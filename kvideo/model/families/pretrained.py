@@ -24,7 +24,7 @@ from torch import nn
 from kvideo.config import KVideoConfig
 from kvideo.data.tokenizer import Tokenizer
 from kvideo.files import write_text_atomic
-from kvideo.hf_folders import resolve_model_folder, video_vlm_geometry
+from kvideo.hf_folders import VideoVlmGeometry, resolve_model_folder
 from kvideo.model.hf_vlm import quiet_transformers
 from kvideo.model.pretrained_vlm import build_pretrained_vlm, part_of
 from kvideo.model.spec import ModelSizes, ModelSpec
@@ -169,7 +169,8 @@ def export(
     *,
     merge_lora: bool = False,
 ) -> dict[str, Any]:
-    hf: Any = model.hf
+    vlm: Any = model  # a PretrainedVLM
+    hf = vlm.hf
     source = resolve_model_folder("model.path", cfg.model.path)
     info: dict[str, Any] = {"format": "transformers", "base": str(source)}
     with quiet_transformers():
@@ -185,7 +186,7 @@ def export(
     for name in PROCESSOR_FILES:
         if (source / name).is_file() and not (out_dir / name).exists():
             shutil.copyfile(source / name, out_dir / name)
-    geometry = video_vlm_geometry("model.path", source)
+    geometry: VideoVlmGeometry = vlm.geometry  # read from model.path when the model was built
     video_inputs = VIDEO_INPUTS.get(geometry.model_type, QWEN_VIDEO_INPUTS)
     # One template: the pieces' braces are format's ({{ }} for a literal brace)
     recipe = (RECIPE_HEAD + video_inputs + RECIPE_TAIL).format(
