@@ -35,6 +35,7 @@ from kvideo.data.conversation import (
     split_placeholder,
 )
 from kvideo.data.rows import ClipRow, Turn
+from kvideo.time_limit import time_limit
 
 if TYPE_CHECKING:
     from kvideo.config.data import DataConfig
@@ -251,6 +252,10 @@ class HFTokenizer(_ExampleMixin):
         return self._tok.decode(keep, skip_special_tokens=True)
 
 
+# The longest one rendering of a model folder's chat template may take.
+TEMPLATE_SECONDS = 10.0
+
+
 class ChatTokenizer(_ExampleMixin):
     """A Hugging Face LM's own tokenizer (``AutoTokenizer``, offline), captions framed by its chat
     template when it has one.
@@ -327,10 +332,20 @@ class ChatTokenizer(_ExampleMixin):
         return {"role": role, "content": content or [{"type": "text", "text": ""}]}
 
     def _render(self, messages: list[dict[str, Any]], *, generation_prompt: bool) -> list[int]:
-        ids = self._tok.apply_chat_template(
-            messages, add_generation_prompt=generation_prompt, tokenize=True, return_dict=False
-        )
+        with self._bounded():
+            ids = self._tok.apply_chat_template(
+                messages, add_generation_prompt=generation_prompt, tokenize=True, return_dict=False
+            )
         return [int(i) for i in ids]
+
+    def _bounded(self) -> Any:
+        """A bound on one rendering: the template is a program from the model folder
+        (``kvideo.time_limit``)."""
+        return time_limit(
+            TEMPLATE_SECONDS,
+            f"{self.field}: the chat template of {self.name} ran for more than {TEMPLATE_SECONDS:g} s "
+            "rendering one conversation (released templates take milliseconds); refused",
+        )
 
     def context_ids(self, prompt: str) -> list[int]:
         if not self.has_chat_template:
@@ -387,9 +402,12 @@ class ChatTokenizer(_ExampleMixin):
     def _render_text(self, messages: list[dict[str, Any]], *, generation_prompt: bool) -> str:
         if not messages and not generation_prompt:
             return ""
-        return str(
-            self._tok.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
-        )
+        with self._bounded():
+            return str(
+                self._tok.apply_chat_template(
+                    messages, add_generation_prompt=generation_prompt, tokenize=False
+                )
+            )
 
     def _context(self, text: str) -> list[Piece]:
         placeholder = self.video_item or VIDEO_PLACEHOLDER

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from kvideo.data.scoring import attribute_scorers
+from kvideo.files import open_new
 from kvideo.train.caption_metrics import caption_metrics
 from kvideo.train.distributed import DistEnv
 from kvideo.train.evaluate import CaptionEncoder, evaluate
@@ -115,7 +116,7 @@ def evaluate_trained(
     result.update(caption_metrics([r["reference"] for r in rows], [r["generated"] for r in rows]))
     result.update({"split": split, "step": trained.step, "checkpoint": str(trained.checkpoint)})
     if predictions is not None:
-        with open(predictions, "w", encoding="utf-8") as f:
+        with open_new(predictions) as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
     return result

@@ -8,6 +8,7 @@ compose through its config loader (``load_sweep_config``), not ``kvideo.config.c
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
@@ -15,6 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from kvideo.files import refuse_planted_link
 from kvideo.preflight import checked
 
 
@@ -55,6 +57,25 @@ class ValidateSweepCallback(Callback):
                 file=sys.stderr,
             )
             raise SystemExit(2)
+
+
+class PlantedLinkCallback(Callback):
+    """Refuse a run dir (a sweep dir) that holds a symbolic link, before Hydra writes
+    ``.hydra/`` and its log there: Hydra, TensorBoard, DCP and ``save_pretrained`` all write
+    through links (``kvideo.files.planted_link``). ``SystemExit`` as above."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._refuse(str(config.hydra.run.dir), "run dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._refuse(str(config.hydra.sweep.dir), "sweep dir")
+
+    def _refuse(self, folder: str, what: str) -> None:
+        try:
+            refuse_planted_link(Path(folder), what)
+        except ValueError as e:
+            print(f"kvideo: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 class SweepReportCallback(Callback):

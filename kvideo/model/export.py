@@ -16,7 +16,7 @@ from torch import nn
 
 from kvideo.config import KVideoConfig
 from kvideo.data.tokenizer import Tokenizer
-from kvideo.files import write_text_atomic
+from kvideo.files import refuse_planted_link, write_text_atomic
 from kvideo.model.spec import model_spec
 
 EXPORT_INFO = "export.json"
@@ -36,8 +36,11 @@ def export_model(
 
     ``trained``: the parameters that trained at some step (a frozen tower is not copied).
     ``merge_lora``: LoRA adapters merged into their weights (the model is changed in place:
-    for a model that is not used afterwards), else written as adapters.
+    for a model that is not used afterwards), else written as adapters. A folder holding a
+    symbolic link is refused (``ValueError``) before anything is written: ``save_pretrained``
+    writes through links.
     """
+    refuse_planted_link(out_dir, "export folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {"family": cfg.model.family, "step": step, "model": cfg.model.name}
     info.update(

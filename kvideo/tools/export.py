@@ -36,11 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         trained = load_trained(args.ckpt_path, device="cpu")
+        out = Path(args.out) if args.out else trained.run_dir / "export"
+        info = export_trained(trained, out, merge_lora=args.merge_lora)
     except (ValueError, OSError, RunFailed, RuntimeError) as e:
         print(f"kvideo.export: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else trained.run_dir / "export"
-    info = export_trained(trained, out, merge_lora=args.merge_lora)
     print(json.dumps({"out": str(out), **info}))
     return 0
 

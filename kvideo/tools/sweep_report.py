@@ -19,6 +19,7 @@ import csv
 import sys
 from pathlib import Path
 
+from kvideo.files import open_new, write_text_atomic
 from kvideo.markdown import markdown_table
 from kvideo.tools.sweep_jobs import JobOutcome, job_dirs, read_job
 from kvideo.tools.sweep_plots import final_metrics_figure, loss_curves_figure
@@ -52,11 +53,11 @@ def write_tables(jobs: list[JobOutcome], sweep_dir: Path) -> tuple[list[str], li
     for job in jobs:
         values = [_fmt(job.metrics[m]) if m in job.metrics else "" for m in metrics]
         rows.append([job.num, *(job.overrides.get(k, "") for k in axes), job.status, *values, job.error])
-    with open(sweep_dir / "report.csv", "w", newline="") as f:
+    with open_new(sweep_dir / "report.csv") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    (sweep_dir / "report.md").write_text(markdown_table(header, rows) + "\n")
+    write_text_atomic(sweep_dir / "report.md", markdown_table(header, rows) + "\n")
     return axes, metrics
 
 

@@ -35,7 +35,7 @@ from typing import Any
 from kvideo.config.compose import CONFIG_DIR_ENV, ConfigDirNotFound, compose_config
 from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
 from kvideo.data.rows import ClipRow
-from kvideo.files import write_text_atomic
+from kvideo.files import open_new, write_text_atomic
 from kvideo.preflight.frames import frame_resize
 from kvideo.registry import DATASETS
 from kvideo.resize import Resize
@@ -83,7 +83,7 @@ def write_report(
     bad: list[tuple[str, str]] = []  # (path, reason)
     ok = 0
     bar = tqdm(total=total, unit="file", desc="validate", disable=not progress, dynamic_ncols=True)
-    with open(out / REPORT_NAME, "w") as report:
+    with open_new(out / REPORT_NAME) as report:
         for record in records:
             report.write(json.dumps(record) + "\n")
             if record["ok"]:

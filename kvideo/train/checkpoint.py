@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from kvideo.errors import first_line
+from kvideo.files import open_new
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 def _atomic_write(path: Path, write: Any) -> None:
     tmp = path.parent / TMP_NAME
     try:
-        with open(tmp, "wb") as f:
+        with open_new(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -40,12 +40,14 @@ from typing import Any
 import torch
 
 from kvideo.errors import first_line
+from kvideo.files import open_new
 from kvideo.train.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     fsync_dir,
     load_latest,
 )
+from kvideo.train.dcp_reading import saved_index, short_shard_files
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,17 @@ def list_sharded_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 def read_trainer_state(folder: Path) -> dict[str, Any]:
-    """A folder's ``trainer.pt``, verified; any failure is a ``CheckpointError`` naming it."""
+    """A folder's ``trainer.pt``, verified, after its index (read without running code from it,
+    ``kvideo.train.dcp_reading``) and the shard files the index names; any failure is a
+    ``CheckpointError`` naming the file, so the caller can fall back to an older checkpoint."""
     if not (folder / METADATA_NAME).is_file():
         raise CheckpointError(f"{folder}: no {METADATA_NAME} (not a complete DCP checkpoint)")
+    short = short_shard_files(folder, saved_index(folder))
+    if short:
+        raise CheckpointError(
+            f"{folder / short[0]}: missing, or shorter than the checkpoint's index says "
+            f"({len(short)} such shard file(s))"
+        )
     path = folder / TRAINER_STATE_NAME
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -159,7 +169,7 @@ def prepare_tmp(folder: Path) -> Path:
 def write_trainer_state(tmp: Path, state: dict[str, Any]) -> None:
     """``trainer.pt`` into the folder being written (rank 0), fsynced."""
     path = tmp / TRAINER_STATE_NAME
-    with open(path, "wb") as f:
+    with open_new(path, "wb") as f:
         torch.save({"format": FORMAT_VERSION, **state}, f)
         f.flush()
         os.fsync(f.fileno())

@@ -14,9 +14,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed.checkpoint.filesystem import FileSystemReader
-from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 
+from kvideo.train.dcp_reading import load_dcp, saved_index
 from kvideo.train.guards import RunFailed
 
 
@@ -52,7 +51,7 @@ def load_trained_weights(
 
 def saved_weight_names(folder: Path) -> list[str]:
     """The weights a DCP folder holds (its index's ``model.*`` entries)."""
-    index = FileSystemReader(folder).read_metadata().state_dict_metadata
+    index = saved_index(folder).state_dict_metadata
     return [key.removeprefix("model.") for key in index if key.startswith("model.")]
 
 
@@ -63,7 +62,7 @@ def load_sharded_weights(model: nn.Module, folder: Path, trained: frozenset[str]
     state = {name: value for name, value in model.state_dict().items() if trained is None or name in trained}
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.filterwarnings("ignore", message=".*load in a single process")
-        dcp_load({"model": state}, checkpoint_id=folder, no_dist=True)
+        load_dcp({"model": state}, folder, no_dist=True)
     model.load_state_dict(state, strict=trained is None)
 
 

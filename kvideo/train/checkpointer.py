@@ -39,7 +39,6 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
     set_state_dict,
 )
-from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import async_save as dcp_async_save
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
@@ -61,6 +60,7 @@ from kvideo.train.checkpoint_states import (
     require_weights_match,
     saved_weight_names,
 )
+from kvideo.train.dcp_reading import load_dcp
 from kvideo.train.distributed import DistEnv, all_gather_objects, barrier
 from kvideo.train.guards import RunFailed
 from kvideo.train.metrics import RunClock, now
@@ -199,7 +199,7 @@ class Checkpointer:
         require_weights_match(saved_weight_names(folder), self.model.state_dict(), self.trained, folder)
         create_optimizer_state(self.model, optimizer, with_state)
         model_state, optim_state = self._state_dicts()
-        dcp_load({"model": model_state, "optimizer": optim_state}, checkpoint_id=folder)
+        load_dcp({"model": model_state, "optimizer": optim_state}, folder)
         set_state_dict(
             self.model,
             optimizer,

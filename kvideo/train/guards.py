@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kvideo.files import NO_FOLLOW
+
 LOCK_NAME = "run.lock"
 FAILED_NAME = "failed.json"
 
@@ -43,7 +45,7 @@ class RunDirLock:
 
     def __enter__(self) -> RunDirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 
+from kvideo.files import open_append, write_text_atomic
+
 # read_jsonl and TB_DIRNAME are re-exported (``as``): callers have always found them here.
 from kvideo.files import read_jsonl as read_jsonl
-from kvideo.files import write_text_atomic
 from kvideo.train.loggers import PREDICTION_COLUMNS, ExperimentLogger, open_loggers
 from kvideo.train.loggers import TB_DIRNAME as TB_DIRNAME
 
@@ -215,7 +216,7 @@ class RunWriter:
         path = self.run_dir / CONFIG_NAME
         if path.exists() and path.read_text() != yaml_text:
             log.warning("%s differs from this run's config: the run continues under the new one", path)
-        path.write_text(yaml_text)
+        write_text_atomic(path, yaml_text)
         config = yaml.safe_load(yaml_text) or {}
         for logger in self._open_loggers():
             logger.log_config(config, yaml_text, self.start_step)
@@ -226,7 +227,7 @@ class RunWriter:
         if not self.enabled:
             return
         record = _clean(record)
-        with open(self.metrics_path, "a") as f:
+        with open_append(self.metrics_path) as f:
             f.write(json.dumps(record) + "\n")
         scalars = tracker_scalars(record, tb_prefix)
         for logger in self._open_loggers():
@@ -241,7 +242,7 @@ class RunWriter:
             missing = [c for c in PREDICTION_COLUMNS if c not in row]
             if missing:
                 raise ValueError(f"prediction row without {missing}: rows need {list(PREDICTION_COLUMNS)}")
-        with open(self.predictions_path, "a") as f:
+        with open_append(self.predictions_path) as f:
             f.writelines(json.dumps({"step": step, **row}) + "\n" for row in rows)
         for logger in self._open_loggers():
             logger.log_predictions(rows, step)
@@ -256,7 +257,7 @@ class RunWriter:
                 self._skipped_seen.add(path)
                 new.append({"path": path, "reason": reason})
         if new:
-            with open(self.skipped_path, "a") as f:
+            with open_append(self.skipped_path) as f:
                 f.writelines(json.dumps(r) + "\n" for r in new)
         return len(new)
 
@@ -291,7 +292,7 @@ class RunWriter:
             "slurm_restart_count": int(env.get("SLURM_RESTART_COUNT", "0") or 0),
             **notes,
         }
-        with open(self.run_dir / LAUNCHES_NAME, "a") as f:
+        with open_append(self.run_dir / LAUNCHES_NAME) as f:
             f.write(json.dumps(record) + "\n")
 
     def write_final(self, final: dict[str, Any]) -> None:

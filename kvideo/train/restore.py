@@ -19,6 +19,7 @@ from torch import nn
 
 from kvideo.config import KVideoConfig, to_validated
 from kvideo.data.tokenizer import Tokenizer, build_tokenizer
+from kvideo.files import read_plain_yaml
 from kvideo.preflight import preflight
 from kvideo.train.checkpoint import checkpoint_dir, read_checkpoint
 from kvideo.train.checkpoint_dcp import METADATA_NAME, Found, newest_checkpoint, read_trainer_state
@@ -75,7 +76,10 @@ _ABSENT = object()  # OmegaConf.select's default: a key that is not there (None 
 
 def run_config(run_dir: Path, updates: Mapping[str, Any] | None = None) -> KVideoConfig:
     """The run's own config with ``updates`` (``{"video.max_frames": 16}``) applied, validated."""
-    cfg = OmegaConf.load(run_dir / CONFIG_NAME)
+    saved = read_plain_yaml(run_dir / CONFIG_NAME)
+    if not isinstance(saved, dict):
+        raise ValueError(f"{run_dir / CONFIG_NAME} is not a kvideo config (not a mapping)")
+    cfg = OmegaConf.create(saved)
     if not isinstance(cfg, DictConfig):
         raise ValueError(f"{run_dir / CONFIG_NAME} is not a kvideo config (not a mapping)")
     for key, value in (updates or {}).items():

@@ -42,6 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor
 
 from kvideo.config import KVideoConfig
+from kvideo.files import read_plain_yaml
 from kvideo.train.checkpoint_states import saved_weight_names
 from kvideo.trees import scalar_leaves
 
@@ -133,7 +134,7 @@ def check_resume(cfg: KVideoConfig, run_dir: Path) -> dict[str, list[Any]] | Non
         return {}
     from omegaconf import OmegaConf
 
-    saved = yaml.safe_load(saved_file.read_text()) or {}
+    saved = read_plain_yaml(saved_file) or {}
     current = yaml.safe_load(OmegaConf.to_yaml(OmegaConf.structured(cfg))) or {}
     changes = identity_changes(saved, current)
     if changes and mode == "auto":
@@ -193,10 +194,10 @@ def init_weights(model: nn.Module, path: str) -> str:
                 f"model's is {tuple(own[name].shape)}: it is another model's"
             )
     if state is None:  # a DCP folder: each rank reads the pieces of the tensors it holds, in place
-        from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+        from kvideo.train.dcp_reading import load_dcp
 
         state = {name: value for name, value in own.items() if name in names}
-        dcp_load({"model": state}, checkpoint_id=where, no_dist=not dist.is_initialized())
+        load_dcp({"model": state}, Path(where), no_dist=not dist.is_initialized())
         if sharded:
             set_model_state_dict(model, state, options=StateDictOptions(strict=False))
         else:

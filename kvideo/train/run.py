@@ -11,6 +11,7 @@ from typing import Any
 
 from kvideo.config import KVideoConfig
 from kvideo.errors import one_line
+from kvideo.files import refuse_planted_link
 from kvideo.train import signals
 from kvideo.train.distributed import cleanup, init_distributed
 from kvideo.train.failure import PeerFailureWatch
@@ -46,6 +47,7 @@ def train(cfg: KVideoConfig, run_dir: Path | str) -> dict[str, Any]:
     """
     _ensure_logging()
     signals.clear_request()
+    refuse_planted_link(Path(run_dir), "run dir")  # every rank alike, before any write
     env = init_distributed(
         cfg.trainer.device,
         backend=cfg.trainer.backend,
