@@ -28,8 +28,9 @@ from typing import IO, Any
 import yaml
 
 NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
-# Links wandb itself makes in its folder (``wandb/latest-run`` -> its newest run).
-OWN_LINKS = {("wandb", "latest-run"), ("wandb", "debug.log"), ("wandb", "debug-internal.log")}
+# Links wandb itself makes under its folder (``wandb/latest-run`` -> its newest run,
+# ``wandb/<run>/logs/debug-core.log`` -> its service's log in its cache).
+WANDB_LINKS = {"latest-run", "debug.log", "debug-internal.log", "debug-core.log"}
 
 
 def _opened(path: Path, flags: int, mode: str) -> IO[Any]:
@@ -71,7 +72,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
 def planted_link(root: Path, *, depth: int = 4) -> Path | None:
     """The first symbolic link inside ``root`` (``root`` itself may be one), down to ``depth``
     levels: where kvideo or its libraries would write through it. ``None`` when there is none
-    or ``root`` does not exist. wandb's own links in its folder do not count."""
+    or ``root`` does not exist. wandb's own links under its folder do not count."""
     root = Path(root)
     if not root.is_dir():
         return None
@@ -80,7 +81,7 @@ def planted_link(root: Path, *, depth: int = 4) -> Path | None:
         here = Path(folder)
         inside = here.parts[base:]
         for name in sorted(dirs + files):
-            if len(inside) == 1 and (inside[0], name) in OWN_LINKS:
+            if inside[:1] == ("wandb",) and name in WANDB_LINKS:
                 continue
             if (here / name).is_symlink():
                 return here / name

@@ -50,6 +50,8 @@ def test_a_planted_link_is_found_and_wandbs_own_are_not(tmp_path: Path) -> None:
     (run / "checkpoints").mkdir(parents=True)
     (run / "wandb").mkdir()
     (run / "wandb" / "latest-run").symlink_to(run / "checkpoints")
+    (run / "wandb" / "offline-run-1" / "logs").mkdir(parents=True)  # wandb's service log, in its cache
+    (run / "wandb" / "offline-run-1" / "logs" / "debug-core.log").symlink_to(tmp_path / "core.log")
     assert planted_link(run) is None
     (run / "checkpoints" / "ckpt.tmp").symlink_to(tmp_path / "victim")
     assert planted_link(run) == run / "checkpoints" / "ckpt.tmp"
