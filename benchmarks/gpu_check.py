@@ -8,12 +8,17 @@ Sections (each reports ``pass`` and its numbers; a section that cannot run says 
   kvideo's normalization and patch layout, for 1 to 5 frames (odd counts fill the last temporal
   patch): equal within 1e-5.
 * ``qwen2_5_vl_auto_processor`` / ``qwen3_vl_auto_processor`` / ``llava_onevision_auto_processor``
-  / ``smolvlm_auto_processor``: ``AutoProcessor.from_pretrained`` of a ``model=pretrained``
-  folder (the tiny model with its processor saved beside it, its family's chat template) renders
-  a video conversation of 4 frames shown at 0, 0.5, 1 and 1.5 s; its ``input_ids`` (Qwen3-VL's
-  timestamp text and SmolVLM2's frame text included), ``mm_token_type_ids``, pixel values
-  (``pixel_values_videos``; SmolVLM2's ``pixel_values``), ``video_grid_thw`` and
-  ``second_per_grid_ts`` equal what kvideo feeds the model for the same frames and prompt.
+  / ``llava_next_video_auto_processor`` / ``smolvlm_auto_processor``:
+  ``AutoProcessor.from_pretrained`` of a ``model=pretrained`` folder (the tiny model with its
+  processor saved beside it, its family's chat template) renders a video conversation of 4
+  frames shown at 0, 0.5, 1 and 1.5 s; its ``input_ids`` (Qwen3-VL's timestamp text and
+  SmolVLM2's frame text included), ``mm_token_type_ids``, pixel values (``pixel_values_videos``;
+  SmolVLM2's ``pixel_values``), ``video_grid_thw`` and ``second_per_grid_ts`` equal what kvideo
+  feeds the model for the same frames and prompt.
+* ``assembled_llava_onevision_auto_processor``: the same for a folder ``kvideo.assemble`` made
+  from a tiny tower and LM (``model=hf_vlm``'s exportable layout), whose video processor and
+  processor files kvideo writes as JSON (their classes need torchvision): ``AutoProcessor``
+  loads them, and its inputs equal kvideo's.
 
 ``python -m benchmarks.gpu_check [--out DIR]``: writes ``gpu_check.json``; exit 1 if a section
 that ran failed. Needs this repository's dependencies (carry the wheels the machine lacks).
@@ -62,6 +67,17 @@ def _video_processor(kind: str = "qwen2_5_vl") -> Any:
         return LlavaOnevisionVideoProcessor(
             size={"height": 56, "width": 56}, image_mean=[0.5] * 3, image_std=[0.5] * 3
         )
+    if kind == "llava_next_video":
+        from transformers.models.llava_next_video.video_processing_llava_next_video import (
+            LlavaNextVideoVideoProcessor,
+        )
+
+        return LlavaNextVideoVideoProcessor(
+            size={"height": 56, "width": 56},
+            do_center_crop=False,
+            image_mean=[0.5] * 3,
+            image_std=[0.5] * 3,
+        )
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     return Qwen2VLVideoProcessor()
@@ -72,11 +88,13 @@ def _save_processor(folder: Path, kind: str) -> None:
     family's chat template the tiny tokenizer carries."""
     from transformers import (
         AutoTokenizer,
+        LlavaNextVideoProcessor,
         LlavaOnevisionProcessor,
         Qwen2_5_VLProcessor,
         Qwen3VLProcessor,
         SmolVLMProcessor,
     )
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
     )
@@ -92,6 +110,17 @@ def _save_processor(folder: Path, kind: str) -> None:
             video_processor=_video_processor(kind),
             num_image_tokens=16,  # the 4 x 4 patch grid of a 56 px frame
             vision_feature_select_strategy="full",
+            chat_template=template,
+        ).save_pretrained(folder)
+        return
+    if kind == "llava_next_video":
+        LlavaNextVideoProcessor(
+            image_processor=LlavaNextImageProcessorPil.from_pretrained(folder),
+            tokenizer=tokenizer,
+            video_processor=_video_processor(kind),
+            patch_size=14,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,  # CLIP's class token
             chat_template=template,
         ).save_pretrained(folder)
         return
@@ -143,16 +172,24 @@ def check_auto_processor(tmp: Path, kind: str = "qwen2_5_vl") -> dict[str, Any]:
     from kvideo.model.pretrained_vlm import build_pretrained_vlm
     from tests.helpers.pretrained_vlms import FRAME_SIDE, save_tiny_vlm
 
-    folder = save_tiny_vlm(tmp / kind, kind)
-    _save_processor(folder, kind)
+    if kind == "assembled":  # processor files written by kvideo.assemble itself
+        from kvideo.model.assemble import assemble_llava_onevision
+        from tests.helpers.hf_models import save_tiny_parts
+
+        vision, lm = save_tiny_parts(tmp / "parts")
+        folder = tmp / kind
+        side = int(assemble_llava_onevision(vision, lm, folder)["frame_size"])
+    else:
+        folder = save_tiny_vlm(tmp / kind, kind)
+        _save_processor(folder, kind)
+        side = 2 * FRAME_SIDE[kind]
     processor = AutoProcessor.from_pretrained(folder)
-    side = 2 * FRAME_SIDE[kind]
     clip = torch.randint(0, 256, (4, side, side, 3), dtype=torch.uint8)
     fps = 2.0  # frames 0, 1, 2, 3 of a 2 fps video: shown at 0, 0.5, 1.0 and 1.5 s
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     timing: dict[str, Any] = {}
-    if kind != "llava_onevision":  # the times the model is told (Qwen3-VL, SmolVLM2: as text)
+    if kind.startswith(("qwen", "smolvlm")):  # the times the model is told (Qwen3-VL, SmolVLM2: as text)
         timing = {"video_metadata": [{"fps": fps, "frames_indices": [0, 1, 2, 3], "total_num_frames": 4}]}
     if kind.startswith("qwen"):
         timing["fps"] = fps
@@ -195,7 +232,9 @@ SECTIONS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "qwen2_5_vl_auto_processor": check_auto_processor,
     "qwen3_vl_auto_processor": partial(check_auto_processor, kind="qwen3_vl"),
     "llava_onevision_auto_processor": partial(check_auto_processor, kind="llava_onevision"),
+    "llava_next_video_auto_processor": partial(check_auto_processor, kind="llava_next_video"),
     "smolvlm_auto_processor": partial(check_auto_processor, kind="smolvlm"),
+    "assembled_llava_onevision_auto_processor": partial(check_auto_processor, kind="assembled"),
 }
 
 

@@ -190,8 +190,8 @@ def tower_parameter_prefix(folder: Path) -> str:
 
 # Released VLMs ``model=pretrained`` finetunes (``model_type`` in their config.json), and the
 # ones transformers also ships whose video route kvideo does not feed yet (named in the refusal).
-VIDEO_VLM_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "smolvlm")
-NOT_YET_VIDEO_VLM_TYPES = ("llava_next_video", "internvl", "molmo2")
+VIDEO_VLM_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "llava_next_video", "smolvlm")
+NOT_YET_VIDEO_VLM_TYPES = ("internvl", "molmo2")
 # What each family's chat template renders a video content item as: where its processor puts the
 # video (Qwen's markers come with it; kvideo's video block writes them again).
 QWEN_VIDEO_ITEM = "<|vision_start|><|video_pad|><|vision_end|>"
@@ -204,7 +204,9 @@ class VideoVlmGeometry:
     Qwen's layout: any frame size whose sides are multiples of ``factor``, patches of
     ``patch_size`` over ``temporal_patch_size`` frames, merged ``merge_size`` x ``merge_size``
     into one LM token. LLaVA-OneVision's: frames of exactly ``image_size``, each patch grid pooled
-    2 x 2 (``tokens_per_frame``), one newline token after the clip. SmolVLM2's: frames of exactly
+    2 x 2 (``tokens_per_frame``), one newline token after the clip. LLaVA-NeXT-Video's: the same
+    with ``merge_size`` x ``merge_size`` average pooling (its ``spatial_pool_stride``) and no
+    newline. SmolVLM2's: frames of exactly
     ``image_size``, each one image whose patch grid is pixel-shuffled ``merge_size`` x
     ``merge_size`` (its ``scale_factor``), after its time as text.
     """
@@ -219,12 +221,19 @@ class VideoVlmGeometry:
     @property
     def tokens_per_frame(self) -> int:
         """The LM tokens of one frame of a fixed size: LLaVA-OneVision's patch grid pooled 2 x 2
-        (rounding up), SmolVLM2's pixel-shuffled ``merge_size`` x ``merge_size``."""
+        (bilinear, rounding up), LLaVA-NeXT-Video's average-pooled ``merge_size`` x
+        ``merge_size`` (rounding down), SmolVLM2's pixel-shuffled ``merge_size`` x
+        ``merge_size``."""
         grid = self.image_size // self.patch_size
-        if self.model_type == "smolvlm":
+        if self.model_type in ("smolvlm", "llava_next_video"):
             return (grid // self.merge_size) ** 2
         side = -(-grid // 2)
         return side * side
+
+    @property
+    def tokens_after_clip(self) -> int:
+        """LLaVA-OneVision's one newline token after each clip's frames."""
+        return 1 if self.model_type == "llava_onevision" else 0
 
     @property
     def video_item(self) -> str:
@@ -275,11 +284,11 @@ def video_vlm_geometry(field: str, folder: Path) -> VideoVlmGeometry:
             context=lm_context_length(field, folder),
             image_size=_first_int(vision, ("image_size",), field, file),
         )
-    if model_type == "llava_onevision":
+    if model_type in ("llava_onevision", "llava_next_video"):
         return VideoVlmGeometry(
             model_type=model_type,
             patch_size=_first_int(vision, ("patch_size",), field, file),
-            merge_size=1,
+            merge_size=int(config.get("spatial_pool_stride") or 2) if model_type == "llava_next_video" else 1,
             temporal_patch_size=1,
             context=lm_context_length(field, folder),
             image_size=_first_int(vision, ("image_size",), field, file),
@@ -309,7 +318,14 @@ def pickled_weights_only(folder: Path) -> list[str]:
 # merger (inside ``visual``) is the projector; what matches none is the LM (its embeddings and
 # head included).
 VLM_PART_MODULES = {
-    "projector": ("merger", "deepstack_merger_list", "multi_modal_projector", "connector", "image_newline"),
+    "projector": (
+        "merger",
+        "deepstack_merger_list",
+        "multi_modal_projector",
+        "connector",
+        "image_newline",
+        "vision_resampler",
+    ),
     "vision": ("visual", "vision_tower", "vision_model"),
 }
 

@@ -317,8 +317,16 @@ class ChatTokenizer(_ExampleMixin):
     def stop_ids(self) -> list[int]:
         """EOS, and the chat template's end-of-turn token (``<|im_end|>`` for Qwen2 base models,
         whose EOS is ``<|endoftext|>``): what a trained target ends with."""
-        end_of_turn = self.target_ids("")[:1]
+        special = set(self._tok.all_special_ids)
+        end_of_turn = [t for t in self.target_ids("") if t in special][:1]
         return [self.eos_id, *(t for t in end_of_turn if t != self.eos_id)]
+
+    def _ended(self, target: list[int]) -> list[int]:
+        """``target`` with EOS after it when the template ended the turn with no special token
+        (LLaVA-NeXT-Video's ``ASSISTANT: ... `` turns): the model is trained to stop, as its
+        own recipe trained it (``</s>`` after each answer)."""
+        special = set(self._tok.all_special_ids)
+        return target if any(t in special for t in target) else [*target, self.eos_id]
 
     def _message(self, role: str, text: str) -> dict[str, Any]:
         """One turn for the chat template: a string, or with ``video_item`` a content list (the
@@ -362,7 +370,7 @@ class ChatTokenizer(_ExampleMixin):
                 generation_prompt=False,
             )
             if full[: len(context)] == context and len(full) > len(context):
-                return full[len(context) :]
+                return self._ended(full[len(context) :])
         return [*self.encode(caption), self.eos_id]
 
     def conversation_pieces(self, turns: Sequence[Turn]) -> list[Piece]:
@@ -394,7 +402,8 @@ class ChatTokenizer(_ExampleMixin):
                     "as its turns one after another, so the assistant turns cannot be told apart"
                 )
             pieces.extend(self._context(full[done : len(before)]))
-            pieces.append(Piece(tuple(self.encode(full[len(before) : len(through)])), target=True))
+            target = self._ended(self.encode(full[len(before) : len(through)]))
+            pieces.append(Piece(tuple(target), target=True))
             done = len(through)
         pieces.extend(self._context(full[done:]))
         return pieces

@@ -111,11 +111,11 @@ class PretrainedVLM(nn.Module):
     def pooled_frame_inputs(
         self, frames: Tensor, frame_mask: Tensor
     ) -> tuple[dict[str, Tensor], list[list[int]]]:
-        """LLaVA-OneVision: ``pixel_values_videos`` (B, F, C, H, W), its processor's layout after
-        resize and normalization, and ``<video>`` once per pooled token of each frame plus once
-        for the newline after the clip. The model takes one frame count per batch, so a clip with
-        fewer valid frames than the batch's most repeats its last one (as Qwen's processor fills
-        a temporal patch); one without any is black."""
+        """LLaVA-OneVision and LLaVA-NeXT-Video: ``pixel_values_videos`` (B, F, C, H, W), their
+        processors' layout after resize and normalization, and ``<video>`` once per pooled token
+        of each frame (plus once for LLaVA-OneVision's newline after the clip). The model takes
+        one frame count per batch, so a clip with fewer valid frames than the batch's most repeats
+        its last one (as Qwen's processor fills a temporal patch); one without any is black."""
         counts = frame_mask.to(torch.bool).sum(dim=1)
         most = max(1, int(counts.max()))
         clips = []
@@ -124,7 +124,8 @@ class PretrainedVLM(nn.Module):
             if clip.shape[0] == 0:
                 clip = torch.zeros_like(frames[b][:1])
             clips.append(torch.cat([clip, clip[-1:].expand(most - clip.shape[0], -1, -1, -1)]))
-        block = [self.video_id] * (most * self.geometry.tokens_per_frame + 1)
+        g = self.geometry
+        block = [self.video_id] * (most * g.tokens_per_frame + g.tokens_after_clip)
         return {"pixel_values_videos": torch.stack(clips)}, [block] * frames.shape[0]
 
     def frame_image_inputs(

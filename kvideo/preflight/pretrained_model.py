@@ -72,9 +72,9 @@ def check_pretrained_model(cfg: KVideoConfig) -> None:
 
 
 def check_fixed_frame_size(cfg: KVideoConfig, geometry: VideoVlmGeometry) -> None:
-    """LLaVA-OneVision's and SmolVLM2's frames are squares of the tower's ``image_size``, each
-    ``tokens_per_frame`` tokens; LLaVA-OneVision adds one newline token after the clip, SmolVLM2
-    text around each frame and an introduction."""
+    """LLaVA-OneVision's, LLaVA-NeXT-Video's and SmolVLM2's frames are squares of the tower's
+    ``image_size``, each ``tokens_per_frame`` tokens; LLaVA-OneVision adds one newline token after
+    the clip, SmolVLM2 text around each frame and an introduction."""
     video, model = cfg.video, cfg.model
     if video.resize != "square" or video.frame_size != geometry.image_size:
         raise ValueError(
@@ -82,7 +82,7 @@ def check_fixed_frame_size(cfg: KVideoConfig, geometry: VideoVlmGeometry) -> Non
             f"{geometry.model_type} tower's image_size ({geometry.image_size}, a square): set "
             f"video.frame_size={geometry.image_size} video.resize=square"
         )
-    per_frame, per_clip = geometry.tokens_per_frame, 1
+    per_frame, per_clip = geometry.tokens_per_frame, geometry.tokens_after_clip
     if geometry.frames_as_images:
         per_frame, per_clip = per_frame + FRAME_TEXT_TOKENS, INTRODUCTION_TOKENS
     total = video.max_frames * per_frame + per_clip + model.max_text_len

@@ -17,12 +17,19 @@ from tests.helpers.hf_models import save_tokenizer
 
 QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>")
 QWEN_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-VLM_TYPES = (*QWEN_TYPES, "llava_onevision", "smolvlm")
+VLM_TYPES = (*QWEN_TYPES, "llava_onevision", "llava_next_video", "smolvlm")
 LLAVA_TOKENS = ("<image>", "<video>")
 SMOLVLM_TOKENS = ("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>")
 # The side of a frame whose patches tile it: 14 px patches merged 2 x 2 (Qwen2-VL, Qwen2.5-VL),
 # 16 px for Qwen3-VL.
-FRAME_SIDE = {"qwen2_vl": 28, "qwen2_5_vl": 28, "qwen3_vl": 32, "llava_onevision": 28, "smolvlm": 28}
+FRAME_SIDE = {
+    "qwen2_vl": 28,
+    "qwen2_5_vl": 28,
+    "qwen3_vl": 32,
+    "llava_onevision": 28,
+    "llava_next_video": 28,
+    "smolvlm": 28,
+}
 
 # Qwen2-VL's template, its system turn left out: strings as they are, content lists item by item.
 QWEN_TEMPLATE = (
@@ -46,6 +53,21 @@ LLAVA_ONEVISION_TEMPLATE = (
     "{% generation %}{{ content['text'] }}{% endgeneration %}{% endfor %}{% endif %}"
     "{{'<|im_end|>' + '\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# llava-hf's LLaVA-NeXT-Video template (content lists only; Vicuna's "USER: ... ASSISTANT:", no
+# end-of-turn token: kvideo ends each answer with EOS, as LLaVA's own recipe does)
+LLAVA_NEXT_VIDEO_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+    "{% endif %}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>\n' }}{% endfor %}"
+    "{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' '}}{% endfor %}"
+    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 # SmolVLM2's template (content lists only)
 SMOLVLM_TEMPLATE = (
@@ -214,6 +236,36 @@ def save_tiny_llava_onevision(folder: Path, *, width: int = 64) -> Path:
     return folder
 
 
+def save_tiny_llava_next_video(folder: Path, *, width: int = 64) -> Path:
+    """A LLaVA-NeXT-Video: a 2-layer CLIP tower (56 px frames, 14 px patches and a class token,
+    which the model drops: 4 x 4 patches average-pooled to 2 x 2 tokens per frame), the 2-layer
+    MLP projector, a 2-layer Llama LM ``width`` wide (Vicuna's kind)."""
+    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    tokenizer = _family_tokenizer(folder, LLAVA_TOKENS, LLAVA_NEXT_VIDEO_TEMPLATE)
+    config = LlavaNextVideoConfig(
+        vision_config=_tower_config(width, model_type="clip_vision_model"),
+        text_config=_lm_config(tokenizer, width, model_type="llama"),
+        image_token_index=int(tokenizer.convert_tokens_to_ids("<image>")),
+        video_token_index=int(tokenizer.convert_tokens_to_ids("<video>")),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        spatial_pool_stride=2,
+        spatial_pool_mode="average",
+        image_grid_pinpoints=[[56, 56]],
+    )
+    _save_model(LlavaNextVideoForConditionalGeneration(config), tokenizer, folder)
+    LlavaNextImageProcessorPil(
+        size={"height": 56, "width": 56},
+        crop_size={"height": 56, "width": 56},
+        image_grid_pinpoints=[[56, 56]],
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    ).save_pretrained(folder)
+    return folder
+
+
 def save_tiny_smolvlm(folder: Path, *, width: int = 64) -> Path:
     """A SmolVLM2: a 2-layer SmolVLM vision tower (56 px frames, 14 px patches: 4 x 4 patches
     pixel-shuffled 2 x 2 to 4 tokens per frame), its connector, a 2-layer Llama LM ``width``
@@ -240,10 +292,12 @@ def save_tiny_smolvlm(folder: Path, *, width: int = 64) -> Path:
 
 
 def save_tiny_vlm(folder: Path, model_type: str) -> Path:
-    """``save_tiny_qwen_vl``, ``save_tiny_llava_onevision`` or ``save_tiny_smolvlm`` by
-    ``model_type``."""
+    """``save_tiny_qwen_vl``, ``save_tiny_llava_onevision``, ``save_tiny_llava_next_video`` or
+    ``save_tiny_smolvlm`` by ``model_type``."""
     if model_type == "llava_onevision":
         return save_tiny_llava_onevision(folder)
+    if model_type == "llava_next_video":
+        return save_tiny_llava_next_video(folder)
     if model_type == "smolvlm":
         return save_tiny_smolvlm(folder)
     return save_tiny_qwen_vl(folder, model_type)

@@ -1,8 +1,9 @@
-"""``model=pretrained``: a released VLM (tiny random Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision and
-SmolVLM2, built from transformers' own config classes) trains through the real CLI, captions and
-evaluates, and exports a folder that transformers alone loads and captions with: in a Python where
-``import kvideo`` fails, the recipe the export documents gives the caption kvideo gives for the
-same frames."""
+"""``model=pretrained``: a released VLM (tiny random Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision,
+LLaVA-NeXT-Video and SmolVLM2, built from transformers' own config classes) trains through the
+real CLI, captions and evaluates, and exports a folder that transformers alone loads and captions
+with: in a Python where ``import kvideo`` fails, the recipe the export documents gives the caption
+kvideo gives for the same frames. ``model=hf_vlm``'s parts assembled as a LLaVA-OneVision
+(``kvideo.assemble``) do the same."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from kvideo.train.metrics import read_jsonl
 from kvideo.train.run import train
 from tests.helpers.cli import run_eval, run_module, run_python, run_train
 from tests.helpers.configs import tiny_cli_run, tiny_config
+from tests.helpers.hf_models import save_tiny_lm, save_tiny_parts
 from tests.helpers.preemption import preempting_build_model
 from tests.helpers.pretrained_vlms import FRAME_SIDE, pretrained_cli_overrides
 
@@ -122,6 +124,7 @@ def _kvideo_caption_and_frames(run_dir: Path, video: str, out: Path) -> dict[str
         ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"),
         ("qwen3_vl", "Qwen3VLForConditionalGeneration"),
         ("llava_onevision", "LlavaOnevisionForConditionalGeneration"),
+        ("llava_next_video", "LlavaNextVideoForConditionalGeneration"),
         ("smolvlm", "SmolVLMForConditionalGeneration"),
     ],
 )
@@ -149,6 +152,66 @@ def test_a_pretrained_vlm_trains_captions_and_exports_a_model_transformers_loads
     assert alone.returncode == 0, alone.stderr[-3000:]
     got = json.loads(alone.stdout.splitlines()[-1])
     assert got == {**expected, "model": model_class}
+
+
+def test_hf_vlm_parts_assembled_as_llava_onevision_train_and_export_a_model_transformers_loads_alone(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """``model=hf_vlm``'s exportable layout: ``kvideo.assemble`` joins the tower and LM with a fresh
+    projector as a LLaVA-OneVision, which trains as ``model=pretrained`` and exports a model."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer, SiglipVisionModel
+
+    vision, lm = save_tiny_parts(tmp_path / "parts")
+    bare = save_tiny_lm(tmp_path / "bare", chat_template=False)
+    refused = run_module(
+        "kvideo.assemble",
+        "--vision-path",
+        str(vision),
+        "--lm-path",
+        str(bare),
+        "--out",
+        str(tmp_path / "x"),
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 2 and refused.stderr.strip().startswith("kvideo.assemble: --lm-path: ")
+    assert "no chat template" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    folder = tmp_path / "assembled"
+    made = run_module(
+        "kvideo.assemble",
+        "--vision-path",
+        str(vision),
+        "--lm-path",
+        str(lm),
+        "--out",
+        str(folder),
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    info = json.loads(made.stdout.splitlines()[-1])
+    assert info["tokens_per_frame"] == 4 and info["vision_feature_select_strategy"] == "full"
+    tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+    as_list = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe."}]}]
+    as_text = [{"role": "user", "content": "<video>\nDescribe."}]
+    assert tokenizer.apply_chat_template(as_list, tokenize=False) == tokenizer.apply_chat_template(
+        as_text, tokenize=False
+    )  # the LM's own template, fed content lists
+
+    run_dir = tmp_path / "run"
+    final = _train(corpus, run_dir, folder, frame_size=64)
+    assert final["status"] == "completed" and np.isfinite(final["val_loss"])
+    export = run_dir / "export"
+    exported = AutoModelForImageTextToText.from_pretrained(export)
+    tower = SiglipVisionModel.from_pretrained(vision).state_dict()
+    kept = exported.model.vision_tower.state_dict()
+    assert all(torch.equal(tower[k], kept[k]) for k in tower)  # the tower as published (frozen)
+
+    video = str(next(corpus.rglob("*.mp4")))
+    expected = _kvideo_caption_and_frames(run_dir, video, tmp_path / "frames.npz")
+    alone = run_python("-c", WITHOUT_KVIDEO, str(export), str(tmp_path / "frames.npz"), cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    got = json.loads(alone.stdout.splitlines()[-1])
+    assert got == {**expected, "model": "LlavaOnevisionForConditionalGeneration"}
 
 
 def test_lora_exports_an_adapter_on_its_base_and_a_merged_model_that_agree(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from kvideo.config import KVideoConfig, ModelConfig, VideoConfig
+from kvideo.config import DataConfig, KVideoConfig, ModelConfig, VideoConfig
 from kvideo.data.batch import optional_inputs
 from kvideo.data.tokenizer import IGNORE_INDEX, build_tokenizer, encode_caption
 from kvideo.model.pretrained_vlm import PretrainedVLM, build_pretrained_vlm, part_of
@@ -33,10 +33,15 @@ def config(folder: Path, *, video: dict[str, Any] | None = None, **fields: Any) 
 
 
 # Each family's own module names for the tower and the projector (the rest is the LM).
-TOWERS = {"llava_onevision": ("hf.model.vision_tower.",), "smolvlm": ("hf.model.vision_model.",)}
+TOWERS = {
+    "llava_onevision": ("hf.model.vision_tower.",),
+    "llava_next_video": ("hf.model.vision_tower.",),
+    "smolvlm": ("hf.model.vision_model.",),
+}
 PROJECTORS = {
     "qwen3_vl": ("hf.model.visual.merger.", "hf.model.visual.deepstack_merger_list."),
     "llava_onevision": ("hf.model.multi_modal_projector.", "hf.model.image_newline"),
+    "llava_next_video": ("hf.model.multi_modal_projector.", "hf.model.image_newline"),
     "smolvlm": ("hf.model.connector.",),
 }
 
@@ -114,8 +119,9 @@ def trains_the_projector(model: PretrainedVLM, batch: dict[str, Any]) -> dict[st
     )
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
-    projector = next(p for n, p in model.named_parameters() if part_of(n) == "projector")
-    assert projector.grad is not None and bool(projector.grad.abs().sum() > 0)
+    # LLaVA-NeXT-Video's image_newline is for images only: some projector weight, not every one
+    grads = [p.grad for n, p in model.named_parameters() if part_of(n) == "projector" and p.grad is not None]
+    assert any(bool(g.abs().sum() > 0) for g in grads)
     return out
 
 
@@ -168,6 +174,21 @@ def test_llava_onevision_takes_whole_frames_and_one_newline_per_clip(tiny_vlms: 
         pixels[1], torch.zeros_like(pixels[1])
     )
     assert blocks == [[model.video_id] * (3 * 4 + 1)] * 2  # 4 x 4 patches pooled to 2 x 2, + newline
+    trains_the_projector(model, batch)
+
+
+def test_llava_next_video_takes_whole_frames_pooled_with_no_newline(tiny_vlms: dict[str, Path]) -> None:
+    """Its processor's layout: (B, F, C, H, W) frames, ``<video>`` per average-pooled token (the
+    class token dropped, 4 x 4 patches pooled 2 x 2) and no newline; each answer ends with EOS,
+    which its template does not write."""
+    cfg, batch = batch_of(tiny_vlms["llava_next_video"], FRAME_SIDE["llava_next_video"])
+    model = build_pretrained_vlm(cfg.model)
+    video, blocks = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
+    assert video["pixel_values_videos"].shape == (2, 3, 3, 56, 56)
+    assert blocks == [[model.video_id] * (3 * 4)] * 2
+    tokenizer = build_tokenizer(DataConfig(), cfg.model)
+    assert tokenizer.target_ids("a red circle")[-1] == tokenizer.eos_id
+    assert tokenizer.stop_ids == [tokenizer.eos_id]  # not the space the template ends a turn with
     trains_the_projector(model, batch)
 
 
@@ -241,7 +262,7 @@ def test_folders_the_run_cannot_use_are_refused_in_one_line(
     with pytest.raises(
         ValueError,
         match=r"'internvl' model \(its video route .*finetunes "
-        r"\['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl', 'llava_onevision', 'smolvlm'\]",
+        r"\['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl', 'llava_onevision', 'llava_next_video', 'smolvlm'\]",
     ):
         preflight(config(internvl), memory=False)
     llava = tiny_vlms["llava_onevision"]

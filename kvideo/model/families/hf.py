@@ -9,6 +9,10 @@ Its export folder holds:
 * ``vision/``: the tower (``save_pretrained`` + its ``preprocessor_config.json``) when any of it
   trained; otherwise ``export.json`` points at the original ``model.vision_path``;
 * ``projector.safetensors`` + ``projector.json``: kvideo's projector (its shape and options).
+
+kvideo's projector is no transformers class. For an export that is one model, the same parts are
+assembled as a LLaVA-OneVision (``python -m kvideo.assemble``, ``kvideo.model.assemble``) and
+trained as ``model=pretrained``.
 """
 
 from __future__ import annotations

@@ -100,6 +100,19 @@ LLAVA_ONEVISION_VIDEO_INPUTS = '''def video_inputs(frames, times):
 
 '''
 
+LLAVA_NEXT_VIDEO_VIDEO_INPUTS = '''def video_inputs(frames, times):
+    """frames: (T, H, W, 3) uint8, sampled as in training, squares of the tower's image_size;
+    times are not used (LLaVA-NeXT-Video takes frames in order). Where torchvision works,
+    AutoProcessor(videos=...) does the same."""
+    mean = torch.tensor(pre["image_mean"]).view(3, 1, 1)
+    std = torch.tensor(pre["image_std"]).view(3, 1, 1)
+    x = (frames.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    c = model.config
+    side = c.vision_config.image_size // c.vision_config.patch_size // c.spatial_pool_stride
+    return {{"pixel_values_videos": x[None]}}, [c.video_token_id] * (len(x) * side * side)
+
+'''
+
 SMOLVLM_VIDEO_INPUTS = '''from datetime import timedelta
 from num2words import num2words  # SmolVLM's processor needs it too
 
@@ -153,7 +166,11 @@ def caption(frames, times, prompt={prompt!r}, max_new_tokens=64):
 '''
 
 
-VIDEO_INPUTS = {"llava_onevision": LLAVA_ONEVISION_VIDEO_INPUTS, "smolvlm": SMOLVLM_VIDEO_INPUTS}
+VIDEO_INPUTS = {
+    "llava_onevision": LLAVA_ONEVISION_VIDEO_INPUTS,
+    "llava_next_video": LLAVA_NEXT_VIDEO_VIDEO_INPUTS,
+    "smolvlm": SMOLVLM_VIDEO_INPUTS,
+}
 
 
 def build(cfg: Any, sizes: ModelSizes) -> nn.Module:
