@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from kvideo.config import register_configs
+from kvideo.errors import one_line
 
 register_configs()
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -25,6 +26,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
+    from kvideo.config.evaluation import check_eval_keys
     from kvideo.inference import load_trained
     from kvideo.inference.evaluation import evaluate_trained
     from kvideo.launch.eval_overrides import run_config_updates
@@ -35,6 +37,11 @@ def main(cfg: DictConfig) -> float | None:
             "kvideo eval: ckpt_path is required: python eval.py ckpt_path=RUN_DIR_OR_CHECKPOINT",
             file=sys.stderr,
         )
+        sys.exit(2)
+    try:
+        check_eval_keys(cfg.split, cfg.max_new_tokens, cfg.batch_size)
+    except ValueError as e:
+        print(f"kvideo eval: invalid config: {e}", file=sys.stderr)
         sys.exit(2)
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
@@ -52,7 +59,7 @@ def main(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(
-            f"kvideo eval: {' '.join(str(e).split())} (HYDRA_FULL_ERROR=1 shows the traceback)",
+            f"kvideo eval: {one_line(e)} (HYDRA_FULL_ERROR=1 shows the traceback)",
             file=sys.stderr,
         )
         sys.exit(2)

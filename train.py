@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from kvideo.config import register_configs
+from kvideo.launch.override_keys import refuse_unknown_overrides
 from kvideo.launch.printed_config import preflight_printed_config
 from kvideo.preflight import checked
 
@@ -85,5 +86,6 @@ def _one_line(e: BaseException) -> str:
 
 
 if __name__ == "__main__":
+    refuse_unknown_overrides(sys.argv[1:], CONF_DIR)
     preflight_printed_config(sys.argv[1:], CONF_DIR)
     main()

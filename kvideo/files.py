@@ -124,7 +124,7 @@ def read_plain_yaml(path: Path) -> Any:
                 )
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not YAML ({' '.join(str(e).split())})") from None
+        raise ValueError(f"{path}: not YAML ({' '.join(str(e).split())[:200]})") from None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -164,14 +164,24 @@ def parameter_count(folder: Path, *, prefix: str = "") -> int:
     return sum(count for name, count in _safetensors_shapes(folder) if name.startswith(prefix))
 
 
+# safetensors' own bound on a header (its MAX_HEADER_SIZE).
+SAFETENSORS_MAX_HEADER = 100_000_000
+
+
 def _safetensors_shapes(folder: Path) -> Iterator[tuple[str, int]]:
     """``(tensor name, element count)`` of every tensor in the folder's safetensors headers."""
     for file in sorted(folder.glob("*.safetensors")):
         try:
             with open(file, "rb") as f:
                 size = int.from_bytes(f.read(8), "little")
+                length = os.fstat(f.fileno()).st_size
+                if size > min(SAFETENSORS_MAX_HEADER, length - 8):  # read before it is allocated
+                    raise ValueError(
+                        f"{file}: not a safetensors file: its header claims {size:,} bytes of a "
+                        f"{length:,}-byte file"
+                    )
                 header = json.loads(f.read(size))
-        except (OSError, ValueError):
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):  # counted as none (a lower bound)
             continue
         for name, entry in header.items():
             if name == "__metadata__" or not isinstance(entry, dict):

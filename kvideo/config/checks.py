@@ -48,15 +48,18 @@ def require_choices(field: str, values: Iterable[Any], choices: Iterable[Any]) -
         seen.append(value)
 
 
-def require_caption_room(context_tokens: int, max_text_len: int, tokenizer: str) -> None:
+def require_caption_room(
+    context_tokens: int, max_text_len: int, tokenizer: str, field: str = "video.prompt"
+) -> None:
     """The text slot holds the context (BOS + prompt, or the chat template's user turn) + caption
     + EOS, cut at ``model.max_text_len``: a context that fills it masks every caption token, and
-    the run would "train" on loss 0."""
+    the run would "train" on loss 0 (or caption nothing). ``field`` names where the prompt came
+    from (``kvideo.caption``'s ``--prompt``)."""
     if context_tokens + 1 > max_text_len:
         raise ValueError(
-            f"video.prompt leaves no room for the caption: its context (BOS + prompt, or the chat "
+            f"{field} leaves no room for the caption: its context (BOS + prompt, or the chat "
             f"template's user turn) is {context_tokens} tokens ({tokenizer}) of model.max_text_len "
-            f"({max_text_len}); shorten video.prompt or raise model.max_text_len"
+            f"({max_text_len}); shorten {field} or raise model.max_text_len"
         )
 
 

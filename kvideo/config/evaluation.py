@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from kvideo.config.checks import require_non_negative, require_positive
+from kvideo.config.checks import require_choice, require_non_negative, require_positive
 from kvideo.config.root import KVideoConfig
+from kvideo.config.video import VIDEO_SPLITS
 
 EVAL_SCHEMA_NAME = "kvideo_eval_schema"
 # EvalConfig's own keys: the rest of a command line is about the run's config.
@@ -38,5 +39,12 @@ class EvalConfig(KVideoConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_positive("max_new_tokens", self.max_new_tokens)
-        require_non_negative("batch_size", self.batch_size)
+        check_eval_keys(self.split, self.max_new_tokens, self.batch_size)
+
+
+def check_eval_keys(split: str, max_new_tokens: int, batch_size: int) -> None:
+    """``eval.py``'s own keys: it evaluates the run's config, so nothing else validates them (an
+    ``max_new_tokens=-1`` would generate nothing and write all-zero metrics as results)."""
+    require_choice("split", split, VIDEO_SPLITS)
+    require_positive("max_new_tokens", max_new_tokens)
+    require_non_negative("batch_size", batch_size)

@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 from kvideo.config.checks import require_caption_room, require_token_budget
 from kvideo.config.data import DataConfig
 from kvideo.config.decoder import DecoderConfig
+from kvideo.config.keys import refuse_unknown_keys
 from kvideo.config.model import ModelConfig
 from kvideo.config.trainer import TrainerConfig
 from kvideo.config.video import VideoConfig
@@ -80,13 +81,16 @@ def to_validated(cfg: DictConfig | dict[str, Any]) -> KVideoConfig:
     OmegaConf merges do not call ``__post_init__``, so nothing composed by Hydra is
     validated until this runs; the entry points call it, then ``kvideo.preflight.preflight``,
     before doing any work. Only the schema's nodes are converted (``hydra`` and extras are
-    ignored). Reads no file: what the folders and the machine say is the pre-flight step's.
+    ignored); a key inside them that the schema lacks is refused (``kvideo.config.keys``). Reads
+    no file: what the folders and the machine say is the pre-flight step's.
     """
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     schema = OmegaConf.structured(KVideoConfig)
     keys = [k for k in schema.keys() if k in cfg]
-    merged = OmegaConf.merge(schema, OmegaConf.masked_copy(cfg, keys))
+    ours = OmegaConf.masked_copy(cfg, keys)
+    refuse_unknown_keys(ours, KVideoConfig)  # the merge below would drop them without a word
+    merged = OmegaConf.merge(schema, ours)
     # to_object instantiates a structured node's dataclass; its stubs only say "some container".
     return cast(KVideoConfig, OmegaConf.to_object(merged))
 

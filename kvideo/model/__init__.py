@@ -4,6 +4,8 @@ Importing this package imports torch; nothing in the config / registry path impo
 ``python train.py --cfg job`` stays fast.
 """
 
+import warnings
+
 from kvideo.data.tokenizer import IGNORE_INDEX
 from kvideo.model.loss import caption_nll
 from kvideo.model.spec import ModelSpec, build_model, model_spec
@@ -13,6 +15,11 @@ from kvideo.model.vlm import (
     count_parameters,
     parameter_summary,
 )
+
+# peft (0.21) asks every model it wraps or loads an adapter onto for transformers'
+# ``is_gradient_checkpointing``, which transformers 5 deprecated: a FutureWarning on every LoRA
+# run that says nothing to its user.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 __all__ = [
     "IGNORE_INDEX",

@@ -9,7 +9,8 @@ paths, each multirun point before the launcher starts, ``eval.py`` and the tools
 * ``model=pretrained``: the VLM folder, its weight format and its frame rule (``pretrained_model``);
 * the memory estimate against the machine (cgroup, ``/proc/meminfo``) or the SLURM job's
   ``mem_gb`` (``memory``);
-* ``trainer.init_from`` names something that exists (its content is read when the run starts).
+* ``trainer.init_from`` names something that exists (its content is read when the run starts);
+* the sample corpus's ``video.data_root`` is a folder, not a manifest meant for another dataset.
 
 ``frames`` is the frame geometry the decoders size frames by, which for a pretrained tower is
 the tower's own patch grid.
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from kvideo.config.root import KVideoConfig, launcher_fields, to_validated
+from kvideo.config.video import VideoConfig
 from kvideo.preflight.memory import check_fits_where_it_runs
 from kvideo.preflight.pretrained import check_pretrained_parts
 from kvideo.preflight.pretrained_model import check_pretrained_model
@@ -41,12 +44,33 @@ def preflight(cfg: KVideoConfig, launcher: Mapping[str, Any] | None = None, *, m
         check_pretrained_parts(cfg)
     if cfg.model.pretrained_model:
         check_pretrained_model(cfg)
+    check_sample_root(cfg.video)
     if cfg.trainer.init_from and not os.path.exists(os.path.expanduser(cfg.trainer.init_from)):
         raise ValueError(
             f"trainer.init_from={cfg.trainer.init_from!r}: no such run dir, checkpoint or export"
         )
     if memory:
         check_fits_where_it_runs(cfg, dict(launcher or {}))
+
+
+# What a file of clips or records is called; the sample corpus's root is a folder it generates into.
+LISTING_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".tar", ".parquet", ".yaml")
+
+
+def check_sample_root(video: VideoConfig) -> None:
+    """Refuse a ``video.data_root`` that names a file (or looks like one) with the ``sample``
+    dataset: the user forgot ``video/dataset=manifest``, and the synthetic corpus would be
+    generated under ``x.jsonl/raw/`` and trained on, exit 0."""
+    if video.dataset_type != "sample" or not video.data_root:
+        return
+    root = Path(video.data_root).expanduser()
+    if root.is_file() or root.suffix.lower() in LISTING_SUFFIXES:
+        raise ValueError(
+            f"video.data_root={video.data_root!r} names a file, but video.dataset_type=sample "
+            "generates its synthetic corpus into a folder there; for your own clips choose their "
+            "dataset: video/dataset=manifest (a JSONL or CSV of clips), conversations, webvid or "
+            "webdataset"
+        )
 
 
 def checked(composed: DictConfig, *, memory: bool = True) -> KVideoConfig:

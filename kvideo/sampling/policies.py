@@ -26,8 +26,8 @@ def check_arguments(fps: float, min_frames: int, max_frames: int) -> None:
     Without this, ``min_frames > max_frames`` quietly returns ``min_frames`` stamps (more than
     the batch has slots for) and ``fps <= 0`` divides by zero inside ``molmo2``.
     """
-    if not math.isfinite(fps) or fps <= 0:
-        raise ValueError(f"fps must be finite and positive (got {fps})")
+    if not math.isfinite(fps) or fps <= 0:  # KempnerForge's words first: its tests match them
+        raise ValueError(f"fps must be positive and finite (got {fps})")
     if min_frames < 1:
         raise ValueError(f"min_frames must be >= 1 (got {min_frames})")
     if min_frames > max_frames:

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kvideo.errors import one_line
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -46,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
         )
     except (ValueError, OSError) as e:
-        print(f"kvideo.assemble: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"kvideo.assemble: {one_line(e)}", file=sys.stderr)
         return 2
     info["train"] = (
         f"python train.py model=pretrained model.path={args.out} video.frame_size={info['frame_size']}"

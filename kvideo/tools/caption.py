@@ -19,6 +19,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from kvideo.errors import one_line
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kvideo.caption", description=__doc__.split("\n")[0])
@@ -44,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_new_tokens < 1 or args.batch_size < 1:
         print("kvideo.caption: --max-new-tokens and --batch-size must be positive", file=sys.stderr)
         return 2
+    from kvideo.config.checks import require_caption_room
     from kvideo.data.clip_dataset import VideoClipDataset
     from kvideo.data.conversation import check_turns
     from kvideo.data.loader import collate, to_device
@@ -56,11 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         trained = load_trained(args.ckpt_path, device=args.device)
+        cfg = trained.cfg
+        prompt = cfg.video.prompt if args.prompt is None else args.prompt
+        field = "video.prompt" if args.prompt is None else "--prompt"
+        context = len(trained.tokenizer.context_ids(prompt))
+        require_caption_room(context, cfg.model.max_text_len, trained.tokenizer.name, field)
     except (ValueError, OSError, RunFailed, RuntimeError) as e:
-        print(f"kvideo.caption: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"kvideo.caption: {one_line(e)}", file=sys.stderr)
         return 2
-    cfg = trained.cfg
-    prompt = cfg.video.prompt if args.prompt is None else args.prompt
     # A run trained on conversations learned answers after a user turn holding the video: ask the
     # prompt as that turn (the assistant's text is a stand-in; generation starts where it would).
     # A released VLM's captions are one-turn conversations (``encode_caption``): the same turn.

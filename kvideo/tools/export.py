@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kvideo.errors import one_line
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -39,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(args.out) if args.out else trained.run_dir / "export"
         info = export_trained(trained, out, merge_lora=args.merge_lora)
     except (ValueError, OSError, RunFailed, RuntimeError) as e:
-        print(f"kvideo.export: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"kvideo.export: {one_line(e)}", file=sys.stderr)
         return 2
     print(json.dumps({"out": str(out), **info}))
     return 0

@@ -396,6 +396,60 @@ def test_cli_exits_before_work(override: str, message: str, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        (["video.fsp=2"], "video.fsp is not a kvideo setting; did you mean video.fps?"),
+        (["+video.fsp=2"], "video.fsp is not a kvideo setting; did you mean video.fps?"),
+        (
+            ["trainer.max_step=10"],
+            "trainer.max_step is not a kvideo setting; did you mean trainer.max_steps?",
+        ),
+        (
+            ["-m", "video.fps=1", "trainr.lr=1,2"],
+            "trainr.lr is not a kvideo setting; did you mean trainer.lr?",
+        ),
+    ],
+)
+def test_a_key_the_schema_lacks_is_refused_with_the_one_meant(
+    overrides: list[str], message: str, tmp_path: Path
+) -> None:
+    """However it is added: Hydra would say "use +video.fsp=2", and the schema would then drop it."""
+    result = run_train(
+        *overrides, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"kvideo: invalid config: {message}"
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("name", ["x.jsonl", "clips.csv", "existing"])
+def test_a_sample_data_root_that_names_a_file_is_refused(name: str, tmp_path: Path) -> None:
+    """The user forgot video/dataset=manifest: the synthetic corpus used to be generated under
+    x.jsonl/raw/ and trained on, exit 0."""
+    root = tmp_path / name
+    if name == "existing":
+        root.write_text('{"video": "a.mp4", "caption": "x"}\n')
+    result = run_train(f"video.data_root={root}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(
+        f"kvideo: invalid config: video.data_root={str(root)!r} names a file"
+    )
+    assert "video/dataset=manifest" in result.stderr
+    assert root.is_file() if name == "existing" else not root.exists()
+    assert_no_run_artifacts(tmp_path / "run")
+
+
+def test_a_key_the_schema_lacks_in_a_composed_config_is_refused() -> None:
+    """What the command line cannot see: a key from a config file (an experiment's typo)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+model.lora_rnak=8"])
+    with pytest.raises(
+        ValueError, match=r"^model\.lora_rnak is not a kvideo setting; did you mean model\.lora_rank\?$"
+    ):
+        checked(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
         # The issue's probe: it used to grow to 22.5 GB and be OOM-killed after 110 s.
         (
             ["video.frame_size=65536"],

@@ -145,6 +145,32 @@ def test_eval_overrides_change_only_the_named_keys_of_the_runs_config(
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("max_new_tokens=-1", "max_new_tokens must be positive (got -1)"),
+        ("batch_size=-2", "batch_size must be non-negative (got -2)"),
+        ("split=test", "split must be one of ['train', 'validation'] (got 'test')"),
+    ],
+)
+def test_eval_refuses_its_own_bad_keys_before_any_work(override: str, message: str, tmp_path: Path) -> None:
+    """It used to accept max_new_tokens=-1 and write all-zero metrics as results."""
+    result = run_eval(f"ckpt_path={tmp_path}/any", override, f"hydra.run.dir={tmp_path}/eval", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"kvideo eval: invalid config: {message}"
+    assert not (tmp_path / "eval" / "eval.json").exists()
+
+
+def test_caption_refuses_a_prompt_that_leaves_no_room(runs: dict[str, Any], tmp_path: Path) -> None:
+    """It used to print ``"caption": ""`` and exit 0, as train.py refuses such a video.prompt."""
+    prompt = " ".join(["describe"] * 200)
+    result = run_module("kvideo.caption", str(runs["hf"]["dir"]), "a.mp4", "--prompt", prompt, cwd=tmp_path)
+    assert result.returncode == 2 and not result.stdout and "Traceback" not in result.stderr
+    # (the tiny two-tower SigLIP's own config warnings come before it)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kvideo.caption: --prompt leaves no room for the caption: its context")
+
+
 def test_eval_without_a_checkpoint_is_one_line(tmp_path: Path) -> None:
     result = run_eval(f"hydra.run.dir={tmp_path}/eval", cwd=tmp_path)
     assert result.returncode == 2

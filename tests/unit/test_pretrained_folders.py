@@ -76,3 +76,11 @@ def test_a_tower_without_an_image_processor_config_is_refused(
     (folder / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     with pytest.raises(ValueError, match=r"has no image_size / img_size; expected a vision model's config"):
         tower_geometry("model.vision_path", folder)
+
+
+def test_a_safetensors_header_claiming_exabytes_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """It used to be read as asked (2^62 bytes): a MemoryError traceback at compose time."""
+    bomb = tmp_path / "model.safetensors"
+    bomb.write_bytes((1 << 62).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match=rf"^{bomb}: not a safetensors file: its header claims 4,611,"):
+        parameter_count(tmp_path)

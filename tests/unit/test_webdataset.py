@@ -253,6 +253,21 @@ def test_a_pattern_that_names_no_shard_says_so(root: Path) -> None:
         rows_of(root / "nowhere")
 
 
+def test_a_pattern_with_a_digit_too_many_is_refused_before_it_fills_memory(root: Path) -> None:
+    """``{000000..99999999}`` is 10^8 paths: it used to grow past 14.9 GB of RSS while listing."""
+    with pytest.raises(ValueError, match=r"expands to more than 1,000,000 paths \(a digit too many"):
+        rows_of(f"{root}/train/{{000000..99999999}}.tar")
+
+
+def test_a_huge_caption_member_is_read_bounded(tmp_path: Path) -> None:
+    """Captions are cut to tokens anyway: a 16 MiB ``.txt`` used to be read and decoded whole."""
+    from kvideo.data.datasets.webdataset import MAX_CAPTION_BYTES
+
+    write_shard(tmp_path / "train" / "00000.tar", [sample("a", clip_bytes(0), "huge " * (16 << 18))])
+    (row,) = rows_of(tmp_path)
+    assert row.caption.startswith("huge huge") and len(row.caption) <= MAX_CAPTION_BYTES
+
+
 # ----------------------------------------------------------------------------- order
 
 

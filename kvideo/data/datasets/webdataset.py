@@ -63,6 +63,7 @@ needs. What that costs: shards must be seekable files (a local or mounted file s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -155,9 +156,15 @@ def _expand_pattern(data_root: str) -> list[str]:
     from braceexpand import braceexpand
 
     try:
-        expanded = list(dict.fromkeys(absolute_root(p) for p in braceexpand(data_root)))
+        paths = list(itertools.islice(braceexpand(data_root), MAX_PATTERN_PATHS + 1))
     except ValueError:  # braceexpand.UnbalancedBracesError (not in its type stubs)
         raise ValueError(f"video.data_root={data_root!r}: unbalanced braces in the shard pattern") from None
+    if len(paths) > MAX_PATTERN_PATHS:
+        raise ValueError(
+            f"video.data_root={data_root!r}: the shard pattern expands to more than "
+            f"{MAX_PATTERN_PATHS:,} paths (a digit too many in its braces?)"
+        )
+    expanded = list(dict.fromkeys(absolute_root(p) for p in paths))
     found = [path for path in expanded if os.path.isfile(path)]
     if not found and len(expanded) == 1:
         raise FileNotFoundError(
@@ -180,6 +187,13 @@ def _expand_pattern(data_root: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- what
+
+
+# Far above any corpus's shard count (LAION-5B is ~500k shards of 10k samples), far below what
+# fills memory: a one-digit typo, {000000..99999999}, is 10^8 paths.
+MAX_PATTERN_PATHS = 1_000_000
+# What is read of a caption member: captions are cut to model.max_text_len tokens anyway.
+MAX_CAPTION_BYTES = 64 << 10
 
 
 def _members(shard: str) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
@@ -210,7 +224,9 @@ def _members(shard: str) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
                 return
             parts = split_key(info.name)
             handle = tar.extractfile(info) if parts is not None and parts[1] == CAPTION_EXTENSION else None
-            yield info, (handle.read() if handle is not None else None)
+            # bounded: a 200 MiB caption member would otherwise be read whole (and decoded) for
+            # a caption the tokenizer cuts to tens of tokens
+            yield info, (handle.read(MAX_CAPTION_BYTES) if handle is not None else None)
 
 
 def _ends_cleanly(tar: tarfile.TarFile, size: int) -> bool:

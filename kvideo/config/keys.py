@@ -1,0 +1,75 @@
+"""Which keys the schema has, so that a typo is refused with what was meant.
+
+OmegaConf drops a key the schema lacks when it builds the dataclasses, so ``python train.py
++video.fsp=2`` would train at the default fps and write a ``config.yaml`` without the typo. And
+Hydra answers ``video.fsp=2`` with "To append to your config use +video.fsp=2", which leads
+there. Both are refused here, in one line naming the key and the closest real one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+from omegaconf import DictConfig
+
+
+def _nested_schema(owner: type, name: str) -> type | None:
+    """The dataclass a field of ``owner`` holds, or ``None`` for a leaf, a list or a mapping."""
+    hint = typing.get_type_hints(owner).get(name)
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def schema_keys(schema: type, prefix: str = "") -> Iterator[str]:
+    """Every dotted key of the dataclass ``schema`` (``video``, ``video.fps``, ...)."""
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        yield key
+        nested = _nested_schema(schema, f.name)
+        if nested is not None:
+            yield from schema_keys(nested, key + ".")
+
+
+def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> list[str]:
+    """The dotted keys under ``cfg``'s nodes that ``schema`` has no field for (the top level's
+    extras, such as ``hydra``, are not the schema's business and are not listed)."""
+    names = {f.name for f in dataclasses.fields(schema)}
+    unknown: list[str] = []
+    for key in cfg.keys():
+        name = str(key)
+        if name not in names:
+            if prefix:
+                unknown.append(prefix + name)
+            continue
+        nested = _nested_schema(schema, name)
+        node = cfg._get_node(name)
+        if nested is not None and isinstance(node, DictConfig) and not node._is_missing():
+            unknown.extend(unknown_keys(node, nested, f"{prefix}{name}."))
+    return unknown
+
+
+def unknown_key_message(key: str, schema: type) -> str:
+    """``<key> is not a setting`` with the closest real key, for the refusal's one line."""
+    known = list(schema_keys(schema))
+    parent = key.rpartition(".")[0]
+    siblings = [k for k in known if k.rpartition(".")[0] == parent] or known
+    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6) or difflib.get_close_matches(
+        key, known, n=1, cutoff=0.6
+    )
+    hint = (
+        f"; did you mean {close[0]}?"
+        if close
+        else f" (see python train.py --cfg job for {parent or 'the keys'})"
+    )
+    return f"{key} is not a kvideo setting{hint}"
+
+
+def refuse_unknown_keys(cfg: DictConfig | Any, schema: type) -> None:
+    """``ValueError`` for the first key of ``cfg`` that ``schema`` lacks."""
+    if isinstance(cfg, DictConfig):
+        unknown = unknown_keys(cfg, schema)
+        if unknown:
+            raise ValueError(unknown_key_message(unknown[0], schema))
