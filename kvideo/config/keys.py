@@ -14,7 +14,7 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def _nested_schema(owner: type, name: str) -> type | None:
@@ -52,13 +52,15 @@ def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> list[str]:
 
 
 def unknown_key_message(key: str, schema: type) -> str:
-    """``<key> is not a setting`` with the closest real key, for the refusal's one line."""
+    """``<key> is not a setting`` with the closest real key, for the refusal's one line: by its
+    last name among its node's keys (``video.fsp``: ``video.fps``), else by the whole key
+    (``trainr.lr``: ``trainer.lr``)."""
     known = list(schema_keys(schema))
-    parent = key.rpartition(".")[0]
-    siblings = [k for k in known if k.rpartition(".")[0] == parent] or known
-    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6) or difflib.get_close_matches(
-        key, known, n=1, cutoff=0.6
-    )
+    parent, _, name = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    close = [siblings[n] for n in difflib.get_close_matches(name, list(siblings), n=1, cutoff=0.6)]
+    if not close and not siblings:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
     hint = (
         f"; did you mean {close[0]}?"
         if close
@@ -73,3 +75,15 @@ def refuse_unknown_keys(cfg: DictConfig | Any, schema: type) -> None:
         unknown = unknown_keys(cfg, schema)
         if unknown:
             raise ValueError(unknown_key_message(unknown[0], schema))
+
+
+def drop_unknown_keys(cfg: DictConfig, schema: type) -> list[str]:
+    """Remove from ``cfg`` (in place) the keys ``schema`` lacks and return them: for a run's own
+    saved config, whose extra keys are settings of the kvideo version that wrote it."""
+    unknown = unknown_keys(cfg, schema)
+    for key in unknown:
+        parent, _, name = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(node, DictConfig):
+            node.pop(name, None)
+    return unknown

@@ -8,6 +8,7 @@ builtin model), and the trained weights are loaded over it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from kvideo.config import KVideoConfig, to_validated
+from kvideo.config.keys import drop_unknown_keys
 from kvideo.data.tokenizer import Tokenizer, build_tokenizer
 from kvideo.files import read_plain_yaml
 from kvideo.preflight import preflight
@@ -30,6 +32,8 @@ from kvideo.train.metrics import CONFIG_NAME
 
 if TYPE_CHECKING:
     from kvideo.model.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,6 +90,9 @@ def run_config(run_dir: Path, updates: Mapping[str, Any] | None = None) -> KVide
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             raise ValueError(f"{key}: the run's config ({run_dir / CONFIG_NAME}) has no such key")
         OmegaConf.update(cfg, key, value, merge=False)
+    dropped = drop_unknown_keys(cfg, KVideoConfig)
+    if dropped:
+        log.warning("%s: %s are not settings of this kvideo version; ignored", run_dir / CONFIG_NAME, dropped)
     validated = to_validated(cfg)
     preflight(validated, memory=False)  # the trained run's memory was checked when it trained
     return validated
