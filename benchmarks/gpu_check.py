@@ -8,13 +8,13 @@ Sections (each reports ``pass`` and its numbers; a section that cannot run says 
   kvideo's normalization and patch layout, for 1 to 5 frames (odd counts fill the last temporal
   patch): equal within 1e-5.
 * ``qwen2_5_vl_auto_processor`` / ``qwen3_vl_auto_processor`` / ``llava_onevision_auto_processor``
-  / ``llava_next_video_auto_processor`` / ``smolvlm_auto_processor``:
+  / ``llava_next_video_auto_processor`` / ``smolvlm_auto_processor`` / ``internvl_auto_processor``:
   ``AutoProcessor.from_pretrained`` of a ``model=pretrained`` folder (the tiny model with its
   processor saved beside it, its family's chat template) renders a video conversation of 4
-  frames shown at 0, 0.5, 1 and 1.5 s; its ``input_ids`` (Qwen3-VL's timestamp text and
-  SmolVLM2's frame text included), ``mm_token_type_ids``, pixel values (``pixel_values_videos``;
-  SmolVLM2's ``pixel_values``), ``video_grid_thw`` and ``second_per_grid_ts`` equal what kvideo
-  feeds the model for the same frames and prompt.
+  frames shown at 0, 0.5, 1 and 1.5 s; its ``input_ids`` (Qwen3-VL's timestamp text, SmolVLM2's
+  and InternVL3's frame text included), ``mm_token_type_ids``, pixel values
+  (``pixel_values_videos``; SmolVLM2's and InternVL3's ``pixel_values``), ``video_grid_thw`` and
+  ``second_per_grid_ts`` equal what kvideo feeds the model for the same frames and prompt.
 * ``assembled_llava_onevision_auto_processor``: the same for a folder ``kvideo.assemble`` made
   from a tiny tower and LM (``model=hf_vlm``'s exportable layout), whose video processor and
   processor files kvideo writes as JSON (their classes need torchvision): ``AutoProcessor``
@@ -67,6 +67,12 @@ def _video_processor(kind: str = "qwen2_5_vl") -> Any:
         return LlavaOnevisionVideoProcessor(
             size={"height": 56, "width": 56}, image_mean=[0.5] * 3, image_std=[0.5] * 3
         )
+    if kind == "internvl":
+        from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+
+        return InternVLVideoProcessor(
+            size={"height": 56, "width": 56}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        )
     if kind == "llava_next_video":
         from transformers.models.llava_next_video.video_processing_llava_next_video import (
             LlavaNextVideoVideoProcessor,
@@ -88,12 +94,14 @@ def _save_processor(folder: Path, kind: str) -> None:
     family's chat template the tiny tokenizer carries."""
     from transformers import (
         AutoTokenizer,
+        InternVLProcessor,
         LlavaNextVideoProcessor,
         LlavaOnevisionProcessor,
         Qwen2_5_VLProcessor,
         Qwen3VLProcessor,
         SmolVLMProcessor,
     )
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
@@ -110,6 +118,15 @@ def _save_processor(folder: Path, kind: str) -> None:
             video_processor=_video_processor(kind),
             num_image_tokens=16,  # the 4 x 4 patch grid of a 56 px frame
             vision_feature_select_strategy="full",
+            chat_template=template,
+        ).save_pretrained(folder)
+        return
+    if kind == "internvl":
+        InternVLProcessor(
+            image_processor=GotOcr2ImageProcessorPil.from_pretrained(folder),
+            tokenizer=tokenizer,
+            video_processor=_video_processor(kind),
+            image_seq_length=4,  # the 4 x 4 patch grid of a 56 px frame, pixel-shuffled 2 x 2
             chat_template=template,
         ).save_pretrained(folder)
         return
@@ -222,7 +239,7 @@ def check_auto_processor(tmp: Path, kind: str = "qwen2_5_vl") -> dict[str, Any]:
                 and key in theirs
                 and bool(torch.allclose(mine[key].double(), theirs[key].double()))
             )
-    pixels = "pixel_values" if kind == "smolvlm" else "pixel_values_videos"
+    pixels = "pixel_values" if kind in ("smolvlm", "internvl") else "pixel_values_videos"
     diff = float((mine[pixels] - theirs[pixels]).abs().max())
     return {"same": same, "pixel_max_abs_diff": diff, "pass": all(same.values()) and diff <= 1e-5}
 
@@ -234,6 +251,7 @@ SECTIONS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "llava_onevision_auto_processor": partial(check_auto_processor, kind="llava_onevision"),
     "llava_next_video_auto_processor": partial(check_auto_processor, kind="llava_next_video"),
     "smolvlm_auto_processor": partial(check_auto_processor, kind="smolvlm"),
+    "internvl_auto_processor": partial(check_auto_processor, kind="internvl"),
     "assembled_llava_onevision_auto_processor": partial(check_auto_processor, kind="assembled"),
 }
 

@@ -200,8 +200,16 @@ def tower_parameter_prefix(folder: Path) -> str:
 
 # Released VLMs ``model=pretrained`` finetunes (``model_type`` in their config.json), and the
 # ones transformers also ships whose video route kvideo does not feed yet (named in the refusal).
-VIDEO_VLM_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "llava_next_video", "smolvlm")
-NOT_YET_VIDEO_VLM_TYPES = ("internvl", "molmo2")
+VIDEO_VLM_TYPES = (
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "llava_onevision",
+    "llava_next_video",
+    "smolvlm",
+    "internvl",
+)
+NOT_YET_VIDEO_VLM_TYPES = ("molmo2",)
 # What each family's chat template renders a video content item as: where its processor puts the
 # video (Qwen's markers come with it; kvideo's video block writes them again).
 QWEN_VIDEO_ITEM = "<|vision_start|><|video_pad|><|vision_end|>"
@@ -216,7 +224,7 @@ class VideoVlmGeometry:
     into one LM token. LLaVA-OneVision's: frames of exactly ``image_size``, each patch grid pooled
     2 x 2 (``tokens_per_frame``), one newline token after the clip. LLaVA-NeXT-Video's: the same
     with ``merge_size`` x ``merge_size`` average pooling (its ``spatial_pool_stride``) and no
-    newline. SmolVLM2's: frames of exactly
+    newline. SmolVLM2's and InternVL3's: frames of exactly
     ``image_size``, each one image whose patch grid is pixel-shuffled ``merge_size`` x
     ``merge_size`` (its ``scale_factor``), after its time as text.
     """
@@ -232,10 +240,10 @@ class VideoVlmGeometry:
     def tokens_per_frame(self) -> int:
         """The LM tokens of one frame of a fixed size: LLaVA-OneVision's patch grid pooled 2 x 2
         (bilinear, rounding up), LLaVA-NeXT-Video's average-pooled ``merge_size`` x
-        ``merge_size`` (rounding down), SmolVLM2's pixel-shuffled ``merge_size`` x
-        ``merge_size``."""
+        ``merge_size`` (rounding down), SmolVLM2's and InternVL3's pixel-shuffled
+        ``merge_size`` x ``merge_size``."""
         grid = self.image_size // self.patch_size
-        if self.model_type in ("smolvlm", "llava_next_video"):
+        if self.model_type in ("smolvlm", "llava_next_video", "internvl"):
             return (grid // self.merge_size) ** 2
         side = -(-grid // 2)
         return side * side
@@ -252,9 +260,10 @@ class VideoVlmGeometry:
 
     @property
     def frames_as_images(self) -> bool:
-        """SmolVLM2: each frame is an image after ``Frame from mm:ss:``, the clip introduced by
-        its frame count and length (``kvideo.model.video_text``)."""
-        return self.model_type == "smolvlm"
+        """SmolVLM2 and InternVL3: each frame is an image in text (``kvideo.model.video_text``):
+        SmolVLM2's after ``Frame from mm:ss:``, the clip introduced by its frame count and length;
+        InternVL3's after ``FrameN:``."""
+        return self.model_type in ("smolvlm", "internvl")
 
     @property
     def factor(self) -> int:
@@ -285,11 +294,14 @@ def video_vlm_geometry(field: str, folder: Path) -> VideoVlmGeometry:
             f"{field}: {folder} is a {model_type!r} model{later}; model=pretrained finetunes "
             f"{list(VIDEO_VLM_TYPES)}"
         )
-    if model_type == "smolvlm":
+    if model_type in ("smolvlm", "internvl"):
+        # SmolVLM's scale_factor merges s x s patches; InternVL's downsample_ratio is 1 / s
+        ratio = float(config.get("downsample_ratio") or 0.5)
+        merge = int(config.get("scale_factor") or 2) if model_type == "smolvlm" else round(1 / ratio)
         return VideoVlmGeometry(
             model_type=model_type,
             patch_size=_first_int(vision, ("patch_size",), field, file),
-            merge_size=int(config.get("scale_factor") or 2),  # the config class's default
+            merge_size=merge,  # the config classes' defaults
             temporal_patch_size=1,
             context=lm_context_length(field, folder),
             image_size=_first_int(vision, ("image_size",), field, file),

@@ -1,8 +1,7 @@
 """A released video VLM (``model=pretrained``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision,
-SmolVLM2)
-behind kvideo's model interface: the same ``forward(frames, frame_mask, input_ids, labels, ...)``
-and ``generate`` as the other families, so the trainer, the validator and the evaluator do not
-change.
+LLaVA-NeXT-Video, SmolVLM2, InternVL3) behind kvideo's model interface: the same
+``forward(frames, frame_mask, input_ids, labels, ...)`` and ``generate`` as the other families, so
+the trainer, the validator and the evaluator do not change.
 
 The model is transformers' own class (``AutoModelForImageTextToText``, loaded offline from
 ``model.path``), kept whole in ``self.hf``: its parameter names are the checkpoint's with ``hf.``
@@ -10,14 +9,15 @@ in front, and its ``save_pretrained`` writes the export. Per batch this module:
 
 * turns each clip's valid frames (cropped to their picture with ``video.resize=max_pixels``) into
   the model's video inputs (Qwen: ``kvideo.model.video_patches``, with the time one temporal
-  patch really spans, Qwen2.5-VL's ``second_per_grid_ts``; LLaVA-OneVision: the frames
-  themselves, ``pooled_frame_inputs``; SmolVLM2: each frame an image, ``frame_image_inputs``);
+  patch really spans, Qwen2.5-VL's ``second_per_grid_ts``; LLaVA-OneVision and LLaVA-NeXT-Video:
+  the frames themselves, ``pooled_frame_inputs``; SmolVLM2 and InternVL3: each frame an image,
+  ``frame_image_inputs``);
 * splices ``<|vision_start|>``, one ``<|video_pad|>`` per merged patch and ``<|vision_end|>`` into
   the text at ``visual_at`` (Qwen3-VL: around each temporal patch, after its time as text), where
   the chat template put the ``<video>`` placeholder (the rows are conversations:
   ``kvideo.data.tokenizer.encode_row``), which is what Qwen's processor does to the rendered
-  template; labels there are ``-100``; SmolVLM2's video is text around image tokens
-  (``kvideo.model.video_text``), so its context is tokenized again with that text in place;
+  template; labels there are ``-100``; SmolVLM2's and InternVL3's video is text around image
+  tokens (``kvideo.model.video_text``), so its context is tokenized again with that text in place;
 * lets the model place its own multimodal rope positions (``get_rope_index``) from those ids.
 
 The loss is kvideo's (``kvideo.model.loss``): the same per-sample NLL as the other families, so
@@ -42,7 +42,7 @@ from kvideo.model.generate import until_eos
 from kvideo.model.hf_vlm import quiet_transformers
 from kvideo.model.loss import with_loss
 from kvideo.model.video_patches import group_times, qwen_video_patches, seconds_per_group
-from kvideo.model.video_text import smolvlm_video_text
+from kvideo.model.video_text import internvl_video_text, smolvlm_video_text
 
 # transformers' modality ids (``ProcessorMixin.create_mm_token_type_ids``): 0 text, 1 image, 2 video
 VIDEO_TOKEN_TYPE = 2
@@ -56,13 +56,13 @@ class PretrainedVLM(nn.Module):
 
     def __init__(self, hf: nn.Module, geometry: VideoVlmGeometry, tokenizer: Any = None) -> None:
         """``tokenizer``: the model's own (transformers'), for the families that write time as
-        text (Qwen3-VL, SmolVLM2)."""
+        text (Qwen3-VL, SmolVLM2, InternVL3)."""
         super().__init__()
         self.hf = hf
         self.geometry = geometry
         self.tokenizer = tokenizer
         config: Any = hf.config
-        # SmolVLM2 has no video token: its frames are images
+        # SmolVLM2 and InternVL3 have no video token in the model: their frames are images
         self.video_id = int(getattr(config, "video_token_id", None) or config.image_token_id)
         # Qwen's markers around a clip; LLaVA-OneVision has none (-1)
         self.start_id = int(getattr(config, "vision_start_token_id", None) or -1)
@@ -77,7 +77,7 @@ class PretrainedVLM(nn.Module):
         self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor, frame_region: Tensor | None
     ) -> tuple[dict[str, Tensor], list[list[int]] | list[str]]:
         """The model's video keyword arguments for a batch, and each clip's token ids in the text
-        (``video_block``), or for SmolVLM2 its text."""
+        (``video_block``), or for SmolVLM2 and InternVL3 its text."""
         g = self.geometry
         if g.frames_as_images:
             return self.frame_image_inputs(frames, frame_mask, frame_times)
@@ -131,19 +131,25 @@ class PretrainedVLM(nn.Module):
     def frame_image_inputs(
         self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor
     ) -> tuple[dict[str, Tensor], list[str]]:
-        """SmolVLM2: ``pixel_values`` (B, F, C, H, W), its processor's layout after resize and
-        normalization: each clip's valid frames, then all-zero frames up to the batch's most,
-        which the model drops as padding (a clip without frames keeps its black one). And each
-        clip's text (``smolvlm_video_text``) with its frames' display times."""
+        """SmolVLM2 and InternVL3, each frame an image in text (``kvideo.model.video_text``), in
+        their processors' layouts after resize and normalization. SmolVLM2: ``pixel_values``
+        (B, F, C, H, W), each clip's valid frames, then all-zero frames up to the batch's most,
+        which the model drops as padding; its text tells the frames' display times. InternVL3:
+        ``pixel_values`` (sum of the clips' frames, C, H, W), every clip's valid frames in batch
+        order, as its processor concatenates them. A clip without frames keeps its black one."""
         keep = frame_mask.to(torch.bool)
-        most = max(1, int(keep.sum(dim=1).max()))
+        g = self.geometry
+        clips = [frames[b][keep[b]] if bool(keep[b].any()) else frames[b][:1] for b in range(frames.shape[0])]
+        if g.model_type == "internvl":
+            texts = [internvl_video_text(clip.shape[0], g.tokens_per_frame) for clip in clips]
+            return {"pixel_values": torch.cat(clips)}, texts
+        most = max(clip.shape[0] for clip in clips)
         pixels = frames.new_zeros(frames.shape[0], most, *frames.shape[2:])
         texts = []
-        for b in range(frames.shape[0]):
-            clip = frames[b][keep[b]] if bool(keep[b].any()) else frames[b][:1]
+        for b, clip in enumerate(clips):
             pixels[b, : clip.shape[0]] = clip
             times = frame_times[b][keep[b]].tolist() if bool(keep[b].any()) else [0.0]
-            texts.append(smolvlm_video_text(times, self.geometry.tokens_per_frame))
+            texts.append(smolvlm_video_text(times, g.tokens_per_frame))
         return {"pixel_values": pixels}, texts
 
     def video_block(self, grid: tuple[int, int, int], times: Tensor) -> list[int]:
@@ -173,7 +179,7 @@ class PretrainedVLM(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """``input_ids`` (and ``labels``) with each clip's ``video_block`` at its ``visual_at``,
         right-padded to the longest row (with the pad id; labels ``-100``). A block of text
-        (SmolVLM2) goes in as text: see ``retokenized``."""
+        (SmolVLM2, InternVL3) goes in as text: see ``retokenized``."""
         rows, label_rows = [], []
         for b, block in enumerate(blocks):
             at = int(visual_at[b])

@@ -72,9 +72,10 @@ def check_pretrained_model(cfg: KVideoConfig) -> None:
 
 
 def check_fixed_frame_size(cfg: KVideoConfig, geometry: VideoVlmGeometry) -> None:
-    """LLaVA-OneVision's, LLaVA-NeXT-Video's and SmolVLM2's frames are squares of the tower's
-    ``image_size``, each ``tokens_per_frame`` tokens; LLaVA-OneVision adds one newline token after
-    the clip, SmolVLM2 text around each frame and an introduction."""
+    """LLaVA-OneVision's, LLaVA-NeXT-Video's, SmolVLM2's and InternVL3's frames are squares of the
+    tower's ``image_size``, each ``tokens_per_frame`` tokens; LLaVA-OneVision adds one newline
+    token after the clip, SmolVLM2 and InternVL3 text around each frame (bounded by SmolVLM2's,
+    the longer: its introduction too)."""
     video, model = cfg.video, cfg.model
     if video.resize != "square" or video.frame_size != geometry.image_size:
         raise ValueError(

@@ -17,9 +17,10 @@ from tests.helpers.hf_models import save_tokenizer
 
 QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>")
 QWEN_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-VLM_TYPES = (*QWEN_TYPES, "llava_onevision", "llava_next_video", "smolvlm")
+VLM_TYPES = (*QWEN_TYPES, "llava_onevision", "llava_next_video", "smolvlm", "internvl")
 LLAVA_TOKENS = ("<image>", "<video>")
 SMOLVLM_TOKENS = ("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>")
+INTERNVL_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<video>")
 # The side of a frame whose patches tile it: 14 px patches merged 2 x 2 (Qwen2-VL, Qwen2.5-VL),
 # 16 px for Qwen3-VL.
 FRAME_SIDE = {
@@ -29,6 +30,7 @@ FRAME_SIDE = {
     "llava_onevision": 28,
     "llava_next_video": 28,
     "smolvlm": 28,
+    "internvl": 28,
 }
 
 # Qwen2-VL's template, its system turn left out: strings as they are, content lists item by item.
@@ -68,6 +70,15 @@ LLAVA_NEXT_VIDEO_TEMPLATE = (
     "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
     "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+# InternVL3-hf's template: ChatML, strings as they are, content lists item by item
+INTERNVL_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'image' %}{{ '<IMG_CONTEXT>\n' }}"
+    "{% elif content['type'] == 'video' %}{{ '<video>\n' }}"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}"
 )
 # SmolVLM2's template (content lists only)
 SMOLVLM_TEMPLATE = (
@@ -291,15 +302,46 @@ def save_tiny_smolvlm(folder: Path, *, width: int = 64) -> Path:
     return folder
 
 
+def save_tiny_internvl(folder: Path, *, width: int = 64) -> Path:
+    """An InternVL3: a 2-layer InternViT tower (56 px frames, 14 px patches: 4 x 4 patches
+    pixel-shuffled 2 x 2 to 4 tokens per frame), its MLP projector, a 2-layer Qwen2 LM ``width``
+    wide."""
+    from transformers import AutoTokenizer, InternVLConfig, InternVLForConditionalGeneration
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    _family_tokenizer(folder, INTERNVL_TOKENS, INTERNVL_TEMPLATE)
+    # named as InternVL3-hf's tokenizer names them (its processor reads these attributes)
+    names = ("start_image_token", "end_image_token", "context_image_token", "video_token")
+    named = dict(zip(names, INTERNVL_TOKENS, strict=True))
+    tokenizer: Any = AutoTokenizer.from_pretrained(folder, extra_special_tokens=named)
+    tokenizer.save_pretrained(folder)
+    tower = _tower_config(width, model_type="internvl_vision", image_size=[56, 56], patch_size=[14, 14])
+    config = InternVLConfig(
+        vision_config=tower,
+        text_config=_lm_config(tokenizer, width, model_type="qwen2"),
+        image_token_id=int(tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")),
+        image_seq_length=4,
+        downsample_ratio=0.5,
+        vision_feature_layer=-1,
+    )
+    _save_model(InternVLForConditionalGeneration(config), tokenizer, folder)
+    GotOcr2ImageProcessorPil(
+        size={"height": 56, "width": 56}, crop_to_patches=False, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(folder)
+    return folder
+
+
 def save_tiny_vlm(folder: Path, model_type: str) -> Path:
-    """``save_tiny_qwen_vl``, ``save_tiny_llava_onevision``, ``save_tiny_llava_next_video`` or
-    ``save_tiny_smolvlm`` by ``model_type``."""
+    """``save_tiny_qwen_vl``, ``save_tiny_llava_onevision``, ``save_tiny_llava_next_video``,
+    ``save_tiny_smolvlm`` or ``save_tiny_internvl`` by ``model_type``."""
     if model_type == "llava_onevision":
         return save_tiny_llava_onevision(folder)
     if model_type == "llava_next_video":
         return save_tiny_llava_next_video(folder)
     if model_type == "smolvlm":
         return save_tiny_smolvlm(folder)
+    if model_type == "internvl":
+        return save_tiny_internvl(folder)
     return save_tiny_qwen_vl(folder, model_type)
 
 

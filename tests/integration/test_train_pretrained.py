@@ -1,5 +1,5 @@
 """``model=pretrained``: a released VLM (tiny random Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision,
-LLaVA-NeXT-Video and SmolVLM2, built from transformers' own config classes) trains through the
+LLaVA-NeXT-Video, SmolVLM2 and InternVL3, built from transformers' own config classes) trains through the
 real CLI, captions and evaluates, and exports a folder that transformers alone loads and captions
 with: in a Python where ``import kvideo`` fails, the recipe the export documents gives the caption
 kvideo gives for the same frames. ``model=hf_vlm``'s parts assembled as a LLaVA-OneVision
@@ -126,6 +126,7 @@ def _kvideo_caption_and_frames(run_dir: Path, video: str, out: Path) -> dict[str
         ("llava_onevision", "LlavaOnevisionForConditionalGeneration"),
         ("llava_next_video", "LlavaNextVideoForConditionalGeneration"),
         ("smolvlm", "SmolVLMForConditionalGeneration"),
+        ("internvl", "InternVLForConditionalGeneration"),
     ],
 )
 def test_a_pretrained_vlm_trains_captions_and_exports_a_model_transformers_loads_alone(

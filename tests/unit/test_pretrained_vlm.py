@@ -37,12 +37,14 @@ TOWERS = {
     "llava_onevision": ("hf.model.vision_tower.",),
     "llava_next_video": ("hf.model.vision_tower.",),
     "smolvlm": ("hf.model.vision_model.",),
+    "internvl": ("hf.model.vision_tower.",),
 }
 PROJECTORS = {
     "qwen3_vl": ("hf.model.visual.merger.", "hf.model.visual.deepstack_merger_list."),
     "llava_onevision": ("hf.model.multi_modal_projector.", "hf.model.image_newline"),
     "llava_next_video": ("hf.model.multi_modal_projector.", "hf.model.image_newline"),
     "smolvlm": ("hf.model.connector.",),
+    "internvl": ("hf.model.multi_modal_projector.",),
 }
 
 
@@ -192,6 +194,40 @@ def test_llava_next_video_takes_whole_frames_pooled_with_no_newline(tiny_vlms: d
     trains_the_projector(model, batch)
 
 
+def test_internvl_sees_each_frame_as_an_image_after_its_number(tiny_vlms: dict[str, Path]) -> None:
+    """Its processor's layout: every clip's valid frames concatenated (sum of frames, C, H, W),
+    and the text its processor writes for a video (checked against transformers' own
+    ``replace_video_token``), tokenized with its neighbours as one string."""
+    from types import SimpleNamespace
+
+    from transformers.models.internvl.processing_internvl import InternVLProcessor
+
+    cfg, batch = batch_of(tiny_vlms["internvl"], FRAME_SIDE["internvl"])
+    model = build_pretrained_vlm(cfg.model)
+    video, texts = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
+    pixels = video["pixel_values"]
+    assert pixels.shape == (3 + 1, 3, 56, 56)  # the second clip's one black frame
+    assert torch.equal(pixels[:3], batch["frames"][0, :3])
+    tokens = SimpleNamespace(
+        image_seq_length=4, start_image_token="<img>", end_image_token="</img>", image_token="<IMG_CONTEXT>"
+    )
+    theirs = InternVLProcessor.replace_video_token(tokens, {"pixel_values_videos": [pixels[:3]]}, 0)  # type: ignore[arg-type]
+    assert texts[0] == theirs
+
+    tokenizer = model.tokenizer
+    context = tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe the video."}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    ids, labels = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], texts)
+    assert labels is not None
+    whole = tokenizer.encode(context.replace("<video>", theirs), add_special_tokens=False)
+    assert ids[0, : len(whole)].tolist() == whole
+    assert int((ids[0] == model.video_id).sum()) == 3 * 4
+    trains_the_projector(model, batch)
+
+
 def test_smolvlm_sees_each_frame_as_an_image_after_its_time(tiny_vlms: dict[str, Path]) -> None:
     """Its processor's layout: (B, F, C, H, W) frames padded with all-zero frames (which the model
     drops), and the text its processor writes for a video (checked against transformers' own
@@ -258,13 +294,14 @@ def test_folders_the_run_cannot_use_are_refused_in_one_line(
         ValueError, match=r"model\.path: .* without a vision_config .*model=hf_vlm joins a vision"
     ):
         preflight(config(lm_only), memory=False)
-    internvl = copy_of(folder, tmp_path / "internvl", model_type="internvl")
+    molmo2 = copy_of(folder, tmp_path / "molmo2", model_type="molmo2")
     with pytest.raises(
         ValueError,
-        match=r"'internvl' model \(its video route .*finetunes "
-        r"\['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl', 'llava_onevision', 'llava_next_video', 'smolvlm'\]",
+        match=r"'molmo2' model \(its video route .*finetunes "
+        r"\['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl', 'llava_onevision', 'llava_next_video', 'smolvlm', "
+        r"'internvl'\]",
     ):
-        preflight(config(internvl), memory=False)
+        preflight(config(molmo2), memory=False)
     llava = tiny_vlms["llava_onevision"]
     with pytest.raises(
         ValueError, match=r"video\.frame_size \(56, video\.resize=max_pixels\) must be the llava"

@@ -135,6 +135,24 @@ def video_inputs(frames, times):
 
 '''
 
+INTERNVL_VIDEO_INPUTS = '''def video_inputs(frames, times):
+    """frames: (T, H, W, 3) uint8, sampled as in training, squares of the tower's image_size;
+    times are not used (InternVL3 numbers its frames). The video is text around one image per
+    frame, as InternVLProcessor writes it. Where torchvision works, AutoProcessor(videos=...)
+    does the same."""
+    mean = torch.tensor(pre["image_mean"]).view(3, 1, 1)
+    std = torch.tensor(pre["image_std"]).view(3, 1, 1)
+    x = (frames.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    c = model.config
+    size, patch = c.vision_config.image_size, c.vision_config.patch_size
+    side = (size[0] if isinstance(size, (list, tuple)) else size) // (
+        patch[0] if isinstance(patch, (list, tuple)) else patch
+    )
+    image = "<img>" + "<IMG_CONTEXT>" * int((side * c.downsample_ratio) ** 2) + "</img>"
+    return {{"pixel_values": x}}, "\\n".join(f"Frame{{i + 1}}: {{image}}" for i in range(len(x)))
+
+'''
+
 RECIPE_TAIL = '''def model_inputs(frames, times, prompt={prompt!r}):
     """The chat template's user turn (the video, then the prompt) and the assistant header, with
     the video where the template renders it ({video_item!r}), as the model trained."""
@@ -170,6 +188,7 @@ VIDEO_INPUTS = {
     "llava_onevision": LLAVA_ONEVISION_VIDEO_INPUTS,
     "llava_next_video": LLAVA_NEXT_VIDEO_VIDEO_INPUTS,
     "smolvlm": SMOLVLM_VIDEO_INPUTS,
+    "internvl": INTERNVL_VIDEO_INPUTS,
 }
 
 
