@@ -1,5 +1,7 @@
 """Scan a dataset before training: ``kvideo-validate [options] [hydra overrides]``
-(or ``python -m kvideo.validate``).
+(or ``python -m kvideo.validate``), or a bare folder of clips or one file:
+``kvideo-validate PATH [PATH ...] [options] [hydra overrides]`` (each folder searched recursively
+for video files, links not followed; the overrides still set the decoder and frame size).
 
 Composes the project's config exactly as ``train.py`` does (same ``conf/``, found by
 ``kvideo.config.compose.find_config_dir``; same overrides; same ``to_validated``), builds the rows
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import csv
 import dataclasses
 import json
 import sys
@@ -35,6 +38,7 @@ from typing import Any
 from kvideo.config.compose import CONFIG_DIR_ENV, ConfigDirNotFound, compose_config
 from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
 from kvideo.data.rows import ClipRow
+from kvideo.errors import one_line
 from kvideo.files import open_new, write_text_atomic
 from kvideo.preflight.frames import frame_resize
 from kvideo.registry import DATASETS
@@ -56,6 +60,56 @@ def scan_config(overrides: Sequence[str], config_dir: Path | None = None) -> Any
     from kvideo.preflight import checked
 
     return checked(compose_config(overrides, config_dir), memory=False)
+
+
+# What a bare folder's video files end with (lower case): the containers kvideo's decoders read.
+VIDEO_SUFFIXES = (
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".flv",
+    ".ts",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".3gp",
+)
+
+
+def split_paths(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """``(paths, overrides)``: an argument without ``=`` that names an existing file or folder is
+    a path to scan; the rest are Hydra overrides (``model=hf_vlm`` names a group, not a file)."""
+    paths, overrides = [], []
+    for argument in arguments:
+        if "=" not in argument and Path(argument).expanduser().exists():
+            paths.append(Path(argument).expanduser())
+        else:
+            overrides.append(argument)
+    return paths, overrides
+
+
+def path_files(paths: Sequence[Path]) -> list[ClipRow]:
+    """One row per video file of ``paths``: a file as given (whatever its suffix), a folder's files
+    with a video suffix, recursively, in sorted order; symbolic links are not followed (a link
+    loop cannot hang the scan), and a file listed twice is probed once."""
+    import os
+
+    found: dict[str, ClipRow] = {}
+    for path in paths:
+        if path.is_file():
+            files = [path]
+        else:
+            files = []
+            for folder, dirs, names in os.walk(path, followlinks=False):
+                dirs.sort()
+                files += [Path(folder) / n for n in sorted(names) if Path(n).suffix.lower() in VIDEO_SUFFIXES]
+        for file in files:
+            absolute = str(file.resolve())
+            found.setdefault(absolute, ClipRow(path=absolute, caption="", clip_id=absolute))
+    return list(found.values())
 
 
 def dataset_files(cfg: Any) -> tuple[list[ClipRow], int, dict[str, int]]:
@@ -114,9 +168,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m kvideo.validate",
         description="Probe every video of a configured dataset split; write a report and a blocklist.",
         epilog="Overrides use train.py's syntax, e.g. video/dataset=manifest video.data_root=/data/m.jsonl "
-        "video.split=validation",
+        "video.split=validation. Or name a folder of clips (searched recursively) or a video file.",
     )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides (as for train.py)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="a folder of clips or a video file to scan, and/or Hydra overrides (as for train.py)",
+    )
     parser.add_argument("--out", type=Path, default=Path("validate_out"), help="report folder")
     parser.add_argument(
         "--workers", type=int, default=usable_cores(), help="probe processes (default: usable cores)"
@@ -164,6 +222,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    paths, args.overrides = split_paths(args.overrides)
     try:
         cfg = scan_config(args.overrides, args.config_dir)
     except ConfigDirNotFound as e:
@@ -172,10 +231,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # hydra composition errors and to_validated's ValueError alike
         print(f"kvideo.validate: invalid config: {e}", file=sys.stderr)
         return 2
+    left_out: dict[str, int] = {}
     try:
-        files, rows, left_out = dataset_files(cfg)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"kvideo.validate: cannot read the dataset: {e}", file=sys.stderr)
+        if paths:
+            files = path_files(paths)
+            rows = len(files)
+        else:
+            files, rows, left_out = dataset_files(cfg)
+    except (ValueError, OSError, KeyError, RecursionError, csv.Error) as e:
+        print(f"kvideo.validate: cannot read the dataset: {one_line(e)}", file=sys.stderr)
+        return 2
+    if paths and not files:
+        print(
+            f"kvideo.validate: no video files in {', '.join(map(str, paths))} (looked for "
+            f"{', '.join(VIDEO_SUFFIXES)})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"kvideo.validate: --out {args.out}: cannot be a folder ({one_line(e)})", file=sys.stderr)
         return 2
     timeout_s = args.timeout if args.timeout is not None else cfg.decoder.timeout_s
     t0 = time.perf_counter()
@@ -192,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     summary.update(
         rows=rows,
-        dataset_type=cfg.video.dataset_type,
-        data_root=cfg.video.data_root,
+        dataset_type="files" if paths else cfg.video.dataset_type,
+        data_root=[str(p) for p in paths] if paths else cfg.video.data_root,
         split=cfg.video.split,
         workers=args.workers,
         timeout_s=timeout_s,

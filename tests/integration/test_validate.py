@@ -214,6 +214,47 @@ def test_cli_refuses_a_bad_config_before_scanning(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_scans_a_bare_folder_of_clips_recursively_and_a_single_file(tmp_path: Path) -> None:
+    """The first thing a user tries: it used to be a Hydra grammar error."""
+    clips = tmp_path / "my clips"
+    (clips / "deeper").mkdir(parents=True)
+    good = [H.make_good(clips / "a.mp4", 0), H.make_good(clips / "deeper" / "b.MKV.mp4", 1)]
+    bad = clips / "deeper" / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    (clips / "notes.txt").write_text("not a clip")
+    (clips / "loop").symlink_to(clips, target_is_directory=True)  # never followed
+    out = tmp_path / "report"
+    result = run_module(
+        "kvideo.validate", str(clips), "--out", str(out), "--no-progress", "--frames", "2", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("kvideo.validate: 3 files (3 rows) in ")
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    assert (summary["ok"], summary["bad"], summary["dataset_type"]) == (2, 1, "files")
+    records = {r["path"]: r for r in map(json.loads, (out / REPORT_NAME).read_text().splitlines())}
+    assert set(records) == {str(Path(g).resolve()) for g in good} | {str(bad.resolve())}
+    assert str(bad.resolve()) in (out / BLOCKLIST_NAME).read_text()
+    one = run_module(
+        "kvideo.validate", str(good[0]), "--out", str(tmp_path / "one"), "--no-progress", cwd=tmp_path
+    )
+    assert one.returncode == 0 and one.stdout.startswith("kvideo.validate: 1 files (1 rows) in ")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = run_module("kvideo.validate", str(empty), "--out", str(tmp_path / "none"), cwd=tmp_path)
+    assert none.returncode == 2 and none.stderr.startswith(f"kvideo.validate: no video files in {empty} ")
+
+
+def test_cli_refuses_an_out_folder_under_a_regular_file_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    clip = H.make_good(tmp_path / "a.mp4", 0)
+    result = run_module("kvideo.validate", str(clip), "--out", str(tmp_path / "file" / "out"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(
+        f"kvideo.validate: --out {tmp_path / 'file' / 'out'}: cannot be a folder"
+    )
+    assert "Traceback" not in result.stderr
+
+
 # ----------------------------------------------------------------------------- WebVid, official download
 
 
