@@ -109,53 +109,35 @@ def _save_processor(folder: Path, kind: str) -> None:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
     from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
+    # (processor class, image processor class, the family's own arguments)
+    families: dict[str, tuple[Any, Any, dict[str, Any]]] = {
+        # the 4 x 4 patch grid of a 56 px frame
+        "llava_onevision": (
+            LlavaOnevisionProcessor,
+            LlavaOnevisionImageProcessorPil,
+            {"num_image_tokens": 16, "vision_feature_select_strategy": "full"},
+        ),
+        "llava_next_video": (
+            LlavaNextVideoProcessor,
+            LlavaNextImageProcessorPil,
+            # CLIP's class token on top of the 14 px patches
+            {"patch_size": 14, "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1},
+        ),
+        # the 4 x 4 patch grid, pixel-shuffled 2 x 2
+        "internvl": (InternVLProcessor, GotOcr2ImageProcessorPil, {"image_seq_length": 4}),
+        "smolvlm": (SmolVLMProcessor, SmolVLMImageProcessorPil, {"image_seq_len": 4}),
+        "qwen3_vl": (Qwen3VLProcessor, Qwen2VLImageProcessorPil, {}),
+    }
+    processor_class, image_processor_class, extra = families.get(
+        kind, (Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, {})
+    )
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    template = tokenizer.chat_template
-    if kind == "llava_onevision":
-        LlavaOnevisionProcessor(
-            image_processor=LlavaOnevisionImageProcessorPil.from_pretrained(folder),
-            tokenizer=tokenizer,
-            video_processor=_video_processor(kind),
-            num_image_tokens=16,  # the 4 x 4 patch grid of a 56 px frame
-            vision_feature_select_strategy="full",
-            chat_template=template,
-        ).save_pretrained(folder)
-        return
-    if kind == "internvl":
-        InternVLProcessor(
-            image_processor=GotOcr2ImageProcessorPil.from_pretrained(folder),
-            tokenizer=tokenizer,
-            video_processor=_video_processor(kind),
-            image_seq_length=4,  # the 4 x 4 patch grid of a 56 px frame, pixel-shuffled 2 x 2
-            chat_template=template,
-        ).save_pretrained(folder)
-        return
-    if kind == "llava_next_video":
-        LlavaNextVideoProcessor(
-            image_processor=LlavaNextImageProcessorPil.from_pretrained(folder),
-            tokenizer=tokenizer,
-            video_processor=_video_processor(kind),
-            patch_size=14,
-            vision_feature_select_strategy="default",
-            num_additional_image_tokens=1,  # CLIP's class token
-            chat_template=template,
-        ).save_pretrained(folder)
-        return
-    if kind == "smolvlm":
-        SmolVLMProcessor(
-            image_processor=SmolVLMImageProcessorPil.from_pretrained(folder),
-            tokenizer=tokenizer,
-            video_processor=_video_processor(kind),
-            image_seq_len=4,  # the 4 x 4 patch grid of a 56 px frame, pixel-shuffled 2 x 2
-            chat_template=template,
-        ).save_pretrained(folder)
-        return
-    processor_class = Qwen3VLProcessor if kind == "qwen3_vl" else Qwen2_5_VLProcessor
     processor_class(
-        image_processor=Qwen2VLImageProcessorPil.from_pretrained(folder),
+        image_processor=image_processor_class.from_pretrained(folder),
         tokenizer=tokenizer,
         video_processor=_video_processor(kind),
-        chat_template=template,
+        chat_template=tokenizer.chat_template,
+        **extra,
     ).save_pretrained(folder)
 
 

@@ -72,42 +72,30 @@ CHANCE_TOLERANCE = 0.07
 LAYOUTS = ("kvideo", "kvideo_plain", "llava_onevision")
 
 
+# The recipe every layout trains with: 64 px frames, every part at trainer.lr, TSN jitter.
+RECIPE = [
+    "video.frame_size=64",
+    "model.freeze=[]",
+    "model.lm_lr=0",
+    "model.vision_lr=0",
+    "model.max_text_len=32",
+    "video/sampling=random_segment",
+    f"trainer.lr={LR}",
+    f"trainer.max_steps={MAX_STEPS}",
+    "trainer.device=cpu",
+]
+
+
 def model_overrides(vision: Path, lm: Path) -> list[str]:
-    """hf_vlm on the tiny parts: every part trains at trainer.lr, motion tokens as tiny_vlm."""
-    return [
-        "model=hf_vlm",
-        f"model.vision_path={vision}",
-        f"model.lm_path={lm}",
-        "video.frame_size=64",
-        "model.tokens_per_frame=16",
-        "model.motion_tokens=true",
-        "model.freeze=[]",
-        "model.lm_lr=0",
-        "model.vision_lr=0",
-        "model.max_text_len=32",
-        "video/sampling=random_segment",
-        f"trainer.lr={LR}",
-        f"trainer.max_steps={MAX_STEPS}",
-        "trainer.device=cpu",
-    ]
+    """hf_vlm on the tiny parts with ``RECIPE``, motion tokens as tiny_vlm."""
+    parts = [f"model.vision_path={vision}", f"model.lm_path={lm}"]
+    return ["model=hf_vlm", *parts, "model.tokens_per_frame=16", "model.motion_tokens=true", *RECIPE]
 
 
 def llava_onevision_overrides(folder: Path) -> list[str]:
-    """The assembled LLaVA-OneVision (``kvideo.assemble``) with ``model_overrides``'s recipe."""
-    return [
-        "model=pretrained",
-        f"model.path={folder}",
-        "video.frame_size=64",
-        "model.freeze=[]",
-        "model.lm_lr=0",
-        "model.projector_lr=0",
-        "model.vision_lr=0",
-        "model.max_text_len=32",
-        "video/sampling=random_segment",
-        f"trainer.lr={LR}",
-        f"trainer.max_steps={MAX_STEPS}",
-        "trainer.device=cpu",
-    ]
+    """The assembled LLaVA-OneVision (``kvideo.assemble``) with ``RECIPE``; its projector is a
+    part of its own."""
+    return ["model=pretrained", f"model.path={folder}", "model.projector_lr=0", *RECIPE]
 
 
 def train(overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:

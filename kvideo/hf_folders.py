@@ -296,8 +296,10 @@ def video_vlm_geometry(field: str, folder: Path) -> VideoVlmGeometry:
         )
     if model_type in ("smolvlm", "internvl"):
         # SmolVLM's scale_factor merges s x s patches; InternVL's downsample_ratio is 1 / s
-        ratio = float(config.get("downsample_ratio") or 0.5)
-        merge = int(config.get("scale_factor") or 2) if model_type == "smolvlm" else round(1 / ratio)
+        if model_type == "smolvlm":
+            merge = int(config.get("scale_factor") or 2)
+        else:
+            merge = round(1 / float(config.get("downsample_ratio") or 0.5))
         return VideoVlmGeometry(
             model_type=model_type,
             patch_size=_first_int(vision, ("patch_size",), field, file),

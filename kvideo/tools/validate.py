@@ -29,6 +29,7 @@ import collections
 import csv
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -95,8 +96,6 @@ def path_files(paths: Sequence[Path]) -> list[ClipRow]:
     """One row per video file of ``paths``: a file as given (whatever its suffix), a folder's files
     with a video suffix, recursively, in sorted order; symbolic links are not followed (a link
     loop cannot hang the scan), and a file listed twice is probed once."""
-    import os
-
     found: dict[str, ClipRow] = {}
     for path in paths:
         if path.is_file():

@@ -194,6 +194,26 @@ def test_llava_next_video_takes_whole_frames_pooled_with_no_newline(tiny_vlms: d
     trains_the_projector(model, batch)
 
 
+def spliced_as_the_processor_tokenizes(
+    model: PretrainedVLM, batch: dict[str, Any], texts: list[str], theirs: str
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The first row spliced with its video text (``texts``, checked equal to the processor's
+    ``theirs``) begins with the processor's tokens of the rendered user turn, not three pieces'
+    (the text merges with its neighbours), and holds the 3 frames' 4 image tokens each. Returns
+    the spliced ids and labels and the processor's tokens."""
+    context = model.tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe the video."}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    ids, labels = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], texts)
+    assert labels is not None
+    whole = model.tokenizer.encode(context.replace("<video>", theirs), add_special_tokens=False)
+    assert ids[0, : len(whole)].tolist() == whole
+    assert int((ids[0] == model.video_id).sum()) == 3 * 4
+    return ids, labels, whole
+
+
 def test_internvl_sees_each_frame_as_an_image_after_its_number(tiny_vlms: dict[str, Path]) -> None:
     """Its processor's layout: every clip's valid frames concatenated (sum of frames, C, H, W),
     and the text its processor writes for a video (checked against transformers' own
@@ -214,17 +234,7 @@ def test_internvl_sees_each_frame_as_an_image_after_its_number(tiny_vlms: dict[s
     theirs = InternVLProcessor.replace_video_token(tokens, {"pixel_values_videos": [pixels[:3]]}, 0)  # type: ignore[arg-type]
     assert texts[0] == theirs
 
-    tokenizer = model.tokenizer
-    context = tokenizer.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe the video."}]}],
-        add_generation_prompt=True,
-        tokenize=False,
-    )
-    ids, labels = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], texts)
-    assert labels is not None
-    whole = tokenizer.encode(context.replace("<video>", theirs), add_special_tokens=False)
-    assert ids[0, : len(whole)].tolist() == whole
-    assert int((ids[0] == model.video_id).sum()) == 3 * 4
+    spliced_as_the_processor_tokenizes(model, batch, texts, theirs)
     trains_the_projector(model, batch)
 
 
@@ -256,19 +266,9 @@ def test_smolvlm_sees_each_frame_as_an_image_after_its_time(tiny_vlms: dict[str,
     theirs = SmolVLMProcessor.replace_video_token(tokens, {"video_metadata": [metadata]}, 0)  # type: ignore[arg-type]
     assert texts[0] == theirs
 
-    tokenizer = model.tokenizer
-    context = tokenizer.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe the video."}]}],
-        add_generation_prompt=True,
-        tokenize=False,
-    )
     at = int(batch["visual_at"][0])
     answer = int((batch["labels"][0] != IGNORE_INDEX).nonzero()[0])
-    ids, labels = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], texts)
-    assert labels is not None
-    whole = tokenizer.encode(context.replace("<video>", theirs), add_special_tokens=False)
-    assert ids[0, : len(whole)].tolist() == whole  # the processor's tokens, not three pieces'
-    assert int((ids[0] == model.video_id).sum()) == 3 * 4
+    ids, labels, whole = spliced_as_the_processor_tokenizes(model, batch, texts, theirs)
     assert (labels != IGNORE_INDEX).sum() == (batch["labels"] != IGNORE_INDEX).sum()
     assert ids[0, len(whole) :].tolist()[: 40 - answer] == batch["input_ids"][0, answer:].tolist()
     assert at > 0
