@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -47,9 +48,14 @@ def main(cfg: DictConfig) -> float | None:
             from kvideo.train.signals import EXIT_PREEMPTED, run_deferred_handlers
 
             run_deferred_handlers()
+            print(f"kvideo: preempted; to continue: {_resume(hydra_cfg, run_dir)}", file=sys.stderr)
             sys.exit(EXIT_PREEMPTED)
     except KeyboardInterrupt:
-        print(f"kvideo: interrupted; {run_dir} keeps its last checkpoint", file=sys.stderr)
+        print(
+            f"kvideo: interrupted; {run_dir} keeps its last checkpoint; to continue: "
+            f"{_resume(hydra_cfg, run_dir)}",
+            file=sys.stderr,
+        )
         sys.exit(130)
     except Exception as e:
         if hydra_cfg.mode != RunMode.MULTIRUN:
@@ -70,6 +76,12 @@ def main(cfg: DictConfig) -> float | None:
         return None
     # Returned for sweepers that optimise a metric (e.g. Optuna): lower is better.
     return result.get("val_loss")
+
+
+def _resume(hydra_cfg: Any, run_dir: Path) -> str:
+    from kvideo.launch.resume_command import resume_command
+
+    return resume_command(list(hydra_cfg.overrides.task), run_dir)
 
 
 def _one_line(e: BaseException) -> str:

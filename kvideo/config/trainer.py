@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from kvideo.config.checks import (
@@ -26,6 +27,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 LOGGERS = ("tensorboard", "wandb")
 # What a run dir that already holds a checkpoint does (kvideo.train.resume).
 RESUME_MODES = ("auto", "force", "never")
+KEEP_BEST_MODES = ("min", "max")
 # Per process, per micro-batch: twice CLIP's *global* batch (32768, split over hundreds of GPUs).
 # Smaller batches that still cannot fit are refused by the memory estimate (kvideo/preflight/memory.py).
 MAX_BATCH_SIZE = 65536
@@ -107,10 +109,19 @@ class TrainerConfig:
     export_at_end: bool = True
     resume: str = "auto"
     init_from: str = ""
+    keep_last: int = 2
+    keep_best: str = ""
+    keep_best_mode: str = "min"
 
     def __post_init__(self) -> None:
         require_choice("trainer.resume", self.resume, RESUME_MODES)
-        for field in ("max_steps", "batch_size", "lr", "grad_accum", "log_every"):
+        require_choice("trainer.keep_best_mode", self.keep_best_mode, KEEP_BEST_MODES)
+        if self.keep_best and not re.fullmatch(r"[a-z][a-z0-9_/]*", self.keep_best):
+            raise ValueError(
+                f"trainer.keep_best must name a validation metric such as val_loss or acc_color "
+                f"(got {self.keep_best!r})"
+            )
+        for field in ("max_steps", "batch_size", "lr", "grad_accum", "log_every", "keep_last"):
             require_positive(f"trainer.{field}", getattr(self, field))
         require_at_most(
             "trainer.batch_size",

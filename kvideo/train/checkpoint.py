@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 CKPT_DIRNAME = "checkpoints"
 LAST_NAME = "last.pt"
+# The weights of the best validation so far (trainer.keep_best): never a resume's candidate.
+BEST_NAME = "best.pt"
 TMP_NAME = "ckpt.tmp"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "step", "model", "optimizer", "scheduler", "data", "ranks")
@@ -194,6 +196,14 @@ def list_step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
         if m:
             found.append((int(m.group(1)), p))
     return sorted(found, reverse=True)
+
+
+def save_best_checkpoint(ckpt_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` as ``best.pt`` (atomically, replacing the previous best)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    best = ckpt_dir / BEST_NAME
+    atomic_torch_save({"format": FORMAT_VERSION, **state}, best)
+    return best
 
 
 def save_checkpoint(ckpt_dir: Path, state: dict[str, Any], *, keep: int = 2) -> Path:

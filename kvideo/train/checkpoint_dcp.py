@@ -62,6 +62,11 @@ _FOLDER_RE = re.compile(r"step_(\d+)\.dcp")
 DCP = "dcp"
 
 
+def best_folder(ckpt_dir: Path) -> Path:
+    """The best validation's folder (``trainer.keep_best``): never a resume's candidate."""
+    return ckpt_dir / f"best{SUFFIX}"
+
+
 def folder_for(ckpt_dir: Path, step: int) -> Path:
     return ckpt_dir / f"step_{step:06d}{SUFFIX}"
 
@@ -159,7 +164,7 @@ def newest_checkpoint(ckpt_dir: Path) -> Found | None:
 def prepare_tmp(folder: Path) -> Path:
     """An empty ``<folder>.tmp``; rank 0 only, before the ranks write into it, and with no
     other save in flight: every ``.tmp`` folder there is a killed save's, and goes."""
-    for stale in folder.parent.glob(f"step_*{SUFFIX}{TMP_SUFFIX}"):
+    for stale in folder.parent.glob(f"*{SUFFIX}{TMP_SUFFIX}"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = tmp_for(folder)
     tmp.mkdir(parents=True)

@@ -45,10 +45,13 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from kvideo.errors import one_line
 from kvideo.train import checkpoint_dcp
 from kvideo.train.checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
     SINGLE_FILE,
     CheckpointWriteError,
     capture_rng_state,
     checkpoint_dir,
+    save_best_checkpoint,
     save_checkpoint,
 )
 from kvideo.train.checkpoint_dcp import DCP
@@ -67,9 +70,6 @@ from kvideo.train.metrics import RunClock, now
 from kvideo.train.optim import ScheduledOptimizer
 from kvideo.train.report import RUN_LOG
 from kvideo.train.stream import DataPosition
-
-# Sharded checkpoints kept: the newest and one to fall back to (as the single-file copies).
-KEEP_SHARDED = 2
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,7 @@ class Checkpointer:
         checkpoint_format: str = SINGLE_FILE,
         async_save: bool = False,
         every: int = 0,
+        keep_last: int = 2,
     ) -> None:
         self.dir = checkpoint_dir(run_dir)
         # The family's checkpoint keys (``ModelSpec.checkpoint_keys``): what trains, or None for
@@ -122,6 +123,7 @@ class Checkpointer:
         self.async_save = async_save and self.sharded
         self.saved_step = -1
         self.every = every  # trainer.ckpt_every; 0 = only the final and preemption checkpoints
+        self.keep_last = keep_last  # trainer.keep_last: step checkpoints kept
         self._pending: Future[Any] | None = None
         self._committed = threading.Event()
         # A background save runs its own collectives (DCP's plan and metadata exchange) while
@@ -238,12 +240,16 @@ class Checkpointer:
         *,
         wait: bool = False,
         rng: dict[str, Any] | None = None,
-    ) -> None:
-        """Checkpoint ``step`` (a collective). A write that fails (full disk) fails the run.
+        best: bool = False,
+    ) -> Path:
+        """Checkpoint ``step`` (a collective) and return where. A write that fails (full disk)
+        fails the run.
 
         ``wait``: with ``async_save``, return only once this checkpoint is on disk (the last
         one before the process exits). ``rng``: this rank's RNG states as of ``step`` (default:
         now; a checkpoint written after a crash passes those of the last step boundary).
+        ``best``: the best validation's checkpoint (``best.pt`` / ``best.dcp``, replaced, on
+        disk when this returns), which resume never picks.
         """
         rank_entry = {"rng": capture_rng_state() if rng is None else rng, "skipped": dict(skipped)}
         trainer_state = {
@@ -258,8 +264,13 @@ class Checkpointer:
             "wall_time_s": self.clock.wall_time(),
         }
         if self.sharded:
-            self._save_sharded(step, trainer_state, wait=wait)
-        elif self.env.is_main:
+            folder = (
+                checkpoint_dcp.best_folder(self.dir) if best else checkpoint_dcp.folder_for(self.dir, step)
+            )
+            self._save_sharded(step, trainer_state, folder, wait=wait or best)
+            return folder
+        path = self.dir / (BEST_NAME if best else LAST_NAME)
+        if self.env.is_main:
             model_state = self.model.state_dict()
             if self.trained is not None:
                 model_state = {name: value for name, value in model_state.items() if name in self.trained}
@@ -270,19 +281,24 @@ class Checkpointer:
             }
             t0 = now()
             try:
-                path = save_checkpoint(self.dir, state)
+                if best:
+                    save_best_checkpoint(self.dir, state)
+                else:
+                    save_checkpoint(self.dir, state, keep=self.keep_last)
             except CheckpointWriteError as e:
                 # Fail clean rather than train on: every later save would fail the same way
                 # and a preemption would then lose everything since the last good checkpoint.
                 raise RunFailed(f"step {step}: {e}") from None
-            RUN_LOG.info("saved checkpoint step %d -> %s (%.2fs)", step, path, now() - t0)
-        self.saved_step = step
+            what = "best checkpoint" if best else "checkpoint"
+            RUN_LOG.info("saved %s step %d -> %s (%.2fs)", what, step, path, now() - t0)
+        if not best:
+            self.saved_step = step
+        return path
 
-    def _save_sharded(self, step: int, trainer_state: dict[str, Any], *, wait: bool) -> None:
-        """Every rank writes its shards into ``step_XXXXXX.dcp.tmp``; rank 0 renames it once
-        DCP's save has returned there (``checkpoint_dcp``)."""
+    def _save_sharded(self, step: int, trainer_state: dict[str, Any], folder: Path, *, wait: bool) -> None:
+        """Every rank writes its shards into ``<folder>.tmp`` (``step_XXXXXX.dcp.tmp``); rank 0
+        renames it once DCP's save has returned there (``checkpoint_dcp``)."""
         self.wait()  # one save at a time: the previous background one must be on disk
-        folder = checkpoint_dcp.folder_for(self.dir, step)
         tmp = checkpoint_dcp.tmp_for(folder)
         optimizer = self.optimizer.optimizer
         t0 = now()
@@ -323,7 +339,7 @@ class Checkpointer:
                 f"step {step}: cannot write the sharded checkpoint {tmp}: {one_line(e)}"
             ) from None
         if self.env.is_main:
-            checkpoint_dcp.commit(tmp, folder, keep=KEEP_SHARDED)
+            checkpoint_dcp.commit(tmp, folder, keep=self.keep_last)
             RUN_LOG.info("saved sharded checkpoint step %d -> %s (%.2fs)", step, folder, now() - t0)
         barrier(self.env)  # every rank returns once the folder is there
 
@@ -334,7 +350,7 @@ class Checkpointer:
         """Rank 0, in the background writer's thread once its save returned: rename the folder."""
         try:
             if done.exception() is None:
-                checkpoint_dcp.commit(tmp, folder, keep=KEEP_SHARDED)
+                checkpoint_dcp.commit(tmp, folder, keep=self.keep_last)
                 RUN_LOG.info(
                     "saved sharded checkpoint step %d -> %s (%.2fs, in the background)",
                     step,

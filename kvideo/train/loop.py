@@ -35,9 +35,10 @@ from kvideo.config import KVideoConfig
 from kvideo.data.batch import optional_inputs
 from kvideo.errors import one_line
 from kvideo.train import components, signals
+from kvideo.train.best import BestKeeper
 from kvideo.train.checkpoint import restore_rng_state
 from kvideo.train.checkpointer import Checkpointer
-from kvideo.train.distributed import DistEnv
+from kvideo.train.distributed import DistEnv, all_gather_objects
 from kvideo.train.failure import StepBoundary, capture_boundary, checkpoint_after_crash
 from kvideo.train.freeze import TrainableSchedule
 from kvideo.train.guards import RunFailed
@@ -127,6 +128,12 @@ class Trainer:
         self._wrap_model()
         self.report.info(parameter_summary(self.raw_model, self.spec.part_of))
         self.validator = self._build_validator()
+        trainer = self.cfg.trainer
+        self.best = (
+            BestKeeper(self.checkpointer.dir, trainer.keep_best, trainer.keep_best_mode)
+            if trainer.keep_best
+            else None
+        )
         # Last: nothing after this may draw from the restored RNG streams.
         if resume is not None and resume.rng is not None:
             restore_rng_state(resume.rng)
@@ -177,6 +184,7 @@ class Trainer:
             checkpoint_format=self.strategy.checkpoint_format,
             async_save=self.cfg.trainer.ckpt_async,
             every=self.cfg.trainer.ckpt_every,
+            keep_last=self.cfg.trainer.keep_last,
         )
 
     def _build_validator(self) -> Validator:
@@ -218,7 +226,11 @@ class Trainer:
             if finished is not None:
                 self.report.close()
                 return finished
-        self.report.start(self.step, device=self.device, autocast_dtype=self.autocast.dtype)
+        trains = self.trainable.at(self.step)
+        trainable = sum(p.numel() for n, p in self.raw_model.named_parameters() if n in trains)
+        self.report.start(
+            self.step, device=self.device, autocast_dtype=self.autocast.dtype, trainable=trainable
+        )
         try:
             status = self._train_until_done_or_preempted()
             if status == "completed":
@@ -229,6 +241,8 @@ class Trainer:
                 self.validate()
                 self.export()
             final = self.report.final_metrics(status, self.step, self.stream.epoch)
+            if self.best is not None:
+                final["best"] = self.best.summary()
             if status == "completed":
                 self.report.completed(final)
             else:
@@ -348,6 +362,29 @@ class Trainer:
             result.update(self.validator.answer_metrics(predictions))
             self.report.log_validation(self.step, self.stream.epoch, result)
             self.report.log_predictions(self.step, predictions)
+            if self.best is not None:
+                self.keep_if_best(self.best, result)
+
+    def keep_if_best(self, best: BestKeeper, result: dict[str, Any]) -> None:
+        """Checkpoint this step as the best (``trainer.keep_best``) when its validation beats the
+        best so far. Rank 0 decides for all (answer metrics are computed on rank 0 alone): the
+        save is a collective."""
+        decision = (best.metric in result, best.improves(result), result.get(best.metric))
+        present, better, value = all_gather_objects(decision, self.env)[0]
+        if not present:
+            if not best.missing_reported:
+                best.missing_reported = True
+                self.report.say(
+                    f"trainer.keep_best={best.metric} is not among this run's validation metrics "
+                    f"({', '.join(sorted(k for k in result if not k.endswith('_s')))}): no best "
+                    "checkpoint is kept"
+                )
+            return
+        if better:
+            path = self.checkpointer.save(
+                self.step, self.stream.position, self.report.skip_counts(), best=True
+            )
+            best.record(self.step, float(value), path, write=self.env.is_main)
 
     def export(self) -> None:
         """The final weights in Hugging Face formats, in ``<run_dir>/export`` (rank 0; see

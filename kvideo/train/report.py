@@ -30,6 +30,17 @@ from kvideo.train.metrics import FINAL_NAME, RunClock, RunWriter, SkipTracker, S
 RUN_LOG = logging.getLogger("kvideo.train.loop")
 
 
+def file_only_logger() -> logging.Logger:
+    """A logger writing to the run's log files alone (the root logger's file handlers, Hydra's
+    ``train.log``): with a progress bar on the terminal, what the bar shows still reaches the
+    file, so ``tail -f train.log`` from another shell shows the same progress a pipe would."""
+    files = logging.getLogger("kvideo.train.file")
+    files.propagate = False
+    files.setLevel(logging.INFO)
+    files.handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    return files
+
+
 class Reporter:
     """Rank 0 writes and prints; every rank keeps its counts, which the collectives sum.
 
@@ -76,6 +87,7 @@ class Reporter:
         self.last_window: dict[str, Any] = {}
         self.last_val: dict[str, Any] = {}
         self.bar: Any = None  # tqdm progress bar on a TTY (rank 0)
+        self.file_log = RUN_LOG  # with a bar: the same lines, to the log files only
 
     # ------------------------------------------------------------------ lines
 
@@ -105,9 +117,10 @@ class Reporter:
             return
         if self.bar is not None:
             if progress:
-                self.bar.set_postfix_str(line.split(" ", 2)[2], refresh=False)
+                self.bar.set_postfix_str(line.split(" ", 2)[2])
             else:
                 self.bar.write(line)
+            self.file_log.info(line)  # train.log reads as it does without a terminal
         else:
             RUN_LOG.info(line)
 
@@ -120,21 +133,27 @@ class Reporter:
         final: dict[str, Any] = json.loads(done.read_text())
         return final
 
-    def start(self, step: int, *, device: torch.device, autocast_dtype: torch.dtype | None) -> None:
-        """Open the progress bar (rank 0 on a TTY) and say what is about to train."""
-        if self.env.is_main and sys.stdout.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.max_steps, initial=step, desc="train", dynamic_ncols=True)
+    def start(
+        self, step: int, *, device: torch.device, autocast_dtype: torch.dtype | None, trainable: int
+    ) -> None:
+        """Say what is about to train, then open the progress bar (rank 0 on a TTY), so the two
+        never share a line. ``trainable``: the parameters that train at ``step``."""
         self.info(
-            "training %s params on %s (%s, world size %d) for %d steps from step %d",
-            f"{self.num_params:,}",
+            "training on %s (%s, world size %d) for %d steps from step %d: %s parameters, %s trainable",
             device,
             autocast_dtype or "fp32",
             self.env.world_size,
             self.max_steps,
             step,
+            f"{self.num_params:,}",
+            f"{trainable:,}",
         )
+        if self.env.is_main and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            sys.stderr.flush()
+            self.bar = tqdm(total=self.max_steps, initial=step, desc="train", dynamic_ncols=True)
+            self.file_log = file_only_logger()
 
     # ------------------------------------------------------------------ counts
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
 from collections.abc import Callable
@@ -9,6 +10,10 @@ from typing import Any
 
 import torch
 import torch.multiprocessing as mp
+
+# A rank still running after this many seconds is taken as hung: every rank's stack goes to
+# stderr and the rank exits, so the test fails with where each rank was instead of hanging CI.
+RANK_DEADLINE_S = float(os.environ.get("KVIDEO_TEST_RANK_DEADLINE_S", "600"))
 
 
 def free_port() -> int:
@@ -48,7 +53,11 @@ def _rank_main(
         OMP_NUM_THREADS="1",
     )
     torch.set_num_threads(1)
-    worker(rank, *args)
+    faulthandler.dump_traceback_later(RANK_DEADLINE_S, exit=True)  # all threads, then exit 1
+    try:
+        worker(rank, *args)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def start_ranks(worker: Callable[..., None], world_size: int, *args: Any) -> list[Any]:

@@ -39,6 +39,8 @@ def read_records(path: Path) -> list[Any]:
             pos += room
             continue
         start = pos + _RECORD_HEADER.size
+        if start + length > len(data):  # the tail wandb-core is still writing
+            break
         pending += data[start : start + length]
         pos = start + length
         if kind in (_FULL, _LAST):
@@ -52,10 +54,18 @@ def read_records(path: Path) -> list[Any]:
 def read_finished_run(path: Path, timeout_s: float = 20.0) -> list[Any]:
     """The records of a finished run, once its ``exit`` record is on disk: ``run.finish()`` can
     return before wandb-core has flushed the log (measured: 1 in 8 finishes left only the file
-    header for a moment), so a reader right after it may see a partial file."""
+    header for a moment), so a reader right after it may see a partial file, or a record caught
+    half-written."""
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # no stubs installed
+
     deadline = time.monotonic() + timeout_s
     while True:
-        records = read_records(path)
+        try:
+            records = read_records(path)
+        except DecodeError:  # a record caught half-written (seen once in CI): read again
+            if time.monotonic() > deadline:
+                raise
+            records = []
         if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
             return records
         time.sleep(0.05)

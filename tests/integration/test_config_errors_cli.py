@@ -194,6 +194,12 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["trainer.loggers=[wandb,wandb]"], r"trainer\.loggers lists 'wandb' twice"),
     (["trainer.resume=maybe"], r"trainer\.resume must be one of \['auto', 'force', 'never'\] \(got"),
+    (["trainer.keep_last=0"], r"trainer\.keep_last must be positive \(got 0\)"),
+    (["trainer.keep_best=Val Loss"], r"trainer\.keep_best must name a validation metric such as val_loss"),
+    (
+        ["trainer.keep_best_mode=median"],
+        r"trainer\.keep_best_mode must be one of \['min', 'max'\] \(got 'median'\)",
+    ),
     (["trainer.wandb_project=''"], r"trainer\.wandb_project must be a non-empty W&B project name \(got ''\)"),
     # upper bounds on sizes that allocate (a typo must fail here, not in the allocator)
     (

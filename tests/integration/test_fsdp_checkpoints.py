@@ -34,12 +34,13 @@ from kvideo.train.checkpoint_dcp import (
     newest_checkpoint,
     tmp_for,
 )
-from kvideo.train.checkpointer import KEEP_SHARDED
 from tests.helpers.configs import tiny_model
 from tests.helpers.paths import REPO
 from tests.helpers.ranks import run_ranks
 
 pytestmark = pytest.mark.slow  # trains a model
+
+KEEP_SHARDED = 2  # trainer.keep_last's default
 
 MODEL = tiny_model(patch_size=16, lm_depth=2, max_text_len=12)
 OPTIM = TrainerConfig(lr=1e-2, warmup_steps=1, max_steps=10, grad_clip=1.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -273,6 +274,19 @@ def test_cli_ctrl_c_checkpoints_at_the_next_step(corpus: Path, tmp_path: Path) -
     assert proc.returncode == 75, out[-2000:]
     assert "preempted (SIGINT): checkpointed step" in out
     assert read_checkpoint(checkpoint_dir(run_dir) / "last.pt")["step"] >= 1
+    # what to do next: the run's own command line, its run dir named
+    said = next(line for line in out.splitlines() if line.startswith("kvideo: preempted; to continue: "))
+    words = shlex.split(said.removeprefix("kvideo: preempted; to continue: "))
+    overrides = [o for o in _tiny_overrides(corpus, run_dir) if not o.startswith("hydra.run.dir=")]
+    assert words == [
+        "python",
+        "train.py",
+        *overrides,
+        "trainer.max_steps=100000",
+        "trainer.ckpt_every=0",
+        "trainer.log_every=1",
+        f"hydra.run.dir={run_dir}",
+    ]
 
 
 # ----------------------------------------------------------------------------- unreadable checkpoints

@@ -197,3 +197,20 @@ def test_concurrent_generation_is_safe(tmp_path: Path) -> None:
     assert sample_corpus.is_complete(corpus, name="sample", n_train=3, n_val=1, seed=0)
     assert len(list(corpus.rglob("*.mp4"))) == 4
     assert not [p for p in (tmp_path / "raw").iterdir() if ".tmp-" in p.name]
+
+
+def test_first_use_generation_says_what_it_does_and_how_long_it_took(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It takes ~25 s on first use: a silent start looked like a hang."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="kvideo.data.datasets.sample.corpus"):
+        sample_corpus.generate(tmp_path, n_train=2, n_val=1, seed=3)
+        sample_corpus.generate(tmp_path, n_train=2, n_val=1, seed=3)  # complete: nothing said
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2
+    assert said[0].startswith(
+        f"generating the sample corpus once: 3 clips into {tmp_path.resolve()}/raw/sample"
+    )
+    assert said[1].startswith("generated the sample corpus in ")

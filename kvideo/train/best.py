@@ -1,0 +1,82 @@
+"""The best validation so far (``trainer.keep_best``): which step, what value, where its weights
+are.
+
+A run's last checkpoint is where training stopped, not where it was best: in the default run
+``val_loss`` was lowest at step 900 of 1200. Each validation that beats the best value writes a
+best checkpoint (``Checkpointer.save(best=True)``) and ``checkpoints/best.json``, which a resumed
+run reads back, so the best survives preemption. ``final.json`` records it as ``best``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kvideo.files import write_text_atomic
+
+BEST_INFO = "best.json"
+
+
+@dataclass
+class Best:
+    """The best validation: ``step``, ``metric``, ``value`` and the checkpoint ``path``."""
+
+    step: int
+    metric: str
+    value: float
+    path: str
+
+
+class BestKeeper:
+    """Decides whether a validation is the best so far (every rank alike: the metrics are the
+    same on every rank) and remembers it."""
+
+    def __init__(self, ckpt_dir: Path, metric: str, mode: str) -> None:
+        self.info = ckpt_dir / BEST_INFO
+        self.metric = metric
+        self.mode = mode
+        self.best = self._saved()
+        self.missing_reported = False
+
+    def _saved(self) -> Best | None:
+        """The best a previous launch of this run recorded, for the same metric and mode."""
+        try:
+            saved = json.loads(self.info.read_text())
+        except (OSError, ValueError):
+            return None
+        if (
+            not isinstance(saved, dict)
+            or saved.get("metric") != self.metric
+            or saved.get("mode") != self.mode
+        ):
+            return None
+        try:
+            return Best(int(saved["step"]), self.metric, float(saved["value"]), str(saved["path"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def improves(self, result: dict[str, Any]) -> bool:
+        """Whether ``result`` (one validation's metrics) beats the best so far; a non-finite value
+        never does."""
+        value = result.get(self.metric)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        return value < self.best.value if self.mode == "min" else value > self.best.value
+
+    def record(self, step: int, value: float, path: Path, *, write: bool) -> None:
+        """``step``'s ``value`` is the best now, its checkpoint at ``path``; ``write``: rank 0
+        writes ``best.json``."""
+        self.best = Best(step, self.metric, float(value), str(path))
+        if write:
+            write_text_atomic(
+                self.info, json.dumps({**asdict(self.best), "mode": self.mode}, indent=2) + "\n"
+            )
+
+    def summary(self) -> dict[str, Any] | None:
+        """``final.json``'s ``best``."""
+        return None if self.best is None else asdict(self.best)
