@@ -13,6 +13,7 @@ the LM's ``max_position_embeddings`` (the token budget) and the image processor'
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -135,6 +136,13 @@ def image_statistics(field: str, folder: Path) -> tuple[tuple[float, ...], tuple
     mean, std = config.get("image_mean"), config.get("image_std")
     if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 3):
         raise ValueError(f"{field}: {file} lacks a 3-channel image_mean / image_std")
+    for key, values in (("image_mean", mean), ("image_std", std)):
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
+            raise ValueError(f"{field}: {file}'s {key} must be 3 finite numbers (got {values!r:.80})")
+    if min(std) <= 0:
+        # Pixels are divided by it: 0 gives inf, and the run fails at its first NaN loss.
+        raise ValueError(f"{field}: {file}'s image_std must be positive (got {std!r})")
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 

@@ -275,8 +275,10 @@ class ModelConfig:
                 raise ValueError("model.lora_targets must name at least one module with model.lora_rank > 0")
         for name in ("vision_lr", "projector_lr", "lm_lr"):
             value = getattr(self, name)
-            if value < 0 or value != value:
-                raise ValueError(f"model.{name} must be non-negative (0 = trainer.lr; got {value})")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"model.{name} must be finite and non-negative (0 = trainer.lr; got {value})"
+                )
 
     @property
     def pretrained_parts(self) -> bool:

@@ -80,6 +80,11 @@ class TrainerConfig:
         ``force`` resumes it anyway (the changes go to ``launches.jsonl``), ``never`` refuses it.
     init_from: a run dir, checkpoint or export whose weights a new run starts from, with a fresh
         optimizer, schedule and data position (stage 2 on new data); a resumed run ignores it.
+    keep_last: step checkpoints kept (``step_XXXXXX.pt`` copies or DCP folders): the newest and
+        the ones to fall back to when it is damaged.
+    keep_best: a validation metric (``val_loss``, ``acc_color``, ...) whose best value's weights
+        are kept as ``checkpoints/best.pt`` (``best.dcp``) and in ``final.json``; empty = none.
+    keep_best_mode: ``min`` or ``max``: which way ``keep_best`` is better.
     """
 
     max_steps: int = 1200

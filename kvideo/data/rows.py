@@ -10,6 +10,7 @@ manifest must turn into rows quickly, and a missing file is the decoder's busine
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -46,6 +47,9 @@ class ClipRow:
     shard: The tar file holding the sample, or ``""`` for a video file of its own. The rows
         of one shard are consecutive, in the shard's order: the loader streams them shard by
         shard (``kvideo.data.sharding.ShardLayout``).
+    shard_stamp: ``(size, mtime_ns, inode)`` of ``shard`` when it was listed: a shard rewritten
+        since then has other bytes at ``offset`` (measured: every sample decoded its neighbour's
+        video under the old caption), so its samples are skipped as ``shard_changed``.
     offset / size: Where the video's bytes lie in ``shard``.
     skip_reason: A ``SKIP_REASONS`` entry already known when listing (a shard sample without
         its caption or its video): the sample is counted under it and never decoded.
@@ -58,6 +62,7 @@ class ClipRow:
     clip_id: str = ""
     turns: tuple[Turn, ...] = ()
     shard: str = ""
+    shard_stamp: tuple[int, int, int] | tuple[()] = ()
     offset: int = 0
     size: int = 0
     skip_reason: str = ""
@@ -68,9 +73,9 @@ def video_source(row: ClipRow) -> VideoSource:
     read by offset (nothing is written to disk).
 
     Raises ``DecodeError`` with the row's own ``skip_reason``, or for a shard that can no
-    longer be read: ``missing`` (the shard is gone), ``permission``, ``decode_error`` (the
-    shard now ends inside the member: cut after it was listed) or ``unreadable`` (other I/O
-    errors).
+    longer be read: ``missing`` (the shard is gone), ``permission``, ``shard_changed`` (rewritten
+    since it was listed), ``decode_error`` (the shard now ends inside the member: cut after it
+    was listed) or ``unreadable`` (other I/O errors).
     """
     if row.skip_reason:
         raise DecodeError(row.skip_reason, row.path)
@@ -78,6 +83,10 @@ def video_source(row: ClipRow) -> VideoSource:
         return row.path
     try:
         with open(row.shard, "rb") as shard:
+            st = os.fstat(shard.fileno())
+            if row.shard_stamp and row.shard_stamp != (st.st_size, st.st_mtime_ns, st.st_ino):
+                detail = f"shard {row.shard} was rewritten after it was listed (size, mtime or inode)"
+                raise DecodeError("shard_changed", row.path, detail)
             shard.seek(row.offset)
             data = shard.read(row.size)
     except (FileNotFoundError, NotADirectoryError):

@@ -21,7 +21,8 @@ produces plain lists.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -346,14 +347,29 @@ class ChatTokenizer(_ExampleMixin):
             )
         return [int(i) for i in ids]
 
-    def _bounded(self) -> Any:
-        """A bound on one rendering: the template is a program from the model folder
-        (``kvideo.time_limit``)."""
-        return time_limit(
+    @contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """One rendering, bounded in time (the template is a program from the model folder,
+        ``kvideo.time_limit``), its Jinja errors one line naming the folder: jinja2's own name
+        neither the folder nor the file."""
+        from jinja2 import TemplateError, TemplateSyntaxError
+
+        with time_limit(
             TEMPLATE_SECONDS,
             f"{self.field}: the chat template of {self.name} ran for more than {TEMPLATE_SECONDS:g} s "
             "rendering one conversation (released templates take milliseconds); refused",
-        )
+        ):
+            try:
+                yield
+            except TemplateSyntaxError as e:
+                raise ValueError(
+                    f"{self.field}: the chat template of {self.name} is not valid Jinja "
+                    f"(line {e.lineno}: {e.message})"
+                ) from None
+            except TemplateError as e:  # raise_exception(...) in the template, an undefined name
+                raise ValueError(
+                    f"{self.field}: the chat template of {self.name} refused the conversation: {e.message}"
+                ) from None
 
     def context_ids(self, prompt: str) -> list[int]:
         if not self.has_chat_template:

@@ -29,6 +29,8 @@ def check_video_file(path: str) -> int:
         raise DecodeError("permission", path, e.strerror or "stat denied") from None
     except OSError as e:  # ENAMETOOLONG, ELOOP, EIO...
         raise DecodeError("unreadable", path, f"stat failed: {e.strerror or e}") from None
+    except ValueError:  # "embedded null byte": no file can have this name
+        raise DecodeError("unreadable", path.replace("\0", "\\0"), "the path holds a NUL byte") from None
     if not stat.S_ISREG(st.st_mode):
         kind = "directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise DecodeError("not_a_file", path, kind)

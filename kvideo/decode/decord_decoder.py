@@ -43,6 +43,7 @@ from kvideo.decode.errors import DecodeError
 from kvideo.decode.frame_index import Segment, Timeline
 from kvideo.decode.guarded import TAIL_GUARD, GuardedDecoder, short_error
 from kvideo.decode.pyav_decoder import PyAVDecoder
+from kvideo.decode.stderr_filter import DECORD_OPEN_NOISE, stderr_without
 from kvideo.decode.types import DecodedClip, SampleFn, VideoSource, open_target, source_name
 from kvideo.resize import Resize
 
@@ -174,9 +175,15 @@ class DecordDecoder(GuardedDecoder):
         height, width = (-1, -1) if size is None else size
         try:
             # A file object is read into decord's own buffer (its in-memory reader): no temp file.
-            return decord.VideoReader(
-                open_target(source), ctx=self.ctx, width=width, height=height, num_threads=self.num_threads
-            )
+            # decord prints its own copy of an open error; kvideo reports it (stderr_filter).
+            with stderr_without(DECORD_OPEN_NOISE):
+                return decord.VideoReader(
+                    open_target(source),
+                    ctx=self.ctx,
+                    width=width,
+                    height=height,
+                    num_threads=self.num_threads,
+                )
         except Exception as e:  # DECORDError, RuntimeError("Error reading ..."), AssertionError
             detail = short_error(e)
         raise self._open_error(source, detail)

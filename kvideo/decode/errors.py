@@ -19,6 +19,8 @@ SKIP_REASONS = (
     "blocklisted",  # listed in data.blocklist by ``kvideo.validate``
     "worker_crash",  # its decode killed a DataLoader worker twice (a segfault, the OOM killer)
     "no_caption",  # a shard sample without a caption (no .txt member, or an empty one)
+    "duplicate_member",  # a shard sample with two members of one name: which one is meant?
+    "shard_changed",  # its tar shard was rewritten after it was listed: the offsets are stale
 )
 
 

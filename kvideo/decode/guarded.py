@@ -14,6 +14,7 @@ import re
 from kvideo.decode.checks import check_video_source
 from kvideo.decode.deadline import DeadlineExceeded, DeadlineRunner
 from kvideo.decode.errors import DecodeError
+from kvideo.decode.stderr_filter import restore_stderr
 from kvideo.decode.types import DecodedClip, SampleFn, VideoBytes, VideoSource, source_name
 from kvideo.errors import one_line
 from kvideo.resize import Resize, as_resize
@@ -73,6 +74,7 @@ class GuardedDecoder:
         except DecodeError as e:
             failure = DecodeError(e.reason, e.path, e.detail)
         except DeadlineExceeded as e:
+            restore_stderr()  # the abandoned call may hang inside decord's open
             failure = DecodeError("timeout", source_name(source), str(e))
         # Raised outside the except blocks: a fresh exception with no traceback or context,
         # so nothing keeps the failed reader (a local of the frames above) alive while the

@@ -31,6 +31,8 @@ from kvideo.config.model import ModelConfig
 from kvideo.hf_folders import resolve_model_folder, tower_geometry
 from kvideo.model.blocks import recompute_in_backward, transformer_blocks
 from kvideo.model.generate import until_eos
+from kvideo.model.load_report import load_report_errors
+from kvideo.model.lora_rank import check_lora_rank
 from kvideo.model.loss import with_loss
 from kvideo.model.projector import FrameProjector
 from kvideo.model.sequence import splice, text_positions
@@ -44,7 +46,8 @@ if TYPE_CHECKING:
 def quiet_transformers() -> Iterator[None]:
     """Loading the vision half of a two-tower CLIP / SigLIP folder lists every text-tower weight
     as unexpected; that is the intent here, so only errors are shown while loading (and no
-    per-file progress bar: the run's log says what was loaded)."""
+    per-file progress bar: the run's log says what was loaded). A load that fails on weights that
+    do not fit the config says which (``load_report``)."""
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -52,7 +55,8 @@ def quiet_transformers() -> Iterator[None]:
     hf_logging.set_verbosity(logging.ERROR)
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
-        yield
+        with load_report_errors():  # a failed load's report, in its one line
+            yield
     finally:
         hf_logging.set_verbosity(level)
         if bars:
@@ -166,6 +170,10 @@ def add_lora(lm: Any, cfg: ModelConfig) -> Any:
             f"model.lora_targets {missing} are not linear layers of the LM in model.lm_path "
             f"({type(lm).__name__}); its linear layers are named {found}"
         )
+    check_lora_rank(
+        cfg.lora_rank,
+        ((n, m) for n, m in lm.named_modules() if n.rsplit(".", 1)[-1] in cfg.lora_targets),
+    )
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(

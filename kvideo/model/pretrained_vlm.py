@@ -40,6 +40,7 @@ from kvideo.hf_folders import VideoVlmGeometry, resolve_model_folder, video_vlm_
 from kvideo.model.blocks import recompute_in_backward, transformer_blocks
 from kvideo.model.generate import until_eos
 from kvideo.model.hf_vlm import quiet_transformers
+from kvideo.model.lora_rank import check_lora_rank
 from kvideo.model.loss import with_loss
 from kvideo.model.video_patches import group_times, qwen_video_patches, seconds_per_group
 from kvideo.model.video_text import internvl_video_text, smolvlm_video_text
@@ -318,6 +319,7 @@ def add_vlm_lora(model: nn.Module, cfg: ModelConfig) -> Any:
             f"model.lora_targets {list(cfg.lora_targets)} name no linear layer of the LM in model.path "
             f"({type(model).__name__})"
         )
+    check_lora_rank(cfg.lora_rank, ((name, model.get_submodule(name)) for name in names))
     config = LoraConfig(
         r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=names
     )

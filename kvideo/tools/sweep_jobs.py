@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ class JobOutcome:
     """(step, mean training loss of the log window ending there), from ``metrics.jsonl``."""
     val_loss: list[tuple[int, float]] = field(default_factory=list)
     """(step, validation loss), from ``metrics.jsonl``."""
+    val_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    """Every numeric validation metric (``val_loss``, ``acc_*``, ...) as (step, value) points."""
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -44,25 +47,33 @@ def _final_numbers(final: dict[str, object]) -> dict[str, float]:
     }
 
 
-def _loss_curves(job_dir: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(train, validation) loss points of a job's ``metrics.jsonl``: training records carry no
-    ``split`` and a ``loss``, validation records ``split: validation`` and a ``val_loss``;
-    a NaN was written as null and has no point."""
-    train, val = [], []
+def _curves(job_dir: Path) -> tuple[list[tuple[int, float]], dict[str, list[tuple[int, float]]]]:
+    """The training loss points and every validation metric's points of a job's
+    ``metrics.jsonl``: training records carry no ``split`` and a ``loss``, validation records
+    ``split: validation`` and their metrics; a NaN was written as null and has no point."""
+    train: list[tuple[int, float]] = []
+    val: dict[str, list[tuple[int, float]]] = {}
     for record in read_jsonl(job_dir / "metrics.jsonl"):
         split = record.get("split", "train")
-        if split == "train" and isinstance(record.get("loss"), int | float):
+        if split == "train" and _number(record.get("loss")):
             train.append((int(record["step"]), float(record["loss"])))
-        elif split == "validation" and isinstance(record.get("val_loss"), int | float):
-            val.append((int(record["step"]), float(record["val_loss"])))
+        elif split == "validation":
+            for key, value in record.items():
+                if key not in ("step", "epoch") and not key.endswith("_s") and _number(value):
+                    val.setdefault(key, []).append((int(record["step"]), float(value)))
     return train, val
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_job(job_dir: Path) -> JobOutcome:
     overrides_list = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = dict(item.split("=", 1) for item in overrides_list if "=" in item)
     job = JobOutcome(job_dir.name, overrides, "incomplete", error="no final.json (still running or killed)")
-    job.train_loss, job.val_loss = _loss_curves(job_dir)
+    job.train_loss, job.val_curves = _curves(job_dir)
+    job.val_loss = job.val_curves.get("val_loss", [])
     final, failed = job_dir / "final.json", job_dir / "failed.json"
     if final.is_file():
         job.status, job.error = "ok", ""
@@ -71,3 +82,14 @@ def read_job(job_dir: Path) -> JobOutcome:
         job.status = "failed"
         job.error = str(json.loads(failed.read_text()).get("error", "unknown error"))
     return job
+
+
+def sweep_title(jobs: list[JobOutcome], axes: list[str]) -> str:
+    """What was swept, its values as typed, and how the jobs ended: ``video.max_frames = 4, 8, 16
+    (3 jobs: 2 ok, 1 failed)``, the title of the table and of both figures."""
+    swept = "; ".join(
+        f"{key} = {', '.join(dict.fromkeys(job.overrides.get(key, '-') for job in jobs))}" for key in axes
+    )
+    ended = Counter(job.status for job in jobs)
+    counts = ", ".join(f"{n} {status}" for status, n in ended.items())
+    return f"{swept or 'one setting'} ({len(jobs)} job{'s' if len(jobs) != 1 else ''}: {counts})"

@@ -10,7 +10,13 @@ Axis rules, chosen so a plot cannot suggest a trend that is not there:
   axis is log2, so the doublings are evenly spaced;
 * accuracies (``acc_*``) are drawn on a fixed 0-1 axis with the dashed chance level
   (``chance_<attr>`` of the final metrics): an auto-zoomed 0.335-0.357 axis makes a one-clip
-  difference look like a trend.
+  difference look like a trend;
+* other final metrics (``val_loss``) start at 0, and each point carries the run-to-run scale
+  where the job has one: the standard deviation of its last ``NOISE_POINTS`` validations
+  (an auto-zoomed 0.098-0.104 axis made a 0.005 single-seed difference look large). A panel
+  without it says so in its title;
+* the training loss is drawn on a log axis, beside the validation loss and, when validation
+  computed them, the accuracies against the step.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 if TYPE_CHECKING:
     from kvideo.tools.sweep_jobs import JobOutcome
@@ -31,6 +37,8 @@ if TYPE_CHECKING:
 ACCURACY_PREFIX = "acc_"
 CHANCE_PREFIX = "chance_"
 PANEL_SIZE = (4.2, 3.6)  # inches per panel: three panels fit a laptop screen at dpi 110
+# A job's run-to-run scale: the spread of its last validations, where training has flattened.
+NOISE_POINTS = 3
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,17 @@ def plotted_metrics(metrics: Sequence[str]) -> list[str]:
     return chosen or list(metrics[:3])
 
 
+def run_to_run_sd(job: JobOutcome, metric: str) -> float | None:
+    """The standard deviation of ``job``'s last ``NOISE_POINTS`` values of ``metric`` in its
+    validation curve (None with fewer): the scale below which two single-seed jobs' final values
+    do not differ."""
+    points = [value for _, value in job.val_curves.get(metric, [])][-NOISE_POINTS:]
+    if len(points) < NOISE_POINTS:
+        return None
+    mean = sum(points) / len(points)
+    return math.sqrt(sum((p - mean) ** 2 for p in points) / (len(points) - 1))
+
+
 def final_metrics_figure(
     jobs: Sequence[JobOutcome], axes: Sequence[str], metrics: Sequence[str], title: str
 ) -> Figure:
@@ -125,49 +144,81 @@ def final_metrics_figure(
     fig = Figure(figsize=(PANEL_SIZE[0] * max(1, len(shown)), PANEL_SIZE[1]), layout="constrained")
     panels = fig.subplots(1, max(1, len(shown)), squeeze=False)[0]
     for panel, metric in zip(panels, shown, strict=False):
-        groups: dict[str, list[tuple[str, float]]] = {}
-        for job in ok:
-            if metric in job.metrics:
-                label = _group_label(job, axes[1:]) or metric
-                groups.setdefault(label, []).append((job.overrides.get(x_key, job.num), job.metrics[metric]))
-        for label, points in groups.items():
-            if axis.positions is not None:
-                points.sort(key=lambda p: _as_number(p[0]) or 0.0)
-            panel.plot([_x_of(x, axis) for x, _ in points], [y for _, y in points], marker="o", label=label)
-        _apply_sweep_axis(panel, axis)
-        if metric.startswith(ACCURACY_PREFIX):
-            panel.set_ylim(0.0, 1.0)
-            chance_key = CHANCE_PREFIX + metric.removeprefix(ACCURACY_PREFIX)
-            for chance in sorted({j.metrics[chance_key] for j in ok if chance_key in j.metrics}):
-                panel.axhline(
-                    chance, color="gray", linestyle="--", linewidth=1, label=f"chance ({chance:.2g})"
-                )
-        panel.set_xlabel(x_key)
-        panel.set_title(metric)
-        panel.grid(alpha=0.3)
-        if len(groups) > 1 or metric.startswith(ACCURACY_PREFIX):
-            panel.legend(fontsize=7)
+        _final_metric_panel(panel, ok, axes, x_key, axis, metric)
     failed = len(jobs) - len(ok)
-    fig.suptitle(f"{title}: {len(ok)} ok" + (f", {failed} failed/incomplete" if failed else ""))
+    fig.suptitle(f"{title}: final metrics" + (f" ({failed} failed/incomplete, no point)" if failed else ""))
     return fig
 
 
+def _final_metric_panel(
+    panel: Axes, ok: Sequence[JobOutcome], axes: Sequence[str], x_key: str, axis: SweepAxis, metric: str
+) -> None:
+    groups: dict[str, list[tuple[str, float, float | None]]] = {}
+    for job in ok:
+        if metric in job.metrics:
+            label = _group_label(job, axes[1:]) or metric
+            x = job.overrides.get(x_key, job.num)
+            groups.setdefault(label, []).append((x, job.metrics[metric], run_to_run_sd(job, metric)))
+    with_noise = any(sd is not None for points in groups.values() for _, _, sd in points)
+    for label, points in groups.items():
+        if axis.positions is not None:
+            points.sort(key=lambda p: _as_number(p[0]) or 0.0)
+        xs, ys = [_x_of(x, axis) for x, _, _ in points], [y for _, y, _ in points]
+        if with_noise:
+            bars = [sd or 0.0 for _, _, sd in points]
+            panel.errorbar(xs, ys, yerr=bars, marker="o", capsize=3, label=label)
+        else:
+            panel.plot(xs, ys, marker="o", label=label)
+    _apply_sweep_axis(panel, axis)
+    if metric.startswith(ACCURACY_PREFIX):
+        panel.set_ylim(0.0, 1.0)
+        chance_key = CHANCE_PREFIX + metric.removeprefix(ACCURACY_PREFIX)
+        for chance in sorted({j.metrics[chance_key] for j in ok if chance_key in j.metrics}):
+            panel.axhline(chance, color="gray", linestyle="--", linewidth=1, label=f"chance ({chance:.2g})")
+    elif all(y >= 0 for points in groups.values() for _, y, _ in points):
+        panel.set_ylim(bottom=0.0)
+    panel.set_xlabel(x_key)
+    scale = f"bars: sd of each job's last {NOISE_POINTS} validations" if with_noise else "one run per point"
+    panel.set_title(f"{metric}\n({scale})", fontsize=9)
+    panel.grid(alpha=0.3)
+    if len(groups) > 1 or metric.startswith(ACCURACY_PREFIX):
+        panel.legend(fontsize=7)
+
+
+def _two_and_five(value: float, _position: int) -> str:
+    leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
+    return f"{value:g}" if leading in (2, 5) else ""
+
+
 def loss_curves_figure(jobs: Sequence[JobOutcome], axes: Sequence[str], title: str) -> Figure:
-    """Training loss and validation loss against the step, one line per job (same colour in
-    both panels), labelled with the job's swept overrides. Failed and unfinished jobs are drawn
-    too, as far as they got: a curve that diverges says why a job failed."""
-    fig = Figure(figsize=(2 * PANEL_SIZE[0] + 1.6, PANEL_SIZE[1]), layout="constrained")
-    train_panel, val_panel = fig.subplots(1, 2)
+    """Training loss (log axis), validation loss and each accuracy the validation computed,
+    against the step, one line per job (same colour in every panel), labelled with the job's
+    swept overrides. Failed and unfinished jobs are drawn too, as far as they got: a curve that
+    diverges says why a job failed."""
+    accuracies = sorted({m for job in jobs for m in job.val_curves if m.startswith(ACCURACY_PREFIX)})
+    count = 2 + len(accuracies)
+    fig = Figure(figsize=(count * PANEL_SIZE[0] + 1.6, PANEL_SIZE[1]), layout="constrained")
+    train_panel, val_panel, *acc_panels = fig.subplots(1, count)
     for index, job in enumerate(jobs):
         label = _job_label(job, axes)
         colour = f"C{index % 10}"
         if job.train_loss:
             steps, losses = zip(*job.train_loss, strict=True)
             train_panel.plot(steps, losses, color=colour, linewidth=1, label=label)
-        if job.val_loss:
-            steps, losses = zip(*job.val_loss, strict=True)
-            val_panel.plot(steps, losses, color=colour, marker="o", markersize=3, label=label)
-    for panel, name in ((train_panel, "train loss"), (val_panel, "val_loss")):
+        for panel, metric in ((val_panel, "val_loss"), *zip(acc_panels, accuracies, strict=True)):
+            if job.val_curves.get(metric) or (metric == "val_loss" and job.val_loss):
+                steps, values = zip(*(job.val_curves.get(metric) or job.val_loss), strict=True)
+                panel.plot(steps, values, color=colour, marker="o", markersize=3, label=label)
+    if all(y > 0 for job in jobs for _, y in job.train_loss) and train_panel.lines:
+        train_panel.set_yscale("log")
+        # Plain-text labels (the default's mathtext 10^-1 needs fonts a cluster node may lack),
+        # the minor ones at 2x and 5x each power of ten.
+        train_panel.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        train_panel.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
+    for panel in acc_panels:
+        panel.set_ylim(0.0, 1.0)
+    names = ["train loss (log)" if train_panel.get_yscale() == "log" else "train loss", "val_loss"]
+    for panel, name in zip((train_panel, val_panel, *acc_panels), [*names, *accuracies], strict=True):
         panel.set_title(name)
         panel.set_xlabel("step")
         panel.grid(alpha=0.3)
@@ -182,5 +233,5 @@ def loss_curves_figure(jobs: Sequence[JobOutcome], axes: Sequence[str], title: s
     if legend:
         ordered = [label for label in (_job_label(j, axes) for j in jobs) if label in legend]
         fig.legend([legend[k] for k in ordered], ordered, loc="outside right upper", fontsize=7)
-    fig.suptitle(f"{title}: loss curves")
+    fig.suptitle(f"{title}: curves")
     return fig

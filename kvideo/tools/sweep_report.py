@@ -3,9 +3,11 @@
 Reads each job folder of a sweep dir (``<sweep.dir>/<num>/``): its overrides from
 ``.hydra/overrides.yaml``, its outcome from ``final.json`` (written by the trainer at
 the end) or ``failed.json`` (written by ``train.py`` when a sweep job raises), its loss
-curves from ``metrics.jsonl``, and writes ``report.csv``, ``report.md``, ``report.png``
-(final metrics against the swept value) and ``report_curves.png`` (every job's training and
-validation loss) into the sweep dir. The figures' rules are in ``kvideo.tools.sweep_plots``.
+curves from ``metrics.jsonl``, and writes into the sweep dir ``report.csv`` (every column),
+``report.md`` (titled by what was swept; the columns that are the same in every job said once
+above the table), ``report.png`` (final metrics against the swept value, with each job's
+run-to-run scale) and ``report_curves.png`` (every job's training loss, validation loss and
+accuracies against the step). The figures' rules are in ``kvideo.tools.sweep_plots``.
 
 Also a standalone command, because under submitit the submitting process may die
 before Hydra's ``on_multirun_end`` runs: ``kvideo-sweep-report SWEEP_DIR`` (or
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from kvideo.files import open_new, write_text_atomic
 from kvideo.markdown import markdown_table
-from kvideo.tools.sweep_jobs import JobOutcome, job_dirs, read_job
+from kvideo.tools.sweep_jobs import JobOutcome, job_dirs, read_job, sweep_title
 from kvideo.tools.sweep_plots import final_metrics_figure, loss_curves_figure
 
 REPORT_FILES = ("report.csv", "report.md", "report.png", "report_curves.png")
@@ -47,6 +49,9 @@ def metric_columns(jobs: list[JobOutcome]) -> list[str]:
 
 
 def write_tables(jobs: list[JobOutcome], sweep_dir: Path) -> tuple[list[str], list[str]]:
+    """``report.csv`` holds every column; ``report.md`` (what a researcher reads, and what the
+    command prints) leaves out the columns that are the same in every job and says them once
+    above the table: a sweep's final.json has ~25 numbers, most of them constant."""
     axes, metrics = swept_keys(jobs), metric_columns(jobs)
     header = ["job", *axes, "status", *metrics, "error"]
     rows = []
@@ -57,8 +62,34 @@ def write_tables(jobs: list[JobOutcome], sweep_dir: Path) -> tuple[list[str], li
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    write_text_atomic(sweep_dir / "report.md", markdown_table(header, rows) + "\n")
+    write_text_atomic(sweep_dir / "report.md", markdown_report(jobs, axes, header, rows))
     return axes, metrics
+
+
+def markdown_report(jobs: list[JobOutcome], axes: list[str], header: list[str], rows: list[list[str]]) -> str:
+    """The title, the settings and results shared by every job, then the table of the rest."""
+    fixed = {"job", "status", *axes}
+    # A failed job has no metrics: a column is the same in every job when its values are.
+    values = {i: {row[i] for row in rows if row[i]} for i in range(len(header))}
+    same = [i for i, name in enumerate(header) if name not in fixed and len(rows) > 1 and len(values[i]) <= 1]
+    shared = [f"{k}={v}" for k, v in _shared_overrides(jobs, axes).items()]
+    shared += [f"{header[i]}={next(iter(values[i]))}" for i in same if values[i]]
+    keep = [i for i in range(len(header)) if i not in same]
+    lines = [f"# {sweep_title(jobs, axes)}", ""]
+    if shared:
+        lines += [f"Same in every job: {', '.join(shared)}.", ""]
+    lines.append(markdown_table([header[i] for i in keep], [[row[i] for i in keep] for row in rows]))
+    return "\n".join(lines) + "\n"
+
+
+def _shared_overrides(jobs: list[JobOutcome], axes: list[str]) -> dict[str, str]:
+    """The command line's overrides that every job has with one value (not swept)."""
+    keys = dict.fromkeys(k for job in jobs for k in job.overrides if k not in axes)
+    return {
+        k: jobs[0].overrides[k]
+        for k in keys
+        if all(k in job.overrides for job in jobs) and len({job.overrides[k] for job in jobs}) == 1
+    }
 
 
 def _fmt(value: float) -> str:
@@ -67,8 +98,9 @@ def _fmt(value: float) -> str:
 
 def write_plots(jobs: list[JobOutcome], axes: list[str], metrics: list[str], sweep_dir: Path) -> None:
     """``report.png`` (final metrics against the swept value) and ``report_curves.png``."""
-    final_metrics_figure(jobs, axes, metrics, sweep_dir.name).savefig(sweep_dir / "report.png", dpi=PLOT_DPI)
-    loss_curves_figure(jobs, axes, sweep_dir.name).savefig(sweep_dir / "report_curves.png", dpi=PLOT_DPI)
+    title = sweep_title(jobs, axes)
+    final_metrics_figure(jobs, axes, metrics, title).savefig(sweep_dir / "report.png", dpi=PLOT_DPI)
+    loss_curves_figure(jobs, axes, title).savefig(sweep_dir / "report_curves.png", dpi=PLOT_DPI)
 
 
 def build_report(sweep_dir: str | Path) -> list[JobOutcome]:

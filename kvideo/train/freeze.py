@@ -109,3 +109,15 @@ class TrainableSchedule:
         changed = self.current is not None
         self.current = trainable
         return changed
+
+
+def unreached_stages(cfg: ModelConfig, max_steps: int) -> list[str]:
+    """A line for each ``model.freeze_schedule`` stage that starts at or after ``max_steps``:
+    it takes no effect in this run (a resume with more steps reaches it), which a user who set
+    it meant to see."""
+    return [
+        f"model.freeze_schedule[{i}] starts at step {stage.start_step}, not before trainer.max_steps="
+        f"{max_steps}: it takes no effect in this run"
+        for i, stage in enumerate(cfg.freeze_schedule)
+        if stage.start_step >= max_steps
+    ]

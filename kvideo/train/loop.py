@@ -40,7 +40,7 @@ from kvideo.train.checkpoint import restore_rng_state
 from kvideo.train.checkpointer import Checkpointer
 from kvideo.train.distributed import DistEnv, all_gather_objects
 from kvideo.train.failure import StepBoundary, capture_boundary, checkpoint_after_crash
-from kvideo.train.freeze import TrainableSchedule
+from kvideo.train.freeze import TrainableSchedule, unreached_stages
 from kvideo.train.guards import RunFailed
 from kvideo.train.loggers import require_installed
 from kvideo.train.metrics import RunClock
@@ -127,6 +127,8 @@ class Trainer:
         )
         self._wrap_model()
         self.report.info(parameter_summary(self.raw_model, self.spec.part_of))
+        for line in unreached_stages(cfg.model, settings.max_steps):
+            self.report.say(line)
         self.validator = self._build_validator()
         trainer = self.cfg.trainer
         self.best = (

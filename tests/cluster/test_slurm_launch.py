@@ -8,6 +8,7 @@ a cluster (exit 77: not root), with that reason.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -35,6 +36,11 @@ def test_three_job_sweep_runs_under_slurm_and_reports(
         final = json.loads((sweep / str(num) / "final.json").read_text())
         assert final["status"] == "completed" and final["step"] == 6
     assert len(job_ids) == 3
+    # Each job's log files were named as it was submitted (the plugin says nothing of them).
+    said = re.findall(r"job #(\d) is SLURM job (\d+_\d): logs (\S+) and (\S+)", out)
+    assert [num for num, *_ in said] == ["0", "1", "2"], out[-3000:]
+    for _num, slurm_id, stdout, stderr in said:
+        assert Path(stdout).is_file() and Path(stderr).is_file() and slurm_id in stdout
     report = (sweep / "report.md").read_text()
     assert "video.max_frames" in report and report.count("| ok |") == 3
     assert (sweep / "report.png").stat().st_size > 0

@@ -83,8 +83,10 @@ def _encode(  # noqa: PLR0913 (one keyword per PyAV stream setting a test corpus
     pix_fmt: str = "yuv420p",
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
+    rotation: int = 0,
 ) -> str:
-    """Encode frames 0..len(pts)-1 with presentation times ``pts`` (in ``time_base``)."""
+    """Encode frames 0..len(pts)-1 with presentation times ``pts`` (in ``time_base``);
+    ``rotation``: a display matrix of that many degrees (a phone held upright)."""
     path = str(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with av.open(path, "w", options=container_options or {}) as out:
@@ -108,6 +110,8 @@ def _encode(  # noqa: PLR0913 (one keyword per PyAV stream setting a test corpus
             opts.setdefault("b", "0")
             opts.setdefault("crf", "20")
         stream.options = opts
+        if rotation:
+            stream.set_display_rotation(rotation)
         for i, p in enumerate(pts):
             frame = av.VideoFrame.from_ndarray(frame_rgb(i, width, height), format="rgb24")
             frame.pts = p

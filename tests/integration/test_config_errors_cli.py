@@ -152,9 +152,12 @@ CASES: list[tuple[list[str], str]] = [
         ["model.lora_rank=4"],
         r"model\.lora_rank applies to Hugging Face LMs \(model=hf_vlm or model=pretrained\)",
     ),
-    (["model.vision_lr=-1"], r"model\.vision_lr must be non-negative \(0 = trainer\.lr; got -1\.0\)"),
-    (["model.projector_lr=-1"], r"model\.projector_lr must be non-negative"),
-    (["model.lm_lr=-1"], r"model\.lm_lr must be non-negative"),
+    (
+        ["model.vision_lr=-1"],
+        r"model\.vision_lr must be finite and non-negative \(0 = trainer\.lr; got -1\.0\)",
+    ),
+    (["model.projector_lr=-1"], r"model\.projector_lr must be finite and non-negative"),
+    (["model.lm_lr=-1"], r"model\.lm_lr must be finite and non-negative"),
     # trainer
     (["trainer.max_steps=0"], r"trainer\.max_steps must be positive \(got 0\)"),
     (["trainer.batch_size=0"], r"trainer\.batch_size must be positive \(got 0\)"),
@@ -247,6 +250,7 @@ NON_FINITE: list[tuple[list[str], str]] = [
     (["video.fps=nan"], r"video\.fps must be [^(]*(positive|finite)"),
     (["trainer.lr=nan"], r"trainer\.lr must be [^(]*(positive|finite)"),
     (["decoder.timeout_s=inf"], r"decoder\.timeout_s must be [^(]*(positive|finite)"),
+    (["model.lm_lr=inf"], r"model\.lm_lr must be finite and non-negative \(0 = trainer\.lr; got inf\)"),
 ]
 
 # Checked when the run starts (they name files that must exist), through the real CLI below.

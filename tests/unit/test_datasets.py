@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -462,3 +463,58 @@ def test_manifest_jsonl_and_csv_accept_a_utf8_bom(tmp_path: Path) -> None:
     for manifest, expected in ((jsonl, ("a.mp4", "cap a")), (csv_file, ("b.mp4", "cap b"))):
         rows = build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
         assert [(os.path.basename(r.path), r.caption) for r in rows] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "deep.jsonl",
+            b'{"path": "a.mp4", "caption": "x"}\n' + b"[" * 200_000 + b"]" * 200_000 + b"\n",
+            r"deep.jsonl line 2: JSON nested too deeply to read$",
+        ),
+        (
+            "utf16.jsonl",
+            json.dumps({"path": "a.mp4", "caption": "x"}).encode("utf-16"),
+            r"utf16.jsonl is UTF-16 text: kvideo reads UTF-8 \(save the file as UTF-8\)$",
+        ),
+        (
+            "latin1.csv",
+            "path,caption\na.mp4,ok\nb.mp4,caf\u00e9 au lait\n".encode("latin-1"),
+            r"latin1.csv line 3: not UTF-8 text \(byte 0xe9\): save the file as UTF-8$",
+        ),
+    ],
+)
+def test_a_manifest_python_cannot_read_is_one_line_naming_the_file(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    manifest = tmp_path / name
+    manifest.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"^manifest {manifest}{message[len(name) :]}") as err:
+        build_manifest(_video(manifest), DataConfig(), split="train", max_samples=0)
+    assert "\n" not in str(err.value)
+
+
+def test_a_conversations_list_nested_too_deeply_names_the_file(tmp_path: Path) -> None:
+    from kvideo.data.datasets.conversations import build_conversations
+
+    path = tmp_path / "conv.json"
+    path.write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(ValueError, match=rf"^conversations {path}: JSON nested too deeply to read$"):
+        build_conversations(_video(path), DataConfig(), split="train", max_samples=0)
+
+
+def test_a_webvid_caption_over_the_csv_default_limit_is_read(tmp_path: Path) -> None:
+    """The csv module refuses a field over 128 KiB, which refused a whole corpus for one long
+    caption; kvideo reads up to 16 MiB and names the line past that."""
+    long_caption = "a red circle " * 12_000  # 156 KB
+    rows = W.webvid_rows("validation", 2)
+    rows[1] = dataclasses.replace(rows[1], caption=long_caption)
+    path = W.write_metadata(tmp_path / "results_2M_val.csv", rows)
+    W.touch_videos(tmp_path, rows)
+    got = build_webvid(_video(tmp_path), DataConfig(), split="validation", max_samples=0)
+    assert [r.caption for r in got] == [rows[0].caption, long_caption]
+    with open(path, "a") as handle:
+        handle.write(f'1000001,u,PT00H00M01S,000001_000003,"{"x" * (17 * 1024 * 1024)}"\n')
+    with pytest.raises(ValueError, match=rf"^webvid: {path} line 4: field larger than field limit"):
+        build_webvid(_video(tmp_path), DataConfig(), split="validation", max_samples=0)

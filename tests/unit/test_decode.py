@@ -466,6 +466,62 @@ def test_missing_parent_directory_is_missing(dec, tmp_path) -> None:
     assert info.value.reason == "missing"
 
 
+def test_a_display_matrix_rotation_follows_one_rule_in_every_cpu_decoder(tmp_path) -> None:
+    """The stored orientation, the display matrix not applied, whichever decoder: decord cannot
+    see the matrix, so applying it only where PyAV can would make the decoders disagree."""
+    path = V._encode(
+        tmp_path / "upright.mp4",
+        list(range(5)),
+        Fraction(1, 10),
+        codec="libx264",
+        width=64,
+        height=48,
+        rate=10,
+        gop=5,
+        rotation=90,
+    )
+    with av.open(path) as container:
+        assert next(container.decode(video=0)).rotation == 90  # the matrix is there
+    for size in (None, Resize("keep_aspect", 32)):
+        clips = [
+            build_decoder(DecoderConfig(name=n)).decode(path, fixed([0.0, 0.3]), size=size)
+            for n in ("pyav_cpu", "decord_cpu")
+        ]
+        assert clips[0].frames.shape == clips[1].frames.shape
+        assert clips[0].frames.shape[1:3] == ((48, 64) if size is None else (24, 32))
+        assert torch.equal(clips[0].frames, clips[1].frames)
+
+
+def test_a_nul_byte_in_a_path_is_a_counted_skip(dec, tmp_path) -> None:
+    """``os.stat`` raises ValueError for such a name: the sample is skipped as ``unreadable``."""
+    with pytest.raises(DecodeError) as info:
+        dec.decode(str(tmp_path / "a\0b.mp4"), fixed([0.0]))
+    assert (info.value.reason, info.value.detail) == ("unreadable", "the path holds a NUL byte")
+    assert "\0" not in info.value.path
+
+
+@pytest.mark.parametrize("name", ["text", "truncated"])
+def test_decord_prints_nothing_of_its_own_for_a_file_it_cannot_open(corpus, decord_dec, name, capfd) -> None:
+    """decord's "ERROR opening: ..." and FFmpeg's "moov atom not found" lines stay off stderr:
+    the skip is counted and reported by kvideo."""
+    with pytest.raises(DecodeError):
+        decord_dec.decode(corpus[name], linspace_sampler(8))
+    assert capfd.readouterr().err == ""
+
+
+def test_a_line_written_to_stderr_during_a_capture_is_kept(capfd) -> None:
+    from kvideo.decode.stderr_filter import DECORD_OPEN_NOISE, restore_stderr, stderr_without
+
+    with stderr_without(DECORD_OPEN_NOISE):
+        os.write(2, b"[12:00:00] /project/src/video/video_reader.cc:86: ERROR opening: x.mp4, bad\n")
+        os.write(2, b"another thread's line\n")
+    assert capfd.readouterr().err == "another thread's line\n"
+    with stderr_without(DECORD_OPEN_NOISE):  # a deadline gives stderr back from a hung open
+        restore_stderr()
+        os.write(2, b"after the deadline\n")
+    assert capfd.readouterr().err == "after the deadline\n"
+
+
 _PERMISSION_PROBE = """
 import os, sys
 from kvideo.decode.checks import check_video_file

@@ -9,6 +9,7 @@ own config classes and ``save_pretrained``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from kvideo.config.model import FreezeStage, ModelConfig
 from kvideo.data.tokenizer import IGNORE_INDEX, ChatTokenizer, build_tokenizer
 from kvideo.model import build_model
 from kvideo.model.hf_vlm import HFVideoLanguageModel
-from kvideo.train.freeze import TrainableSchedule
+from kvideo.train.freeze import TrainableSchedule, unreached_stages
 from kvideo.train.optim import param_groups
 from tests.helpers.hf_models import save_tiny_lm, save_tiny_tower
 
@@ -178,6 +179,53 @@ def test_lora_on_a_model_without_the_targets_names_the_layers_it_has(parts: tupl
         build(hf_config(*parts, lora_rank=4, lora_targets=["q_proj", "c_attn"]))
 
 
+def test_a_lora_rank_no_target_can_use_is_refused(parts: tuple[Path, Path]) -> None:
+    """LoRA of rank r on an (out x in) layer is an update of rank <= min(in, out)."""
+    from transformers import AutoConfig
+
+    width = AutoConfig.from_pretrained(parts[1]).hidden_size  # q_proj's (and the widest) min(in, out)
+    build(hf_config(*parts, lora_rank=width))  # full rank: allowed
+    with pytest.raises(
+        ValueError,
+        match=rf"^model\.lora_rank={width + 1} exceeds what any LoRA target can use: .*"
+        rf"at most {width}; use model\.lora_rank <= {width}$",
+    ):
+        build(hf_config(*parts, lora_rank=width + 1))
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{% for m in messages %}{{ m.content }", r"is not valid Jinja \(line 1: .*\)$"),
+        ("{{ raise_exception('only user and assistant roles') }}", r"refused the conversation: only user"),
+    ],
+)
+def test_a_broken_chat_template_is_one_line_naming_the_folder(
+    tmp_path: Path, parts, template: str, message: str
+) -> None:
+    lm = save_tiny_lm(tmp_path / "lm")
+    (lm / "chat_template.jinja").write_text(template)
+    tok = build_tokenizer(None, hf_config(parts[0], lm))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=rf"^model\.lm_path: the chat template of {lm} {message}"):
+        tok.context_ids("hi")
+
+
+def test_weights_that_do_not_fit_the_config_name_the_weights_and_shapes(tmp_path: Path, parts) -> None:
+    """transformers logs its load report, then raises "look at the above report", which a
+    quiet load swallowed: the line names the folder, the weights and both shapes."""
+    lm = save_tiny_lm(tmp_path / "lm")
+    config = json.loads((lm / "config.json").read_text())
+    width = config["intermediate_size"]
+    (lm / "config.json").write_text(json.dumps({**config, "intermediate_size": 2 * width}))
+    with pytest.raises(
+        ValueError,
+        match=rf"^the weights in {lm} do not match its config\.json: model\.layers\.\{{0, 1\}}\.mlp\.\w+_proj"
+        rf"\.weight is \[(64, {width}|{width}, 64)\] in the weights, "
+        rf"\[(64, {2 * width}|{2 * width}, 64)\] by the config; .* \(and 1 more\)$",
+    ):
+        build(hf_config(parts[0], lm))
+
+
 def test_a_tokenizer_without_chat_template_frames_text_with_bos_and_eos(tmp_path: Path, parts) -> None:
     lm = save_tiny_lm(tmp_path / "plain", chat_template=False)
     tok = build_tokenizer(None, hf_config(parts[0], lm))  # type: ignore[arg-type]
@@ -212,6 +260,21 @@ def test_freeze_schedule_follows_llavas_recipe_and_is_a_function_of_the_step(
     assert schedule.apply(5) is True
     assert {n for n, p in model.named_parameters() if p.requires_grad} == at5
     assert TrainableSchedule(model, cfg).at(7) == at5  # a fresh schedule (a resumed run) agrees
+
+
+def test_a_stage_the_run_never_reaches_is_said(parts: tuple[Path, Path]) -> None:
+    cfg = hf_config(
+        *parts,
+        freeze_schedule=[
+            FreezeStage(start_step=5, freeze=["lm"]),
+            FreezeStage(start_step=10, freeze=["vision"]),
+        ],
+    )
+    assert unreached_stages(cfg, 11) == []
+    assert unreached_stages(cfg, 10) == [
+        "model.freeze_schedule[1] starts at step 10, not before trainer.max_steps=10: it takes no "
+        "effect in this run"
+    ]
 
 
 def test_freeze_patterns_must_match_and_something_must_train(parts: tuple[Path, Path]) -> None:

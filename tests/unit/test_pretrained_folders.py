@@ -78,6 +78,27 @@ def test_a_tower_without_an_image_processor_config_is_refused(
         tower_geometry("model.vision_path", folder)
 
 
+@pytest.mark.parametrize(
+    ("key", "values", "message"),
+    [
+        ("image_mean", ["0.5", "0.5", "0.5"], r"image_mean must be 3 finite numbers \(got \['0\.5'"),
+        ("image_std", [0.5, float("nan"), 0.5], r"image_std must be 3 finite numbers"),
+        ("image_std", [0.5, 0, 0.5], r"image_std must be positive \(got \[0\.5, 0, 0\.5\]\)"),
+    ],
+)
+def test_pixel_statistics_that_would_poison_every_frame_are_refused(
+    tiny_hf_parts: tuple[Path, Path], tmp_path: Path, key: str, values: list, message: str
+) -> None:
+    """Strings failed in float() without a file named; a zero or NaN std was accepted and the
+    run's first NaN loss was blamed on trainer.lr."""
+    folder = tmp_path / "tower"
+    shutil.copytree(tiny_hf_parts[0], folder)
+    file = folder / "preprocessor_config.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), key: values}))
+    with pytest.raises(ValueError, match=rf"^model\.vision_path: {file}'s {message}"):
+        image_statistics("model.vision_path", folder)
+
+
 def test_a_safetensors_header_claiming_exabytes_is_refused_naming_the_file(tmp_path: Path) -> None:
     """It used to be read as asked (2^62 bytes): a MemoryError traceback at compose time."""
     bomb = tmp_path / "model.safetensors"

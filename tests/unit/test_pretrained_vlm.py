@@ -71,6 +71,11 @@ def test_parts_are_the_familys_own_modules_and_lora_is_on_the_lm(
     assert adapters and all("lora_" in n and part_of(n) == "lm" for n in adapters)
 
 
+def test_a_lora_rank_no_lm_layer_can_use_is_refused(tiny_vlms: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=r"^model\.lora_rank=100000 exceeds what any LoRA target can use"):
+        build_pretrained_vlm(pretrained(tiny_vlms[VLM_TYPES[0]], lora_rank=100000))
+
+
 @pytest.mark.parametrize("kind", VLM_TYPES)
 def test_turns_reach_the_released_template_as_content_lists(kind: str, tiny_vlms: dict[str, Path]) -> None:
     """LLaVA-OneVision's and SmolVLM2's released templates render a plain-string turn as nothing:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from matplotlib.container import ErrorbarContainer
 
 from kvideo.tools.sweep_plots import SweepAxis, final_metrics_figure, loss_curves_figure, sweep_axis
 from kvideo.tools.sweep_report import build_report, metric_columns, swept_keys
@@ -81,8 +82,12 @@ def test_table_and_plot_with_a_failed_and_an_unfinished_job(tmp_path: Path) -> N
     assert rows[2]["acc_direction"] == "0.8" and rows[2]["skipped.missing"] == "4"
     assert rows[3]["status"] == "failed" and rows[3]["error"] == "RuntimeError: boom"
     assert rows[4]["status"] == "incomplete"
-    md = (tmp_path / "report.md").read_text()
-    assert md.startswith("| job | video.max_frames | status | val_loss | acc_direction |")
+    md = (tmp_path / "report.md").read_text().splitlines()
+    # Titled by what was swept; what every job shares said once, not as columns.
+    assert md[0] == "# video.max_frames = 1, 2, 4, 8, 16 (5 jobs: 3 ok, 1 failed, 1 incomplete)"
+    assert md[2] == "Same in every job: trainer.max_steps=5, chance_direction=0.25."
+    assert md[4] == "| job | video.max_frames | status | val_loss | acc_direction | skipped.missing | error |"
+    assert rows[0]["chance_direction"] == "0.25"  # the CSV keeps every column
     for name in ("report.png", "report_curves.png"):
         png = (tmp_path / name).read_bytes()
         assert png[:8] == PNG_MAGIC and len(png) > 5000
@@ -98,7 +103,9 @@ def test_doubling_sweep_values_are_the_ticks_of_a_log2_axis_and_accuracy_spans_0
     fig = final_metrics_figure(jobs, swept_keys(jobs), metric_columns(jobs), "sweep")
 
     loss_panel, acc_panel = fig.axes
-    assert (loss_panel.get_title(), acc_panel.get_title()) == ("val_loss", "acc_shape")
+    assert [p.get_title().split("\n")[0] for p in (loss_panel, acc_panel)] == ["val_loss", "acc_shape"]
+    # No validation curves: no run-to-run scale, and the panel says so; the loss axis starts at 0.
+    assert loss_panel.get_title().endswith("(one run per point)") and loss_panel.get_ylim()[0] == 0.0
     for panel in (loss_panel, acc_panel):
         assert panel.get_xscale() == "log" and panel.xaxis.get_transform().base == 2  # type: ignore[attr-defined]  # a LogTransform
         # Every swept value, the failed job's 16 too (its gap shows), and nothing in between.
@@ -108,7 +115,7 @@ def test_doubling_sweep_values_are_the_ticks_of_a_log2_axis_and_accuracy_spans_0
     # 0.3375..0.355 would auto-zoom into a "trend"; the axis is fixed at 0-1 with chance dashed.
     assert acc_panel.get_ylim() == (0.0, 1.0)
     assert chance_lines(acc_panel) == [pytest.approx(1 / 3)]
-    assert loss_panel.get_ylim() != (0.0, 1.0) and chance_lines(loss_panel) == []
+    assert loss_panel.get_ylim()[1] != 1.0 and chance_lines(loss_panel) == []
     (points,) = [line for line in acc_panel.get_lines() if line.get_linestyle() != "--"]
     assert list(np.asarray(points.get_xdata())) == [1, 2, 4, 8]
 
@@ -209,3 +216,33 @@ def test_installed_command_is_the_same_tool(tmp_path: Path) -> None:
     result = subprocess.run([str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "| 0 | 1 | ok | 1 |" in result.stdout
+
+
+def test_final_losses_carry_each_jobs_run_to_run_scale_and_curves_show_accuracy(tmp_path: Path) -> None:
+    """A 0.005 difference between single-seed jobs is drawn against each job's own spread over
+    its last 3 validations, on an axis from 0; the curves add accuracy against the step, and
+    the training loss is on a log axis."""
+    for num, frames in enumerate([4, 8]):
+        records = loss_records(steps=12, val_every=3, scale=1.0)
+        for i, record in enumerate(r for r in records if r.get("split") == "validation"):
+            record["val_loss"] = 0.1 + 0.005 * frames / 8 + 0.004 * (i % 2)
+            record["acc_color"] = 0.25 + 0.1 * i
+        make_job(tmp_path, num, [f"video.max_frames={frames}"], final={"val_loss": 0.1}, metrics=records)
+    jobs = build_report(tmp_path)
+
+    (loss_panel,) = final_metrics_figure(jobs, swept_keys(jobs), ["val_loss"], "sweep").axes
+    assert loss_panel.get_title() == "val_loss\n(bars: sd of each job's last 3 validations)"
+    assert loss_panel.get_ylim()[0] == 0.0
+    (bars,) = loss_panel.containers
+    assert isinstance(bars, ErrorbarContainer)
+    last_three = [0.1025 + 0.004, 0.1025, 0.1025 + 0.004]  # the first job's validations 2-4
+    (bottom, top) = bars.lines[2][0].get_segments()[0]  # its bar: [x, y - sd], [x, y + sd]
+    assert top[1] - bottom[1] == pytest.approx(2 * np.std(last_three, ddof=1))
+
+    fig = loss_curves_figure(jobs, swept_keys(jobs), "sweep")
+    train_panel, _val_panel, acc_panel = fig.axes
+    assert train_panel.get_yscale() == "log" and train_panel.get_title() == "train loss (log)"
+    assert acc_panel.get_title() == "acc_color" and acc_panel.get_ylim() == (0.0, 1.0)
+    assert list(np.asarray(acc_panel.get_lines()[0].get_ydata())) == pytest.approx([0.25, 0.35, 0.45, 0.55])
+    assert fig.get_suptitle() == "sweep: curves"
+    assert (tmp_path / "report_curves.png").read_bytes()[:8] == PNG_MAGIC

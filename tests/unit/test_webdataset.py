@@ -193,6 +193,49 @@ def test_a_broken_member_is_counted_under_its_reason_while_the_rest_of_the_shard
     assert [dataset[i]["caption"] for i in range(1, 5)] == ["good f"] * 4
 
 
+def test_a_caption_only_in_the_json_member_is_read(tmp_path: Path) -> None:
+    """video2dataset writes the caption into <key>.json too; a corpus without .txt members
+    trained on empty batches until it failed."""
+    good = clip_bytes(0)
+    json_only = ("a", {"mp4": good, "json": b'{"key": "a", "caption": " a red circle "}'})
+    no_caption = ("b", {"mp4": good, "json": b'{"key": "b", "status": "success"}'})
+    write_shard(tmp_path / "train" / "00000.tar", [json_only, no_caption, sample("c", good, "from txt")])
+    rows = rows_of(tmp_path)
+    assert [(r.caption, r.skip_reason) for r in rows] == [
+        ("a red circle", ""),
+        ("", "no_caption"),
+        ("from txt", ""),
+    ]
+
+
+def test_a_member_written_twice_is_skipped_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Which copy is meant is unknown (tar extracts the last, webdataset refuses the shard): the
+    sample is counted as duplicate_member, and the rest of the shard trains."""
+    good = clip_bytes(0)
+    shard = write_shard(
+        tmp_path / "train" / "00000.tar",
+        [sample("a", good, "a"), sample("a", clip_bytes(1), "a again"), sample("b", good, "b")],
+    )
+    with caplog.at_level(logging.WARNING):
+        rows = rows_of(tmp_path)
+    assert [(r.clip_id, r.skip_reason) for r in rows] == [("a", "duplicate_member"), ("b", "")]
+    assert f"shard {shard} holds a.mp4 twice: sample a is skipped" in caplog.text
+    assert reasons_by_index(make_cfg(tmp_path)) == {0: "duplicate_member", 1: ""}
+
+
+def test_a_shard_rewritten_after_listing_is_never_read_at_its_old_offsets(tmp_path: Path) -> None:
+    """Read at the listed offsets, every sample of a rewritten shard decoded its neighbour's
+    video under the old caption; now they are skipped as shard_changed."""
+    good = [clip_bytes(i) for i in range(3)]
+    shard = write_shard(
+        tmp_path / "train" / "00000.tar", [sample(k, good[i], k) for i, k in enumerate("abc")]
+    )
+    dataset = build_dataset(make_cfg(tmp_path), split="train", tokenizer=ByteTokenizer())
+    assert [dataset[i]["skip_reason"] for i in range(3)] == ["", "", ""]
+    write_shard(shard, [sample(k, good[i], k) for i, k in zip([2, 1], "cb", strict=True)])
+    assert [dataset[i]["skip_reason"] for i in range(3)] == ["shard_changed"] * 3
+
+
 def test_a_truncated_tar_keeps_the_samples_before_the_break(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

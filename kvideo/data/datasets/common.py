@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from kvideo.data.datasets.text_errors import allow_long_csv_fields, record_file_errors
 from kvideo.data.rows import ClipRow
 
 logger = logging.getLogger(__name__)
@@ -121,19 +122,26 @@ def iter_csv_records(
     ``where`` names the file in errors (``"manifest /x.csv"``), ``expected`` says which columns
     a good header has. A short row's missing cells are ``None``.
     """
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    allow_long_csv_fields()
+    with open(path, newline="", encoding="utf-8-sig") as handle, record_file_errors(path, where):
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         missing = [col for col in required if col not in columns]
         if missing:
             raise ValueError(f"{where} lacks column(s) {missing}: found {list(columns)}, expected {expected}")
-        for record in reader:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:  # a field over CSV_FIELD_LIMIT, a NUL byte
+                raise ValueError(f"{where} line {reader.reader.line_num}: {err}") from None
             yield reader.line_num, record
 
 
 def iter_jsonl_records(path: str, *, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line, object)`` of each non-blank line of a JSON-lines file; other values are errors."""
-    with open(path, encoding="utf-8-sig") as handle:
+    with open(path, encoding="utf-8-sig") as handle, record_file_errors(path, where):
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -141,6 +149,8 @@ def iter_jsonl_records(path: str, *, where: str) -> Iterator[tuple[int, dict[str
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{where} line {line_no}: invalid JSON ({err.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{where} line {line_no}: JSON nested too deeply to read") from None
             if not isinstance(record, dict):
                 raise ValueError(f"{where} line {line_no}: expected a JSON object")
             yield line_no, record

@@ -38,6 +38,7 @@ from kvideo.data.datasets.common import (
     segment_fields,
     take,
 )
+from kvideo.data.datasets.text_errors import record_file_errors
 from kvideo.data.rows import ClipRow, Turn
 from kvideo.registry import DATASETS
 
@@ -64,7 +65,7 @@ def _records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for line, record in iter_jsonl_records(path, where=f"conversations {path}"):
             yield f"line {line}", record
         return
-    with open(path, encoding="utf-8-sig") as handle:
+    with open(path, encoding="utf-8-sig") as handle, record_file_errors(path, f"conversations {path}"):
         try:
             records = json.load(handle)
         except json.JSONDecodeError as err:

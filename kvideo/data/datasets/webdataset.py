@@ -17,8 +17,9 @@ folder) reads those, with a warning, as ``manifest`` does for a single manifest 
 the member's path up to the first dot of its file name, and the rest is its extension
 (webdataset's rule; extensions compared in lower case): ``000123.mp4``, ``000123.txt``,
 ``000123.json``. The video is the sample's first ``.mp4``, ``.webm``, ``.mkv``, ``.avi`` or
-``.mov`` member; the caption its ``.txt`` (UTF-8, surrounding whitespace stripped); the
-``.json`` metadata and any other member are not read. A row's ``path`` is
+``.mov`` member; the caption its ``.txt`` (UTF-8, surrounding whitespace stripped), else the
+``caption`` string of its ``.json`` metadata (video2dataset writes it there too); any other
+member is not read. A row's ``path`` is
 ``<shard>#<video member>`` (what ``skipped.jsonl`` and ``kvideo.validate``'s blocklist name),
 its ``clip_id`` the key.
 
@@ -30,6 +31,12 @@ its ``clip_id`` the key.
   empty one) as ``no_caption``; a corrupt video gets the decoder's reason, as a file of its own
   would. They are counted when their turn comes, per reason, like every skipped clip, while the
   rest of the shard trains (``data.bad_sample_policy=replace`` fills their slots).
+* A sample holding two members of one name (``a.mp4`` twice) is counted as
+  ``duplicate_member``, with a warning at listing: which copy is meant is unknown (tar extracts
+  the last, the webdataset package refuses the shard).
+* A shard rewritten after listing (its size, mtime or inode differ when a sample is read) has
+  other bytes at the listed offsets: its samples are counted as ``shard_changed``, never decoded
+  as their neighbours' videos. A new run lists it again.
 * A truncated or damaged tar keeps what precedes the break: listing stops at the first member
   whose data runs past the end of the file or at a header that does not parse, with a warning;
   a sample cut there keeps the members it has (a video without its caption is ``no_caption``).
@@ -64,6 +71,7 @@ needs. What that costs: shards must be seekable files (a local or mounted file s
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
@@ -83,6 +91,9 @@ logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
 CAPTION_EXTENSION = "txt"
+# video2dataset writes the caption into <key>.json as well; it is read when there is no .txt.
+METADATA_EXTENSION = "json"
+TEXT_EXTENSIONS = (CAPTION_EXTENSION, METADATA_EXTENSION)
 SHARD_SUFFIX = ".tar"
 # Split folders, in the order they are looked for.
 SPLIT_DIRS = {"train": ("train",), "validation": ("validation", "val")}
@@ -197,8 +208,9 @@ MAX_CAPTION_BYTES = 64 << 10
 
 
 def _members(shard: str) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
-    """The shard's regular-file members in file order, each with its data when it is a caption
-    (``None`` otherwise); stops at a truncation or damage (module docstring), with a warning."""
+    """The shard's regular-file members in file order, each with its data when it may hold the
+    caption (``.txt``, ``.json``; ``None`` otherwise); stops at a truncation or damage (module
+    docstring), with a warning."""
     size = os.path.getsize(shard)
     try:
         tar = tarfile.open(shard, mode="r:")
@@ -223,7 +235,7 @@ def _members(shard: str) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
                 _warn_break(shard, info.offset, f"member {info.name} runs past the end of the file")
                 return
             parts = split_key(info.name)
-            handle = tar.extractfile(info) if parts is not None and parts[1] == CAPTION_EXTENSION else None
+            handle = tar.extractfile(info) if parts is not None and parts[1] in TEXT_EXTENSIONS else None
             # bounded: a 200 MiB caption member would otherwise be read whole (and decoded) for
             # a caption the tokenizer cuts to tens of tokens
             yield info, (handle.read(MAX_CAPTION_BYTES) if handle is not None else None)
@@ -247,36 +259,70 @@ def _warn_break(shard: str, offset: int, why: str) -> None:
 
 def read_shard(shard: str) -> Iterator[ClipRow]:
     """One row per sample of ``shard``, in file order (rules in the module docstring)."""
+    stamp = shard_stamp(shard)
     key: str | None = None
     fields: dict[str, tuple[tarfile.TarInfo, bytes | None]] = {}
+    duplicate = ""
     for info, data in _members(shard):
         parts = split_key(info.name)
         if parts is None:
             continue
         if parts[0] != key:
             if key is not None:
-                yield _row(shard, key, fields)
-            key, fields = parts[0], {}
+                yield _row(shard, stamp, key, fields, duplicate)
+            key, fields, duplicate = parts[0], {}, ""
+        if parts[1] in fields:
+            duplicate = duplicate or info.name
         fields.setdefault(parts[1], (info, data))
     if key is not None:
-        yield _row(shard, key, fields)
+        yield _row(shard, stamp, key, fields, duplicate)
 
 
-def _row(shard: str, key: str, fields: dict[str, tuple[tarfile.TarInfo, bytes | None]]) -> ClipRow:
-    video = next((fields[ext][0] for ext in fields if ext in VIDEO_EXTENSIONS), None)
+def shard_stamp(shard: str) -> tuple[int, int, int]:
+    """``(size, mtime_ns, inode)``: a shard rewritten after it was listed (in place or by a
+    rename over it) is told apart by it when its samples are read (``rows.video_source``)."""
+    st = os.stat(shard)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _caption(fields: dict[str, tuple[tarfile.TarInfo, bytes | None]]) -> str:
+    """The ``.txt`` member's text, else the ``caption`` string of the ``.json`` member."""
     text = fields.get(CAPTION_EXTENSION, (None, None))[1]
-    caption = text.decode("utf-8", errors="replace").strip() if text is not None else ""
+    if text is not None:
+        return text.decode("utf-8", errors="replace").strip()
+    metadata = fields.get(METADATA_EXTENSION, (None, None))[1]
+    try:
+        caption = json.loads(metadata) if metadata is not None else None
+    except (ValueError, RecursionError):  # not JSON, or cut at MAX_CAPTION_BYTES
+        return ""
+    caption = caption.get("caption") if isinstance(caption, dict) else None
+    return caption.strip() if isinstance(caption, str) else ""
+
+
+def _row(
+    shard: str,
+    stamp: tuple[int, int, int],
+    key: str,
+    fields: dict[str, tuple[tarfile.TarInfo, bytes | None]],
+    duplicate: str,
+) -> ClipRow:
+    video = next((fields[ext][0] for ext in fields if ext in VIDEO_EXTENSIONS), None)
+    caption = _caption(fields)
     if video is None:
         path = f"{shard}#{key}"
         return ClipRow(path=path, caption=caption, clip_id=key, shard=shard, skip_reason="missing")
+    if duplicate:  # which copy is meant? tar says the last, webdataset refuses the shard
+        logger.warning("webdataset: shard %s holds %s twice: sample %s is skipped", shard, duplicate, key)
+    reason = "duplicate_member" if duplicate else "" if caption else "no_caption"
     return ClipRow(
         path=f"{shard}#{video.name}",
         caption=caption,
         clip_id=key,
         shard=shard,
+        shard_stamp=stamp,
         offset=video.offset_data,
         size=video.size,
-        skip_reason="" if caption else "no_caption",
+        skip_reason=reason,
     )
 
 
