@@ -9,6 +9,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 import yaml
 
@@ -27,10 +28,13 @@ class JobOutcome:
     error: str = ""
     train_loss: list[tuple[int, float]] = field(default_factory=list)
     """(step, mean training loss of the log window ending there), from ``metrics.jsonl``."""
-    val_loss: list[tuple[int, float]] = field(default_factory=list)
-    """(step, validation loss), from ``metrics.jsonl``."""
     val_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     """Every numeric validation metric (``val_loss``, ``acc_*``, ...) as (step, value) points."""
+
+    @property
+    def val_loss(self) -> list[tuple[int, float]]:
+        """(step, validation loss), from ``metrics.jsonl``."""
+        return self.val_curves.get("val_loss", [])
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -40,11 +44,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def _final_numbers(final: dict[str, object]) -> dict[str, float]:
     """The finite numbers of ``final.json`` under dotted keys (``skipped.missing``)."""
-    return {
-        key: value
-        for key, value in scalar_leaves(final).items()
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    }
+    return {key: value for key, value in scalar_leaves(final).items() if _number(value)}
 
 
 def _curves(job_dir: Path) -> tuple[list[tuple[int, float]], dict[str, list[tuple[int, float]]]]:
@@ -64,7 +64,8 @@ def _curves(job_dir: Path) -> tuple[list[tuple[int, float]], dict[str, list[tupl
     return train, val
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
+    """A finite int or float (a bool is neither here)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -73,7 +74,6 @@ def read_job(job_dir: Path) -> JobOutcome:
     overrides = dict(item.split("=", 1) for item in overrides_list if "=" in item)
     job = JobOutcome(job_dir.name, overrides, "incomplete", error="no final.json (still running or killed)")
     job.train_loss, job.val_curves = _curves(job_dir)
-    job.val_loss = job.val_curves.get("val_loss", [])
     final, failed = job_dir / "final.json", job_dir / "failed.json"
     if final.is_file():
         job.status, job.error = "ok", ""

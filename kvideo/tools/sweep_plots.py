@@ -206,8 +206,8 @@ def loss_curves_figure(jobs: Sequence[JobOutcome], axes: Sequence[str], title: s
             steps, losses = zip(*job.train_loss, strict=True)
             train_panel.plot(steps, losses, color=colour, linewidth=1, label=label)
         for panel, metric in ((val_panel, "val_loss"), *zip(acc_panels, accuracies, strict=True)):
-            if job.val_curves.get(metric) or (metric == "val_loss" and job.val_loss):
-                steps, values = zip(*(job.val_curves.get(metric) or job.val_loss), strict=True)
+            if job.val_curves.get(metric):
+                steps, values = zip(*job.val_curves[metric], strict=True)
                 panel.plot(steps, values, color=colour, marker="o", markersize=3, label=label)
     if all(y > 0 for job in jobs for _, y in job.train_loss) and train_panel.lines:
         train_panel.set_yscale("log")

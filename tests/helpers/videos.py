@@ -133,10 +133,12 @@ def make_h264(
     gop: int = 250,
     bframes: bool = False,
     faststart: bool = False,
+    rotation: int = 0,
 ) -> str:
     """Constant-frame-rate H.264 MP4. ``gop=250`` is WebVid's keyframe interval (one
     keyframe per short clip); ``faststart`` puts the moov atom first, which is what makes a
-    truncated copy still open (it then over-reports its frame count)."""
+    truncated copy still open (it then over-reports its frame count); ``rotation``: a display
+    matrix of that many degrees."""
     return _make_cfr(
         path,
         codec="libx264",
@@ -147,6 +149,7 @@ def make_h264(
         gop=gop,
         bframes=bframes,
         container_options={"movflags": "faststart"} if faststart else None,
+        rotation=rotation,
     )
 
 

@@ -469,17 +469,7 @@ def test_missing_parent_directory_is_missing(dec, tmp_path) -> None:
 def test_a_display_matrix_rotation_follows_one_rule_in_every_cpu_decoder(tmp_path) -> None:
     """The stored orientation, the display matrix not applied, whichever decoder: decord cannot
     see the matrix, so applying it only where PyAV can would make the decoders disagree."""
-    path = V._encode(
-        tmp_path / "upright.mp4",
-        list(range(5)),
-        Fraction(1, 10),
-        codec="libx264",
-        width=64,
-        height=48,
-        rate=10,
-        gop=5,
-        rotation=90,
-    )
+    path = V.make_h264(tmp_path / "upright.mp4", seconds=0.5, fps=10, gop=5, rotation=90)
     with av.open(path) as container:
         assert next(container.decode(video=0)).rotation == 90  # the matrix is there
     for size in (None, Resize("keep_aspect", 32)):
