@@ -1,7 +1,8 @@
 """Run the CPU benchmark suite and write ``benchmarks/results/summary.md``.
 
 ``python -m benchmarks.run_all [--quick] [--profile]``: builds (or reuses) the corpus, then
-runs decode, loader (once with ``decord_cpu``, once with ``pyav_cpu``) and train_step, each in
+runs decode, loader (once with ``decord_cpu``, once with ``pyav_cpu``), train_step, packing and
+validation, each in
 its own process (so one benchmark's memory or threads never colour the next one's numbers),
 each writing its JSON. The summary starts with the decode arms table (CPU ms per clip at 16
 and 8 frames and the ratio to the limit), then a Markdown table of the headline numbers and
@@ -29,7 +30,7 @@ from benchmarks import common, corpus, decode, fsdp_memory, loader
 REPO = Path(__file__).resolve().parent.parent
 LOADER_DECODERS = ("decord_cpu", "pyav_cpu")  # the first is the reference of the loader target
 TARGET_LOADER_2W_OVER_DECORD = 1.2
-BENCHMARKS = ("decode", "loader", "train_step")
+BENCHMARKS = ("decode", "loader", "train_step", "packing", "validation")
 THRESHOLDS = {
     "pyav_cpu_over_limit_le_1.10": "<= 1.10",
     "decord_cpu_over_pyav_cpu_ge_1.25": ">= 1.25",
@@ -156,6 +157,38 @@ def loader_rows(loaders: dict[str, dict[str, Any]]) -> list[str]:
     return rows
 
 
+def packing_rows(packed: dict[str, Any] | None, validation: dict[str, Any] | None) -> list[str]:
+    """Per corpus the packed arm nearest both packing targets, and validation's wall-time ratio."""
+    rows = []
+    targets = (packed or {}).get("targets", {})
+    for corpus_name, arms in (packed or {}).get("results", {}).items():
+        name, arm = max(
+            ((n, a) for n, a in arms.items() if n != "padded"),
+            key=lambda item: min(
+                item[1]["token_efficiency"] / targets["token_efficiency"],
+                item[1]["speedup_vs_padded"] / targets["speedup_vs_padded"],
+            ),
+        )
+        ok = (
+            arm["token_efficiency"] >= targets["token_efficiency"]
+            and arm["speedup_vs_padded"] >= targets["speedup_vs_padded"]
+        )
+        mark = "PASS" if ok else "FAIL"
+        rows.append(
+            f"| packing ({corpus_name}) | {name}: token_efficiency, useful tokens/s vs padded | "
+            f"{arm['token_efficiency']:.3f}, {arm['speedup_vs_padded']:.2f}x | "
+            f">= {targets['token_efficiency']}, >= {targets['speedup_vs_padded']}x | {mark} |"
+        )
+    if validation:
+        mark = "PASS" if validation["meets_target"] else "FAIL"
+        rows.append(
+            f"| validation (default run) | wall time vs before, metrics identical | "
+            f"{validation['wall_ratio']:.2f}, {validation['metrics_identical']} | "
+            f"<= {validation['target_wall_ratio']}, True | {mark} |"
+        )
+    return rows
+
+
 def summary_markdown(folder: Path, timings: dict[str, tuple[int, float]], total_s: float) -> str:
     m = common.machine()
     v = m["versions"]
@@ -200,6 +233,7 @@ def summary_markdown(folder: Path, timings: dict[str, tuple[int, float]], total_
                     f"| train_step (cpu, 2 workers) | {name} (steady state) | {_fmt(t['value'])} "
                     f"| < 0.05 | {_mark(t)} |"
                 )
+    rows += packing_rows(_load(folder, "packing"), _load(folder, "validation"))
     sharded = _load(folder, "fsdp_memory")  # run on its own: python -m benchmarks.fsdp_memory
     if sharded:
         rows += fsdp_memory.summary_rows(sharded)
@@ -223,6 +257,8 @@ def _benchmark_args(args: argparse.Namespace) -> dict[str, list[str]]:
         "decode": [*common_flags, *clips, "--repeats", str(args.repeats)],
         "loader": [*common_flags, *clips, *epochs],
         "train_step": common_flags,
+        "packing": common_flags,
+        "validation": common_flags,
     }
 
 
@@ -277,8 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "loader" in only:
         for name in LOADER_DECODERS:
             timings[loader.result_name(name)] = _run("loader", [*flags["loader"], "--decoder", name])
-    if "train_step" in only:
-        timings["train_step"] = _run("train_step", flags["train_step"])
+    for name in ("train_step", "packing", "validation"):
+        if name in only:
+            timings[name] = _run(name, flags[name])
     total = time.perf_counter() - start
     text = summary_markdown(folder, timings, total)
     folder.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,26 @@ class DataConfig:
         and only shuffles the order of the shards.
     sample_train_clips / sample_val_clips / sample_seed: size and seed of the synthetic
         corpus generated on first use of ``video/dataset=sample``.
+    val_cache_mb: host memory (MiB, per process) that keeps the validation clips after their first
+        decode, so that later validations only run the model (``kvideo.data.decode_once``); a
+        split larger than this keeps its first batches and decodes the rest each time. 0 decodes
+        at every validation. The clips are kept as uint8 frames: 160 clips of 8 frames at 64 px
+        take 15 MiB, 1,000 clips of 16 frames at 448 px 9 GiB.
+    packing: pack each batch's samples into rows with no padding (``kvideo.model.packing``):
+        each sample attends only to itself, at the positions it has padded, so losses and
+        gradients are the padded batch's; the model computes only real tokens (plus the end of
+        the last rows), which ``token_efficiency`` in ``metrics.jsonl`` shows. Builtin and
+        ``hf`` models; ``model=pretrained`` refuses it for now.
+    max_tokens_per_row: with ``packing``, the longest row in tokens (0 = as long as one padded
+        sample of the batch, so a row never costs more attention memory than a padded one).
+        Longer rows leave less row-end padding and cost more attention per row; a sample longer
+        than this gets a row of its own.
+    batch_tokens: training batches of up to this many tokens instead of ``trainer.batch_size``
+        clips (0 = off), grouped by length (``kvideo.data.token_batches``), so every step costs
+        about the same: with ``packing`` a clip costs its text plus the most visual tokens its
+        frames can give; without, the padded length. Every rank takes the same number of steps
+        per epoch; the compose-time memory check sizes a batch by this budget. Validation keeps
+        ``trainer.batch_size``.
     """
 
     tokenizer: str = ""
@@ -47,6 +67,10 @@ class DataConfig:
     sample_train_clips: int = 800
     sample_val_clips: int = 160
     sample_seed: int = 0
+    val_cache_mb: int = 1024
+    packing: bool = False
+    max_tokens_per_row: int = 0
+    batch_tokens: int = 0
 
     def __post_init__(self) -> None:
         require_choice("data.bad_sample_policy", self.bad_sample_policy, BAD_SAMPLE_POLICIES)
@@ -57,3 +81,6 @@ class DataConfig:
         require_positive("data.sample_train_clips", self.sample_train_clips)
         require_positive("data.sample_val_clips", self.sample_val_clips)
         require_non_negative("data.sample_seed", self.sample_seed)
+        require_non_negative("data.max_tokens_per_row", self.max_tokens_per_row)
+        require_non_negative("data.val_cache_mb", self.val_cache_mb)
+        require_non_negative("data.batch_tokens", self.batch_tokens)

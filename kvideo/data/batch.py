@@ -15,5 +15,12 @@ OPTIONAL_INPUTS = ("visual_at", "frame_region")
 
 
 def optional_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-    """The optional model inputs ``batch`` has, for ``model(..., **optional_inputs(batch))``."""
+    """The optional model inputs ``batch`` has, for ``model.generate(..., **optional_inputs(batch))``."""
     return {key: batch[key] for key in OPTIONAL_INPUTS if key in batch}
+
+
+def forward_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """``optional_inputs`` plus ``text_len`` (each sample's text before its padding), for
+    ``model(..., **forward_inputs(batch))``: the forward packs (``data.packing``) and counts real
+    tokens by it, while a generation context has no padding to tell."""
+    return {**optional_inputs(batch), **({"text_len": batch["text_len"]} if "text_len" in batch else {})}

@@ -24,7 +24,7 @@ from kvideo.data.tokenizer import IGNORE_INDEX, encode_row
 from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder
-from kvideo.preflight.frames import frame_resize
+from kvideo.preflight.frames import frame_resize, max_tokens_per_frame
 from kvideo.sampling import timestamps
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
 
     Each item: ``frames`` uint8 (F, S, S, 3) zero-padded, ``frame_mask`` bool (F,),
     ``frame_times`` float (F,) (actual display times, -1 for padding), ``input_ids`` /
-    ``labels`` long (L,) (labels -100 outside the caption or assistant turns), ``index``, ``skip_reason``
+    ``labels`` long (L,) (labels -100 outside the caption or assistant turns), ``text_len`` (the
+    text's tokens before its padding), ``index``, ``skip_reason``
     ("" when the clip decoded), ``path`` and ``caption``. A slot whose clip could not be
     used under the ``mask`` policy has no valid frame and no loss. A conversation dataset's
     items also carry ``visual_at`` / ``answer_at`` (text tokens before the visual tokens /
@@ -116,11 +117,26 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self._decoder_pid = -1
         # Tokenize once: texts never change, and workers inherit the result.
         self._text = [encode_row(tokenizer, row, video.prompt, cfg.model.max_text_len) for row in rows]
+        self._token_costs: list[int] | None = None
         self.conversational = tokenizer.captions_as_conversations or any(row.turns for row in rows)
         self.resize = frame_resize(video, cfg.model)
         # keep_aspect pads with the vision part's mean colour (LLaVA's pad), which normalizes to ~0.
         mean = pixel_statistics(cfg.model)[0]
         self.pad_colour = torch.tensor([round(255 * m) for m in mean], dtype=torch.uint8)
+
+    def token_costs(self) -> list[int]:
+        """Each sample's tokens for ``data.batch_tokens`` (``kvideo.data.token_batches``), known
+        before decoding: with ``data.packing`` its text before padding plus the most visual
+        tokens its frames can give (an upper bound); without, the padded length the model
+        computes for every sample."""
+        if self._token_costs is None:
+            cfg = self.cfg
+            visual = cfg.video.max_frames * max_tokens_per_frame(cfg.video, cfg.model)
+            if cfg.data.packing:
+                self._token_costs = [visual + text.text_len for text in self._text]
+            else:
+                self._token_costs = [visual + cfg.model.max_text_len] * len(self._text)
+        return self._token_costs
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch keys the random_segment jitter so each epoch sees different frames."""
@@ -206,6 +222,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             "frame_times": frame_times,
             "input_ids": torch.tensor(text.input_ids, dtype=torch.long),
             "labels": labels,
+            "text_len": text.text_len,
             **extra,
             "index": index,
             "skip_reason": skip_reason,

@@ -27,6 +27,8 @@ merges with its neighbours into one token.
   nothing).
 * ``answer_at``: where the last assistant turn's target starts: ``input_ids[:answer_at]`` is the
   context an answer is generated after, and the last answer is the reference it is compared with.
+* ``text_len``: the tokens before the padding (what ``data.packing`` keeps, and what the runs
+  count as real text tokens: the pad id may be a real token too, EOS for tokenizers without one).
 * Too long: cut at ``max_len`` from the end, as captions are; ``visual_at`` and ``answer_at``
   are clamped to the cut.
 """
@@ -56,6 +58,7 @@ class Encoded(NamedTuple):
     labels: list[int]
     visual_at: int
     answer_at: int
+    text_len: int
 
 
 @dataclass(frozen=True)
@@ -137,4 +140,4 @@ def assemble(pieces: Sequence[Piece], max_len: int, pad_id: int) -> Encoded:
     if visual_at < len(labels):
         labels[visual_at] = IGNORE_INDEX  # scored from before the video: never a target
     pad = max_len - len(ids)
-    return Encoded(ids + [pad_id] * pad, labels + [IGNORE_INDEX] * pad, visual_at, answer_at)
+    return Encoded(ids + [pad_id] * pad, labels + [IGNORE_INDEX] * pad, visual_at, answer_at, len(ids))

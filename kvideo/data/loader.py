@@ -29,6 +29,7 @@ from kvideo.data.blocklist import read_blocklist
 from kvideo.data.clip_dataset import VideoClipDataset
 from kvideo.data.preprocess import MEAN, STD, Statistics, normalize_frames, pixel_statistics
 from kvideo.data.sharding import ResumableShardSampler
+from kvideo.data.token_batches import TokenBudgetBatches
 from kvideo.data.watchdog import InFlight, WorkerSupervisor
 from kvideo.registry import DATASETS
 
@@ -164,7 +165,7 @@ class _ThreadPrefetcher:
             self._stop.set()
 
 
-def build_loader(
+def build_loader(  # noqa: PLR0913 (each a keyword: the epoch, rank and batching a loader reads)
     dataset: VideoClipDataset,
     cfg: KVideoConfig,
     *,
@@ -176,39 +177,91 @@ def build_loader(
     world_size: int = 1,
     epoch: int = 0,
     start_sample: int = 0,
+    batch_tokens: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Batches of one epoch for this rank, from its ``start_sample``-th sample on (the samples it
     already consumed before a resume); the defaults read the whole split in order, in one process.
+    ``batch_tokens`` (``data.batch_tokens``): batches of up to that many tokens
+    (``kvideo.data.token_batches``) instead of ``batch_size`` clips.
 
     Frames come out normalized, as float (B, F, 3, S, S) on ``device``.
     """
+    batches = collated_batches(
+        dataset,
+        cfg,
+        batch_size=batch_size,
+        device=device,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+        epoch=epoch,
+        start_sample=start_sample,
+        batch_tokens=batch_tokens,
+    )
+    statistics = pixel_statistics(cfg.model)
+    return (to_device(batch, device, statistics) for batch in batches)
+
+
+def collated_batches(  # noqa: PLR0913 (build_loader's keywords)
+    dataset: VideoClipDataset,
+    cfg: KVideoConfig,
+    *,
+    batch_size: int,
+    device: torch.device,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
+    start_sample: int = 0,
+    batch_tokens: int = 0,
+) -> Iterable[dict[str, Any]]:
+    """``build_loader``'s batches as the collate makes them, before ``to_device``: uint8 frames
+    on the host (on the GPU from a GPU decoder), what ``kvideo.data.decode_once`` keeps."""
     in_process = prefetches_in_process(cfg)
     workers = 0 if in_process else cfg.trainer.num_workers
+
+    def order(of_rank: int, start: int) -> ResumableShardSampler:
+        return ResumableShardSampler(
+            len(dataset),
+            rank=of_rank,
+            world_size=world_size,
+            seed=cfg.trainer.seed,
+            epoch=epoch,
+            shuffle=shuffle,
+            start=start,
+            drop_last=drop_last,
+            layout=dataset.layout,
+        )
 
     def make_loader(delivered: int) -> DataLoader[dict[str, Any]]:
         # Set here, right before the workers fork with their copy of the dataset: the next
         # epoch may have been opened early and set its own epoch on the shared object.
         dataset.set_epoch(epoch)
-        sampler = ResumableShardSampler(
-            len(dataset),
-            rank=rank,
-            world_size=world_size,
-            seed=cfg.trainer.seed,
-            epoch=epoch,
-            shuffle=shuffle,
-            start=start_sample + delivered,
-            drop_last=drop_last,
-            layout=dataset.layout,
-        )
         # Each loader's workers get their own slots (the next epoch's may run beside these).
         dataset.in_flight = InFlight(workers) if workers else None
+        batching: dict[str, Any] = {
+            "batch_size": batch_size,
+            "sampler": order(rank, start_sample + delivered),
+            "drop_last": drop_last,
+        }
+        if batch_tokens:
+            batches = TokenBudgetBatches(
+                [order(r, 0).indices for r in range(world_size)],
+                rank=rank,
+                cost=dataset.token_costs(),
+                budget=batch_tokens,
+                seed=cfg.trainer.seed,
+                epoch=epoch,
+                start=start_sample + delivered,
+            )
+            batching = {"batch_sampler": batches}
         loader = DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=sampler,
+            **batching,
             num_workers=workers,
             collate_fn=collate,
-            drop_last=drop_last,
             generator=loader_generator(cfg.trainer.seed, epoch, rank),
             pin_memory=device.type == "cuda" and not cfg.decoder.decodes_on_gpu,
             worker_init_fn=_worker_init if workers else None,
@@ -228,5 +281,4 @@ def build_loader(
     )
     if in_process:
         batches = _ThreadPrefetcher(batches, cfg.decoder.prefetch)
-    statistics = pixel_statistics(cfg.model)
-    return (to_device(batch, device, statistics) for batch in batches)
+    return batches

@@ -102,7 +102,8 @@ def encode_caption(tokenizer: Tokenizer, prompt: str, caption: str, max_len: int
         )
     input_ids, labels = tokenizer.encode_example(prompt, caption, max_len)
     context = min(len(tokenizer.context_ids(prompt)), max_len)
-    return Encoded(input_ids, labels, 0, context)
+    target = sum(1 for label in labels if label != IGNORE_INDEX)  # every target token is a label
+    return Encoded(input_ids, labels, 0, context, context + target)
 
 
 class _ExampleMixin:

@@ -3,7 +3,8 @@ sequence the loss trains (``generate`` of each model family).
 
 A caption batch's context is the prompt's, after the visual tokens; a conversation batch's is
 each sample's conversation up to its last answer (``answer_at``), the video spliced in at
-``visual_at``, generated one sample at a time since the contexts differ in length."""
+``visual_at``: contexts of several lengths, right-padded, with each row's length
+(``context_len``), generated together, each row as it would be alone."""
 
 from __future__ import annotations
 
@@ -43,15 +44,19 @@ def caption_batch(
                 context = torch.tensor(
                     [tokenizer.context_ids(prompt)] * frames.shape[0], dtype=torch.long, device=frames.device
                 )
-                ids = _generate(
-                    model, batch, slice(None), context, max_new_tokens, tokenizer.stop_ids, synced
-                )
+                ids = _generate(model, batch, context, max_new_tokens, tokenizer.stop_ids, synced)
             else:
-                ids = []
-                for i, answer_at in enumerate(batch["answer_at"].tolist()):
-                    context = batch["input_ids"][i : i + 1, :answer_at].to(frames.device)
-                    one = slice(i, i + 1)
-                    ids += _generate(model, batch, one, context, max_new_tokens, tokenizer.stop_ids, synced)
+                answer_at = batch["answer_at"].to(frames.device)
+                context = batch["input_ids"][:, : int(answer_at.max())].to(frames.device)
+                ids = _generate(
+                    model,
+                    batch,
+                    context,
+                    max_new_tokens,
+                    tokenizer.stop_ids,
+                    synced,
+                    context_len=answer_at,
+                )
     finally:
         model.train(was_training)
     return [tokenizer.decode(row) for row in ids]
@@ -60,18 +65,19 @@ def caption_batch(
 def _generate(
     model: nn.Module,
     batch: dict[str, Any],
-    rows: slice,
     context: torch.Tensor,
     max_new_tokens: int,
     stop_ids: list[int],
     synced: bool,
+    **extra: torch.Tensor,
 ) -> list[list[int]]:
     ids: list[list[int]] = model.generate(  # type: ignore[operator]
-        batch["frames"][rows],
-        batch["frame_mask"][rows],
+        batch["frames"],
+        batch["frame_mask"],
         context,
-        frame_times=batch["frame_times"][rows],
-        **{key: value[rows] for key, value in optional_inputs(batch).items()},
+        frame_times=batch["frame_times"],
+        **optional_inputs(batch),
+        **extra,
         max_new_tokens=max_new_tokens,
         stop_ids=stop_ids,
         synced=synced,

@@ -34,6 +34,14 @@ from kvideo.model.generate import until_eos
 from kvideo.model.load_report import load_report_errors
 from kvideo.model.lora_rank import check_lora_rank
 from kvideo.model.loss import with_loss
+from kvideo.model.packing import (
+    PackedRows,
+    pack,
+    pack_layout,
+    real_text,
+    restarting_positions,
+    token_counts,
+)
 from kvideo.model.projector import FrameProjector
 from kvideo.model.sequence import splice, text_positions
 from kvideo.model.visual_tokens import VisualTokens
@@ -195,6 +203,7 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
     """
 
     lm: Any  # PreTrainedModel or PeftModel: generate / get_input_embeddings are not nn.Module's
+    takes_clip_of_row = True  # candidate captions score against their clip's frames (``forward``)
 
     def __init__(
         self,
@@ -204,6 +213,7 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         lm: nn.Module,
         tokens_per_frame: int,
         resize: str = "square",
+        max_tokens_per_row: int | None = None,
     ) -> None:
         super().__init__()
         self.vision = vision
@@ -211,17 +221,28 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         self.lm = lm
         self.tokens_per_frame = tokens_per_frame
         self.resize = resize
+        self.max_tokens_per_row = max_tokens_per_row  # None = padded; see ModelSizes
 
     def _inputs(
-        self, visual: Tensor, keys: Tensor, input_ids: Tensor, visual_at: Tensor | None
+        self,
+        visual: Tensor,
+        keys: Tensor,
+        input_ids: Tensor,
+        visual_at: Tensor | None,
+        text_keys: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``(inputs_embeds, attention_mask, position_ids)`` for the text with the visual tokens
         spliced in (``kvideo.model.sequence``): visual tokens that are not ``keys`` (padded frames,
-        padding) are masked, and positions count only the kept tokens, so padding shifts nothing."""
+        padding) are masked, and positions count only the kept tokens, so padding shifts nothing.
+        ``text_keys`` (B, L) bool: the text tokens that are there (None = all; a left-padded
+        generation context masks its padding). Each row's first token is always a key, so no
+        query is left without one."""
         text = self.lm.get_input_embeddings()(input_ids)
         embeds = splice(text, visual.to(text.dtype), visual_at)
-        mask = splice(torch.ones_like(input_ids, dtype=torch.bool), keys, visual_at).long()
-        mask[:, 0] = 1  # the first query always has a key
+        present = torch.ones_like(input_ids, dtype=torch.bool) if text_keys is None else text_keys
+        mask = splice(present, keys, visual_at).long()
+        first = splice(present, torch.ones_like(keys, dtype=torch.bool), visual_at).long().argmax(dim=1)
+        mask[torch.arange(mask.shape[0], device=mask.device), first] = 1
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
         return embeds, mask, positions
 
@@ -234,30 +255,73 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         frame_times: Tensor | None = None,
         visual_at: Tensor | None = None,
         frame_region: Tensor | None = None,
+        text_len: Tensor | None = None,
+        clip_of_row: Tensor | None = None,
+        visual: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """As ``VideoLanguageModel.forward``; ``frame_times`` is needed with ``model.time_embedding``.
+        With ``clip_of_row`` each clip goes through the vision part once (the LM still reads each
+        candidate's whole row).
 
         The LM's head runs on the text positions only (``logits_to_keep``): on the union of the
         batch's text positions when samples splice the video at different places, then each
         sample's own are gathered.
         """
-        visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
-        embeds, mask, positions = self._inputs(visual, keys, input_ids, visual_at)
-        batch, text_len = input_ids.shape
-        where = text_positions(visual_at, text_len, visual.shape[1], batch, input_ids.device)
+        clip_tokens, clip_keys = visual or self.visual_tokens(frames, frame_mask, frame_times, frame_region)
+        per_clip = {"visual_tokens": clip_tokens.detach(), "visual_keys": clip_keys.detach()}  # for scoring
+        tokens, keys = (
+            (clip_tokens, clip_keys)
+            if clip_of_row is None
+            else (clip_tokens[clip_of_row], clip_keys[clip_of_row])
+        )
+        embeds, mask, positions = self._inputs(tokens, keys, input_ids, visual_at)
+        batch, length = input_ids.shape
+        where = text_positions(visual_at, length, tokens.shape[1], batch, input_ids.device)
+        text = real_text(input_ids, text_len)
+        real = mask.to(torch.bool) & splice(text, torch.ones_like(keys, dtype=torch.bool), visual_at)
+        if self.max_tokens_per_row is not None:
+            packed = pack_layout(real, self.max_tokens_per_row)
+            logits = self._packed_logits(embeds, positions, where, packed)
+            return {**with_loss(logits, labels), **token_counts(real, packed.computed), **per_clip}
         keep = torch.unique(where)  # sorted
         result = self.lm(
             inputs_embeds=embeds,
             attention_mask=mask,
             position_ids=positions,
-            logits_to_keep=text_len if visual_at is None else keep,
+            logits_to_keep=length if visual_at is None else keep,
             use_cache=False,
         )
         logits = result.logits
         if visual_at is not None:
             index = torch.searchsorted(keep, where)
             logits = logits.gather(1, index[..., None].expand(*index.shape, logits.shape[-1]))
-        return with_loss(logits, labels)
+        return {**with_loss(logits, labels), **token_counts(real, real.numel()), **per_clip}
+
+    def _packed_logits(self, embeds: Tensor, positions: Tensor, where: Tensor, packed: PackedRows) -> Tensor:
+        """(B, L, V) text logits of the LM run on ``packed`` rows (``data.packing``): no attention
+        mask, and position ids that restart at each sample, from which transformers builds the
+        block-diagonal causal mask (or takes its flash-attention varlen path). The head runs on
+        the row slots that hold text in some row; a padding text position's logits are 0."""
+        batch, seq = positions.shape
+        slot_of = torch.full((batch * seq,), -1, dtype=torch.long, device=positions.device)
+        slot_of[packed.source] = packed.target
+        slot = slot_of.view(batch, seq).gather(1, where)  # (B, L) packed slot of each text token
+        is_text = torch.zeros(packed.computed, dtype=torch.bool, device=slot.device)
+        is_text[slot[slot >= 0]] = True
+        keep = is_text.view(packed.rows, packed.length).any(dim=0).nonzero().squeeze(1)
+        result = self.lm(
+            inputs_embeds=pack(embeds, packed),
+            position_ids=restarting_positions(positions, packed),
+            logits_to_keep=keep,
+            use_cache=False,
+        )
+        logits = result.logits  # (rows, len(keep), V)
+        found = slot >= 0
+        row, column = slot.clamp(min=0) // packed.length, slot.clamp(min=0) % packed.length
+        flat = row * keep.shape[0] + torch.searchsorted(keep, column)
+        text_logits = logits.reshape(-1, logits.shape[-1]).index_select(0, flat.flatten())
+        text_logits = text_logits.view(*slot.shape, logits.shape[-1])
+        return torch.where(found[..., None], text_logits, torch.zeros_like(text_logits))
 
     @torch.no_grad()
     def generate(
@@ -269,16 +333,22 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         frame_times: Tensor | None = None,
         visual_at: Tensor | None = None,
         frame_region: Tensor | None = None,
+        context_len: Tensor | None = None,
         max_new_tokens: int,
         stop_ids: list[int],
         synced: bool = False,
     ) -> list[list[int]]:
         """Greedy continuation of ``context_ids`` (B, C) through the LM's own ``generate`` (KV
-        cache), up to the first stop id (excluded) or ``max_new_tokens``; ``visual_at`` and
-        ``synced`` as in ``VideoLanguageModel.generate`` (transformers' ``synced_gpus``: every
-        rank steps until all have stopped)."""
+        cache), up to the first stop id (excluded) or ``max_new_tokens``; ``visual_at``,
+        ``context_len`` and ``synced`` as in ``VideoLanguageModel.generate`` (transformers'
+        ``synced_gpus``: every rank steps until all have stopped). Contexts of several lengths
+        are left-padded for ``generate`` (``left_padded``), their padding masked, so positions,
+        which count only kept tokens, are each row's own."""
         visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
-        embeds, mask, _ = self._inputs(visual, keys, context_ids, visual_at)
+        text_keys = None
+        if context_len is not None:
+            context_ids, visual_at, text_keys = left_padded(context_ids, context_len, visual_at)
+        embeds, mask, _ = self._inputs(visual, keys, context_ids, visual_at, text_keys)
         out = self.lm.generate(
             inputs_embeds=embeds,
             attention_mask=mask,
@@ -290,6 +360,21 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
             synced_gpus=synced,
         )
         return [until_eos(row, stop_ids) for row in out.tolist()]
+
+
+def left_padded(ids: Tensor, lengths: Tensor, visual_at: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded ``ids`` (B, C) whose rows hold ``lengths`` ids -> ``(ids, visual_at, keys)``
+    with each row's ids at the right end (what ``generate`` continues from), ``visual_at`` moved
+    with them (None = 0: the video first), and the (B, C) bool keys of the ids that are there."""
+    width = ids.shape[1]
+    lengths = lengths.to(ids.device)
+    shift = width - lengths  # (B,)
+    column = torch.arange(width, device=ids.device)[None]
+    source = (column - shift[:, None]).clamp(min=0)
+    keys = column >= shift[:, None]
+    moved = torch.where(keys, ids.gather(1, source), torch.zeros_like(ids))
+    at = shift if visual_at is None else visual_at.to(ids.device) + shift
+    return moved, at, keys
 
 
 def build_hf_model(cfg: ModelConfig, sizes: ModelSizes) -> HFVideoLanguageModel:
@@ -325,7 +410,12 @@ def build_hf_model(cfg: ModelConfig, sizes: ModelSizes) -> HFVideoLanguageModel:
         kind=cfg.projector,
     )
     model = HFVideoLanguageModel(
-        vision=vision, projector=projector, lm=lm, tokens_per_frame=cfg.tokens_per_frame, resize=resize
+        vision=vision,
+        projector=projector,
+        lm=lm,
+        tokens_per_frame=cfg.tokens_per_frame,
+        resize=resize,
+        max_tokens_per_row=sizes.max_tokens_per_row,
     )
     if cfg.activation_checkpointing:
         for block in transformer_blocks(model):

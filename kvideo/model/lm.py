@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kvideo.model.packing import PackedRows, block_causal_mask, pack, unpack
 from kvideo.model.sequence import splice, text_positions
 
 INIT_STD = 0.02
@@ -144,7 +145,12 @@ class CausalLM(nn.Module):
             self.head.weight = self.tok_embed.weight
 
     def forward(
-        self, prefix: Tensor, input_ids: Tensor, attn_mask: Tensor, visual_at: Tensor | None = None
+        self,
+        prefix: Tensor,
+        input_ids: Tensor,
+        attn_mask: Tensor | None,
+        visual_at: Tensor | None = None,
+        packed: PackedRows | None = None,
     ) -> Tensor:
         """Return logits (B, L, V) for the text positions only.
 
@@ -153,6 +159,11 @@ class CausalLM(nn.Module):
         ``attn_mask`` bool (B, 1, P + L, P + L), True = may attend. The head runs on text positions only: the
         visual positions never predict anything, so projecting them to the vocabulary would be
         wasted work (and memory, at ``B * P * V``).
+
+        ``packed`` (``data.packing``; then ``attn_mask`` is unused): the blocks run on the real
+        tokens packed into rows (``kvideo.model.packing``), each with the position it has in the
+        padded sequence, so a sample's logits are the padded batch's; those of its padding are
+        the head's output for a zero state and carry no label.
         """
         text = self.tok_embed(input_ids)
         prefix_len = prefix.shape[1]
@@ -166,7 +177,10 @@ class CausalLM(nn.Module):
         # already runs the matmuls in bf16, and an fp32 stream avoids accumulating rounding.
         x = splice(text, prefix.to(text.dtype), visual_at) + self.pos_embed[:seq_len]
         x = self.drop(x)
-        x = run_blocks(self.blocks, x, attn_mask)
+        if packed is None:
+            x = run_blocks(self.blocks, x, attn_mask)
+        else:
+            x = unpack(run_blocks(self.blocks, pack(x, packed), block_causal_mask(packed)), packed)
         if visual_at is None:
             x = x[:, prefix_len:]
         else:

@@ -42,6 +42,7 @@ from kvideo.model.generate import until_eos
 from kvideo.model.hf_vlm import quiet_transformers
 from kvideo.model.lora_rank import check_lora_rank
 from kvideo.model.loss import with_loss
+from kvideo.model.packing import real_text, token_counts
 from kvideo.model.video_patches import group_times, qwen_video_patches, seconds_per_group
 from kvideo.model.video_text import internvl_video_text, smolvlm_video_text
 
@@ -177,10 +178,11 @@ class PretrainedVLM(nn.Module):
         labels: Tensor | None,
         visual_at: Tensor,
         blocks: list[list[int]] | list[str],
-    ) -> tuple[Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
         """``input_ids`` (and ``labels``) with each clip's ``video_block`` at its ``visual_at``,
-        right-padded to the longest row (with the pad id; labels ``-100``). A block of text
-        (SmolVLM2, InternVL3) goes in as text: see ``retokenized``."""
+        right-padded to the longest row (with the pad id; labels ``-100``), and each row's length
+        before that padding (B,). A block of text (SmolVLM2, InternVL3) goes in as text: see
+        ``retokenized``."""
         rows, label_rows = [], []
         for b, block in enumerate(blocks):
             at = int(visual_at[b])
@@ -197,9 +199,11 @@ class PretrainedVLM(nn.Module):
             if row_labels is not None:
                 label_rows.append(row_labels)
         ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)
+        lengths = torch.tensor([row.shape[0] for row in rows], device=ids.device)
         if labels is None:
-            return ids, None
-        return ids, nn.utils.rnn.pad_sequence(label_rows, batch_first=True, padding_value=IGNORE_INDEX)
+            return ids, None, lengths
+        label_ids = nn.utils.rnn.pad_sequence(label_rows, batch_first=True, padding_value=IGNORE_INDEX)
+        return ids, label_ids, lengths
 
     def retokenized(
         self, ids: Tensor, labels: Tensor | None, at: int, text: str
@@ -233,14 +237,19 @@ class PretrainedVLM(nn.Module):
         frame_times: Tensor,
         visual_at: Tensor,
         frame_region: Tensor | None = None,
+        text_len: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """As the other families' ``forward``; ``visual_at`` is required (every row is a
         conversation). Padding after a row's text stays visible to the keys: the causal mask
-        hides it from every real token, as kvideo's other models do."""
+        hides it from every real token, as kvideo's other models do. This family does not pack
+        (``ModelSpec.packs``): its ``computed_tokens`` are the padded rows'."""
         video, blocks = self.video_inputs(frames, frame_mask, frame_times, frame_region)
-        ids, spliced_labels = self.spliced(input_ids, labels, visual_at, blocks)
+        ids, spliced_labels, lengths = self.spliced(input_ids, labels, visual_at, blocks)
         out = self.hf(**self.text_inputs(ids), **video, use_cache=False)
-        return with_loss(out.logits, spliced_labels)
+        text = real_text(input_ids, text_len)
+        text_padding = input_ids.shape[1] - text.sum(dim=1)
+        real = torch.arange(ids.shape[1], device=ids.device)[None] < (lengths - text_padding)[:, None]
+        return {**with_loss(out.logits, spliced_labels), **token_counts(real, real.numel())}
 
     def text_inputs(self, ids: Tensor) -> dict[str, Tensor]:
         """``input_ids``, the attention mask, and for Qwen ``mm_token_type_ids`` (2 on video
@@ -261,16 +270,36 @@ class PretrainedVLM(nn.Module):
         frame_times: Tensor,
         visual_at: Tensor,
         frame_region: Tensor | None = None,
+        context_len: Tensor | None = None,
         max_new_tokens: int,
         stop_ids: list[int],
         synced: bool = False,
     ) -> list[list[int]]:
         """Greedy answers after ``context_ids`` (a conversation up to its answer), through the
-        model's own ``generate``, up to the first stop id (excluded)."""
+        model's own ``generate``, up to the first stop id (excluded). ``context_len`` (B,): each
+        row's context is its first ``context_len`` ids (None = all); rows of several lengths are
+        left-padded after their video is spliced in, their padding masked, as a processor with
+        ``padding_side="left"`` gives them to ``generate``."""
         video, blocks = self.video_inputs(frames, frame_mask, frame_times, frame_region)
-        ids, _ = self.spliced(context_ids, None, visual_at, blocks)
+        if context_len is None:
+            ids, _, _ = self.spliced(context_ids, None, visual_at, blocks)
+            inputs = self.text_inputs(ids)
+        else:
+            rows = [
+                self.spliced(context_ids[b : b + 1, :n], None, visual_at[b : b + 1], blocks[b : b + 1])[0][0]
+                for b, n in enumerate(context_len.tolist())
+            ]
+            ids = nn.utils.rnn.pad_sequence(
+                rows, batch_first=True, padding_value=self.pad_id, padding_side="left"
+            )
+            inputs = self.text_inputs(ids)
+            width = ids.shape[1]
+            lengths = torch.tensor([row.shape[0] for row in rows], device=ids.device)
+            inputs["attention_mask"] = (
+                torch.arange(width, device=ids.device)[None] >= (width - lengths)[:, None]
+            ).long()
         out = self.hf.generate(
-            **self.text_inputs(ids),
+            **inputs,
             **video,
             max_new_tokens=max_new_tokens,
             do_sample=False,

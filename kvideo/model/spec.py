@@ -37,12 +37,15 @@ class ModelSizes:
     max_frames: ``video.max_frames`` (sizes the frame-position table).
     frame_size: ``video.frame_size`` (sizes the builtin ViT's patch-position table).
     resize: ``video.resize`` (how a batch's ``frame_region`` is read).
+    max_tokens_per_row: ``data.max_tokens_per_row`` with ``data.packing`` (the LM then runs on
+        the real tokens packed into rows, ``kvideo.model.packing``); None = padded rows.
     """
 
     vocab_size: int
     max_frames: int
     frame_size: int
     resize: str = "square"
+    max_tokens_per_row: int | None = None
 
 
 def first_component(name: str) -> str:
@@ -76,6 +79,7 @@ class ModelSpec:
     generate: captions (answers) for a batch: ``caption_batch``'s signature.
     part_of: the part a parameter name belongs to; by default its first name component (the
         model's ``vision`` / ``projector`` / ``lm`` attributes).
+    packs: whether its models take ``ModelSizes.max_tokens_per_row`` (``data.packing``).
     """
 
     family: str
@@ -86,6 +90,7 @@ class ModelSpec:
     checkpoint_keys: Callable[[nn.Module, frozenset[str] | None], frozenset[str] | None] = trained_weights
     generate: Callable[..., list[str]] = caption_batch
     part_of: Callable[[str], str] = first_component
+    packs: bool = True
 
 
 def model_spec(family: str) -> ModelSpec:
@@ -94,7 +99,21 @@ def model_spec(family: str) -> ModelSpec:
 
 
 def build_model(
-    cfg: ModelConfig, *, vocab_size: int, max_frames: int, frame_size: int, resize: str = "square"
+    cfg: ModelConfig,
+    *,
+    vocab_size: int,
+    max_frames: int,
+    frame_size: int,
+    resize: str = "square",
+    max_tokens_per_row: int | None = None,
 ) -> nn.Module:
-    """The model of ``cfg.family``, built for the data-side sizes (``ModelSizes``)."""
-    return model_spec(cfg.family).build(cfg, ModelSizes(vocab_size, max_frames, frame_size, resize))
+    """The model of ``cfg.family``, built for the data-side sizes (``ModelSizes``). A family
+    that cannot pack refuses ``max_tokens_per_row`` in one line."""
+    spec = model_spec(cfg.family)
+    if max_tokens_per_row is not None and not spec.packs:
+        raise ValueError(
+            f"data.packing=true is not supported for model.family={cfg.family} yet; "
+            "use data.packing=false (or a builtin / hf model)"
+        )
+    sizes = ModelSizes(vocab_size, max_frames, frame_size, resize, max_tokens_per_row)
+    return spec.build(cfg, sizes)

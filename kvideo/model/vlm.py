@@ -38,6 +38,14 @@ from kvideo.model.blocks import recompute_in_backward, transformer_blocks
 from kvideo.model.generate import until_eos
 from kvideo.model.lm import CausalLM
 from kvideo.model.loss import with_loss
+from kvideo.model.packing import (
+    pack_layout,
+    prefix_length,
+    prefix_text_agrees,
+    real_text,
+    shared_prefix_layout,
+    token_counts,
+)
 from kvideo.model.projector import FrameProjector
 from kvideo.model.sequence import splice
 from kvideo.model.spec import first_component
@@ -77,6 +85,8 @@ def attention_mask(visual_keys: Tensor, text_len: int, visual_at: Tensor | None 
 class VideoLanguageModel(VisualTokens, nn.Module):
     """Frames + text ids -> caption loss / logits / per-sample NLL. See the module docstring."""
 
+    takes_clip_of_row = True  # candidate captions score against their clip's frames (``forward``)
+
     def __init__(
         self,
         *,
@@ -86,6 +96,7 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         tokens_per_frame: int,
         max_frames: int,
         resize: str = "square",
+        max_tokens_per_row: int | None = None,
     ) -> None:
         super().__init__()
         self.vision = vision
@@ -94,6 +105,7 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         self.tokens_per_frame = tokens_per_frame
         self.max_frames = max_frames
         self.resize = resize
+        self.max_tokens_per_row = max_tokens_per_row  # None = padded; see ModelSizes
 
     def forward(
         self,
@@ -104,19 +116,56 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         frame_times: Tensor | None = None,
         visual_at: Tensor | None = None,
         frame_region: Tensor | None = None,
+        text_len: Tensor | None = None,
+        clip_of_row: Tensor | None = None,
+        visual: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """``frames`` (B, F, 3, H, W) normalized float, ``frame_mask`` bool (B, F),
         ``input_ids`` / ``labels`` long (B, L), ``frame_times`` float (B, F) seconds (needed
         only with ``model.time_embedding``), ``visual_at`` long (B,) text tokens before the
         visual tokens (None = none: ``[visual | text]``), ``frame_region`` long (B, 4) where the
-        picture is in padded frames (``video.resize=keep_aspect``; ``kvideo.model.regions``).
+        picture is in padded frames (``video.resize=keep_aspect``; ``kvideo.model.regions``),
+        ``text_len`` long (B,) each sample's text tokens before its padding (None = all).
+        ``clip_of_row`` long (N,): the text rows (``input_ids`` (N, L) and the rest) are candidate
+        captions of the B clips, row ``i`` of clip ``clip_of_row[i]`` (``kvideo.train.evaluate``):
+        each clip's frames go through the vision part once and, without a gradient, its prefix
+        (the text before the video and the visual tokens) through the LM once
+        (``shared_prefix_layout``), with the results of one padded row per candidate.
+        ``visual``: the clips' ``(visual_tokens, visual_keys)`` as an earlier forward of the same
+        frames returned them (validation scores candidates after the loss forward): the vision
+        part is then not run again.
 
-        Returns ``logits`` (B, L, V) for the text positions and, when ``labels`` is given,
-        ``loss`` (scalar), ``nll`` (B,) and ``ntokens`` (B,).
+        Returns ``logits`` (B, L, V) for the text positions, ``tokens`` / ``computed_tokens`` (the
+        real tokens and the token slots the LM computed, ``token_counts``), ``visual_tokens`` /
+        ``visual_keys`` (per clip, before ``clip_of_row``, detached: they are for scoring, and
+        FSDP2 warns of a view of the graph returned by a sharded model) and, when ``labels`` is
+        given, ``loss`` (scalar), ``nll`` (B,) and ``ntokens`` (B,). With ``max_tokens_per_row``
+        set (``data.packing``) the LM runs on the real tokens packed into rows
+        (``kvideo.model.packing``), with the same results.
         """
-        visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
-        attn_mask = attention_mask(keys, input_ids.shape[1], visual_at)
-        return with_loss(self.lm(visual, input_ids, attn_mask, visual_at), labels)
+        clip_tokens, clip_keys = visual or self.visual_tokens(frames, frame_mask, frame_times, frame_region)
+        per_clip = {"visual_tokens": clip_tokens.detach(), "visual_keys": clip_keys.detach()}  # for scoring
+        tokens, keys = (
+            (clip_tokens, clip_keys)
+            if clip_of_row is None
+            else (clip_tokens[clip_of_row], clip_keys[clip_of_row])
+        )
+        real = splice(real_text(input_ids, text_len), keys.to(torch.bool), visual_at)
+        if (
+            clip_of_row is not None
+            and not torch.is_grad_enabled()
+            and prefix_text_agrees(input_ids, visual_at, clip_of_row)
+        ):
+            shared = shared_prefix_layout(real, prefix_length(visual_at, tokens.shape[1], real), clip_of_row)
+            logits = self.lm(tokens, input_ids, None, visual_at, shared)
+            return {**with_loss(logits, labels), **token_counts(real, shared.computed), **per_clip}
+        if self.max_tokens_per_row is None:
+            attn_mask = attention_mask(keys, input_ids.shape[1], visual_at)
+            logits, computed = self.lm(tokens, input_ids, attn_mask, visual_at), real.numel()
+        else:
+            packed = pack_layout(real, self.max_tokens_per_row)
+            logits, computed = self.lm(tokens, input_ids, None, visual_at, packed), packed.computed
+        return {**with_loss(logits, labels), **token_counts(real, computed), **per_clip}
 
     @torch.no_grad()
     def generate(
@@ -128,6 +177,7 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         frame_times: Tensor | None = None,
         visual_at: Tensor | None = None,
         frame_region: Tensor | None = None,
+        context_len: Tensor | None = None,
         max_new_tokens: int,
         stop_ids: list[int],
         synced: bool = False,
@@ -135,26 +185,44 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         """Greedy continuation of ``context_ids`` (B, C) for each clip, up to a stop id (excluded) or
         ``max_new_tokens``, or until the sequence reaches ``model.max_seq_len``. ``visual_at`` as
         in ``forward``: each must be below C, so the context goes on after the video.
+        ``context_len`` (B,): each row's context is its first ``context_len`` ids (contexts of
+        several lengths, right-padded, generate together; None = all C).
         ``synced``: go on to ``max_new_tokens`` after every row has stopped, so that the ranks of
         a sharded model (whose every forward is a collective) run the same number of forwards.
 
         No KV cache: the builtin LM is small, and a full forward per token keeps this the exact
-        computation the loss trains (the same masks, the same positions).
+        computation the loss trains (the same masks, the same positions). Each row reads its
+        next token at its own length: what lies after it (padding, a longer row's tokens) is
+        hidden by the causal mask, so a row generates what it would alone.
         """
         visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
-        ids = context_ids
-        finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        batch, width = context_ids.shape
+        lengths = torch.full((batch,), width, device=context_ids.device)
+        if context_len is not None:
+            lengths = context_len.to(context_ids.device).clone()
+        longest = visual.shape[1] + int(lengths.max()) + max_new_tokens
+        room = max(0, min(longest, self.lm.max_seq_len) - visual.shape[1])  # text tokens that fit
+        ids = torch.cat([context_ids, context_ids.new_zeros(batch, max(0, room - width))], dim=1)
+        start = lengths.clone()
+        rows = torch.arange(batch, device=ids.device)
+        stops = torch.tensor(stop_ids, device=ids.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
         for _ in range(max_new_tokens):
-            if visual.shape[1] + ids.shape[1] >= self.lm.max_seq_len:
+            finished |= lengths >= room  # a full sequence cannot take another token
+            if bool(finished.all()) and not synced:
                 break
-            attn_mask = attention_mask(keys, ids.shape[1], visual_at)
-            next_id = self.lm(visual, ids, attn_mask, visual_at)[:, -1].argmax(-1)
-            next_id = torch.where(finished, torch.full_like(next_id, stop_ids[0]), next_id)
-            ids = torch.cat([ids, next_id[:, None]], dim=1)
-            finished |= torch.isin(next_id, torch.tensor(stop_ids, device=next_id.device))
-            if not synced and bool(finished.all()):
-                break
-        return [until_eos(row, stop_ids) for row in ids[:, context_ids.shape[1] :].tolist()]
+            read = int(lengths.clamp(max=room).max())
+            attn_mask = attention_mask(keys, read, visual_at)
+            logits = self.lm(visual, ids[:, :read], attn_mask, visual_at)
+            next_id = logits[rows, (lengths.clamp(max=read) - 1).clamp(min=0)].argmax(-1)
+            grows = ~finished
+            ids[rows[grows], lengths[grows]] = next_id[grows]
+            lengths = lengths + grows.long()
+            finished |= torch.isin(next_id, stops)
+        return [
+            until_eos(row[begin:end], stop_ids)
+            for row, begin, end in zip(ids.tolist(), start.tolist(), lengths.tolist(), strict=True)
+        ]
 
 
 def build_builtin_model(
@@ -194,6 +262,7 @@ def build_builtin_model(
         tokens_per_frame=cfg.tokens_per_frame,
         max_frames=max_frames,
         resize=resize,
+        max_tokens_per_row=sizes.max_tokens_per_row,
     )
     if cfg.activation_checkpointing:
         for block in transformer_blocks(model):

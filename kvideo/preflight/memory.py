@@ -7,8 +7,12 @@ Every figure is a lower bound (see the terms' module), so a refusal is certain.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from kvideo.preflight.frames import max_tokens_per_frame
 from kvideo.preflight.memory_terms import (
     BYTE_VOCAB,
     FRAME_FIELDS,
@@ -51,6 +55,32 @@ def require_fits(
     )
 
 
+def token_budget_clips(cfg: KVideoConfig) -> int:
+    """The fewest clips a ``data.batch_tokens`` batch holds: the budget over the most a clip can
+    cost (``VideoClipDataset.token_costs``: visual tokens plus its text, or the padded length).
+    The fewest, so that every term stays a lower bound."""
+    model = cfg.model
+    most = cfg.video.max_frames * max_tokens_per_frame(cfg.video, model) + model.max_text_len
+    return max(1, cfg.data.batch_tokens // most)
+
+
+@contextlib.contextmanager
+def sized_by_token_budget(cfg: KVideoConfig) -> Iterator[KVideoConfig]:
+    """``cfg`` whose ``trainer.batch_size`` is ``token_budget_clips`` under ``data.batch_tokens``
+    (what the terms size a batch by), a refusal then saying so."""
+    if not cfg.data.batch_tokens:
+        yield cfg
+        return
+    clips = token_budget_clips(cfg)
+    try:
+        yield dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, batch_size=clips))
+    except ValueError as e:
+        raise ValueError(
+            f"{e} (data.batch_tokens={cfg.data.batch_tokens}: trainer.batch_size above is the fewest "
+            f"clips such a batch holds, {clips}; lower data.batch_tokens)"
+        ) from None
+
+
 def compose_time_vocab(cfg: KVideoConfig) -> int:
     """Byte-level: 259. A tokenizer.json or an LM's tokenizer: 0 (unknown until loaded; a lower bound)."""
     return 0 if cfg.data.tokenizer or cfg.model.hub_model else BYTE_VOCAB
@@ -74,8 +104,9 @@ def check_fits_in_memory(
     if limit is None:  # not Linux: nothing to compare against
         return
     on_host = trains_on_host(cfg.trainer.device) if on_host is None else on_host
-    terms = host_terms(cfg, trains_on_host=on_host, vocab_size=compose_time_vocab(cfg))
-    require_fits(terms, limit, "host", processes_per_node() if processes is None else processes)
+    with sized_by_token_budget(cfg) as sized:
+        terms = host_terms(sized, trains_on_host=on_host, vocab_size=compose_time_vocab(sized))
+        require_fits(terms, limit, "host", processes_per_node() if processes is None else processes)
 
 
 def check_fits_on_gpu(
@@ -97,20 +128,23 @@ def check_fits_on_gpu(
     ``shards``: the world size under ``trainer.strategy=fsdp`` (each rank holds its share of the
     model states). Raises ``ValueError`` with the arithmetic.
     """
-    terms = training_device_terms(cfg, value_bytes=2 if bf16 else 4, vocab_size=vocab_size, shards=shards)
-    if cfg.decoder.decodes_on_gpu:
-        terms.append(gpu_decoded_frames_term(cfg))
-    else:
-        terms.append(
-            Term(
-                "frames copied to the device",
-                "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B",
-                f"{frame_numbers(cfg)} * 3 B",
-                uint8_batch_bytes(cfg),
-                FRAME_FIELDS,
-            )
+    with sized_by_token_budget(cfg) as sized:
+        terms = training_device_terms(
+            sized, value_bytes=2 if bf16 else 4, vocab_size=vocab_size, shards=shards
         )
-    require_fits(terms, MemoryLimit(total_bytes, f"total memory of {device}"), device)
+        if sized.decoder.decodes_on_gpu:
+            terms.append(gpu_decoded_frames_term(sized))
+        else:
+            terms.append(
+                Term(
+                    "frames copied to the device",
+                    "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B",
+                    f"{frame_numbers(sized)} * 3 B",
+                    uint8_batch_bytes(sized),
+                    FRAME_FIELDS,
+                )
+            )
+        require_fits(terms, MemoryLimit(total_bytes, f"total memory of {device}"), device)
 
 
 def check_fits_where_it_runs(cfg: KVideoConfig, launcher: dict[str, Any]) -> None:

@@ -7,9 +7,11 @@ of one attribute. The model is right on an attribute when the caption with the t
 the lowest caption NLL; chance is ``1 / len(options)``. A dataset without a scorer gets the loss
 only. Nothing here knows any dataset's captions.
 
-All candidates of a batch go through the model together: each clip's frames are repeated
-once per candidate caption (the true caption is shared by the attribute questions),
-in chunks of at most ``max_rows`` rows to bound memory.
+All candidates of a batch go through the model together, in chunks of at most ``max_rows``
+rows to bound memory (the true caption is shared by the attribute questions). A model that
+``takes_clip_of_row`` gets each clip's frames once and which clip each candidate row reads: its
+vision part runs once per clip, not once per candidate, and the builtin LM also reads the clip's
+shared prefix once (``kvideo.model.packing.shared_prefix_layout``).
 
 A sharded model (FSDP) gathers its parameters in every forward, a collective: there every rank
 runs the same forwards in lockstep, a batch without a clip to score included, and the candidate
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kvideo.data.batch import optional_inputs
+from kvideo.data.batch import forward_inputs
 from kvideo.data.scoring import AttributeScorer, CandidateSet, attribute_scorers
 from kvideo.data.tokenizer import encode_caption
 from kvideo.train.distributed import DistEnv, all_gather_objects, all_reduce_sum
@@ -51,21 +53,21 @@ def _candidates(scorers: list[AttributeScorer], caption: str) -> CandidateSet | 
 
 
 class CaptionEncoder:
-    """A caption's ``(input_ids, labels, visual_at)`` after the prompt, as the loss reads them
-    (``encode_caption``; ``visual_at`` matters where captions are conversations, 0 otherwise);
-    each candidate caption is tokenized once (the same candidates recur across clips)."""
+    """A caption's ``(input_ids, labels, visual_at, text_len)`` after the prompt, as the loss
+    reads them (``encode_caption``; ``visual_at`` matters where captions are conversations, 0
+    otherwise); each candidate caption is tokenized once (the same candidates recur across clips)."""
 
     def __init__(self, tokenizer: Any, prompt: str, max_len: int) -> None:
         self.tokenizer, self.prompt, self.max_len = tokenizer, prompt, max_len
         self.conversational = bool(getattr(tokenizer, "captions_as_conversations", False))
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, int, int]] = {}
 
-    def __call__(self, caption: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __call__(self, caption: str) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         hit = self._cache.get(caption)
         if hit is None:
             text = encode_caption(self.tokenizer, self.prompt, caption, self.max_len)
             ids = torch.as_tensor(text.input_ids, dtype=torch.long)
-            hit = (ids, torch.as_tensor(text.labels, dtype=torch.long), text.visual_at)
+            hit = (ids, torch.as_tensor(text.labels, dtype=torch.long), text.visual_at, text.text_len)
             self._cache[caption] = hit
         return hit
 
@@ -78,21 +80,34 @@ def score_candidates(
     labels: torch.Tensor,
     *,
     visual_at: torch.Tensor | None = None,
+    text_len: torch.Tensor | None = None,
+    visual: tuple[torch.Tensor, torch.Tensor] | None = None,
     max_rows: int,
     autocast: Callable[[], contextlib.AbstractContextManager[None]],
 ) -> torch.Tensor:
     """Summed caption NLL of each (clip ``rows[i]`` of ``batch``, caption ``input_ids[i]``) pair,
     as float (N,). ``visual_at`` (N,): where each caption's video goes, when captions are
-    conversations."""
+    conversations; ``text_len`` (N,): each caption's tokens before its padding; ``visual``: the
+    batch's visual tokens and keys from its loss forward, for a model that ``takes_clip_of_row``
+    (its vision part then does not run again)."""
     frames, frame_times, frame_region = batch["frames"], batch["frame_times"], batch.get("frame_region")
     device = frames.device
     index = torch.as_tensor(rows, dtype=torch.long, device=device)
+    per_clip = bool(getattr(model, "takes_clip_of_row", False))
     out = []
     for start in range(0, len(rows), max_rows):
         sel = index[start : start + max_rows]
-        extra = {} if frame_region is None else {"frame_region": frame_region.index_select(0, sel)}
+        extra: dict[str, Any] = {}
+        if per_clip:  # each clip's frames once; the model reads them for each of its rows
+            sel, extra["clip_of_row"] = torch.unique(sel, return_inverse=True)
+            if visual is not None:
+                extra["visual"] = (visual[0].index_select(0, sel), visual[1].index_select(0, sel))
+        if frame_region is not None:
+            extra["frame_region"] = frame_region.index_select(0, sel)
         if visual_at is not None:
             extra["visual_at"] = visual_at[start : start + max_rows].to(device)
+        if text_len is not None:
+            extra["text_len"] = text_len[start : start + max_rows].to(device)
         with autocast():
             result = model(
                 frames.index_select(0, sel),
@@ -252,7 +267,7 @@ def evaluate(
                     batch["input_ids"],
                     batch["labels"],
                     frame_times=frame_times,
-                    **optional_inputs(batch),
+                    **forward_inputs(batch),
                 )
             tally.add_loss(out, valid)
             rows, texts, sets = _candidate_rows(
@@ -268,6 +283,8 @@ def evaluate(
                 torch.stack([e[0] for e in encoded]),
                 torch.stack([e[1] for e in encoded]),
                 visual_at=torch.tensor([e[2] for e in encoded]) if encoder.conversational else None,
+                text_len=torch.tensor([e[3] for e in encoded]),
+                visual=(out["visual_tokens"], out["visual_keys"]) if "visual_tokens" in out else None,
                 max_rows=max_rows,
                 autocast=autocast,
             ).cpu()

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from kvideo.config import KVideoConfig
-from kvideo.data.batch import optional_inputs
+from kvideo.data.batch import forward_inputs
 from kvideo.errors import one_line
 from kvideo.train import components, signals
 from kvideo.train.best import BestKeeper
@@ -154,13 +154,14 @@ class Trainer:
     def _build_model(self) -> torch.nn.Module:
         from kvideo.model.spec import build_model
 
-        video = self.cfg.video
+        video, data = self.cfg.video, self.cfg.data
         return build_model(
             self.cfg.model,
             vocab_size=self.tokenizer.vocab_size,
             max_frames=video.max_frames,
             frame_size=video.frame_size,
             resize=video.resize,
+            max_tokens_per_row=data.max_tokens_per_row if data.packing else None,
         ).to(self.device)
 
     def _prepare_model(self) -> None:
@@ -292,9 +293,7 @@ class Trainer:
         """One optimizer step over ``grad_accum`` micro-batches."""
         self.enter_freeze_stage()
         grad_accum = self.cfg.trainer.grad_accum
-        tally = StepTally(
-            self.device, self.cfg.model.tokens_per_frame, getattr(self.tokenizer, "pad_id", None)
-        )
+        tally = StepTally(self.device)
         for micro in range(grad_accum):
             batch = tally.timed(self.stream.next_batch)
             self.report.count_skips(batch)
@@ -307,11 +306,11 @@ class Trainer:
                         batch["input_ids"],
                         batch["labels"],
                         frame_times=batch["frame_times"],
-                        **optional_inputs(batch),
+                        **forward_inputs(batch),
                     )
                 loss = out["loss"] / grad_accum
                 loss.backward()
-            tally.add(batch, loss)
+            tally.add(batch, loss, out)
         # A non-finite loss on any rank makes the gradient norm non-finite on every rank (its
         # gradients reach them all through the all-reduce / reduce-scatter), so every rank
         # takes the same decision without a collective of its own.
@@ -333,6 +332,7 @@ class Trainer:
             wait_s=tally.wait_s,
             clips=tally.clips,
             tokens=tally.tokens,
+            computed_tokens=tally.computed_tokens,
             loss=tally.loss_sum,
             skipped=tally.skipped,
         )
@@ -358,7 +358,7 @@ class Trainer:
     def validate(self) -> None:
         """Validate the current weights and record the numbers (a collective: on a sharded
         model every forward is one, and every rank runs the same ones)."""
-        result = self.validator.validate(self.raw_model)
+        result = self.validator.validate(self.raw_model, progress=self.report.validating)
         if result:
             predictions = self.validator.predictions(self.raw_model)
             result.update(self.validator.answer_metrics(predictions))

@@ -85,20 +85,28 @@ class StepTimer:
         self.total_step_s = 0.0
         self.total_wait_s = 0.0
         self.total_clips = 0
+        self.total_tokens = 0.0  # over every rank and the windows read so far: token_efficiency
+        self.total_computed = 0.0
 
     def reset(self) -> None:
         self.step_s = 0.0
         self.wait_s = 0.0
         self.clips = 0
-        self.tokens = 0
+        self.tokens: Any = 0
+        self.computed_tokens: Any = 0
         self.loss_sum = 0.0
         self.steps = 0
 
-    def add_step(self, *, step_s: float, wait_s: float, clips: int, tokens: int, loss: float) -> None:
+    def add_step(
+        self, *, step_s: float, wait_s: float, clips: int, tokens: Any, computed_tokens: Any, loss: float
+    ) -> None:
+        """One step; ``tokens`` / ``computed_tokens`` may be device tensors (summed without a
+        sync until the window is read)."""
         self.step_s += step_s
         self.wait_s += wait_s
         self.clips += clips
         self.tokens += tokens
+        self.computed_tokens += computed_tokens
         self.loss_sum += loss
         self.steps += 1
         self.total_step_s += step_s
@@ -108,19 +116,26 @@ class StepTimer:
     def window(self, world_size: int, summed: Sequence[float] | None = None) -> dict[str, float]:
         """Mean loss and rates over the steps since the last ``reset``.
 
-        ``summed`` is this window's ``(loss_sum, tokens, clips)`` added over all ranks, so the
-        loss is the mean over every rank's batches, not rank 0's alone; without it this rank's
-        numbers stand for every rank (same batch shape everywhere).
+        ``summed`` is this window's ``(loss_sum, tokens, clips, computed_tokens)`` added over all
+        ranks, so the loss is the mean over every rank's batches, not rank 0's alone; without it
+        this rank's numbers stand for every rank (same batch shape everywhere).
+        ``token_efficiency`` is the share of the token slots the model computed that held real
+        tokens (1.0 packed without row padding).
         """
         if summed is None:
-            summed = (float(self.loss_sum) * world_size, self.tokens * world_size, self.clips * world_size)
-        loss_sum, tokens, clips = (float(v) for v in summed)
+            summed = tuple(
+                float(v) * world_size for v in (self.loss_sum, self.tokens, self.clips, self.computed_tokens)
+            )
+        loss_sum, tokens, clips, computed = (float(v) for v in summed)
+        self.total_tokens += tokens
+        self.total_computed += computed
         secs = max(self.step_s, 1e-9)
         return {
             "loss": loss_sum / max(self.steps * world_size, 1),
             "tokens_per_s": tokens / secs,
             "clips_per_s": clips / secs,
             "data_wait_share": self.wait_s / secs,
+            "token_efficiency": tokens / computed if computed else float("nan"),
         }
 
 

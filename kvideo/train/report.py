@@ -124,6 +124,13 @@ class Reporter:
         else:
             RUN_LOG.info(line)
 
+    def validating(self, done: int, total: int) -> None:
+        """Move the bar's postfix while validating (``done`` of ``total`` clips on this rank), so
+        a long validation does not look like a hang. Without a bar (a pipe, a log file) it says
+        nothing: the validation line follows."""
+        if self.env.is_main and self.bar is not None:
+            self.bar.set_postfix_str(f"validating {done}/{total} clips")
+
     def finished_run(self, step: int) -> dict[str, Any] | None:
         """The final metrics of a run that already completed in this run dir, else ``None``."""
         done = self.run_dir / FINAL_NAME
@@ -166,10 +173,25 @@ class Reporter:
         return dict(self.skips.counts)
 
     def record_step(
-        self, *, step_s: float, wait_s: float, clips: int, tokens: Any, loss: Any, skipped: int
+        self,
+        *,
+        step_s: float,
+        wait_s: float,
+        clips: int,
+        tokens: Any,
+        computed_tokens: Any,
+        loss: Any,
+        skipped: int,
     ) -> None:
         """Add one optimizer step to the current window and move the bar."""
-        self.timer.add_step(step_s=step_s, wait_s=wait_s, clips=clips, tokens=tokens, loss=loss)
+        self.timer.add_step(
+            step_s=step_s,
+            wait_s=wait_s,
+            clips=clips,
+            tokens=tokens,
+            computed_tokens=computed_tokens,
+            loss=loss,
+        )
         self.window_skipped += skipped
         if self.bar is not None:
             self.bar.update(1)
@@ -190,12 +212,19 @@ class Reporter:
         counts = self.flush_skipped()
         t = self.timer
         summed = all_reduce_sum(
-            [float(t.loss_sum), float(t.tokens), float(t.clips), float(self.window_skipped)], self.env
+            [
+                float(t.loss_sum),
+                float(t.tokens),
+                float(t.clips),
+                float(t.computed_tokens),
+                float(self.window_skipped),
+            ],
+            self.env,
         )
-        window = t.window(self.env.world_size, summed[:3])
+        window = t.window(self.env.world_size, summed[:4])
         self.timer.reset()
         self.window_skipped = 0
-        self.skip_budget.add(int(summed[2]), int(summed[3]), step=step, last=step == self.max_steps)
+        self.skip_budget.add(int(summed[2]), int(summed[4]), step=step, last=step == self.max_steps)
         skipped = {k: v for k, v in counts.items() if v}
         record: dict[str, Any] = {
             "step": step,
@@ -205,6 +234,7 @@ class Reporter:
             "grad_norm": None if grad_norm is None else float(grad_norm),
             "tokens_per_s": window["tokens_per_s"],
             "clips_per_s": window["clips_per_s"],
+            "token_efficiency": window["token_efficiency"],
             "data_wait_share": window["data_wait_share"],
             "skipped": skipped,
             "skipped_total": sum(counts.values()),
@@ -252,6 +282,7 @@ class Reporter:
             "session_wall_time_s": self.clock.session_time(),
             "data_wait_share": t.total_wait_s / secs if t.total_step_s else None,
             "clips_per_s": t.total_clips * self.env.world_size / secs if t.total_step_s else None,
+            "token_efficiency": t.total_tokens / t.total_computed if t.total_computed else None,
             "world_size": self.env.world_size,
             "num_params": self.num_params,
             "resumed_from": self.resumed_from,

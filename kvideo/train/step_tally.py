@@ -1,6 +1,7 @@
 """``StepTally``: what one optimizer step's micro-batches add up to, for the reporter's window
-(``kvideo.train.metrics.StepTimer``): the loss, the clips and the skipped ones, the tokens the
-model read, the time blocked on the loader, and the step's wall time."""
+(``kvideo.train.metrics.StepTimer``): the loss, the clips and the skipped ones, the real tokens
+the model read and the token slots it computed (their ratio is ``token_efficiency``), the time
+blocked on the loader, and the step's wall time."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ class StepTally:
     """Sums over the micro-batches of one step. The loss and token sums stay tensors on the
     training device, so adding them costs no device-to-host sync inside the step."""
 
-    def __init__(self, device: torch.device, tokens_per_frame: int, pad_id: int | None) -> None:
+    def __init__(self, device: torch.device) -> None:
         self.started = now()
-        self.tokens_per_frame, self.pad_id = tokens_per_frame, pad_id
         self.tokens = torch.zeros((), dtype=torch.long, device=device)
+        self.computed_tokens = torch.zeros((), dtype=torch.long, device=device)
         self.loss_sum = torch.zeros((), dtype=torch.float32, device=device)
         self.clips = 0
         self.skipped = 0
@@ -34,15 +35,15 @@ class StepTally:
         self.wait_s += now() - t0
         return batch
 
-    def add(self, batch: dict[str, Any], loss: torch.Tensor) -> None:
-        """One micro-batch and its (already ``grad_accum``-scaled) loss. Tokens are the kept
-        frames' visual tokens plus the text that is not padding."""
+    def add(self, batch: dict[str, Any], loss: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
+        """One micro-batch, its (already ``grad_accum``-scaled) loss and the model's output, whose
+        ``tokens`` (visual tokens of kept frames plus text before its padding) and
+        ``computed_tokens`` every family reports (``kvideo.model.packing.token_counts``)."""
         self.loss_sum += loss.detach().float()
         self.clips += len(batch["skip_reason"])
         self.skipped += sum(1 for reason in batch["skip_reason"] if reason)
-        ids = batch["input_ids"]
-        text = ids != self.pad_id if self.pad_id is not None else torch.ones_like(ids)
-        self.tokens += batch["frame_mask"].sum() * self.tokens_per_frame + text.sum()
+        self.tokens += out["tokens"]
+        self.computed_tokens += out["computed_tokens"]
 
     def elapsed(self) -> float:
         """Seconds since the step started."""

@@ -117,6 +117,7 @@ class EpochStream:
                 start_sample=start,
                 shuffle=True,
                 batch_size=self.batch_size,
+                batch_tokens=self.cfg.data.batch_tokens,
                 drop_last=True,
                 device=self.env.device,
             )

@@ -9,7 +9,8 @@ RNG untouched (``rng_neutral``), so validating does not change what training dra
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from torch import nn
@@ -47,6 +48,8 @@ class Validator:
         self.autocast = autocast
         self._dataset: Any = None
         self._unavailable: str | None = None  # why there is no validation split, once known
+        self._batches: Any = None  # DecodeOnce over the split, made at the first validation
+        self._prediction_samples: list[dict[str, Any]] | None = None  # decoded once, too
 
     def should_validate(self, step: int) -> bool:
         """Whether to validate after ``step``: every ``trainer.val_every`` steps, but for the last
@@ -54,30 +57,35 @@ class Validator:
         trainer = self.cfg.trainer
         return bool(trainer.val_every) and step % trainer.val_every == 0 and step < trainer.max_steps
 
-    def validate(self, model: nn.Module) -> dict[str, Any]:
+    def validate(
+        self, model: nn.Module, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
         """Validation metrics (plus ``val_time_s``), or {} when there is no validation split.
 
         ``model`` is the unwrapped module (a DDP forward would wait for the other ranks'
         backward), or the sharded one, whose forwards every rank runs in lockstep (``evaluate``).
+        The clips are decoded at the first validation and replayed after it, within
+        ``data.val_cache_mb`` (``kvideo.data.decode_once``). ``progress(done, total)`` is told
+        this rank's clips after each batch.
         """
         dataset = self._validation_set()
         if dataset is None:
             return {}
-        from kvideo.data.loader import build_loader
+        from kvideo.data.decode_once import DecodeOnce
+        from kvideo.data.loader import to_device
+        from kvideo.data.preprocess import pixel_statistics
 
         trainer = self.cfg.trainer
+        if self._batches is None:
+            self._batches = DecodeOnce(partial(self._open_batches, dataset), self.cfg.data.val_cache_mb << 20)
+        statistics = pixel_statistics(self.cfg.model)
+        batches: Iterable[dict[str, Any]] = (
+            to_device(batch, self.env.device, statistics) for batch in self._batches
+        )
+        if progress is not None:
+            batches = _told(batches, progress, self._clips_per_rank(len(dataset)))
         t0 = now()
         with rng_neutral():
-            batches = build_loader(
-                dataset,
-                self.cfg,
-                rank=self.env.rank,
-                world_size=self.env.world_size,
-                shuffle=False,
-                batch_size=trainer.batch_size,
-                drop_last=False,
-                device=self.env.device,
-            )
             result = evaluate(
                 model,
                 batches,
@@ -93,6 +101,28 @@ class Validator:
         result["val_time_s"] = now() - t0
         return result
 
+    def _open_batches(self, dataset: Any, start_sample: int) -> Iterable[dict[str, Any]]:
+        """This rank's collated validation batches from its ``start_sample``-th clip on."""
+        from kvideo.data.loader import collated_batches
+
+        return collated_batches(
+            dataset,
+            self.cfg,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            shuffle=False,
+            batch_size=self.cfg.trainer.batch_size,
+            drop_last=False,
+            device=self.env.device,
+            start_sample=start_sample,
+        )
+
+    def _clips_per_rank(self, num_samples: int) -> int:
+        """The clips this rank reads in one validation (the split is padded to whole ranks)."""
+        per_rank = -(-num_samples // self.env.world_size)
+        cap = self.cfg.trainer.val_max_batches * self.cfg.trainer.batch_size
+        return min(per_rank, cap) if cap else per_rank
+
     def predictions(self, model: nn.Module) -> list[dict[str, str]]:
         """Generated captions (answers, for a conversation dataset) of the first
         ``trainer.val_predictions`` validation clips beside their references (rank 0's; other
@@ -107,7 +137,7 @@ class Validator:
         from kvideo.model.spec import model_spec
 
         with rng_neutral():
-            samples = [self._dataset[i] for i in range(count)]
+            samples = self._prediction_clips(count)
             batch = to_device(collate(samples), self.env.device, pixel_statistics(self.cfg.model))
             captions = model_spec(self.cfg.model.family).generate(
                 model,
@@ -125,6 +155,18 @@ class Validator:
             for s, c in zip(samples, captions, strict=True)
             if not s["skip_reason"]
         ]
+
+    def _prediction_clips(self, count: int) -> list[dict[str, Any]]:
+        """The first ``count`` validation clips, decoded at the first call and kept in host
+        memory when ``data.val_cache_mb`` allows any cache (they are few: ``val_predictions``)."""
+        if self._prediction_samples is not None:
+            return self._prediction_samples
+        from kvideo.data.decode_once import on_host
+
+        samples = [on_host(self._dataset[i]) for i in range(count)]
+        if self.cfg.data.val_cache_mb:
+            self._prediction_samples = samples
+        return samples
 
     def answer_metrics(self, predictions: list[dict[str, str]]) -> dict[str, float]:
         """``val_short_exact_match`` (and ``val_short_answers``) of a conversation dataset's
@@ -155,3 +197,14 @@ class Validator:
                 RUN_LOG.warning("no validation: %s", e)
                 return None
         return self._dataset
+
+
+def _told(
+    batches: Iterable[dict[str, Any]], progress: Callable[[int, int], None], total: int
+) -> Iterator[dict[str, Any]]:
+    """``batches``, telling ``progress`` the clips read so far after each one."""
+    done = 0
+    for batch in batches:
+        yield batch
+        done += len(batch["skip_reason"])
+        progress(min(done, total), total)

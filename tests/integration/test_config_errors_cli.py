@@ -89,6 +89,10 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["data.val_max_samples=-1"], r"data\.val_max_samples must be non-negative \(got -1\)"),
     (["data.shuffle_buffer=0"], r"data\.shuffle_buffer must be positive \(got 0\)"),
+    (["data.packing=maybe"], r"data\.packing"),  # Hydra: not a valid bool
+    (["data.max_tokens_per_row=-1"], r"data\.max_tokens_per_row must be non-negative \(got -1\)"),
+    (["data.batch_tokens=-5"], r"data\.batch_tokens must be non-negative \(got -5\)"),
+    (["data.val_cache_mb=-1"], r"data\.val_cache_mb must be non-negative \(got -1\)"),
     (["data.max_skip_fraction=1.5"], r"data\.max_skip_fraction must be in \[0\.0, 1\.0\] \(got 1\.5\)"),
     (["data.sample_train_clips=0"], r"data\.sample_train_clips must be positive \(got 0\)"),
     (["data.sample_val_clips=0"], r"data\.sample_val_clips must be positive \(got 0\)"),

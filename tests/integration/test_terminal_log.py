@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import struct
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def test_train_log_holds_the_steps_and_validations_a_terminal_shows_in_its_bar(t
     code, shown = _run_on_a_terminal(args, tmp_path)
     assert code == 0, shown[-3000:]
     assert "train: " in shown and "4/4" in shown  # the bar was on the terminal
+    assert re.search(r"validating \d+/\d+ clips", shown)  # and it moved while validating
     log = (run / "train.log").read_text()
     for step in range(1, 5):
         assert f"step {step}/4 epoch" in log, log

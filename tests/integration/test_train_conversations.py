@@ -64,18 +64,26 @@ def test_cli_trains_on_conversations_and_validation_scores_the_answers(records: 
     assert len(read_jsonl(tmp_path / "eval" / "predictions.jsonl")) == 4
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed_token_budget"])
 def test_hf_vlm_trains_on_conversations_through_the_chat_template(
-    records: Path, tiny_hf_parts: tuple[Path, Path], tmp_path: Path
+    records: Path, tiny_hf_parts: tuple[Path, Path], tmp_path: Path, packed: bool
 ) -> None:
     cfg = tiny_hf_config(records, *tiny_hf_parts, max_steps=4, val_every=4, val_predictions=2)
     cfg.video.dataset_type = "conversations"
-    cfg.model.max_text_len = 64
+    cfg.model.max_text_len = 96  # the chat-rendered conversation (about 68 tokens), then padding
+    if packed:
+        cfg.data.packing = True
+        cfg.data.batch_tokens = 260  # about 3 clips: 16 visual tokens and the chat text each
     final = train(cfg, tmp_path / "run")
     assert final["status"] == "completed"
     val = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("split") == "validation"][-1]
     assert val["val_short_answers"] == 2
     losses = [r["loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "split" not in r]
     assert len(losses) == 4 and all(0 < loss < 20 for loss in losses)
+    efficiency = [
+        r["token_efficiency"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "split" not in r
+    ]
+    assert min(efficiency) > 0.95 if packed else max(efficiency) < 0.9
 
 
 def test_validate_probes_the_clips_the_records_name(records: Path, tmp_path: Path) -> None:

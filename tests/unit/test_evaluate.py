@@ -24,7 +24,7 @@ class _CaptionReader(nn.Module):
         self.truths = truths
         self.rows_per_call: list[int] = []
 
-    def forward(self, frames, frame_mask, input_ids, labels, frame_times=None, visual_at=None):
+    def forward(self, frames, frame_mask, input_ids, labels, frame_times=None, visual_at=None, text_len=None):
         from kvideo.data.datasets.sample.captions import parse_caption
 
         assert frame_times is not None and frame_times.shape == frame_mask.shape  # the batch's own

@@ -132,7 +132,7 @@ def test_activation_estimate_is_a_lower_bound_close_to_what_autograd_keeps(name:
 def test_the_estimate_uses_the_loaders_prefetch_factor() -> None:
     from kvideo.data import loader
 
-    assert f"prefetch_factor={PREFETCH_FACTOR} if workers" in inspect.getsource(loader.build_loader)
+    assert f"prefetch_factor={PREFETCH_FACTOR} if workers" in inspect.getsource(loader.collated_batches)
 
 
 def test_every_decoder_not_declared_on_the_gpu_returns_cpu_frames(tmp_path) -> None:

@@ -87,7 +87,7 @@ def test_logits_only_without_labels(model: VideoLanguageModel) -> None:
     batch = make_batch()
     batch.pop("labels")
     out = model(**batch)
-    assert set(out) == {"logits"}
+    assert set(out) == {"logits", "tokens", "computed_tokens", "visual_tokens", "visual_keys"}
 
 
 def test_loss_is_mean_nll_over_caption_tokens_only(model: VideoLanguageModel) -> None:

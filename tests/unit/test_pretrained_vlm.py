@@ -156,7 +156,7 @@ def test_a_batch_becomes_the_models_inputs_and_trains(
         assert blocks[0][len(first) + 2 + 4 : len(first) + 2 + 4 + len(second)] == second
     else:
         assert blocks[0] == [model.start_id, *[model.video_id] * 8, model.end_id]
-    ids, labels = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], blocks)
+    ids, labels, _ = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], blocks)
     assert labels is not None
     for row, block in enumerate(blocks):
         at = int(batch["visual_at"][row])
@@ -211,7 +211,7 @@ def spliced_as_the_processor_tokenizes(
         add_generation_prompt=True,
         tokenize=False,
     )
-    ids, labels = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], texts)
+    ids, labels, _ = model.spliced(batch["input_ids"], batch["labels"], batch["visual_at"], texts)
     assert labels is not None
     whole = model.tokenizer.encode(context.replace("<video>", theirs), add_special_tokens=False)
     assert ids[0, : len(whole)].tolist() == whole

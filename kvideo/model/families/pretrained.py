@@ -242,5 +242,6 @@ PRETRAINED = MODEL_FAMILIES.register("pretrained")(
         build=build,
         export=export,
         part_of=part_of,
+        packs=False,  # its models place their own (multimodal rope) positions per row
     )
 )
