@@ -24,7 +24,7 @@ from kvideo.data.tokenizer import IGNORE_INDEX, encode_row
 from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder
-from kvideo.preflight.frames import frame_resize, max_tokens_per_frame
+from kvideo.preflight.frames import frame_resize, max_visual_tokens, padded_tokens
 from kvideo.sampling import timestamps
 
 if TYPE_CHECKING:
@@ -130,12 +130,12 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         tokens its frames can give (an upper bound); without, the padded length the model
         computes for every sample."""
         if self._token_costs is None:
-            cfg = self.cfg
-            visual = cfg.video.max_frames * max_tokens_per_frame(cfg.video, cfg.model)
-            if cfg.data.packing:
+            video, model = self.cfg.video, self.cfg.model
+            if self.cfg.data.packing:
+                visual = max_visual_tokens(video, model)
                 self._token_costs = [visual + text.text_len for text in self._text]
             else:
-                self._token_costs = [visual + cfg.model.max_text_len] * len(self._text)
+                self._token_costs = [padded_tokens(video, model)] * len(self._text)
         return self._token_costs
 
     def set_epoch(self, epoch: int) -> None:

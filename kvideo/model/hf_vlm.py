@@ -267,12 +267,8 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         batch's text positions when samples splice the video at different places, then each
         sample's own are gathered.
         """
-        clip_tokens, clip_keys = visual or self.visual_tokens(frames, frame_mask, frame_times, frame_region)
-        per_clip = {"visual_tokens": clip_tokens.detach(), "visual_keys": clip_keys.detach()}  # for scoring
-        tokens, keys = (
-            (clip_tokens, clip_keys)
-            if clip_of_row is None
-            else (clip_tokens[clip_of_row], clip_keys[clip_of_row])
+        per_clip, tokens, keys = self.rows_visual_tokens(
+            frames, frame_mask, frame_times, frame_region, visual=visual, clip_of_row=clip_of_row
         )
         embeds, mask, positions = self._inputs(tokens, keys, input_ids, visual_at)
         batch, length = input_ids.shape

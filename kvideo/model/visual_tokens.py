@@ -112,3 +112,27 @@ class VisualTokens:
         return frames_to_visual_tokens(
             self.vision, self.projector, frames, frame_mask, frame_times, frame_region, resize=self.resize
         )
+
+    def rows_visual_tokens(
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        frame_times: Tensor | None,
+        frame_region: Tensor | None,
+        *,
+        visual: tuple[Tensor, Tensor] | None,
+        clip_of_row: Tensor | None,
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """What a forward reads for its text rows: ``(per_clip, tokens, keys)``.
+
+        ``visual``: the clips' ``(tokens, keys)`` from an earlier forward (the vision part is
+        then not run again); ``clip_of_row``: the clip each text row reads (None = row ``i``
+        reads clip ``i``). ``per_clip`` is the forward's ``visual_tokens`` / ``visual_keys``
+        outputs, per clip and detached: they are for scoring, and FSDP2 warns of a view of the
+        graph returned by a sharded model.
+        """
+        clip_tokens, clip_keys = visual or self.visual_tokens(frames, frame_mask, frame_times, frame_region)
+        per_clip = {"visual_tokens": clip_tokens.detach(), "visual_keys": clip_keys.detach()}
+        if clip_of_row is None:
+            return per_clip, clip_tokens, clip_keys
+        return per_clip, clip_tokens[clip_of_row], clip_keys[clip_of_row]

@@ -137,18 +137,13 @@ class VideoLanguageModel(VisualTokens, nn.Module):
 
         Returns ``logits`` (B, L, V) for the text positions, ``tokens`` / ``computed_tokens`` (the
         real tokens and the token slots the LM computed, ``token_counts``), ``visual_tokens`` /
-        ``visual_keys`` (per clip, before ``clip_of_row``, detached: they are for scoring, and
-        FSDP2 warns of a view of the graph returned by a sharded model) and, when ``labels`` is
+        ``visual_keys`` (per clip, ``VisualTokens.rows_visual_tokens``) and, when ``labels`` is
         given, ``loss`` (scalar), ``nll`` (B,) and ``ntokens`` (B,). With ``max_tokens_per_row``
         set (``data.packing``) the LM runs on the real tokens packed into rows
         (``kvideo.model.packing``), with the same results.
         """
-        clip_tokens, clip_keys = visual or self.visual_tokens(frames, frame_mask, frame_times, frame_region)
-        per_clip = {"visual_tokens": clip_tokens.detach(), "visual_keys": clip_keys.detach()}  # for scoring
-        tokens, keys = (
-            (clip_tokens, clip_keys)
-            if clip_of_row is None
-            else (clip_tokens[clip_of_row], clip_keys[clip_of_row])
+        per_clip, tokens, keys = self.rows_visual_tokens(
+            frames, frame_mask, frame_times, frame_region, visual=visual, clip_of_row=clip_of_row
         )
         real = splice(real_text(input_ids, text_len), keys.to(torch.bool), visual_at)
         if (

@@ -77,3 +77,14 @@ def max_tokens_per_frame(video: VideoConfig, model: ModelConfig) -> int:
         return model.tokens_per_frame
     factor = frame_resize(video, model).factor
     return max(1, frame_resize(video, model).pixel_budget // (factor * factor))
+
+
+def padded_tokens(video: VideoConfig, model: ModelConfig) -> int:
+    """The most tokens one sample can bring, which is what a padded sample costs: ``video.max_frames``
+    frames of ``max_tokens_per_frame`` visual tokens, then ``model.max_text_len`` text tokens."""
+    return max_visual_tokens(video, model) + model.max_text_len
+
+
+def max_visual_tokens(video: VideoConfig, model: ModelConfig) -> int:
+    """The most visual tokens one clip can give: ``video.max_frames`` times ``max_tokens_per_frame``."""
+    return video.max_frames * max_tokens_per_frame(video, model)

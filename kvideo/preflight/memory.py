@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from kvideo.preflight.frames import max_tokens_per_frame
+from kvideo.preflight.frames import padded_tokens
 from kvideo.preflight.memory_terms import (
     BYTE_VOCAB,
     FRAME_FIELDS,
@@ -59,9 +59,7 @@ def token_budget_clips(cfg: KVideoConfig) -> int:
     """The fewest clips a ``data.batch_tokens`` batch holds: the budget over the most a clip can
     cost (``VideoClipDataset.token_costs``: visual tokens plus its text, or the padded length).
     The fewest, so that every term stays a lower bound."""
-    model = cfg.model
-    most = cfg.video.max_frames * max_tokens_per_frame(cfg.video, model) + model.max_text_len
-    return max(1, cfg.data.batch_tokens // most)
+    return max(1, cfg.data.batch_tokens // padded_tokens(cfg.video, cfg.model))
 
 
 @contextlib.contextmanager

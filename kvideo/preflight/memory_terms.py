@@ -26,7 +26,7 @@ from kvideo.hf_folders import (
     tower_geometry,
     tower_parameter_prefix,
 )
-from kvideo.preflight.frames import max_tokens_per_frame
+from kvideo.preflight.frames import padded_tokens
 from kvideo.preflight.model_size import conv_stem_channels, estimate_params
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
 def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) -> list[Term]:
     """Blocks over ``[visual | text]``, the (B, 1, S, S) boolean attention mask, fp32 logits."""
     model, b = cfg.model, cfg.trainer.batch_size
-    seq = cfg.video.max_frames * max_tokens_per_frame(cfg.video, model) + model.max_text_len
+    seq = padded_tokens(cfg.video, model)
     k = SAVED_VALUES_PER_TOKEN
     seq_formula = "(video.max_frames * model.tokens_per_frame + model.max_text_len)"
     width, depth, shape = model.lm_width, model.lm_depth, "model.lm_width * model.lm_depth"
