@@ -210,9 +210,9 @@ def check_auto_processor(tmp: Path, kind: str = "qwen2_5_vl") -> dict[str, Any]:
     context = torch.tensor([encoded.input_ids[: encoded.answer_at]])
     frames = normalize_frames(clip, statistics=pixel_statistics(cfg))[None]
     times = torch.tensor([[0.0, 0.5, 1.0, 1.5]])
-    video, blocks = model.video_inputs(frames, torch.ones(1, 4, dtype=torch.bool), times, None)
-    ids, _, _ = model.spliced(context, None, torch.tensor([encoded.visual_at]), blocks)
-    mine = {**model.text_inputs(ids), **video}
+    video = model.video_inputs(frames, torch.ones(1, 4, dtype=torch.bool), times, None)
+    ids, _, _ = model.spliced(context, None, torch.tensor([encoded.visual_at]), video.blocks)
+    mine = {**model.text_inputs(ids), **video.kwargs}
     same: dict[str, bool] = {}
     for key in ("input_ids", "mm_token_type_ids", "video_grid_thw", "second_per_grid_ts"):
         if key in mine or key in theirs:

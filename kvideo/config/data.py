@@ -44,8 +44,8 @@ class DataConfig:
     packing: pack each batch's samples into rows with no padding (``kvideo.model.packing``):
         each sample attends only to itself, at the positions it has padded, so losses and
         gradients are the padded batch's; the model computes only real tokens (plus the end of
-        the last rows), which ``token_efficiency`` in ``metrics.jsonl`` shows. Builtin and
-        ``hf`` models; ``model=pretrained`` refuses it for now.
+        the last rows), which ``token_efficiency`` in ``metrics.jsonl`` shows. Every model
+        family; Qwen2-VL and its successors keep their multimodal rope positions.
     max_tokens_per_row: with ``packing``, the longest row in tokens (0 = as long as one padded
         sample of the batch, so a row never costs more attention memory than a padded one).
         Longer rows leave less row-end padding and cost more attention per row; a sample longer

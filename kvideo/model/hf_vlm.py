@@ -36,11 +36,14 @@ from kvideo.model.lora_rank import check_lora_rank
 from kvideo.model.loss import with_loss
 from kvideo.model.packing import (
     PackedRows,
+    columns_holding,
     pack,
     pack_layout,
     real_text,
     restarting_positions,
+    slots_of,
     token_counts,
+    unpack_columns,
 )
 from kvideo.model.projector import FrameProjector
 from kvideo.model.sequence import splice, text_positions
@@ -298,26 +301,15 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         mask, and position ids that restart at each sample, from which transformers builds the
         block-diagonal causal mask (or takes its flash-attention varlen path). The head runs on
         the row slots that hold text in some row; a padding text position's logits are 0."""
-        batch, seq = positions.shape
-        slot_of = torch.full((batch * seq,), -1, dtype=torch.long, device=positions.device)
-        slot_of[packed.source] = packed.target
-        slot = slot_of.view(batch, seq).gather(1, where)  # (B, L) packed slot of each text token
-        is_text = torch.zeros(packed.computed, dtype=torch.bool, device=slot.device)
-        is_text[slot[slot >= 0]] = True
-        keep = is_text.view(packed.rows, packed.length).any(dim=0).nonzero().squeeze(1)
+        slot = slots_of(where, packed)  # (B, L) packed slot of each text token
+        keep = columns_holding(slot, packed)
         result = self.lm(
             inputs_embeds=pack(embeds, packed),
             position_ids=restarting_positions(positions, packed),
             logits_to_keep=keep,
             use_cache=False,
         )
-        logits = result.logits  # (rows, len(keep), V)
-        found = slot >= 0
-        row, column = slot.clamp(min=0) // packed.length, slot.clamp(min=0) % packed.length
-        flat = row * keep.shape[0] + torch.searchsorted(keep, column)
-        text_logits = logits.reshape(-1, logits.shape[-1]).index_select(0, flat.flatten())
-        text_logits = text_logits.view(*slot.shape, logits.shape[-1])
-        return torch.where(found[..., None], text_logits, torch.zeros_like(text_logits))
+        return unpack_columns(result.logits, keep, slot, packed)
 
     @torch.no_grad()
     def generate(

@@ -200,6 +200,43 @@ def unpack(values: Tensor, layout: PackedRows) -> Tensor:
     return out.view(layout.batch, layout.seq, *rest)
 
 
+def sample_order(layout: PackedRows) -> list[int]:
+    """The samples (batch indices) in the order the packed rows hold them, row after row: the
+    order in which a model that fills placeholder tokens in reading order meets their visual
+    features (``kvideo.model.video_inputs``)."""
+    flat = layout.segment.flatten()
+    return [int(i) for i in torch.unique_consecutive(flat[flat >= 0]).tolist()]
+
+
+def slots_of(positions: Tensor, layout: PackedRows) -> Tensor:
+    """(B, L) the packed slot (``r * length + t``) of each padded sequence position in
+    ``positions`` (B, L); -1 where that position holds no real token."""
+    slot_of = torch.full((layout.batch * layout.seq,), -1, dtype=torch.long, device=positions.device)
+    slot_of[layout.source] = layout.target
+    return slot_of.view(layout.batch, layout.seq).gather(1, positions)
+
+
+def columns_holding(slot: Tensor, layout: PackedRows) -> Tensor:
+    """The packed columns (sorted) where some row holds one of ``slot``'s tokens (-1s ignored):
+    the ``logits_to_keep`` that computes the head only where a logit is read. Never empty (column
+    0 when nothing is read: a batch whose every label is ignored), so the loss keeps its graph."""
+    used = torch.zeros(layout.computed, dtype=torch.bool, device=slot.device)
+    used[slot[slot >= 0]] = True
+    used.view(layout.rows, layout.length)[0, 0] = True
+    return used.view(layout.rows, layout.length).any(dim=0).nonzero().squeeze(1)
+
+
+def unpack_columns(values: Tensor, columns: Tensor, slot: Tensor, layout: PackedRows) -> Tensor:
+    """(rows, len(columns), ...) values of the packed ``columns`` -> (B, L, ...) at ``slot`` (B, L)
+    (``slots_of``); 0 where ``slot`` is -1."""
+    found = slot >= 0
+    row, column = slot.clamp(min=0) // layout.length, slot.clamp(min=0) % layout.length
+    flat = row * columns.shape[0] + torch.searchsorted(columns, column)
+    rest = values.shape[2:]
+    picked = values.reshape(-1, *rest).index_select(0, flat.flatten()).view(*slot.shape, *rest)
+    return torch.where(found.view(*slot.shape, *[1] * len(rest)), picked, torch.zeros_like(picked))
+
+
 def block_causal_mask(layout: PackedRows) -> Tensor:
     """Boolean SDPA mask (rows, 1, length, length), True = may attend: causal within each sample's
     slots and to its row's ``SHARED`` prefix, nothing across samples. A row's end padding attends

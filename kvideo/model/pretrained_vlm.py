@@ -18,7 +18,10 @@ in front, and its ``save_pretrained`` writes the export. Per batch this module:
   ``kvideo.data.tokenizer.encode_row``), which is what Qwen's processor does to the rendered
   template; labels there are ``-100``; SmolVLM2's and InternVL3's video is text around image
   tokens (``kvideo.model.video_text``), so its context is tokenized again with that text in place;
-* lets the model place its own multimodal rope positions (``get_rope_index``) from those ids.
+* lets the model place its own multimodal rope positions (``get_rope_index``) from those ids;
+* packed (``data.packing``), runs the spliced rows' real tokens in rows of several samples
+  (``packed_logits``): the padded rows' positions, packed, and the video in the rows' order
+  (``kvideo.model.video_inputs``).
 
 The loss is kvideo's (``kvideo.model.loss``): the same per-sample NLL as the other families, so
 validation and candidate ranking compare like with like. A clip with no decodable frame gets one
@@ -42,7 +45,19 @@ from kvideo.model.generate import until_eos
 from kvideo.model.hf_vlm import quiet_transformers
 from kvideo.model.lora_rank import check_lora_rank
 from kvideo.model.loss import with_loss
-from kvideo.model.packing import real_text, token_counts
+from kvideo.model.packing import (
+    PackedRows,
+    columns_holding,
+    pack,
+    pack_layout,
+    real_text,
+    restarting_positions,
+    sample_order,
+    slots_of,
+    token_counts,
+    unpack_columns,
+)
+from kvideo.model.video_inputs import VideoInputs
 from kvideo.model.video_patches import group_times, qwen_video_patches, seconds_per_group
 from kvideo.model.video_text import internvl_video_text, smolvlm_video_text
 
@@ -56,10 +71,17 @@ class PretrainedVLM(nn.Module):
 
     hf: Any  # a transformers (or peft) model: generate and config are not nn.Module's
 
-    def __init__(self, hf: nn.Module, geometry: VideoVlmGeometry, tokenizer: Any = None) -> None:
+    def __init__(
+        self,
+        hf: nn.Module,
+        geometry: VideoVlmGeometry,
+        tokenizer: Any = None,
+        max_tokens_per_row: int | None = None,
+    ) -> None:
         """``tokenizer``: the model's own (transformers'), for the families that write time as
-        text (Qwen3-VL, SmolVLM2, InternVL3)."""
+        text (Qwen3-VL, SmolVLM2, InternVL3). ``max_tokens_per_row``: ``ModelSizes``'."""
         super().__init__()
+        self.max_tokens_per_row = max_tokens_per_row  # None = padded
         self.hf = hf
         self.geometry = geometry
         self.tokenizer = tokenizer
@@ -77,7 +99,7 @@ class PretrainedVLM(nn.Module):
 
     def video_inputs(
         self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor, frame_region: Tensor | None
-    ) -> tuple[dict[str, Tensor], list[list[int]] | list[str]]:
+    ) -> VideoInputs:
         """The model's video keyword arguments for a batch, and each clip's token ids in the text
         (``video_block``), or for SmolVLM2 and InternVL3 its text."""
         g = self.geometry
@@ -106,13 +128,14 @@ class PretrainedVLM(nn.Module):
             "pixel_values_videos": torch.cat(patches),
             "video_grid_thw": torch.tensor(grids, dtype=torch.long, device=frames.device),
         }
+        each = [1] * len(grids)
+        clip_rows = {"pixel_values_videos": [t * h * w for t, h, w in grids], "video_grid_thw": each}
         if g.model_type == "qwen2_5_vl":
             inputs["second_per_grid_ts"] = torch.tensor(spans, device=frames.device)
-        return inputs, blocks
+            clip_rows["second_per_grid_ts"] = each
+        return VideoInputs(inputs, blocks, clip_rows)
 
-    def pooled_frame_inputs(
-        self, frames: Tensor, frame_mask: Tensor
-    ) -> tuple[dict[str, Tensor], list[list[int]]]:
+    def pooled_frame_inputs(self, frames: Tensor, frame_mask: Tensor) -> VideoInputs:
         """LLaVA-OneVision and LLaVA-NeXT-Video: ``pixel_values_videos`` (B, F, C, H, W), their
         processors' layout after resize and normalization, and ``<video>`` once per pooled token
         of each frame (plus once for LLaVA-OneVision's newline after the clip). The model takes
@@ -128,11 +151,12 @@ class PretrainedVLM(nn.Module):
             clips.append(torch.cat([clip, clip[-1:].expand(most - clip.shape[0], -1, -1, -1)]))
         g = self.geometry
         block = [self.video_id] * (most * g.tokens_per_frame + g.tokens_after_clip)
-        return {"pixel_values_videos": torch.stack(clips)}, [block] * frames.shape[0]
+        each = [1] * frames.shape[0]
+        return VideoInputs(
+            {"pixel_values_videos": torch.stack(clips)}, [block] * len(each), {"pixel_values_videos": each}
+        )
 
-    def frame_image_inputs(
-        self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor
-    ) -> tuple[dict[str, Tensor], list[str]]:
+    def frame_image_inputs(self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor) -> VideoInputs:
         """SmolVLM2 and InternVL3, each frame an image in text (``kvideo.model.video_text``), in
         their processors' layouts after resize and normalization. SmolVLM2: ``pixel_values``
         (B, F, C, H, W), each clip's valid frames, then all-zero frames up to the batch's most,
@@ -144,7 +168,8 @@ class PretrainedVLM(nn.Module):
         clips = [frames[b][keep[b]] if bool(keep[b].any()) else frames[b][:1] for b in range(frames.shape[0])]
         if g.model_type == "internvl":
             texts = [internvl_video_text(clip.shape[0], g.tokens_per_frame) for clip in clips]
-            return {"pixel_values": torch.cat(clips)}, texts
+            frame_counts = [clip.shape[0] for clip in clips]
+            return VideoInputs({"pixel_values": torch.cat(clips)}, texts, {"pixel_values": frame_counts})
         most = max(clip.shape[0] for clip in clips)
         pixels = frames.new_zeros(frames.shape[0], most, *frames.shape[2:])
         texts = []
@@ -152,7 +177,7 @@ class PretrainedVLM(nn.Module):
             pixels[b, : clip.shape[0]] = clip
             times = frame_times[b][keep[b]].tolist() if bool(keep[b].any()) else [0.0]
             texts.append(smolvlm_video_text(times, g.tokens_per_frame))
-        return {"pixel_values": pixels}, texts
+        return VideoInputs({"pixel_values": pixels}, texts, {"pixel_values": [1] * len(clips)})
 
     def video_block(self, grid: tuple[int, int, int], times: Tensor) -> list[int]:
         """A clip's ids in the text, as the model's processor writes them: Qwen2-VL and Qwen2.5-VL
@@ -240,16 +265,58 @@ class PretrainedVLM(nn.Module):
         text_len: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """As the other families' ``forward``; ``visual_at`` is required (every row is a
-        conversation). Padding after a row's text stays visible to the keys: the causal mask
-        hides it from every real token, as kvideo's other models do. This family does not pack
-        (``ModelSpec.packs``): its ``computed_tokens`` are the padded rows'."""
-        video, blocks = self.video_inputs(frames, frame_mask, frame_times, frame_region)
-        ids, spliced_labels, lengths = self.spliced(input_ids, labels, visual_at, blocks)
-        out = self.hf(**self.text_inputs(ids), **video, use_cache=False)
-        text = real_text(input_ids, text_len)
-        text_padding = input_ids.shape[1] - text.sum(dim=1)
+        conversation). Padded, the padding after a row's text stays visible to the keys: the
+        causal mask hides it from every real token, as kvideo's other models do. Packed
+        (``max_tokens_per_row`` not None): ``packed_logits``."""
+        video = self.video_inputs(frames, frame_mask, frame_times, frame_region)
+        ids, spliced_labels, lengths = self.spliced(input_ids, labels, visual_at, video.blocks)
+        text_padding = input_ids.shape[1] - real_text(input_ids, text_len).sum(dim=1)
         real = torch.arange(ids.shape[1], device=ids.device)[None] < (lengths - text_padding)[:, None]
-        return {**with_loss(out.logits, spliced_labels), **token_counts(real, real.numel())}
+        if self.max_tokens_per_row is None:
+            out = self.hf(**self.text_inputs(ids), **video.kwargs, use_cache=False)
+            return {**with_loss(out.logits, spliced_labels), **token_counts(real, real.numel())}
+        packed = pack_layout(real, self.max_tokens_per_row)
+        logits = self.packed_logits(ids, spliced_labels, video, packed)
+        return {**with_loss(logits, spliced_labels), **token_counts(real, packed.computed)}
+
+    def packed_logits(
+        self, ids: Tensor, labels: Tensor | None, video: VideoInputs, packed: PackedRows
+    ) -> Tensor:
+        """(B, S, V) logits of the model run on the ``packed`` rows of the spliced ``ids`` (B, S):
+        no attention mask, and position ids that restart at each sample, from which transformers
+        builds the block-diagonal causal mask (or takes its flash-attention varlen path). Qwen's
+        multimodal rope positions are the model's own for the padded rows (``get_rope_index``),
+        packed beside them as its 4-row ``position_ids`` (text positions first) say. The video
+        arguments follow the samples' order in the rows. Logits are computed (``logits_to_keep``)
+        and returned only where a label is predicted (given ``labels``), 0 elsewhere."""
+        batch, seq = ids.shape
+        positions = torch.arange(seq, device=ids.device).expand(batch, seq)
+        packed_ids = pack(ids, packed).masked_fill(packed.segment < 0, self.pad_id)
+        inputs = self.text_inputs(packed_ids)
+        del inputs["attention_mask"]
+        inputs["position_ids"] = restarting_positions(positions, packed)
+        if self.geometry.model_type.startswith("qwen"):
+            rope, _ = self.qwen_model().get_rope_index(
+                ids,
+                mm_token_type_ids=self.text_inputs(ids)["mm_token_type_ids"],
+                attention_mask=torch.ones_like(ids),  # as the padded forward's
+                **{k: v for k, v in video.kwargs.items() if k != "pixel_values_videos"},
+            )  # (3, B, S)
+            packed_rope = pack(rope.permute(1, 2, 0), packed).permute(2, 0, 1)
+            inputs["position_ids"] = torch.cat([inputs["position_ids"][None], packed_rope])
+        predicting = torch.ones_like(ids, dtype=torch.bool)
+        if labels is not None:
+            predicting = torch.zeros_like(predicting)
+            predicting[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+        slot = slots_of(positions, packed).masked_fill(~predicting, -1)
+        keep = columns_holding(slot, packed)
+        out = self.hf(**inputs, **video.in_order(sample_order(packed)), logits_to_keep=keep, use_cache=False)
+        return unpack_columns(out.logits, keep, slot, packed)
+
+    def qwen_model(self) -> Any:
+        """The Qwen model inside ``hf`` (under peft's wrappers when LoRA is on): the owner of
+        ``get_rope_index``."""
+        return getattr(self.hf, "get_base_model", lambda: self.hf)().model
 
     def text_inputs(self, ids: Tensor) -> dict[str, Tensor]:
         """``input_ids``, the attention mask, and for Qwen ``mm_token_type_ids`` (2 on video
@@ -280,7 +347,8 @@ class PretrainedVLM(nn.Module):
         row's context is its first ``context_len`` ids (None = all); rows of several lengths are
         left-padded after their video is spliced in, their padding masked, as a processor with
         ``padding_side="left"`` gives them to ``generate``."""
-        video, blocks = self.video_inputs(frames, frame_mask, frame_times, frame_region)
+        video = self.video_inputs(frames, frame_mask, frame_times, frame_region)
+        blocks = video.blocks
         if context_len is None:
             ids, _, _ = self.spliced(context_ids, None, visual_at, blocks)
             inputs = self.text_inputs(ids)
@@ -300,7 +368,7 @@ class PretrainedVLM(nn.Module):
             ).long()
         out = self.hf.generate(
             **inputs,
-            **video,
+            **video.kwargs,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=stop_ids,
@@ -355,8 +423,9 @@ def add_vlm_lora(model: nn.Module, cfg: ModelConfig) -> Any:
     return get_peft_model(model, config)
 
 
-def build_pretrained_vlm(cfg: ModelConfig) -> PretrainedVLM:
-    """The model of ``model.path`` with LoRA and activation checkpointing as ``cfg`` says."""
+def build_pretrained_vlm(cfg: ModelConfig, max_tokens_per_row: int | None = None) -> PretrainedVLM:
+    """The model of ``model.path`` with LoRA and activation checkpointing as ``cfg`` says, packing
+    rows of ``max_tokens_per_row`` (None = padded rows; ``ModelSizes``)."""
     folder = resolve_model_folder("model.path", cfg.path)
     geometry = video_vlm_geometry("model.path", folder)
     hf = load_pretrained_vlm(folder, cfg)
@@ -369,7 +438,7 @@ def build_pretrained_vlm(cfg: ModelConfig) -> PretrainedVLM:
         tokenizer = AutoTokenizer.from_pretrained(
             folder, local_files_only=True, trust_remote_code=cfg.trust_remote_code
         )
-    model = PretrainedVLM(hf, geometry, tokenizer)
+    model = PretrainedVLM(hf, geometry, tokenizer, max_tokens_per_row)
     if cfg.activation_checkpointing:
         for block in transformer_blocks(model):
             recompute_in_backward(block)

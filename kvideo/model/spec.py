@@ -112,8 +112,7 @@ def build_model(
     spec = model_spec(cfg.family)
     if max_tokens_per_row is not None and not spec.packs:
         raise ValueError(
-            f"data.packing=true is not supported for model.family={cfg.family} yet; "
-            "use data.packing=false (or a builtin / hf model)"
+            f"data.packing=true is not supported for model.family={cfg.family}; use data.packing=false"
         )
     sizes = ModelSizes(vocab_size, max_frames, frame_size, resize, max_tokens_per_row)
     return spec.build(cfg, sizes)

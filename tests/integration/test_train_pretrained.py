@@ -283,3 +283,21 @@ def test_resume_is_exact_across_a_freeze_stage_and_checkpoints_hold_what_trains(
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_a_packed_pretrained_run_trains_on_the_losses_of_the_padded_run(
+    corpus: Path, qwen_folder: Path, tmp_path: Path
+) -> None:
+    """``data.packing=true`` with Qwen2.5-VL (multimodal rope, a clip's own visual token count):
+    every step's loss is the padded run's, on fewer computed tokens."""
+    padded = _train(corpus, tmp_path / "padded", qwen_folder, "trainer.log_every=1")
+    packed = _train(corpus, tmp_path / "packed", qwen_folder, "trainer.log_every=1", "data.packing=true")
+    steps = [
+        [r for r in read_jsonl(run / "metrics.jsonl") if "split" not in r]
+        for run in (tmp_path / "padded", tmp_path / "packed")
+    ]
+    assert len(steps[0]) == len(steps[1]) == 3
+    for one, other in zip(*steps, strict=True):
+        assert other["loss"] == pytest.approx(one["loss"], abs=1e-5)
+    assert padded["token_efficiency"] < packed["token_efficiency"] <= 1
+    assert packed["status"] == "completed"

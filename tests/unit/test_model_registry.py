@@ -62,3 +62,12 @@ def test_an_unknown_family_is_refused_naming_the_choices() -> None:
         ValueError, match=r"model\.family must be one of \['builtin', 'hf', 'pretrained'\] \(got 'nope'\)"
     ):
         tiny_model(family="nope")
+
+
+def test_a_family_that_cannot_pack_refuses_packing_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    unpacked = dataclasses.replace(model_spec("builtin"), family="toy", packs=False)
+    monkeypatch.setitem(MODEL_FAMILIES._entries, "toy", unpacked)
+    with pytest.raises(ValueError, match=r"^data.packing=true is not supported for model.family=toy; use"):
+        build_model(
+            tiny_model(family="toy"), vocab_size=40, max_frames=2, frame_size=32, max_tokens_per_row=0
+        )

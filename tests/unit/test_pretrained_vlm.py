@@ -142,8 +142,9 @@ def test_a_batch_becomes_the_models_inputs_and_trains(
     model = build_pretrained_vlm(cfg.model)
     assert isinstance(model, PretrainedVLM)
     region = batch.get("frame_region")
-    video, id_blocks = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], region)
-    blocks = [block for block in id_blocks if not isinstance(block, str)]  # Qwen's are ids
+    inputs = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], region)
+    video = inputs.kwargs
+    blocks = [block for block in inputs.blocks if not isinstance(block, str)]  # Qwen's are ids
     # 3 frames -> 2 temporal patches of 2 x 2 merged tokens; a clip with no frame -> 1 black patch
     width = 2 if resize == "square" else 3
     assert video["video_grid_thw"].tolist() == [[2, 4, 4], [1, 4, 2 * width]]
@@ -174,8 +175,8 @@ def test_llava_onevision_takes_whole_frames_and_one_newline_per_clip(tiny_vlms: 
     newline; a clip with fewer frames repeats its last one to the batch's frame count."""
     cfg, batch = batch_of(tiny_vlms["llava_onevision"], FRAME_SIDE["llava_onevision"])
     model = build_pretrained_vlm(cfg.model)
-    video, blocks = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
-    pixels = video["pixel_values_videos"]
+    inputs = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
+    pixels, blocks = inputs.kwargs["pixel_values_videos"], inputs.blocks
     assert pixels.shape == (2, 3, 3, 56, 56)
     assert torch.equal(pixels[0, 2], batch["frames"][0, 2]) and torch.equal(
         pixels[1], torch.zeros_like(pixels[1])
@@ -190,8 +191,9 @@ def test_llava_next_video_takes_whole_frames_pooled_with_no_newline(tiny_vlms: d
     which its template does not write."""
     cfg, batch = batch_of(tiny_vlms["llava_next_video"], FRAME_SIDE["llava_next_video"])
     model = build_pretrained_vlm(cfg.model)
-    video, blocks = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
-    assert video["pixel_values_videos"].shape == (2, 3, 3, 56, 56)
+    inputs = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
+    blocks = inputs.blocks
+    assert inputs.kwargs["pixel_values_videos"].shape == (2, 3, 3, 56, 56)
     assert blocks == [[model.video_id] * (3 * 4)] * 2
     tokenizer = build_tokenizer(DataConfig(), cfg.model)
     assert tokenizer.target_ids("a red circle")[-1] == tokenizer.eos_id
@@ -229,8 +231,8 @@ def test_internvl_sees_each_frame_as_an_image_after_its_number(tiny_vlms: dict[s
 
     cfg, batch = batch_of(tiny_vlms["internvl"], FRAME_SIDE["internvl"])
     model = build_pretrained_vlm(cfg.model)
-    video, texts = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
-    pixels = video["pixel_values"]
+    inputs = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
+    pixels, texts = inputs.kwargs["pixel_values"], inputs.blocks
     assert pixels.shape == (3 + 1, 3, 56, 56)  # the second clip's one black frame
     assert torch.equal(pixels[:3], batch["frames"][0, :3])
     tokens = SimpleNamespace(
@@ -254,8 +256,8 @@ def test_smolvlm_sees_each_frame_as_an_image_after_its_time(tiny_vlms: dict[str,
 
     cfg, batch = batch_of(tiny_vlms["smolvlm"], FRAME_SIDE["smolvlm"])
     model = build_pretrained_vlm(cfg.model)
-    video, texts = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
-    pixels = video["pixel_values"]
+    inputs = model.video_inputs(batch["frames"], batch["frame_mask"], batch["frame_times"], None)
+    pixels, texts = inputs.kwargs["pixel_values"], inputs.blocks
     assert pixels.shape == (2, 3, 3, 56, 56)
     assert torch.equal(pixels[0], batch["frames"][0, :3])
     assert torch.equal(pixels[1, 0], batch["frames"][1, 0]) and not bool(pixels[1, 1:].any())

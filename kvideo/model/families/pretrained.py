@@ -193,7 +193,7 @@ VIDEO_INPUTS = {
 
 
 def build(cfg: Any, sizes: ModelSizes) -> nn.Module:
-    return build_pretrained_vlm(cfg)
+    return build_pretrained_vlm(cfg, sizes.max_tokens_per_row)
 
 
 def export(
@@ -242,6 +242,5 @@ PRETRAINED = MODEL_FAMILIES.register("pretrained")(
         build=build,
         export=export,
         part_of=part_of,
-        packs=False,  # its models place their own (multimodal rope) positions per row
     )
 )
