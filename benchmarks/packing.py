@@ -174,7 +174,7 @@ def measure(
             max_frames=cfg.video.max_frames,
             frame_size=cfg.video.frame_size,
             resize=cfg.video.resize,
-            max_tokens_per_row=cfg.data.max_tokens_per_row if cfg.data.packing else None,
+            max_tokens_per_row=cfg.data.packed_row_tokens,
         )
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         arms[arm] = {"batches": batches, "model": model.train(), "optimizer": optimizer, "steps": []}

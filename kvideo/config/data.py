@@ -72,6 +72,12 @@ class DataConfig:
     max_tokens_per_row: int = 0
     batch_tokens: int = 0
 
+    @property
+    def packed_row_tokens(self) -> int | None:
+        """What the model is built with (``ModelSizes.max_tokens_per_row``): ``max_tokens_per_row``
+        with ``packing``, None (padded rows) without."""
+        return self.max_tokens_per_row if self.packing else None
+
     def __post_init__(self) -> None:
         require_choice("data.bad_sample_policy", self.bad_sample_policy, BAD_SAMPLE_POLICIES)
         require_finite("data.max_skip_fraction", self.max_skip_fraction)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from kvideo.data.sharding import ResumableShardSampler
 from kvideo.data.token_batches import TokenBudgetBatches
 from kvideo.data.watchdog import InFlight, WorkerSupervisor
 from kvideo.registry import DATASETS
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is 3.11+; the annotations are strings
 
 
 def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: int = 0) -> VideoClipDataset:
@@ -165,40 +168,37 @@ class _ThreadPrefetcher:
             self._stop.set()
 
 
-def build_loader(  # noqa: PLR0913 (each a keyword: the epoch, rank and batching a loader reads)
+class BatchPlan(TypedDict, total=False):
+    """Which of the split's batches a loader makes, besides their size and device (the keywords
+    ``build_loader`` passes on to ``collated_batches``, whose defaults read the whole split in
+    order, in one process): ``shuffle``, ``drop_last``, this process's ``rank`` of
+    ``world_size``, the ``epoch``, the ``start_sample`` to begin at (the samples this rank
+    consumed before a resume) and ``batch_tokens`` (``data.batch_tokens``)."""
+
+    shuffle: bool
+    drop_last: bool
+    rank: int
+    world_size: int
+    epoch: int
+    start_sample: int
+    batch_tokens: int
+
+
+def build_loader(
     dataset: VideoClipDataset,
     cfg: KVideoConfig,
     *,
     batch_size: int,
     device: torch.device,
-    shuffle: bool = False,
-    drop_last: bool = False,
-    rank: int = 0,
-    world_size: int = 1,
-    epoch: int = 0,
-    start_sample: int = 0,
-    batch_tokens: int = 0,
+    **plan: Unpack[BatchPlan],
 ) -> Iterator[dict[str, Any]]:
-    """Batches of one epoch for this rank, from its ``start_sample``-th sample on (the samples it
-    already consumed before a resume); the defaults read the whole split in order, in one process.
-    ``batch_tokens`` (``data.batch_tokens``): batches of up to that many tokens
+    """Batches of one epoch for this rank, as ``plan`` says (``BatchPlan``; by default the whole
+    split in order, in one process); ``batch_tokens``: batches of up to that many tokens
     (``kvideo.data.token_batches``) instead of ``batch_size`` clips.
 
     Frames come out normalized, as float (B, F, 3, S, S) on ``device``.
     """
-    batches = collated_batches(
-        dataset,
-        cfg,
-        batch_size=batch_size,
-        device=device,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        rank=rank,
-        world_size=world_size,
-        epoch=epoch,
-        start_sample=start_sample,
-        batch_tokens=batch_tokens,
-    )
+    batches = collated_batches(dataset, cfg, batch_size=batch_size, device=device, **plan)
     statistics = pixel_statistics(cfg.model)
     return (to_device(batch, device, statistics) for batch in batches)
 

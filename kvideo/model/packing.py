@@ -222,7 +222,7 @@ def columns_holding(slot: Tensor, layout: PackedRows) -> Tensor:
     0 when nothing is read: a batch whose every label is ignored), so the loss keeps its graph."""
     used = torch.zeros(layout.computed, dtype=torch.bool, device=slot.device)
     used[slot[slot >= 0]] = True
-    used.view(layout.rows, layout.length)[0, 0] = True
+    used[0] |= ~used.any()  # a tensor op: no host sync to ask whether anything is read
     return used.view(layout.rows, layout.length).any(dim=0).nonzero().squeeze(1)
 
 
@@ -234,7 +234,8 @@ def unpack_columns(values: Tensor, columns: Tensor, slot: Tensor, layout: Packed
     flat = row * columns.shape[0] + torch.searchsorted(columns, column)
     rest = values.shape[2:]
     picked = values.reshape(-1, *rest).index_select(0, flat.flatten()).view(*slot.shape, *rest)
-    return torch.where(found.view(*slot.shape, *[1] * len(rest)), picked, torch.zeros_like(picked))
+    # in place: ``picked`` is index_select's own new tensor, and the logits are the largest one here
+    return picked.masked_fill_(~found.view(*slot.shape, *[1] * len(rest)), 0)
 
 
 def block_causal_mask(layout: PackedRows) -> Tensor:

@@ -154,14 +154,14 @@ class Trainer:
     def _build_model(self) -> torch.nn.Module:
         from kvideo.model.spec import build_model
 
-        video, data = self.cfg.video, self.cfg.data
+        video = self.cfg.video
         return build_model(
             self.cfg.model,
             vocab_size=self.tokenizer.vocab_size,
             max_frames=video.max_frames,
             frame_size=video.frame_size,
             resize=video.resize,
-            max_tokens_per_row=data.max_tokens_per_row if data.packing else None,
+            max_tokens_per_row=self.cfg.data.packed_row_tokens,
         ).to(self.device)
 
     def _prepare_model(self) -> None:

@@ -87,12 +87,9 @@ def tiny_config(data_root: Path, *, prompt: str = "", **trainer: Any) -> KVideoC
     )
 
 
-def tiny_hf_config(
-    data_root: Path, vision: Path, lm: Path, *, model: dict[str, Any] | None = None, **trainer: Any
-) -> KVideoConfig:
-    """``tiny_config`` with ``model=hf_vlm`` on the tiny Hugging Face parts (64 px tower)."""
-    cfg = tiny_config(data_root, prompt="Describe the video.", **trainer)
-    cfg.video.frame_size = 64
+def tiny_hf_model(vision: Path, lm: Path, **fields: Any) -> ModelConfig:
+    """``model=hf_vlm`` on the tiny Hugging Face parts (a 64 px tower): 4 tokens a frame, time
+    embeddings; ``fields`` set any other key."""
     options: dict[str, Any] = {
         "name": "hf_vlm",
         "family": "hf",
@@ -101,9 +98,15 @@ def tiny_hf_config(
         "tokens_per_frame": 4,
         "time_embedding": True,
         "max_seq_len": 512,
-        "max_text_len": 40,
-        "freeze": ["vision"],
     }
-    options.update(model or {})
-    cfg.model = ModelConfig(**options)
+    return ModelConfig(**{**options, **fields})
+
+
+def tiny_hf_config(
+    data_root: Path, vision: Path, lm: Path, *, model: dict[str, Any] | None = None, **trainer: Any
+) -> KVideoConfig:
+    """``tiny_config`` with ``model=hf_vlm`` on the tiny Hugging Face parts (64 px tower)."""
+    cfg = tiny_config(data_root, prompt="Describe the video.", **trainer)
+    cfg.video.frame_size = 64
+    cfg.model = tiny_hf_model(vision, lm, **{"max_text_len": 40, "freeze": ["vision"], **(model or {})})
     return cfg

@@ -15,7 +15,7 @@ from kvideo.config import DataConfig, ModelConfig
 from kvideo.data.tokenizer import build_tokenizer, encode_caption
 from kvideo.model import build_model
 from kvideo.model.pretrained_vlm import build_pretrained_vlm
-from tests.helpers.configs import tiny_model
+from tests.helpers.configs import tiny_hf_model, tiny_model
 from tests.helpers.pretrained_vlms import FRAME_SIDE, VLM_TYPES
 
 NEW_TOKENS = 5
@@ -69,43 +69,31 @@ def random_contexts(vocab: int, lengths: list[int]) -> torch.Tensor:
     return ids
 
 
+def assert_each_rows_own_answer(model: Any, *, side: int, vocab: int) -> None:
+    """Three clips of 4, 2 and 0 frames with contexts of 7, 3 and 5 ids (the video at 2, 1 and 0):
+    generated together, each row's answer is the one it gets alone, and the answers differ."""
+    together, alone = together_and_alone(
+        context_sensitive(model),
+        clips(3, side, [4, 2, 0]),
+        random_contexts(vocab, [7, 3, 5]),
+        [7, 3, 5],
+        [2, 1, 0],
+    )
+    assert together == alone and all(len(row) == NEW_TOKENS for row in together)
+    assert len({tuple(row) for row in together}) > 1  # the answers depend on the context
+
+
 def test_builtin_batched_generation_is_each_rows_own() -> None:
     torch.manual_seed(0)
     model = build_model(tiny_model(patch_size=8, lm_depth=2), vocab_size=40, max_frames=4, frame_size=16)
-    together, alone = together_and_alone(
-        context_sensitive(model),
-        clips(3, 16, [4, 2, 0]),
-        random_contexts(40, [7, 3, 5]),
-        [7, 3, 5],
-        [2, 1, 0],
-    )
-    assert together == alone and all(len(row) == NEW_TOKENS for row in together)
-    assert len({tuple(row) for row in together}) > 1  # the answers depend on the context
+    assert_each_rows_own_answer(model, side=16, vocab=40)
 
 
 def test_hf_batched_generation_is_each_rows_own(tiny_hf_parts: tuple[Path, Path]) -> None:
-    cfg = dataclasses.replace(
-        ModelConfig(),
-        name="hf_vlm",
-        family="hf",
-        vision_path=str(tiny_hf_parts[0]),
-        lm_path=str(tiny_hf_parts[1]),
-        tokens_per_frame=4,
-        time_embedding=True,
-        max_text_len=12,
-        max_seq_len=512,
-    )
+    cfg = tiny_hf_model(*tiny_hf_parts, max_text_len=12)
     torch.manual_seed(0)
     model = build_model(cfg, vocab_size=256, max_frames=4, frame_size=64)
-    together, alone = together_and_alone(
-        context_sensitive(model),
-        clips(3, 64, [4, 2, 0]),
-        random_contexts(256, [7, 3, 5]),
-        [7, 3, 5],
-        [2, 1, 0],
-    )
-    assert together == alone and all(len(row) == NEW_TOKENS for row in together)
-    assert len({tuple(row) for row in together}) > 1  # the answers depend on the context
+    assert_each_rows_own_answer(model, side=64, vocab=256)
 
 
 @pytest.mark.parametrize("kind", VLM_TYPES)

@@ -4,14 +4,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from kvideo.config.model import ModelConfig
 from kvideo.data.conversation import IGNORE_INDEX, check_turns
 from kvideo.data.rows import ClipRow, Turn
 from kvideo.data.tokenizer import ByteTokenizer, ChatTokenizer, encode_row
@@ -19,7 +17,7 @@ from kvideo.model import build_model
 from kvideo.model.hf_vlm import HFVideoLanguageModel
 from kvideo.model.sequence import splice, text_positions
 from kvideo.model.vlm import VideoLanguageModel
-from tests.helpers.configs import tiny_model
+from tests.helpers.configs import tiny_hf_model, tiny_model
 
 QA = (
     Turn("user", "<video>\nWhat moves?"),
@@ -203,17 +201,7 @@ def _model(family: str, parts: tuple[Path, Path]) -> tuple[Any, int, int]:
     torch.manual_seed(0)
     if family == "builtin":
         return build_model(TINY, vocab_size=40, max_frames=3, frame_size=16).eval(), 40, 16
-    cfg = dataclasses.replace(
-        ModelConfig(),
-        name="hf_vlm",
-        family="hf",
-        vision_path=str(parts[0]),
-        lm_path=str(parts[1]),
-        tokens_per_frame=4,
-        time_embedding=True,
-        max_text_len=12,
-        max_seq_len=512,
-    )
+    cfg = tiny_hf_model(*parts, max_text_len=12)
     model: Any = build_model(
         cfg, vocab_size=ChatTokenizer(str(parts[1])).vocab_size, max_frames=3, frame_size=64
     )

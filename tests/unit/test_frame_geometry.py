@@ -3,19 +3,17 @@ picture sits in a padded frame, and models that read only the picture's patches.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from kvideo.config.model import ModelConfig
 from kvideo.data.tokenizer import ChatTokenizer
 from kvideo.model import build_model
 from kvideo.model.regions import patch_coverage
 from kvideo.resize import Resize, qwen_smart_resize
-from tests.helpers.configs import tiny_model
+from tests.helpers.configs import tiny_hf_model, tiny_model
 
 # Outputs of qwen-vl-utils 0.0.14's own smart_resize(h, w, factor=28, min_pixels=4*28*28,
 # max_pixels=768*28*28), run on these shapes. On 199,069 random shapes (factors 14/16/28/32, four
@@ -94,16 +92,7 @@ def test_hf_max_pixels_runs_each_clip_at_its_size_whatever_its_batch(
     tiny_hf_parts: tuple[Path, Path],
 ) -> None:
     vision, lm = tiny_hf_parts
-    cfg = dataclasses.replace(
-        ModelConfig(),
-        name="hf_vlm",
-        family="hf",
-        vision_path=str(vision),
-        lm_path=str(lm),
-        tokens_per_frame=4,
-        max_text_len=8,
-        max_seq_len=512,
-    )
+    cfg = tiny_hf_model(vision, lm, time_embedding=False, max_text_len=8)
     torch.manual_seed(0)
     vocab = ChatTokenizer(str(lm)).vocab_size
     model: Any = build_model(cfg, vocab_size=vocab, max_frames=2, frame_size=64, resize="max_pixels").eval()

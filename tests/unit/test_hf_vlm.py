@@ -8,7 +8,6 @@ own config classes and ``save_pretrained``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from kvideo.model import build_model
 from kvideo.model.hf_vlm import HFVideoLanguageModel
 from kvideo.train.freeze import TrainableSchedule, unreached_stages
 from kvideo.train.optim import param_groups
+from tests.helpers.configs import tiny_hf_model
 from tests.helpers.hf_models import save_tiny_lm, save_tiny_tower
 
 MAX_FRAMES = 3
@@ -29,17 +29,7 @@ TEXT_LEN = 24
 
 
 def hf_config(vision: Path, lm: Path, **changes: object) -> ModelConfig:
-    base = ModelConfig(
-        name="hf_vlm",
-        family="hf",
-        vision_path=str(vision),
-        lm_path=str(lm),
-        tokens_per_frame=4,
-        time_embedding=True,
-        max_text_len=TEXT_LEN,
-        max_seq_len=512,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return tiny_hf_model(vision, lm, max_text_len=TEXT_LEN, **changes)
 
 
 def build(cfg: ModelConfig) -> tuple[Any, ChatTokenizer]:
