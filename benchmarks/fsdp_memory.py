@@ -3,7 +3,7 @@ checkpointing, for a ~100M-parameter builtin model (``trainer.strategy``,
 ``model.activation_checkpointing``).
 
 Each setting runs on 2 gloo ranks (forked, one thread each) through the trainer's own parts:
-``build_model``, DDP (``wrap_model``) or ``shard_model``, ``ScheduledOptimizer`` (AdamW, clip),
+``build_model``, DDP (``wrap_model``) or ``apply_fsdp``, ``ScheduledOptimizer`` (AdamW, clip),
 a few steps on batches of the real shapes (frames, masks, caption ids). Per rank it records:
 
 * the parameter, gradient and optimizer-state bytes, counted exactly after the backward of the
@@ -122,7 +122,7 @@ def _rank(
     from kvideo.model import build_model
     from kvideo.model.blocks import transformer_blocks
     from kvideo.train.distributed import cleanup, init_distributed, wrap_model
-    from kvideo.train.fsdp import shard_model
+    from kvideo.train.fsdp import apply_fsdp
     from kvideo.train.optim import ScheduledOptimizer
 
     baseline = common.rss_mb()
@@ -133,7 +133,7 @@ def _rank(
         raw = build_model(cfg, vocab_size=VOCAB, max_frames=BATCH["frames"], frame_size=BATCH["frame_size"])
         params = sum(p.numel() for p in raw.parameters())
         if strategy == "fsdp":
-            shard_model(raw, env, units=transformer_blocks(raw), compute_dtype=None, cpu_offload=False)
+            apply_fsdp(raw, env, units=transformer_blocks(raw), compute_dtype=None, cpu_offload=False)
             model = raw
         else:
             model = wrap_model(raw, env)

@@ -168,7 +168,7 @@ def check_auto_processor(tmp: Path, kind: str = "qwen2_5_vl") -> dict[str, Any]:
     from kvideo.config import DataConfig, ModelConfig
     from kvideo.data.preprocess import normalize_frames, pixel_statistics
     from kvideo.data.tokenizer import build_tokenizer, encode_caption
-    from kvideo.model.pretrained_vlm import build_pretrained_vlm
+    from kvideo.model.pretrained_build import build_pretrained_vlm
     from tests.helpers.pretrained_vlms import FRAME_SIDE, save_tiny_vlm
 
     if kind == "assembled":  # processor files written by kvideo.assemble itself

@@ -142,7 +142,7 @@ def measure(
     """Build each arm's batches and model, then time their steps in turn (module docstring)."""
     import torch
 
-    from kvideo.config import to_validated
+    from kvideo.config import config_from
     from kvideo.config.compose import compose_config
     from kvideo.data.batch import forward_inputs
     from kvideo.data.loader import build_dataset, build_loader
@@ -151,7 +151,7 @@ def measure(
 
     arms: dict[str, Any] = {}
     for arm, overrides in arm_overrides(corpus, parts, row_tokens).items():
-        cfg = to_validated(compose_config([*COMMON, f"video.data_root={records}", *overrides]))
+        cfg = config_from(compose_config([*COMMON, f"video.data_root={records}", *overrides]))
         tokenizer = build_tokenizer(cfg.data, cfg.model)
         dataset = build_dataset(cfg, split="train", tokenizer=tokenizer)
         if arm == "budget":  # about the real tokens of BATCH clips, as an upper bound counts them

@@ -99,13 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from safetensors.torch import load_model
 
-    from kvideo.config import to_validated
+    from kvideo.config import config_from
     from kvideo.config.compose import compose_config
     from kvideo.data.tokenizer import build_tokenizer
     from kvideo.model.spec import build_model
     from kvideo.train.distributed import DistEnv
 
-    cfg = to_validated(compose_config(["trainer.device=cpu"]))
+    cfg = config_from(compose_config(["trainer.device=cpu"]))
     tokenizer = build_tokenizer(cfg.data, cfg.model)
     env = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), is_main=True)
     with tempfile.TemporaryDirectory(prefix="kvideo_bench_") as tmp:

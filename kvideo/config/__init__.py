@@ -1,9 +1,9 @@
-"""Structured, validated configs composed by Hydra (see ``conf/``)."""
+"""Structured configs composed by Hydra, their rules checked when built (see ``conf/``)."""
 
 from kvideo.config.data import DataConfig
 from kvideo.config.decoder import DecoderConfig
 from kvideo.config.model import ModelConfig
-from kvideo.config.root import KVideoConfig, check_cross_fields, launcher_fields, to_validated
+from kvideo.config.root import KVideoConfig, check_cross_fields, config_from, launcher_fields
 from kvideo.config.store import register_configs
 from kvideo.config.trainer import TrainerConfig
 from kvideo.config.video import VideoConfig
@@ -16,7 +16,7 @@ __all__ = [
     "TrainerConfig",
     "VideoConfig",
     "check_cross_fields",
+    "config_from",
     "launcher_fields",
     "register_configs",
-    "to_validated",
 ]

@@ -11,7 +11,7 @@ fixed place relative to the code. ``find_config_dir`` looks, in order:
 4. the repository's ``conf/`` next to the package (an editable install, a source checkout).
 
 An explicit choice (1 or 2) without a ``config.yaml`` is an error, not a reason to look further:
-silently composing another tree than the one named would validate the wrong experiment.
+silently composing another tree than the one named would check the wrong experiment.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def find_config_dir(config_dir: str | os.PathLike[str] | None = None) -> Path:
 def compose_config(
     overrides: Sequence[str] = (), config_dir: str | os.PathLike[str] | None = None
 ) -> DictConfig:
-    """The composed (not yet validated) config, exactly as ``train.py`` composes it from the same
-    tree and overrides; ``kvideo.config.to_validated`` turns it into a ``KVideoConfig``."""
+    """The composed (not yet checked) config, exactly as ``train.py`` composes it from the same
+    tree and overrides; ``kvideo.config.config_from`` turns it into a ``KVideoConfig``."""
     from hydra import compose, initialize_config_dir
 
     from kvideo.config.store import register_configs

@@ -28,7 +28,6 @@ class DataConfig:
     max_skip_fraction: The run stops (status ``failed``) when more than this share of the
         samples of a window (at least 64 samples, all ranks) were skipped: a dataset that is
         broken through and through must not "train" on empty batches. 1 disables the check.
-    val_max_samples: Cap on validation clips (0 = all).
     shuffle_buffer: Samples in the shuffle buffer that mixes a stream of tar shards
         (``video/dataset=webdataset``; the rule is in ``kvideo.data.sharding``). It holds sample
         references, not decoded clips, so its size costs no memory, only read locality: a rank
@@ -62,7 +61,6 @@ class DataConfig:
     bad_sample_policy: str = "mask"
     blocklist: str = ""
     max_skip_fraction: float = 0.5
-    val_max_samples: int = 0
     shuffle_buffer: int = 1000
     sample_train_clips: int = 800
     sample_val_clips: int = 160
@@ -82,7 +80,6 @@ class DataConfig:
         require_choice("data.bad_sample_policy", self.bad_sample_policy, BAD_SAMPLE_POLICIES)
         require_finite("data.max_skip_fraction", self.max_skip_fraction)
         require_range("data.max_skip_fraction", self.max_skip_fraction, 0.0, 1.0)
-        require_non_negative("data.val_max_samples", self.val_max_samples)
         require_positive("data.shuffle_buffer", self.shuffle_buffer)
         require_positive("data.sample_train_clips", self.sample_train_clips)
         require_positive("data.sample_val_clips", self.sample_val_clips)

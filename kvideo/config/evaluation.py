@@ -43,7 +43,7 @@ class EvalConfig(KVideoConfig):
 
 
 def check_eval_keys(split: str, max_new_tokens: int, batch_size: int) -> None:
-    """``eval.py``'s own keys: it evaluates the run's config, so nothing else validates them (an
+    """``eval.py``'s own keys: it evaluates the run's config, so nothing else checks them (an
     ``max_new_tokens=-1`` would generate nothing and write all-zero metrics as results)."""
     require_choice("split", split, VIDEO_SPLITS)
     require_positive("max_new_tokens", max_new_tokens)

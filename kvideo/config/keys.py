@@ -16,6 +16,25 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+RENAMED_KEYS = {"data.val_max_samples": "video.val_max_samples"}
+"""Keys that moved (old dotted key -> new). Given on a command line or in a config file, an old
+key is refused in one line naming the new one; a run dir's ``config.yaml`` written before the move
+is read with the key moved (``with_keys_moved``)."""
+
+
+def with_keys_moved(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (plain data, as ``config.yaml`` holds it) with every ``RENAMED_KEYS`` key
+    at its new place; a value already at the new place wins."""
+    for old, new in RENAMED_KEYS.items():
+        old_parent, _, old_name = old.rpartition(".")
+        node = saved.get(old_parent)
+        if not isinstance(node, dict) or old_name not in node:
+            continue
+        value = node.pop(old_name)
+        new_parent, _, new_name = new.rpartition(".")
+        saved.setdefault(new_parent, {}).setdefault(new_name, value)
+    return saved
+
 
 def _nested_schema(owner: type, name: str) -> type | None:
     """The dataclass a field of ``owner`` holds, or ``None`` for a leaf, a list or a mapping."""
@@ -54,7 +73,9 @@ def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> list[str]:
 def unknown_key_message(key: str, schema: type) -> str:
     """``<key> is not a setting`` with the closest real key, for the refusal's one line: by its
     last name among its node's keys (``video.fsp``: ``video.fps``), else by the whole key
-    (``trainr.lr``: ``trainer.lr``)."""
+    (``trainr.lr``: ``trainer.lr``); a key that moved names its new place (``RENAMED_KEYS``)."""
+    if key in RENAMED_KEYS:
+        return f"{key} is now {RENAMED_KEYS[key]}"
     known = list(schema_keys(schema))
     parent, _, name = key.rpartition(".")
     siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}

@@ -75,11 +75,11 @@ def check_cross_fields(cfg: KVideoConfig) -> None:
         )
 
 
-def to_validated(cfg: DictConfig | dict[str, Any]) -> KVideoConfig:
+def config_from(cfg: DictConfig | dict[str, Any]) -> KVideoConfig:
     """Convert a composed config into dataclasses, which runs every ``__post_init__``.
 
     OmegaConf merges do not call ``__post_init__``, so nothing composed by Hydra is
-    validated until this runs; the entry points call it, then ``kvideo.preflight.preflight``,
+    checked until this runs; the entry points call it, then ``kvideo.preflight.preflight``,
     before doing any work. Only the schema's nodes are converted (``hydra`` and extras are
     ignored); a key inside them that the schema lacks is refused (``kvideo.config.keys``). Reads
     no file: what the folders and the machine say is the pre-flight step's.

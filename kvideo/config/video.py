@@ -37,6 +37,7 @@ class VideoConfig:
     split: Which split to read (``"train"`` or ``"validation"``): the split training runs on
         (validation always reads ``"validation"``) and the one ``kvideo.validate`` scans.
     max_samples: Cap the manifest to this many examples (``0`` = all).
+    val_max_samples: The same cap for the validation split that training validates on (``0`` = all).
     max_frames: Maximum frames sampled per clip (the per-clip budget).
     min_frames: Minimum frames sampled per clip; short clips pad up to this.
     fps: Target sampling rate in frames per second (Molmo2 uses 2).
@@ -55,6 +56,7 @@ class VideoConfig:
     sampling_policy: str = "uniform"
     split: str = "train"
     max_samples: int = 0
+    val_max_samples: int = 0
     max_frames: int = 16
     min_frames: int = 4
     fps: float = 2.0
@@ -76,6 +78,8 @@ class VideoConfig:
             raise ValueError(f"video.split must be one of {VIDEO_SPLITS} (got {self.split!r})")
         if self.max_samples < 0:
             raise ValueError(f"video.max_samples must be non-negative (got {self.max_samples})")
+        if self.val_max_samples < 0:
+            raise ValueError(f"video.val_max_samples must be non-negative (got {self.val_max_samples})")
         if self.min_frames < 1:
             raise ValueError(f"video.min_frames must be >= 1 (got {self.min_frames})")
         if self.max_frames < 1:

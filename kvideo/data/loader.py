@@ -28,7 +28,7 @@ from kvideo.config import KVideoConfig
 from kvideo.data.blocklist import read_blocklist
 from kvideo.data.clip_dataset import VideoClipDataset
 from kvideo.data.preprocess import MEAN, STD, Statistics, normalize_frames, pixel_statistics
-from kvideo.data.sharding import ResumableShardSampler
+from kvideo.data.sharding import ResumableRankSampler
 from kvideo.data.token_batches import TokenBudgetBatches
 from kvideo.data.watchdog import InFlight, WorkerSupervisor
 from kvideo.registry import DATASETS
@@ -41,7 +41,7 @@ def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: 
     """Rows from the configured dataset builder for ``split``, wrapped for decoding."""
     blocklist = read_blocklist(cfg.data.blocklist)  # first: a typo must not wait for a corpus build
     builder = DATASETS.get(cfg.video.dataset_type)
-    cap = cfg.video.max_samples if split == "train" else cfg.data.val_max_samples
+    cap = cfg.video.max_samples if split == "train" else cfg.video.val_max_samples
     rows = builder(cfg.video, cfg.data, split=split, max_samples=cap)
     left_out: dict[str, int] = dict(getattr(rows, "left_out", {}))  # ListedRows: counted once
     if not rows:
@@ -222,8 +222,8 @@ def collated_batches(  # noqa: PLR0913 (build_loader's keywords)
     in_process = prefetches_in_process(cfg)
     workers = 0 if in_process else cfg.trainer.num_workers
 
-    def order(of_rank: int, start: int) -> ResumableShardSampler:
-        return ResumableShardSampler(
+    def order(of_rank: int, start: int) -> ResumableRankSampler:
+        return ResumableRankSampler(
             len(dataset),
             rank=of_rank,
             world_size=world_size,

@@ -1,6 +1,7 @@
-"""A deterministic, resumable, rank-sharded sample order.
+"""A deterministic, resumable sample order, split over the ranks. ("Shard" here, as everywhere in
+kvideo, is a tar file of samples; a rank's share of an epoch is its part.)
 
-The order of an epoch depends only on (seed, epoch) and the shard on (rank,
+The order of an epoch depends only on (seed, epoch) and each rank's part on (rank,
 world_size): never on worker count or wall-clock, so a run resumed at "epoch e, n
 samples consumed" yields exactly the batches an uninterrupted run would have.
 
@@ -37,7 +38,7 @@ from torch.utils.data import Sampler
 
 
 def epoch_order(num_samples: int, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
-    """The global visiting order of one epoch (before sharding)."""
+    """The global visiting order of one epoch (before the split over the ranks)."""
     if not shuffle:
         return np.arange(num_samples)
     return np.random.default_rng([seed, epoch]).permutation(num_samples)
@@ -107,11 +108,11 @@ def _emit(buffer: list[int], draw: float, order: np.ndarray, emitted: int) -> in
     return emitted + 1
 
 
-class ResumableShardSampler(Sampler[int]):
+class ResumableRankSampler(Sampler[int]):
     """This rank's indices for one epoch, starting after the first ``start`` (already consumed).
 
     With ``drop_last`` the global order is cut to a multiple of ``world_size`` so the
-    shards are disjoint; otherwise it is padded by wrapping around (like PyTorch's
+    ranks' parts are disjoint; otherwise it is padded by wrapping around (like PyTorch's
     DistributedSampler) so every rank gets the same count. ``layout`` (a dataset of tar
     shards) selects ``stream_order`` and contiguous pieces per rank (module docstring).
     """

@@ -7,7 +7,7 @@ once, ``text_len``) plus the most visual tokens its frames can give (``video.max
 the per-frame bound), an upper bound, so a batch never exceeds the budget; unpacked, every sample
 costs the padded length, which the model computes whatever the text.
 
-Each rank's stream (``ResumableShardSampler``'s order) is cut into windows of ``WINDOW`` samples.
+Each rank's stream (``ResumableRankSampler``'s order) is cut into windows of ``WINDOW`` samples.
 A window's samples are sorted by cost (longest first) and cut into batches within the budget, and
 the batches are put in an order drawn from (seed, epoch, window). Every rank makes the same
 number of batches from a window: each rank computes every rank's batches (the orders are

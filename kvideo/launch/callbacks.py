@@ -31,8 +31,9 @@ def sweep_points(config: DictConfig) -> list[list[str]]:
     return [list(point) for batch in batches for point in batch]
 
 
-class ValidateSweepCallback(Callback):
-    """Validate every sweep point, and run its pre-flight step, before any job starts.
+class CheckSweepCallback(Callback):
+    """Check every sweep point (the schema's rules), and run its pre-flight step, before any job
+    starts.
 
     Hydra composes a grid but never runs ``__post_init__`` (only ``to_object`` does),
     and the basic launcher runs point 1 before composing point 2: without this, a bad

@@ -3,7 +3,7 @@
 ``python train.py --cfg job video.fps=-1`` would otherwise print a config that the run refuses:
 Hydra composes and prints it, but runs neither the schema's ``__post_init__`` rules nor any
 callback. ``preflight_printed_config`` composes the same overrides first (with Hydra's own
-argument parser, so every flag means what it means to Hydra), validates them and runs the
+argument parser, so every flag means what it means to Hydra), checks them and runs the
 pre-flight step, and exits 2 with the one-line reason when the run would be refused.
 """
 
@@ -18,7 +18,7 @@ SHOWN_PARTS = ("job", "all")  # --cfg hydra shows Hydra's own node: nothing of k
 
 def preflight_printed_config(argv: Sequence[str], config_dir: Path) -> None:
     """For ``--cfg job`` / ``--cfg all`` of a single run (a multirun's points are checked by
-    ``ValidateSweepCallback`` before it launches); nothing for any other command line."""
+    ``CheckSweepCallback`` before it launches); nothing for any other command line."""
     from hydra._internal.utils import get_args_parser
 
     args, _ = get_args_parser().parse_known_args(list(argv))

@@ -37,7 +37,7 @@ from torch import nn
 
 from kvideo.files import refuse_planted_link, write_text_atomic
 from kvideo.hf_folders import TowerGeometry, image_statistics, tower_geometry
-from kvideo.model.hf_vlm import load_causal_lm, load_vision_model, quiet_transformers
+from kvideo.model.hf_parts import load_causal_lm, load_vision_model, quiet_transformers
 
 VISION_TOKENS = ("<image>", "<video>")
 

@@ -31,7 +31,7 @@ def caption_batch(
     synced: bool = False,
 ) -> list[str]:
     """One caption (or answer) per clip of ``batch`` (a loader batch: normalized frames on the
-    model's device). ``synced``: every rank of a sharded model captions the same batch, and
+    model's device). ``synced``: every rank of an FSDP model captions the same batch, and
     all run the same forwards (the models' ``generate(synced=True)``)."""
     frames = batch["frames"]
     was_training = model.training

@@ -129,7 +129,7 @@ class VisualTokens:
         then not run again); ``clip_of_row``: the clip each text row reads (None = row ``i``
         reads clip ``i``). ``per_clip`` is the forward's ``visual_tokens`` / ``visual_keys``
         outputs, per clip and detached: they are for scoring, and FSDP2 warns of a view of the
-        graph returned by a sharded model.
+        graph returned by an FSDP model.
         """
         clip_tokens, clip_keys = visual or self.visual_tokens(frames, frame_mask, frame_times, frame_region)
         per_clip = {"visual_tokens": clip_tokens.detach(), "visual_keys": clip_keys.detach()}

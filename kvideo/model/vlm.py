@@ -183,7 +183,7 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         ``context_len`` (B,): each row's context is its first ``context_len`` ids (contexts of
         several lengths, right-padded, generate together; None = all C).
         ``synced``: go on to ``max_new_tokens`` after every row has stopped, so that the ranks of
-        a sharded model (whose every forward is a collective) run the same number of forwards.
+        an FSDP model (whose every forward is a collective) run the same number of forwards.
 
         No KV cache: the builtin LM is small, and a full forward per token keeps this the exact
         computation the loss trains (the same masks, the same positions). Each row reads its

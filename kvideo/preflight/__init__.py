@@ -1,4 +1,4 @@
-"""The pre-flight step: what a validated config means on this machine and with these folders.
+"""The pre-flight step: what a checked config means on this machine and with these folders.
 
 ``kvideo.config`` is pure data and rules. What needs a file, a cache or the machine is checked
 here, once, by every entry point before any work (``train.py``, its ``--cfg`` and ``--info``
@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from kvideo.config.root import KVideoConfig, launcher_fields, to_validated
+from kvideo.config.root import KVideoConfig, config_from, launcher_fields
 from kvideo.config.video import VideoConfig
 from kvideo.preflight.memory import check_fits_where_it_runs
 from kvideo.preflight.pretrained import check_pretrained_parts
@@ -74,8 +74,8 @@ def check_sample_root(video: VideoConfig) -> None:
 
 
 def checked(composed: DictConfig, *, memory: bool = True) -> KVideoConfig:
-    """What every entry point runs on a composed config before any work: ``to_validated`` (the
+    """What every entry point runs on a composed config before any work: ``config_from`` (the
     schema's rules), then ``preflight`` on the machine the composed launcher says it runs on."""
-    cfg = to_validated(composed)
+    cfg = config_from(composed)
     preflight(cfg, launcher_fields(composed), memory=memory)
     return cfg

@@ -96,7 +96,7 @@ def check_fits_in_memory(
     processes: tuple[int, str] | None = None,
     on_host: bool | None = None,
 ) -> None:
-    """Compose-time host check, against this machine unless told otherwise (``to_validated``
+    """Compose-time host check, against this machine unless told otherwise (``config_from``
     passes the SLURM job's ``mem_gb`` for sweep points that will run on a compute node)."""
     limit = memory_limit() if limit is None else limit
     if limit is None:  # not Linux: nothing to compare against
@@ -114,7 +114,7 @@ def check_fits_on_gpu(
     bf16: bool,
     vocab_size: int = BYTE_VOCAB,
     device: str = "cuda",
-    shards: int = 1,
+    ranks: int = 1,
 ) -> None:
     """Trainer start-up check for a CUDA device (compose time cannot ask the GPU without torch).
 
@@ -123,13 +123,11 @@ def check_fits_on_gpu(
     bf16=autocast_dtype == torch.bfloat16, vocab_size=tokenizer.vocab_size, device=str(dev))``.
     ``total_bytes`` is the device's total, not its momentary free memory, for the reason
     ``resources.memory_limit`` gives. Activations count 2 B a value under bf16 autocast.
-    ``shards``: the world size under ``trainer.strategy=fsdp`` (each rank holds its share of the
+    ``ranks``: the world size under ``trainer.strategy=fsdp`` (each rank holds its share of the
     model states). Raises ``ValueError`` with the arithmetic.
     """
     with sized_by_token_budget(cfg) as sized:
-        terms = training_device_terms(
-            sized, value_bytes=2 if bf16 else 4, vocab_size=vocab_size, shards=shards
-        )
+        terms = training_device_terms(sized, value_bytes=2 if bf16 else 4, vocab_size=vocab_size, ranks=ranks)
         if sized.decoder.decodes_on_gpu:
             terms.append(gpu_decoded_frames_term(sized))
         else:
@@ -150,7 +148,7 @@ def check_fits_where_it_runs(cfg: KVideoConfig, launcher: dict[str, Any]) -> Non
 
     ``launcher`` holds ``hydra.launcher``'s ``_target_``, ``mem_gb``, ``tasks_per_node`` and
     ``gpus_per_node`` when the config carries the hydra node (sweep points in the multirun
-    callback do; a job's own config does not, and a job runs where it validates). Jobs of the
+    callback do; a job's own config does not, and a job runs where it is checked). Jobs of the
     slurm launcher run on a compute node, not on the submitting login node: they are checked
     against the job's ``mem_gb`` (GiB per node, shared by ``tasks_per_node`` tasks), and not at
     all when it is unset; each job checks again on its node at start (``train.py``).

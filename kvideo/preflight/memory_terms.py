@@ -266,17 +266,17 @@ def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) ->
     ]
 
 
-def pretrained_state_term(cfg: KVideoConfig, shards: int = 1) -> Term:
+def pretrained_state_term(cfg: KVideoConfig, ranks: int = 1) -> Term:
     """Every pretrained weight in fp32 (4 B), plus grads and AdamW moments (12 B) for the parts
     that train from step 0; the projector (small, unknown before it is built) is not counted.
-    ``shards``: the ranks FSDP splits them over (``sharded``)."""
+    ``ranks``: the ranks FSDP splits them over (``partitioned``)."""
     model = cfg.model
     vision_folder = resolve_model_folder("model.vision_path", model.vision_path)
     vision = parameter_count(vision_folder, prefix=tower_parameter_prefix(vision_folder))
     lm = parameter_count(resolve_model_folder("model.lm_path", model.lm_path))
     trained = vision * trains_at_start(model, "vision") + lm * trains_at_start(model, "lm")
     training_bytes = STATE_BYTES_PER_PARAM - 4
-    return sharded(
+    return partitioned(
         Term(
             "model states",
             f"(tower + LM parameters) * 4 B + trained parameters * {training_bytes} B (grads, AdamW moments)",
@@ -284,11 +284,11 @@ def pretrained_state_term(cfg: KVideoConfig, shards: int = 1) -> Term:
             (vision + lm) * 4 + trained * training_bytes,
             "model.freeze (e.g. [vision]) or model.lora_rank",
         ),
-        shards,
+        ranks,
     )
 
 
-def released_vlm_state_term(cfg: KVideoConfig, shards: int = 1) -> Term:
+def released_vlm_state_term(cfg: KVideoConfig, ranks: int = 1) -> Term:
     """``pretrained_state_term`` for one released VLM folder (``model.path``), its parts counted
     from the safetensors headers (LoRA adapters are not counted)."""
     model = cfg.model
@@ -298,7 +298,7 @@ def released_vlm_state_term(cfg: KVideoConfig, shards: int = 1) -> Term:
         count for part, count in counts.items() if trains_at_start(model, part) and not model.lora_rank
     )
     training_bytes = STATE_BYTES_PER_PARAM - 4
-    return sharded(
+    return partitioned(
         Term(
             "model states",
             f"parameters * 4 B + trained parameters * {training_bytes} B (grads, AdamW moments)",
@@ -306,15 +306,15 @@ def released_vlm_state_term(cfg: KVideoConfig, shards: int = 1) -> Term:
             total * 4 + trained * training_bytes,
             "model.freeze (e.g. [vision]) or model.lora_rank",
         ),
-        shards,
+        ranks,
     )
 
 
-def model_state_term(cfg: KVideoConfig, vocab_size: int, shards: int = 1) -> Term:
+def model_state_term(cfg: KVideoConfig, vocab_size: int, ranks: int = 1) -> Term:
     if cfg.model.pretrained_parts:
-        return pretrained_state_term(cfg, shards)
+        return pretrained_state_term(cfg, ranks)
     if cfg.model.pretrained_model:
-        return released_vlm_state_term(cfg, shards)
+        return released_vlm_state_term(cfg, ranks)
     params = estimate_params(cfg.model, vocab_size, cfg.video.max_frames, cfg.video.frame_size)
     term = Term(
         "model states",
@@ -323,23 +323,23 @@ def model_state_term(cfg: KVideoConfig, vocab_size: int, shards: int = 1) -> Ter
         params * STATE_BYTES_PER_PARAM,
         MODEL_FIELDS,
     )
-    return sharded(term, shards)
+    return partitioned(term, ranks)
 
 
-def sharded(term: Term, shards: int) -> Term:
-    """A rank's share of ``term`` when FSDP splits it over ``shards`` ranks."""
-    if shards <= 1:
+def partitioned(term: Term, ranks: int) -> Term:
+    """A rank's share of ``term`` when FSDP splits it over ``ranks`` ranks."""
+    if ranks <= 1:
         return term
     return Term(
         f"{term.label} per rank",
-        f"({term.formula}) / {shards} ranks (trainer.strategy=fsdp)",
-        f"({term.numbers}) / {shards}",
-        -(-term.bytes // shards),
+        f"({term.formula}) / {ranks} ranks (trainer.strategy=fsdp)",
+        f"({term.numbers}) / {ranks}",
+        -(-term.bytes // ranks),
         term.lower + " or add ranks",
     )
 
 
-def fsdp_shards(cfg: KVideoConfig, environ: Mapping[str, str] | None = None) -> int:
+def fsdp_ranks(cfg: KVideoConfig, environ: Mapping[str, str] | None = None) -> int:
     """The ranks FSDP splits the model states over, as far as compose time can know: the
     ``WORLD_SIZE`` torchrun sets, else 1 (every state whole, DDP's figure)."""
     env = os.environ if environ is None else environ
@@ -349,15 +349,15 @@ def fsdp_shards(cfg: KVideoConfig, environ: Mapping[str, str] | None = None) -> 
 
 
 def training_device_terms(
-    cfg: KVideoConfig, *, value_bytes: int, vocab_size: int, shards: int = 1
+    cfg: KVideoConfig, *, value_bytes: int, vocab_size: int, ranks: int = 1
 ) -> list[Term]:
     """What lives where the model trains: normalized frames, activations, weights and optimizer
-    (``shards``: the ranks FSDP splits the latter over)."""
+    (``ranks``: the ranks FSDP splits the latter over)."""
     return [
         normalized_frames_term(cfg),
         *vision_activation_terms(cfg, value_bytes),
         *lm_activation_terms(cfg, value_bytes, vocab_size),
-        model_state_term(cfg, vocab_size, shards),
+        model_state_term(cfg, vocab_size, ranks),
     ]
 
 
@@ -366,7 +366,7 @@ def host_terms(cfg: KVideoConfig, *, trains_on_host: bool, vocab_size: int) -> l
     training-device terms in fp32 when the model trains on the CPU."""
     terms = [] if cfg.decoder.decodes_on_gpu else [loader_frames_term(cfg)]
     if trains_on_host:
-        terms += training_device_terms(cfg, value_bytes=4, vocab_size=vocab_size, shards=fsdp_shards(cfg))
+        terms += training_device_terms(cfg, value_bytes=4, vocab_size=vocab_size, ranks=fsdp_ranks(cfg))
     return terms
 
 

@@ -4,7 +4,7 @@
 for video files, links not followed; the overrides still set the decoder and frame size).
 
 Composes the project's config exactly as ``train.py`` does (same ``conf/``, found by
-``kvideo.config.compose.find_config_dir``; same overrides; same ``to_validated``), builds the rows
+``kvideo.config.compose.find_config_dir``; same overrides; same ``config_from``), builds the rows
 of ``video.split`` with the configured dataset builder, probes every distinct file in parallel
 (``kvideo.tools.probe``: the training decoder, at the
 training frame size, ``video.max_frames`` evenly spaced frames; ``--frames``/``--size``
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigDirNotFound as e:
         print(f"kvideo.validate: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # hydra composition errors and to_validated's ValueError alike
+    except Exception as e:  # hydra composition errors and config_from's ValueError alike
         print(f"kvideo.validate: invalid config: {e}", file=sys.stderr)
         return 2
     left_out: dict[str, int] = {}

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from kvideo.files import write_text_atomic
+from kvideo.train.distributed import DistEnv, all_gather_objects
 
 BEST_INFO = "best.json"
 
@@ -57,6 +59,32 @@ class BestKeeper:
             return Best(int(saved["step"]), self.metric, float(saved["value"]), str(saved["path"]))
         except (KeyError, TypeError, ValueError):
             return None
+
+    def consider(
+        self,
+        result: dict[str, Any],
+        step: int,
+        env: DistEnv,
+        *,
+        save: Callable[[], Path],
+        say: Callable[[str], None],
+    ) -> None:
+        """Checkpoint ``step`` as the best (``save``) when its validation ``result`` beats the best
+        so far. Rank 0 decides for all (answer metrics are computed on rank 0 alone): the save is
+        a collective. A metric the validation does not compute is said once."""
+        decision = (self.metric in result, self.improves(result), result.get(self.metric))
+        present, better, value = all_gather_objects(decision, env)[0]
+        if not present:
+            if not self.missing_reported:
+                self.missing_reported = True
+                say(
+                    f"trainer.keep_best={self.metric} is not among this run's validation metrics "
+                    f"({', '.join(sorted(k for k in result if not k.endswith('_s')))}): no best "
+                    "checkpoint is kept"
+                )
+            return
+        if better:
+            self.record(step, float(value), save(), write=env.is_main)
 
     def improves(self, result: dict[str, Any]) -> bool:
         """Whether ``result`` (one validation's metrics) beats the best so far; a non-finite value

@@ -1,4 +1,4 @@
-"""Sharded checkpoints (``trainer.strategy=fsdp``): one folder per step, written through
+"""Partitioned checkpoints (``trainer.strategy=fsdp``): one folder per step, written through
 ``torch.distributed.checkpoint`` (DCP), every rank writing its own shards.
 
 Layout under ``<run_dir>/checkpoints/``::
@@ -18,7 +18,7 @@ written ``.metadata`` last: a kill at any moment leaves the previous folders and
 stay (the older one is the fallback when the newest cannot be read).
 
 DCP stores tensors by name and shard offsets, not by rank, so a checkpoint loads at any number
-of ranks (resharding), into a sharded model or a whole one (``no_dist`` in a single process:
+of ranks (resharding), into an FSDP model or a whole one (``no_dist`` in a single process:
 ``kvideo.train.restore``). ``newest_checkpoint`` picks the newest checkpoint of either
 format (these folders or the single-file ``.pt`` ones of ``kvideo.train.checkpoint``), so a run
 can change ``trainer.strategy`` and resume.
@@ -47,7 +47,7 @@ from kvideo.train.checkpoint import (
     fsync_dir,
     load_latest,
 )
-from kvideo.train.dcp_reading import saved_index, short_shard_files
+from kvideo.train.dcp_reading import saved_index, short_rank_files
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ def tmp_for(folder: Path) -> Path:
     return folder.with_name(folder.name + TMP_SUFFIX)
 
 
-def list_sharded_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """``(step, folder)`` of the complete sharded checkpoints, newest first."""
+def list_dcp_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of the complete DCP checkpoints, newest first."""
     found = []
     if ckpt_dir.is_dir():
         for p in ckpt_dir.iterdir():
@@ -92,7 +92,7 @@ def read_trainer_state(folder: Path) -> dict[str, Any]:
     ``CheckpointError`` naming the file, so the caller can fall back to an older checkpoint."""
     if not (folder / METADATA_NAME).is_file():
         raise CheckpointError(f"{folder}: no {METADATA_NAME} (not a complete DCP checkpoint)")
-    short = short_shard_files(folder, saved_index(folder))
+    short = short_rank_files(folder, saved_index(folder))
     if short:
         raise CheckpointError(
             f"{folder / short[0]}: missing, or shorter than the checkpoint's index says "
@@ -121,7 +121,8 @@ class Found:
     states stay on disk until ``dcp.load`` reads the shards it needs)."""
 
     @property
-    def sharded(self) -> bool:
+    def dcp(self) -> bool:
+        """A DCP folder (one file per rank), not a single ``.pt`` file."""
         return self.path.is_dir()
 
     @property
@@ -137,7 +138,7 @@ def newest_checkpoint(ckpt_dir: Path) -> Found | None:
     """
     errors: list[str] = []
     candidates: list[Found] = []
-    for _, folder in list_sharded_checkpoints(ckpt_dir):
+    for _, folder in list_dcp_checkpoints(ckpt_dir):
         try:
             candidates.append(Found(folder, read_trainer_state(folder)))
             break
@@ -155,7 +156,7 @@ def newest_checkpoint(ckpt_dir: Path) -> Found | None:
         if errors:
             raise CheckpointError("no usable checkpoint in " + str(ckpt_dir) + ":\n  " + "\n  ".join(errors))
         return None
-    return max(candidates, key=lambda found: (found.step, found.sharded))
+    return max(candidates, key=lambda found: (found.step, found.dcp))
 
 
 # ----------------------------------------------------------------------------- writing
@@ -188,5 +189,5 @@ def commit(tmp: Path, folder: Path, *, keep: int) -> None:
         shutil.rmtree(folder)
     os.rename(tmp, folder)
     fsync_dir(folder.parent)
-    for _, old in list_sharded_checkpoints(folder.parent)[max(keep, 1) :]:
+    for _, old in list_dcp_checkpoints(folder.parent)[max(keep, 1) :]:
         shutil.rmtree(old, ignore_errors=True)

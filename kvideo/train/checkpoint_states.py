@@ -55,7 +55,7 @@ def saved_weight_names(folder: Path) -> list[str]:
     return [key.removeprefix("model.") for key in index if key.startswith("model.")]
 
 
-def load_sharded_weights(model: nn.Module, folder: Path, trained: frozenset[str] | None) -> None:
+def load_dcp_weights(model: nn.Module, folder: Path, trained: frozenset[str] | None) -> None:
     """A DCP folder's weights into a whole (unsharded) model in this process alone, whatever the
     number of ranks that wrote it (``load_trained_weights``'s counterpart)."""
     require_weights_match(saved_weight_names(folder), model.state_dict(), trained, folder)

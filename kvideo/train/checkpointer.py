@@ -1,7 +1,7 @@
 """What a checkpoint holds, and how the trainer's state maps to it and back.
 
 ``checkpoint.py`` writes and reads single-file checkpoints (atomic, verified, with fallback
-copies), ``checkpoint_dcp.py`` sharded ones (one folder per step, one file per rank); this
+copies), ``checkpoint_dcp.py`` DCP ones (one folder per step, one file per rank); this
 module decides their content::
 
     step, model, optimizer, scheduler, wall_time_s
@@ -119,8 +119,8 @@ class Checkpointer:
         self.model = model
         self.optimizer = optimizer
         self.clock = clock
-        self.sharded = checkpoint_format == DCP
-        self.async_save = async_save and self.sharded
+        self.dcp = checkpoint_format == DCP
+        self.async_save = async_save and self.dcp
         self.saved_step = -1
         self.every = every  # trainer.ckpt_every; 0 = only the final and preemption checkpoints
         self.keep_last = keep_last  # trainer.keep_last: step checkpoints kept
@@ -147,10 +147,10 @@ class Checkpointer:
         if found is None:
             return None
         state, path = found.state, found.path
-        if found.sharded:
-            self._load_sharded(path, set(state["optimizer_params"]))
-        elif self.sharded:
-            self._load_whole_into_shards(state, path)
+        if found.dcp:
+            self._load_dcp(path, set(state["optimizer_params"]))
+        elif self.dcp:
+            self._load_whole_into_parts(state, path)
         else:
             load_trained_weights(self.model, state["model"], self.trained, path)
             self.optimizer.optimizer.load_state_dict(state["optimizer"])
@@ -168,7 +168,7 @@ class Checkpointer:
             rank_state = ranks[self.env.rank]
             rng, skipped = rank_state["rng"], dict(rank_state["skipped"])
         else:
-            # Shards are order[rank::world]: the first consumed_global samples of the epoch
+            # The ranks' parts are order[rank::world]: the first consumed_global samples of the epoch
             # order are done whatever the world size, so the position converts exactly when
             # divisible. RNG streams are per rank and cannot be mapped: fresh seeds.
             RUN_LOG.warning(
@@ -194,7 +194,7 @@ class Checkpointer:
             )
         return Resume(step=step, position=position, skipped=skipped, rng=rng)
 
-    def _load_sharded(self, folder: Path, with_state: set[str]) -> None:
+    def _load_dcp(self, folder: Path, with_state: set[str]) -> None:
         """A DCP folder into the model and optimizer, sharded or whole: each rank reads the
         pieces of the tensors it holds, whatever the world size that wrote them."""
         optimizer = self.optimizer.optimizer
@@ -210,8 +210,8 @@ class Checkpointer:
             options=StateDictOptions(strict=False),
         )
 
-    def _load_whole_into_shards(self, state: dict[str, Any], path: Path) -> None:
-        """A single-file checkpoint (written under ddp) into a sharded model: every rank reads
+    def _load_whole_into_parts(self, state: dict[str, Any], path: Path) -> None:
+        """A single-file checkpoint (written under ddp) into an FSDP model: every rank reads
         the whole file and keeps its shards."""
         optimizer = self.optimizer.optimizer
         saved = state["model"]
@@ -263,11 +263,11 @@ class Checkpointer:
             "ranks": all_gather_objects(rank_entry, self.env),
             "wall_time_s": self.clock.wall_time(),
         }
-        if self.sharded:
+        if self.dcp:
             folder = (
                 checkpoint_dcp.best_folder(self.dir) if best else checkpoint_dcp.folder_for(self.dir, step)
             )
-            self._save_sharded(step, trainer_state, folder, wait=wait or best)
+            self._save_dcp(step, trainer_state, folder, wait=wait or best)
             return folder
         path = self.dir / (BEST_NAME if best else LAST_NAME)
         if self.env.is_main:
@@ -295,7 +295,7 @@ class Checkpointer:
             self.saved_step = step
         return path
 
-    def _save_sharded(self, step: int, trainer_state: dict[str, Any], folder: Path, *, wait: bool) -> None:
+    def _save_dcp(self, step: int, trainer_state: dict[str, Any], folder: Path, *, wait: bool) -> None:
         """Every rank writes its shards into ``<folder>.tmp`` (``step_XXXXXX.dcp.tmp``); rank 0
         renames it once DCP's save has returned there (``checkpoint_dcp``)."""
         self.wait()  # one save at a time: the previous background one must be on disk
@@ -335,12 +335,10 @@ class Checkpointer:
         except Exception as e:  # DCP gathers every rank's write errors and raises them on all
             if self.env.is_main:  # a partial folder on a full disk only makes it fuller
                 shutil.rmtree(tmp, ignore_errors=True)
-            raise RunFailed(
-                f"step {step}: cannot write the sharded checkpoint {tmp}: {one_line(e)}"
-            ) from None
+            raise RunFailed(f"step {step}: cannot write the DCP checkpoint {tmp}: {one_line(e)}") from None
         if self.env.is_main:
             checkpoint_dcp.commit(tmp, folder, keep=self.keep_last)
-            RUN_LOG.info("saved sharded checkpoint step %d -> %s (%.2fs)", step, folder, now() - t0)
+            RUN_LOG.info("saved DCP checkpoint step %d -> %s (%.2fs)", step, folder, now() - t0)
         barrier(self.env)  # every rank returns once the folder is there
 
     def _optimizer_params(self) -> list[torch.Tensor]:
@@ -352,7 +350,7 @@ class Checkpointer:
             if done.exception() is None:
                 checkpoint_dcp.commit(tmp, folder, keep=self.keep_last)
                 RUN_LOG.info(
-                    "saved sharded checkpoint step %d -> %s (%.2fs, in the background)",
+                    "saved DCP checkpoint step %d -> %s (%.2fs, in the background)",
                     step,
                     folder,
                     now() - t0,

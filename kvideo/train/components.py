@@ -1,6 +1,7 @@
 """The trainer's components that need more than a constructor call, built from the config in
 the order ``Trainer.__init__`` gives: the tokenizer (with its checks), the optimizer (with the
-per-part learning rates) and the reporter (with what it says at start)."""
+per-part learning rates), the checkpointer (in the strategy's format) and the reporter (with what
+it says at start)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from kvideo.config import KVideoConfig, TrainerConfig
 from kvideo.config.checks import require_caption_room
 from kvideo.model.spec import ModelSpec
 from kvideo.preflight.memory import check_fits_on_gpu
-from kvideo.train.checkpointer import Resume
+from kvideo.train.checkpointer import Checkpointer, Resume
 from kvideo.train.distributed import DistEnv
 from kvideo.train.freeze import TrainableSchedule
 from kvideo.train.metrics import RunClock
@@ -44,7 +45,7 @@ def tokenizer_with_room(
             bf16=autocast.dtype == torch.bfloat16,
             vocab_size=tokenizer.vocab_size,
             device=str(device),
-            shards=strategy.state_shards,
+            ranks=strategy.state_parts,
         )
     return tokenizer
 
@@ -67,6 +68,34 @@ def optimizer_for(
         include=trainable.ever(),
         lr_of_part=(lambda part: model_cfg.part_lr(part, settings.lr)) if own_lrs else None,
         part_of=spec.part_of,
+    )
+
+
+def checkpointer_for(
+    cfg: KVideoConfig,
+    run_dir: Path,
+    env: DistEnv,
+    model: torch.nn.Module,
+    optimizer: ScheduledOptimizer,
+    clock: RunClock,
+    strategy: Strategy,
+    *,
+    saved_weights: frozenset[str] | None,
+) -> Checkpointer:
+    """The run's checkpointer, in the strategy's format, keeping ``saved_weights`` (None = the
+    whole state dict; ``ModelSpec.checkpoint_keys``)."""
+    trainer = cfg.trainer
+    return Checkpointer(
+        run_dir,
+        env,
+        model=model,
+        optimizer=optimizer,
+        clock=clock,
+        saved_weights=saved_weights,
+        checkpoint_format=strategy.checkpoint_format,
+        async_save=trainer.ckpt_async,
+        every=trainer.ckpt_every,
+        keep_last=trainer.keep_last,
     )
 
 

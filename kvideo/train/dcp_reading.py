@@ -124,7 +124,7 @@ def saved_index(folder: Path) -> dcp_metadata.Metadata:
     return IndexCheckingReader(folder).read_metadata()
 
 
-def short_shard_files(folder: Path, index: dcp_metadata.Metadata) -> list[str]:
+def short_rank_files(folder: Path, index: dcp_metadata.Metadata) -> list[str]:
     """The shard files ``index`` reads from that are missing from ``folder`` or end before the
     bytes it reads there (a rank's file lost, or a save cut short)."""
     ends: dict[str, int] = {}

@@ -13,7 +13,7 @@ rows to bound memory (the true caption is shared by the attribute questions). A 
 vision part runs once per clip, not once per candidate, and the builtin LM also reads the clip's
 shared prefix once (``kvideo.model.packing.shared_prefix_layout``).
 
-A sharded model (FSDP) gathers its parameters in every forward, a collective: there every rank
+An FSDP model (FSDP) gathers its parameters in every forward, a collective: there every rank
 runs the same forwards in lockstep, a batch without a clip to score included, and the candidate
 chunks are padded to the largest count over the ranks with stand-in rows whose numbers are
 dropped.
@@ -124,7 +124,7 @@ def score_candidates(
 class _Tally:
     """One rank's sums over the validation batches, reduced over the ranks by ``result``.
 
-    ``batches`` come from a non-shuffled loader sharded as ``order[rank::world_size]`` and padded
+    ``batches`` come from a non-shuffled loader split as ``order[rank::world_size]`` and padded
     by wrapping, so this rank's ``j``-th sample sits at global position ``rank + j * world_size``,
     and positions ``>= num_samples`` are padding duplicates that are not counted.
     """

@@ -1,6 +1,6 @@
 """``trainer.strategy=fsdp``: FSDP2 shards the parameters, gradients and optimizer states.
 
-``shard_model`` applies ``torch.distributed.fsdp.fully_shard`` to each unit the model family
+``apply_fsdp`` applies ``torch.distributed.fsdp.fully_shard`` to each unit the model family
 names (``ModelSpec.fsdp_units``: its transformer blocks, the vision tower's, then the LM's), then
 to the whole model,
 whose own unit holds the rest (embeddings, projector, norms, the head; a tied head shares its
@@ -10,14 +10,14 @@ and freed after it, and its gradients are reduce-scattered, so each rank ends th
 its shard of the averaged gradient and its optimizer steps its shard only.
 
 The module is changed in place (its parameters become ``DTensor`` shards with the same names),
-so the optimizer, the freeze schedule and the checkpointer are built on the sharded model.
+so the optimizer, the freeze schedule and the checkpointer are built on the FSDP model.
 Frozen parts and LoRA need nothing here: FSDP2 keeps ``requires_grad`` per parameter inside a
 unit, reduce-scatters the gradients that exist, and reads ``requires_grad`` again at every
 all-gather, so a ``model.freeze_schedule`` stage change applies at the next forward (DDP, by
 contrast, must be rebuilt).
 
 Every forward is a collective (the all-gathers): all ranks must run the same number of them,
-which is why validation and caption generation run in lockstep on a sharded model
+which is why validation and caption generation run in lockstep on an FSDP model
 (``kvideo.train.evaluate``, ``generate(synced=True)``); ``generate`` is registered as a forward
 method so that it gathers the root unit's parameters as ``forward`` does.
 
@@ -55,7 +55,7 @@ def sync_gradients(model: nn.Module, enabled: bool) -> None:
     cast(FSDPModule, model).set_requires_gradient_sync(enabled)
 
 
-def shard_model(
+def apply_fsdp(
     model: nn.Module,
     env: DistEnv,
     *,
@@ -100,7 +100,7 @@ def shard_model(
     if env.world_size == 1:
         line = (
             f"FSDP2 on one process: nothing is split; its {params:,} parameters are wrapped anyway, in "
-            f"{unit}{extras}, so that its checkpoints are sharded (DCP) ones that resume on any "
+            f"{unit}{extras}, so that its checkpoints are DCP ones that resume on any "
             "number of ranks"
         )
     else:

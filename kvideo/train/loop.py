@@ -25,7 +25,6 @@ from __future__ import annotations
 import gc
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,7 @@ from kvideo.errors import one_line
 from kvideo.train import components, signals
 from kvideo.train.best import BestKeeper
 from kvideo.train.checkpoint import restore_rng_state
-from kvideo.train.checkpointer import Checkpointer
-from kvideo.train.distributed import DistEnv, all_gather_objects
+from kvideo.train.distributed import DistEnv
 from kvideo.train.failure import StepBoundary, capture_boundary, checkpoint_after_crash
 from kvideo.train.freeze import TrainableSchedule, unreached_stages
 from kvideo.train.guards import RunFailed
@@ -48,20 +46,12 @@ from kvideo.train.optim import param_groups
 from kvideo.train.parallel import strategy_class
 from kvideo.train.precision import Autocast
 from kvideo.train.report import RUN_LOG
-from kvideo.train.step_tally import StepTally
+from kvideo.train.step_tally import StepOutcome, StepTally
 from kvideo.train.stream import EpochStream
 from kvideo.train.validator import Validator
 
 # ``param_groups`` is part of this module's interface (tests build their optimizers with it).
 __all__ = ["Trainer", "param_groups"]
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """What one optimizer step tells the loop."""
-
-    lr: float
-    grad_norm: torch.Tensor
 
 
 class Trainer:
@@ -115,7 +105,16 @@ class Trainer:
         self.trainable = TrainableSchedule(self.raw_model, cfg.model, part_of=self.spec.part_of)
         self.optimizer = components.optimizer_for(self.raw_model, cfg, self.spec, self.trainable, self.device)
         self.stream = EpochStream(train_set, cfg, env)
-        self.checkpointer = self._build_checkpointer(clock)
+        self.checkpointer = components.checkpointer_for(
+            cfg,
+            run_dir,
+            env,
+            self.raw_model,
+            self.optimizer,
+            clock,
+            self.strategy,
+            saved_weights=self.spec.checkpoint_keys(self.raw_model, self.trainable.ever()),
+        )
         resume = self.checkpointer.load()
         launch = components.start_notes(self.raw_model, settings, resume, config_changes)
         self.step = 0 if resume is None else resume.step
@@ -129,7 +128,14 @@ class Trainer:
         self.report.info(parameter_summary(self.raw_model, self.spec.part_of))
         for line in unreached_stages(cfg.model, settings.max_steps):
             self.report.say(line)
-        self.validator = self._build_validator()
+        self.validator = Validator(
+            cfg,
+            env,
+            tokenizer=self.tokenizer,
+            decode_gpu=self.decode_gpu,
+            autocast=self.autocast,
+            lockstep=self.strategy.lockstep_forwards,
+        )
         trainer = self.cfg.trainer
         self.best = (
             BestKeeper(self.checkpointer.dir, trainer.keep_best, trainer.keep_best_mode)
@@ -175,30 +181,6 @@ class Trainer:
         )
         if said and self.env.is_main:
             RUN_LOG.info(said)
-
-    def _build_checkpointer(self, clock: RunClock) -> Checkpointer:
-        return Checkpointer(
-            self.run_dir,
-            self.env,
-            model=self.raw_model,
-            optimizer=self.optimizer,
-            clock=clock,
-            saved_weights=self.spec.checkpoint_keys(self.raw_model, self.trainable.ever()),
-            checkpoint_format=self.strategy.checkpoint_format,
-            async_save=self.cfg.trainer.ckpt_async,
-            every=self.cfg.trainer.ckpt_every,
-            keep_last=self.cfg.trainer.keep_last,
-        )
-
-    def _build_validator(self) -> Validator:
-        return Validator(
-            self.cfg,
-            self.env,
-            tokenizer=self.tokenizer,
-            decode_gpu=self.decode_gpu,
-            autocast=self.autocast,
-            lockstep=self.strategy.lockstep_forwards,
-        )
 
     def close(self) -> None:
         """Before the process group goes: wait for a checkpoint still being written in the
@@ -365,28 +347,10 @@ class Trainer:
             self.report.log_validation(self.step, self.stream.epoch, result)
             self.report.log_predictions(self.step, predictions)
             if self.best is not None:
-                self.keep_if_best(self.best, result)
+                self.best.consider(result, self.step, self.env, save=self._save_best, say=self.report.say)
 
-    def keep_if_best(self, best: BestKeeper, result: dict[str, Any]) -> None:
-        """Checkpoint this step as the best (``trainer.keep_best``) when its validation beats the
-        best so far. Rank 0 decides for all (answer metrics are computed on rank 0 alone): the
-        save is a collective."""
-        decision = (best.metric in result, best.improves(result), result.get(best.metric))
-        present, better, value = all_gather_objects(decision, self.env)[0]
-        if not present:
-            if not best.missing_reported:
-                best.missing_reported = True
-                self.report.say(
-                    f"trainer.keep_best={best.metric} is not among this run's validation metrics "
-                    f"({', '.join(sorted(k for k in result if not k.endswith('_s')))}): no best "
-                    "checkpoint is kept"
-                )
-            return
-        if better:
-            path = self.checkpointer.save(
-                self.step, self.stream.position, self.report.skip_counts(), best=True
-            )
-            best.record(self.step, float(value), path, write=self.env.is_main)
+    def _save_best(self) -> Path:
+        return self.checkpointer.save(self.step, self.stream.position, self.report.skip_counts(), best=True)
 
     def export(self) -> None:
         """The final weights in Hugging Face formats, in ``<run_dir>/export`` (rank 0; see

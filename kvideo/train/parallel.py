@@ -32,11 +32,11 @@ from torch import nn
 from kvideo.train.checkpoint import SINGLE_FILE
 from kvideo.train.checkpoint_dcp import DCP
 from kvideo.train.distributed import DistEnv, wrap_model
-from kvideo.train.fsdp import shard_model, sync_gradients
+from kvideo.train.fsdp import apply_fsdp, sync_gradients
 
 
 class Strategy:
-    """What every strategy answers; ``Replicated`` and ``Sharded`` are the two there are."""
+    """What every strategy answers; ``Replicated`` and ``Partitioned`` are the two there are."""
 
     name: ClassVar[str]
     needs_process_group: ClassVar[bool] = False
@@ -54,7 +54,7 @@ class Strategy:
         return False
 
     @property
-    def state_shards(self) -> int:
+    def state_parts(self) -> int:
         """Into how many parts the model states (weights, gradients, optimizer) are split."""
         return 1
 
@@ -115,7 +115,7 @@ class Replicated(Strategy):
         return self._ddp.no_sync()
 
 
-class Sharded(Strategy):
+class Partitioned(Strategy):
     """``trainer.strategy=fsdp``: FSDP2 shards weights, gradients and optimizer states over the
     ranks (``kvideo.train.fsdp``)."""
 
@@ -132,7 +132,7 @@ class Sharded(Strategy):
         return self.env.distributed
 
     @property
-    def state_shards(self) -> int:
+    def state_parts(self) -> int:
         return self.env.world_size
 
     def prepare(
@@ -144,7 +144,7 @@ class Sharded(Strategy):
         cpu_offload: bool,
     ) -> str | None:
         self._model = model
-        return shard_model(model, self.env, units=units, compute_dtype=compute_dtype, cpu_offload=cpu_offload)
+        return apply_fsdp(model, self.env, units=units, compute_dtype=compute_dtype, cpu_offload=cpu_offload)
 
     def gradient_sync(self, last: bool) -> AbstractContextManager[None]:
         """FSDP2 reads ``requires_gradient_sync`` at the backward (DDP's ``no_sync``)."""
@@ -160,9 +160,9 @@ class Sharded(Strategy):
         return load_trained(run_dir, device="cpu").model
 
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (Replicated, Sharded)}
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (Replicated, Partitioned)}
 
 
 def strategy_class(name: str) -> type[Strategy]:
-    """The class of ``trainer.strategy`` (a validated config names one of ``STRATEGIES``)."""
+    """The class of ``trainer.strategy`` (a checked config names one of ``STRATEGIES``)."""
     return STRATEGIES[name]

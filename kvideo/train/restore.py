@@ -18,14 +18,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from kvideo.config import KVideoConfig, to_validated
-from kvideo.config.keys import drop_unknown_keys
+from kvideo.config import KVideoConfig, config_from
+from kvideo.config.keys import drop_unknown_keys, with_keys_moved
 from kvideo.data.tokenizer import Tokenizer, build_tokenizer
 from kvideo.files import read_plain_yaml
 from kvideo.preflight import preflight
 from kvideo.train.checkpoint import checkpoint_dir, read_checkpoint
 from kvideo.train.checkpoint_dcp import METADATA_NAME, Found, newest_checkpoint, read_trainer_state
-from kvideo.train.checkpoint_states import load_sharded_weights, load_trained_weights
+from kvideo.train.checkpoint_states import load_dcp_weights, load_trained_weights
 from kvideo.train.distributed import resolve_device
 from kvideo.train.freeze import TrainableSchedule
 from kvideo.train.metrics import CONFIG_NAME
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainedModel:
-    """A restored run: its validated config, model (eval mode, on ``device``) and tokenizer."""
+    """A restored run: its checked config, model (eval mode, on ``device``) and tokenizer."""
 
     cfg: KVideoConfig
     model: nn.Module
@@ -58,7 +58,7 @@ class TrainedModel:
 
 def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     """``(run_dir, checkpoint)`` for a run dir (its newest usable checkpoint: ``None`` here,
-    chosen on load), a checkpoint file (``<run_dir>/checkpoints/*.pt``) or a sharded checkpoint's
+    chosen on load), a checkpoint file (``<run_dir>/checkpoints/*.pt``) or a DCP checkpoint's
     folder (``<run_dir>/checkpoints/step_*.dcp``)."""
     target = Path(path).expanduser()
     if target.is_dir() and not (target / METADATA_NAME).is_file():
@@ -79,11 +79,11 @@ _ABSENT = object()  # OmegaConf.select's default: a key that is not there (None 
 
 
 def run_config(run_dir: Path, updates: Mapping[str, Any] | None = None) -> KVideoConfig:
-    """The run's own config with ``updates`` (``{"video.max_frames": 16}``) applied, validated."""
+    """The run's own config with ``updates`` (``{"video.max_frames": 16}``) applied and checked."""
     saved = read_plain_yaml(run_dir / CONFIG_NAME)
     if not isinstance(saved, dict):
         raise ValueError(f"{run_dir / CONFIG_NAME} is not a kvideo config (not a mapping)")
-    cfg = OmegaConf.create(saved)
+    cfg = OmegaConf.create(with_keys_moved(saved))
     if not isinstance(cfg, DictConfig):
         raise ValueError(f"{run_dir / CONFIG_NAME} is not a kvideo config (not a mapping)")
     for key, value in (updates or {}).items():
@@ -93,9 +93,9 @@ def run_config(run_dir: Path, updates: Mapping[str, Any] | None = None) -> KVide
     dropped = drop_unknown_keys(cfg, KVideoConfig)
     if dropped:
         log.warning("%s: %s are not settings of this kvideo version; ignored", run_dir / CONFIG_NAME, dropped)
-    validated = to_validated(cfg)
-    preflight(validated, memory=False)  # the trained run's memory was checked when it trained
-    return validated
+    checked = config_from(cfg)
+    preflight(checked, memory=False)  # the trained run's memory was checked when it trained
+    return checked
 
 
 def checkpoint_of(run_dir: Path, file: Path | None) -> Found:
@@ -142,8 +142,8 @@ def load_trained(
     )
     spec = model_spec(cfg.model.family)
     trained = spec.checkpoint_keys(model, TrainableSchedule(model, cfg.model, part_of=spec.part_of).ever())
-    if found.sharded:
-        load_sharded_weights(model, found.path, trained)
+    if found.dcp:
+        load_dcp_weights(model, found.path, trained)
     else:
         load_trained_weights(model, found.state["model"], trained, found.path)
     target = resolve_device(device or cfg.trainer.device)

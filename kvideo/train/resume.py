@@ -149,7 +149,7 @@ def check_resume(cfg: KVideoConfig, run_dir: Path) -> dict[str, list[Any]] | Non
 
 def source_weights(path: str) -> tuple[dict[str, torch.Tensor] | None, Path]:
     """``(state_dict, where)`` of ``trainer.init_from``: a checkpoint file's or an export's
-    weights, or ``(None, folder)`` for a sharded (DCP) checkpoint, which is read in place."""
+    weights, or ``(None, folder)`` for a DCP checkpoint, which is read in place."""
     from kvideo.train.restore import checkpoint_of, find_checkpoint
 
     target = Path(path).expanduser()
@@ -166,7 +166,7 @@ def source_weights(path: str) -> tuple[dict[str, torch.Tensor] | None, Path]:
         found = checkpoint_of(*find_checkpoint(target))
     except FileNotFoundError as e:
         raise ValueError(f"trainer.init_from={path}: {e}") from None
-    if found.sharded:
+    if found.dcp:
         return None, found.path
     return found.state["model"], found.path
 

@@ -6,6 +6,7 @@ blocked on the loader, and the step's wall time."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -13,6 +14,14 @@ import torch
 from kvideo.train.metrics import now
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one optimizer step tells the loop: its learning rate and gradient norm."""
+
+    lr: float
+    grad_norm: torch.Tensor
 
 
 class StepTally:

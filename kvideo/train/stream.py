@@ -45,7 +45,7 @@ class DataPosition:
 
 
 class EpochStream:
-    """``next_batch()`` forever: full batches of this rank's shard, epoch after epoch.
+    """``next_batch()`` forever: full batches of this rank's part of the dataset, epoch after epoch.
 
     It carries the whole config because ``build_loader`` (kvideo.data) takes it: the loader
     reads the decoder, the sampling policy and the worker count from it.

@@ -63,7 +63,7 @@ class Validator:
         """Validation metrics (plus ``val_time_s``), or {} when there is no validation split.
 
         ``model`` is the unwrapped module (a DDP forward would wait for the other ranks'
-        backward), or the sharded one, whose forwards every rank runs in lockstep (``evaluate``).
+        backward), or the FSDP one, whose forwards every rank runs in lockstep (``evaluate``).
         The clips are decoded at the first validation and replayed after it, within
         ``data.val_cache_mb`` (``kvideo.data.decode_once``). ``progress(done, total)`` is told
         this rank's clips after each batch.
@@ -126,7 +126,7 @@ class Validator:
     def predictions(self, model: nn.Module) -> list[dict[str, str]]:
         """Generated captions (answers, for a conversation dataset) of the first
         ``trainer.val_predictions`` validation clips beside their references (rank 0's; other
-        ranks return []): what the numbers mean, readable. A sharded model's ranks all caption
+        ranks return []): what the numbers mean, readable. An FSDP model's ranks all caption
         the same clips, in lockstep, since each of its forwards is a collective."""
         count = min(self.cfg.trainer.val_predictions, len(self._dataset or ()))
         lockstep = self.lockstep

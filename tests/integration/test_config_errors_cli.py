@@ -87,7 +87,7 @@ CASES: list[tuple[list[str], str]] = [
         ["data.bad_sample_policy=drop"],
         r"data\.bad_sample_policy must be one of \['mask', 'replace'\] \(got 'drop'\)",
     ),
-    (["data.val_max_samples=-1"], r"data\.val_max_samples must be non-negative \(got -1\)"),
+    (["video.val_max_samples=-1"], r"video\.val_max_samples must be non-negative \(got -1\)"),
     (["data.shuffle_buffer=0"], r"data\.shuffle_buffer must be positive \(got 0\)"),
     (["data.packing=maybe"], r"data\.packing"),  # Hydra: not a valid bool
     (["data.max_tokens_per_row=-1"], r"data\.max_tokens_per_row must be non-negative \(got -1\)"),
@@ -420,6 +420,7 @@ def test_cli_exits_before_work(override: str, message: str, tmp_path: Path) -> N
             ["-m", "video.fps=1", "trainr.lr=1,2"],
             "trainr.lr is not a kvideo setting; did you mean trainer.lr?",
         ),
+        (["data.val_max_samples=5"], "data.val_max_samples is now video.val_max_samples"),
     ],
 )
 def test_a_key_the_schema_lacks_is_refused_with_the_one_meant(

@@ -1,5 +1,5 @@
 """FSDP2 and sharded checkpoints on gloo ranks, through the trainer's own components (the model
-builder, ``shard_model``, ``ScheduledOptimizer``, ``Checkpointer``), without a corpus:
+builder, ``apply_fsdp``, ``ScheduledOptimizer``, ``Checkpointer``), without a corpus:
 
 * what one world size or strategy saves, another loads exactly (weights, AdamW moments and step
   counts, schedule): 2 ranks -> 1, 1 -> 2, DDP's single file -> shards, shards -> a whole model;
@@ -30,7 +30,7 @@ from kvideo.train.checkpoint_dcp import (
     METADATA_NAME,
     commit,
     folder_for,
-    list_sharded_checkpoints,
+    list_dcp_checkpoints,
     newest_checkpoint,
     tmp_for,
 )
@@ -50,14 +50,14 @@ FRAMES, SIZE, VOCAB = 2, 32, 50
 def _build(env: Any, *, sharded: bool, seed: int, checkpointing: bool = False) -> tuple[nn.Module, Any]:
     from kvideo.model import build_model
     from kvideo.model.blocks import transformer_blocks
-    from kvideo.train.fsdp import shard_model
+    from kvideo.train.fsdp import apply_fsdp
     from kvideo.train.optim import ScheduledOptimizer
 
     torch.manual_seed(seed)
     cfg = ModelConfig(**{**vars(MODEL), "activation_checkpointing": checkpointing})
     model = build_model(cfg, vocab_size=VOCAB, max_frames=FRAMES, frame_size=SIZE)
     if sharded:
-        shard_model(model, env, units=transformer_blocks(model), compute_dtype=None, cpu_offload=False)
+        apply_fsdp(model, env, units=transformer_blocks(model), compute_dtype=None, cpu_offload=False)
     return model, ScheduledOptimizer(model, OPTIM, fused=False)
 
 
@@ -232,7 +232,7 @@ def test_a_kill_during_sharded_saves_never_leaves_a_checkpoint_that_loads_half_w
 ) -> None:
     """Kill a process that saves sharded checkpoints in a loop at arbitrary moments: the newest
     complete folder always loads, whole and of its own step."""
-    from kvideo.train.checkpoint_states import load_sharded_weights
+    from kvideo.train.checkpoint_states import load_dcp_weights
 
     ckpt_dir = tmp_path / "checkpoints"
     for attempt in range(3):
@@ -250,13 +250,13 @@ def test_a_kill_during_sharded_saves_never_leaves_a_checkpoint_that_loads_half_w
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         found = newest_checkpoint(ckpt_dir)
-        assert found is not None and found.sharded
+        assert found is not None and found.dcp
         model = nn.Linear(2000, 2000, bias=False)
-        load_sharded_weights(model, found.path, None)
+        load_dcp_weights(model, found.path, None)
         assert torch.all(model.weight == found.step), found.path
         # A kill between the rename and the pruning leaves one folder too many: the next commit
         # removes it (test_a_commit_prunes_what_a_killed_one_left).
-        assert len(list_sharded_checkpoints(ckpt_dir)) <= KEEP_SHARDED + 1
+        assert len(list_dcp_checkpoints(ckpt_dir)) <= KEEP_SHARDED + 1
         assert len(list(ckpt_dir.glob("*.tmp"))) <= 1  # the killed save's, removed by the next one
 
 
@@ -268,7 +268,7 @@ def test_a_commit_prunes_what_a_killed_one_left(tmp_path: Path) -> None:
     tmp = tmp_for(folder_for(tmp_path, 4))
     tmp.mkdir()
     commit(tmp, folder_for(tmp_path, 4), keep=KEEP_SHARDED)
-    assert [step for step, _ in list_sharded_checkpoints(tmp_path)] == [4, 3]
+    assert [step for step, _ in list_dcp_checkpoints(tmp_path)] == [4, 3]
     assert not tmp.exists()
 
 
@@ -292,7 +292,7 @@ def _shard_and_step(rank: int, out: str) -> None:
 
     from kvideo.model.blocks import transformer_blocks
     from kvideo.train.distributed import cleanup, init_distributed
-    from kvideo.train.fsdp import shard_model
+    from kvideo.train.fsdp import apply_fsdp
 
     env = init_distributed("cpu")
     try:
@@ -314,7 +314,7 @@ def _shard_and_step(rank: int, out: str) -> None:
         assert loss == loss_ac and norm == pytest.approx(norm_ac, rel=1e-6)
 
         blockless = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
-        said = shard_model(blockless, env, units=[], compute_dtype=None, cpu_offload=False)
+        said = apply_fsdp(blockless, env, units=[], compute_dtype=None, cpu_offload=False)
         if rank == 0:
             Path(out, "said.txt").write_text(said)
     finally:

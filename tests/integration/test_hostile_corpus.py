@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from kvideo.config import KVideoConfig, register_configs, to_validated
+from kvideo.config import KVideoConfig, config_from, register_configs
 from kvideo.decode import DecodeError, build_decoder
 from kvideo.train.metrics import read_jsonl
 from tests.helpers import hostile as H
@@ -48,7 +48,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory):
 
 def compose_cfg(overrides: list[str]) -> KVideoConfig:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return to_validated(compose(config_name="config", overrides=overrides))
+        return config_from(compose(config_name="config", overrides=overrides))
 
 
 def small_overrides(data_root: Path | str, **extra: Any) -> list[str]:

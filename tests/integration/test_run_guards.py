@@ -316,7 +316,7 @@ _SLOW_START = textwrap.dedent(
     import os, signal, sys, time
     import kvideo.model.spec as spec
     from omegaconf import OmegaConf
-    from kvideo.config import to_validated
+    from kvideo.config import config_from
     from kvideo.train import train
 
     def build_model(*args, **kwargs):  # stands in for a long start-up (a huge allocation)
@@ -325,7 +325,7 @@ _SLOW_START = textwrap.dedent(
         raise SystemExit("SIGTERM was ignored during start-up")
 
     spec.build_model = build_model
-    train(to_validated(OmegaConf.load(sys.argv[1])), sys.argv[2])
+    train(config_from(OmegaConf.load(sys.argv[1])), sys.argv[2])
     """
 )
 

@@ -235,7 +235,7 @@ def _train_worker(rank: int, data_root: str, run_dir: str, out_dir: str) -> None
     from kvideo.train import train
 
     cfg = tiny_config(Path(data_root), max_steps=6, ckpt_every=3, val_every=3, val_max_batches=0)
-    cfg.data.val_max_samples = 7  # odd: rank 1's last validation sample is a padding duplicate
+    cfg.video.val_max_samples = 7  # odd: rank 1's last validation sample is a padding duplicate
     final = train(cfg, run_dir)
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(final))
 

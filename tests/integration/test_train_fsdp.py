@@ -57,7 +57,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(root: Path, **trainer: Any) -> KVideoConfig:
     cfg = tiny_config(root, **{**TRAINER, **trainer})
-    cfg.data.val_max_samples = VAL_CLIPS
+    cfg.video.val_max_samples = VAL_CLIPS
     return cfg
 
 
@@ -128,7 +128,7 @@ def test_two_fsdp_ranks_train_like_two_ddp_ranks_and_write_sharded_checkpoints(
     sharded, whole = load_trained(fsdp_dir).model.state_dict(), load_trained(ddp_dir).model.state_dict()
     for name, value in whole.items():
         torch.testing.assert_close(sharded[name], value, rtol=1e-5, atol=1e-6, msg=name)
-    assert any((fsdp_dir / "export").iterdir())  # exported from the sharded checkpoint
+    assert any((fsdp_dir / "export").iterdir())  # exported from the DCP checkpoint
 
 
 def test_a_signal_on_one_rank_between_log_steps_stops_both_at_the_next_and_resumes_exactly(
@@ -260,7 +260,7 @@ def test_one_process_fsdp_says_in_one_line_that_it_splits_nothing_and_trains(tmp
     assert len(said) == 1
     assert said[0].endswith(
         "FSDP2 on one process: nothing is split; its 100,800 parameters are wrapped anyway, in 4 "
-        "transformer blocks + the root, so that its checkpoints are sharded (DCP) ones that resume on "
+        "transformer blocks + the root, so that its checkpoints are DCP ones that resume on "
         "any number of ranks"
     )
     assert (tmp_path / "run" / "checkpoints" / "step_000002.dcp" / METADATA_NAME).is_file()

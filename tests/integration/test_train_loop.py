@@ -90,7 +90,7 @@ _CHILD = textwrap.dedent(
     import os, signal, sys
     from omegaconf import OmegaConf
     import kvideo.model.spec as spec
-    from kvideo.config import to_validated
+    from kvideo.config import config_from
     from kvideo.train import train
 
     cfg_path, run_dir, sig, at_forward = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -109,7 +109,7 @@ _CHILD = textwrap.dedent(
         return model
 
     spec.build_model = build_model
-    result = train(to_validated(OmegaConf.load(cfg_path)), run_dir)
+    result = train(config_from(OmegaConf.load(cfg_path)), run_dir)
     print("STATUS", result["status"], flush=True)
     sys.exit(result.get("exit_code", 0))
     """

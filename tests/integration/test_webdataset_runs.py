@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from kvideo.config import to_validated
+from kvideo.config import config_from
 from kvideo.data.loader import build_dataset
 from kvideo.data.tokenizer import ByteTokenizer
 from kvideo.train import train
@@ -59,7 +59,7 @@ def webdataset_config(root: Path, **trainer: Any) -> Any:
     """The tiny training config of ``tests.helpers.configs`` on the shards."""
     cfg = tiny_config(root, **trainer)
     cfg.video.dataset_type = cfg.video.dataset_name = "webdataset"
-    return to_validated(OmegaConf.structured(cfg))
+    return config_from(OmegaConf.structured(cfg))
 
 
 def _train_losses(run_dir: Path) -> dict[int, float]:
@@ -100,7 +100,7 @@ _CHILD = textwrap.dedent(
     import os, signal, sys
     from omegaconf import OmegaConf
     import kvideo.model.spec as spec
-    from kvideo.config import to_validated
+    from kvideo.config import config_from
     from kvideo.train import train
 
     cfg_path, run_dir, at_forward = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -119,7 +119,7 @@ _CHILD = textwrap.dedent(
         return model
 
     spec.build_model = build_model
-    train(to_validated(OmegaConf.load(cfg_path)), run_dir)
+    train(config_from(OmegaConf.load(cfg_path)), run_dir)
     """
 )
 

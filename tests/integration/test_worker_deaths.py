@@ -19,7 +19,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from kvideo.config import register_configs, to_validated
+from kvideo.config import config_from, register_configs
 from kvideo.registry import DECODERS
 from tests.helpers import videos as V
 from tests.helpers.paths import CONF_DIR
@@ -70,7 +70,7 @@ def _cfg(root: Path, decoder: str, workers: int):
         "trainer.device=cpu",
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return to_validated(compose(config_name="config", overrides=overrides))
+        return config_from(compose(config_name="config", overrides=overrides))
 
 
 def _epoch(root: Path, decoder: str, workers: int, *, on_first_batch=None) -> list[dict[str, Any]]:

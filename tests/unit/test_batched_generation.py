@@ -14,7 +14,7 @@ import torch
 from kvideo.config import DataConfig, ModelConfig
 from kvideo.data.tokenizer import build_tokenizer, encode_caption
 from kvideo.model import build_model
-from kvideo.model.pretrained_vlm import build_pretrained_vlm
+from kvideo.model.pretrained_build import build_pretrained_vlm
 from tests.helpers.configs import tiny_hf_model, tiny_model
 from tests.helpers.pretrained_vlms import FRAME_SIDE, VLM_TYPES
 

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from kvideo.config import KVideoConfig, register_configs, to_validated
+from kvideo.config import KVideoConfig, config_from, register_configs
 from kvideo.preflight import checked
 from kvideo.preflight.memory import check_fits_in_memory
 from kvideo.resources import MemoryLimit
@@ -31,7 +31,7 @@ def group_options(group: str) -> list[str]:
 
 
 def test_default_composes_to_the_embedded_sample() -> None:
-    cfg = to_validated(compose_cfg())
+    cfg = config_from(compose_cfg())
     assert isinstance(cfg, KVideoConfig)
     assert cfg.video.dataset_type == "sample"
     assert cfg.video.sampling_policy == "uniform"
@@ -40,19 +40,19 @@ def test_default_composes_to_the_embedded_sample() -> None:
 
 @pytest.mark.parametrize("option", group_options("video/sampling"))
 def test_each_sampling_option(option: str) -> None:
-    cfg = to_validated(compose_cfg([f"video/sampling={option}"]))
+    cfg = config_from(compose_cfg([f"video/sampling={option}"]))
     assert cfg.video.sampling_policy == option
 
 
 @pytest.mark.parametrize("option", group_options("video/dataset"))
 def test_each_dataset_option(option: str) -> None:
-    cfg = to_validated(compose_cfg([f"video/dataset={option}"]))
+    cfg = config_from(compose_cfg([f"video/dataset={option}"]))
     assert cfg.video.dataset_type == option
 
 
 @pytest.mark.parametrize("option", group_options("video/decoder"))
 def test_each_decoder_option(option: str) -> None:
-    assert to_validated(compose_cfg([f"video/decoder={option}"])).decoder.name == option
+    assert config_from(compose_cfg([f"video/decoder={option}"])).decoder.name == option
 
 
 @pytest.mark.parametrize("option", group_options("model"))
@@ -64,13 +64,13 @@ def test_each_model_option(option: str, tiny_hf_parts: tuple[Path, Path], tiny_v
         overrides = hf_cli_overrides(*tiny_hf_parts)
     if option == "pretrained":
         overrides = pretrained_cli_overrides(tiny_vlms["qwen2_5_vl"])
-    cfg = to_validated(compose_cfg(overrides))
+    cfg = config_from(compose_cfg(overrides))
     assert cfg.model.name == option
 
 
 @pytest.mark.parametrize("option", group_options("trainer"))
 def test_each_trainer_option(option: str) -> None:
-    assert isinstance(to_validated(compose_cfg([f"trainer={option}"])), KVideoConfig)
+    assert isinstance(config_from(compose_cfg([f"trainer={option}"])), KVideoConfig)
 
 
 def test_group_and_field_override_address_the_same_flat_node() -> None:
@@ -79,14 +79,14 @@ def test_group_and_field_override_address_the_same_flat_node() -> None:
     assert cfg.video.fps == 1.0
     assert "sampling" not in cfg.video  # group files land in video, not video.sampling
     cfg = compose_cfg(["video.sampling_policy=qwen"])
-    assert to_validated(cfg).video.sampling_policy == "qwen"
+    assert config_from(cfg).video.sampling_policy == "qwen"
 
 
 @pytest.mark.parametrize("option", ["molmo2", "molmo2_no_max_fps"])
 def test_molmo2_options_drop_the_min_frames_padding_unless_overridden(option: str) -> None:
     # Molmo2 has no minimum frame count: by default its options must not pad short clips.
-    assert to_validated(compose_cfg([f"video/sampling={option}"])).video.min_frames == 1
-    cfg = to_validated(compose_cfg([f"video/sampling={option}", "video.min_frames=4"]))
+    assert config_from(compose_cfg([f"video/sampling={option}"])).video.min_frames == 1
+    cfg = config_from(compose_cfg([f"video/sampling={option}", "video.min_frames=4"]))
     assert cfg.video.min_frames == 4
 
 
@@ -103,13 +103,13 @@ def test_wrong_type_is_a_composition_error() -> None:
 def test_post_init_rules_fire_after_compose() -> None:
     cfg = compose_cfg(["video.fps=0"])  # composing alone does not validate...
     with pytest.raises(ValueError, match=r"video.fps must be positive \(got 0.0\)"):
-        to_validated(cfg)  # ...converting does
+        config_from(cfg)  # ...converting does
 
 
 def test_token_budget_at_compose_time() -> None:
     cfg = compose_cfg(["video.max_frames=64"])
     with pytest.raises(ValueError, match=r"= 64 \* 16 \+ 48 = 1072 > model.max_seq_len \(384\)"):
-        to_validated(cfg)
+        config_from(cfg)
 
 
 def test_env_interpolation_in_dataset_roots(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_every_group_option_fits_this_machine_and_a_16_gib_laptop_training_on_it
         extra = hf_cli_overrides(*tiny_hf_parts)
     if (group, option) == ("model", "pretrained"):
         extra = pretrained_cli_overrides(tiny_vlms["qwen2_5_vl"])
-    cfg = to_validated(compose_cfg([f"{group}={option}", *extra]))  # this machine
+    cfg = config_from(compose_cfg([f"{group}={option}", *extra]))  # this machine
     check_fits_in_memory(cfg, limit=LAPTOP, processes=(1, ""), on_host=True)
 
 

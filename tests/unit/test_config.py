@@ -14,16 +14,18 @@ from kvideo.config import (
     ModelConfig,
     TrainerConfig,
     VideoConfig,
-    to_validated,
+    config_from,
 )
 from kvideo.preflight import preflight
 
 
 def test_seed_defaults_are_exact() -> None:
     """The seed's fields with its defaults, plus kvideo's frame-shape fields whose defaults are the
-    seed's behaviour (square frames)."""
+    seed's behaviour (square frames) and the validation split's cap beside ``max_samples`` (0 = all,
+    as ``max_samples``)."""
     fields = {f.name: f.default for f in dataclasses.fields(VideoConfig)}
     assert fields.pop("resize") == "square" and fields.pop("max_pixels") == 0
+    assert fields.pop("val_max_samples") == 0
     assert fields == {
         "data_root": "",
         "dataset_type": "webvid",
@@ -94,7 +96,7 @@ def test_plugin_registered_by_import_is_accepted() -> None:
         (lambda: DecoderConfig(device_id=-2), "decoder.device_id must be -1"),
         (lambda: DecoderConfig(prefetch=0), "decoder.prefetch must be positive (got 0)"),
         (lambda: DataConfig(bad_sample_policy="drop"), "data.bad_sample_policy must be one of"),
-        (lambda: DataConfig(val_max_samples=-3), "data.val_max_samples must be non-negative (got -3)"),
+        (lambda: VideoConfig(val_max_samples=-3), "video.val_max_samples must be non-negative (got -3)"),
         (lambda: DataConfig(sample_train_clips=0), "data.sample_train_clips must be positive (got 0)"),
         (lambda: ModelConfig(vision_backbone="resnet"), "model.vision_backbone must be one of"),
         (lambda: ModelConfig(vision_backbone="timm"), "model.timm_model and model.timm_weights"),
@@ -143,8 +145,8 @@ def test_frame_size_must_tile_into_patches() -> None:
 
 def test_to_validated_runs_post_init_on_plain_dicts() -> None:
     with pytest.raises(ValueError, match=r"video.fps must be positive \(got 0.0\)"):
-        to_validated({"video": {"fps": 0.0}})
-    cfg = to_validated({"video": {"fps": 1.0}, "trainer": {"max_steps": 7}})
+        config_from({"video": {"fps": 0.0}})
+    cfg = config_from({"video": {"fps": 1.0}, "trainer": {"max_steps": 7}})
     assert isinstance(cfg, KVideoConfig)
     assert cfg.video.fps == 1.0 and cfg.trainer.max_steps == 7
 
@@ -175,7 +177,7 @@ def test_the_largest_sizes_within_the_bounds_are_accepted() -> None:
 
 
 def test_preflight_refuses_what_cannot_fit_in_this_machines_memory() -> None:
-    big = to_validated({"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}})
+    big = config_from({"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}})
     with pytest.raises(
         ValueError,
         match=r"^host memory: this run needs at least [\d.]+ TiB > 90% of .*"
@@ -185,7 +187,7 @@ def test_preflight_refuses_what_cannot_fit_in_this_machines_memory() -> None:
 
 
 def test_tools_that_do_not_train_can_skip_the_memory_check() -> None:
-    big = to_validated({"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}})
+    big = config_from({"video": {"frame_size": 4096}, "trainer": {"batch_size": 4096}})
     preflight(big, memory=False)
     assert big.trainer.batch_size == 4096
 
@@ -193,8 +195,8 @@ def test_tools_that_do_not_train_can_skip_the_memory_check() -> None:
 def test_trackers_are_a_list_on_the_command_line_with_tensorboard_by_default() -> None:
     from kvideo.config.compose import compose_config
 
-    assert to_validated(compose_config()).trainer.loggers == ["tensorboard"]
-    cfg = to_validated(compose_config(["trainer.loggers=[tensorboard,wandb]", "trainer.wandb_project=vlm"]))
+    assert config_from(compose_config()).trainer.loggers == ["tensorboard"]
+    cfg = config_from(compose_config(["trainer.loggers=[tensorboard,wandb]", "trainer.wandb_project=vlm"]))
     assert (cfg.trainer.loggers, cfg.trainer.wandb_project) == (["tensorboard", "wandb"], "vlm")
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from kvideo.config import KVideoConfig, to_validated
+from kvideo.config import KVideoConfig, config_from
+from kvideo.config.keys import with_keys_moved
 from kvideo.train.restore import run_config
 
 
@@ -33,14 +34,14 @@ from kvideo.train.restore import run_config
 )
 def test_a_key_the_schema_lacks_is_refused_naming_the_closest(raw: dict, message: str) -> None:
     with pytest.raises(ValueError) as refused:
-        to_validated(raw)
+        config_from(raw)
     assert str(refused.value) == message
 
 
 def test_extras_beside_the_schema_and_free_form_values_are_not_keys() -> None:
     """``hydra`` (and eval.py's ``ckpt_path``) sit beside the schema's nodes; a mixture's
     sources and a freeze stage are values, not keys."""
-    cfg = to_validated({"hydra": {"run": {"dir": "x"}}, "ckpt_path": "r", "video": {"fps": 2.0}})
+    cfg = config_from({"hydra": {"run": {"dir": "x"}}, "ckpt_path": "r", "video": {"fps": 2.0}})
     assert cfg.video.fps == 2.0
 
 
@@ -55,3 +56,13 @@ def test_a_saved_config_from_another_version_drops_its_extra_keys(
         cfg = run_config(tmp_path)
     assert isinstance(cfg, KVideoConfig)
     assert "['video.retired_option'] are not settings of this kvideo version; ignored" in caplog.text
+
+
+def test_a_run_saved_before_a_key_moved_reads_it_at_its_new_place() -> None:
+    """``data.val_max_samples`` moved to ``video.val_max_samples``: an old run dir's value is kept."""
+    saved = {"data": {"val_max_samples": 7, "packing": False}, "video": {"fps": 2.0}}
+    moved = with_keys_moved(saved)
+    assert moved == {"data": {"packing": False}, "video": {"fps": 2.0, "val_max_samples": 7}}
+    assert config_from(moved).video.val_max_samples == 7
+    with pytest.raises(ValueError, match=r"^data\.val_max_samples is now video\.val_max_samples$"):
+        config_from({"data": {"val_max_samples": 7}})

@@ -22,10 +22,10 @@ def hook(event, args):
     if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes)):
         opened.append(str(args[0], "utf-8") if isinstance(args[0], bytes) else args[0])
 sys.addaudithook(hook)
-from kvideo.config import launcher_fields, to_validated
+from kvideo.config import launcher_fields, config_from
 from kvideo.config.compose import compose_config
 composed = compose_config(json.loads(sys.argv[1]), sys.argv[2])
-cfg = to_validated(composed)
+cfg = config_from(composed)
 compose_reads = list(opened)
 from kvideo.preflight import preflight
 preflight(cfg, launcher_fields(composed))

@@ -24,7 +24,7 @@ from kvideo.train.checkpoint_dcp import (
     prepare_tmp,
     write_trainer_state,
 )
-from kvideo.train.checkpoint_states import load_sharded_weights, saved_weight_names
+from kvideo.train.checkpoint_states import load_dcp_weights, saved_weight_names
 from kvideo.train.dcp_reading import load_dcp
 
 
@@ -58,7 +58,7 @@ def model() -> nn.Module:
 def test_a_checkpoint_loads_as_before(model: nn.Module, tmp_path: Path) -> None:
     folder = _save(tmp_path, 1, model, extra={"lr": 1e-3, "betas": (0.9, 0.95), "name": "adamw"})
     other = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
-    load_sharded_weights(other, folder, None)
+    load_dcp_weights(other, folder, None)
     theirs = other.state_dict()
     assert all(torch.equal(value, theirs[name]) for name, value in model.state_dict().items())
     state: dict[str, Any] = {"extra": {"lr": 0.0, "betas": (0.0, 0.0), "name": ""}}

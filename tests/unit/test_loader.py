@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from kvideo.config import KVideoConfig, to_validated
+from kvideo.config import KVideoConfig, config_from
 from kvideo.data import loader
 from kvideo.data.loader import build_dataset, build_loader
-from kvideo.data.sharding import ResumableShardSampler
+from kvideo.data.sharding import ResumableRankSampler
 from kvideo.data.tokenizer import ByteTokenizer
 from tests.helpers.videos import make_h264
 
@@ -48,7 +48,7 @@ def make_cfg(tmp_path: Path, paths: list[str], **overrides) -> KVideoConfig:
     for key, value in overrides.items():
         node, field = key.split(".")
         raw.setdefault(node, {})[field] = value
-    return to_validated(raw)
+    return config_from(raw)
 
 
 def epoch_batches(cfg, *, epoch: int = 0, skip: int = 0, batch_size: int = 2):
@@ -138,20 +138,20 @@ def test_missing_blocklist_file_names_the_field(tmp_path: Path, clips: list[Path
 
 def test_shards_are_disjoint_and_cover_the_epoch() -> None:
     shards = [
-        ResumableShardSampler(11, rank=r, world_size=3, seed=1, epoch=4, drop_last=True).indices
+        ResumableRankSampler(11, rank=r, world_size=3, seed=1, epoch=4, drop_last=True).indices
         for r in range(3)
     ]
     assert all(len(s) == 3 for s in shards)
     flat = [i for s in shards for i in s]
     assert len(set(flat)) == 9
     padded = [
-        ResumableShardSampler(11, rank=r, world_size=3, seed=1, epoch=4, drop_last=False).indices
+        ResumableRankSampler(11, rank=r, world_size=3, seed=1, epoch=4, drop_last=False).indices
         for r in range(3)
     ]
     assert {i for s in padded for i in s} == set(range(11))
-    again = ResumableShardSampler(11, rank=1, world_size=3, seed=1, epoch=4, drop_last=True).indices
+    again = ResumableRankSampler(11, rank=1, world_size=3, seed=1, epoch=4, drop_last=True).indices
     assert again == shards[1]
-    other_epoch = ResumableShardSampler(11, rank=1, world_size=3, seed=1, epoch=5, drop_last=True).indices
+    other_epoch = ResumableRankSampler(11, rank=1, world_size=3, seed=1, epoch=5, drop_last=True).indices
     assert other_epoch != shards[1]
 
 

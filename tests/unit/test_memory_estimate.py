@@ -235,9 +235,9 @@ def test_under_fsdp_a_rank_holds_its_share_of_the_model_states() -> None:
     params = estimate_params(cfg.model, BYTE_VOCAB, cfg.video.max_frames, cfg.video.frame_size)
     with pytest.raises(ValueError, match=r"model states = parameters \* 16 B"):
         check_fits_on_gpu(cfg, total_bytes=80 * GiB, bf16=True)
-    check_fits_on_gpu(cfg, total_bytes=80 * GiB, bf16=True, shards=8)
+    check_fits_on_gpu(cfg, total_bytes=80 * GiB, bf16=True, ranks=8)
     with pytest.raises(ValueError) as err:
-        check_fits_on_gpu(cfg, total_bytes=8 * GiB, bf16=True, shards=8)
+        check_fits_on_gpu(cfg, total_bytes=8 * GiB, bf16=True, ranks=8)
     assert (
         "model states per rank = (parameters * 16 B (fp32 weights 4, grads 4, AdamW moments 8)) / 8 ranks "
         f"(trainer.strategy=fsdp) = ({params:,} * 16 B) / 8 = "

@@ -23,7 +23,7 @@ from kvideo.config.model import ModelConfig
 from kvideo.data.tokenizer import IGNORE_INDEX, ByteTokenizer, build_tokenizer
 from kvideo.model import build_model
 from kvideo.model.packing import balanced_rows, block_causal_mask, pack, pack_layout, unpack
-from kvideo.model.pretrained_vlm import build_pretrained_vlm
+from kvideo.model.pretrained_build import build_pretrained_vlm
 from tests.helpers.configs import tiny_hf_model, tiny_model
 from tests.helpers.pretrained_vlms import FRAME_SIDE, VLM_TYPES
 

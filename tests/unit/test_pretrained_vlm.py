@@ -15,7 +15,8 @@ import torch
 from kvideo.config import DataConfig, KVideoConfig, ModelConfig, VideoConfig
 from kvideo.data.batch import optional_inputs
 from kvideo.data.tokenizer import IGNORE_INDEX, build_tokenizer, encode_caption
-from kvideo.model.pretrained_vlm import PretrainedVLM, build_pretrained_vlm, part_of
+from kvideo.model.pretrained_build import build_pretrained_vlm, part_of
+from kvideo.model.pretrained_vlm import PretrainedVLM
 from kvideo.preflight import preflight
 from kvideo.train.freeze import TrainableSchedule
 from tests.helpers.pretrained_vlms import FRAME_SIDE, VLM_TYPES

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kvideo.data import tokenizer as tokenizer_module
-from kvideo.data.tokenizer import ChatTokenizer
+from kvideo.data import hf_tokenizers
+from kvideo.data.hf_tokenizers import ChatTokenizer
 from kvideo.time_limit import TimeLimitExceeded, time_limit
 from tests.helpers.hf_models import save_tokenizer
 
@@ -40,7 +40,7 @@ def test_a_chat_template_that_renders_for_ever_is_refused_in_one_line(
     tok = AutoTokenizer.from_pretrained(tmp_path)
     tok.chat_template = NESTED_LOOPS
     tok.save_pretrained(tmp_path)
-    monkeypatch.setattr(tokenizer_module, "TEMPLATE_SECONDS", 0.5)
+    monkeypatch.setattr(hf_tokenizers, "TEMPLATE_SECONDS", 0.5)
     chat = ChatTokenizer(str(tmp_path))
     start = time.monotonic()
     with pytest.raises(ValueError, match=r"model\.lm_path: the chat template of .* ran for more than 0\.5 s"):

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from kvideo.data.sharding import ResumableShardSampler
+from kvideo.data.sharding import ResumableRankSampler
 from kvideo.data.token_batches import WINDOW, TokenBudgetBatches, budget_batches, split_to
 
 # A LLaVA-Video-like spread: 64 visual tokens per clip, answers of 1-5 tokens or 100-300.
@@ -21,7 +21,7 @@ BUDGET = 1024
 
 def orders(world: int, epoch: int = 0) -> list[list[int]]:
     return [
-        ResumableShardSampler(len(COST), rank=r, world_size=world, seed=5, epoch=epoch, shuffle=True).indices
+        ResumableRankSampler(len(COST), rank=r, world_size=world, seed=5, epoch=epoch, shuffle=True).indices
         for r in range(world)
     ]
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import torch
 
-from kvideo.config import to_validated
+from kvideo.config import config_from
 from kvideo.config.data import DataConfig
 from kvideo.config.video import VideoConfig
 from kvideo.data.datasets.webdataset import build_webdataset, split_key
 from kvideo.data.loader import build_dataset, build_loader
-from kvideo.data.sharding import ResumableShardSampler, ShardLayout, stream_order
+from kvideo.data.sharding import ResumableRankSampler, ShardLayout, stream_order
 from kvideo.data.tokenizer import ByteTokenizer
 from kvideo.registry import DATASETS
 from tests.helpers.shards import clip_bytes, sample, write_corpus, write_shard
@@ -55,7 +55,7 @@ def make_cfg(data_root: str | Path, **overrides: Any) -> Any:
     for key, value in overrides.items():
         node, field = key.split(".")
         raw.setdefault(node, {})[field] = value
-    return to_validated(raw)
+    return config_from(raw)
 
 
 def batches(
@@ -318,7 +318,7 @@ def test_rank_pieces_are_disjoint_equal_and_cover_the_epoch_at_world_size_2() ->
     for sizes, drop_last, each in (((5, 3, 4), True, 6), ((5, 3, 5), True, 6), ((5, 3, 5), False, 7)):
         layout = ShardLayout(sizes, buffer=4)
         pieces = [
-            ResumableShardSampler(
+            ResumableRankSampler(
                 sum(sizes), rank=r, world_size=2, seed=1, epoch=2, drop_last=drop_last, layout=layout
             ).indices
             for r in (0, 1)

@@ -28,7 +28,8 @@ from kvideo.config import KVideoConfig
 from kvideo.data.tokenizer import Tokenizer
 from kvideo.files import write_text_atomic
 from kvideo.hf_folders import PREPROCESSOR_FILE, resolve_model_folder
-from kvideo.model.hf_vlm import build_hf_model, quiet_transformers
+from kvideo.model.hf_parts import quiet_transformers
+from kvideo.model.hf_vlm import build_hf_model
 from kvideo.model.spec import ModelSpec
 from kvideo.registry import MODEL_FAMILIES
 

@@ -25,8 +25,8 @@ from kvideo.config import KVideoConfig
 from kvideo.data.tokenizer import Tokenizer
 from kvideo.files import write_text_atomic
 from kvideo.hf_folders import VideoVlmGeometry, resolve_model_folder
-from kvideo.model.hf_vlm import quiet_transformers
-from kvideo.model.pretrained_vlm import build_pretrained_vlm, part_of
+from kvideo.model.hf_parts import quiet_transformers
+from kvideo.model.pretrained_build import build_pretrained_vlm, part_of
 from kvideo.model.spec import ModelSizes, ModelSpec
 from kvideo.registry import MODEL_FAMILIES
 
