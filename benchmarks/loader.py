@@ -109,14 +109,14 @@ def run_loader(manifest_path: str, num_workers: int, decoder: str = DEFAULT_DECO
     import torch
 
     from kvideo.data.loader import build_dataset, build_loader
+    from kvideo.data.settings import ClipSettings
     from kvideo.data.tokenizer import build_tokenizer
 
     torch.set_num_threads(1)
     cfg = make_config(manifest_path, num_workers, decoder)
-    dataset = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
+    dataset = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data))
     batches = build_loader(
         dataset,
-        cfg,
         shuffle=True,
         batch_size=BATCH_SIZE,
         drop_last=False,

@@ -146,6 +146,7 @@ def measure(
     from kvideo.config.compose import compose_config
     from kvideo.data.batch import forward_inputs
     from kvideo.data.loader import build_dataset, build_loader
+    from kvideo.data.settings import ClipSettings
     from kvideo.data.tokenizer import build_tokenizer
     from kvideo.model.spec import build_model
 
@@ -153,13 +154,12 @@ def measure(
     for arm, overrides in arm_overrides(corpus, parts, row_tokens).items():
         cfg = config_from(compose_config([*COMMON, f"video.data_root={records}", *overrides]))
         tokenizer = build_tokenizer(cfg.data, cfg.model)
-        dataset = build_dataset(cfg, split="train", tokenizer=tokenizer)
+        dataset = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=tokenizer)
         if arm == "budget":  # about the real tokens of BATCH clips, as an upper bound counts them
             costs = dataset.token_costs()
             cfg.data.batch_tokens = int(BATCH * statistics.fmean(costs))
         loader = build_loader(
             dataset,
-            cfg,
             batch_size=BATCH,
             batch_tokens=cfg.data.batch_tokens,
             device=torch.device("cpu"),

@@ -86,6 +86,7 @@ def build(corpus: Path, n: int, workers: int, batch_size: int, overrides: Sequen
     import torch
 
     from kvideo.data.loader import build_dataset, build_loader
+    from kvideo.data.settings import ClipSettings
     from kvideo.data.tokenizer import build_tokenizer
     from kvideo.tools.validate import scan_config
 
@@ -99,12 +100,11 @@ def build(corpus: Path, n: int, workers: int, batch_size: int, overrides: Sequen
             *overrides,
         ]
     )
-    dataset = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
+    dataset = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data))
     if len(dataset) < n:
         raise SystemExit(f"soak: the corpus at {corpus} has {len(dataset)} clips, need {n} (one epoch)")
     batches = build_loader(
         dataset,
-        cfg,
         shuffle=True,
         batch_size=batch_size,
         drop_last=False,

@@ -68,12 +68,16 @@ def run_arm(arm: str, cfg: Any, model: Any, tokenizer: Any, env: Any) -> dict[st
     the metrics of each."""
     import dataclasses
 
+    from kvideo.data.settings import ClipSettings
     from kvideo.train.validator import Validator
 
     cache_mb = 0 if arm == "today" else cfg.data.val_cache_mb
     arm_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_cache_mb=cache_mb))
     model.takes_clip_of_row = arm != "today"
-    validator = Validator(arm_cfg, env, tokenizer=tokenizer, decode_gpu=0, autocast=contextlib.nullcontext)
+    clips = ClipSettings.of(arm_cfg)
+    validator = Validator(
+        arm_cfg, env, clips, tokenizer=tokenizer, decode_gpu=0, autocast=contextlib.nullcontext
+    )
     walls, cpus, results = [], [], []
     for _ in range(VALIDATIONS):
         wall0, cpu0, child0 = time.perf_counter(), time.process_time(), children_cpu_s()

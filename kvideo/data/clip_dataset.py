@@ -16,18 +16,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import Dataset
 
-from kvideo.config import KVideoConfig
-from kvideo.data.preprocess import pixel_statistics
 from kvideo.data.rows import ClipRow, video_source
 from kvideo.data.sharding import ShardLayout
 from kvideo.data.tokenizer import IGNORE_INDEX, encode_row
 from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder
-from kvideo.preflight.frames import frame_resize, max_visual_tokens, padded_tokens
 from kvideo.sampling import timestamps
 
 if TYPE_CHECKING:
+    from kvideo.data.settings import ClipSettings
     from kvideo.data.watchdog import InFlight
 
 # How many following rows "replace" tries before giving up and masking the slot.
@@ -93,14 +91,14 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
     def __init__(
         self,
         rows: list[ClipRow],
-        cfg: KVideoConfig,
+        settings: ClipSettings,
         tokenizer: Any,
         *,
         local_rank: int = 0,
         blocklist: frozenset[str] = frozenset(),
     ) -> None:
         self.rows = rows
-        self.cfg = cfg
+        self.settings = settings
         self.tokenizer = tokenizer
         self.local_rank = local_rank
         self.blocklist = blocklist
@@ -108,20 +106,20 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self.crashed: set[int] = set()  # indices whose decode killed a worker twice (watchdog)
         self.left_out: dict[str, int] = {}  # rows the builder's listing left out, per reason
         self.epoch = 0
-        self.layout = shard_layout(rows, cfg.data.shuffle_buffer)
-        video = cfg.video
+        self.layout = shard_layout(rows, settings.data.shuffle_buffer)
+        video = settings.video
         self.spec = SamplingSpec(
-            video.sampling_policy, video.fps, video.min_frames, video.max_frames, cfg.trainer.seed
+            video.sampling_policy, video.fps, video.min_frames, video.max_frames, settings.seed
         )
         self._decoder: VideoDecoder | None = None
         self._decoder_pid = -1
         # Tokenize once: texts never change, and workers inherit the result.
-        self._text = [encode_row(tokenizer, row, video.prompt, cfg.model.max_text_len) for row in rows]
+        self._text = [encode_row(tokenizer, row, video.prompt, settings.max_text_len) for row in rows]
         self._token_costs: list[int] | None = None
         self.conversational = tokenizer.captions_as_conversations or any(row.turns for row in rows)
-        self.resize = frame_resize(video, cfg.model)
+        self.resize = settings.resize
         # keep_aspect pads with the vision part's mean colour (LLaVA's pad), which normalizes to ~0.
-        mean = pixel_statistics(cfg.model)[0]
+        mean = settings.statistics[0]
         self.pad_colour = torch.tensor([round(255 * m) for m in mean], dtype=torch.uint8)
 
     def token_costs(self) -> list[int]:
@@ -130,12 +128,11 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         tokens its frames can give (an upper bound); without, the padded length the model
         computes for every sample."""
         if self._token_costs is None:
-            video, model = self.cfg.video, self.cfg.model
-            if self.cfg.data.packing:
-                visual = max_visual_tokens(video, model)
-                self._token_costs = [visual + text.text_len for text in self._text]
+            settings = self.settings
+            if settings.data.packing:
+                self._token_costs = [settings.visual_tokens + text.text_len for text in self._text]
             else:
-                self._token_costs = [padded_tokens(video, model)] * len(self._text)
+                self._token_costs = [settings.padded_tokens] * len(self._text)
         return self._token_costs
 
     def set_epoch(self, epoch: int) -> None:
@@ -149,7 +146,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
     def decoder(self) -> VideoDecoder:
         # Built per process: decoder objects own threads, which do not survive fork.
         if self._decoder is None or self._decoder_pid != os.getpid():
-            self._decoder = build_decoder(self.cfg.decoder, local_rank=self.local_rank)
+            self._decoder = build_decoder(self.settings.decoder, local_rank=self.local_rank)
             self._decoder_pid = os.getpid()
         return self._decoder
 
@@ -164,7 +161,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         return self.decoder.decode(
             video_source(row),
             partial(sample_timestamps, self.spec, self.epoch, index),
-            size=self.cfg.video.frame_size if self.resize.mode == "square" else self.resize,
+            size=self.settings.video.frame_size if self.resize.mode == "square" else self.resize,
             start=row.start,
             end=row.end,
         )
@@ -176,7 +173,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             clip = self._decode(index)
         except DecodeError as err:
             skip_reason, clip = err.reason, None
-            if self.cfg.data.bad_sample_policy == "replace":
+            if self.settings.data.bad_sample_policy == "replace":
                 clip, source = self._replacement(index)
         finally:
             if self.in_flight is not None:
@@ -196,7 +193,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
     def _assemble(
         self, index: int, source: int, row: ClipRow, clip: DecodedClip | None, skip_reason: str
     ) -> dict[str, Any]:
-        max_frames = self.cfg.video.max_frames
+        max_frames = self.settings.video.max_frames
         device = clip.frames.device if clip is not None else torch.device("cpu")
         frames, region = self._canvas(clip, device)
         frame_mask = torch.zeros(max_frames, dtype=torch.bool)
@@ -237,13 +234,13 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         it, the bars in ``pad_colour``. ``max_pixels``: the frames are the picture's own size (the
         collate pads a batch to its largest). A slot without a clip gets an empty square.
         """
-        size = self.cfg.video.frame_size
+        size = self.settings.video.frame_size
         height, width = (size, size) if clip is None else tuple(clip.frames.shape[1:3])
         if self.resize.mode == "max_pixels" and clip is not None:
             canvas, region = (height, width), (0, 0, height, width)
         else:
             canvas, region = (size, size), ((size - height) // 2, (size - width) // 2, height, width)
-        shape = (self.cfg.video.max_frames, *canvas, 3)
+        shape = (self.settings.video.max_frames, *canvas, 3)
         if self.resize.mode == "keep_aspect":
             return self.pad_colour.to(device).expand(shape).clone(), region
         return torch.zeros(shape, dtype=torch.uint8, device=device), region

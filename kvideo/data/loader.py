@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from kvideo.config import KVideoConfig
+from kvideo.config import DecoderConfig
 from kvideo.data.blocklist import read_blocklist
 from kvideo.data.clip_dataset import VideoClipDataset
-from kvideo.data.preprocess import MEAN, STD, Statistics, normalize_frames, pixel_statistics
+from kvideo.data.preprocess import MEAN, STD, Statistics, normalize_frames
 from kvideo.data.sharding import ResumableRankSampler
 from kvideo.data.token_batches import TokenBudgetBatches
 from kvideo.data.watchdog import InFlight, WorkerSupervisor
@@ -36,21 +36,27 @@ from kvideo.registry import DATASETS
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is 3.11+; the annotations are strings
 
+    from kvideo.data.settings import ClipSettings
 
-def build_dataset(cfg: KVideoConfig, *, split: str, tokenizer: Any, local_rank: int = 0) -> VideoClipDataset:
-    """Rows from the configured dataset builder for ``split``, wrapped for decoding."""
-    blocklist = read_blocklist(cfg.data.blocklist)  # first: a typo must not wait for a corpus build
-    builder = DATASETS.get(cfg.video.dataset_type)
-    cap = cfg.video.max_samples if split == "train" else cfg.video.val_max_samples
-    rows = builder(cfg.video, cfg.data, split=split, max_samples=cap)
+
+def build_dataset(
+    settings: ClipSettings, *, split: str, tokenizer: Any, local_rank: int = 0
+) -> VideoClipDataset:
+    """Rows from the configured dataset builder for ``split``, wrapped for decoding
+    (``settings``: ``ClipSettings.of`` the run's config)."""
+    video, data = settings.video, settings.data
+    blocklist = read_blocklist(data.blocklist)  # first: a typo must not wait for a corpus build
+    builder = DATASETS.get(video.dataset_type)
+    cap = video.max_samples if split == "train" else video.val_max_samples
+    rows = builder(video, data, split=split, max_samples=cap)
     left_out: dict[str, int] = dict(getattr(rows, "left_out", {}))  # ListedRows: counted once
     if not rows:
         why = "".join(f"; {n} rows left out at listing: {reason}" for reason, n in left_out.items())
         raise ValueError(
-            f"video.dataset_type={cfg.video.dataset_type} produced no {split} rows "
-            f"(video.data_root={cfg.video.data_root!r}{why})"
+            f"video.dataset_type={video.dataset_type} produced no {split} rows "
+            f"(video.data_root={video.data_root!r}{why})"
         )
-    dataset = VideoClipDataset(rows, cfg, tokenizer, local_rank=local_rank, blocklist=blocklist)
+    dataset = VideoClipDataset(rows, settings, tokenizer, local_rank=local_rank, blocklist=blocklist)
     dataset.left_out = left_out
     return dataset
 
@@ -100,11 +106,11 @@ def loader_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def prefetches_in_process(cfg: KVideoConfig) -> bool:
+def prefetches_in_process(decoder: DecoderConfig) -> bool:
     """Decode in the training process on a prefetch thread instead of in DataLoader worker
     processes: what decoders whose frames come out on the GPU need (CUDA must not be
     initialised in forked workers). The one place the loader and the training stream ask."""
-    return cfg.decoder.decodes_on_gpu
+    return decoder.decodes_on_gpu
 
 
 def to_device(
@@ -186,7 +192,6 @@ class BatchPlan(TypedDict, total=False):
 
 def build_loader(
     dataset: VideoClipDataset,
-    cfg: KVideoConfig,
     *,
     batch_size: int,
     device: torch.device,
@@ -196,16 +201,16 @@ def build_loader(
     split in order, in one process); ``batch_tokens``: batches of up to that many tokens
     (``kvideo.data.token_batches``) instead of ``batch_size`` clips.
 
-    Frames come out normalized, as float (B, F, 3, S, S) on ``device``.
+    Frames come out normalized by the vision part's statistics, as float (B, F, 3, S, S) on
+    ``device``.
     """
-    batches = collated_batches(dataset, cfg, batch_size=batch_size, device=device, **plan)
-    statistics = pixel_statistics(cfg.model)
+    batches = collated_batches(dataset, batch_size=batch_size, device=device, **plan)
+    statistics = dataset.settings.statistics
     return (to_device(batch, device, statistics) for batch in batches)
 
 
-def collated_batches(  # noqa: PLR0913 (build_loader's keywords)
+def collated_batches(
     dataset: VideoClipDataset,
-    cfg: KVideoConfig,
     *,
     batch_size: int,
     device: torch.device,
@@ -219,15 +224,16 @@ def collated_batches(  # noqa: PLR0913 (build_loader's keywords)
 ) -> Iterable[dict[str, Any]]:
     """``build_loader``'s batches as the collate makes them, before ``to_device``: uint8 frames
     on the host (on the GPU from a GPU decoder), what ``kvideo.data.decode_once`` keeps."""
-    in_process = prefetches_in_process(cfg)
-    workers = 0 if in_process else cfg.trainer.num_workers
+    settings = dataset.settings
+    in_process = prefetches_in_process(settings.decoder)
+    workers = 0 if in_process else settings.num_workers
 
     def order(of_rank: int, start: int) -> ResumableRankSampler:
         return ResumableRankSampler(
             len(dataset),
             rank=of_rank,
             world_size=world_size,
-            seed=cfg.trainer.seed,
+            seed=settings.seed,
             epoch=epoch,
             shuffle=shuffle,
             start=start,
@@ -252,7 +258,7 @@ def collated_batches(  # noqa: PLR0913 (build_loader's keywords)
                 rank=rank,
                 cost=dataset.token_costs(),
                 budget=batch_tokens,
-                seed=cfg.trainer.seed,
+                seed=settings.seed,
                 epoch=epoch,
                 start=start_sample + delivered,
             )
@@ -262,8 +268,8 @@ def collated_batches(  # noqa: PLR0913 (build_loader's keywords)
             **batching,
             num_workers=workers,
             collate_fn=collate,
-            generator=loader_generator(cfg.trainer.seed, epoch, rank),
-            pin_memory=device.type == "cuda" and not cfg.decoder.decodes_on_gpu,
+            generator=loader_generator(settings.seed, epoch, rank),
+            pin_memory=device.type == "cuda" and not in_process,
             worker_init_fn=_worker_init if workers else None,
             prefetch_factor=4 if workers else None,
         )
@@ -280,5 +286,5 @@ def collated_batches(  # noqa: PLR0913 (build_loader's keywords)
         make_loader, enabled=workers > 0, started=started, crashed=dataset.crashed
     )
     if in_process:
-        batches = _ThreadPrefetcher(batches, cfg.decoder.prefetch)
+        batches = _ThreadPrefetcher(batches, settings.decoder.prefetch)
     return batches

@@ -61,9 +61,10 @@ def evaluate_trained(
 ) -> dict[str, Any]:
     """Loss, attribute accuracies, generated captions and their metrics on ``split`` (one process)."""
     from kvideo.data.loader import build_dataset, build_loader
+    from kvideo.data.settings import ClipSettings
 
     cfg = trained.cfg
-    dataset = build_dataset(cfg, split=split, tokenizer=trained.tokenizer)
+    dataset = build_dataset(ClipSettings.of(cfg), split=split, tokenizer=trained.tokenizer)
     env = DistEnv(rank=0, local_rank=0, world_size=1, device=trained.device, is_main=True)
     autocast = autocast_for(trained)
     rows: list[dict[str, Any]] = []
@@ -96,7 +97,6 @@ def evaluate_trained(
 
     batches = build_loader(
         dataset,
-        cfg,
         shuffle=False,
         batch_size=batch_size or cfg.trainer.batch_size,
         drop_last=False,

@@ -50,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kvideo.data.clip_dataset import VideoClipDataset
     from kvideo.data.conversation import check_turns
     from kvideo.data.loader import collate, to_device
-    from kvideo.data.preprocess import pixel_statistics
     from kvideo.data.rows import ClipRow, Turn
+    from kvideo.data.settings import ClipSettings
     from kvideo.data.tokenizer import caption_turns
     from kvideo.inference import load_trained
     from kvideo.train.guards import RunFailed
@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif trained.tokenizer.captions_as_conversations:
         turns = caption_turns(prompt, "-")
     rows = [ClipRow(path=os.path.abspath(v), caption="", clip_id=v, turns=turns) for v in args.videos]
-    dataset = VideoClipDataset(rows, cfg, trained.tokenizer)
-    statistics = pixel_statistics(cfg.model)
+    dataset = VideoClipDataset(rows, ClipSettings.of(cfg), trained.tokenizer)
+    statistics = dataset.settings.statistics
     autocast = autocast_for(trained)
     failed = 0
     for start in range(0, len(rows), args.batch_size):

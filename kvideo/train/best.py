@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kvideo.config import TrainerConfig
 from kvideo.files import write_text_atomic
 from kvideo.train.distributed import DistEnv, all_gather_objects
 
@@ -42,6 +43,11 @@ class BestKeeper:
         self.mode = mode
         self.best = self._saved()
         self.missing_reported = False
+
+    @classmethod
+    def for_run(cls, ckpt_dir: Path, trainer: TrainerConfig) -> BestKeeper | None:
+        """The keeper ``trainer.keep_best`` asks for, or None when it is empty (no best kept)."""
+        return cls(ckpt_dir, trainer.keep_best, trainer.keep_best_mode) if trainer.keep_best else None
 
     def _saved(self) -> Best | None:
         """The best a previous launch of this run recorded, for the same metric and mode."""

@@ -32,6 +32,7 @@ import torch
 
 from kvideo.config import KVideoConfig
 from kvideo.data.batch import forward_inputs
+from kvideo.data.settings import ClipSettings
 from kvideo.errors import one_line
 from kvideo.train import components, signals
 from kvideo.train.best import BestKeeper
@@ -93,8 +94,9 @@ class Trainer:
         self.tokenizer = components.tokenizer_with_room(cfg, self.device, self.autocast, self.strategy)
         # Before anything is written to the run dir: a wrong data_root or blocklist must fail
         # without leaving a half-started run behind.
+        clips = ClipSettings.of(cfg)  # what the data code reads of the config
         train_set = build_dataset(
-            cfg, split=cfg.video.split, tokenizer=self.tokenizer, local_rank=self.decode_gpu
+            clips, split=cfg.video.split, tokenizer=self.tokenizer, local_rank=self.decode_gpu
         )
         self.raw_model = self._build_model()
         num_params = sum(p.numel() for p in self.raw_model.parameters())
@@ -104,7 +106,7 @@ class Trainer:
         # checkpoints cover every parameter that trains at some step.
         self.trainable = TrainableSchedule(self.raw_model, cfg.model, part_of=self.spec.part_of)
         self.optimizer = components.optimizer_for(self.raw_model, cfg, self.spec, self.trainable, self.device)
-        self.stream = EpochStream(train_set, cfg, env)
+        self.stream = EpochStream(train_set, env, batch_size=settings.batch_size)
         self.checkpointer = components.checkpointer_for(
             cfg,
             run_dir,
@@ -131,17 +133,13 @@ class Trainer:
         self.validator = Validator(
             cfg,
             env,
+            clips,
             tokenizer=self.tokenizer,
             decode_gpu=self.decode_gpu,
             autocast=self.autocast,
             lockstep=self.strategy.lockstep_forwards,
         )
-        trainer = self.cfg.trainer
-        self.best = (
-            BestKeeper(self.checkpointer.dir, trainer.keep_best, trainer.keep_best_mode)
-            if trainer.keep_best
-            else None
-        )
+        self.best = BestKeeper.for_run(self.checkpointer.dir, settings)
         # Last: nothing after this may draw from the restored RNG streams.
         if resume is not None and resume.rng is not None:
             restore_rng_state(resume.rng)

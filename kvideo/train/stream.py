@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from kvideo.config import KVideoConfig
 from kvideo.train.distributed import DistEnv
 
 
@@ -45,15 +44,15 @@ class DataPosition:
 
 
 class EpochStream:
-    """``next_batch()`` forever: full batches of this rank's part of the dataset, epoch after epoch.
+    """``next_batch()`` forever: full batches of this rank's part of the dataset, epoch after epoch:
+    ``batch_size`` clips, or batches of ``data.batch_tokens`` tokens (the dataset's own
+    ``ClipSettings``, which also say the decoder and the worker count)."""
 
-    It carries the whole config because ``build_loader`` (kvideo.data) takes it: the loader
-    reads the decoder, the sampling policy and the worker count from it.
-    """
-
-    def __init__(self, dataset: Any, cfg: KVideoConfig, env: DistEnv) -> None:
-        self.dataset, self.cfg, self.env = dataset, cfg, env
-        self.batch_size = cfg.trainer.batch_size
+    def __init__(self, dataset: Any, env: DistEnv, *, batch_size: int) -> None:
+        self.dataset, self.env = dataset, env
+        settings = dataset.settings
+        self.batch_size = batch_size
+        self.batch_tokens = settings.data.batch_tokens
         self.epoch = 0
         self.samples_in_epoch = 0
         from kvideo.data.loader import prefetches_in_process
@@ -61,7 +60,7 @@ class EpochStream:
         # Opening the next epoch early needs worker processes: they hold their own copy of
         # the dataset (and its epoch), whereas in-process loading (no workers, or GPU
         # decoding in the training process) would see the next epoch's sampling seed too early.
-        self.opens_next_epoch_early = cfg.trainer.num_workers > 0 and not prefetches_in_process(cfg)
+        self.opens_next_epoch_early = settings.num_workers > 0 and not prefetches_in_process(settings.decoder)
         self._batches: Iterator[dict[str, Any]] | None = None
         self._next_epoch: Iterator[dict[str, Any]] | None = None  # opened early, see next_batch
 
@@ -110,14 +109,13 @@ class EpochStream:
         with rng_neutral():
             return build_loader(
                 self.dataset,
-                self.cfg,
                 rank=self.env.rank,
                 world_size=self.env.world_size,
                 epoch=epoch,
                 start_sample=start,
                 shuffle=True,
                 batch_size=self.batch_size,
-                batch_tokens=self.cfg.data.batch_tokens,
+                batch_tokens=self.batch_tokens,
                 drop_last=True,
                 device=self.env.device,
             )

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from kvideo.config import KVideoConfig
+from kvideo.data.settings import ClipSettings
 from kvideo.train.distributed import DistEnv
 from kvideo.train.evaluate import CaptionEncoder, evaluate
 from kvideo.train.metrics import now
@@ -27,21 +28,22 @@ class Validator:
     """``validate(model)`` -> validation metrics over the whole split (or the first
     ``trainer.val_max_batches`` batches), reduced over ranks: a collective.
 
-    It carries the whole config because the data API (``build_dataset``, ``build_loader``)
-    takes it; of the rest it reads the batch size, the prompt and the caption length.
+    It takes the run's config: the trainer's validation cadence and sizes, the prompt, the model
+    family and caption length; and the ``ClipSettings`` the data code reads (``clips``).
     """
 
     def __init__(
         self,
         cfg: KVideoConfig,
         env: DistEnv,
+        clips: ClipSettings,
         *,
         tokenizer: Any,
         decode_gpu: int,
         autocast: Callable[[], Any],
         lockstep: bool = False,
     ) -> None:
-        self.cfg, self.env = cfg, env
+        self.cfg, self.env, self.clips = cfg, env, clips
         self.lockstep = lockstep  # every forward is a collective (``Strategy.lockstep_forwards``)
         self.tokenizer = tokenizer
         self.decode_gpu = decode_gpu
@@ -73,12 +75,11 @@ class Validator:
             return {}
         from kvideo.data.decode_once import DecodeOnce
         from kvideo.data.loader import to_device
-        from kvideo.data.preprocess import pixel_statistics
 
         trainer = self.cfg.trainer
         if self._batches is None:
             self._batches = DecodeOnce(partial(self._open_batches, dataset), self.cfg.data.val_cache_mb << 20)
-        statistics = pixel_statistics(self.cfg.model)
+        statistics = self.clips.statistics
         batches: Iterable[dict[str, Any]] = (
             to_device(batch, self.env.device, statistics) for batch in self._batches
         )
@@ -107,7 +108,6 @@ class Validator:
 
         return collated_batches(
             dataset,
-            self.cfg,
             rank=self.env.rank,
             world_size=self.env.world_size,
             shuffle=False,
@@ -133,12 +133,11 @@ class Validator:
         if count == 0 or not (self.env.is_main or lockstep):
             return []
         from kvideo.data.loader import collate, to_device
-        from kvideo.data.preprocess import pixel_statistics
         from kvideo.model.spec import model_spec
 
         with rng_neutral():
             samples = self._prediction_clips(count)
-            batch = to_device(collate(samples), self.env.device, pixel_statistics(self.cfg.model))
+            batch = to_device(collate(samples), self.env.device, self.clips.statistics)
             captions = model_spec(self.cfg.model.family).generate(
                 model,
                 batch,
@@ -190,7 +189,10 @@ class Validator:
 
             try:
                 self._dataset = build_dataset(
-                    self.cfg, split="validation", tokenizer=self.tokenizer, local_rank=self.decode_gpu
+                    self.clips,
+                    split="validation",
+                    tokenizer=self.tokenizer,
+                    local_rank=self.decode_gpu,
                 )
             except (ValueError, FileNotFoundError) as e:
                 self._unavailable = str(e)

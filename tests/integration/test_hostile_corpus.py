@@ -23,6 +23,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from kvideo.config import KVideoConfig, config_from, register_configs
+from kvideo.data.settings import ClipSettings
 from kvideo.decode import DecodeError, build_decoder
 from kvideo.train.metrics import read_jsonl
 from tests.helpers import hostile as H
@@ -101,7 +102,7 @@ def dataset(corpus, tmp_path_factory: pytest.TempPathFactory, request):
     manifest = write_manifest(tmp_path_factory.mktemp("m") / "train.jsonl", [c.path for c in cases])
     extra = {"decoder.timeout_s": 0.5, "video/decoder": request.param}
     cfg = compose_cfg(small_overrides(manifest.parent, **extra))
-    return build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data)), cases
+    return build_dataset(ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data)), cases
 
 
 def test_every_hostile_file_gets_its_reason(dataset) -> None:
@@ -359,10 +360,9 @@ def test_a_hung_decode_gets_its_worker_replaced(corpus, tmp_path: Path) -> None:
     paths = [*good[:2], hang, *good[2:]]
     manifest = write_manifest(tmp_path / "data" / "train.jsonl", paths)
     cfg = compose_cfg(small_overrides(manifest.parent, **{"trainer.num_workers": 2}))
-    ds = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
+    ds = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data))
     batches = build_loader(
         ds,
-        cfg,
         shuffle=False,
         batch_size=2,
         drop_last=False,

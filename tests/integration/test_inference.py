@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_model
 
 from kvideo.data.loader import build_dataset
+from kvideo.data.settings import ClipSettings
 from kvideo.inference import load_trained
 from kvideo.model import build_model
 from kvideo.train.metrics import read_jsonl
@@ -40,7 +41,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_hf_parts: tuple[Path, Pa
 
 def _val_videos(run: dict[str, Any], count: int) -> list[str]:
     trained = load_trained(run["dir"], device="cpu")
-    rows = build_dataset(trained.cfg, split="validation", tokenizer=trained.tokenizer).rows
+    rows = build_dataset(ClipSettings.of(trained.cfg), split="validation", tokenizer=trained.tokenizer).rows
     return [r.path for r in rows[:count]]
 
 
@@ -65,7 +66,7 @@ def test_caption_prints_one_json_line_per_video_and_counts_a_bad_one(
     assert lines[2] == {"video": str(tmp_path / "missing.mp4"), "error": "missing"}
     # The run's own sampling: the validation loader's frames and times for the same clips.
     trained = load_trained(run["dir"], device="cpu")
-    dataset = build_dataset(trained.cfg, split="validation", tokenizer=trained.tokenizer)
+    dataset = build_dataset(ClipSettings.of(trained.cfg), split="validation", tokenizer=trained.tokenizer)
     for line, index in zip(lines[:2], range(2), strict=True):
         sample = dataset[index]
         assert line["frames"] == int(sample["frame_mask"].sum())
@@ -88,7 +89,7 @@ def test_caption_of_a_builtin_run_is_what_the_model_generates(runs: dict[str, An
     from kvideo.inference import caption_batch
 
     trained = load_trained(runs["builtin"]["dir"], device="cpu")
-    dataset = build_dataset(trained.cfg, split="validation", tokenizer=trained.tokenizer)
+    dataset = build_dataset(ClipSettings.of(trained.cfg), split="validation", tokenizer=trained.tokenizer)
     batch = to_device(collate([dataset[0]]), trained.device)
     caption = caption_batch(trained.model, batch, trained.tokenizer, prompt="", max_new_tokens=5)[0]
     ids = torch.tensor([trained.tokenizer.context_ids("")])

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from kvideo.config import KVideoConfig
+from kvideo.data.settings import ClipSettings
 from kvideo.train import train
 from kvideo.train.checkpoint import (
     CheckpointWriteError,
@@ -52,7 +53,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("corpus")
     cfg = tiny(root)
-    build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))  # generates it
+    build_dataset(ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data))  # generates it
     return root
 
 
@@ -96,7 +97,7 @@ def test_a_run_whose_samples_are_all_skipped_fails(corpus: Path, tmp_path: Path)
     from kvideo.data.tokenizer import build_tokenizer
 
     cfg = tiny(corpus)
-    rows = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data)).rows
+    rows = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data)).rows
     blocklist = tmp_path / "blocklist.txt"
     blocklist.write_text("".join(r.path + "\n" for r in rows))
     cfg.data.blocklist = str(blocklist)

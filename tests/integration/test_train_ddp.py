@@ -11,6 +11,7 @@ from typing import cast
 import pytest
 import torch
 
+from kvideo.data.settings import ClipSettings
 from kvideo.train.distributed import LaunchEnv, detect_launch, first_host
 from tests.helpers.cli import run_train
 from tests.helpers.configs import tiny_config, tiny_model
@@ -249,7 +250,9 @@ def test_train_with_two_ranks(tmp_path: Path) -> None:
 
     data_root = tmp_path / "data"
     cfg = tiny_config(data_root)
-    rows = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data)).rows  # generate once
+    rows = build_dataset(
+        ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data)
+    ).rows  # generate once
     Path(rows[2].path).write_bytes(b"")
     run_dir = tmp_path / "run"
     run_ranks(_train_worker, WORLD, str(data_root), str(run_dir), str(tmp_path))

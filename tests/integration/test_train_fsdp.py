@@ -28,6 +28,7 @@ import torch
 
 from kvideo.config import KVideoConfig
 from kvideo.config.model import FreezeStage
+from kvideo.data.settings import ClipSettings
 from kvideo.train.checkpoint_dcp import METADATA_NAME
 from kvideo.train.metrics import read_jsonl
 from tests.helpers.cli import run_train
@@ -50,7 +51,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("fsdp_corpus")
     cfg = _config(root)
-    rows = build_dataset(cfg, split="validation", tokenizer=build_tokenizer(cfg.data)).rows  # generates it
+    rows = build_dataset(
+        ClipSettings.of(cfg), split="validation", tokenizer=build_tokenizer(cfg.data)
+    ).rows  # generates it
     Path(rows[BROKEN_VAL].path).write_bytes(b"")
     return root
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
+from kvideo.data.settings import ClipSettings
 from kvideo.train import signals
 from kvideo.train.metrics import read_jsonl
 from kvideo.train.run import train
@@ -35,7 +36,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     root = tmp_path_factory.mktemp("corpus")
     cfg = tiny_config(root)
-    rows = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data)).rows
+    rows = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data)).rows
     Path(rows[5].path).write_bytes(b"")  # -> "empty"
     Path(rows[11].path).write_bytes(b"this is not a video container\n" * 8)  # -> "unreadable"
     return {"root": root, "bad": {rows[5].path, rows[11].path}}

@@ -18,6 +18,7 @@ import pytest
 
 from kvideo.config import ModelConfig
 from kvideo.config.model import FreezeStage
+from kvideo.data.settings import ClipSettings
 from kvideo.model import spec
 from kvideo.train.metrics import read_jsonl
 from kvideo.train.run import train
@@ -98,7 +99,7 @@ def _kvideo_caption_and_frames(run_dir: Path, video: str, out: Path) -> dict[str
     trained = load_trained(str(run_dir), device="cpu")
     prompt = trained.cfg.video.prompt
     row = ClipRow(path=video, caption="", clip_id="v", turns=caption_turns(prompt, "-"))  # as kvideo.caption
-    sample = VideoClipDataset([row], trained.cfg, trained.tokenizer)[0]
+    sample = VideoClipDataset([row], ClipSettings.of(trained.cfg), trained.tokenizer)[0]
     assert not sample["skip_reason"]
     batch = to_device(collate([sample]), trained.device, pixel_statistics(trained.cfg.model))
     caption = trained.spec.generate(

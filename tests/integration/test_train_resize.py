@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from kvideo.data.loader import build_dataset, collate
+from kvideo.data.settings import ClipSettings
 from kvideo.data.tokenizer import build_tokenizer
 from kvideo.train.metrics import read_jsonl
 from kvideo.train.run import train
@@ -42,7 +43,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_keep_aspect_centres_each_picture_in_the_square_with_mean_colour_bars(clips: Path) -> None:
     cfg = tiny_config(clips)
     cfg.video.dataset_type, cfg.video.resize, cfg.video.frame_size = "manifest", "keep_aspect", 32
-    dataset = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
+    dataset = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data))
     wide, tall, square = (dataset[i] for i in range(3))
     assert wide["frame_region"].tolist() == [8, 0, 16, 32]  # 96x48 -> 32x16, centred
     assert tall["frame_region"].tolist() == [0, 8, 32, 16]
@@ -59,7 +60,9 @@ def test_max_pixels_keeps_each_clips_shape_and_the_batch_pads_to_its_largest(
 ) -> None:
     cfg = tiny_hf_config(clips, *tiny_hf_parts)
     cfg.video.dataset_type, cfg.video.resize, cfg.video.max_pixels = "manifest", "max_pixels", 64 * 64
-    dataset = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data, cfg.model))
+    dataset = build_dataset(
+        ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data, cfg.model)
+    )
     items = [dataset[i] for i in range(3)]
     # factor 32 (16 px patches pooled 2 x 2): 96x48 is 2:1 in 32 x 64 within 4096 px
     assert [item["frame_region"].tolist() for item in items] == [

@@ -18,6 +18,7 @@ import pytest
 
 from kvideo.config.compose import ConfigDirNotFound, find_config_dir
 from kvideo.data.blocklist import BLOCKLIST_NAME
+from kvideo.data.settings import ClipSettings
 from kvideo.decode import DecodeError
 from kvideo.registry import DECODERS
 from kvideo.tools.probe_pool import probe_all
@@ -169,7 +170,7 @@ def test_blocklisted_rows_are_masked_and_never_opened(scanned, monkeypatch: pyte
             "video.min_frames=2",
         ]
     )
-    ds = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
+    ds = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data))
     blocked = read_blocklist(str(blocklist))
     assert {c.path for c in scanned["odd"] if c.expect} <= blocked
     OPENED.clear()

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from kvideo.config import config_from
 from kvideo.data.loader import build_dataset
+from kvideo.data.settings import ClipSettings
 from kvideo.data.tokenizer import ByteTokenizer
 from kvideo.train import train
 from kvideo.train.metrics import read_jsonl
@@ -189,7 +190,7 @@ def test_validate_probes_every_shard_sample_and_its_blocklist_masks_the_bad_ones
     blocklist = out / "blocklist.txt"
     cfg = webdataset_config(shards["root"])
     cfg.data.blocklist = str(blocklist)
-    dataset = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    dataset = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
     listed = {i for i, row in enumerate(dataset.rows) if row.path in shards["bad"]}
     assert len(listed) == 3
     for i in range(len(dataset)):

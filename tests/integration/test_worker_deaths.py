@@ -20,6 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from kvideo.config import config_from, register_configs
+from kvideo.data.settings import ClipSettings
 from kvideo.registry import DECODERS
 from tests.helpers import videos as V
 from tests.helpers.paths import CONF_DIR
@@ -78,10 +79,9 @@ def _epoch(root: Path, decoder: str, workers: int, *, on_first_batch=None) -> li
     from kvideo.data.tokenizer import build_tokenizer
 
     cfg = _cfg(root, decoder, workers)
-    ds = build_dataset(cfg, split="train", tokenizer=build_tokenizer(cfg.data))
+    ds = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=build_tokenizer(cfg.data))
     batches = build_loader(
         ds,
-        cfg,
         shuffle=True,
         batch_size=2,
         drop_last=False,

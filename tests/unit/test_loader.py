@@ -12,6 +12,7 @@ import torch
 from kvideo.config import KVideoConfig, config_from
 from kvideo.data import loader
 from kvideo.data.loader import build_dataset, build_loader
+from kvideo.data.settings import ClipSettings
 from kvideo.data.sharding import ResumableRankSampler
 from kvideo.data.tokenizer import ByteTokenizer
 from tests.helpers.videos import make_h264
@@ -52,10 +53,9 @@ def make_cfg(tmp_path: Path, paths: list[str], **overrides) -> KVideoConfig:
 
 
 def epoch_batches(cfg, *, epoch: int = 0, skip: int = 0, batch_size: int = 2):
-    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    ds = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
     return build_loader(
         ds,
-        cfg,
         epoch=epoch,
         start_sample=skip,
         shuffle=True,
@@ -82,7 +82,7 @@ def prefetch_thread(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_sample_padding_mask_and_labels(tmp_path: Path, clips: list[Path]) -> None:
     cfg = make_cfg(tmp_path, [str(clips[0])])  # 1.0 s -> round(2) = 2 stamps, clamped to min 2
-    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    ds = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
     item = ds[0]
     assert item["skip_reason"] == ""
     assert item["frames"].shape == (6, 32, 32, 3) and item["frames"].dtype == torch.uint8
@@ -98,7 +98,7 @@ def test_sample_padding_mask_and_labels(tmp_path: Path, clips: list[Path]) -> No
 
 def test_bad_sample_is_masked_and_counted(tmp_path: Path, clips: list[Path]) -> None:
     cfg = make_cfg(tmp_path, [str(clips[0]), str(tmp_path / "gone.mp4")])
-    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    ds = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
     bad = ds[1]
     assert bad["skip_reason"] == "missing"
     assert not bad["frame_mask"].any()
@@ -113,7 +113,7 @@ def test_bad_sample_is_replaced_deterministically(tmp_path: Path, clips: list[Pa
         [str(empty), str(tmp_path / "gone.mp4"), str(clips[2])],
         **{"data.bad_sample_policy": "replace"},
     )
-    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    ds = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
     item = ds[0]
     assert item["skip_reason"] == "empty"  # the bad file is still reported...
     assert item["frame_mask"].any()  # ...but the slot holds the next decodable clip
@@ -125,7 +125,7 @@ def test_blocklisted_paths_are_not_decoded(tmp_path: Path, clips: list[Path]) ->
     blocklist = tmp_path / "blocklist.txt"
     blocklist.write_text(f"# from kvideo.validate\n{clips[1]}\n")
     cfg = make_cfg(tmp_path, [str(clips[0]), str(clips[1])], **{"data.blocklist": str(blocklist)})
-    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    ds = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
     assert ds[0]["skip_reason"] == ""
     assert ds[1]["skip_reason"] == "blocklisted"
 
@@ -133,7 +133,7 @@ def test_blocklisted_paths_are_not_decoded(tmp_path: Path, clips: list[Path]) ->
 def test_missing_blocklist_file_names_the_field(tmp_path: Path, clips: list[Path]) -> None:
     cfg = make_cfg(tmp_path, [str(clips[0])], **{"data.blocklist": str(tmp_path / "nope.txt")})
     with pytest.raises(FileNotFoundError, match=r"data\.blocklist"):
-        build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+        build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
 
 
 def test_shards_are_disjoint_and_cover_the_epoch() -> None:
@@ -215,7 +215,7 @@ def test_loader_seeds_depend_on_seed_epoch_and_rank_only() -> None:
 
 def test_random_segment_frames_change_with_the_epoch(tmp_path: Path, clips: list[Path]) -> None:
     cfg = make_cfg(tmp_path, [str(clips[4])], **{"video.sampling_policy": "random_segment"})
-    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    ds = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
     ds.set_epoch(0)
     first = ds[0]["frame_times"]
     ds.set_epoch(1)
@@ -226,12 +226,11 @@ def test_random_segment_frames_change_with_the_epoch(tmp_path: Path, clips: list
 
 def test_loader_output_is_normalized_float_channels_first(tmp_path: Path, clips: list[Path]) -> None:
     cfg = make_cfg(tmp_path, [str(p) for p in clips[:4]])
-    ds = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    ds = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
     batch = next(
         iter(
             build_loader(
                 ds,
-                cfg,
                 shuffle=False,
                 batch_size=4,
                 drop_last=True,
@@ -297,7 +296,9 @@ def test_a_blocklist_that_is_a_directory_says_a_file_was_expected(tmp_path: Path
     (tmp_path / "report" / "blocklist.txt").write_text("")
     with pytest.raises(IsADirectoryError, match=r"did you mean data\.blocklist=.*report/blocklist\.txt"):
         build_dataset(
-            make_cfg(tmp_path, [str(clips[0])], **{"data.blocklist": str(tmp_path / "report")}),
+            ClipSettings.of(
+                make_cfg(tmp_path, [str(clips[0])], **{"data.blocklist": str(tmp_path / "report")})
+            ),
             split="train",
             tokenizer=ByteTokenizer(),
         )

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from kvideo.config import TrainerConfig
+from kvideo.data.settings import ClipSettings
 from kvideo.train.checkpoint import capture_rng_state, checkpoint_dir, save_checkpoint
 from kvideo.train.checkpointer import Checkpointer
 from kvideo.train.distributed import DistEnv
@@ -136,8 +137,9 @@ def test_components_own_their_cadence(tmp_path: Path) -> None:
     checkpointer = Checkpointer(
         tmp_path, _env(), model=model, optimizer=optimizer, clock=RunClock(), every=10
     )
+    cfg = KVideoConfig(trainer=trainer)
     validator = Validator(
-        KVideoConfig(trainer=trainer), _env(), tokenizer=None, decode_gpu=0, autocast=contextlib.nullcontext
+        cfg, _env(), ClipSettings.of(cfg), tokenizer=None, decode_gpu=0, autocast=contextlib.nullcontext
     )
     try:
         steps = range(1, 31)

@@ -18,6 +18,7 @@ from kvideo.config.data import DataConfig
 from kvideo.config.video import VideoConfig
 from kvideo.data.datasets.webdataset import build_webdataset, split_key
 from kvideo.data.loader import build_dataset, build_loader
+from kvideo.data.settings import ClipSettings
 from kvideo.data.sharding import ResumableRankSampler, ShardLayout, stream_order
 from kvideo.data.tokenizer import ByteTokenizer
 from kvideo.registry import DATASETS
@@ -63,10 +64,9 @@ def batches(
 ) -> list[dict[str, Any]]:
     """The batches of 2 of one epoch: ``index`` and ``skip_reason`` as lists, frames and masks."""
     cfg.trainer.num_workers = workers
-    dataset = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    dataset = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
     loader = build_loader(
         dataset,
-        cfg,
         rank=rank,
         world_size=world_size,
         epoch=epoch,
@@ -145,7 +145,7 @@ def test_a_folder_of_shards_is_the_train_split(root: Path, caplog: pytest.LogCap
 def test_other_video_containers_are_read_from_their_shard(tmp_path: Path, ext: str) -> None:
     video = clip_bytes(1, suffix="." + ext.lower())
     write_shard(tmp_path / "train" / "00000.tar", [sample("clip", video, "a clip", ext=ext)])
-    dataset = build_dataset(make_cfg(tmp_path), split="train", tokenizer=ByteTokenizer())
+    dataset = build_dataset(ClipSettings.of(make_cfg(tmp_path)), split="train", tokenizer=ByteTokenizer())
     assert dataset.rows[0].path.endswith(f"00000.tar#clip.{ext}")
     item = dataset[0]
     assert item["skip_reason"] == "" and item["frame_mask"].sum() == 3  # 1.5 s at 2 fps
@@ -189,7 +189,7 @@ def test_a_broken_member_is_counted_under_its_reason_while_the_rest_of_the_shard
     }
     # With the replace policy the slots hold the next good sample of the shard instead.
     cfg = make_cfg(tmp_path, **{"data.bad_sample_policy": "replace"})
-    dataset = build_dataset(cfg, split="train", tokenizer=ByteTokenizer())
+    dataset = build_dataset(ClipSettings.of(cfg), split="train", tokenizer=ByteTokenizer())
     assert [dataset[i]["caption"] for i in range(1, 5)] == ["good f"] * 4
 
 
@@ -230,7 +230,7 @@ def test_a_shard_rewritten_after_listing_is_never_read_at_its_old_offsets(tmp_pa
     shard = write_shard(
         tmp_path / "train" / "00000.tar", [sample(k, good[i], k) for i, k in enumerate("abc")]
     )
-    dataset = build_dataset(make_cfg(tmp_path), split="train", tokenizer=ByteTokenizer())
+    dataset = build_dataset(ClipSettings.of(make_cfg(tmp_path)), split="train", tokenizer=ByteTokenizer())
     assert [dataset[i]["skip_reason"] for i in range(3)] == ["", "", ""]
     write_shard(shard, [sample(k, good[i], k) for i, k in zip([2, 1], "cb", strict=True)])
     assert [dataset[i]["skip_reason"] for i in range(3)] == ["shard_changed"] * 3
@@ -256,7 +256,7 @@ def test_a_truncated_tar_keeps_the_samples_before_the_break(
             rows = rows_of(folder)
         assert [r.caption for r in rows] == captions, where
         assert "is truncated or damaged at byte" in caplog.text, where
-        dataset = build_dataset(make_cfg(folder), split="train", tokenizer=ByteTokenizer())
+        dataset = build_dataset(ClipSettings.of(make_cfg(folder)), split="train", tokenizer=ByteTokenizer())
         assert [dataset[i]["skip_reason"] for i in range(len(rows))] == ["", "", "no_caption"][: len(rows)]
 
 
