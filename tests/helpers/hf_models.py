@@ -9,8 +9,12 @@ corpus's words with a ChatML template (Qwen2's format).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from kvideo.data.datasets.sample.captions import all_captions
 
@@ -48,6 +52,15 @@ def save_tokenizer(folder: Path, *, chat_template: bool = True, bare: bool = Fal
     return len(hf)
 
 
+@contextmanager
+def seeded(seed: int = 0) -> Iterator[None]:
+    """The same random weights in every session, whatever ran first: a test's margin then holds
+    for the weights it was measured on, and the caller's random state is left as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
+
 def save_tiny_lm(
     folder: Path,
     *,
@@ -72,7 +85,8 @@ def save_tiny_lm(
         max_position_embeddings=max_positions,
         tie_word_embeddings=True,
     )
-    Qwen2ForCausalLM(config).save_pretrained(folder)
+    with seeded():
+        Qwen2ForCausalLM(config).save_pretrained(folder)
     return folder
 
 
@@ -103,7 +117,8 @@ def save_tiny_tower(
         patch_size=patch_size,
     )
     if vision_only:
-        SiglipVisionModel(vision).save_pretrained(folder)
+        with seeded():
+            SiglipVisionModel(vision).save_pretrained(folder)
     else:
         text = {
             "hidden_size": width,
@@ -116,7 +131,10 @@ def save_tiny_tower(
             "eos_token_id": 2,
             "pad_token_id": 0,
         }
-        SiglipModel(SiglipConfig(vision_config=vision.to_dict(), text_config=text)).save_pretrained(folder)
+        with seeded():
+            SiglipModel(SiglipConfig(vision_config=vision.to_dict(), text_config=text)).save_pretrained(
+                folder
+            )
     SiglipImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder
 
