@@ -3,7 +3,9 @@ frames are sampled (those are ``VideoConfig``'s, kept exactly as the seed define
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import re
+from dataclasses import dataclass, field
 
 from kvideo.config.checks import (
     require_choice,
@@ -14,6 +16,38 @@ from kvideo.config.checks import (
 )
 
 BAD_SAMPLE_POLICIES = ("mask", "replace")
+# A source's name becomes a metric key (``val_loss/<name>``, a tracker tag, a CSV column).
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass
+class MixtureSource:
+    """One source of ``data.mixture``.
+
+    name: what its counts and ``val_loss/<name>`` are reported under (letters, digits, ``_.-``).
+    dataset_type: any registered dataset builder (``video.dataset_type``'s choices, plugins too).
+    data_root: its ``video.data_root`` (empty: the builder's default, as for ``sample``).
+    weight: its share of the training samples (relative to the others'); 0 = validation only.
+    """
+
+    name: str = ""
+    dataset_type: str = ""
+    data_root: str = ""
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        from kvideo.registry import DATASETS
+
+        where = f"data.mixture source {self.name!r}"
+        if not SOURCE_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"data.mixture: each source needs a name of letters, digits and _.- (got {self.name!r})"
+            )
+        datasets = DATASETS.names()
+        if self.dataset_type not in datasets:
+            raise ValueError(f"{where}: dataset_type must be one of {datasets} (got {self.dataset_type!r})")
+        if not math.isfinite(self.weight) or self.weight < 0:
+            raise ValueError(f"{where}: weight must be a finite number >= 0 (got {self.weight})")
 
 
 @dataclass
@@ -55,6 +89,14 @@ class DataConfig:
         frames can give; without, the padded length. Every rank takes the same number of steps
         per epoch; the compose-time memory check sizes a batch by this budget. Validation keeps
         ``trainer.batch_size``.
+    mixture: weighted sources (``MixtureSource``: name, dataset_type, data_root, weight) that take
+        the place of ``video.dataset_type`` / ``video.data_root`` when not empty
+        (``kvideo.data.mixture``). Each training sample is drawn from a source with probability
+        weight / sum of weights, in a seeded order that resumes exactly; an epoch is as many
+        samples as the sources of weight > 0 hold together (a small, heavy source repeats, a
+        large, light one is subsampled). Every source's validation split is scored on its own
+        (``val_loss/<name>``); a source of weight 0 is validation only. ``metrics.jsonl`` and
+        ``final.json`` count each source's ``seen`` and ``skipped`` samples and its ``loss``.
     """
 
     tokenizer: str = ""
@@ -69,6 +111,7 @@ class DataConfig:
     packing: bool = False
     max_tokens_per_row: int = 0
     batch_tokens: int = 0
+    mixture: list[MixtureSource] = field(default_factory=list)
 
     @property
     def packed_row_tokens(self) -> int | None:
@@ -87,3 +130,9 @@ class DataConfig:
         require_non_negative("data.max_tokens_per_row", self.max_tokens_per_row)
         require_non_negative("data.val_cache_mb", self.val_cache_mb)
         require_non_negative("data.batch_tokens", self.batch_tokens)
+        names = [source.name for source in self.mixture]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"data.mixture names source(s) {twice} twice: each needs its own name")
+        if self.mixture and not any(source.weight > 0 for source in self.mixture):
+            raise ValueError("data.mixture: every weight is 0; at least one source must have weight > 0")

@@ -39,6 +39,11 @@ def check_cross_fields(cfg: KVideoConfig) -> None:
     Pure: what needs a model folder (a pretrained tower's grid, the LM's context length, a
     ``max_pixels`` frame's tokens) is checked by the pre-flight step (``kvideo.preflight``)."""
     video, model = cfg.video, cfg.model
+    if cfg.data.mixture and video.data_root:
+        raise ValueError(
+            f"video.data_root={video.data_root!r} given beside data.mixture: a mixture names each "
+            "source's data_root; drop video.data_root or data.mixture"
+        )
     if video.resize == "max_pixels" and cfg.trainer.strategy == "fsdp":
         raise ValueError(
             "video.resize=max_pixels with trainer.strategy=fsdp: each clip shape is its own tower "

@@ -25,6 +25,7 @@ from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder
 from kvideo.sampling import timestamps
 
 if TYPE_CHECKING:
+    from kvideo.data.mixture import MixtureLayout
     from kvideo.data.settings import ClipSettings
     from kvideo.data.watchdog import InFlight
 
@@ -85,7 +86,8 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
     be read in the training process (see ``kvideo.data.loader``), never in forked workers.
 
     ``layout``: how the rows lie in tar shards (``None`` for files of their own), which makes
-    the loader stream them shard by shard (``kvideo.data.sharding``).
+    the loader stream them shard by shard (``kvideo.data.sharding``), or the ``mixture``'s sources
+    (``kvideo.data.mixture``), which also names each item's ``source``.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         *,
         local_rank: int = 0,
         blocklist: frozenset[str] = frozenset(),
+        mixture: MixtureLayout | None = None,
     ) -> None:
         self.rows = rows
         self.settings = settings
@@ -106,7 +109,8 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self.crashed: set[int] = set()  # indices whose decode killed a worker twice (watchdog)
         self.left_out: dict[str, int] = {}  # rows the builder's listing left out, per reason
         self.epoch = 0
-        self.layout = shard_layout(rows, settings.data.shuffle_buffer)
+        self.mixture = mixture
+        self.layout = mixture or shard_layout(rows, settings.data.shuffle_buffer)
         video = settings.video
         self.spec = SamplingSpec(
             video.sampling_policy, video.fps, video.min_frames, video.max_frames, settings.seed
@@ -213,6 +217,8 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             extra.update(visual_at=text.visual_at, answer_at=text.answer_at)
         if self.resize.mode != "square":
             extra["frame_region"] = torch.tensor(region, dtype=torch.long)
+        if self.mixture is not None:
+            extra["source"] = self.mixture.names[self.mixture.source_of(source)]
         return {
             "frames": frames,
             "frame_mask": frame_mask,

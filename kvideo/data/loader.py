@@ -27,7 +27,9 @@ from torch.utils.data import DataLoader
 from kvideo.config import DecoderConfig
 from kvideo.data.blocklist import read_blocklist
 from kvideo.data.clip_dataset import VideoClipDataset
+from kvideo.data.mixture import MixtureLayout, mixture_rows
 from kvideo.data.preprocess import MEAN, STD, Statistics, normalize_frames
+from kvideo.data.rows import ClipRow
 from kvideo.data.sharding import ResumableRankSampler
 from kvideo.data.token_batches import TokenBudgetBatches
 from kvideo.data.watchdog import InFlight, WorkerSupervisor
@@ -42,21 +44,30 @@ if TYPE_CHECKING:
 def build_dataset(
     settings: ClipSettings, *, split: str, tokenizer: Any, local_rank: int = 0
 ) -> VideoClipDataset:
-    """Rows from the configured dataset builder for ``split``, wrapped for decoding
-    (``settings``: ``ClipSettings.of`` the run's config)."""
+    """Rows from the configured dataset builder for ``split`` (or from each source of
+    ``data.mixture``, ``kvideo.data.mixture``), wrapped for decoding (``settings``:
+    ``ClipSettings.of`` the run's config)."""
     video, data = settings.video, settings.data
     blocklist = read_blocklist(data.blocklist)  # first: a typo must not wait for a corpus build
-    builder = DATASETS.get(video.dataset_type)
     cap = video.max_samples if split == "train" else video.val_max_samples
-    rows = builder(video, data, split=split, max_samples=cap)
+    mixture: MixtureLayout | None = None
+    rows: list[ClipRow]
+    if data.mixture:
+        rows, mixture = mixture_rows(settings, split=split, max_samples=cap)
+    else:
+        rows = DATASETS.get(video.dataset_type)(video, data, split=split, max_samples=cap)
     left_out: dict[str, int] = dict(getattr(rows, "left_out", {}))  # ListedRows: counted once
     if not rows:
         why = "".join(f"; {n} rows left out at listing: {reason}" for reason, n in left_out.items())
+        if data.mixture:
+            raise ValueError(f"no source of data.mixture has {split} rows{why}")
         raise ValueError(
             f"video.dataset_type={video.dataset_type} produced no {split} rows "
             f"(video.data_root={video.data_root!r}{why})"
         )
-    dataset = VideoClipDataset(rows, settings, tokenizer, local_rank=local_rank, blocklist=blocklist)
+    dataset = VideoClipDataset(
+        rows, settings, tokenizer, local_rank=local_rank, blocklist=blocklist, mixture=mixture
+    )
     dataset.left_out = left_out
     return dataset
 

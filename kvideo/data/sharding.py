@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -67,19 +68,41 @@ class ShardLayout:
     def num_samples(self) -> int:
         return sum(self.sizes)
 
+    def order(self, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+        """This layout's visiting order of one epoch (``stream_order``)."""
+        return stream_order(self, seed=seed, epoch=epoch, shuffle=shuffle)
+
+
+class SampleLayout(Protocol):
+    """How a dataset's samples are grouped, when it is not one flat list of files: tar shards
+    (``ShardLayout``) or the sources of a mixture (``kvideo.data.mixture.MixtureLayout``). Its
+    shuffled order is split over the ranks in contiguous pieces, which keeps a rank's reads
+    local; unshuffled, by stride, as files are."""
+
+    @property
+    def num_samples(self) -> int: ...
+
+    def order(self, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray: ...
+
+
+def stream_order(layout: ShardLayout, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """The global visiting order of one epoch of a sharded dataset (before the rank split; the
+    rules are in the module docstring). Without ``shuffle``: file order, shard after shard."""
+    return keyed_stream_order(layout, (seed, epoch) if shuffle else None)
+
 
 # Memoized: a worker restart (kvideo.data.watchdog) and the early-opened next epoch rebuild a
 # sampler, and the buffer walk is a Python loop (~0.5 s per million samples).
 @functools.lru_cache(maxsize=4)
-def stream_order(layout: ShardLayout, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
-    """The global visiting order of one epoch of a sharded dataset (before the rank split; the
-    rules are in the module docstring). Without ``shuffle``: file order, shard after shard."""
+def keyed_stream_order(layout: ShardLayout, key: tuple[int, ...] | None) -> np.ndarray:
+    """``stream_order`` with its random numbers drawn from ``key`` (file order when ``None``): a
+    mixture reads each of its sharded sources with its own key per pass."""
     total = layout.num_samples
-    if not shuffle:
+    if key is None:
         order = np.arange(total)
     else:
         starts = np.concatenate([[0], np.cumsum(layout.sizes)[:-1]]).astype(np.int64)
-        rng = np.random.default_rng([seed, epoch])
+        rng = np.random.default_rng(list(key))
         shards = rng.permutation(len(layout.sizes))
         stream = [range(starts[k], starts[k] + layout.sizes[k]) for k in shards.tolist()]
         # One uniform draw per emitted sample, scaled by the buffer's fill at that step.
@@ -113,8 +136,8 @@ class ResumableRankSampler(Sampler[int]):
 
     With ``drop_last`` the global order is cut to a multiple of ``world_size`` so the
     ranks' parts are disjoint; otherwise it is padded by wrapping around (like PyTorch's
-    DistributedSampler) so every rank gets the same count. ``layout`` (a dataset of tar
-    shards) selects ``stream_order`` and contiguous pieces per rank (module docstring).
+    DistributedSampler) so every rank gets the same count. ``layout`` (tar shards, a mixture)
+    gives the order and selects contiguous pieces per rank (module docstring).
     """
 
     def __init__(
@@ -128,7 +151,7 @@ class ResumableRankSampler(Sampler[int]):
         shuffle: bool = True,
         start: int = 0,
         drop_last: bool = True,
-        layout: ShardLayout | None = None,
+        layout: SampleLayout | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}) (got {rank})")
@@ -137,7 +160,7 @@ class ResumableRankSampler(Sampler[int]):
         elif layout.num_samples != num_samples:
             raise ValueError(f"the shard layout holds {layout.num_samples} samples, not {num_samples}")
         else:
-            order = stream_order(layout, seed=seed, epoch=epoch, shuffle=shuffle)
+            order = layout.order(seed=seed, epoch=epoch, shuffle=shuffle)
         if drop_last:
             order = order[: len(order) - len(order) % world_size]
         elif len(order) % world_size:

@@ -28,7 +28,7 @@ from kvideo.data.scoring import attribute_scorers
 from kvideo.files import open_new
 from kvideo.train.caption_metrics import caption_metrics
 from kvideo.train.distributed import DistEnv
-from kvideo.train.evaluate import CaptionEncoder, evaluate
+from kvideo.train.evaluate import CaptionEncoder, ScoredSplit, evaluate
 from kvideo.train.restore import TrainedModel, autocast_for
 
 
@@ -107,9 +107,8 @@ def evaluate_trained(
             trained.model,
             captioned(batches),
             encoder=CaptionEncoder(trained.tokenizer, cfg.video.prompt, cfg.model.max_text_len),
-            dataset_type=cfg.video.dataset_type,
+            split=ScoredSplit.of(dataset),
             env=env,
-            num_samples=len(dataset),
             autocast=autocast,
         )
     result.update(generated_attribute_accuracy(cfg.video.dataset_type, rows))

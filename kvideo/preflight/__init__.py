@@ -26,7 +26,6 @@ from typing import Any
 from omegaconf import DictConfig
 
 from kvideo.config.root import KVideoConfig, config_from, launcher_fields
-from kvideo.config.video import VideoConfig
 from kvideo.preflight.memory import check_fits_where_it_runs
 from kvideo.preflight.pretrained import check_pretrained_parts
 from kvideo.preflight.pretrained_model import check_pretrained_model
@@ -44,7 +43,11 @@ def preflight(cfg: KVideoConfig, launcher: Mapping[str, Any] | None = None, *, m
         check_pretrained_parts(cfg)
     if cfg.model.pretrained_model:
         check_pretrained_model(cfg)
-    check_sample_root(cfg.video)
+    check_sample_root(cfg.video.dataset_type, cfg.video.data_root, "video.data_root")
+    for source in cfg.data.mixture:
+        check_sample_root(
+            source.dataset_type, source.data_root, f"data.mixture source {source.name!r}: data_root"
+        )
     if cfg.trainer.init_from and not os.path.exists(os.path.expanduser(cfg.trainer.init_from)):
         raise ValueError(
             f"trainer.init_from={cfg.trainer.init_from!r}: no such run dir, checkpoint or export"
@@ -57,16 +60,16 @@ def preflight(cfg: KVideoConfig, launcher: Mapping[str, Any] | None = None, *, m
 LISTING_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".tar", ".parquet", ".yaml")
 
 
-def check_sample_root(video: VideoConfig) -> None:
-    """Refuse a ``video.data_root`` that names a file (or looks like one) with the ``sample``
-    dataset: the user forgot ``video/dataset=manifest``, and the synthetic corpus would be
-    generated under ``x.jsonl/raw/`` and trained on, exit 0."""
-    if video.dataset_type != "sample" or not video.data_root:
+def check_sample_root(dataset_type: str, data_root: str, field: str) -> None:
+    """Refuse a ``data_root`` that names a file (or looks like one) with the ``sample`` dataset:
+    the user forgot ``video/dataset=manifest``, and the synthetic corpus would be generated under
+    ``x.jsonl/raw/`` and trained on, exit 0. ``field`` names where the root was given."""
+    if dataset_type != "sample" or not data_root:
         return
-    root = Path(video.data_root).expanduser()
+    root = Path(data_root).expanduser()
     if root.is_file() or root.suffix.lower() in LISTING_SUFFIXES:
         raise ValueError(
-            f"video.data_root={video.data_root!r} names a file, but video.dataset_type=sample "
+            f"{field}={data_root!r} names a file, but dataset_type=sample "
             "generates its synthetic corpus into a folder there; for your own clips choose their "
             "dataset: video/dataset=manifest (a JSONL or CSV of clips), conversations, webvid or "
             "webdataset"

@@ -115,7 +115,7 @@ def reporter_for(
         run_dir,
         env,
         cfg.trainer,
-        max_skip_fraction=cfg.data.max_skip_fraction,
+        cfg.data,
         clock=clock,
         num_params=num_params,
         resumed_from=None if resume is None else resume.step,

@@ -22,13 +22,15 @@ dropped.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from kvideo.data.batch import forward_inputs
+from kvideo.data.mixture import dataset_types
 from kvideo.data.scoring import AttributeScorer, CandidateSet, attribute_scorers
 from kvideo.data.tokenizer import encode_caption
 from kvideo.train.distributed import DistEnv, all_gather_objects, all_reduce_sum
@@ -121,6 +123,29 @@ def score_candidates(
     return torch.cat(out) if out else torch.zeros(0, device=device)
 
 
+@dataclass(frozen=True)
+class ScoredSplit:
+    """What ``evaluate`` knows of the split it scores.
+
+    num_samples: its size (``_Tally`` says why).
+    dataset_types: whose registered attribute scorers ask the questions (none: loss only):
+        ``video.dataset_type``, or the types of a mixture's sources.
+    sources: a mixture's source names, each scored on its own as ``val_loss/<name>`` (the
+        batches then name each clip's ``source``).
+    """
+
+    num_samples: int
+    dataset_types: tuple[str, ...]
+    sources: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, dataset: Any) -> ScoredSplit:
+        """A built dataset's (``kvideo.data.loader.build_dataset``)."""
+        settings, mixture = dataset.settings, dataset.mixture
+        kinds = dataset_types(settings.video, settings.data)
+        return cls(len(dataset), tuple(kinds), mixture.names if mixture else ())
+
+
 class _Tally:
     """One rank's sums over the validation batches, reduced over the ranks by ``result``.
 
@@ -129,11 +154,16 @@ class _Tally:
     and positions ``>= num_samples`` are padding duplicates that are not counted.
     """
 
-    def __init__(self, options: dict[str, int], env: DistEnv, num_samples: int) -> None:
+    def __init__(
+        self, options: dict[str, int], env: DistEnv, num_samples: int, sources: Sequence[str] = ()
+    ) -> None:
         self.options, self.attributes = options, list(options)
         self.env, self.num_samples = env, num_samples
         self.position = env.rank
         self.nll_sum = self.tok_sum = 0.0
+        self.sources = list(sources)  # data.mixture's: each one's loss too
+        self.source_nll = dict.fromkeys(self.sources, 0.0)
+        self.source_tok = dict.fromkeys(self.sources, 0.0)
         # ints while counting; the float64 all-reduce returns them as floats
         self.clips: float = 0
         self.skipped: float = 0
@@ -154,11 +184,16 @@ class _Tally:
             valid.append(i)
         return valid
 
-    def add_loss(self, out: dict[str, torch.Tensor], valid: list[int]) -> None:
-        keep = torch.as_tensor(valid, dtype=torch.long, device=out["nll"].device)
-        self.nll_sum += float(out["nll"].float().index_select(0, keep).sum())
-        self.tok_sum += float(out["ntokens"].index_select(0, keep).sum())
+    def add_loss(self, out: dict[str, torch.Tensor], valid: list[int], sources: list[str] | None) -> None:
+        """The valid rows' loss sums; per mixture source too, given each row's ``sources``."""
+        nll, ntokens = out["nll"].float().cpu(), out["ntokens"].float().cpu()
+        self.nll_sum += float(nll[valid].sum())
+        self.tok_sum += float(ntokens[valid].sum())
         self.clips += len(valid)
+        if sources is not None and self.sources:
+            for i in valid:
+                self.source_nll[sources[i]] += float(nll[i])
+                self.source_tok[sources[i]] += float(ntokens[i])
 
     def add_answers(self, sets: list[tuple[int, CandidateSet]], nll: torch.Tensor) -> None:
         """Each question's answer: the option whose caption has the lowest NLL."""
@@ -175,7 +210,9 @@ class _Tally:
         totals = all_reduce_sum(
             [self.nll_sum, self.tok_sum, self.clips, self.skipped]
             + [self.correct[a] for a in attributes]
-            + [self.counted[a] for a in attributes],
+            + [self.counted[a] for a in attributes]
+            + [self.source_nll[s] for s in self.sources]
+            + [self.source_tok[s] for s in self.sources],
             self.env,
         )
         nll_sum, tok_sum, clips, skipped = totals[:4]
@@ -190,6 +227,10 @@ class _Tally:
             if total:
                 result[f"acc_{attr}"] = right / total
                 result[f"chance_{attr}"] = 1.0 / self.options[attr]
+        at = 4 + 2 * n_attr
+        for k, source in enumerate(self.sources):
+            nll, tokens = totals[at + k], totals[at + len(self.sources) + k]
+            result[f"val_loss/{source}"] = nll / tokens if tokens else float("nan")
         return result
 
 
@@ -229,9 +270,8 @@ def evaluate(
     batches: Iterable[dict[str, Any]],
     *,
     encoder: CaptionEncoder,
-    dataset_type: str,
+    split: ScoredSplit,
     env: DistEnv,
-    num_samples: int,
     max_batches: int = 0,
     max_rows: int = 64,
     autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
@@ -239,9 +279,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Validation loss and per-attribute accuracy, reduced over ranks.
 
-    ``encoder`` tokenizes the candidate captions after the prompt; ``dataset_type``
-    (``video.dataset_type``) picks the attribute questions: its registered scorer, or none
-    (loss only). ``num_samples``: the split's size (``_Tally`` says why).
+    ``encoder`` tokenizes the candidate captions after the prompt; ``split`` says what is scored
+    (``ScoredSplit``).
 
     ``model`` should be the unwrapped module (a DDP forward would wait for the other ranks'
     backward) or a sharded one, with ``lockstep`` (``Strategy.lockstep_forwards``: every rank
@@ -250,8 +289,8 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    scorers = attribute_scorers(dataset_type)
-    tally = _Tally(_attribute_options(scorers), env, num_samples)
+    scorers = [scorer for kind in split.dataset_types for scorer in attribute_scorers(kind)]
+    tally = _Tally(_attribute_options(scorers), env, split.num_samples, split.sources)
     try:
         for batch_no, batch in enumerate(batches):
             if max_batches and batch_no >= max_batches:
@@ -269,7 +308,7 @@ def evaluate(
                     frame_times=frame_times,
                     **forward_inputs(batch),
                 )
-            tally.add_loss(out, valid)
+            tally.add_loss(out, valid, batch.get("source"))
             rows, texts, sets = _candidate_rows(
                 scorers, batch["caption"], valid, lockstep=lockstep, max_rows=max_rows, env=env
             )

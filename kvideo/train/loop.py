@@ -291,6 +291,7 @@ class Trainer:
                 loss = out["loss"] / grad_accum
                 loss.backward()
             tally.add(batch, loss, out)
+            self.report.count_sources(batch, out)
         # A non-finite loss on any rank makes the gradient norm non-finite on every rank (its
         # gradients reach them all through the all-reduce / reduce-scatter), so every rank
         # takes the same decision without a collective of its own.

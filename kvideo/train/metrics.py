@@ -165,9 +165,9 @@ class SkipTracker:
 
 def tracker_scalars(record: Mapping[str, Any], prefix: str) -> dict[str, float]:
     """The numbers of a metrics record as tracker tags: ``{"loss": 2.1, "skipped": {"empty": 1}}``
-    with prefix ``train`` becomes ``{"train/loss": 2.1, "train/skipped/empty": 1}``. ``step`` and
-    ``split`` say where the record belongs and are not values; ``None`` (NaN, see ``_clean``)
-    has no point to plot."""
+    with prefix ``train`` becomes ``{"train/loss": 2.1, "train/skipped/empty": 1}``, nested
+    records too (``sources``: ``train/sources/<name>/loss``). ``step`` and ``split`` say where
+    the record belongs and are not values; ``None`` (NaN, see ``_clean``) has no point to plot."""
     scalars: dict[str, float] = {}
     for key, value in record.items():
         if key in ("step", "split"):
@@ -175,9 +175,7 @@ def tracker_scalars(record: Mapping[str, Any], prefix: str) -> dict[str, float]:
         if isinstance(value, int | float) and not isinstance(value, bool):
             scalars[f"{prefix}/{key}"] = value
         elif isinstance(value, Mapping):
-            for sub, v in value.items():
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    scalars[f"{prefix}/{key}/{sub}"] = v
+            scalars.update(tracker_scalars(value, f"{prefix}/{key}"))
     return scalars
 
 

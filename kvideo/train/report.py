@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
-from kvideo.config import TrainerConfig
+from kvideo.config import DataConfig, TrainerConfig
 from kvideo.decode.errors import SKIP_REASONS
 from kvideo.train.distributed import DistEnv, all_gather_objects, all_reduce_counts, all_reduce_sum
 from kvideo.train.guards import SkipBudget, clear_failed, write_failed
 from kvideo.train.metrics import FINAL_NAME, RunClock, RunWriter, SkipTracker, StepTimer
+from kvideo.train.sources import SourceTally, source_counts
 
 RUN_LOG = logging.getLogger("kvideo.train.loop")
 
@@ -51,8 +52,8 @@ class Reporter:
         run_dir: Path,
         env: DistEnv,
         trainer: TrainerConfig,
+        data: DataConfig,
         *,
-        max_skip_fraction: float,
         clock: RunClock,
         num_params: int,
         resumed_from: int | None,
@@ -60,15 +61,20 @@ class Reporter:
         config_yaml: str,
         left_out: dict[str, int] | None = None,
     ) -> None:
+        """``data``: the skip budget (``data.max_skip_fraction``) and the training sources of
+        ``data.mixture`` (weight > 0), whose samples it counts (``SourceTally``)."""
         self.run_dir, self.env, self.clock = run_dir, env, clock
         self.max_steps = trainer.max_steps
         self.log_every = trainer.log_every
         self.num_params = num_params
         self.resumed_from = resumed_from
-        self.skips = SkipTracker(skipped)
+        reasons, mixture_counts = source_counts(skipped or {})
+        self.skips = SkipTracker(reasons)
+        sources = [source.name for source in data.mixture if source.weight > 0]
+        self.sources = SourceTally(sources, env.device, mixture_counts)
         # Rows the dataset's listing left out (a WebVid video never downloaded): counted once.
         self.left_out = dict(left_out or {})
-        self.skip_budget = SkipBudget(max_skip_fraction)
+        self.skip_budget = SkipBudget(data.max_skip_fraction)
         self.writer = RunWriter(
             run_dir,
             enabled=env.is_main,
@@ -168,9 +174,14 @@ class Reporter:
         """Remember the batch's bad samples, by reason and by file."""
         self.skips.update(batch["skip_reason"], batch["path"])
 
+    def count_sources(self, batch: dict[str, Any], out: dict[str, Any]) -> None:
+        """Count a micro-batch for its mixture sources (``SourceTally``), after its forward."""
+        self.sources.add(batch, out)
+
     def skip_counts(self) -> dict[str, int]:
-        """This rank's skip counts (what its checkpoint entry stores)."""
-        return dict(self.skips.counts)
+        """This rank's skip counts, and its mixture sources' counts (what its checkpoint entry
+        stores)."""
+        return dict(self.skips.counts) | self.sources.counts()
 
     def record_step(
         self,
@@ -238,6 +249,7 @@ class Reporter:
             "data_wait_share": window["data_wait_share"],
             "skipped": skipped,
             "skipped_total": sum(counts.values()),
+            **({"sources": self.sources.window(self.env)} if self.sources.names else {}),
         }
         self.last_window = record
         self.writer.log(record, tb_prefix="train")
@@ -274,6 +286,7 @@ class Reporter:
             "max_steps": self.max_steps,
             "epoch": epoch,
             "train_loss": self.last_window.get("loss"),
+            **({"sources": self.last_window["sources"]} if "sources" in self.last_window else {}),
             **self.last_val,
             "skipped": {k: v for k, v in counts.items() if v},
             "skipped_total": sum(counts.values()),

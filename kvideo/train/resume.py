@@ -49,8 +49,8 @@ from kvideo.trees import scalar_leaves
 CONFIG_NAME = "config.yaml"
 EXPORT_WEIGHTS = "model.safetensors"
 
-# What makes a run the experiment it is. data.mixture joins the data keys when mixtures exist.
-DATA_KEYS = ("video.dataset_type", "video.data_root", "video.dataset_name")
+# What makes a run the experiment it is.
+DATA_KEYS = ("video.dataset_type", "video.data_root", "video.dataset_name", "data.mixture")
 SAMPLING_KEYS = ("video.sampling_policy", "video.fps", "video.max_frames", "video.min_frames")
 MODEL_KEYS = tuple(
     f"model.{name}"
@@ -108,13 +108,14 @@ def identity_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> di
 
 
 def _value(tree: Mapping[str, Any], leaves: Mapping[str, Any], key: str) -> Any:
-    """A key's value: a scalar leaf, or a list (``model.lora_targets``) read from the tree."""
+    """A key's value: a scalar leaf, or a list (``model.lora_targets``, ``data.mixture``) read
+    from the tree. A list a run dir's older config lacks reads as empty (its default)."""
     if key in leaves:
         return leaves[key]
     node: Any = tree
     for part in key.split("."):
         node = node.get(part) if isinstance(node, Mapping) else None
-    return node
+    return [] if node is None and key == "data.mixture" else node
 
 
 def check_resume(cfg: KVideoConfig, run_dir: Path) -> dict[str, list[Any]] | None:

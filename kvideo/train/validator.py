@@ -18,7 +18,7 @@ from torch import nn
 from kvideo.config import KVideoConfig
 from kvideo.data.settings import ClipSettings
 from kvideo.train.distributed import DistEnv
-from kvideo.train.evaluate import CaptionEncoder, evaluate
+from kvideo.train.evaluate import CaptionEncoder, ScoredSplit, evaluate
 from kvideo.train.metrics import now
 from kvideo.train.report import RUN_LOG
 from kvideo.train.stream import rng_neutral
@@ -91,9 +91,8 @@ class Validator:
                 model,
                 batches,
                 encoder=CaptionEncoder(self.tokenizer, self.cfg.video.prompt, self.cfg.model.max_text_len),
-                dataset_type=self.cfg.video.dataset_type,
+                split=ScoredSplit.of(dataset),
                 env=self.env,
-                num_samples=len(dataset),
                 max_batches=trainer.val_max_batches,
                 max_rows=4 * trainer.batch_size,
                 autocast=self.autocast,

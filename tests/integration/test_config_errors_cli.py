@@ -93,6 +93,27 @@ CASES: list[tuple[list[str], str]] = [
     (["data.max_tokens_per_row=-1"], r"data\.max_tokens_per_row must be non-negative \(got -1\)"),
     (["data.batch_tokens=-5"], r"data\.batch_tokens must be non-negative \(got -5\)"),
     (["data.val_cache_mb=-1"], r"data\.val_cache_mb must be non-negative \(got -1\)"),
+    (
+        ["data.mixture=[{name:a,dataset_type:sample,weight:-1}]"],
+        r"data\.mixture source 'a': weight must be a finite number >= 0 \(got -1\.0\)",
+    ),
+    (
+        ["data.mixture=[{name:a,dataset_type:sample,weight:0},{name:b,dataset_type:webvid,weight:0}]"],
+        r"data\.mixture: every weight is 0; at least one source must have weight > 0",
+    ),
+    (
+        ["data.mixture=[{name:a,dataset_type:bogus}]"],
+        r"data\.mixture source 'a': dataset_type must be one of \[.*'sample'.*\] \(got 'bogus'\)",
+    ),
+    (
+        ["data.mixture=[{name:a,dataset_type:sample},{name:a,dataset_type:webvid}]"],
+        r"data\.mixture names source\(s\) \['a'\] twice",
+    ),
+    (["data.mixture=[{dataset_type:sample}]"], r"data\.mixture: each source needs a name .* \(got ''\)"),
+    (
+        ["data.mixture=[{name:a,dataset_type:sample}]", "video.data_root=/data/clips"],
+        r"video\.data_root='/data/clips' given beside data\.mixture",
+    ),
     (["data.max_skip_fraction=1.5"], r"data\.max_skip_fraction must be in \[0\.0, 1\.0\] \(got 1\.5\)"),
     (["data.sample_train_clips=0"], r"data\.sample_train_clips must be positive \(got 0\)"),
     (["data.sample_val_clips=0"], r"data\.sample_val_clips must be positive \(got 0\)"),

@@ -11,7 +11,7 @@ from torch import nn
 
 from kvideo.data.datasets.sample.evaluation import candidate_set
 from kvideo.train.distributed import DistEnv
-from kvideo.train.evaluate import CaptionEncoder, evaluate
+from kvideo.train.evaluate import CaptionEncoder, ScoredSplit, evaluate
 
 
 class _CaptionReader(nn.Module):
@@ -78,7 +78,7 @@ def test_evaluate_accuracy_batches_candidates_and_excludes_bad_and_padding() -> 
     def evaluated(dataset_type: str) -> dict[str, Any]:
         encoder = CaptionEncoder(tok, "", 40)
         return evaluate(
-            model, batches, encoder=encoder, env=env, num_samples=3, max_rows=7, dataset_type=dataset_type
+            model, batches, encoder=encoder, env=env, max_rows=7, split=ScoredSplit(3, (dataset_type,))
         )
 
     result = evaluated("sample")

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from kvideo.config import KVideoConfig, TrainerConfig
+from kvideo.config import DataConfig, KVideoConfig, TrainerConfig
 from kvideo.config.trainer import LOGGERS
 from kvideo.train.distributed import DistEnv
 from kvideo.train.loggers import LOGGER_TYPES, markdown_table
@@ -40,7 +40,7 @@ def _reporter(run_dir: Path, *, is_main: bool = True, resumed_from: int | None =
             run_dir,
             env,
             TrainerConfig(max_steps=8),
-            max_skip_fraction=0.5,
+            DataConfig(),
             clock=RunClock(),
             num_params=10,
             resumed_from=resumed_from,

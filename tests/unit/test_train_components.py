@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from kvideo.config import TrainerConfig
+from kvideo.config import DataConfig, TrainerConfig
 from kvideo.data.settings import ClipSettings
 from kvideo.train.checkpoint import capture_rng_state, checkpoint_dir, save_checkpoint
 from kvideo.train.checkpointer import Checkpointer
@@ -126,7 +126,7 @@ def test_components_own_their_cadence(tmp_path: Path) -> None:
         tmp_path,
         _env(),
         trainer,
-        max_skip_fraction=0.5,
+        DataConfig(),
         clock=RunClock(),
         num_params=1,
         resumed_from=None,

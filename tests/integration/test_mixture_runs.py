@@ -1,0 +1,165 @@
+"""``data.mixture`` through the commands a user runs: ``python train.py data.mixture=[...]`` with no
+other dataset key trains on a sample corpus and tar shards by weight, counts each source's samples,
+skips and loss, and scores each source's validation split (a weight-0 source's too); a run killed
+mid-epoch resumes on exactly the samples of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import OmegaConf
+
+from kvideo.config import config_from
+from kvideo.config.data import MixtureSource
+from kvideo.train import train
+from kvideo.train.metrics import read_jsonl
+from tests.helpers.cli import run_train
+from tests.helpers.configs import MAX_STEPS, TINY_CLI_OVERRIDES, tiny_config
+from tests.helpers.paths import REPO
+from tests.helpers.shards import clip_bytes, sample, write_corpus, write_shard
+
+pytestmark = pytest.mark.slow  # trains a model
+
+BROKEN = b"<html><body>404 Not Found</body></html>\n" * 8
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``shards``: 12 training samples in two shards, one of them a corrupt video, and a validation
+    shard of 4; ``held_out``: a validation shard only (a weight-0 source); ``clips``: where the
+    sample corpus is generated."""
+    base = tmp_path_factory.mktemp("mixture")
+    shards = base / "shards"
+    write_corpus(shards / "train", [6])
+    good = clip_bytes(1)
+    write_shard(
+        shards / "train" / "00001.tar",
+        [sample(f"b{i}", BROKEN if i == 2 else good, f"clip b{i}") for i in range(6)],
+    )
+    write_corpus(shards / "val", [4], first=100, prefix="v")
+    write_corpus(base / "held_out" / "val", [3], first=200, prefix="h")
+    return {"shards": shards, "held_out": base / "held_out", "clips": base / "clips"}
+
+
+def mixture_override(roots: dict[str, Path]) -> str:
+    sources = [
+        f"{{name:clips,dataset_type:sample,data_root:'{roots['clips']}',weight:3}}",
+        f"{{name:shards,dataset_type:webdataset,data_root:'{roots['shards']}',weight:1}}",
+        f"{{name:held_out,dataset_type:webdataset,data_root:'{roots['held_out']}',weight:0}}",
+    ]
+    return f"data.mixture=[{','.join(sources)}]"
+
+
+def test_train_cli_trains_on_a_weighted_mixture_and_reports_each_source(
+    roots: dict[str, Path], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    result = run_train(
+        mixture_override(roots),
+        "data.sample_train_clips=24",
+        "data.sample_val_clips=4",
+        *TINY_CLI_OVERRIDES,
+        "trainer.max_steps=18",  # one epoch: 24 + 12 samples in batches of 2
+        "trainer.val_every=18",
+        "trainer.ckpt_every=18",
+        "trainer.log_every=6",
+        "trainer.loggers=[]",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["status"] == "completed"
+    sources = final["sources"]
+    assert set(sources) == {"clips", "shards"}  # held_out trains nothing
+    assert sources["clips"]["seen"] + sources["shards"]["seen"] == 36
+    assert sources["clips"]["seen"] > 2 * sources["shards"]["seen"]  # weights 3 : 1
+    assert sources["clips"]["skipped"] == 0
+    # The corrupt member is the shards source's, and the run's skip count says the same.
+    assert sources["shards"]["skipped"] == final["skipped_total"]
+    assert all(s["loss"] is None or s["loss"] > 0 for s in sources.values())
+    assert sources["clips"]["loss"] > 0
+    windows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "split" not in r]
+    assert [r["sources"]["clips"]["seen"] + r["sources"]["shards"]["seen"] for r in windows] == [12, 24, 36]
+    # Every source's validation split scored on its own, the weight-0 one's too.
+    for name in ("clips", "shards", "held_out"):
+        assert final[f"val_loss/{name}"] > 0, name
+    assert final["val_clips"] == 4 + 4 + 3
+
+
+_CHILD = """
+import os, signal, sys
+from omegaconf import OmegaConf
+import kvideo.model.spec as spec
+from kvideo.config import config_from
+from kvideo.train import train
+
+cfg_path, run_dir, at_forward = sys.argv[1], sys.argv[2], int(sys.argv[3])
+build = spec.build_model
+calls = [0]
+
+def hook(module, args):
+    if module.training:
+        calls[0] += 1
+        if calls[0] == at_forward:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+def build_model(*args, **kwargs):
+    model = build(*args, **kwargs)
+    model.register_forward_pre_hook(hook)
+    return model
+
+spec.build_model = build_model
+train(config_from(OmegaConf.load(cfg_path)), run_dir)
+"""
+
+
+def mixture_config(roots: dict[str, Path], **trainer: Any) -> Any:
+    cfg = tiny_config(roots["clips"], val_every=0, **trainer)
+    cfg.video.data_root = ""
+    cfg.data.mixture = [
+        MixtureSource("clips", "sample", str(roots["clips"]), 1.0),
+        MixtureSource("shards", "webdataset", str(roots["shards"]), 1.0),
+    ]
+    return config_from(OmegaConf.structured(cfg))
+
+
+def test_a_mixture_run_killed_mid_epoch_resumes_on_exactly_the_samples_of_an_uninterrupted_one(
+    roots: dict[str, Path], tmp_path: Path
+) -> None:
+    """SIGKILL during step 5 (checkpoint at 3), restart with 2 workers: the same losses step for
+    step, and the same per-source counts as a run never interrupted."""
+    expected = train(mixture_config(roots), tmp_path / "reference")
+    assert expected["status"] == "completed"
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.structured(mixture_config(roots))))
+    run_dir = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(cfg_path), str(run_dir), "9"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    final = train(mixture_config(roots, num_workers=2), run_dir)
+    assert final["status"] == "completed" and final["resumed_from"] == 3
+
+    def losses(folder: Path) -> dict[int, float]:
+        return {r["step"]: r["loss"] for r in read_jsonl(folder / "metrics.jsonl") if "split" not in r}
+
+    got, want = losses(run_dir), losses(tmp_path / "reference")
+    assert sorted(got) == list(range(1, MAX_STEPS + 1))
+    for step, loss in want.items():
+        assert got[step] == pytest.approx(loss, abs=1e-5), step
+    for name in ("clips", "shards"):
+        assert final["sources"][name]["seen"] == expected["sources"][name]["seen"], name
+        assert final["sources"][name]["skipped"] == expected["sources"][name]["skipped"], name
