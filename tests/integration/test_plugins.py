@@ -233,29 +233,33 @@ def test_a_dataset_from_a_separate_distribution_trains_through_the_cli(tmp_path:
     clips.mkdir()
     for i, colour in enumerate(("red", "green", "blue", "white")):
         V.make_h264(clips / f"{colour}_clip_{i}.mp4", seconds=1.0, fps=10)
-    run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "train.py"),
-            "video.dataset_type=my_clips",
-            f"video.data_root={clips}",
-            "trainer=debug",
-            "trainer.max_steps=2",
-            *TINY_CLI_OVERRIDES,
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    final = json.loads((run_dir / "final.json").read_text())
-    assert final["step"] == 2
+    # As the run's dataset, and as a source of a mixture.
+    for name, dataset in (
+        ("alone", ["video.dataset_type=my_clips", f"video.data_root={clips}"]),
+        ("mixed", [f"data.mixture=[{{name:mine,dataset_type:my_clips,data_root:'{clips}'}}]"]),
+    ):
+        run_dir = tmp_path / name
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "train.py"),
+                *dataset,
+                "trainer=debug",
+                "trainer.max_steps=2",
+                *TINY_CLI_OVERRIDES,
+                f"hydra.run.dir={run_dir}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        final = json.loads((run_dir / "final.json").read_text())
+        assert final["step"] == 2
+    assert final["sources"]["mine"]["seen"] == 2 * 2  # trainer=debug's batches of 2 (TINY_CLI_OVERRIDES)
     refused = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "video.dataset_type=bogus", f"hydra.run.dir={tmp_path}/r2"],
         cwd=tmp_path,
