@@ -19,6 +19,8 @@ writes, under ``--out``:
 * ``blocklist.txt`` (``kvideo.data.blocklist``: JSON lines, lossless for any file name): train
   with ``data.blocklist=<that file>`` and those rows are masked as ``blocklisted`` without ever
   being opened.
+``--part I/N`` probes one part of the files and ``--merge`` joins the parts' folders
+(``kvideo.tools.validate_parts``): a SLURM array covers a corpus too large for one machine.
 The probes run in ``kvideo.tools.probe_pool`` (why not ``multiprocessing.Pool``: there).
 """
 
@@ -38,6 +40,7 @@ from typing import Any
 
 from kvideo.config.compose import CONFIG_DIR_ENV, ConfigDirNotFound, compose_config
 from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
+from kvideo.data.mixture import mixture_rows
 from kvideo.data.rows import ClipRow
 from kvideo.errors import one_line
 from kvideo.files import open_new, write_text_atomic
@@ -46,6 +49,7 @@ from kvideo.registry import DATASETS
 from kvideo.resize import Resize
 from kvideo.resources import usable_cores
 from kvideo.tools.probe_pool import probe_all
+from kvideo.tools.validate_parts import merge_reports, parse_part, take_part
 
 REPORT_NAME = "validate_report.jsonl"
 SUMMARY_NAME = "validate_summary.json"
@@ -114,8 +118,12 @@ def path_files(paths: Sequence[Path]) -> list[ClipRow]:
 def dataset_files(cfg: Any) -> tuple[list[ClipRow], int, dict[str, int]]:
     """One row per distinct path (first-seen order) of ``video.split``'s rows, the row count, and
     the rows the listing left out per reason (``ListedRows``: a WebVid video never downloaded)."""
-    builder = DATASETS.get(cfg.video.dataset_type)
-    rows = builder(cfg.video, cfg.data, split=cfg.video.split, max_samples=cfg.video.max_samples)
+    video, data = cfg.video, cfg.data
+    rows: list[ClipRow]
+    if data.mixture:  # the rows of the sources this split reads (as training lists them)
+        rows, _ = mixture_rows(video, data, split=video.split, max_samples=video.max_samples)
+    else:
+        rows = DATASETS.get(video.dataset_type)(video, data, split=video.split, max_samples=video.max_samples)
     first: dict[str, ClipRow] = {}
     for row in rows:
         first.setdefault(row.path, row)
@@ -205,6 +213,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"folder holding config.yaml (default: ${CONFIG_DIR_ENV}, else ./conf, else the "
         "repository's conf/ beside the package)",
     )
+    parser.add_argument(
+        "--part",
+        default=None,
+        help="I/N: probe part I (0..N-1) of N, every N-th file (a SLURM array task: "
+        "--part $SLURM_ARRAY_TASK_ID/N); join the parts' --out folders with --merge",
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="PART_DIR",
+        help="join the report folders of every --part into --out (nothing is probed)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--fail-on-bad", action="store_true", help="exit 1 when any file is bad")
     args = parser.parse_args(argv)
@@ -216,11 +238,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--size must be >= 0 (got {args.size})")
     if args.timeout is not None and args.timeout <= 0:
         parser.error(f"--timeout must be positive (got {args.timeout})")
+    if args.part is not None:
+        try:
+            args.part = parse_part(args.part)
+        except ValueError as e:
+            parser.error(str(e))
     return args
+
+
+def merge(args: argparse.Namespace) -> int:
+    """``--merge``: the parts' reports joined under ``--out``."""
+    try:
+        summary = merge_reports(args.merge, args.out, report_name=REPORT_NAME, summary_name=SUMMARY_NAME)
+    except (ValueError, OSError) as e:
+        print(f"kvideo.validate: {one_line(e)}", file=sys.stderr)
+        return 2
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["reasons"].items()) or "none"
+    print(
+        f"kvideo.validate: {len(args.merge)} parts, {summary['files']} files: {summary['ok']} ok, "
+        f"{summary['bad']} bad ({reasons}); report in {args.out}/\n"
+        f"  train with: data.blocklist={summary['blocklist']}"
+    )
+    return 1 if args.fail_on_bad and summary["bad"] else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        return merge(args)
     paths, args.overrides = split_paths(args.overrides)
     try:
         cfg = scan_config(args.overrides, args.config_dir)
@@ -252,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"kvideo.validate: --out {args.out}: cannot be a folder ({one_line(e)})", file=sys.stderr)
         return 2
+    if args.part is not None:
+        files = take_part(files, args.part)
     timeout_s = args.timeout if args.timeout is not None else cfg.decoder.timeout_s
     t0 = time.perf_counter()
     frames = args.frames if args.frames is not None else cfg.video.max_frames
@@ -267,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     summary.update(
         rows=rows,
-        dataset_type="files" if paths else cfg.video.dataset_type,
+        dataset_type="files" if paths else "mixture" if cfg.data.mixture else cfg.video.dataset_type,
         data_root=[str(p) for p in paths] if paths else cfg.video.data_root,
         split=cfg.video.split,
         workers=args.workers,
@@ -275,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frames=frames,
         size=dataclasses.asdict(size) if isinstance(size, Resize) else size,
         left_out=left_out,
+        part=list(args.part) if args.part else None,
         elapsed_s=round(elapsed, 3),
         files_per_s=round(summary["files"] / elapsed, 1) if elapsed > 0 else None,
     )

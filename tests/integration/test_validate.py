@@ -395,3 +395,56 @@ def test_installed_command_finds_the_config_tree_from_any_folder(tmp_path: Path)
     )
     assert result.returncode == 2
     assert "video.fps must be positive (got 0.0)" in result.stderr  # composed from the repository's conf/
+
+
+def test_parts_of_a_scan_cover_each_file_once_and_merge_into_the_whole_scan(tmp_path: Path) -> None:
+    """``--part I/3`` three times (a SLURM array), then ``--merge``: the report, counts and
+    blocklist of one scan of the whole folder; a part missing or given twice is refused."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(5):
+        H.make_good(clips / f"good_{i}.mp4", i)
+    for i in range(2):
+        (clips / f"bad_{i}.mp4").write_bytes(b"not a video at all")
+    common = [str(clips), "--no-progress", "--frames", "1", "--workers", "2"]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    parts = [tmp_path / f"part_{i}" for i in range(3)]
+    for i, folder in enumerate(parts):
+        assert main([*common, "--part", f"{i}/3", "--out", str(folder)]) == 0
+    sizes = [json.loads((folder / SUMMARY_NAME).read_text())["files"] for folder in parts]
+    assert sizes == [3, 2, 2]
+    assert main(["--merge", *map(str, parts), "--out", str(tmp_path / "merged")]) == 0
+
+    def reasons(folder: Path) -> dict[str, str]:
+        records = map(json.loads, (folder / REPORT_NAME).read_text().splitlines())
+        return {r["path"]: r["reason"] for r in records}
+
+    assert reasons(tmp_path / "merged") == reasons(tmp_path / "whole")
+    merged = json.loads((tmp_path / "merged" / SUMMARY_NAME).read_text())
+    whole = json.loads((tmp_path / "whole" / SUMMARY_NAME).read_text())
+    assert (merged["ok"], merged["bad"], merged["reasons"]) == (whole["ok"], whole["bad"], whole["reasons"])
+    blocklist = (tmp_path / "merged" / BLOCKLIST_NAME).read_text()
+    assert all(str((clips / f"bad_{i}.mp4").resolve()) in blocklist for i in range(2))
+
+    missing = run_module(
+        "kvideo.validate",
+        "--merge",
+        str(parts[0]),
+        str(parts[2]),
+        "--out",
+        str(tmp_path / "m2"),
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 2 and missing.stderr == "kvideo.validate: --merge: part(s) 1/3 missing\n"
+    twice = run_module(
+        "kvideo.validate",
+        "--merge",
+        *map(str, parts),
+        str(parts[1]),
+        "--out",
+        str(tmp_path / "m3"),
+        cwd=tmp_path,
+    )
+    assert twice.returncode == 2 and "part 1/3 is given twice" in twice.stderr
+    bad_part = run_module("kvideo.validate", str(clips), "--part", "3/3", cwd=tmp_path)
+    assert bad_part.returncode == 2 and "--part 3/3: I must be in 0..N-1" in bad_part.stderr
