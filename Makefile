@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev,slurm,joblib,wandb]"
+	$(PY) -m pip install --quiet -e ".[dev,slurm,joblib,wandb,remote,remote-test]"
 	touch $(STAMP)
 
 train: install  ## train on the embedded default (the sample corpus is generated on first use)

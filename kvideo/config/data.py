@@ -20,6 +20,13 @@ BAD_SAMPLE_POLICIES = ("mask", "replace")
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+def is_url(path: str) -> bool:
+    """Whether a data root names an object store (``scheme://...``: ``s3://``, ``gs://``,
+    ``https://``) rather than a local path (``kvideo.data.remote`` reads those)."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.isalnum() and scheme != "file"
+
+
 @dataclass
 class MixtureSource:
     """One source of ``data.mixture``.
@@ -97,6 +104,12 @@ class DataConfig:
         large, light one is subsampled). Every source's validation split is scored on its own
         (``val_loss/<name>``); a source of weight 0 is validation only. ``metrics.jsonl`` and
         ``final.json`` count each source's ``seen`` and ``skipped`` samples and its ``loss``.
+    listing_cache: keep each tar shard's listing (its headers and captions) in
+        ``$KVIDEO_CACHE/listings`` under its size and mtime or ETag, so a second run and the other
+        ranks read it instead of every header (``kvideo.data.datasets.listing_cache``).
+    remote_retry_s: how long a read of a shard in object storage (``s3://``, ``gs://``,
+        ``https://``) is retried, with doubling pauses, before its sample is counted as
+        ``unreadable`` (``kvideo.data.remote``); below ``decoder.timeout_s``, which it counts in.
     """
 
     tokenizer: str = ""
@@ -112,6 +125,8 @@ class DataConfig:
     max_tokens_per_row: int = 0
     batch_tokens: int = 0
     mixture: list[MixtureSource] = field(default_factory=list)
+    listing_cache: bool = True
+    remote_retry_s: float = 20.0
 
     @property
     def packed_row_tokens(self) -> int | None:
@@ -130,6 +145,7 @@ class DataConfig:
         require_non_negative("data.max_tokens_per_row", self.max_tokens_per_row)
         require_non_negative("data.val_cache_mb", self.val_cache_mb)
         require_non_negative("data.batch_tokens", self.batch_tokens)
+        require_non_negative("data.remote_retry_s", self.remote_retry_s)
         names = [source.name for source in self.mixture]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:

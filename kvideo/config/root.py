@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kvideo.config.checks import require_caption_room, require_token_budget
-from kvideo.config.data import DataConfig
+from kvideo.config.data import DataConfig, is_url
 from kvideo.config.decoder import DecoderConfig
 from kvideo.config.keys import refuse_unknown_keys
 from kvideo.config.model import ModelConfig
@@ -43,6 +43,12 @@ def check_cross_fields(cfg: KVideoConfig) -> None:
         raise ValueError(
             f"video.data_root={video.data_root!r} given beside data.mixture: a mixture names each "
             "source's data_root; drop video.data_root or data.mixture"
+        )
+    roots = [video.data_root] + [source.data_root for source in cfg.data.mixture]
+    if any(is_url(root) for root in roots) and cfg.data.remote_retry_s >= cfg.decoder.timeout_s:
+        raise ValueError(
+            f"data.remote_retry_s ({cfg.data.remote_retry_s:g}) must be below decoder.timeout_s "
+            f"({cfg.decoder.timeout_s:g}): a read still retrying would be taken for a hung decode"
         )
     if video.resize == "max_pixels" and cfg.trainer.strategy == "fsdp":
         raise ValueError(

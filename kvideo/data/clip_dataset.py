@@ -163,7 +163,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         if self.in_flight is not None:
             self.in_flight.mark(index)
         return self.decoder.decode(
-            video_source(row),
+            video_source(row, retry_s=self.settings.data.remote_retry_s),
             partial(sample_timestamps, self.spec, self.epoch, index),
             size=self.settings.video.frame_size if self.resize.mode == "square" else self.resize,
             start=row.start,

@@ -53,7 +53,7 @@ def build_dataset(
     mixture: MixtureLayout | None = None
     rows: list[ClipRow]
     if data.mixture:
-        rows, mixture = mixture_rows(settings, split=split, max_samples=cap)
+        rows, mixture = mixture_rows(video, data, split=split, max_samples=cap)
     else:
         rows = DATASETS.get(video.dataset_type)(video, data, split=split, max_samples=cap)
     left_out: dict[str, int] = dict(getattr(rows, "left_out", {}))  # ListedRows: counted once

@@ -36,7 +36,6 @@ from kvideo.registry import DATASETS
 
 if TYPE_CHECKING:
     from kvideo.config import DataConfig, VideoConfig
-    from kvideo.data.settings import ClipSettings
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +111,15 @@ def interleaved(sizes: tuple[int, ...]) -> np.ndarray:
     return np.argsort(fractions, kind="stable")
 
 
-def mixture_rows(settings: ClipSettings, *, split: str, max_samples: int) -> tuple[ListedRows, MixtureLayout]:
+def mixture_rows(
+    video: VideoConfig, data: DataConfig, *, split: str, max_samples: int
+) -> tuple[ListedRows, MixtureLayout]:
     """The rows of every source that takes part in ``split`` (weight > 0 for training, all for
     validation), concatenated, and their layout. ``max_samples`` caps each source.
 
     Training needs rows from every source it draws from, and an error names the source.
     Validation scores the sources that have a validation split and says which have none.
     """
-    video, data = settings.video, settings.data
     rows: list[ClipRow] = []
     left_out: dict[str, int] = {}
     names, weights, sizes, shards = [], [], [], []

@@ -14,8 +14,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from kvideo.data.remote import is_url, read_range
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.types import VideoBytes, VideoSource
+
+# What tells a shard's version apart: (size, mtime_ns, inode) of a local file, (size, ETag) of
+# an object in storage (``kvideo.data.datasets.shard_locations``).
+Stamp = tuple[int | str, ...]
 
 # The roles a conversation turn may have (Hugging Face chat-template names).
 TURN_ROLES = ("system", "user", "assistant")
@@ -44,10 +49,11 @@ class ClipRow:
         a shard sample's key).
     turns: The whole conversation for a conversation dataset (loss on every assistant turn);
         empty for a caption dataset, whose text is ``video.prompt`` then ``caption``.
-    shard: The tar file holding the sample, or ``""`` for a video file of its own. The rows
+    shard: The tar file holding the sample (a path, or a URL in object storage), or ``""`` for a
+        video file of its own. The rows
         of one shard are consecutive, in the shard's order: the loader streams them shard by
         shard (``kvideo.data.sharding.ShardLayout``).
-    shard_stamp: ``(size, mtime_ns, inode)`` of ``shard`` when it was listed: a shard rewritten
+    shard_stamp: ``Stamp`` of ``shard`` when it was listed: a local shard rewritten
         since then has other bytes at ``offset`` (measured: every sample decoded its neighbour's
         video under the old caption), so its samples are skipped as ``shard_changed``.
     offset / size: Where the video's bytes lie in ``shard``.
@@ -62,15 +68,16 @@ class ClipRow:
     clip_id: str = ""
     turns: tuple[Turn, ...] = ()
     shard: str = ""
-    shard_stamp: tuple[int, int, int] | tuple[()] = ()
+    shard_stamp: Stamp = ()
     offset: int = 0
     size: int = 0
     skip_reason: str = ""
 
 
-def video_source(row: ClipRow) -> VideoSource:
+def video_source(row: ClipRow, *, retry_s: float = 20.0) -> VideoSource:
     """What a decoder opens for ``row``: its path, or for a shard sample its video's bytes,
-    read by offset (nothing is written to disk).
+    read by offset (nothing is written to disk); from object storage, by one ranged request
+    retried for ``retry_s`` (``kvideo.data.remote.read_range``).
 
     Raises ``DecodeError`` with the row's own ``skip_reason``, or for a shard that can no
     longer be read: ``missing`` (the shard is gone), ``permission``, ``shard_changed`` (rewritten
@@ -81,6 +88,12 @@ def video_source(row: ClipRow) -> VideoSource:
         raise DecodeError(row.skip_reason, row.path)
     if not row.shard:
         return row.path
+    if is_url(row.shard):
+        data = read_range(row.shard, row.offset, row.size, retry_s=retry_s, name=row.path)
+        if len(data) < row.size:
+            detail = f"shard {row.shard} ends {row.size - len(data)} bytes into the member"
+            raise DecodeError("decode_error", row.path, detail)
+        return VideoBytes(row.path, data)
     try:
         with open(row.shard, "rb") as shard:
             st = os.fstat(shard.fileno())

@@ -3,7 +3,12 @@ preemption request, or a crash."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -51,3 +56,36 @@ def crashing_build_model(at_forward: int) -> Any:
         raise InjectedCrash(f"injected at training forward {at_forward}")
 
     return build_model_acting_at(at_forward, crash)
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+from omegaconf import OmegaConf
+from kvideo.config import config_from
+from kvideo.model import spec
+from kvideo.train import train
+from tests.helpers.preemption import build_model_acting_at
+
+cfg_path, run_dir, at_forward = sys.argv[1], sys.argv[2], int(sys.argv[3])
+spec.build_model = build_model_acting_at(at_forward, lambda: os.kill(os.getpid(), signal.SIGKILL))
+train(config_from(OmegaConf.load(cfg_path)), run_dir)
+"""
+
+
+def train_killed_at(cfg: Any, run_dir: Path, at_forward: int, env: dict[str, str] | None = None) -> None:
+    """Train ``cfg`` into ``run_dir`` in a child process that is SIGKILLed (no clean-up) at its
+    ``at_forward``-th training forward; ``env`` is added to the child's environment."""
+    from omegaconf import OmegaConf
+
+    from tests.helpers.paths import REPO
+
+    cfg_path = run_dir.parent / f"{run_dir.name}.yaml"
+    cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_CHILD, str(cfg_path), str(run_dir), str(at_forward)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]

@@ -90,6 +90,17 @@ CASES: list[tuple[list[str], str]] = [
     (["video.val_max_samples=-1"], r"video\.val_max_samples must be non-negative \(got -1\)"),
     (["data.shuffle_buffer=0"], r"data\.shuffle_buffer must be positive \(got 0\)"),
     (["data.packing=maybe"], r"data\.packing"),  # Hydra: not a valid bool
+    (["data.listing_cache=maybe"], r"data\.listing_cache"),  # Hydra: not a valid bool
+    (["data.remote_retry_s=-1"], r"data\.remote_retry_s must be non-negative \(got -1\.0\)"),
+    (
+        [
+            "data.remote_retry_s=30",
+            "decoder.timeout_s=30",
+            "video/dataset=webdataset",
+            "video.data_root=s3://b/s",
+        ],
+        r"data\.remote_retry_s \(30\) must be below decoder\.timeout_s \(30\): a read still retrying",
+    ),
     (["data.max_tokens_per_row=-1"], r"data\.max_tokens_per_row must be non-negative \(got -1\)"),
     (["data.batch_tokens=-5"], r"data\.batch_tokens must be non-negative \(got -5\)"),
     (["data.val_cache_mb=-1"], r"data\.val_cache_mb must be non-negative \(got -1\)"),

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ from kvideo.train import train
 from kvideo.train.metrics import read_jsonl
 from tests.helpers.cli import run_train
 from tests.helpers.configs import MAX_STEPS, TINY_CLI_OVERRIDES, tiny_config
-from tests.helpers.paths import REPO
+from tests.helpers.preemption import train_killed_at
 from tests.helpers.shards import clip_bytes, sample, write_corpus, write_shard
 
 pytestmark = pytest.mark.slow  # trains a model
@@ -95,33 +92,6 @@ def test_train_cli_trains_on_a_weighted_mixture_and_reports_each_source(
     assert final["val_clips"] == 4 + 4 + 3
 
 
-_CHILD = """
-import os, signal, sys
-from omegaconf import OmegaConf
-import kvideo.model.spec as spec
-from kvideo.config import config_from
-from kvideo.train import train
-
-cfg_path, run_dir, at_forward = sys.argv[1], sys.argv[2], int(sys.argv[3])
-build = spec.build_model
-calls = [0]
-
-def hook(module, args):
-    if module.training:
-        calls[0] += 1
-        if calls[0] == at_forward:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-def build_model(*args, **kwargs):
-    model = build(*args, **kwargs)
-    model.register_forward_pre_hook(hook)
-    return model
-
-spec.build_model = build_model
-train(config_from(OmegaConf.load(cfg_path)), run_dir)
-"""
-
-
 def mixture_config(roots: dict[str, Path], **trainer: Any) -> Any:
     cfg = tiny_config(roots["clips"], val_every=0, **trainer)
     cfg.video.data_root = ""
@@ -139,17 +109,8 @@ def test_a_mixture_run_killed_mid_epoch_resumes_on_exactly_the_samples_of_an_uni
     step, and the same per-source counts as a run never interrupted."""
     expected = train(mixture_config(roots), tmp_path / "reference")
     assert expected["status"] == "completed"
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.structured(mixture_config(roots))))
     run_dir = tmp_path / "run"
-    killed = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(cfg_path), str(run_dir), "9"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    train_killed_at(mixture_config(roots), run_dir, 9)
     final = train(mixture_config(roots, num_workers=2), run_dir)
     assert final["status"] == "completed" and final["resumed_from"] == 3
 
@@ -163,3 +124,38 @@ def test_a_mixture_run_killed_mid_epoch_resumes_on_exactly_the_samples_of_an_uni
     for name in ("clips", "shards"):
         assert final["sources"][name]["seen"] == expected["sources"][name]["seen"], name
         assert final["sources"][name]["skipped"] == expected["sources"][name]["skipped"], name
+
+
+def test_validate_scans_every_source_a_split_reads(roots: dict[str, Path], tmp_path: Path) -> None:
+    """``kvideo-validate data.mixture=[...]``: the training sources' files for the train split;
+    with ``video.split=validation`` the weight-0 source's too."""
+    from tests.helpers.cli import run_module
+
+    train = run_module(
+        "kvideo.validate",
+        mixture_override(roots),
+        "data.sample_train_clips=24",
+        "--out",
+        str(tmp_path / "train"),
+        "--no-progress",
+        "--frames",
+        "1",
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr[-2000:]
+    summary = json.loads((tmp_path / "train" / "validate_summary.json").read_text())
+    assert (summary["files"], summary["bad"], summary["dataset_type"]) == (24 + 12, 1, "mixture")
+    held = run_module(
+        "kvideo.validate",
+        mixture_override(roots),
+        "data.sample_val_clips=4",
+        "video.split=validation",
+        "--out",
+        str(tmp_path / "val"),
+        "--no-progress",
+        "--frames",
+        "1",
+        cwd=tmp_path,
+    )
+    assert held.returncode == 0, held.stderr[-2000:]
+    assert json.loads((tmp_path / "val" / "validate_summary.json").read_text())["files"] == 4 + 4 + 3

@@ -9,6 +9,10 @@
   expands to must exist. Hydra's override grammar reserves braces, so on the command line the
   value is quoted: ``"video.data_root='/data/shards/{00000..00099}.tar'"``.
 
+Each may also be a URL in object storage, ``s3://bucket/shards`` or
+``s3://bucket/shards/{00000..00099}.tar`` (``gs://``, ``https://`` alike; ``kvideo.data.remote``):
+headers and members are then read by byte range, never by downloading a shard.
+
 Shards are read in file-name (or pattern) order. A split with none is an error that says what
 was looked for; the validation split of a root that has only train shards (a pattern, a flat
 folder) reads those, with a warning, as ``manifest`` does for a single manifest file.
@@ -42,7 +46,9 @@ its ``clip_id`` the key.
   a sample cut there keeps the members it has (a video without its caption is ``no_caption``).
 
 **How it is read.** Listing reads the tar headers only (``tarfile`` seeks over member data) and
-the captions (the tokenizer needs them up front); training reads each video's bytes by offset
+the captions (the tokenizer needs them up front), once per shard version: the listing is cached
+(``kvideo.data.datasets.listing_cache``, ``data.listing_cache``), and ranks starting together
+list different shards first and read each other's. Training reads each video's bytes by offset
 and decodes them from memory (``kvideo.data.rows.video_source``), no temporary file.
 
 **Order, epochs, ranks and resume** (``kvideo.data.sharding``, ``stream_order``). An epoch is
@@ -64,13 +70,12 @@ and interleaves what they yield, so batches change with the worker count; resumi
 middle of an epoch means re-reading the stream from its start (or giving up exactness); and
 replacing a hung worker (``kvideo.data.watchdog``) would lose or repeat samples. An index of the
 shards makes every sample addressable, and the stdlib's ``tarfile`` is all the tar parsing it
-needs. What that costs: shards must be seekable files (a local or mounted file system), not
-``http://``/``s3://``/``pipe:`` URLs, and listing reads every header and caption at start-up.
+needs. What that costs: shards must be seekable (a file, or an object read by byte range), not a
+``pipe:`` stream, and the first listing of a shard reads every header and caption.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -79,8 +84,11 @@ import tarfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from kvideo.data.datasets.common import absolute_root, check_split, take
-from kvideo.data.rows import ClipRow
+from kvideo.data.datasets.common import take
+from kvideo.data.datasets.listing_cache import cached_listing
+from kvideo.data.datasets.shard_locations import SHARD_SUFFIX, shard_files
+from kvideo.data.remote import LISTING_BLOCK, filesystem, is_url
+from kvideo.data.rows import ClipRow, Stamp
 from kvideo.registry import DATASETS
 
 if TYPE_CHECKING:
@@ -94,9 +102,6 @@ CAPTION_EXTENSION = "txt"
 # video2dataset writes the caption into <key>.json as well; it is read when there is no .txt.
 METADATA_EXTENSION = "json"
 TEXT_EXTENSIONS = (CAPTION_EXTENSION, METADATA_EXTENSION)
-SHARD_SUFFIX = ".tar"
-# Split folders, in the order they are looked for.
-SPLIT_DIRS = {"train": ("train",), "validation": ("validation", "val")}
 EXPECTED = (
     "expected an uncompressed tar of <key>.mp4 + <key>.txt (+ <key>.json) members, as video2dataset writes"
 )
@@ -114,125 +119,49 @@ def split_key(name: str) -> tuple[str, str] | None:
     return key, extension.lower()
 
 
-# ----------------------------------------------------------------------------- where
-
-
-def shard_paths(data_root: str, split: str) -> list[str]:
-    """The ``split``'s shard files, absolute, in reading order (rules in the module docstring)."""
-    check_split(split)
-    root = absolute_root(data_root)
-    if os.path.isdir(root):
-        return _shards_in_folder(data_root, root, split)
-    shards = _expand_pattern(data_root)
-    if split == "validation":
-        logger.warning(
-            "webdataset: validation reads the train shards of %s (point video.data_root at a folder "
-            "with train/ and validation/ for a held-out set)",
-            data_root,
-        )
-    return shards
-
-
-def _tars_in(folder: str) -> list[str]:
-    names = sorted(name for name in os.listdir(folder) if name.endswith(SHARD_SUFFIX))
-    return [os.path.join(folder, name) for name in names if os.path.isfile(os.path.join(folder, name))]
-
-
-def _shards_in_folder(data_root: str, root: str, split: str) -> list[str]:
-    looked = []
-    for name in SPLIT_DIRS[split]:
-        folder = os.path.join(root, name)
-        looked.append(os.path.join(folder, f"*{SHARD_SUFFIX}"))
-        if os.path.isdir(folder):
-            shards = _tars_in(folder)
-            if not shards:
-                raise FileNotFoundError(
-                    f"video.data_root={data_root!r}: no *{SHARD_SUFFIX} shards in {folder}"
-                )
-            return shards
-    flat = _tars_in(root)
-    if flat:
-        if split == "validation":
-            logger.warning(
-                "webdataset: no validation/ or val/ folder in %s: validation reads its train shards", root
-            )
-        return flat
-    looked.append(os.path.join(root, f"*{SHARD_SUFFIX}"))
-    raise FileNotFoundError(
-        f"video.data_root={data_root!r}: no {split} shards (looked for {', '.join(looked)})"
-    )
-
-
-def _expand_pattern(data_root: str) -> list[str]:
-    from braceexpand import braceexpand
-
-    try:
-        paths = list(itertools.islice(braceexpand(data_root), MAX_PATTERN_PATHS + 1))
-    except ValueError:  # braceexpand.UnbalancedBracesError (not in its type stubs)
-        raise ValueError(f"video.data_root={data_root!r}: unbalanced braces in the shard pattern") from None
-    if len(paths) > MAX_PATTERN_PATHS:
-        raise ValueError(
-            f"video.data_root={data_root!r}: the shard pattern expands to more than "
-            f"{MAX_PATTERN_PATHS:,} paths (a digit too many in its braces?)"
-        )
-    expanded = list(dict.fromkeys(absolute_root(p) for p in paths))
-    found = [path for path in expanded if os.path.isfile(path)]
-    if not found and len(expanded) == 1:
-        raise FileNotFoundError(
-            f"video.data_root={data_root!r}: no such folder or shard file (expected a folder with "
-            f"train/ and validation/ *{SHARD_SUFFIX} shards, or a brace pattern such as "
-            f"/data/shards/{{00000..00099}}{SHARD_SUFFIX})"
-        )
-    if not found:
-        raise FileNotFoundError(
-            f"video.data_root={data_root!r}: the pattern expands to {len(expanded)} paths and none "
-            f"is a shard file (first: {expanded[0]})"
-        )
-    if len(found) < len(expanded):
-        missing = [path for path in expanded if path not in set(found)]
-        raise FileNotFoundError(
-            f"video.data_root={data_root!r}: {len(missing)} of the {len(expanded)} shards it expands "
-            f"to do not exist (first: {missing[0]})"
-        )
-    return found
-
-
 # ----------------------------------------------------------------------------- what
 
 
-# Far above any corpus's shard count (LAION-5B is ~500k shards of 10k samples), far below what
-# fills memory: a one-digit typo, {000000..99999999}, is 10^8 paths.
-MAX_PATTERN_PATHS = 1_000_000
 # What is read of a caption member: captions are cut to model.max_text_len tokens anyway.
 MAX_CAPTION_BYTES = 64 << 10
 
 
-def _members(shard: str) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
-    """The shard's regular-file members in file order, each with its data when it may hold the
-    caption (``.txt``, ``.json``; ``None`` otherwise); stops at a truncation or damage (module
-    docstring), with a warning."""
-    size = os.path.getsize(shard)
+def _open(shard: str) -> tarfile.TarFile:
+    """The shard as a tar read member by member: a local file, or an object read by byte range
+    (``kvideo.data.remote``)."""
     try:
-        tar = tarfile.open(shard, mode="r:")
+        if is_url(shard):
+            fs, path = filesystem(shard)
+            handle = fs.open(path, "rb", block_size=LISTING_BLOCK, cache_type="readahead")
+            return tarfile.open(fileobj=handle, mode="r:")
+        return tarfile.open(shard, mode="r:")
     except tarfile.ReadError as e:
         raise ValueError(f"webdataset shard {shard} is not a tar archive ({e}); {EXPECTED}") from None
     except IsADirectoryError:
         raise ValueError(f"webdataset shard {shard} is a directory; {EXPECTED}") from None
-    with tar:
+
+
+def _members(shard: str, size: int, warnings: list[str]) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+    """The shard's regular-file members in file order, each with its data when it may hold the
+    caption (``.txt``, ``.json``; ``None`` otherwise); stops at a truncation or damage (module
+    docstring), adding a warning to ``warnings``."""
+    with _open(shard) as tar:
         while True:
             try:
                 info = tar.next()
             except tarfile.ReadError as e:
-                _warn_break(shard, tar.offset, str(e))
+                warnings.append(_break(shard, tar.offset, str(e)))
                 return
             if info is None:
                 if not _ends_cleanly(tar, size):
-                    _warn_break(shard, tar.offset, "a header that does not parse or is cut")
+                    warnings.append(_break(shard, tar.offset, "a header that does not parse or is cut"))
                 return
             if not info.isreg():
                 continue
             if info.offset_data + info.size > size:
-                _warn_break(shard, info.offset, f"member {info.name} runs past the end of the file")
+                warnings.append(
+                    _break(shard, info.offset, f"member {info.name} runs past the end of the file")
+                )
                 return
             parts = split_key(info.name)
             handle = tar.extractfile(info) if parts is not None and parts[1] in TEXT_EXTENSIONS else None
@@ -248,41 +177,35 @@ def _ends_cleanly(tar: tarfile.TarFile, size: int) -> bool:
     return tar.offset < size and block == tarfile.NUL * len(block) and len(block) == tarfile.BLOCKSIZE
 
 
-def _warn_break(shard: str, offset: int, why: str) -> None:
-    logger.warning(
-        "webdataset: shard %s is truncated or damaged at byte %d (%s): keeping the members before it",
-        shard,
-        offset,
-        why,
+def _break(shard: str, offset: int, why: str) -> str:
+    return (
+        f"webdataset: shard {shard} is truncated or damaged at byte {offset} ({why}): "
+        "keeping the members before it"
     )
 
 
-def read_shard(shard: str) -> Iterator[ClipRow]:
-    """One row per sample of ``shard``, in file order (rules in the module docstring)."""
-    stamp = shard_stamp(shard)
+def list_shard(shard: str, stamp: Stamp) -> tuple[list[ClipRow], list[str]]:
+    """``(rows, warnings)``: one row per sample of ``shard``, in file order (rules in the module
+    docstring), and what its listing has to say (a truncation, a duplicate member)."""
+    warnings: list[str] = []
+    rows: list[ClipRow] = []
     key: str | None = None
     fields: dict[str, tuple[tarfile.TarInfo, bytes | None]] = {}
     duplicate = ""
-    for info, data in _members(shard):
+    for info, data in _members(shard, int(stamp[0]), warnings):
         parts = split_key(info.name)
         if parts is None:
             continue
         if parts[0] != key:
             if key is not None:
-                yield _row(shard, stamp, key, fields, duplicate)
+                rows.append(_row(shard, stamp, key, fields, duplicate, warnings))
             key, fields, duplicate = parts[0], {}, ""
         if parts[1] in fields:
             duplicate = duplicate or info.name
         fields.setdefault(parts[1], (info, data))
     if key is not None:
-        yield _row(shard, stamp, key, fields, duplicate)
-
-
-def shard_stamp(shard: str) -> tuple[int, int, int]:
-    """``(size, mtime_ns, inode)``: a shard rewritten after it was listed (in place or by a
-    rename over it) is told apart by it when its samples are read (``rows.video_source``)."""
-    st = os.stat(shard)
-    return st.st_size, st.st_mtime_ns, st.st_ino
+        rows.append(_row(shard, stamp, key, fields, duplicate, warnings))
+    return rows, warnings
 
 
 def _caption(fields: dict[str, tuple[tarfile.TarInfo, bytes | None]]) -> str:
@@ -301,10 +224,11 @@ def _caption(fields: dict[str, tuple[tarfile.TarInfo, bytes | None]]) -> str:
 
 def _row(
     shard: str,
-    stamp: tuple[int, int, int],
+    stamp: Stamp,
     key: str,
     fields: dict[str, tuple[tarfile.TarInfo, bytes | None]],
     duplicate: str,
+    warnings: list[str],
 ) -> ClipRow:
     video = next((fields[ext][0] for ext in fields if ext in VIDEO_EXTENSIONS), None)
     caption = _caption(fields)
@@ -312,7 +236,7 @@ def _row(
         path = f"{shard}#{key}"
         return ClipRow(path=path, caption=caption, clip_id=key, shard=shard, skip_reason="missing")
     if duplicate:  # which copy is meant? tar says the last, webdataset refuses the shard
-        logger.warning("webdataset: shard %s holds %s twice: sample %s is skipped", shard, duplicate, key)
+        warnings.append(f"webdataset: shard {shard} holds {duplicate} twice: sample {key} is skipped")
     reason = "duplicate_member" if duplicate else "" if caption else "no_caption"
     return ClipRow(
         path=f"{shard}#{video.name}",
@@ -326,9 +250,26 @@ def _row(
     )
 
 
-def _iter_rows(shards: list[str]) -> Iterator[ClipRow]:
-    for shard in shards:
-        yield from read_shard(shard)
+def _rows_of(shard: str, stamp: Stamp, cache: bool) -> list[ClipRow]:
+    """The shard's rows: from the listing cache (``listing_cache``), or listed now."""
+    if cache:
+        return cached_listing(shard, stamp, lambda: list_shard(shard, stamp))
+    rows, warnings = list_shard(shard, stamp)
+    for warning in warnings:
+        logger.warning(warning)
+    return rows
+
+
+def _iter_rows(shards: list[tuple[str, Stamp]], *, cache: bool, whole: bool) -> Iterator[ClipRow]:
+    """Every shard's rows in order. On rank ``r`` of ``W`` (``RANK`` / ``WORLD_SIZE``), with the
+    cache and the ``whole`` split to read, shards ``r, r + W, ...`` are listed first, so that the
+    ranks starting together share the cold listing, and each then reads the others' entries."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    mine: dict[int, list[ClipRow]] = {}
+    if cache and whole and world > 1:
+        mine = {k: _rows_of(*shards[k], cache) for k in range(rank % world, len(shards), world)}
+    for k, (shard, stamp) in enumerate(shards):
+        yield from mine.pop(k) if k in mine else _rows_of(shard, stamp, cache)
 
 
 @DATASETS.register("webdataset")
@@ -340,7 +281,7 @@ def build_webdataset(video: VideoConfig, data: DataConfig, *, split: str, max_sa
             f"validation/ *{SHARD_SUFFIX} shards, or a brace pattern such as "
             f"/data/shards/{{00000..00099}}{SHARD_SUFFIX})"
         )
-    shards = shard_paths(video.data_root, split)
-    rows = take(_iter_rows(shards), max_samples)
+    shards = shard_files(video.data_root, split)
+    rows = take(_iter_rows(shards, cache=data.listing_cache, whole=max_samples == 0), max_samples)
     logger.info("webdataset: %d %s samples from %d shard(s)", len(rows), split, len(shards))
     return rows
