@@ -1,4 +1,5 @@
-"""One manifest row -> one fixed-shape training sample; a bad video never raises.
+"""One manifest row -> one fixed-shape training sample; a bad video never raises. A row naming a
+picture (``kvideo.decode.image.is_image``) is a one-frame clip at time 0.
 
 The dataset knows captions and rows, the decoder knows video files, the sampler knows
 timestamps: this module only wires them together, pads to ``max_frames`` and turns
@@ -21,6 +22,7 @@ from kvideo.data.sharding import ShardLayout
 from kvideo.data.tokenizer import IGNORE_INDEX, encode_row
 from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
+from kvideo.decode.image import decode_image, is_image
 from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder
 from kvideo.sampling import timestamps
 
@@ -162,10 +164,14 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             raise DecodeError("worker_crash", row.path, "its decode killed two DataLoader workers")
         if self.in_flight is not None:
             self.in_flight.mark(index)
+        source = video_source(row, retry_s=self.settings.data.remote_retry_s)
+        size = self.settings.video.frame_size if self.resize.mode == "square" else self.resize
+        if is_image(row.path):  # a picture: one frame at time 0 (kvideo.decode.image)
+            return decode_image(source, size)
         return self.decoder.decode(
-            video_source(row, retry_s=self.settings.data.remote_retry_s),
+            source,
             partial(sample_timestamps, self.spec, self.epoch, index),
-            size=self.settings.video.frame_size if self.resize.mode == "square" else self.resize,
+            size=size,
             start=row.start,
             end=row.end,
         )

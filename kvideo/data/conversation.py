@@ -42,6 +42,8 @@ from typing import NamedTuple
 from kvideo.data.rows import TURN_ROLES, Turn
 
 VIDEO_PLACEHOLDER = "<video>"
+# A picture's placeholder in LLaVA's records; the conversations reader turns it into the visual one.
+IMAGE_PLACEHOLDER = "<image>"
 IGNORE_INDEX = -100
 
 PLAIN_TEMPLATE = """\

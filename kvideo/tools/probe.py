@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from kvideo.data.rows import ClipRow, video_source
 from kvideo.decode.errors import DecodeError
+from kvideo.decode.image import decode_image, is_image
 from kvideo.decode.types import VideoSource, open_target
 from kvideo.resize import Resize
 
@@ -67,7 +68,10 @@ class Prober:
         record = failed_record(row.path, None, "")
         try:
             source = video_source(row)
-            clip = self._decoder.decode(source, self._sample, size=self._size)
+            if is_image(row.path):  # as training reads a picture: one frame (kvideo.decode.image)
+                clip = decode_image(source, self._size)
+            else:
+                clip = self._decoder.decode(source, self._sample, size=self._size)
         except DecodeError as e:
             record.update(reason=e.reason, detail=e.detail)
         except Exception as e:  # a decoder bug must not stop the scan: report it on this file

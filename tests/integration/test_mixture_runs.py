@@ -159,3 +159,38 @@ def test_validate_scans_every_source_a_split_reads(roots: dict[str, Path], tmp_p
     )
     assert held.returncode == 0, held.stderr[-2000:]
     assert json.loads((tmp_path / "val" / "validate_summary.json").read_text())["files"] == 4 + 4 + 3
+
+
+def test_pictures_and_videos_train_together(roots: dict[str, Path], tmp_path: Path) -> None:
+    """An image-text shard source (``.jpg`` members, as LAION's) beside the video corpus: each
+    picture is a one-frame clip, none is skipped, and each source's validation is scored."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def jpeg(index: int) -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(np.full((24, 40, 3), 40 * index % 256, dtype=np.uint8)).save(out, format="JPEG")
+        return out.getvalue()
+
+    pictures = tmp_path / "pictures"
+    write_shard(
+        pictures / "train" / "00000.tar",
+        [sample(f"p{i}", jpeg(i), f"a grey picture {i}", ext="jpg") for i in range(8)],
+    )
+    write_shard(
+        pictures / "val" / "00000.tar",
+        [sample(f"q{i}", jpeg(i), f"a grey picture {i}", ext="jpg") for i in range(2)],
+    )
+    cfg = tiny_config(roots["clips"], val_every=0, max_steps=6, val_max_batches=0)
+    cfg.video.data_root = ""
+    cfg.data.mixture = [
+        MixtureSource("clips", "sample", str(roots["clips"]), 1.0),
+        MixtureSource("pictures", "webdataset", str(pictures), 1.0),
+    ]
+    final = train(config_from(OmegaConf.structured(cfg)), tmp_path / "run")
+    assert final["status"] == "completed"
+    assert final["sources"]["pictures"]["seen"] > 0 and final["sources"]["pictures"]["skipped"] == 0
+    assert final["skipped_total"] == 0
+    assert final["val_loss/pictures"] > 0 and final["val_loss/clips"] > 0

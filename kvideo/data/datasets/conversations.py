@@ -10,6 +10,9 @@ folder holding ``train.json[l]`` and ``validation.json[l]`` (or ``val.json[l]``)
 
 * ``video``: the file, relative to the records file's folder unless absolute; ``start`` / ``end``
   (seconds) optional; ``id`` optional (default ``<file name>:<record number>``).
+* ``image`` instead of ``video`` (a path, or a list of one, as LLaVA's records have it): a picture,
+  which the models read as a one-frame clip at time 0 (``kvideo.decode.image``); its ``<image>``
+  placeholder is the visual placeholder. A record holding both, or several pictures, is refused.
 * ``conversations``: turns in order; ``from`` is ``human`` / ``user``, ``gpt`` / ``assistant``
   or ``system`` (LLaVA's and Hugging Face's names), ``value`` the text. The ``<video>``
   placeholder and the other rules are ``kvideo.data.conversation``'s; the loss is on the
@@ -29,7 +32,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from kvideo.data.conversation import check_turns
+from kvideo.data.conversation import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, check_turns
 from kvideo.data.datasets.common import (
     check_split,
     iter_jsonl_records,
@@ -40,6 +43,7 @@ from kvideo.data.datasets.common import (
 )
 from kvideo.data.datasets.text_errors import record_file_errors
 from kvideo.data.rows import ClipRow, Turn
+from kvideo.decode.image import IMAGE_SUFFIXES, is_image
 from kvideo.registry import DATASETS
 
 if TYPE_CHECKING:
@@ -81,12 +85,36 @@ def _records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"record {index}", record
 
 
+def _visual(where: str, base: str, record: dict[str, Any]) -> tuple[str, bool]:
+    """``(path, is a picture)``: the record's ``video``, or its ``image`` (a path, or a list of
+    one path, as LLaVA's records have it)."""
+    video, image = record.get("video"), record.get("image")
+    if video is not None and image is not None:
+        raise ValueError(f"{where}: holds both 'video' and 'image'; one visual per record is supported")
+    if isinstance(image, list):
+        if len(image) != 1:
+            raise ValueError(
+                f"{where}: 'image' lists {len(image)} pictures; one visual per record is supported"
+            )
+        image = image[0]
+    value = video if image is None else image
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(
+            f"{where}: missing 'video' or 'image' (the clip's or picture's path, relative to {base})"
+        )
+    return value, image is not None
+
+
 def _row(path: str, base: str, place: str, record: dict[str, Any]) -> ClipRow:
     where = f"conversations {path} {place}"
-    video = record.get("video")
-    if not isinstance(video, str) or not video.strip():
-        raise ValueError(f"{where}: missing 'video' (the clip's path, relative to {base})")
+    video, picture = _visual(where, base, record)
+    if picture and not is_image(video):
+        raise ValueError(
+            f"{where}: 'image' is {video!r}, expected a picture file ({', '.join(IMAGE_SUFFIXES)})"
+        )
     turns = _turns(where, record.get("conversations"))
+    if picture:  # the picture's placeholder is the visual one (kvideo.data.conversation)
+        turns = tuple(Turn(t.role, t.text.replace(IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER)) for t in turns)
     try:
         turns = check_turns(turns)
     except ValueError as err:

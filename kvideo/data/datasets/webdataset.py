@@ -21,7 +21,8 @@ folder) reads those, with a warning, as ``manifest`` does for a single manifest 
 the member's path up to the first dot of its file name, and the rest is its extension
 (webdataset's rule; extensions compared in lower case): ``000123.mp4``, ``000123.txt``,
 ``000123.json``. The video is the sample's first ``.mp4``, ``.webm``, ``.mkv``, ``.avi`` or
-``.mov`` member; the caption its ``.txt`` (UTF-8, surrounding whitespace stripped), else the
+``.mov`` member, or its picture (``.jpg``, ``.png``, ``.webp``, ...: a one-frame clip, as image-text
+shards hold); the caption its ``.txt`` (UTF-8, surrounding whitespace stripped), else the
 ``caption`` string of its ``.json`` metadata (video2dataset writes it there too); any other
 member is not read. A row's ``path`` is
 ``<shard>#<video member>`` (what ``skipped.jsonl`` and ``kvideo.validate``'s blocklist name),
@@ -89,6 +90,7 @@ from kvideo.data.datasets.listing_cache import cached_listing
 from kvideo.data.datasets.shard_locations import SHARD_SUFFIX, shard_files
 from kvideo.data.remote import LISTING_BLOCK, filesystem, is_url
 from kvideo.data.rows import ClipRow, Stamp
+from kvideo.decode.image import IMAGE_SUFFIXES
 from kvideo.registry import DATASETS
 
 if TYPE_CHECKING:
@@ -98,6 +100,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
+# A sample whose visual is a picture (image-text shards such as LAION's): a one-frame clip.
+IMAGE_EXTENSIONS = tuple(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
+VISUAL_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
 CAPTION_EXTENSION = "txt"
 # video2dataset writes the caption into <key>.json as well; it is read when there is no .txt.
 METADATA_EXTENSION = "json"
@@ -230,7 +235,7 @@ def _row(
     duplicate: str,
     warnings: list[str],
 ) -> ClipRow:
-    video = next((fields[ext][0] for ext in fields if ext in VIDEO_EXTENSIONS), None)
+    video = next((fields[ext][0] for ext in fields if ext in VISUAL_EXTENSIONS), None)
     caption = _caption(fields)
     if video is None:
         path = f"{shard}#{key}"
