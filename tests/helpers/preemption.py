@@ -89,3 +89,20 @@ def train_killed_at(cfg: Any, run_dir: Path, at_forward: int, env: dict[str, str
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})},
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """``{step: loss}`` of a run's training windows in ``metrics.jsonl``."""
+    from kvideo.train.metrics import read_jsonl
+
+    return {r["step"]: r["loss"] for r in read_jsonl(run_dir / "metrics.jsonl") if "split" not in r}
+
+
+def assert_resumed_exactly(run_dir: Path, reference: Path, steps: int) -> None:
+    """The resumed run logged every step once, each with the uninterrupted run's loss."""
+    import pytest
+
+    got, want = train_losses(run_dir), train_losses(reference)
+    assert sorted(got) == list(range(1, steps + 1))
+    for step, loss in want.items():
+        assert got[step] == pytest.approx(loss, abs=1e-5), step

@@ -19,7 +19,7 @@ from kvideo.train import train
 from kvideo.train.metrics import read_jsonl
 from tests.helpers.cli import run_train
 from tests.helpers.configs import MAX_STEPS, TINY_CLI_OVERRIDES, tiny_config
-from tests.helpers.preemption import train_killed_at
+from tests.helpers.preemption import assert_resumed_exactly, train_killed_at
 from tests.helpers.shards import clip_bytes, sample, write_corpus, write_shard
 
 pytestmark = pytest.mark.slow  # trains a model
@@ -113,14 +113,7 @@ def test_a_mixture_run_killed_mid_epoch_resumes_on_exactly_the_samples_of_an_uni
     train_killed_at(mixture_config(roots), run_dir, 9)
     final = train(mixture_config(roots, num_workers=2), run_dir)
     assert final["status"] == "completed" and final["resumed_from"] == 3
-
-    def losses(folder: Path) -> dict[int, float]:
-        return {r["step"]: r["loss"] for r in read_jsonl(folder / "metrics.jsonl") if "split" not in r}
-
-    got, want = losses(run_dir), losses(tmp_path / "reference")
-    assert sorted(got) == list(range(1, MAX_STEPS + 1))
-    for step, loss in want.items():
-        assert got[step] == pytest.approx(loss, abs=1e-5), step
+    assert_resumed_exactly(run_dir, tmp_path / "reference", MAX_STEPS)
     for name in ("clips", "shards"):
         assert final["sources"][name]["seen"] == expected["sources"][name]["seen"], name
         assert final["sources"][name]["skipped"] == expected["sources"][name]["skipped"], name

@@ -22,10 +22,9 @@ from kvideo.data.datasets.webdataset import _open, list_shard
 from kvideo.data.rows import video_source
 from kvideo.model import spec
 from kvideo.train import train
-from kvideo.train.metrics import read_jsonl
 from tests.helpers.cli import run_train
 from tests.helpers.configs import MAX_STEPS, TINY_CLI_OVERRIDES, tiny_config
-from tests.helpers.preemption import build_model_acting_at, train_killed_at
+from tests.helpers.preemption import assert_resumed_exactly, build_model_acting_at, train_killed_at
 from tests.helpers.s3 import environment, s3_server
 from tests.helpers.shards import clip_bytes, sample, write_corpus, write_shard
 
@@ -130,14 +129,7 @@ def test_a_run_from_s3_killed_mid_epoch_resumes_on_exactly_the_batches_of_an_uni
     train_killed_at(_config(store["url"]), run_dir, 9, env=store["server"].env)
     final = train(config_from(OmegaConf.structured(_config(store["url"], num_workers=2))), run_dir)
     assert final["status"] == "completed" and final["resumed_from"] == 3
-
-    def losses(folder: Path) -> dict[int, float]:
-        return {r["step"]: r["loss"] for r in read_jsonl(folder / "metrics.jsonl") if "split" not in r}
-
-    got, want = losses(run_dir), losses(tmp_path / "reference")
-    assert sorted(got) == list(range(1, MAX_STEPS + 1))
-    for step, loss in want.items():
-        assert got[step] == pytest.approx(loss, abs=1e-5), step
+    assert_resumed_exactly(run_dir, tmp_path / "reference", MAX_STEPS)
     assert final["skipped"] == expected["skipped"]
 
 
