@@ -82,3 +82,20 @@ def test_validation_interleaves_the_sources_each_in_file_order() -> None:
         layout=MixtureLayout(("a", "b"), (1.0, 0.0), (4, 2), (None, None)),
     )
     assert sampler.indices == order
+
+
+def test_a_changed_mixture_is_another_experiment_and_an_older_run_dir_has_none() -> None:
+    """``data.mixture`` is an identity key: a resume with other sources or weights is refused (the
+    order it resumes in would be another one); a run dir written before mixtures had no key, and
+    reads as no mixture."""
+    from kvideo.train.resume import identity_changes
+
+    video = {"dataset_type": "sample", "data_root": "", "dataset_name": "sample"}
+    source = {"name": "a", "dataset_type": "sample", "data_root": "/a", "weight": 1.0}
+    older = {"video": video, "data": {}}
+    plain = {"video": video, "data": {"mixture": []}}
+    mixed = {"video": video, "data": {"mixture": [source]}}
+    heavier = {"video": video, "data": {"mixture": [{**source, "weight": 2.0}]}}
+    assert identity_changes(older, plain) == {}
+    assert identity_changes(plain, mixed) == {"data.mixture": [[], [source]]}
+    assert identity_changes(mixed, heavier) == {"data.mixture": [[source], [{**source, "weight": 2.0}]]}
