@@ -47,11 +47,12 @@ S3_CLIENT = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts
 # The environment variables a store's client reads its endpoint and credentials from.
 CREDENTIALS = ("AWS_", "GOOGLE_", "GCS", "FSSPEC_")
 
-_down_until: dict[str, float] = {}
-_filesystems: dict[tuple[Any, ...], Any] = {}  # store -> monotonic time until which it is taken for down
+_down_until: dict[str, float] = {}  # store -> monotonic time until which it is taken for down
+_filesystems: dict[tuple[Any, ...], Any] = {}  # (protocol, process, credentials) -> filesystem
 
 
 def protocol(url: str) -> str:
+    """``s3`` of ``s3://bucket/key``."""
     return url.partition("://")[0].lower()
 
 

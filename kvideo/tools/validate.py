@@ -42,6 +42,7 @@ from kvideo.config.compose import CONFIG_DIR_ENV, ConfigDirNotFound, compose_con
 from kvideo.data.blocklist import BLOCKLIST_NAME, write_blocklist
 from kvideo.data.mixture import mixture_rows
 from kvideo.data.rows import ClipRow
+from kvideo.decode.image import IMAGE_SUFFIXES
 from kvideo.errors import one_line
 from kvideo.files import open_new, write_text_atomic
 from kvideo.preflight.frames import frame_resize
@@ -82,6 +83,8 @@ VIDEO_SUFFIXES = (
     ".wmv",
     ".3gp",
 )
+# A bare folder's pictures are probed too: training reads them as one-frame clips.
+MEDIA_SUFFIXES = VIDEO_SUFFIXES + IMAGE_SUFFIXES
 
 
 def split_paths(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
@@ -97,9 +100,9 @@ def split_paths(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 
 def path_files(paths: Sequence[Path]) -> list[ClipRow]:
-    """One row per video file of ``paths``: a file as given (whatever its suffix), a folder's files
-    with a video suffix, recursively, in sorted order; symbolic links are not followed (a link
-    loop cannot hang the scan), and a file listed twice is probed once."""
+    """One row per video or picture file of ``paths``: a file as given (whatever its suffix), a
+    folder's files with a video or picture suffix, recursively, in sorted order; symbolic links
+    are not followed (a link loop cannot hang the scan), and a file listed twice is probed once."""
     found: dict[str, ClipRow] = {}
     for path in paths:
         if path.is_file():
@@ -108,7 +111,7 @@ def path_files(paths: Sequence[Path]) -> list[ClipRow]:
             files = []
             for folder, dirs, names in os.walk(path, followlinks=False):
                 dirs.sort()
-                files += [Path(folder) / n for n in sorted(names) if Path(n).suffix.lower() in VIDEO_SUFFIXES]
+                files += [Path(folder) / n for n in sorted(names) if Path(n).suffix.lower() in MEDIA_SUFFIXES]
         for file in files:
             absolute = str(file.resolve())
             found.setdefault(absolute, ClipRow(path=absolute, caption="", clip_id=absolute))
@@ -288,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if paths and not files:
         print(
             f"kvideo.validate: no video files in {', '.join(map(str, paths))} (looked for "
-            f"{', '.join(VIDEO_SUFFIXES)})",
+            f"{', '.join(MEDIA_SUFFIXES)})",
             file=sys.stderr,
         )
         return 2

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from kvideo.config.compose import ConfigDirNotFound, find_config_dir
 from kvideo.data.blocklist import BLOCKLIST_NAME
@@ -223,15 +224,18 @@ def test_cli_scans_a_bare_folder_of_clips_recursively_and_a_single_file(tmp_path
     bad = clips / "deeper" / "broken.mp4"
     bad.write_bytes(b"not a video at all")
     (clips / "notes.txt").write_text("not a clip")
+    picture = clips / "deeper" / "still.png"
+    Image.new("RGB", (40, 24), (200, 10, 10)).save(picture)  # probed as training reads it: one frame
+    good.append(str(picture))
     (clips / "loop").symlink_to(clips, target_is_directory=True)  # never followed
     out = tmp_path / "report"
     result = run_module(
         "kvideo.validate", str(clips), "--out", str(out), "--no-progress", "--frames", "2", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.startswith("kvideo.validate: 3 files (3 rows) in ")
+    assert result.stdout.startswith("kvideo.validate: 4 files (4 rows) in ")
     summary = json.loads((out / SUMMARY_NAME).read_text())
-    assert (summary["ok"], summary["bad"], summary["dataset_type"]) == (2, 1, "files")
+    assert (summary["ok"], summary["bad"], summary["dataset_type"]) == (3, 1, "files")
     records = {r["path"]: r for r in map(json.loads, (out / REPORT_NAME).read_text().splitlines())}
     assert set(records) == {str(Path(g).resolve()) for g in good} | {str(bad.resolve())}
     assert str(bad.resolve()) in (out / BLOCKLIST_NAME).read_text()
@@ -243,6 +247,7 @@ def test_cli_scans_a_bare_folder_of_clips_recursively_and_a_single_file(tmp_path
     empty.mkdir()
     none = run_module("kvideo.validate", str(empty), "--out", str(tmp_path / "none"), cwd=tmp_path)
     assert none.returncode == 2 and none.stderr.startswith(f"kvideo.validate: no video files in {empty} ")
+    assert ".png" in none.stderr  # pictures are looked for too
 
 
 def test_cli_refuses_an_out_folder_under_a_regular_file_in_one_line(tmp_path: Path) -> None:
