@@ -63,9 +63,14 @@ class MixtureLayout:
         """The index of each source's first row."""
         return np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
 
+    @functools.cached_property
+    def ends(self) -> np.ndarray:
+        """The index after each source's last row (kept: ``source_of`` runs for every item)."""
+        return np.cumsum(self.sizes)
+
     def source_of(self, index: int) -> int:
         """The source holding row ``index``."""
-        return int(np.searchsorted(np.cumsum(self.sizes), index, side="right"))
+        return int(np.searchsorted(self.ends, index, side="right"))
 
     def order(self, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
         """One epoch's visiting order (the module docstring gives the rules)."""
@@ -146,7 +151,7 @@ def mixture_rows(
         names.append(source.name)
         weights.append(source.weight)
         sizes.append(len(listed))
-        shards.append(shard_layout(list(listed), data.shuffle_buffer))
+        shards.append(shard_layout(listed, data.shuffle_buffer))
     layout = MixtureLayout(tuple(names), tuple(weights), tuple(sizes), tuple(shards))
     return ListedRows(rows, left_out), layout
 

@@ -78,3 +78,18 @@ def write_corpus(folder: str | Path, sizes: Iterable[int], *, first: int = 0, pr
             n += 1
         paths.append(write_shard(Path(folder) / f"{k:05d}.tar", samples))
     return paths
+
+
+# What a failed download leaves where a video should be.
+BROKEN = b"<html><body>404 Not Found</body></html>\n" * 8
+
+
+def write_split_corpus(root: Path) -> Path:
+    """``root/train``: 12 samples in two shards, the second's third sample a corrupt video
+    (``BROKEN``, counted ``unreadable``); ``root/val``: one shard of 4. Returns ``root``."""
+    write_corpus(root / "train", [6])
+    good = clip_bytes(1)
+    broken = [sample(f"b{i}", BROKEN if i == 2 else good, f"clip b{i}") for i in range(6)]
+    write_shard(root / "train" / "00001.tar", broken)
+    write_corpus(root / "val", [4], first=100, prefix="v")
+    return root

@@ -20,11 +20,9 @@ from kvideo.train.metrics import read_jsonl
 from tests.helpers.cli import run_train
 from tests.helpers.configs import MAX_STEPS, TINY_CLI_OVERRIDES, tiny_config
 from tests.helpers.preemption import assert_resumed_exactly, train_killed_at
-from tests.helpers.shards import clip_bytes, sample, write_corpus, write_shard
+from tests.helpers.shards import sample, write_corpus, write_shard, write_split_corpus
 
 pytestmark = pytest.mark.slow  # trains a model
-
-BROKEN = b"<html><body>404 Not Found</body></html>\n" * 8
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +31,7 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shard of 4; ``held_out``: a validation shard only (a weight-0 source); ``clips``: where the
     sample corpus is generated."""
     base = tmp_path_factory.mktemp("mixture")
-    shards = base / "shards"
-    write_corpus(shards / "train", [6])
-    good = clip_bytes(1)
-    write_shard(
-        shards / "train" / "00001.tar",
-        [sample(f"b{i}", BROKEN if i == 2 else good, f"clip b{i}") for i in range(6)],
-    )
-    write_corpus(shards / "val", [4], first=100, prefix="v")
+    shards = write_split_corpus(base / "shards")
     write_corpus(base / "held_out" / "val", [3], first=200, prefix="h")
     return {"shards": shards, "held_out": base / "held_out", "clips": base / "clips"}
 
@@ -124,34 +115,17 @@ def test_validate_scans_every_source_a_split_reads(roots: dict[str, Path], tmp_p
     with ``video.split=validation`` the weight-0 source's too."""
     from tests.helpers.cli import run_module
 
-    train = run_module(
-        "kvideo.validate",
-        mixture_override(roots),
-        "data.sample_train_clips=24",
-        "--out",
-        str(tmp_path / "train"),
-        "--no-progress",
-        "--frames",
-        "1",
-        cwd=tmp_path,
-    )
-    assert train.returncode == 0, train.stderr[-2000:]
-    summary = json.loads((tmp_path / "train" / "validate_summary.json").read_text())
-    assert (summary["files"], summary["bad"], summary["dataset_type"]) == (24 + 12, 1, "mixture")
-    held = run_module(
-        "kvideo.validate",
-        mixture_override(roots),
-        "data.sample_val_clips=4",
-        "video.split=validation",
-        "--out",
-        str(tmp_path / "val"),
-        "--no-progress",
-        "--frames",
-        "1",
-        cwd=tmp_path,
-    )
-    assert held.returncode == 0, held.stderr[-2000:]
-    assert json.loads((tmp_path / "val" / "validate_summary.json").read_text())["files"] == 4 + 4 + 3
+    def scanned(out: str, *overrides: str) -> dict[str, Any]:
+        args = ("--out", str(tmp_path / out), "--no-progress", "--frames", "1")
+        result = run_module("kvideo.validate", mixture_override(roots), *overrides, *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        summary: dict[str, Any] = json.loads((tmp_path / out / "validate_summary.json").read_text())
+        return summary
+
+    train = scanned("train", "data.sample_train_clips=24")
+    assert (train["files"], train["bad"], train["dataset_type"]) == (24 + 12, 1, "mixture")
+    held = scanned("val", "data.sample_val_clips=4", "video.split=validation")
+    assert held["files"] == 4 + 4 + 3
 
 
 def test_pictures_and_videos_train_together(roots: dict[str, Path], tmp_path: Path) -> None:

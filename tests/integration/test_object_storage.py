@@ -26,27 +26,13 @@ from tests.helpers.cli import run_train
 from tests.helpers.configs import MAX_STEPS, TINY_CLI_OVERRIDES, tiny_config
 from tests.helpers.preemption import assert_resumed_exactly, build_model_acting_at, train_killed_at
 from tests.helpers.s3 import environment, s3_server
-from tests.helpers.shards import clip_bytes, sample, write_corpus, write_shard
-
-BROKEN = b"<html><body>404 Not Found</body></html>\n" * 8
-
-
-def _corpus(root: Path) -> Path:
-    """12 training samples in two shards, one of them a corrupt video; 4 validation samples."""
-    write_corpus(root / "train", [6])
-    good = clip_bytes(1)
-    write_shard(
-        root / "train" / "00001.tar",
-        [sample(f"b{i}", BROKEN if i == 2 else good, f"clip b{i}") for i in range(6)],
-    )
-    write_corpus(root / "val", [4], first=100, prefix="v")
-    return root
+from tests.helpers.shards import clip_bytes, sample, write_shard, write_split_corpus
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A server holding the corpus in bucket ``corpus``, its environment set in this process."""
-    local = _corpus(tmp_path_factory.mktemp("corpus"))
+    local = write_split_corpus(tmp_path_factory.mktemp("corpus"))
     with s3_server() as server, environment(server.env):
         yield {"server": server, "url": server.upload(local, "corpus"), "local": local}
 
@@ -140,7 +126,7 @@ def test_a_server_stopped_mid_epoch_costs_counted_skips_not_the_run(
     """The server is killed at step 3; every later read fails. Each worker waits out the retry
     budget once, then fails fast while the store is down: the run ends, its skips counted."""
     with s3_server() as server, environment(server.env):
-        url = server.upload(_corpus(tmp_path / "corpus"), "gone")
+        url = server.upload(write_split_corpus(tmp_path / "corpus"), "gone")
         monkeypatch.setattr(spec, "build_model", build_model_acting_at(5, server.stop))
         cfg = _config(url, num_workers=1)
         cfg.data.remote_retry_s = 3.0

@@ -25,11 +25,9 @@ from kvideo.train.metrics import read_jsonl
 from tests.helpers.cli import run_module, run_train
 from tests.helpers.configs import MAX_STEPS, TINY_CLI_OVERRIDES, tiny_config
 from tests.helpers.paths import REPO
-from tests.helpers.shards import clip_bytes, sample, write_corpus, write_shard
+from tests.helpers.shards import BROKEN, clip_bytes, sample, write_corpus, write_shard
 
 pytestmark = pytest.mark.slow  # trains a model
-
-BROKEN = b"<html><body>404 Not Found</body></html>\n" * 8  # what a failed download leaves
 
 
 @pytest.fixture(scope="module")
