@@ -71,14 +71,16 @@ def require_token_budget(
     *,
     per_frame_name: str = "model.tokens_per_frame",
     context_name: str = "model.max_seq_len",
+    visuals: int = 1,
 ) -> None:
-    """``max_frames * tokens_per_frame + max_text_len`` tokens must fit the context, with the
-    arithmetic in the message."""
-    total = max_frames * tokens_per_frame + max_text_len
+    """``visuals * max_frames * tokens_per_frame + max_text_len`` tokens must fit the context,
+    with the arithmetic in the message (``visuals``: ``data.max_visuals``, named when above 1)."""
+    total = visuals * max_frames * tokens_per_frame + max_text_len
     if total > context:
+        clips, count = ("data.max_visuals * ", f"{visuals} * ") if visuals > 1 else ("", "")
         raise ValueError(
-            f"token budget exceeded: video.max_frames * {per_frame_name} + model.max_text_len "
-            f"= {max_frames} * {tokens_per_frame} + {max_text_len} = {total} "
+            f"token budget exceeded: {clips}video.max_frames * {per_frame_name} + model.max_text_len "
+            f"= {count}{max_frames} * {tokens_per_frame} + {max_text_len} = {total} "
             f"> {context_name} ({context})"
         )
 

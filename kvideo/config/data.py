@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from kvideo.config.checks import (
+    require_at_most,
     require_choice,
     require_finite,
     require_non_negative,
@@ -110,6 +111,10 @@ class DataConfig:
     remote_retry_s: how long a read of a shard in object storage (``s3://``, ``gs://``,
         ``https://``) is retried, with doubling pauses, before its sample is counted as
         ``unreadable`` (``kvideo.data.remote``); below ``decoder.timeout_s``, which it counts in.
+    max_visuals: the most videos and pictures one conversation record may hold, each bound to its
+        own placeholder (``kvideo.data.datasets.conversations``). A dataset's samples carry frame
+        slots for as many clips as its largest record holds; the compose-time token budget
+        counts this many, and a record with more is refused naming it.
     """
 
     tokenizer: str = ""
@@ -127,6 +132,7 @@ class DataConfig:
     mixture: list[MixtureSource] = field(default_factory=list)
     listing_cache: bool = True
     remote_retry_s: float = 20.0
+    max_visuals: int = 1
 
     @property
     def packed_row_tokens(self) -> int | None:
@@ -146,6 +152,8 @@ class DataConfig:
         require_non_negative("data.val_cache_mb", self.val_cache_mb)
         require_non_negative("data.batch_tokens", self.batch_tokens)
         require_non_negative("data.remote_retry_s", self.remote_retry_s)
+        require_positive("data.max_visuals", self.max_visuals)
+        require_at_most("data.max_visuals", self.max_visuals, 64, "each one is a clip's frames per sample")
         names = [source.name for source in self.mixture]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:

@@ -69,7 +69,13 @@ def check_cross_fields(cfg: KVideoConfig) -> None:
         )
     if model.hub_model:
         return  # the folders' geometry and the LM's own tokenizer are read by kvideo.preflight
-    require_token_budget(video.max_frames, model.tokens_per_frame, model.max_text_len, model.max_seq_len)
+    require_token_budget(
+        video.max_frames,
+        model.tokens_per_frame,
+        model.max_text_len,
+        model.max_seq_len,
+        visuals=cfg.data.max_visuals,
+    )
     if not cfg.data.tokenizer:  # byte-level: the count needs no file (a tokenizer.json is checked on load)
         require_caption_room(1 + len(video.prompt.encode("utf-8")), model.max_text_len, "byte-level")
     if video.frame_size % model.patch_size:

@@ -1,5 +1,7 @@
 """One manifest row -> one fixed-shape training sample; a bad video never raises. A row naming a
-picture (``kvideo.decode.image.is_image``) is a one-frame clip at time 0.
+picture (``kvideo.decode.image.is_image``) is a one-frame clip at time 0. A record with several
+visuals (``ClipRow.more_visuals``) is one sample of several clips, skipped whole when one of them
+does not decode.
 
 The dataset knows captions and rows, the decoder knows video files, the sampler knows
 timestamps: this module only wires them together, pads to ``max_frames`` and turns
@@ -23,7 +25,7 @@ from kvideo.data.tokenizer import IGNORE_INDEX, encode_row
 from kvideo.decode import build_decoder
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.image import decode_image, is_image
-from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder
+from kvideo.decode.types import ClipMeta, DecodedClip, VideoDecoder, VideoSource
 from kvideo.sampling import timestamps
 
 if TYPE_CHECKING:
@@ -84,6 +86,11 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
     before the last answer, ``kvideo.data.conversation``); a caption dataset's visual tokens
     come first, and its batches leave the keys out so the models take their plain path.
 
+    When some row holds several visuals, every item has ``visual_slots`` K (the most any row
+    holds) clips of ``max_frames`` slots: ``frames`` (K * F, ...), ``frame_mask`` / ``frame_times``
+    (K * F,), ``visual_at`` long (K,) (a row's unused slots at the text's end, no frame kept:
+    ``kvideo.model.sequence``) and ``frame_region`` (K, 4).
+
     ``on_device`` decoders (decord on GPU) return frames on the GPU; such a dataset must
     be read in the training process (see ``kvideo.data.loader``), never in forked workers.
 
@@ -123,6 +130,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self._text = [encode_row(tokenizer, row, video.prompt, settings.max_text_len) for row in rows]
         self._token_costs: list[int] | None = None
         self.conversational = tokenizer.captions_as_conversations or any(row.turns for row in rows)
+        self.visual_slots = max((row.visuals for row in rows), default=1)
         self.resize = settings.resize
         # keep_aspect pads with the vision part's mean colour (LLaVA's pad), which normalizes to ~0.
         mean = settings.statistics[0]
@@ -136,9 +144,13 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         if self._token_costs is None:
             settings = self.settings
             if settings.data.packing:
-                self._token_costs = [settings.visual_tokens + text.text_len for text in self._text]
+                self._token_costs = [
+                    settings.visual_tokens * row.visuals + text.text_len
+                    for row, text in zip(self.rows, self._text, strict=True)
+                ]
             else:
-                self._token_costs = [settings.padded_tokens] * len(self._text)
+                padded = settings.padded_tokens + (self.visual_slots - 1) * settings.visual_tokens
+                self._token_costs = [padded] * len(self._text)
         return self._token_costs
 
     def set_epoch(self, epoch: int) -> None:
@@ -156,24 +168,30 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             self._decoder_pid = os.getpid()
         return self._decoder
 
-    def _decode(self, index: int) -> DecodedClip:
+    def _decode(self, index: int) -> list[DecodedClip]:
+        """Row ``index``'s clips, in placeholder order; the first that fails raises."""
         row = self.rows[index]
-        if row.path in self.blocklist:
-            raise DecodeError("blocklisted", row.path)
+        for path in (row.path, *row.more_visuals):
+            if path in self.blocklist:
+                raise DecodeError("blocklisted", path)
         if index in self.crashed:
             raise DecodeError("worker_crash", row.path, "its decode killed two DataLoader workers")
         if self.in_flight is not None:
             self.in_flight.mark(index)
-        source = video_source(row, retry_s=self.settings.data.remote_retry_s)
+        first = self._decode_visual(index, video_source(row, retry_s=self.settings.data.remote_retry_s), row)
+        return [first, *(self._decode_visual(index, path) for path in row.more_visuals)]
+
+    def _decode_visual(self, index: int, source: VideoSource, row: ClipRow | None = None) -> DecodedClip:
+        """One clip or picture of row ``index`` (``row``: the row's own segment applies)."""
         size = self.settings.video.frame_size if self.resize.mode == "square" else self.resize
-        if is_image(row.path):  # a picture: one frame at time 0 (kvideo.decode.image)
+        if is_image(source if isinstance(source, str) else source.name):  # one frame at time 0
             return decode_image(source, size)
         return self.decoder.decode(
             source,
             partial(sample_timestamps, self.spec, self.epoch, index),
             size=size,
-            start=row.start,
-            end=row.end,
+            start=None if row is None else row.start,
+            end=None if row is None else row.end,
         )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -190,7 +208,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
                 self.in_flight.clear()
         return self._assemble(index, source, row, clip, skip_reason)
 
-    def _replacement(self, index: int) -> tuple[DecodedClip | None, int]:
+    def _replacement(self, index: int) -> tuple[list[DecodedClip] | None, int]:
         """The next decodable row after ``index`` (deterministic, so resume-safe)."""
         for step in range(1, min(MAX_REPLACEMENT_TRIES, len(self.rows)) + 1):
             candidate = (index + step) % len(self.rows)
@@ -201,28 +219,22 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         return None, index
 
     def _assemble(
-        self, index: int, source: int, row: ClipRow, clip: DecodedClip | None, skip_reason: str
+        self, index: int, source: int, row: ClipRow, clips: list[DecodedClip] | None, skip_reason: str
     ) -> dict[str, Any]:
-        max_frames = self.settings.video.max_frames
-        device = clip.frames.device if clip is not None else torch.device("cpu")
-        frames, region = self._canvas(clip, device)
-        frame_mask = torch.zeros(max_frames, dtype=torch.bool)
-        frame_times = torch.full((max_frames,), -1.0)
         text = self._text[source]
         labels = torch.tensor(text.labels, dtype=torch.long)
-        if clip is None:
+        if clips is None:
             labels.fill_(IGNORE_INDEX)  # nothing to learn from a slot without frames
-        else:
-            n = min(len(clip.times), max_frames)
-            top, left, h, w = region
-            frames[:n, top : top + h, left : left + w] = clip.frames[:n]
-            frame_mask[:n] = True
-            frame_times[:n] = torch.tensor(clip.times[:n])
+        frames, frame_mask, frame_times, regions = self._visual_frames(clips or [])
         extra: dict[str, Any] = {}
         if self.conversational:
-            extra.update(visual_at=text.visual_at, answer_at=text.answer_at)
+            places = text.every_visual_at
+            places += (len(text.input_ids),) * (self.visual_slots - len(places))  # unused: at the end
+            visual_at = places[0] if self.visual_slots == 1 else torch.tensor(places, dtype=torch.long)
+            extra.update(visual_at=visual_at, answer_at=text.answer_at)
         if self.resize.mode != "square":
-            extra["frame_region"] = torch.tensor(region, dtype=torch.long)
+            region = torch.tensor(regions, dtype=torch.long)
+            extra["frame_region"] = region[0] if self.visual_slots == 1 else region
         if self.mixture is not None:
             extra["source"] = self.mixture.names[self.mixture.source_of(source)]
         return {
@@ -238,6 +250,36 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             "path": row.path,
             "caption": self.rows[source].caption,
         }
+
+    def _visual_frames(
+        self, clips: list[DecodedClip]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, ...]]]:
+        """``(frames, frame_mask, frame_times, regions)`` of ``visual_slots`` clips of
+        ``max_frames`` slots, ``clips`` in the first ones (``_canvas``; with ``max_pixels`` every
+        clip's canvas is the largest one's, an unused slot's too)."""
+        max_frames = self.settings.video.max_frames
+        device = next((clip.frames.device for clip in clips), torch.device("cpu"))
+        placed = [self._canvas(clip, device) for clip in clips]
+        if self.resize.mode == "max_pixels" and len(placed) > 1:
+            height = max(canvas.shape[1] for canvas, _ in placed)
+            width = max(canvas.shape[2] for canvas, _ in placed)
+            pad = [(0, 0, 0, width - c.shape[2], 0, height - c.shape[1]) for c, _ in placed]
+            placed = [(torch.nn.functional.pad(c, p), r) for (c, r), p in zip(placed, pad, strict=True)]
+        while len(placed) < self.visual_slots:
+            if placed and self.resize.mode == "max_pixels":
+                empty = torch.zeros_like(placed[0][0])
+                placed.append((empty, (0, 0, *empty.shape[1:3])))
+            else:
+                placed.append(self._canvas(None, device))
+        frames = torch.cat([canvas for canvas, _ in placed])
+        frame_mask = torch.zeros(len(frames), dtype=torch.bool)
+        frame_times = torch.full((len(frames),), -1.0)
+        for k, (clip, (_, (top, left, h, w))) in enumerate(zip(clips, placed, strict=False)):
+            n, first = min(len(clip.times), max_frames), k * max_frames
+            frames[first : first + n, top : top + h, left : left + w] = clip.frames[:n]
+            frame_mask[first : first + n] = True
+            frame_times[first : first + n] = torch.tensor(clip.times[:n])
+        return frames, frame_mask, frame_times, [region for _, region in placed]
 
     def _canvas(self, clip: DecodedClip | None, device: torch.device) -> tuple[torch.Tensor, tuple[int, ...]]:
         """The (F, H, W, 3) frames the clip is placed in, and where (top, left, height, width).

@@ -4,10 +4,12 @@ Video instruction-tuning data (LLaVA-Video-178K, ShareGPT4Video, VideoChat) is a
 whose first user turn holds a ``<video>`` placeholder: the clip's visual tokens are spliced in
 there, and the loss is on the assistant turns only. Rules, checked by ``check_turns``:
 
-* exactly one ``<video>`` placeholder, in a user turn before the first assistant turn (every
-  answer is about the video); a conversation without one gets it at the start of its first user
-  turn (``"<video>\\n"`` prepended, LLaVA's convention), so a plain question-answer record works
-  as is;
+* one ``<video>`` placeholder per visual of the record (``check_turns``'s ``visuals``), each in a
+  user turn: the first before the first assistant turn (the first answer is about something
+  seen), the others before the last one (a later question may bring another clip or picture).
+  A one-visual conversation without a placeholder gets it at the start of its first user turn
+  (``"<video>\\n"`` prepended, LLaVA's convention), so a plain question-answer record works as
+  is;
 * at least one assistant turn, and no empty turn.
 
 How turns become text is the tokenizer's (``Tokenizer.conversation_pieces``): a Hugging Face LM's
@@ -21,16 +23,17 @@ merges with its neighbours into one token.
   ``-100`` outside the assistant turns (each assistant turn's target ends with the template's
   end-of-turn, or EOS: what the LM must learn to emit to stop).
 * ``visual_at``: how many text tokens precede the visual tokens (0 = the visual tokens come
-  first, the caption datasets' layout). The token right after the visual tokens is never a
-  target: the model scores text token ``i`` from text position ``i - 1``, which for that token
-  lies before the video (``kvideo.model.vlm`` explains why the last visual position predicts
-  nothing).
+  first, the caption datasets' layout); ``later_at``: the same for the record's further visuals,
+  in placeholder order (empty for one visual). The token right after each visual's tokens is
+  never a target: the model scores text token ``i`` from text position ``i - 1``, which for that
+  token lies before the visual (``kvideo.model.vlm`` explains why the last visual position
+  predicts nothing).
 * ``answer_at``: where the last assistant turn's target starts: ``input_ids[:answer_at]`` is the
   context an answer is generated after, and the last answer is the reference it is compared with.
 * ``text_len``: the tokens before the padding (what ``data.packing`` keeps, and what the runs
   count as real text tokens: the pad id may be a real token too, EOS for tokenizers without one).
-* Too long: cut at ``max_len`` from the end, as captions are; ``visual_at`` and ``answer_at``
-  are clamped to the cut.
+* Too long: cut at ``max_len`` from the end, as captions are; ``visual_at``, ``later_at`` and
+  ``answer_at`` are clamped to the cut.
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ class Encoded(NamedTuple):
     visual_at: int
     answer_at: int
     text_len: int
+    later_at: tuple[int, ...] = ()
+
+    @property
+    def every_visual_at(self) -> tuple[int, ...]:
+        """Each visual's place, in placeholder order."""
+        return (self.visual_at, *self.later_at)
 
 
 @dataclass(frozen=True)
@@ -76,9 +85,10 @@ class Piece:
 VIDEO = Piece(video=True)
 
 
-def check_turns(turns: Sequence[Turn]) -> tuple[Turn, ...]:
-    """``turns`` with the placeholder where it belongs (see the module docstring), or a
-    ``ValueError`` saying what is wrong (the caller adds the file and record)."""
+def check_turns(turns: Sequence[Turn], visuals: int = 1) -> tuple[Turn, ...]:
+    """``turns`` with the placeholders where they belong for a record of ``visuals`` clips or
+    pictures (see the module docstring), or a ``ValueError`` saying what is wrong (the caller
+    adds the file and record)."""
     if not turns:
         raise ValueError("no turns")
     for i, turn in enumerate(turns):
@@ -88,25 +98,32 @@ def check_turns(turns: Sequence[Turn]) -> tuple[Turn, ...]:
             raise ValueError(f"turn {i} ({turn.role}) is empty")
         if VIDEO_PLACEHOLDER in turn.text and turn.role != "user":
             raise ValueError(f"turn {i} ({turn.role}) holds {VIDEO_PLACEHOLDER}; only a user turn may")
-    if not any(turn.role == "assistant" for turn in turns):
+    answers = [i for i, turn in enumerate(turns) if turn.role == "assistant"]
+    if not answers:
         raise ValueError("no assistant turn (nothing to learn)")
-    count = sum(turn.text.count(VIDEO_PLACEHOLDER) for turn in turns)
-    if count > 1:
-        raise ValueError(f"{count} {VIDEO_PLACEHOLDER} placeholders; one video per record is supported")
-    first_answer = next(i for i, turn in enumerate(turns) if turn.role == "assistant")
-    if count == 1:
-        held = next(i for i, turn in enumerate(turns) if VIDEO_PLACEHOLDER in turn.text)
-        if held > first_answer:
-            raise ValueError(
-                f"{VIDEO_PLACEHOLDER} is in turn {held}, after the first assistant turn ({first_answer}); "
-                "it must come before every answer"
-            )
-        return tuple(turns)
-    first_user = next((i for i, turn in enumerate(turns) if turn.role == "user"), len(turns))
-    if first_user > first_answer:
-        raise ValueError(f"no user turn before the first assistant turn to hold {VIDEO_PLACEHOLDER}")
-    placed = Turn("user", f"{VIDEO_PLACEHOLDER}\n{turns[first_user].text}")
-    return (*turns[:first_user], placed, *turns[first_user + 1 :])
+    held = [i for i, turn in enumerate(turns) for _ in range(turn.text.count(VIDEO_PLACEHOLDER))]
+    if not held and visuals == 1:
+        first_user = next((i for i, turn in enumerate(turns) if turn.role == "user"), len(turns))
+        if first_user > answers[0]:
+            raise ValueError(f"no user turn before the first assistant turn to hold {VIDEO_PLACEHOLDER}")
+        placed = Turn("user", f"{VIDEO_PLACEHOLDER}\n{turns[first_user].text}")
+        return (*turns[:first_user], placed, *turns[first_user + 1 :])
+    if len(held) != visuals:
+        raise ValueError(
+            f"{len(held)} {VIDEO_PLACEHOLDER} placeholders for {visuals} visual(s); each placeholder "
+            "takes the record's next video or picture, so their numbers must match"
+        )
+    if held[0] > answers[0]:
+        raise ValueError(
+            f"{VIDEO_PLACEHOLDER} is in turn {held[0]}, after the first assistant turn ({answers[0]}); "
+            "the first must come before every answer"
+        )
+    if held[-1] > answers[-1]:
+        raise ValueError(
+            f"{VIDEO_PLACEHOLDER} is in turn {held[-1]}, after the last assistant turn ({answers[-1]}); "
+            "no answer would see it"
+        )
+    return tuple(turns)
 
 
 def split_placeholder(text: str, placeholder: str = VIDEO_PLACEHOLDER) -> list[str | None]:
@@ -126,20 +143,29 @@ def assemble(pieces: Sequence[Piece], max_len: int, pad_id: int) -> Encoded:
         raise ValueError(f"max_len must be >= 2 (got {max_len})")
     ids: list[int] = []
     labels: list[int] = []
-    visual_at = answer_at = -1
+    places: list[int] = []
+    answer_at = -1
     for piece in pieces:
         if piece.video:
-            visual_at = len(ids)
+            places.append(len(ids))
             continue
         if piece.target:
             answer_at = len(ids)
         ids.extend(piece.ids)
         labels.extend(piece.ids if piece.target else [IGNORE_INDEX] * len(piece.ids))
-    if visual_at < 0 or answer_at < 0:
+    if not places or answer_at < 0:
         raise ValueError("a conversation needs a video piece and a target piece")
     ids, labels = ids[:max_len], labels[:max_len]
-    visual_at, answer_at = min(visual_at, len(ids)), min(answer_at, len(ids))
-    if visual_at < len(labels):
-        labels[visual_at] = IGNORE_INDEX  # scored from before the video: never a target
+    places, answer_at = [min(at, len(ids)) for at in places], min(answer_at, len(ids))
+    for at in places:
+        if at < len(labels):
+            labels[at] = IGNORE_INDEX  # scored from before the visual: never a target
     pad = max_len - len(ids)
-    return Encoded(ids + [pad_id] * pad, labels + [IGNORE_INDEX] * pad, visual_at, answer_at, len(ids))
+    return Encoded(
+        ids + [pad_id] * pad,
+        labels + [IGNORE_INDEX] * pad,
+        places[0],
+        answer_at,
+        len(ids),
+        tuple(places[1:]),
+    )

@@ -59,6 +59,8 @@ class ClipRow:
     offset / size: Where the video's bytes lie in ``shard``.
     skip_reason: A ``SKIP_REASONS`` entry already known when listing (a shard sample without
         its caption or its video): the sample is counted under it and never decoded.
+    more_visuals: The record's further videos or pictures (absolute paths, whole files), bound in
+        order to its later placeholders (``kvideo.data.conversation``); ``path`` is its first.
     """
 
     path: str
@@ -72,6 +74,12 @@ class ClipRow:
     offset: int = 0
     size: int = 0
     skip_reason: str = ""
+    more_visuals: tuple[str, ...] = ()
+
+    @property
+    def visuals(self) -> int:
+        """How many clips or pictures the record holds."""
+        return 1 + len(self.more_visuals)
 
 
 def video_source(row: ClipRow, *, retry_s: float = 20.0) -> VideoSource:

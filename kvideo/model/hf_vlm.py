@@ -47,7 +47,7 @@ from kvideo.model.packing import (
     unpack_columns,
 )
 from kvideo.model.projector import FrameProjector
-from kvideo.model.sequence import splice, text_positions
+from kvideo.model.sequence import splice, text_positions, visual_count
 from kvideo.model.visual_tokens import VisualTokens
 
 if TYPE_CHECKING:
@@ -127,7 +127,13 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         sample's own are gathered.
         """
         per_clip, tokens, keys = self.rows_visual_tokens(
-            frames, frame_mask, frame_times, frame_region, visual=visual, clip_of_row=clip_of_row
+            frames,
+            frame_mask,
+            frame_times,
+            frame_region,
+            visual=visual,
+            clip_of_row=clip_of_row,
+            visuals=visual_count(visual_at),
         )
         embeds, mask, positions = self._inputs(tokens, keys, input_ids, visual_at)
         batch, length = input_ids.shape
@@ -187,11 +193,46 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         ``context_len`` and ``synced`` as in ``VideoLanguageModel.generate`` (transformers'
         ``synced_gpus``: every rank steps until all have stopped). Contexts of several lengths
         are left-padded for ``generate`` (``left_padded``), their padding masked, so positions,
-        which count only kept tokens, are each row's own."""
-        visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
+        which count only kept tokens, are each row's own. Rows with several visuals (``visual_at``
+        (B, K)) generate one at a time, each with its own visuals only: an empty block would sit at
+        the context's end, where ``generate`` reads the next token."""
+        visual, keys = self.visual_tokens(
+            frames, frame_mask, frame_times, frame_region, visual_count(visual_at)
+        )
+        if visual_at is not None and visual_at.dim() == 2:
+            lengths = (
+                [context_ids.shape[1]] * len(context_ids) if context_len is None else context_len.tolist()
+            )
+            return [
+                self._continue(
+                    *own_visuals(visual[b], keys[b], visual_at[b]),
+                    context_ids[b : b + 1, :n],
+                    None,
+                    max_new_tokens,
+                    stop_ids,
+                    synced,
+                )[0]
+                for b, n in enumerate(lengths)
+            ]
         text_keys = None
         if context_len is not None:
             context_ids, visual_at, text_keys = left_padded(context_ids, context_len, visual_at)
+        return self._continue(
+            visual, keys, visual_at, context_ids, text_keys, max_new_tokens, stop_ids, synced
+        )
+
+    def _continue(
+        self,
+        visual: Tensor,
+        keys: Tensor,
+        visual_at: Tensor | None,
+        context_ids: Tensor,
+        text_keys: Tensor | None,
+        max_new_tokens: int,
+        stop_ids: list[int],
+        synced: bool,
+    ) -> list[list[int]]:
+        """``generate`` of contexts with their visual tokens in place."""
         embeds, mask, _ = self._inputs(visual, keys, context_ids, visual_at, text_keys)
         out = self.lm.generate(
             inputs_embeds=embeds,
@@ -204,6 +245,20 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
             synced_gpus=synced,
         )
         return [until_eos(row, stop_ids) for row in out.tolist()]
+
+
+def own_visuals(visual: Tensor, keys: Tensor, visual_at: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One row's (V, D) tokens, (V,) keys and (K,) places -> its blocks that hold a key, as a
+    batch of one ``(tokens, keys, visual_at (1, K'))``."""
+    blocks = visual_at.shape[0]
+    held = keys.view(blocks, -1).any(dim=1)
+    held[0] = True  # a row whose visuals all failed keeps one (empty) block
+    width = visual.shape[-1]
+    return (
+        visual.view(blocks, -1, width)[held].reshape(1, -1, width),
+        keys.view(blocks, -1)[held].reshape(1, -1),
+        visual_at[held][None],
+    )
 
 
 def left_padded(ids: Tensor, lengths: Tensor, visual_at: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:

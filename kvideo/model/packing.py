@@ -172,9 +172,12 @@ def prefix_length(visual_at: Tensor | None, visual_len: int, real: Tensor) -> Te
 
 def prefix_text_agrees(input_ids: Tensor, visual_at: Tensor | None, clip_of_row: Tensor) -> bool:
     """Whether the rows of each clip have the same text before the video (what
-    ``shared_prefix_layout`` takes for granted: candidates of one prompt and template do)."""
+    ``shared_prefix_layout`` takes for granted: candidates of one prompt and template do); never
+    for rows with several visuals."""
     if visual_at is None:
         return True
+    if visual_at.dim() == 2:
+        return False  # several visual blocks: no one shared prefix
     seen: dict[int, tuple[int, ...]] = {}
     for row, (clip, at) in enumerate(zip(clip_of_row.tolist(), visual_at.tolist(), strict=True)):
         text = tuple(input_ids[row, :at].tolist())

@@ -107,11 +107,33 @@ class VisualTokens:
         frame_mask: Tensor,
         frame_times: Tensor | None,
         frame_region: Tensor | None = None,
+        visuals: int = 1,
     ) -> tuple[Tensor, Tensor]:
-        """``(visual tokens (B, V, D), keys (B, V))``: ``frames_to_visual_tokens`` of this model."""
-        return frames_to_visual_tokens(
-            self.vision, self.projector, frames, frame_mask, frame_times, frame_region, resize=self.resize
+        """``(visual tokens (B, V, D), keys (B, V))``: ``frames_to_visual_tokens`` of this model.
+
+        ``visuals`` K > 1 (records with several visuals, ``kvideo.model.sequence``): the frames
+        axis holds K clips of F / K frames each (``frame_region`` (B, K, 4)); each goes through
+        the vision part and the projector as a clip of its own (its own frame positions, times
+        and picture region), and the V tokens are their K blocks in order."""
+        if visuals == 1:
+            return frames_to_visual_tokens(
+                self.vision, self.projector, frames, frame_mask, frame_times, frame_region, resize=self.resize
+            )
+        batch = frames.shape[0]
+
+        def clips(values: Tensor) -> Tensor:
+            return values.reshape(batch * visuals, values.shape[1] // visuals, *values.shape[2:])
+
+        tokens, keys = frames_to_visual_tokens(
+            self.vision,
+            self.projector,
+            clips(frames),
+            clips(frame_mask),
+            None if frame_times is None else clips(frame_times),
+            None if frame_region is None else frame_region.flatten(0, 1),
+            resize=self.resize,
         )
+        return tokens.reshape(batch, -1, tokens.shape[-1]), keys.reshape(batch, -1)
 
     def rows_visual_tokens(
         self,
@@ -122,6 +144,7 @@ class VisualTokens:
         *,
         visual: tuple[Tensor, Tensor] | None,
         clip_of_row: Tensor | None,
+        visuals: int = 1,
     ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """What a forward reads for its text rows: ``(per_clip, tokens, keys)``.
 
@@ -129,9 +152,11 @@ class VisualTokens:
         then not run again); ``clip_of_row``: the clip each text row reads (None = row ``i``
         reads clip ``i``). ``per_clip`` is the forward's ``visual_tokens`` / ``visual_keys``
         outputs, per clip and detached: they are for scoring, and FSDP2 warns of a view of the
-        graph returned by an FSDP model.
+        graph returned by an FSDP model. ``visuals`` as in ``visual_tokens``.
         """
-        clip_tokens, clip_keys = visual or self.visual_tokens(frames, frame_mask, frame_times, frame_region)
+        clip_tokens, clip_keys = visual or self.visual_tokens(
+            frames, frame_mask, frame_times, frame_region, visuals
+        )
         per_clip = {"visual_tokens": clip_tokens.detach(), "visual_keys": clip_keys.detach()}
         if clip_of_row is None:
             return per_clip, clip_tokens, clip_keys

@@ -47,7 +47,7 @@ from kvideo.model.packing import (
     token_counts,
 )
 from kvideo.model.projector import FrameProjector
-from kvideo.model.sequence import splice
+from kvideo.model.sequence import splice, visual_count
 from kvideo.model.spec import first_component
 from kvideo.model.vision import TimmEncoder, ViTEncoder, build_vision
 from kvideo.model.visual_tokens import VisualTokens
@@ -123,7 +123,8 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         """``frames`` (B, F, 3, H, W) normalized float, ``frame_mask`` bool (B, F),
         ``input_ids`` / ``labels`` long (B, L), ``frame_times`` float (B, F) seconds (needed
         only with ``model.time_embedding``), ``visual_at`` long (B,) text tokens before the
-        visual tokens (None = none: ``[visual | text]``), ``frame_region`` long (B, 4) where the
+        visual tokens (None = none: ``[visual | text]``; (B, K) for K visuals per sample, the
+        frames axis then holding K clips: ``kvideo.model.sequence``), ``frame_region`` long (B, 4) where the
         picture is in padded frames (``video.resize=keep_aspect``; ``kvideo.model.regions``),
         ``text_len`` long (B,) each sample's text tokens before its padding (None = all).
         ``clip_of_row`` long (N,): the text rows (``input_ids`` (N, L) and the rest) are candidate
@@ -143,7 +144,13 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         (``kvideo.model.packing``), with the same results.
         """
         per_clip, tokens, keys = self.rows_visual_tokens(
-            frames, frame_mask, frame_times, frame_region, visual=visual, clip_of_row=clip_of_row
+            frames,
+            frame_mask,
+            frame_times,
+            frame_region,
+            visual=visual,
+            clip_of_row=clip_of_row,
+            visuals=visual_count(visual_at),
         )
         real = splice(real_text(input_ids, text_len), keys.to(torch.bool), visual_at)
         if (
@@ -190,7 +197,9 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         next token at its own length: what lies after it (padding, a longer row's tokens) is
         hidden by the causal mask, so a row generates what it would alone.
         """
-        visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region)
+        visual, keys = self.visual_tokens(
+            frames, frame_mask, frame_times, frame_region, visual_count(visual_at)
+        )
         batch, width = context_ids.shape
         lengths = torch.full((batch,), width, device=context_ids.device)
         if context_len is not None:

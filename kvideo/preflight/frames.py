@@ -79,10 +79,11 @@ def max_tokens_per_frame(video: VideoConfig, model: ModelConfig) -> int:
     return max(1, frame_resize(video, model).pixel_budget // (factor * factor))
 
 
-def padded_tokens(video: VideoConfig, model: ModelConfig) -> int:
-    """The most tokens one sample can bring, which is what a padded sample costs: ``video.max_frames``
-    frames of ``max_tokens_per_frame`` visual tokens, then ``model.max_text_len`` text tokens."""
-    return max_visual_tokens(video, model) + model.max_text_len
+def padded_tokens(video: VideoConfig, model: ModelConfig, visuals: int = 1) -> int:
+    """The most tokens one sample can bring, which is what a padded sample costs: ``visuals``
+    clips (``data.max_visuals``) of ``video.max_frames`` frames of ``max_tokens_per_frame`` visual
+    tokens, then ``model.max_text_len`` text tokens."""
+    return visuals * max_visual_tokens(video, model) + model.max_text_len
 
 
 def max_visual_tokens(video: VideoConfig, model: ModelConfig) -> int:

@@ -19,6 +19,7 @@ from kvideo.preflight.memory_terms import (
     HEADROOM,
     SHOWN_SHARE,
     Term,
+    batch_frames,
     format_bytes,
     frame_numbers,
     gpu_decoded_frames_term,
@@ -59,7 +60,7 @@ def token_budget_clips(cfg: KVideoConfig) -> int:
     """The fewest clips a ``data.batch_tokens`` batch holds: the budget over the most a clip can
     cost (``VideoClipDataset.token_costs``: visual tokens plus its text, or the padded length).
     The fewest, so that every term stays a lower bound."""
-    return max(1, cfg.data.batch_tokens // padded_tokens(cfg.video, cfg.model))
+    return max(1, cfg.data.batch_tokens // padded_tokens(cfg.video, cfg.model, cfg.data.max_visuals))
 
 
 @contextlib.contextmanager
@@ -134,7 +135,7 @@ def check_fits_on_gpu(
             terms.append(
                 Term(
                     "frames copied to the device",
-                    "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B",
+                    f"{batch_frames(cfg)} * video.frame_size^2 * 3 B",
                     f"{frame_numbers(sized)} * 3 B",
                     uint8_batch_bytes(sized),
                     FRAME_FIELDS,

@@ -85,8 +85,9 @@ class Term:
 
 
 def frames_per_batch(cfg: KVideoConfig) -> int:
-    """Frames in one batch: every clip is padded to ``video.max_frames``."""
-    return cfg.trainer.batch_size * cfg.video.max_frames
+    """Frames in one batch: every clip is padded to ``video.max_frames``, and a sample holds up to
+    ``data.max_visuals`` clips."""
+    return cfg.trainer.batch_size * cfg.data.max_visuals * cfg.video.max_frames
 
 
 def frame_pixels(cfg: KVideoConfig) -> int:
@@ -101,15 +102,28 @@ def uint8_batch_bytes(cfg: KVideoConfig) -> int:
     return frames_per_batch(cfg) * frame_pixels(cfg) * 3
 
 
+def batch_frames(cfg: KVideoConfig) -> str:
+    """The frames of one batch as a formula: each sample holds up to ``data.max_visuals`` clips
+    (named when above 1) of ``video.max_frames`` slots."""
+    visuals = " * data.max_visuals" if cfg.data.max_visuals > 1 else ""
+    return f"trainer.batch_size{visuals} * video.max_frames"
+
+
+def batch_frame_numbers(cfg: KVideoConfig) -> str:
+    """``batch_frames`` in numbers."""
+    visuals = f" * {cfg.data.max_visuals}" if cfg.data.max_visuals > 1 else ""
+    return f"{cfg.trainer.batch_size}{visuals} * {cfg.video.max_frames}"
+
+
 def frame_numbers(cfg: KVideoConfig) -> str:
-    return f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * {cfg.video.frame_size}^2"
+    return f"{batch_frame_numbers(cfg)} * {cfg.video.frame_size}^2"
 
 
 def loader_frames_term(cfg: KVideoConfig) -> Term:
     """uint8 batches on the host: with workers, each keeps ``PREFETCH_FACTOR`` batches ready
     while one trains; without, the one batch being trained."""
     workers = cfg.trainer.num_workers
-    base = "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B"
+    base = f"{batch_frames(cfg)} * video.frame_size^2 * 3 B"
     if workers:
         return Term(
             "frames in flight",
@@ -133,7 +147,7 @@ def gpu_decoded_frames_term(cfg: KVideoConfig) -> Term:
     batches = cfg.decoder.prefetch + 1
     return Term(
         "decoded frames on the device",
-        "trainer.batch_size * video.max_frames * video.frame_size^2 * 3 B * (decoder.prefetch + 1) batches",
+        f"{batch_frames(cfg)} * video.frame_size^2 * 3 B * (decoder.prefetch + 1) batches",
         f"{frame_numbers(cfg)} * 3 B * ({cfg.decoder.prefetch} + 1)",
         uint8_batch_bytes(cfg) * batches,
         FRAME_FIELDS + " or decoder.prefetch",
@@ -144,7 +158,7 @@ def normalized_frames_term(cfg: KVideoConfig) -> Term:
     """``normalize_frames`` turns the batch into float32 on the training device."""
     return Term(
         "normalized frames",
-        "trainer.batch_size * video.max_frames * 3 * video.frame_size^2 * 4 B",
+        f"{batch_frames(cfg)} * 3 * video.frame_size^2 * 4 B",
         f"{frame_numbers(cfg)} * 3 * 4 B",
         uint8_batch_bytes(cfg) * 4,
         FRAME_FIELDS,
@@ -177,9 +191,9 @@ def pretrained_vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> l
     return [
         Term(
             "vision tower activations",
-            f"trainer.batch_size * video.max_frames * (image_size / patch_size)^2 tokens * hidden_size "
+            f"{batch_frames(cfg)} * (image_size / patch_size)^2 tokens * hidden_size "
             f"* num_hidden_layers * {k} * {value_bytes} B (model.vision_path)",
-            f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * {tower.grid}^2 * {tower.width} "
+            f"{batch_frame_numbers(cfg)} * {tower.grid}^2 * {tower.width} "
             f"* {tower.depth} * {k} * {value_bytes} B",
             frames * tower.grid**2 * tower.width * tower.depth * k * value_bytes,
             FRAME_FIELDS + ", or freeze the tower (model.freeze=[vision])",
@@ -202,9 +216,9 @@ def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
     terms = [
         Term(
             "ViT activations",
-            f"trainer.batch_size * video.max_frames * (video.frame_size / model.patch_size)^2 tokens "
+            f"{batch_frames(cfg)} * (video.frame_size / model.patch_size)^2 tokens "
             f"* model.vision_width * model.vision_depth * {k} * {value_bytes} B",
-            f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * ({size} / {model.patch_size})^2 "
+            f"{batch_frame_numbers(cfg)} * ({size} / {model.patch_size})^2 "
             f"* {model.vision_width} * {model.vision_depth} * {k} * {value_bytes} B",
             frames * grid * grid * model.vision_width * model.vision_depth * k * value_bytes,
             FRAME_FIELDS + ", or raise model.patch_size",
@@ -215,8 +229,8 @@ def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
         terms.append(
             Term(
                 "conv stem activations",
-                f"trainer.batch_size * video.max_frames * {values} values * {value_bytes} B",
-                f"{cfg.trainer.batch_size} * {cfg.video.max_frames} * {values} * {value_bytes} B",
+                f"{batch_frames(cfg)} * {values} values * {value_bytes} B",
+                f"{batch_frame_numbers(cfg)} * {values} * {value_bytes} B",
                 frames * values * value_bytes,
                 FRAME_FIELDS,
             )
@@ -227,9 +241,10 @@ def vision_activation_terms(cfg: KVideoConfig, value_bytes: int) -> list[Term]:
 def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) -> list[Term]:
     """Blocks over ``[visual | text]``, the (B, 1, S, S) boolean attention mask, fp32 logits."""
     model, b = cfg.model, cfg.trainer.batch_size
-    seq = padded_tokens(cfg.video, model)
+    seq = padded_tokens(cfg.video, model, cfg.data.max_visuals)
     k = SAVED_VALUES_PER_TOKEN
-    seq_formula = "(video.max_frames * model.tokens_per_frame + model.max_text_len)"
+    visuals = "data.max_visuals * " if cfg.data.max_visuals > 1 else ""
+    seq_formula = f"({visuals}video.max_frames * model.tokens_per_frame + model.max_text_len)"
     width, depth, shape = model.lm_width, model.lm_depth, "model.lm_width * model.lm_depth"
     logit_positions, logit_formula = model.max_text_len, "model.max_text_len"
     if model.pretrained_parts:

@@ -55,4 +55,5 @@ def check_pretrained_parts(cfg: KVideoConfig) -> None:
         context,
         per_frame_name=per_frame_name,
         context_name=context_name,
+        visuals=cfg.data.max_visuals,
     )

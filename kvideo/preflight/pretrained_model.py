@@ -43,6 +43,12 @@ def check_pretrained_model(cfg: KVideoConfig) -> None:
             "can run code from the file; convert them to safetensors, or set "
             "model.allow_pickled_weights=true if you trust the folder"
         )
+    if cfg.data.max_visuals > 1:
+        raise ValueError(
+            f"data.max_visuals={cfg.data.max_visuals} with model=pretrained: a released VLM reads one "
+            "video per record here so far; use data.max_visuals=1, or model=hf_vlm for records with "
+            "several videos or pictures"
+        )
     if geometry.image_size:
         check_fixed_frame_size(cfg, geometry)
         return

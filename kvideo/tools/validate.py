@@ -119,8 +119,9 @@ def path_files(paths: Sequence[Path]) -> list[ClipRow]:
 
 
 def dataset_files(cfg: Any) -> tuple[list[ClipRow], int, dict[str, int]]:
-    """One row per distinct path (first-seen order) of ``video.split``'s rows, the row count, and
-    the rows the listing left out per reason (``ListedRows``: a WebVid video never downloaded)."""
+    """One row per distinct path (first-seen order) of ``video.split``'s rows, a record's further
+    visuals each as a row of its own, the row count, and the rows the listing left out per reason
+    (``ListedRows``: a WebVid video never downloaded)."""
     video, data = cfg.video, cfg.data
     rows: list[ClipRow]
     if data.mixture:  # the rows of the sources this split reads (as training lists them)
@@ -130,6 +131,8 @@ def dataset_files(cfg: Any) -> tuple[list[ClipRow], int, dict[str, int]]:
     first: dict[str, ClipRow] = {}
     for row in rows:
         first.setdefault(row.path, row)
+        for path in row.more_visuals:
+            first.setdefault(path, ClipRow(path=path, caption=row.caption, clip_id=row.clip_id))
     return list(first.values()), len(rows), dict(getattr(rows, "left_out", {}))
 
 

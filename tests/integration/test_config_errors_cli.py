@@ -103,6 +103,8 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["data.max_tokens_per_row=-1"], r"data\.max_tokens_per_row must be non-negative \(got -1\)"),
     (["data.batch_tokens=-5"], r"data\.batch_tokens must be non-negative \(got -5\)"),
+    (["data.max_visuals=0"], r"data\.max_visuals must be positive \(got 0\)"),
+    (["data.max_visuals=4"], r"token budget exceeded: data\.max_visuals \* video\.max_frames \* "),
     (["data.val_cache_mb=-1"], r"data\.val_cache_mb must be non-negative \(got -1\)"),
     (
         ["data.mixture=[{name:a,dataset_type:sample,weight:-1}]"],

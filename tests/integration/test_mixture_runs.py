@@ -129,8 +129,9 @@ def test_validate_scans_every_source_a_split_reads(roots: dict[str, Path], tmp_p
 
 
 def test_pictures_and_videos_train_together(roots: dict[str, Path], tmp_path: Path) -> None:
-    """An image-text shard source (``.jpg`` members, as LAION's) beside the video corpus: each
-    picture is a one-frame clip, none is skipped, and each source's validation is scored."""
+    """An image-text shard source (``.jpg`` members, as LAION's) and a folder of captioned pictures
+    (``image_folder``) beside the video corpus: each picture is a one-frame clip, none is
+    skipped, and each source's validation is scored."""
     import io
 
     import numpy as np
@@ -150,14 +151,22 @@ def test_pictures_and_videos_train_together(roots: dict[str, Path], tmp_path: Pa
         pictures / "val" / "00000.tar",
         [sample(f"q{i}", jpeg(i), f"a grey picture {i}", ext="jpg") for i in range(2)],
     )
+    folder = tmp_path / "folder"
+    for split, count in (("train", 6), ("validation", 2)):
+        (folder / split).mkdir(parents=True)
+        for i in range(count):
+            (folder / split / f"{i}.jpg").write_bytes(jpeg(i + 1))
+            (folder / split / f"{i}.txt").write_text(f"a grey picture {i + 1}")
     cfg = tiny_config(roots["clips"], val_every=0, max_steps=6, val_max_batches=0)
     cfg.video.data_root = ""
     cfg.data.mixture = [
         MixtureSource("clips", "sample", str(roots["clips"]), 1.0),
         MixtureSource("pictures", "webdataset", str(pictures), 1.0),
+        MixtureSource("folder", "image_folder", str(folder), 1.0),
     ]
     final = train(config_from(OmegaConf.structured(cfg)), tmp_path / "run")
     assert final["status"] == "completed"
     assert final["sources"]["pictures"]["seen"] > 0 and final["sources"]["pictures"]["skipped"] == 0
     assert final["skipped_total"] == 0
-    assert final["val_loss/pictures"] > 0 and final["val_loss/clips"] > 0
+    assert final["val_loss/pictures"] > 0 and final["val_loss/clips"] > 0 and final["val_loss/folder"] > 0
+    assert final["sources"]["folder"]["seen"] > 0 and final["sources"]["folder"]["skipped"] == 0

@@ -107,3 +107,74 @@ def test_a_bad_record_stops_the_cli_with_one_line_naming_the_file_and_record(tmp
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert f"conversations {bad} record 0: no assistant turn (nothing to learn)" in result.stderr
+
+
+def several_visuals(records: Path, out: Path) -> Path:
+    """``records`` rewritten so that each record holds its clip, the next record's clip and a
+    picture (``data.max_visuals=3``); the questions ask about the second clip."""
+    from PIL import Image
+
+    out.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(out / "still.png")
+    for name in ("train.jsonl", "validation.json"):
+        path = records / name
+        rows = read_jsonl(path) if name.endswith(".jsonl") else json.loads(path.read_text(encoding="utf-8"))
+        rewritten = []
+        for row, after in zip(rows, rows[1:] + rows[:1], strict=True):
+            turns = [dict(turn) for turn in after["conversations"]]
+            turns[0]["value"] = "<video> then <image> then <video>\nWhat colour is the last shape?"
+            videos = [str((records / row["video"]).resolve()), str((records / after["video"]).resolve())]
+            rewritten.append({"video": videos, "image": str(out / "still.png"), "conversations": turns})
+        (out / name).write_text(
+            "".join(json.dumps(r) + "\n" for r in rewritten)
+            if name.endswith(".jsonl")
+            else json.dumps(rewritten)
+        )
+    return out
+
+
+@pytest.mark.parametrize("family", ["builtin", "hf_vlm"])
+def test_records_of_several_videos_and_pictures_train_and_answer(
+    records: Path, tiny_hf_parts: tuple[Path, Path], tmp_path: Path, family: str
+) -> None:
+    corpus = several_visuals(records, tmp_path / "several")
+    if family == "builtin":
+        result = run_train(
+            "video/dataset=conversations",
+            f"video.data_root={corpus}",
+            *TINY_CLI_OVERRIDES,
+            "data.max_visuals=3",
+            "model.max_text_len=96",
+            "model.max_seq_len=320",
+            "trainer=debug",
+            "trainer.val_every=4",
+            "trainer.val_predictions=4",
+            f"hydra.run.dir={tmp_path}/run",
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        final = json.loads((tmp_path / "run" / "final.json").read_text())
+        probed = run_module(
+            "kvideo.validate",
+            "video/dataset=conversations",
+            f"video.data_root={corpus}",
+            *TINY_CLI_OVERRIDES,
+            "data.max_visuals=3",
+            "model.max_seq_len=320",
+            "--out",
+            str(tmp_path / "validate"),
+            cwd=tmp_path,
+        )
+        assert probed.returncode == 0, probed.stderr[-3000:]
+        assert "13 files (12 rows)" in probed.stdout  # every clip, and the picture once
+    else:
+        cfg = tiny_hf_config(corpus, *tiny_hf_parts, max_steps=4, val_every=4, val_predictions=2)
+        cfg.video.dataset_type = "conversations"
+        cfg.model.max_text_len = 96
+        cfg.data.max_visuals = 3
+        cfg.data.packing = True
+        final = train(cfg, tmp_path / "run")
+    assert final["status"] == "completed" and final["skipped_total"] == 0
+    val = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("split") == "validation"][-1]
+    assert val["val_loss"] > 0 and val["val_short_answers"] == (4 if family == "builtin" else 2)
+    assert {p["reference"] for p in read_jsonl(tmp_path / "run" / "predictions_val.jsonl")} <= ANSWERS

@@ -22,6 +22,7 @@ from kvideo.data.tokenizer import ByteTokenizer
 from kvideo.decode.errors import DecodeError
 from kvideo.decode.image import decode_image, is_image
 from kvideo.decode.types import VideoBytes
+from kvideo.registry import DATASETS
 from kvideo.resize import Resize
 from tests.helpers import videos as V
 from tests.helpers.configs import tiny_model
@@ -113,8 +114,9 @@ def test_conversation_records_may_hold_a_picture_and_a_bad_one_is_refused_naming
     assert [Path(r.path).name for r in rows] == ["a.png", "b.jpg"]
     assert rows[0].turns[0].text == "<video>\nWhat colour?" and rows[1].turns[0].text.startswith("<video>\n")
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"video": "a.mp4", "image": "b.png"}, "holds both 'video' and 'image'"),
-        ({"image": ["a.png", "b.png"]}, "'image' lists 2 pictures; one visual per record is supported"),
+        ({"video": "a.mp4", "image": "b.png"}, "0 <video> placeholder\\(s\\) for 1 path\\(s\\) in 'video'"),
+        ({"image": ["a.png", "b.png"]}, "1 <image> placeholder\\(s\\) for 2 path\\(s\\) in 'image'"),
+        ({"image": 5}, "'image' must be a path or a list of paths"),
         ({"image": "a.mp4"}, "'image' is 'a.mp4', expected a picture file"),
         ({}, "missing 'video' or 'image'"),
     ]
@@ -149,3 +151,42 @@ def test_a_manifest_of_pictures_and_videos_gives_one_frame_clips_beside_sampled_
     expected = decode_image(str(pic), 32).frames[0]
     assert torch.equal(still["frames"][0], expected) and not still["frames"][1:].any()
     assert bad["skip_reason"] == "unreadable" and not bad["frame_mask"].any()
+
+
+def test_a_folder_of_captioned_pictures_is_a_dataset_in_either_layout(tmp_path: Path) -> None:
+    sidecar = tmp_path / "sidecar"
+    for split, names in (("train", ["b.png", "a/c.jpg", "d.png"]), ("validation", ["e.png"])):
+        for name in names:
+            (sidecar / split / name).parent.mkdir(parents=True, exist_ok=True)
+            picture(sidecar / split / name)
+            if name != "d.png":
+                (sidecar / split / name).with_suffix(".txt").write_text(f"  caption of {name}\n")
+    (sidecar / "train" / "notes.md").write_text("not a picture")
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    picture(hf / "x.png")
+    (hf / "metadata.jsonl").write_text(json.dumps({"file_name": "x.png", "text": "a red and blue x"}) + "\n")
+    build = DATASETS.get("image_folder")
+
+    def rows(root: Path, split: str = "train") -> list[Any]:
+        return build(
+            VideoConfig(data_root=str(root), dataset_type="image_folder"),
+            DataConfig(),
+            split=split,
+            max_samples=0,
+        )
+
+    train = rows(sidecar)
+    assert [r.clip_id for r in train] == ["b.png", "d.png", "a/c.jpg"]  # files of a folder, then its folders
+    assert [r.caption for r in train] == ["caption of b.png", "", "caption of a/c.jpg"]
+    assert [r.skip_reason for r in train] == ["", "no_caption", ""]
+    assert [r.clip_id for r in rows(sidecar, "validation")] == ["e.png"]
+    (only,) = rows(hf, "validation")  # no split folders: every split reads the pictures
+    assert (only.path, only.caption) == (str(hf / "x.png"), "a red and blue x")
+    (hf / "metadata.jsonl").write_text(json.dumps({"file_name": "x.png", "label": 3}) + "\n")
+    with pytest.raises(
+        ValueError, match=r"metadata\.jsonl line 1: expected the caption under 'caption' or 'text'"
+    ):
+        rows(hf)
+    with pytest.raises(FileNotFoundError, match="no such folder of pictures"):
+        rows(tmp_path / "nowhere")

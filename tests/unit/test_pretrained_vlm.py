@@ -339,4 +339,8 @@ def test_folders_the_run_cannot_use_are_refused_in_one_line(
         r"the model's max_position_embeddings \(1024\)",
     ):
         preflight(config(folder, video={"frame_size": 224, "max_frames": 64}), memory=False)
+    several = config(folder)
+    several.data.max_visuals = 2
+    with pytest.raises(ValueError, match=r"^data\.max_visuals=2 with model=pretrained: .*model=hf_vlm"):
+        preflight(several, memory=False)
     preflight(config(folder), memory=False)

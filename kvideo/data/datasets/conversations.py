@@ -10,9 +10,12 @@ folder holding ``train.json[l]`` and ``validation.json[l]`` (or ``val.json[l]``)
 
 * ``video``: the file, relative to the records file's folder unless absolute; ``start`` / ``end``
   (seconds) optional; ``id`` optional (default ``<file name>:<record number>``).
-* ``image`` instead of ``video`` (a path, or a list of one, as LLaVA's records have it): a picture,
-  which the models read as a one-frame clip at time 0 (``kvideo.decode.image``); its ``<image>``
-  placeholder is the visual placeholder. A record holding both, or several pictures, is refused.
+* ``image`` (a path or a list, as LLaVA's records have it): pictures, which the models read as
+  one-frame clips at time 0 (``kvideo.decode.image``). ``video`` may be a list too. Each
+  ``<video>`` placeholder takes the record's next video, each ``<image>`` its next picture, so a
+  record may hold several of either or both, up to ``data.max_visuals``; numbers that do not match
+  are refused naming the record. One visual without a placeholder gets one (LLaVA's convention).
+  ``start`` / ``end`` are for a record of one video.
 * ``conversations``: turns in order; ``from`` is ``human`` / ``user``, ``gpt`` / ``assistant``
   or ``system`` (LLaVA's and Hugging Face's names), ``value`` the text. The ``<video>``
   placeholder and the other rules are ``kvideo.data.conversation``'s; the loss is on the
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -55,11 +59,11 @@ RECORD_SUFFIXES = (".jsonl", ".json")
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
-def read_conversations(path: str, max_samples: int = 0) -> list[ClipRow]:
+def read_conversations(path: str, max_samples: int = 0, max_visuals: int = 1) -> list[ClipRow]:
     """Rows of one records file, reading a JSONL file no further than the cap."""
     path = os.path.abspath(path)
     base = os.path.dirname(path)
-    rows = (_row(path, base, where, record) for where, record in _records(path))
+    rows = (_row(path, base, where, record, max_visuals) for where, record in _records(path))
     return take(rows, max_samples)
 
 
@@ -85,50 +89,72 @@ def _records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"record {index}", record
 
 
-def _visual(where: str, base: str, record: dict[str, Any]) -> tuple[str, bool]:
-    """``(path, is a picture)``: the record's ``video``, or its ``image`` (a path, or a list of
-    one path, as LLaVA's records have it)."""
-    video, image = record.get("video"), record.get("image")
-    if video is not None and image is not None:
-        raise ValueError(f"{where}: holds both 'video' and 'image'; one visual per record is supported")
-    if isinstance(image, list):
-        if len(image) != 1:
+def _paths(where: str, record: dict[str, Any], key: str) -> list[str]:
+    """The record's ``video`` or ``image`` entry as a list of paths (one path or a list)."""
+    value = record.get(key)
+    values = [] if value is None else value if isinstance(value, list) else [value]
+    for item in values:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"{where}: '{key}' must be a path or a list of paths (got {value!r})")
+    return values
+
+
+def _bound(where: str, record: dict[str, Any], turns: tuple[Turn, ...]) -> tuple[list[str], tuple[Turn, ...]]:
+    """``(the record's visuals in placeholder order, turns with one visual placeholder)``: each
+    ``<video>`` takes the next of ``video``, each ``<image>`` the next of ``image``."""
+    videos, images = _paths(where, record, "video"), _paths(where, record, "image")
+    if not videos and not images:
+        raise ValueError(f"{where}: missing 'video' or 'image' (the clip's or picture's path)")
+    for picture in images:
+        if not is_image(picture):
             raise ValueError(
-                f"{where}: 'image' lists {len(image)} pictures; one visual per record is supported"
+                f"{where}: 'image' is {picture!r}, expected a picture file ({', '.join(IMAGE_SUFFIXES)})"
             )
-        image = image[0]
-    value = video if image is None else image
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(
-            f"{where}: missing 'video' or 'image' (the clip's or picture's path, relative to {base})"
-        )
-    return value, image is not None
+    text = "".join(turn.text for turn in turns)
+    order = re.findall(f"{re.escape(VIDEO_PLACEHOLDER)}|{re.escape(IMAGE_PLACEHOLDER)}", text)
+    if not order and len(videos) + len(images) == 1:  # LLaVA's convention: check_turns places it
+        visuals = videos + images
+    else:
+        for key, placeholder, paths in (
+            ("video", VIDEO_PLACEHOLDER, videos),
+            ("image", IMAGE_PLACEHOLDER, images),
+        ):
+            if order.count(placeholder) != len(paths):
+                raise ValueError(
+                    f"{where}: {order.count(placeholder)} {placeholder} placeholder(s) for {len(paths)} "
+                    f"path(s) in '{key}'; each placeholder takes the next one, so the numbers must match"
+                )
+        queues = {VIDEO_PLACEHOLDER: iter(videos), IMAGE_PLACEHOLDER: iter(images)}
+        visuals = [next(queues[placeholder]) for placeholder in order]
+    unified = tuple(Turn(t.role, t.text.replace(IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER)) for t in turns)
+    return visuals, unified
 
 
-def _row(path: str, base: str, place: str, record: dict[str, Any]) -> ClipRow:
+def _row(path: str, base: str, place: str, record: dict[str, Any], max_visuals: int) -> ClipRow:
     where = f"conversations {path} {place}"
-    video, picture = _visual(where, base, record)
-    if picture and not is_image(video):
+    visuals, turns = _bound(where, record, _turns(where, record.get("conversations")))
+    if len(visuals) > max_visuals:
         raise ValueError(
-            f"{where}: 'image' is {video!r}, expected a picture file ({', '.join(IMAGE_SUFFIXES)})"
+            f"{where}: holds {len(visuals)} visuals; data.max_visuals is {max_visuals} "
+            "(raise it to train on records with several videos or pictures)"
         )
-    turns = _turns(where, record.get("conversations"))
-    if picture:  # the picture's placeholder is the visual one (kvideo.data.conversation)
-        turns = tuple(Turn(t.role, t.text.replace(IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER)) for t in turns)
     try:
-        turns = check_turns(turns)
+        turns = check_turns(turns, len(visuals))
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
     start, end = segment_fields(record, where)
+    if len(visuals) > 1 and (start is not None or end is not None):
+        raise ValueError(f"{where}: 'start' / 'end' are for a record of one video ({len(visuals)} here)")
     clip_id = record.get("id")
     answer = next(turn.text for turn in reversed(turns) if turn.role == "assistant")
     return ClipRow(
-        path=resolve_against(base, video),
+        path=resolve_against(base, visuals[0]),
         caption=answer,
         start=start,
         end=end,
         clip_id=str(clip_id) if clip_id is not None else f"{os.path.basename(path)}:{place.split()[-1]}",
         turns=turns,
+        more_visuals=tuple(resolve_against(base, visual) for visual in visuals[1:]),
     )
 
 
@@ -160,4 +186,4 @@ def build_conversations(
             "(a .json/.jsonl records file, or a folder holding train.jsonl / validation.jsonl)"
         )
     records = resolve_split_file(video.data_root, split, RECORD_SUFFIXES, kind="conversations")
-    return read_conversations(records, max_samples)
+    return read_conversations(records, max_samples, data.max_visuals)
