@@ -13,7 +13,8 @@ in front, and its ``save_pretrained`` writes the export. Per batch this module:
   the frames themselves, ``pooled_frame_inputs``; SmolVLM2 and InternVL3: each frame an image,
   ``frame_image_inputs``);
 * splices ``<|vision_start|>``, one ``<|video_pad|>`` per merged patch and ``<|vision_end|>`` into
-  the text at ``visual_at`` (Qwen3-VL: around each temporal patch, after its time as text), where
+  the text at ``visual_at`` (each clip at its own, for records of several:
+  ``kvideo.model.record_clips``) (Qwen3-VL: around each temporal patch, after its time as text), where
   the chat template put the ``<video>`` placeholder (the rows are conversations:
   ``kvideo.data.tokenizer.encode_row``), which is what Qwen's processor does to the rendered
   template; labels there are ``-100``; SmolVLM2's and InternVL3's video is text around image
@@ -52,6 +53,7 @@ from kvideo.model.packing import (
     token_counts,
     unpack_columns,
 )
+from kvideo.model.record_clips import RecordClips, record_clips
 from kvideo.model.video_inputs import VideoInputs
 from kvideo.model.video_patches import group_times, qwen_video_patches, seconds_per_group
 from kvideo.model.video_text import internvl_video_text, smolvlm_video_text
@@ -195,30 +197,35 @@ class PretrainedVLM(nn.Module):
         self,
         input_ids: Tensor,
         labels: Tensor | None,
-        visual_at: Tensor,
+        visual_at: Tensor | list[int],
         blocks: list[list[int]] | list[str],
+        rows: list[int] | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """``input_ids`` (and ``labels``) with each clip's ``video_block`` at its ``visual_at``,
-        right-padded to the longest row (with the pad id; labels ``-100``), and each row's length
-        before that padding (B,). A block of text (SmolVLM2, InternVL3) goes in as text: see
-        ``retokenized``."""
-        rows, label_rows = [], []
-        for b, block in enumerate(blocks):
-            at = int(visual_at[b])
-            row_labels = None if labels is None else labels[b]
-            if isinstance(block, str):
-                row, row_labels = self.retokenized(input_ids[b], row_labels, at, block)
-            else:
+        """``input_ids`` (and ``labels``) with each clip's ``video_block`` at its ``visual_at``
+        in its row (``rows``: each clip's row, None = clip ``i`` in row ``i``), right-padded to
+        the longest row (with the pad id; labels ``-100``), and each row's length before that
+        padding (B,). A row's clips go in from its last, so each place still counts the text
+        before it. A block of text (SmolVLM2, InternVL3) goes in as text: see ``retokenized``."""
+        owners = list(range(len(blocks))) if rows is None else rows
+        places = [int(at) for at in visual_at]
+        id_rows, label_rows = [], []
+        for b in range(input_ids.shape[0]):
+            row, row_labels = input_ids[b], None if labels is None else labels[b]
+            for clip in reversed([c for c, owner in enumerate(owners) if owner == b]):
+                at, block = places[clip], blocks[clip]
+                if isinstance(block, str):
+                    row, row_labels = self.retokenized(row, row_labels, at, block)
+                    continue
                 block_ids = input_ids.new_tensor(block)
-                row = torch.cat([input_ids[b, :at], block_ids, input_ids[b, at:]])
+                row = torch.cat([row[:at], block_ids, row[at:]])
                 if row_labels is not None:
                     ignored = torch.full_like(block_ids, IGNORE_INDEX)
                     row_labels = torch.cat([row_labels[:at], ignored, row_labels[at:]])
-            rows.append(row)
+            id_rows.append(row)
             if row_labels is not None:
                 label_rows.append(row_labels)
-        ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)
-        lengths = torch.tensor([row.shape[0] for row in rows], device=ids.device)
+        ids = nn.utils.rnn.pad_sequence(id_rows, batch_first=True, padding_value=self.pad_id)
+        lengths = torch.tensor([row.shape[0] for row in id_rows], device=ids.device)
         if labels is None:
             return ids, None, lengths
         label_ids = nn.utils.rnn.pad_sequence(label_rows, batch_first=True, padding_value=IGNORE_INDEX)
@@ -259,30 +266,33 @@ class PretrainedVLM(nn.Module):
         text_len: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """As the other families' ``forward``; ``visual_at`` is required (every row is a
-        conversation). Padded, the padding after a row's text stays visible to the keys: the
-        causal mask hides it from every real token, as kvideo's other models do. Packed
-        (``max_tokens_per_row`` not None): ``packed_logits``."""
-        video = self.video_inputs(frames, frame_mask, frame_times, frame_region)
-        ids, spliced_labels, lengths = self.spliced(input_ids, labels, visual_at, video.blocks)
+        conversation; (B, K) for records of several visuals: ``record_clips``). Padded, the
+        padding after a row's text stays visible to the keys: the causal mask hides it from every
+        real token, as kvideo's other models do. Packed (``max_tokens_per_row`` not None):
+        ``packed_logits``."""
+        clips = record_clips(frames, frame_mask, frame_times, frame_region, visual_at, input_ids.shape[1])
+        video = self.video_inputs(clips.frames, clips.frame_mask, clips.frame_times, clips.frame_region)
+        ids, spliced_labels, lengths = self.spliced(input_ids, labels, clips.places, video.blocks, clips.rows)
         text_padding = input_ids.shape[1] - real_text(input_ids, text_len).sum(dim=1)
         real = torch.arange(ids.shape[1], device=ids.device)[None] < (lengths - text_padding)[:, None]
         if self.max_tokens_per_row is None:
             out = self.hf(**self.text_inputs(ids), **video.kwargs, use_cache=False)
             return {**with_loss(out.logits, spliced_labels), **token_counts(real, real.numel())}
         packed = pack_layout(real, self.max_tokens_per_row)
-        logits = self.packed_logits(ids, spliced_labels, video, packed)
+        logits = self.packed_logits(ids, spliced_labels, video, packed, clips)
         return {**with_loss(logits, spliced_labels), **token_counts(real, packed.computed)}
 
     def packed_logits(
-        self, ids: Tensor, labels: Tensor | None, video: VideoInputs, packed: PackedRows
+        self, ids: Tensor, labels: Tensor | None, video: VideoInputs, packed: PackedRows, clips: RecordClips
     ) -> Tensor:
         """(B, S, V) logits of the model run on the ``packed`` rows of the spliced ``ids`` (B, S):
         no attention mask, and position ids that restart at each sample, from which transformers
         builds the block-diagonal causal mask (or takes its flash-attention varlen path). Qwen's
         multimodal rope positions are the model's own for the padded rows (``get_rope_index``),
         packed beside them as its 4-row ``position_ids`` (text positions first) say. The video
-        arguments follow the samples' order in the rows. Logits are computed (``logits_to_keep``)
-        and returned only where a label is predicted (given ``labels``), 0 elsewhere."""
+        arguments follow the samples' order in the rows (each sample's ``clips`` in turn). Logits
+        are computed (``logits_to_keep``) and returned only where a label is predicted (given
+        ``labels``), 0 elsewhere."""
         batch, seq = ids.shape
         positions = torch.arange(seq, device=ids.device).expand(batch, seq)
         packed_ids = pack(ids, packed).masked_fill(packed.segment < 0, self.pad_id)
@@ -304,7 +314,8 @@ class PretrainedVLM(nn.Module):
             predicting[:, :-1] = labels[:, 1:] != IGNORE_INDEX
         slot = slots_of(positions, packed).masked_fill(~predicting, -1)
         keep = columns_holding(slot, packed)
-        out = self.hf(**inputs, **video.in_order(sample_order(packed)), logits_to_keep=keep, use_cache=False)
+        video_kwargs = video.in_order(clips.in_rows(sample_order(packed)))
+        out = self.hf(**inputs, **video_kwargs, logits_to_keep=keep, use_cache=False)
         return unpack_columns(out.logits, keep, slot, packed)
 
     def qwen_model(self) -> Any:
@@ -341,16 +352,21 @@ class PretrainedVLM(nn.Module):
         row's context is its first ``context_len`` ids (None = all); rows of several lengths are
         left-padded after their video is spliced in, their padding masked, as a processor with
         ``padding_side="left"`` gives them to ``generate``."""
-        video = self.video_inputs(frames, frame_mask, frame_times, frame_region)
+        clips = record_clips(frames, frame_mask, frame_times, frame_region, visual_at, context_ids.shape[1])
+        video = self.video_inputs(clips.frames, clips.frame_mask, clips.frame_times, clips.frame_region)
         blocks = video.blocks
         if context_len is None:
-            ids, _, _ = self.spliced(context_ids, None, visual_at, blocks)
+            ids, _, _ = self.spliced(context_ids, None, clips.places, blocks, clips.rows)
             inputs = self.text_inputs(ids)
         else:
-            rows = [
-                self.spliced(context_ids[b : b + 1, :n], None, visual_at[b : b + 1], blocks[b : b + 1])[0][0]
-                for b, n in enumerate(context_len.tolist())
-            ]
+            rows = []
+            for b, n in enumerate(context_len.tolist()):
+                own = clips.of_row(b)
+                row_blocks: Any = [blocks[c] for c in own]
+                places = [min(clips.places[c], n) for c in own]
+                rows.append(
+                    self.spliced(context_ids[b : b + 1, :n], None, places, row_blocks, [0] * len(own))[0][0]
+                )
             ids = nn.utils.rnn.pad_sequence(
                 rows, batch_first=True, padding_value=self.pad_id, padding_side="left"
             )

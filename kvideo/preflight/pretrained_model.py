@@ -43,12 +43,6 @@ def check_pretrained_model(cfg: KVideoConfig) -> None:
             "can run code from the file; convert them to safetensors, or set "
             "model.allow_pickled_weights=true if you trust the folder"
         )
-    if cfg.data.max_visuals > 1:
-        raise ValueError(
-            f"data.max_visuals={cfg.data.max_visuals} with model=pretrained: a released VLM reads one "
-            "video per record here so far; use data.max_visuals=1, or model=hf_vlm for records with "
-            "several videos or pictures"
-        )
     if geometry.image_size:
         check_fixed_frame_size(cfg, geometry)
         return
@@ -65,15 +59,20 @@ def check_pretrained_model(cfg: KVideoConfig) -> None:
     markers = VIDEO_MARKERS
     if geometry.timestamps_as_text:
         markers = groups * (VIDEO_MARKERS + TIMESTAMP_TOKENS)
-    total = visual + markers + model.max_text_len
+    visuals = cfg.data.max_visuals
+    total = visuals * (visual + markers) + model.max_text_len
     context, context_name = smaller_context(geometry, model)
     if total > context:
-        raise ValueError(
-            f"token budget exceeded: ceil(video.max_frames / temporal_patch_size) * pixels / "
-            f"{geometry.factor}^2 + markers + model.max_text_len = "
+        formula, numbers = per_record(
+            visuals,
+            f"ceil(video.max_frames / temporal_patch_size) * pixels / {geometry.factor}^2 + markers",
             f"ceil({video.max_frames} / {geometry.temporal_patch_size}) * {area} / {geometry.factor}^2 "
-            f"+ {markers} + {model.max_text_len} = {total} > {context_name} ({context}); "
-            "lower video.max_frames, video.frame_size / video.max_pixels or model.max_text_len"
+            f"+ {markers}",
+        )
+        raise ValueError(
+            f"token budget exceeded: {formula} + model.max_text_len = {numbers} + {model.max_text_len} "
+            f"= {total} > {context_name} ({context}); lower video.max_frames, video.frame_size / "
+            "video.max_pixels, data.max_visuals or model.max_text_len"
         )
 
 
@@ -92,15 +91,27 @@ def check_fixed_frame_size(cfg: KVideoConfig, geometry: VideoVlmGeometry) -> Non
     per_frame, per_clip = geometry.tokens_per_frame, geometry.tokens_after_clip
     if geometry.frames_as_images:
         per_frame, per_clip = per_frame + FRAME_TEXT_TOKENS, INTRODUCTION_TOKENS
-    total = video.max_frames * per_frame + per_clip + model.max_text_len
+    visuals = cfg.data.max_visuals
+    total = visuals * (video.max_frames * per_frame + per_clip) + model.max_text_len
     context, context_name = smaller_context(geometry, model)
     if total > context:
+        formula, numbers = per_record(
+            visuals,
+            "video.max_frames * tokens per frame + tokens per clip",
+            f"{video.max_frames} * {per_frame} + {per_clip}",
+        )
         raise ValueError(
-            f"token budget exceeded: video.max_frames * tokens per frame + tokens per clip + "
-            f"model.max_text_len = {video.max_frames} * {per_frame} + {per_clip} + "
-            f"{model.max_text_len} = {total} > {context_name} ({context}); lower video.max_frames or "
+            f"token budget exceeded: {formula} + model.max_text_len = {numbers} + {model.max_text_len} "
+            f"= {total} > {context_name} ({context}); lower video.max_frames, data.max_visuals or "
             "model.max_text_len"
         )
+
+
+def per_record(visuals: int, formula: str, numbers: str) -> tuple[str, str]:
+    """A clip's tokens as a formula and in numbers, times ``data.max_visuals`` when above 1."""
+    if visuals == 1:
+        return formula, numbers
+    return f"data.max_visuals * ({formula})", f"{visuals} * ({numbers})"
 
 
 def smaller_context(geometry: VideoVlmGeometry, model: ModelConfig) -> tuple[int, str]:

@@ -15,6 +15,7 @@ from kvideo.train.run import train
 from tests.helpers.cli import run_eval, run_module, run_train
 from tests.helpers.configs import TINY_CLI_OVERRIDES, tiny_hf_config
 from tests.helpers.conversations import write_conversations
+from tests.helpers.pretrained_vlms import pretrained_cli_overrides
 
 pytestmark = pytest.mark.slow  # trains a model
 
@@ -133,12 +134,31 @@ def several_visuals(records: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("family", ["builtin", "hf_vlm"])
+@pytest.mark.parametrize("family", ["builtin", "hf_vlm", "pretrained"])
 def test_records_of_several_videos_and_pictures_train_and_answer(
-    records: Path, tiny_hf_parts: tuple[Path, Path], tmp_path: Path, family: str
+    records: Path, tiny_hf_parts: tuple[Path, Path], tiny_vlms: dict[str, Path], tmp_path: Path, family: str
 ) -> None:
+    """Records of two clips and a picture (``data.max_visuals=3``) train and are answered: the
+    builtin model through the CLI (and ``kvideo-validate`` probes every visual), ``hf_vlm`` packed,
+    and a released Qwen2.5-VL (``model=pretrained``) through the CLI."""
     corpus = several_visuals(records, tmp_path / "several")
-    if family == "builtin":
+    if family == "pretrained":
+        result = run_train(
+            "video/dataset=conversations",
+            f"video.data_root={corpus}",
+            *pretrained_cli_overrides(tiny_vlms["qwen2_5_vl"]),
+            "video.max_frames=4",
+            "data.max_visuals=3",
+            "model.max_text_len=96",
+            "trainer=debug",
+            "trainer.val_every=4",
+            "trainer.val_predictions=4",
+            f"hydra.run.dir={tmp_path}/run",
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        final = json.loads((tmp_path / "run" / "final.json").read_text())
+    elif family == "builtin":
         result = run_train(
             "video/dataset=conversations",
             f"video.data_root={corpus}",
@@ -176,5 +196,5 @@ def test_records_of_several_videos_and_pictures_train_and_answer(
         final = train(cfg, tmp_path / "run")
     assert final["status"] == "completed" and final["skipped_total"] == 0
     val = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("split") == "validation"][-1]
-    assert val["val_loss"] > 0 and val["val_short_answers"] == (4 if family == "builtin" else 2)
+    assert val["val_loss"] > 0 and val["val_short_answers"] == (2 if family == "hf_vlm" else 4)
     assert {p["reference"] for p in read_jsonl(tmp_path / "run" / "predictions_val.jsonl")} <= ANSWERS

@@ -339,8 +339,11 @@ def test_folders_the_run_cannot_use_are_refused_in_one_line(
         r"the model's max_position_embeddings \(1024\)",
     ):
         preflight(config(folder, video={"frame_size": 224, "max_frames": 64}), memory=False)
-    several = config(folder)
-    several.data.max_visuals = 2
-    with pytest.raises(ValueError, match=r"^data\.max_visuals=2 with model=pretrained: .*model=hf_vlm"):
+    several = config(folder, video={"frame_size": 224, "max_frames": 16})
+    several.data.max_visuals = 4
+    with pytest.raises(
+        ValueError,
+        match=r"data\.max_visuals \* \(ceil.* = 4 \* \(ceil\(16 / 2\) \* 50176 / 28\^2 \+ 2\) \+ 40",
+    ):
         preflight(several, memory=False)
     preflight(config(folder), memory=False)

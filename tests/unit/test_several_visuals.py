@@ -4,6 +4,7 @@ splice each clip's tokens at its own placeholder, and a sample's unused slots ch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,29 @@ import pytest
 import torch
 
 from kvideo.config import DataConfig, KVideoConfig, VideoConfig
+from kvideo.config.model import ModelConfig
 from kvideo.data.conversation import IGNORE_INDEX
 from kvideo.data.datasets.conversations import read_conversations
 from kvideo.data.loader import build_dataset, collate
 from kvideo.data.settings import ClipSettings
-from kvideo.data.tokenizer import ByteTokenizer, ChatTokenizer, encode_row
+from kvideo.data.tokenizer import ByteTokenizer, ChatTokenizer, build_tokenizer, encode_row
 from kvideo.model import build_model
+from kvideo.model.pretrained_build import build_pretrained_vlm
 from kvideo.model.sequence import splice, text_positions, visual_positions
 from tests.helpers import videos as V
 from tests.helpers.configs import tiny_hf_model, tiny_model
+from tests.helpers.pretrained_vlms import FRAME_SIDE, VLM_TYPES
 from tests.unit.test_images import picture
+from tests.unit.test_packing import (
+    FRAMES_VALID,
+    MAX_FRAMES,
+    TEXT_LEN,
+    TEXTS,
+    VIDEO_AT,
+    assert_packed_equals_one_at_a_time,
+    conversation_batch,
+    run,
+)
 
 TALK = [{"from": "human", "value": "<image> then <video>, and <image>?"}, {"from": "gpt", "value": "same"}]
 
@@ -191,3 +205,51 @@ def test_a_record_of_a_video_and_a_picture_is_one_sample_and_a_bad_visual_skips_
     assert bad["skip_reason"] == "unreadable" and (bad["labels"] == IGNORE_INDEX).all()
     batch = collate([both, single, bad])
     assert batch["visual_at"].shape == (3, 2) and batch["frames"].shape[:2] == (3, 8)
+
+
+def two_slot_batch(tokenizer: Any, side: int, equal_counts: bool) -> dict[str, torch.Tensor]:
+    """``test_packing``'s conversation batch with two clip slots a sample: samples 0, 2 and 3 hold
+    two clips (at different places), sample 1 one (its second slot unused, at the text's end)."""
+    first = conversation_batch(
+        tokenizer, TEXTS, [MAX_FRAMES] * 4 if equal_counts else FRAMES_VALID, VIDEO_AT, side=side
+    )
+    second = conversation_batch(
+        tokenizer, TEXTS, [MAX_FRAMES] * 4 if equal_counts else [2, 0, 1, 3], VIDEO_AT, side=side
+    )
+    second["frame_mask"][1] = False
+    batch = {key: first[key] for key in ("input_ids", "labels", "text_len")}
+    for key in ("frames", "frame_mask", "frame_times"):
+        batch[key] = torch.cat([first[key], second[key].flip(0)], dim=1)
+    batch["visual_at"] = torch.tensor([[0, 3], [2, TEXT_LEN], [5, 7], [1, 2]])
+    return batch
+
+
+@pytest.mark.parametrize("kind", VLM_TYPES)
+def test_a_released_vlm_reads_each_clip_at_its_place_packed_as_padded(
+    kind: str, tiny_vlms: dict[str, Path]
+) -> None:
+    """``model=pretrained`` (``kvideo.model.record_clips``): each record's clips become the model's
+    videos in reading order, each block at its own place; an unused slot is no clip at all (sample
+    1 equals itself with one visual); packed, the batch equals its samples one at a time, so the
+    video arguments follow the packed rows clip by clip."""
+    cfg = ModelConfig(
+        name="pretrained", family="pretrained", path=str(tiny_vlms[kind]), max_text_len=TEXT_LEN
+    )
+    cfg = dataclasses.replace(cfg, freeze=[])
+    tokenizer = build_tokenizer(DataConfig(), cfg)
+    data = two_slot_batch(tokenizer, 2 * FRAME_SIDE[kind], equal_counts=kind.startswith("llava"))
+    model = build_pretrained_vlm(cfg)
+    with torch.no_grad():
+        one = {key: value[1:2] for key, value in data.items()}
+        single = {**one, "visual_at": one["visual_at"][:, 0]}
+        for key in ("frames", "frame_mask", "frame_times"):
+            single[key] = one[key][:, :MAX_FRAMES]
+        torch.testing.assert_close(
+            run(model, one, visual_at=True)["nll"], run(model, single, visual_at=True)["nll"]
+        )
+    assert_packed_equals_one_at_a_time(model.train(), data, 0, visual_at=True, grad_scale=True)
+    if kind == "qwen2_5_vl":  # the text between the two blocks is the record's own
+        ids = model.spliced(data["input_ids"][:1], None, [0, 3], [[-1, -2], [-3, -4, -5]], [0, 0])[0][
+            0
+        ].tolist()
+        assert ids[:6] == [-1, -2, *data["input_ids"][0, :3].tolist(), -3]
