@@ -89,7 +89,9 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
     When some row holds several visuals, every item has ``visual_slots`` K (the most any row
     holds) clips of ``max_frames`` slots: ``frames`` (K * F, ...), ``frame_mask`` / ``frame_times``
     (K * F,), ``visual_at`` long (K,) (a row's unused slots at the text's end, no frame kept:
-    ``kvideo.model.sequence``) and ``frame_region`` (K, 4).
+    ``kvideo.model.sequence``) and ``frame_region`` (K, 4). With ``settings.marks_pictures``, where
+    some row names a picture, items also carry ``picture`` bool (per slot): which clips are
+    pictures (a released VLM reads them through its image route, ``kvideo.model.pretrained_vlm``).
 
     ``on_device`` decoders (decord on GPU) return frames on the GPU; such a dataset must
     be read in the training process (see ``kvideo.data.loader``), never in forked workers.
@@ -131,6 +133,9 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self._token_costs: list[int] | None = None
         self.conversational = tokenizer.captions_as_conversations or any(row.turns for row in rows)
         self.visual_slots = max((row.visuals for row in rows), default=1)
+        self.marks_pictures = settings.marks_pictures and any(
+            is_image(path) for row in rows for path in (row.path, *row.more_visuals)
+        )
         self.resize = settings.resize
         # keep_aspect pads with the vision part's mean colour (LLaVA's pad), which normalizes to ~0.
         mean = settings.statistics[0]
@@ -235,6 +240,12 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         if self.resize.mode != "square":
             region = torch.tensor(regions, dtype=torch.long)
             extra["frame_region"] = region[0] if self.visual_slots == 1 else region
+        if self.marks_pictures:  # which clips are pictures: a released VLM's image route reads them
+            visuals = (self.rows[source].path, *self.rows[source].more_visuals)
+            picture = torch.tensor(
+                [is_image(path) for path in visuals] + [False] * (self.visual_slots - len(visuals))
+            )
+            extra["picture"] = picture[0] if self.visual_slots == 1 else picture
         if self.mixture is not None:
             extra["source"] = self.mixture.names[self.mixture.source_of(source)]
         return {

@@ -26,7 +26,10 @@ class ClipSettings:
     resize: the rule frames are sized by (``kvideo.preflight.frames.frame_resize``).
     statistics: the vision part's pixel mean and std (``pixel_statistics``).
     visual_tokens: the most visual tokens one clip can give (``max_visual_tokens``).
-    padded_tokens: what one padded sample costs (``padded_tokens``)."""
+    padded_tokens: what one padded sample costs (``padded_tokens``).
+    marks_pictures: whether samples say which clips are pictures (``picture``): for a released
+        VLM (``model.path``), which reads them through its image route; the other families read a
+        picture as the one-frame clip it is."""
 
     video: VideoConfig
     data: DataConfig
@@ -38,6 +41,7 @@ class ClipSettings:
     statistics: Statistics
     visual_tokens: int
     padded_tokens: int
+    marks_pictures: bool = False
 
     @classmethod
     def of(cls, cfg: KVideoConfig) -> ClipSettings:
@@ -55,4 +59,5 @@ class ClipSettings:
             statistics=pixel_statistics(model),
             visual_tokens=max_visual_tokens(video, model),
             padded_tokens=padded_tokens(video, model),
+            marks_pictures=model.pretrained_model,
         )

@@ -53,12 +53,14 @@ from kvideo.model.packing import (
     token_counts,
     unpack_columns,
 )
+from kvideo.model.qwen_inputs import QwenClips, qwen_inputs
 from kvideo.model.record_clips import RecordClips, record_clips
 from kvideo.model.video_inputs import VideoInputs
-from kvideo.model.video_patches import group_times, qwen_video_patches, seconds_per_group
+from kvideo.model.video_patches import group_times
 from kvideo.model.video_text import internvl_video_text, smolvlm_video_text
 
 # transformers' modality ids (``ProcessorMixin.create_mm_token_type_ids``): 0 text, 1 image, 2 video
+IMAGE_TOKEN_TYPE = 1
 VIDEO_TOKEN_TYPE = 2
 
 
@@ -84,6 +86,7 @@ class PretrainedVLM(nn.Module):
         config: Any = hf.config
         # SmolVLM2 and InternVL3 have no video token in the model: their frames are images
         self.video_id = int(getattr(config, "video_token_id", None) or config.image_token_id)
+        self.image_id = int(getattr(config, "image_token_id", None) or -1)  # Qwen's picture route
         # Qwen's markers around a clip; LLaVA-OneVision has none (-1)
         self.start_id = int(getattr(config, "vision_start_token_id", None) or -1)
         self.end_id = int(getattr(config, "vision_end_token_id", None) or -1)
@@ -94,42 +97,24 @@ class PretrainedVLM(nn.Module):
     # ------------------------------------------------------------------ inputs
 
     def video_inputs(
-        self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor, frame_region: Tensor | None
+        self,
+        frames: Tensor,
+        frame_mask: Tensor,
+        frame_times: Tensor,
+        frame_region: Tensor | None,
+        pictures: list[bool] | None = None,
     ) -> VideoInputs:
-        """The model's video keyword arguments for a batch, and each clip's token ids in the text
-        (``video_block``), or for SmolVLM2 and InternVL3 its text."""
+        """The model's video (and image) keyword arguments for a batch of clips, and each clip's
+        token ids in the text (``video_block``), or for SmolVLM2 and InternVL3 its text.
+        ``pictures``: which clips are pictures, which Qwen reads through its image route
+        (``kvideo.model.qwen_inputs``); the other families read a picture as a one-frame video."""
         g = self.geometry
         if g.frames_as_images:
             return self.frame_image_inputs(frames, frame_mask, frame_times)
         if g.image_size:
             return self.pooled_frame_inputs(frames, frame_mask)
-        patches, grids, spans, blocks = [], [], [], []
-        for b in range(frames.shape[0]):
-            keep = frame_mask[b].to(torch.bool)
-            clip = frames[b][keep] if bool(keep.any()) else torch.zeros_like(frames[b][:1])
-            if frame_region is not None:
-                top, left, h, w = (int(v) for v in frame_region[b])
-                clip = clip[..., top : top + h, left : left + w]
-            flat, grid = qwen_video_patches(
-                clip,
-                patch_size=g.patch_size,
-                merge_size=g.merge_size,
-                temporal_patch_size=g.temporal_patch_size,
-            )
-            patches.append(flat)
-            grids.append(grid)
-            spans.append(seconds_per_group(frame_times[b][keep], g.temporal_patch_size))
-            blocks.append(self.video_block(grid, frame_times[b][keep]))
-        inputs = {
-            "pixel_values_videos": torch.cat(patches),
-            "video_grid_thw": torch.tensor(grids, dtype=torch.long, device=frames.device),
-        }
-        each = [1] * len(grids)
-        clip_rows = {"pixel_values_videos": [t * h * w for t, h, w in grids], "video_grid_thw": each}
-        if g.model_type == "qwen2_5_vl":
-            inputs["second_per_grid_ts"] = torch.tensor(spans, device=frames.device)
-            clip_rows["second_per_grid_ts"] = each
-        return VideoInputs(inputs, blocks, clip_rows)
+        clips = QwenClips(frames, frame_mask, frame_times, frame_region, pictures)
+        return qwen_inputs(clips, g, self.video_block, self.picture_block)
 
     def pooled_frame_inputs(self, frames: Tensor, frame_mask: Tensor) -> VideoInputs:
         """LLaVA-OneVision and LLaVA-NeXT-Video: ``pixel_values_videos`` (B, F, C, H, W), their
@@ -189,6 +174,12 @@ class PretrainedVLM(nn.Module):
             block += self._encode(f"<{stamp:.1f} seconds>")
             block += [self.start_id, *([self.video_id] * per_group), self.end_id]
         return block
+
+    def picture_block(self, grid: tuple[int, int, int]) -> list[int]:
+        """A picture's ids in Qwen's text: ``<|vision_start|>``, one ``<|image_pad|>`` per merged
+        patch, ``<|vision_end|>`` (no time: a picture has none)."""
+        count = grid[0] * grid[1] * grid[2] // self.geometry.merge_size**2
+        return [self.start_id, *([self.image_id] * count), self.end_id]
 
     def _encode(self, text: str) -> list[int]:
         return [int(i) for i in self.tokenizer.encode(text, add_special_tokens=False)]
@@ -264,14 +255,19 @@ class PretrainedVLM(nn.Module):
         visual_at: Tensor,
         frame_region: Tensor | None = None,
         text_len: Tensor | None = None,
+        picture: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """As the other families' ``forward``; ``visual_at`` is required (every row is a
         conversation; (B, K) for records of several visuals: ``record_clips``). Padded, the
         padding after a row's text stays visible to the keys: the causal mask hides it from every
         real token, as kvideo's other models do. Packed (``max_tokens_per_row`` not None):
         ``packed_logits``."""
-        clips = record_clips(frames, frame_mask, frame_times, frame_region, visual_at, input_ids.shape[1])
-        video = self.video_inputs(clips.frames, clips.frame_mask, clips.frame_times, clips.frame_region)
+        clips = record_clips(
+            frames, frame_mask, frame_times, frame_region, visual_at, input_ids.shape[1], picture
+        )
+        video = self.video_inputs(
+            clips.frames, clips.frame_mask, clips.frame_times, clips.frame_region, clips.pictures
+        )
         ids, spliced_labels, lengths = self.spliced(input_ids, labels, clips.places, video.blocks, clips.rows)
         text_padding = input_ids.shape[1] - real_text(input_ids, text_len).sum(dim=1)
         real = torch.arange(ids.shape[1], device=ids.device)[None] < (lengths - text_padding)[:, None]
@@ -304,7 +300,7 @@ class PretrainedVLM(nn.Module):
                 ids,
                 mm_token_type_ids=self.text_inputs(ids)["mm_token_type_ids"],
                 attention_mask=torch.ones_like(ids),  # as the padded forward's
-                **{k: v for k, v in video.kwargs.items() if k != "pixel_values_videos"},
+                **{k: v for k, v in video.kwargs.items() if not k.startswith("pixel_values")},
             )  # (3, B, S)
             packed_rope = pack(rope.permute(1, 2, 0), packed).permute(2, 0, 1)
             inputs["position_ids"] = torch.cat([inputs["position_ids"][None], packed_rope])
@@ -329,11 +325,12 @@ class PretrainedVLM(nn.Module):
         rope positions and silently falls back to 1-D ones."""
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         if self.geometry.model_type.startswith("qwen"):
-            inputs["mm_token_type_ids"] = (ids == self.video_id).to(torch.int32) * VIDEO_TOKEN_TYPE
+            types = (ids == self.video_id).to(torch.int32) * VIDEO_TOKEN_TYPE
+            inputs["mm_token_type_ids"] = types + (ids == self.image_id).to(torch.int32) * IMAGE_TOKEN_TYPE
         return inputs
 
     @torch.no_grad()
-    def generate(
+    def generate(  # noqa: PLR0913 (the families' one generate interface, plus ``picture``)
         self,
         frames: Tensor,
         frame_mask: Tensor,
@@ -346,14 +343,19 @@ class PretrainedVLM(nn.Module):
         max_new_tokens: int,
         stop_ids: list[int],
         synced: bool = False,
+        picture: Tensor | None = None,
     ) -> list[list[int]]:
         """Greedy answers after ``context_ids`` (a conversation up to its answer), through the
         model's own ``generate``, up to the first stop id (excluded). ``context_len`` (B,): each
         row's context is its first ``context_len`` ids (None = all); rows of several lengths are
         left-padded after their video is spliced in, their padding masked, as a processor with
         ``padding_side="left"`` gives them to ``generate``."""
-        clips = record_clips(frames, frame_mask, frame_times, frame_region, visual_at, context_ids.shape[1])
-        video = self.video_inputs(clips.frames, clips.frame_mask, clips.frame_times, clips.frame_region)
+        clips = record_clips(
+            frames, frame_mask, frame_times, frame_region, visual_at, context_ids.shape[1], picture
+        )
+        video = self.video_inputs(
+            clips.frames, clips.frame_mask, clips.frame_times, clips.frame_region, clips.pictures
+        )
         blocks = video.blocks
         if context_len is None:
             ids, _, _ = self.spliced(context_ids, None, clips.places, blocks, clips.rows)

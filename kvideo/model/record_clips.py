@@ -19,7 +19,8 @@ class RecordClips:
     """frames / frame_mask / frame_times / frame_region: per clip (N, ...), as a batch of one
     visual per sample is laid out.
     rows: the batch row each clip belongs to (N,), nondecreasing.
-    places: each clip's place in its row's text (N,), increasing within a row."""
+    places: each clip's place in its row's text (N,), increasing within a row.
+    pictures: which clips are pictures (N,), for the model's image route."""
 
     frames: Tensor
     frame_mask: Tensor
@@ -27,6 +28,7 @@ class RecordClips:
     frame_region: Tensor | None
     rows: list[int]
     places: list[int]
+    pictures: list[bool]
 
     def of_row(self, row: int) -> list[int]:
         """The clips of batch row ``row``, in order."""
@@ -44,14 +46,17 @@ def record_clips(
     frame_region: Tensor | None,
     visual_at: Tensor,
     text_width: int,
+    picture: Tensor | None = None,
 ) -> RecordClips:
     """The clips of a batch whose ``visual_at`` is (B,) (one each) or (B, K) (K slots each, the
     frames axis holding K clips). A slot placed at the text's end (``text_width``) is unused,
-    except a sample's first, which every sample has (``kvideo.data.clip_dataset``)."""
+    except a sample's first, which every sample has (``kvideo.data.clip_dataset``). ``picture``
+    (B,) or (B, K) bool: which slots hold pictures (None = none)."""
     batch = frames.shape[0]
+    flags = [False] * visual_at.numel() if picture is None else [bool(p) for p in picture.flatten().tolist()]
     if visual_at.dim() == 1:
         return RecordClips(
-            frames, frame_mask, frame_times, frame_region, list(range(batch)), visual_at.tolist()
+            frames, frame_mask, frame_times, frame_region, list(range(batch)), visual_at.tolist(), flags
         )
     slots = visual_at.shape[1]
     used = [
@@ -73,4 +78,5 @@ def record_clips(
         None if frame_region is None else frame_region.reshape(batch * slots, -1)[index],
         [row for row, _ in used],
         [int(visual_at[row, slot]) for row, slot in used],
+        [flags[i] for i in index],
     )
