@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -126,8 +128,9 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self.spec = SamplingSpec(
             video.sampling_policy, video.fps, video.min_frames, video.max_frames, settings.seed
         )
-        self._decoder: VideoDecoder | None = None
+        self._decoders: dict[int, VideoDecoder] = {}  # per thread of _decoder_pid
         self._decoder_pid = -1
+        self._streams: ThreadPoolExecutor | None = None
         # Tokenize once: texts never change, and workers inherit the result.
         self._text = [encode_row(tokenizer, row, video.prompt, settings.max_text_len) for row in rows]
         self._token_costs: list[int] | None = None
@@ -167,11 +170,32 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
 
     @property
     def decoder(self) -> VideoDecoder:
-        # Built per process: decoder objects own threads, which do not survive fork.
-        if self._decoder is None or self._decoder_pid != os.getpid():
-            self._decoder = build_decoder(self.settings.decoder, local_rank=self.local_rank)
-            self._decoder_pid = os.getpid()
-        return self._decoder
+        """This thread's decoder. Built per process (decoder objects own threads, which do not
+        survive fork) and per thread (each of a GPU decoder's ``decoder.streams`` holds its own)."""
+        if self._decoder_pid != os.getpid():
+            self._decoders, self._decoder_pid, self._streams = {}, os.getpid(), None
+        thread = threading.get_ident()
+        if thread not in self._decoders:
+            self._decoders[thread] = build_decoder(self.settings.decoder, local_rank=self.local_rank)
+        return self._decoders[thread]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for a spawned worker builds its own decoders (and thread pool) there."""
+        state = self.__dict__.copy()
+        state.update(_decoders={}, _decoder_pid=-1, _streams=None)
+        return state
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch's items (the DataLoader asks for them together): with ``decoder.streams`` > 1
+        and a decoder in this process (a GPU one), decoded ``streams`` at a time on threads of
+        their own, in order; otherwise one after the other, as ``__getitem__`` gives them."""
+        streams = self.settings.decoder.streams
+        if streams == 1 or not self.settings.decoder.decodes_on_gpu or len(indices) == 1:
+            return [self[i] for i in indices]
+        if self._decoder_pid != os.getpid() or self._streams is None:
+            self.decoder  # noqa: B018 (resets what a forked copy inherited)
+            self._streams = ThreadPoolExecutor(streams, thread_name_prefix="kvideo-decode")
+        return list(self._streams.map(self.__getitem__, indices))
 
     def _decode(self, index: int) -> list[DecodedClip]:
         """Row ``index``'s clips, in placeholder order; the first that fails raises."""

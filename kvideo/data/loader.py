@@ -33,6 +33,7 @@ from kvideo.data.rows import ClipRow
 from kvideo.data.sharding import ResumableRankSampler
 from kvideo.data.token_batches import TokenBudgetBatches
 from kvideo.data.watchdog import InFlight, WorkerSupervisor
+from kvideo.decode import build_decoder
 from kvideo.registry import DATASETS
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ def build_dataset(
     ``ClipSettings.of`` the run's config)."""
     video, data = settings.video, settings.data
     blocklist = read_blocklist(data.blocklist)  # first: a typo must not wait for a corpus build
+    if prefetches_in_process(settings.decoder):  # a GPU decoder this machine lacks: refused now
+        build_decoder(settings.decoder, local_rank=local_rank)
     cap = video.max_samples if split == "train" else video.val_max_samples
     mixture: MixtureLayout | None = None
     rows: list[ClipRow]

@@ -1,7 +1,7 @@
 """Decoders: path (or a file's bytes, ``VideoBytes``) + sampling function -> uint8 frames and
 their real display times.
 
-Importing this package registers ``decord_cpu``, ``decord_gpu`` and ``pyav_cpu`` in
+Importing this package registers ``decord_cpu``, ``decord_gpu``, ``pyav_cpu`` and ``nvdec`` in
 ``kvideo.registry.DECODERS`` and nothing heavier: torch, decord and PyAV are imported by
 the factories, because config validation imports this module and ``train.py --cfg job``
 must stay under a second.
@@ -34,6 +34,7 @@ __all__ = [
     "decode_at",
     "decord_cpu",
     "decord_gpu",
+    "nvdec",
     "pyav_cpu",
 ]
 
@@ -64,6 +65,17 @@ def pyav_cpu(cfg: DecoderConfig, *, local_rank: int = 0) -> VideoDecoder:
     from kvideo.decode.pyav_decoder import make_pyav_decoder
 
     return make_pyav_decoder(num_threads=cfg.num_threads, timeout_s=cfg.timeout_s)
+
+
+@DECODERS.register("nvdec")
+def nvdec(cfg: DecoderConfig, *, local_rank: int = 0) -> VideoDecoder:
+    """NVDEC through PyNvVideoCodec on ``cfg.device_id`` (``-1``: this process's ``local_rank``),
+    in the training process; frames stay on that CUDA device. Raises ``RuntimeError`` (one line
+    naming what is missing and the alternatives) here when the machine cannot decode with NVDEC."""
+    from kvideo.decode.nvdec_decoder import make_nvdec_decoder
+
+    device = cfg.device_id if cfg.device_id >= 0 else local_rank
+    return make_nvdec_decoder(device, num_threads=cfg.num_threads, timeout_s=cfg.timeout_s)
 
 
 def build_decoder(cfg: DecoderConfig, local_rank: int = 0) -> VideoDecoder:

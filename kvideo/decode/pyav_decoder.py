@@ -54,7 +54,9 @@ class _Stream:
     timeline: Timeline
 
 
-def _demux(container: Any, path: str) -> _Stream:
+def demux(container: Any, path: str) -> _Stream:
+    """Every packet of the video stream (decode order, in memory) and the display timeline of the
+    ones shown: a demux pass, no decoding (``kvideo.decode.display_index`` reads it too)."""
     stream = container.streams.video[0]
     tb = float(stream.time_base) if stream.time_base else 0.0
     packets: list[Any] = []
@@ -144,7 +146,7 @@ class PyAVDecoder(GuardedDecoder):
         path = source_name(source)
         container = self._open(source)
         try:
-            s = _demux(container, path)
+            s = demux(container, path)
             try:
                 segment = s.timeline.segment(start, end)
             except ValueError as e:
@@ -164,22 +166,7 @@ class PyAVDecoder(GuardedDecoder):
     # -- steps ---------------------------------------------------------------------------
 
     def _open(self, source: VideoSource) -> Any:
-        path = source_name(source)
-        try:
-            container = av.open(open_target(source), metadata_errors="ignore")
-        except Exception as e:  # av.error.InvalidDataError, OSError, UnicodeDecodeError...
-            raise DecodeError("unreadable", path, short_error(e)) from None
-        if not container.streams.video:
-            container.close()
-            raise DecodeError("no_video_stream", path, "container has no video stream")
-        ctx = container.streams.video[0].codec_context
-        if ctx is None:  # PyAV gives no codec context when FFmpeg has no decoder for the stream
-            container.close()
-            detail = "the video stream is there but cannot be opened as video (FFmpeg has no decoder for it)"
-            raise DecodeError("unreadable", path, detail)
-        ctx.thread_type = "SLICE"  # frame threading would apply skip_frame to the wrong packets
-        ctx.thread_count = max(1, self.num_threads)
-        return container
+        return open_video(source, self.num_threads)
 
     def _frames(
         self,
@@ -259,6 +246,28 @@ class PyAVDecoder(GuardedDecoder):
             if frame.pts in want and frame.pts not in got:
                 got[frame.pts] = _rgb(frame, size)
         return ""
+
+
+def open_video(source: VideoSource, num_threads: int = 1) -> Any:
+    """``source`` opened with PyAV for its video stream (slice threads only: frame threading
+    would apply ``skip_frame`` to the wrong packets), or the ``DecodeError`` a decoder reports
+    (``unreadable``, ``no_video_stream``)."""
+    path = source_name(source)
+    try:
+        container = av.open(open_target(source), metadata_errors="ignore")
+    except Exception as e:  # av.error.InvalidDataError, OSError, UnicodeDecodeError...
+        raise DecodeError("unreadable", path, short_error(e)) from None
+    if not container.streams.video:
+        container.close()
+        raise DecodeError("no_video_stream", path, "container has no video stream")
+    ctx = container.streams.video[0].codec_context
+    if ctx is None:  # PyAV gives no codec context when FFmpeg has no decoder for the stream
+        container.close()
+        detail = "the video stream is there but cannot be opened as video (FFmpeg has no decoder for it)"
+        raise DecodeError("unreadable", path, detail)
+    ctx.thread_type = "SLICE"
+    ctx.thread_count = max(1, num_threads)
+    return container
 
 
 def _rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:

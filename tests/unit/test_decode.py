@@ -24,12 +24,15 @@ import torch
 from kvideo.config.decoder import DecoderConfig
 from kvideo.decode import ClipMeta, DecodedClip, DecodeError, build_decoder
 from kvideo.decode.frame_index import Timeline, valid_prefix
+from kvideo.decode.nvdec_decoder import NvdecDecoder
+from kvideo.decode.nvdec_probe import nvdec_missing
 from kvideo.decode.pyav_decoder import PyAVDecoder
 from kvideo.decode.types import VideoBytes
 from kvideo.registry import DECODERS
 from kvideo.resize import Resize
 from tests.helpers import hostile as H
 from tests.helpers import videos as V
+from tests.helpers.nvdec_standin import cpu_nvdec
 from tests.helpers.paths import REPO
 
 # --------------------------------------------------------------------------- corpus
@@ -69,11 +72,16 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 CPU_DECODERS = ["decord_cpu", "pyav_cpu"]
+# nvdec: PyNvVideoCodec on a machine with NVDEC; elsewhere its machinery with a CPU frame reader
+# in NVDEC's place (tests.helpers.nvdec_standin), so its index mapping meets the same contract.
+NVDEC = "nvdec" if nvdec_missing() is None and torch.cuda.is_available() else "nvdec_cpu_reader"
 
 
-@pytest.fixture(scope="module", params=CPU_DECODERS)
+@pytest.fixture(scope="module", params=[*CPU_DECODERS, NVDEC])
 def dec(request):
-    """Each CPU decoder in turn: both must honour the same contract."""
+    """Each decoder in turn: all must honour the same contract."""
+    if request.param == "nvdec_cpu_reader":
+        return cpu_nvdec()[0]
     return build_decoder(DecoderConfig(name=request.param, num_threads=1, timeout_s=30.0))
 
 
@@ -286,8 +294,10 @@ def test_resized_matches_pyav_resize(corpus, dec, name, size) -> None:
                 for t in clip.times
             ]
         )
-    diff = np.abs(clip.frames.numpy().astype(np.int16) - ref.astype(np.int16))
-    assert diff.mean() <= 6, diff.mean()  # scaler differences on the stripe texture only
+    diff = np.abs(clip.frames.cpu().numpy().astype(np.int16) - ref.astype(np.int16))
+    # Scaler differences on the stripe texture only: FFmpeg's bicubic in the CPU decoders, torch's
+    # antialiased bicubic on the device for nvdec (kvideo.decode.device_frames), further off there.
+    assert diff.mean() <= (12 if isinstance(dec, NvdecDecoder) else 6), diff.mean()
     assert encoded_indices(clip.frames) == [V.frame_index_of(f) for f in ref]
 
 
