@@ -10,7 +10,7 @@ TORCH_PIN ?= torch==2.13.0
 TORCH_INDEX ?=
 LINTED := kvideo tests benchmarks train.py eval.py
 
-.PHONY: help install train test test-fast test-unit test-integration lint format bench slurm-up slurm-down clean
+.PHONY: help install train test test-fast test-unit test-integration lint format bench gpu-carry slurm-up slurm-down clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ format: install  ## apply ruff's fixes and formatting
 
 bench: install  ## the benchmark suite (benchmarks/; writes benchmarks/results/)
 	$(PY) -m benchmarks.run_all
+
+gpu-carry: install  ## the wheels the GPU machine lacks, in .gpu-carry/wheels, checked to fit (64 MiB with the tree)
+	$(PY) -m benchmarks.gpu.carry
 
 NODES ?= 1
 slurm-up:  ## start the local SLURM cluster (NODES=2: the 2-node one, one network namespace per node)
