@@ -76,6 +76,7 @@ CASES: list[tuple[list[str], str]] = [
     (["decoder.device_id=-2"], r"decoder\.device_id must be -1 \(local rank\) or >= 0 \(got -2\)"),
     (["decoder.timeout_s=0"], r"decoder\.timeout_s must be positive \(got 0\.0\)"),
     (["decoder.prefetch=0"], r"decoder\.prefetch must be positive \(got 0\)"),
+    (["decoder.streams=0"], r"decoder\.streams must be positive \(got 0\)"),
     # video.prompt against the text slot (byte-level tokenizer: one token per byte)
     (
         ["video.prompt=" + "x" * 48],
