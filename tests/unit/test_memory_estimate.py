@@ -143,7 +143,7 @@ def test_every_decoder_not_declared_on_the_gpu_returns_cpu_frames(tmp_path) -> N
     from tests.helpers.videos import make_h264
 
     on_gpu = {name for name in DECODERS.names() if DecoderConfig(name=name).decodes_on_gpu}
-    assert on_gpu == {"decord_gpu"}
+    assert on_gpu == {"decord_gpu", "nvdec"}
     clip = make_h264(tmp_path / "clip.mp4", seconds=0.2)
     for name in sorted(set(DECODERS.names()) - on_gpu):
         assert decode_at(clip, [0.0], decoder=name).frames.device.type == "cpu", name
