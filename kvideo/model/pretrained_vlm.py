@@ -57,7 +57,7 @@ from kvideo.model.qwen_inputs import QwenClips, qwen_inputs
 from kvideo.model.record_clips import RecordClips, record_clips
 from kvideo.model.video_inputs import VideoInputs
 from kvideo.model.video_patches import group_times
-from kvideo.model.video_text import internvl_video_text, smolvlm_video_text
+from kvideo.model.video_text import internvl_image_text, internvl_video_text, smolvlm_video_text
 
 # transformers' modality ids (``ProcessorMixin.create_mm_token_type_ids``): 0 text, 1 image, 2 video
 IMAGE_TOKEN_TYPE = 1
@@ -106,11 +106,13 @@ class PretrainedVLM(nn.Module):
     ) -> VideoInputs:
         """The model's video (and image) keyword arguments for a batch of clips, and each clip's
         token ids in the text (``video_block``), or for SmolVLM2 and InternVL3 its text.
-        ``pictures``: which clips are pictures, which Qwen reads through its image route
-        (``kvideo.model.qwen_inputs``); the other families read a picture as a one-frame video."""
+        ``pictures``: which clips are pictures, which Qwen (``kvideo.model.qwen_inputs``) and
+        InternVL3 (its image text around the frame, the one tile its processor cuts a square
+        picture of the tower's size into) read through their image routes; the other families
+        read a picture as a one-frame video."""
         g = self.geometry
         if g.frames_as_images:
-            return self.frame_image_inputs(frames, frame_mask, frame_times)
+            return self.frame_image_inputs(frames, frame_mask, frame_times, pictures)
         if g.image_size:
             return self.pooled_frame_inputs(frames, frame_mask)
         clips = QwenClips(frames, frame_mask, frame_times, frame_region, pictures)
@@ -137,7 +139,9 @@ class PretrainedVLM(nn.Module):
             {"pixel_values_videos": torch.stack(clips)}, [block] * len(each), {"pixel_values_videos": each}
         )
 
-    def frame_image_inputs(self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor) -> VideoInputs:
+    def frame_image_inputs(
+        self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor, pictures: list[bool] | None = None
+    ) -> VideoInputs:
         """SmolVLM2 and InternVL3, each frame an image in text (``kvideo.model.video_text``), in
         their processors' layouts after resize and normalization. SmolVLM2: ``pixel_values``
         (B, F, C, H, W), each clip's valid frames, then all-zero frames up to the batch's most,
@@ -147,8 +151,13 @@ class PretrainedVLM(nn.Module):
         keep = frame_mask.to(torch.bool)
         g = self.geometry
         clips = [frames[b][keep[b]] if bool(keep[b].any()) else frames[b][:1] for b in range(frames.shape[0])]
-        if g.model_type == "internvl":
-            texts = [internvl_video_text(clip.shape[0], g.tokens_per_frame) for clip in clips]
+        if g.model_type == "internvl":  # a picture: its image text (one tile: kvideo's square frame)
+            texts = [
+                internvl_image_text(g.tokens_per_frame)
+                if pictures and pictures[b]
+                else internvl_video_text(clip.shape[0], g.tokens_per_frame)
+                for b, clip in enumerate(clips)
+            ]
             frame_counts = [clip.shape[0] for clip in clips]
             return VideoInputs({"pixel_values": torch.cat(clips)}, texts, {"pixel_values": frame_counts})
         most = max(clip.shape[0] for clip in clips)

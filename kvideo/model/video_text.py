@@ -1,7 +1,7 @@
 """The text SmolVLM2 and InternVL3 wrap a video's frames in, as their processors write it
 (``replace_video_token``). SmolVLM2's: an introduction naming the frame count in words and the
 video's length, then each frame as one image after ``Frame from mm:ss:``. InternVL3's: each frame
-as one image after ``FrameN:``, one a line.
+as one image after ``FrameN:``, one a line; a picture: its image alone.
 
 The text goes into the conversation where the chat template rendered the video item, and the
 whole context is tokenized as one string (``PretrainedVLM.spliced``), as the processor does:
@@ -41,6 +41,11 @@ def smolvlm_video_text(times: list[float], tokens_per_frame: int) -> str:
 START_IMAGE_TOKEN = "<img>"
 CONTEXT_IMAGE_TOKEN = "<IMG_CONTEXT>"
 END_IMAGE_TOKEN = "</img>"
+
+
+def internvl_image_text(tokens_per_tile: int, tiles: int = 1) -> str:
+    """The text standing for a picture of ``tiles`` tiles (InternVL3's ``replace_image_token``)."""
+    return f"{START_IMAGE_TOKEN}{CONTEXT_IMAGE_TOKEN * tokens_per_tile * tiles}{END_IMAGE_TOKEN}"
 
 
 def internvl_video_text(count: int, tokens_per_frame: int) -> str:

@@ -5,6 +5,7 @@ the vision markers, modality 1), and a record of a picture and a video gives eac
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,38 @@ def test_a_record_of_a_picture_and_a_video_gives_each_its_own_route(tiny_vlms: d
     torch.testing.assert_close(packed["nll"], padded["nll"], rtol=1e-5, atol=1e-5)
     assert not torch.equal(padded["nll"][0], padded["nll"][1])  # row 1 never sees the video
     assert (two["labels"] != IGNORE_INDEX).any()
+
+
+def test_an_internvl_picture_is_its_image_text_around_the_one_tile_its_processor_cuts(
+    tiny_vlms: dict[str, Path],
+) -> None:
+    """InternVL3's processor cuts a square picture of the tower's size into one tile (no
+    thumbnail) and writes ``<img>`` + ``<IMG_CONTEXT>`` per token + ``</img>`` where the picture
+    is: kvideo's logits are the model's fed that way, with the image processor's pixels."""
+    from transformers import AutoImageProcessor
+
+    folder = tiny_vlms["internvl"]
+    cfg, batch, image = picture_batch(folder, "internvl")
+    model = build_pretrained_vlm(cfg.model).eval()
+    theirs = AutoImageProcessor.from_pretrained(folder)(images=[image], return_tensors="pt")
+    assert theirs["num_patches"].tolist() == [1]
+    tokenizer, at = model.tokenizer, int(batch["visual_at"][0])
+    ids = batch["input_ids"][0].tolist()
+    text = "<img>" + "<IMG_CONTEXT>" * model.geometry.tokens_per_frame + "</img>"
+    decode = partial(tokenizer.decode, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    rendered = decode(ids[:at]) + text + decode(ids[at:])
+    reference_ids = torch.tensor([tokenizer.encode(rendered, add_special_tokens=False)])
+    with torch.no_grad():
+        reference = model.hf(
+            input_ids=reference_ids, pixel_values=theirs["pixel_values"], use_cache=False
+        ).logits
+        ours = model(
+            batch["frames"],
+            batch["frame_mask"],
+            batch["input_ids"],
+            batch["labels"],
+            frame_times=batch["frame_times"],
+            visual_at=batch["visual_at"],
+            picture=batch["picture"],
+        )
+    torch.testing.assert_close(ours["logits"][:, : reference.shape[1]], reference, rtol=1e-4, atol=1e-4)
