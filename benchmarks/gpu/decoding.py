@@ -105,7 +105,8 @@ def _cpu_decode(path: str) -> int:
 def cpu_workers_clips_per_s(paths: list[str], workers: int) -> float:
     """Clips/s of ``workers`` processes decoding with ``pyav_cpu`` (the DataLoader's shape)."""
     start = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # spawn: forking a process with NVDEC sessions and CUDA threads alive can hang the child
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
         pool.map(_cpu_decode, paths, chunksize=1)
     return len(paths) / (time.perf_counter() - start)
 

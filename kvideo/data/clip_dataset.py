@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from kvideo.data.settings import ClipSettings
     from kvideo.data.watchdog import InFlight
 
+# The threads of the decoder.streams pool (each holds a decoder of its own).
+STREAM_THREADS = "kvideo-decode"
+_POOL_LOCK = threading.Lock()
 # How many following rows "replace" tries before giving up and masking the slot.
 MAX_REPLACEMENT_TRIES = 8
 
@@ -170,14 +173,17 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
 
     @property
     def decoder(self) -> VideoDecoder:
-        """This thread's decoder. Built per process (decoder objects own threads, which do not
-        survive fork) and per thread (each of a GPU decoder's ``decoder.streams`` holds its own)."""
+        """The decoder this thread uses. Built per process (decoder objects own threads, which do
+        not survive fork): one for the process, and one for each thread of the ``decoder.streams``
+        pool (each stream decodes with its own; the pool lives as long as the dataset, so they
+        are bounded, whereas prefetch threads come and go with every epoch)."""
         if self._decoder_pid != os.getpid():
             self._decoders, self._decoder_pid, self._streams = {}, os.getpid(), None
-        thread = threading.get_ident()
-        if thread not in self._decoders:
-            self._decoders[thread] = build_decoder(self.settings.decoder, local_rank=self.local_rank)
-        return self._decoders[thread]
+        thread = threading.current_thread()
+        key = (thread.ident or 0) if thread.name.startswith(STREAM_THREADS) else 0
+        if key not in self._decoders:
+            self._decoders[key] = build_decoder(self.settings.decoder, local_rank=self.local_rank)
+        return self._decoders[key]
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy for a spawned worker builds its own decoders (and thread pool) there."""
@@ -192,10 +198,12 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         streams = self.settings.decoder.streams
         if streams == 1 or not self.settings.decoder.decodes_on_gpu or len(indices) == 1:
             return [self[i] for i in indices]
-        if self._decoder_pid != os.getpid() or self._streams is None:
-            self.decoder  # noqa: B018 (resets what a forked copy inherited)
-            self._streams = ThreadPoolExecutor(streams, thread_name_prefix="kvideo-decode")
-        return list(self._streams.map(self.__getitem__, indices))
+        with _POOL_LOCK:  # the next epoch's prefetch thread may be here too
+            if self._decoder_pid != os.getpid() or self._streams is None:
+                self.decoder  # noqa: B018 (resets what a forked copy inherited)
+                self._streams = ThreadPoolExecutor(streams, thread_name_prefix=STREAM_THREADS)
+            pool = self._streams
+        return list(pool.map(self.__getitem__, indices))
 
     def _decode(self, index: int) -> list[DecodedClip]:
         """Row ``index``'s clips, in placeholder order; the first that fails raises."""
@@ -225,17 +233,17 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
-        skip_reason, source = "", index
+        skip_reason, source, failed = "", index, row.path
         try:
             clip = self._decode(index)
-        except DecodeError as err:
-            skip_reason, clip = err.reason, None
+        except DecodeError as err:  # named by the visual that failed (a record may hold several)
+            skip_reason, clip, failed = err.reason, None, err.path
             if self.settings.data.bad_sample_policy == "replace":
                 clip, source = self._replacement(index)
         finally:
             if self.in_flight is not None:
                 self.in_flight.clear()
-        return self._assemble(index, source, row, clip, skip_reason)
+        return self._assemble(index, source, row, clip, skip_reason, failed)
 
     def _replacement(self, index: int) -> tuple[list[DecodedClip] | None, int]:
         """The next decodable row after ``index`` (deterministic, so resume-safe)."""
@@ -248,8 +256,15 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         return None, index
 
     def _assemble(
-        self, index: int, source: int, row: ClipRow, clips: list[DecodedClip] | None, skip_reason: str
+        self,
+        index: int,
+        source: int,
+        row: ClipRow,
+        clips: list[DecodedClip] | None,
+        skip_reason: str,
+        path: str,
     ) -> dict[str, Any]:
+        """The item of row ``index`` (``path``: the visual a skip names)."""
         text = self._text[source]
         labels = torch.tensor(text.labels, dtype=torch.long)
         if clips is None:
@@ -282,7 +297,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             **extra,
             "index": index,
             "skip_reason": skip_reason,
-            "path": row.path,
+            "path": path if skip_reason else row.path,
             "caption": self.rows[source].caption,
         }
 

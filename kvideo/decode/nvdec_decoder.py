@@ -14,7 +14,9 @@ the same ``decoder.timeout_s`` (``GuardedDecoder``). The split of the work:
   afresh after any failure, since a failed decode can leave a reused decoder broken. Its frames
   are views of the decoder's own buffers, so each is cloned (through DLPack, on
   ``cuda:device_id``) before the next call; the frames are then resized on the device
-  (``device_frames``) and normalized there by the loader, like every GPU batch.
+  (``device_frames``) and normalized there by the loader, like every GPU batch. A shard member
+  (``VideoBytes``) is handed to it as a file in ``/dev/shm`` while it decodes (``SimpleDecoder``
+  takes a file name).
 
 A damaged tail gets ``decord_gpu``'s rule: one retry on a fresh reader with the indices clamped
 ``TAIL_GUARD`` frames before the end. Tests put a CPU ``FrameReader`` in PyNvVideoCodec's place, so
@@ -23,7 +25,10 @@ the index mapping, the recovery and the prefetch machinery run without a GPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, Protocol
 
@@ -62,19 +67,42 @@ class PyNvFrames:
         self._decoder: Any = None
 
     def frames(self, source: VideoSource, indices: list[int]) -> torch.Tensor:
-        target = source if isinstance(source, str) else source.data
-        if self._decoder is None:
-            self._decoder = self.nvc.SimpleDecoder(
-                target,
-                gpu_id=self.gpu_id,
-                use_device_memory=True,
-                output_color_type=self.nvc.OutputColorType.RGB,
-            )
-        else:
-            self._decoder.reconfigure_decoder(target)
-        decoded = self._decoder.get_batch_frames_by_index(indices)
-        # Views of the decoder's surfaces: cloned before its next call reuses them.
-        return torch.stack([from_dlpack(frame).clone() for frame in decoded])
+        with file_of(source) as path:
+            if self._decoder is None:
+                self._decoder = self.nvc.SimpleDecoder(
+                    path,
+                    gpu_id=self.gpu_id,
+                    use_device_memory=True,
+                    output_color_type=self.nvc.OutputColorType.RGB,
+                )
+            else:
+                self._decoder.reconfigure_decoder(path)
+            decoded = self._decoder.get_batch_frames_by_index(indices)
+            # Views of the decoder's surfaces: cloned before its next call reuses them.
+            return torch.stack([from_dlpack(frame).clone() for frame in decoded])
+
+
+@contextmanager
+def file_of(source: VideoSource) -> Iterator[str]:
+    """A path ``SimpleDecoder`` opens (it takes a file name): the source's own, or for a shard
+    member (``VideoBytes``) a file in memory (``/dev/shm``) holding its bytes while it decodes."""
+    if isinstance(source, str):
+        yield source
+        return
+    folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    suffix = os.path.splitext(source.name)[1]
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=suffix, prefix="kvideo-member-") as member:
+        member.write(source.data)
+        member.flush()
+        yield member.name
+
+
+class _Lease:
+    """The reader one decode uses, its own until the decode ends: a decode abandoned at its
+    deadline keeps its reader, so the next decode never shares a decoder with it."""
+
+    def __init__(self, reader: FrameReader | None) -> None:
+        self.reader = reader
 
 
 class NvdecDecoder(GuardedDecoder):
@@ -96,24 +124,6 @@ class NvdecDecoder(GuardedDecoder):
         self._reader: FrameReader | None = None
         self._pyav = PyAVDecoder(num_threads=num_threads, timeout_s=None)  # edit-list clips
         self.fresh_readers = 0  # readers built, the first included (recovery is counted here)
-
-    def decode(
-        self,
-        source: VideoSource,
-        sample: SampleFn,
-        *,
-        size: int | Resize | None = None,
-        start: float | None = None,
-        end: float | None = None,
-    ) -> DecodedClip:
-        """``GuardedDecoder.decode``; a timed-out call may still hold the reader, so the next
-        decode gets a fresh one."""
-        try:
-            return super().decode(source, sample, size=size, start=start, end=end)
-        except DecodeError as e:
-            if e.reason == "timeout":
-                self._reader = None
-            raise
 
     def _decode_now(
         self,
@@ -137,23 +147,25 @@ class NvdecDecoder(GuardedDecoder):
         if not stamps:
             raise ValueError(f"sample({meta}) returned no timestamps")
         idx = segment.indices_at(stamps)
-        frames, idx = self._frames(source, idx, index.timeline.num_frames, segment.first)
+        lease, self._reader = _Lease(self._reader), None
+        frames, idx = self._frames(lease, source, idx, index.timeline.num_frames, segment.first)
+        self._reader = lease.reader  # back for the next decode, after a success only
         size = None if resize is None else resize.output_size(index.width, index.height)
         return DecodedClip(frames=resized(frames, size), times=segment.times_of(idx), meta=meta)
 
     def _frames(
-        self, source: VideoSource, idx: np.ndarray, num_frames: int, first: int
+        self, lease: _Lease, source: VideoSource, idx: np.ndarray, num_frames: int, first: int
     ) -> tuple[torch.Tensor, np.ndarray]:
         """The frames at display indices ``idx`` (each distinct one decoded once), and the
         indices returned. After a failure: once more on a fresh reader (a failed decode can
         leave a reused decoder broken); then, if the first frame decodes (else the file is
         ``unreadable``), once without the last ``TAIL_GUARD`` frames."""
-        frames, detail = self._read(source, idx)
+        frames, detail = self._read(lease, source, idx)
         if frames is None:
-            frames, detail = self._read(source, idx)
+            frames, detail = self._read(lease, source, idx)
         if frames is not None:
             return frames, idx
-        if self._read(source, np.zeros(1, dtype=np.int64))[0] is None:
+        if self._read(lease, source, np.zeros(1, dtype=np.int64))[0] is None:
             # What every decoder calls a stream whose first frame does not decode.
             raise DecodeError(
                 "unreadable", source_name(source), f"the first frame does not decode ({detail})"
@@ -162,7 +174,7 @@ class NvdecDecoder(GuardedDecoder):
         if limit < first:
             raise DecodeError("decode_error", source_name(source), detail)
         idx = np.minimum(idx, limit)
-        frames, retry_detail = self._read(source, idx)
+        frames, retry_detail = self._read(lease, source, idx)
         if frames is None:
             raise DecodeError(
                 "decode_error",
@@ -171,19 +183,23 @@ class NvdecDecoder(GuardedDecoder):
             )
         return frames, idx
 
-    def _read(self, source: VideoSource, idx: np.ndarray) -> tuple[torch.Tensor | None, str]:
-        """(frames, "") or (None, the error in one line), the reader dropped after a failure."""
+    def _read(self, lease: _Lease, source: VideoSource, idx: np.ndarray) -> tuple[torch.Tensor | None, str]:
+        """(frames, "") or (None, the error in one line), the lease's reader dropped after a
+        failure. Running out of device memory is no fault of the file: it propagates."""
         unique, inverse = np.unique(idx, return_inverse=True)
-        if self._reader is None:
-            self._reader = self.new_reader()
+        if lease.reader is None:
+            lease.reader = self.new_reader()
             self.fresh_readers += 1
         try:
-            frames = self._reader.frames(source, [int(i) for i in unique])
+            frames = lease.reader.frames(source, [int(i) for i in unique])
+        except torch.cuda.OutOfMemoryError:
+            lease.reader = None
+            raise
         except Exception as e:  # PyNvVideoCodec raises RuntimeError/ValueError of its own
-            self._reader = None
+            lease.reader = None
             return None, short_error(e)
         if frames.shape[0] != unique.size:
-            self._reader = None
+            lease.reader = None
             return None, f"the decoder returned {frames.shape[0]} frames for {unique.size} indices"
         order = torch.from_numpy(inverse.reshape(-1)).to(frames.device)
         return frames.index_select(0, order), ""

@@ -156,3 +156,17 @@ def test_a_batch_is_decoded_by_several_streams_in_the_training_process(
         assert ours["skip_reason"] == ["", "", ""]
         torch.testing.assert_close(ours["frames"], theirs["frames"])
         assert torch.equal(ours["frame_times"], theirs["frame_times"])
+
+
+def test_a_shard_member_reaches_the_decoder_as_a_file_in_memory_only_while_it_decodes() -> None:
+    """``SimpleDecoder`` takes a file name: a ``VideoBytes`` source is written to ``/dev/shm``
+    for the decode and removed after it."""
+    from kvideo.decode.nvdec_decoder import file_of
+    from kvideo.decode.types import VideoBytes
+
+    with file_of("/data/clip.mp4") as path:
+        assert path == "/data/clip.mp4"
+    with file_of(VideoBytes("shard.tar#k.mp4", b"\x00\x00\x00\x18ftypmp42")) as path:
+        assert Path(path).read_bytes() == b"\x00\x00\x00\x18ftypmp42" and path.endswith(".mp4")
+        assert path.startswith("/dev/shm/") or not Path("/dev/shm").is_dir()
+    assert not Path(path).exists()

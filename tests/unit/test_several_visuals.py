@@ -76,6 +76,14 @@ def test_each_placeholder_takes_the_next_visual_of_its_kind_and_mismatches_are_r
         write_records(records, record)
         with pytest.raises(ValueError, match=f"{records} line 1: .*{message}"):
             read_conversations(str(records), max_visuals=3)
+    # LLaVA-Video-178K marks its video <image>; a record of pictures only may mark them <video>
+    video_marked_image = [{"from": "human", "value": "<image>\nWhat moves?"}, {"from": "gpt", "value": "a"}]
+    write_records(records, {"video": "v.mp4", "conversations": video_marked_image})
+    (row,) = read_conversations(str(records))
+    assert Path(row.path).name == "v.mp4" and row.turns[0].text == "<video>\nWhat moves?"
+    write_records(records, {"image": ["a.png", "b.png"], "conversations": late[:1] * 2 + TALK[1:]})
+    (row,) = read_conversations(str(records), max_visuals=2)
+    assert [Path(p).name for p in (row.path, *row.more_visuals)] == ["a.png", "b.png"]
 
 
 def test_splice_places_each_block_at_its_own_place_and_unused_blocks_after_the_text() -> None:
@@ -203,6 +211,7 @@ def test_a_record_of_a_video_and_a_picture_is_one_sample_and_a_bad_visual_skips_
     assert both["frame_times"][4] == 0.0 and both["visual_at"].tolist() == [7, 12]
     assert single["frame_mask"][4:].sum() == 0 and single["visual_at"][1] == len(single["input_ids"])
     assert bad["skip_reason"] == "unreadable" and (bad["labels"] == IGNORE_INDEX).all()
+    assert Path(bad["path"]).name == "broken.png"  # the skip names the visual that failed
     batch = collate([both, single, bad])
     assert batch["visual_at"].shape == (3, 2) and batch["frames"].shape[:2] == (3, 8)
 

@@ -14,7 +14,9 @@ folder holding ``train.json[l]`` and ``validation.json[l]`` (or ``val.json[l]``)
   one-frame clips at time 0 (``kvideo.decode.image``). ``video`` may be a list too. Each
   ``<video>`` placeholder takes the record's next video, each ``<image>`` its next picture, so a
   record may hold several of either or both, up to ``data.max_visuals``; numbers that do not match
-  are refused naming the record. One visual without a placeholder gets one (LLaVA's convention).
+  are refused naming the record. A record of videos only may mark them ``<image>`` (LLaVA-Video-178K
+  does), one of pictures only ``<video>``. One visual without a placeholder gets one (LLaVA's
+  convention).
   ``start`` / ``end`` are for a record of one video.
 * ``conversations``: turns in order; ``from`` is ``human`` / ``user``, ``gpt`` / ``assistant``
   or ``system`` (LLaVA's and Hugging Face's names), ``value`` the text. The ``<video>``
@@ -112,6 +114,10 @@ def _bound(where: str, record: dict[str, Any], turns: tuple[Turn, ...]) -> tuple
             )
     text = "".join(turn.text for turn in turns)
     order = re.findall(f"{re.escape(VIDEO_PLACEHOLDER)}|{re.escape(IMAGE_PLACEHOLDER)}", text)
+    if not images and VIDEO_PLACEHOLDER not in order:  # LLaVA-Video's records mark a video <image>
+        order = [VIDEO_PLACEHOLDER] * len(order)
+    elif not videos and IMAGE_PLACEHOLDER not in order:  # and a picture marked <video>
+        order = [IMAGE_PLACEHOLDER] * len(order)
     if not order and len(videos) + len(images) == 1:  # LLaVA's convention: check_turns places it
         visuals = videos + images
     else:
