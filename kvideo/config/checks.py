@@ -63,6 +63,12 @@ def require_caption_room(
         )
 
 
+def visuals_factor(visuals: int) -> tuple[str, str]:
+    """``data.max_visuals`` as a factor of a formula, by name and in numbers (``"data.max_visuals
+    * "``, ``"3 * "``), or nothing when it is 1: the messages of a one-visual run stay as they were."""
+    return ("data.max_visuals * ", f"{visuals} * ") if visuals > 1 else ("", "")
+
+
 def require_token_budget(
     max_frames: int,
     tokens_per_frame: int,
@@ -77,7 +83,7 @@ def require_token_budget(
     with the arithmetic in the message (``visuals``: ``data.max_visuals``, named when above 1)."""
     total = visuals * max_frames * tokens_per_frame + max_text_len
     if total > context:
-        clips, count = ("data.max_visuals * ", f"{visuals} * ") if visuals > 1 else ("", "")
+        clips, count = visuals_factor(visuals)
         raise ValueError(
             f"token budget exceeded: {clips}video.max_frames * {per_frame_name} + model.max_text_len "
             f"= {count}{max_frames} * {tokens_per_frame} + {max_text_len} = {total} "

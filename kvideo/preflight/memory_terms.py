@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kvideo.config.checks import visuals_factor
 from kvideo.config.model import ModelConfig
 from kvideo.hf_folders import (
     lm_geometry,
@@ -105,14 +106,12 @@ def uint8_batch_bytes(cfg: KVideoConfig) -> int:
 def batch_frames(cfg: KVideoConfig) -> str:
     """The frames of one batch as a formula: each sample holds up to ``data.max_visuals`` clips
     (named when above 1) of ``video.max_frames`` slots."""
-    visuals = " * data.max_visuals" if cfg.data.max_visuals > 1 else ""
-    return f"trainer.batch_size{visuals} * video.max_frames"
+    return f"trainer.batch_size * {visuals_factor(cfg.data.max_visuals)[0]}video.max_frames"
 
 
 def batch_frame_numbers(cfg: KVideoConfig) -> str:
     """``batch_frames`` in numbers."""
-    visuals = f" * {cfg.data.max_visuals}" if cfg.data.max_visuals > 1 else ""
-    return f"{cfg.trainer.batch_size}{visuals} * {cfg.video.max_frames}"
+    return f"{cfg.trainer.batch_size} * {visuals_factor(cfg.data.max_visuals)[1]}{cfg.video.max_frames}"
 
 
 def frame_numbers(cfg: KVideoConfig) -> str:
@@ -243,8 +242,8 @@ def lm_activation_terms(cfg: KVideoConfig, value_bytes: int, vocab_size: int) ->
     model, b = cfg.model, cfg.trainer.batch_size
     seq = padded_tokens(cfg.video, model, cfg.data.max_visuals)
     k = SAVED_VALUES_PER_TOKEN
-    visuals = "data.max_visuals * " if cfg.data.max_visuals > 1 else ""
-    seq_formula = f"({visuals}video.max_frames * model.tokens_per_frame + model.max_text_len)"
+    clips = visuals_factor(cfg.data.max_visuals)[0]
+    seq_formula = f"({clips}video.max_frames * model.tokens_per_frame + model.max_text_len)"
     width, depth, shape = model.lm_width, model.lm_depth, "model.lm_width * model.lm_depth"
     logit_positions, logit_formula = model.max_text_len, "model.max_text_len"
     if model.pretrained_parts:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kvideo.config.checks import visuals_factor
 from kvideo.hf_folders import (
     VideoVlmGeometry,
     image_statistics,
@@ -109,9 +110,10 @@ def check_fixed_frame_size(cfg: KVideoConfig, geometry: VideoVlmGeometry) -> Non
 
 def per_record(visuals: int, formula: str, numbers: str) -> tuple[str, str]:
     """A clip's tokens as a formula and in numbers, times ``data.max_visuals`` when above 1."""
-    if visuals == 1:
+    by_name, in_numbers = visuals_factor(visuals)
+    if not by_name:
         return formula, numbers
-    return f"data.max_visuals * ({formula})", f"{visuals} * ({numbers})"
+    return f"{by_name}({formula})", f"{in_numbers}({numbers})"
 
 
 def smaller_context(geometry: VideoVlmGeometry, model: ModelConfig) -> tuple[int, str]:
