@@ -47,7 +47,7 @@ from kvideo.model.packing import (
     unpack_columns,
 )
 from kvideo.model.projector import FrameProjector
-from kvideo.model.sequence import splice, text_positions, visual_count
+from kvideo.model.sequence import splice, text_positions
 from kvideo.model.visual_tokens import VisualTokens
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
             frame_region,
             visual=visual,
             clip_of_row=clip_of_row,
-            visuals=visual_count(visual_at),
+            visual_at=visual_at,
         )
         embeds, mask, positions = self._inputs(tokens, keys, input_ids, visual_at)
         batch, length = input_ids.shape
@@ -196,9 +196,7 @@ class HFVideoLanguageModel(VisualTokens, nn.Module):
         which count only kept tokens, are each row's own. Rows with several visuals (``visual_at``
         (B, K)) generate one at a time, each with its own visuals only: an empty block would sit at
         the context's end, where ``generate`` reads the next token."""
-        visual, keys = self.visual_tokens(
-            frames, frame_mask, frame_times, frame_region, visual_count(visual_at)
-        )
+        visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region, visual_at)
         if visual_at is not None and visual_at.dim() == 2:
             lengths = (
                 [context_ids.shape[1]] * len(context_ids) if context_len is None else context_len.tolist()

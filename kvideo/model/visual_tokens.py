@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from kvideo.model.projector import FrameProjector
 from kvideo.model.regions import patch_coverage
+from kvideo.model.sequence import visual_count
 
 
 def frames_to_visual_tokens(
@@ -107,14 +108,16 @@ class VisualTokens:
         frame_mask: Tensor,
         frame_times: Tensor | None,
         frame_region: Tensor | None = None,
-        visuals: int = 1,
+        visual_at: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``(visual tokens (B, V, D), keys (B, V))``: ``frames_to_visual_tokens`` of this model.
 
-        ``visuals`` K > 1 (records with several visuals, ``kvideo.model.sequence``): the frames
+        ``visual_at`` (B, K) (records with several visuals, ``kvideo.model.sequence``): the frames
         axis holds K clips of F / K frames each (``frame_region`` (B, K, 4)); each goes through
         the vision part and the projector as a clip of its own (its own frame positions, times
-        and picture region), and the V tokens are their K blocks in order."""
+        and picture region), and the V tokens are their K blocks in order, as the splice places
+        them. None or (B,): one clip a sample."""
+        visuals = visual_count(visual_at)
         if visuals == 1:
             return frames_to_visual_tokens(
                 self.vision, self.projector, frames, frame_mask, frame_times, frame_region, resize=self.resize
@@ -144,7 +147,7 @@ class VisualTokens:
         *,
         visual: tuple[Tensor, Tensor] | None,
         clip_of_row: Tensor | None,
-        visuals: int = 1,
+        visual_at: Tensor | None = None,
     ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """What a forward reads for its text rows: ``(per_clip, tokens, keys)``.
 
@@ -152,10 +155,10 @@ class VisualTokens:
         then not run again); ``clip_of_row``: the clip each text row reads (None = row ``i``
         reads clip ``i``). ``per_clip`` is the forward's ``visual_tokens`` / ``visual_keys``
         outputs, per clip and detached: they are for scoring, and FSDP2 warns of a view of the
-        graph returned by an FSDP model. ``visuals`` as in ``visual_tokens``.
+        graph returned by an FSDP model. ``visual_at`` as in ``visual_tokens``.
         """
         clip_tokens, clip_keys = visual or self.visual_tokens(
-            frames, frame_mask, frame_times, frame_region, visuals
+            frames, frame_mask, frame_times, frame_region, visual_at
         )
         per_clip = {"visual_tokens": clip_tokens.detach(), "visual_keys": clip_keys.detach()}
         if clip_of_row is None:

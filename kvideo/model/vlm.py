@@ -47,7 +47,7 @@ from kvideo.model.packing import (
     token_counts,
 )
 from kvideo.model.projector import FrameProjector
-from kvideo.model.sequence import splice, visual_count
+from kvideo.model.sequence import splice
 from kvideo.model.spec import first_component
 from kvideo.model.vision import TimmEncoder, ViTEncoder, build_vision
 from kvideo.model.visual_tokens import VisualTokens
@@ -150,7 +150,7 @@ class VideoLanguageModel(VisualTokens, nn.Module):
             frame_region,
             visual=visual,
             clip_of_row=clip_of_row,
-            visuals=visual_count(visual_at),
+            visual_at=visual_at,
         )
         real = splice(real_text(input_ids, text_len), keys.to(torch.bool), visual_at)
         if (
@@ -197,9 +197,7 @@ class VideoLanguageModel(VisualTokens, nn.Module):
         next token at its own length: what lies after it (padding, a longer row's tokens) is
         hidden by the causal mask, so a row generates what it would alone.
         """
-        visual, keys = self.visual_tokens(
-            frames, frame_mask, frame_times, frame_region, visual_count(visual_at)
-        )
+        visual, keys = self.visual_tokens(frames, frame_mask, frame_times, frame_region, visual_at)
         batch, width = context_ids.shape
         lengths = torch.full((batch,), width, device=context_ids.device)
         if context_len is not None:
