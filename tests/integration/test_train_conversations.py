@@ -142,58 +142,38 @@ def test_records_of_several_videos_and_pictures_train_and_answer(
     builtin model through the CLI (and ``kvideo-validate`` probes every visual), ``hf_vlm`` packed,
     and a released Qwen2.5-VL (``model=pretrained``) through the CLI."""
     corpus = several_visuals(records, tmp_path / "several")
-    if family == "pretrained":
-        result = run_train(
-            "video/dataset=conversations",
-            f"video.data_root={corpus}",
-            *pretrained_cli_overrides(tiny_vlms["qwen2_5_vl"]),
-            "video.max_frames=4",
-            "data.max_visuals=3",
-            "model.max_text_len=96",
-            "trainer=debug",
-            "trainer.val_every=4",
-            "trainer.val_predictions=4",
-            f"hydra.run.dir={tmp_path}/run",
-            cwd=tmp_path,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        final = json.loads((tmp_path / "run" / "final.json").read_text())
-    elif family == "builtin":
-        result = run_train(
-            "video/dataset=conversations",
-            f"video.data_root={corpus}",
-            *TINY_CLI_OVERRIDES,
-            "data.max_visuals=3",
-            "model.max_text_len=96",
-            "model.max_seq_len=320",
-            "trainer=debug",
-            "trainer.val_every=4",
-            "trainer.val_predictions=4",
-            f"hydra.run.dir={tmp_path}/run",
-            cwd=tmp_path,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        final = json.loads((tmp_path / "run" / "final.json").read_text())
-        probed = run_module(
-            "kvideo.validate",
-            "video/dataset=conversations",
-            f"video.data_root={corpus}",
-            *TINY_CLI_OVERRIDES,
-            "data.max_visuals=3",
-            "model.max_seq_len=320",
-            "--out",
-            str(tmp_path / "validate"),
-            cwd=tmp_path,
-        )
-        assert probed.returncode == 0, probed.stderr[-3000:]
-        assert "13 files (12 rows)" in probed.stdout  # every clip, and the picture once
-    else:
+    data = ["video/dataset=conversations", f"video.data_root={corpus}", "data.max_visuals=3"]
+    if family == "hf_vlm":
         cfg = tiny_hf_config(corpus, *tiny_hf_parts, max_steps=4, val_every=4, val_predictions=2)
         cfg.video.dataset_type = "conversations"
         cfg.model.max_text_len = 96
         cfg.data.max_visuals = 3
         cfg.data.packing = True
         final = train(cfg, tmp_path / "run")
+    else:
+        model = (
+            [*pretrained_cli_overrides(tiny_vlms["qwen2_5_vl"]), "video.max_frames=4"]
+            if family == "pretrained"
+            else [*TINY_CLI_OVERRIDES, "model.max_seq_len=320"]
+        )
+        result = run_train(
+            *data,
+            *model,
+            "model.max_text_len=96",
+            "trainer=debug",
+            "trainer.val_every=4",
+            "trainer.val_predictions=4",
+            f"hydra.run.dir={tmp_path}/run",
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        final = json.loads((tmp_path / "run" / "final.json").read_text())
+    if family == "builtin":
+        probed = run_module(
+            "kvideo.validate", *data, *model, "--out", str(tmp_path / "validate"), cwd=tmp_path
+        )
+        assert probed.returncode == 0, probed.stderr[-3000:]
+        assert "13 files (12 rows)" in probed.stdout  # every clip, and the picture once
     assert final["status"] == "completed" and final["skipped_total"] == 0
     val = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("split") == "validation"][-1]
     assert val["val_loss"] > 0 and val["val_short_answers"] == (2 if family == "hf_vlm" else 4)
