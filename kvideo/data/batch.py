@@ -11,8 +11,9 @@ from typing import Any
 # Models take these as keyword arguments of the same names (None = the plain layout):
 # ``visual_at`` (conversations: text tokens before the visual tokens, kvideo.data.conversation) and
 # ``frame_region`` (video.resize keep_aspect / max_pixels: where the picture is, kvideo.model.regions)
-# and ``picture`` (which clips are pictures: only for a released VLM, ``ClipSettings.marks_pictures``).
-OPTIONAL_INPUTS = ("visual_at", "frame_region", "picture")
+# and ``picture`` (which clips are pictures: only for a released VLM, ``ClipSettings.marks_pictures``)
+# and ``picture_size`` (a tiled picture's size: ``ClipSettings.picture_tiling``).
+OPTIONAL_INPUTS = ("visual_at", "frame_region", "picture", "picture_size")
 
 
 def optional_inputs(batch: dict[str, Any]) -> dict[str, Any]:

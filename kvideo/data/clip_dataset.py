@@ -142,6 +142,9 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self.marks_pictures = settings.marks_pictures and any(
             is_image(path) for row in rows for path in (row.path, *row.more_visuals)
         )
+        self.tiling = settings.picture_tiling if self.marks_pictures else None
+        if self.tiling is not None:  # refused now, not at the first picture
+            self.tiling.check_slots()
         self.resize = settings.resize
         # keep_aspect pads with the vision part's mean colour (LLaVA's pad), which normalizes to ~0.
         mean = settings.statistics[0]
@@ -150,17 +153,20 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
     def token_costs(self) -> list[int]:
         """Each sample's tokens for ``data.batch_tokens`` (``kvideo.data.token_batches``), known
         before decoding: with ``data.packing`` its text before padding plus the most visual
-        tokens its frames can give (an upper bound); without, the padded length the model
-        computes for every sample."""
+        tokens its frames (or a tiled picture's tiles, ``PictureTiling.most_tokens``) can give (an
+        upper bound); without, the padded length the model computes for every sample."""
         if self._token_costs is None:
             settings = self.settings
+            frames = settings.visual_tokens
+            picture = frames if self.tiling is None else max(frames, self.tiling.most_tokens())
             if settings.data.packing:
                 self._token_costs = [
-                    settings.visual_tokens * row.visuals + text.text_len
+                    sum(picture if is_image(path) else frames for path in (row.path, *row.more_visuals))
+                    + text.text_len
                     for row, text in zip(self.rows, self._text, strict=True)
                 ]
             else:
-                padded = settings.padded_tokens + (self.visual_slots - 1) * settings.visual_tokens
+                padded = settings.padded_tokens + self.visual_slots * picture - frames
                 self._token_costs = [padded] * len(self._text)
         return self._token_costs
 
@@ -222,7 +228,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         """One clip or picture of row ``index`` (``row``: the row's own segment applies)."""
         size = self.settings.video.frame_size if self.resize.mode == "square" else self.resize
         if is_image(source if isinstance(source, str) else source.name):  # one frame at time 0
-            return decode_image(source, size)
+            return decode_image(source, None if self.tiling else size)  # tiles: from its own size
         return self.decoder.decode(
             source,
             partial(sample_timestamps, self.spec, self.epoch, index),
@@ -269,8 +275,13 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         labels = torch.tensor(text.labels, dtype=torch.long)
         if clips is None:
             labels.fill_(IGNORE_INDEX)  # nothing to learn from a slot without frames
-        frames, frame_mask, frame_times, regions = self._visual_frames(clips or [])
+        visuals = (self.rows[source].path, *self.rows[source].more_visuals)
         extra: dict[str, Any] = {}
+        if self.tiling is not None:
+            clips, sizes = self._tiled(clips or [], visuals)
+            size = torch.tensor(sizes + [(0, 0)] * (self.visual_slots - len(sizes)), dtype=torch.long)
+            extra["picture_size"] = size[0] if self.visual_slots == 1 else size
+        frames, frame_mask, frame_times, regions = self._visual_frames(clips or [])
         if self.conversational:
             places = text.every_visual_at
             places += (len(text.input_ids),) * (self.visual_slots - len(places))  # unused: at the end
@@ -280,7 +291,6 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             region = torch.tensor(regions, dtype=torch.long)
             extra["frame_region"] = region[0] if self.visual_slots == 1 else region
         if self.marks_pictures:  # which clips are pictures: a released VLM's image route reads them
-            visuals = (self.rows[source].path, *self.rows[source].more_visuals)
             picture = torch.tensor(
                 [is_image(path) for path in visuals] + [False] * (self.visual_slots - len(visuals))
             )
@@ -300,6 +310,22 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             "path": path if skip_reason else row.path,
             "caption": self.rows[source].caption,
         }
+
+    def _tiled(
+        self, clips: list[DecodedClip], visuals: tuple[str, ...]
+    ) -> tuple[list[DecodedClip], list[tuple[int, int]]]:
+        """A record's clips with its pictures as their tiles (``settings.picture_tiling``), and
+        each clip's picture size, (height, width) as decoded ((0, 0) for a video)."""
+        at = [k for k, path in enumerate(visuals[: len(clips)]) if is_image(path)]
+        sizes = [(0, 0)] * len(clips)
+        if not at or self.tiling is None:
+            return clips, sizes
+        tiled = list(clips)
+        for k, tiles in zip(at, self.tiling.tiles([clips[k].frames[0] for k in at]), strict=True):
+            height, width = clips[k].frames.shape[1:3]
+            sizes[k] = (int(height), int(width))
+            tiled[k] = DecodedClip(tiles, [0.0] * len(tiles), clips[k].meta)
+        return tiled, sizes
 
     def _visual_frames(
         self, clips: list[DecodedClip]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvideo.config import DataConfig, DecoderConfig, KVideoConfig, VideoConfig
+from kvideo.config import DataConfig, DecoderConfig, KVideoConfig, ModelConfig, VideoConfig
+from kvideo.data.picture_tiles import TILING_TYPES, PictureTiling
 from kvideo.data.preprocess import Statistics, pixel_statistics
 from kvideo.preflight.frames import frame_resize, max_visual_tokens, padded_tokens
 from kvideo.resize import Resize
@@ -29,7 +30,9 @@ class ClipSettings:
     padded_tokens: what one padded sample costs (``padded_tokens``).
     marks_pictures: whether samples say which clips are pictures (``picture``): for a released
         VLM (``model.path``), which reads them through its image route; the other families read a
-        picture as the one-frame clip it is."""
+        picture as the one-frame clip it is.
+    picture_tiling: for the released families that tile a picture from its own size
+        (``kvideo.data.picture_tiles``), their image processor's rule; None for the others."""
 
     video: VideoConfig
     data: DataConfig
@@ -42,6 +45,7 @@ class ClipSettings:
     visual_tokens: int
     padded_tokens: int
     marks_pictures: bool = False
+    picture_tiling: PictureTiling | None = None
 
     @classmethod
     def of(cls, cfg: KVideoConfig) -> ClipSettings:
@@ -60,4 +64,21 @@ class ClipSettings:
             visual_tokens=max_visual_tokens(video, model),
             padded_tokens=padded_tokens(video, model),
             marks_pictures=model.pretrained_model,
+            picture_tiling=picture_tiling(video, model),
         )
+
+
+def picture_tiling(video: VideoConfig, model: ModelConfig) -> PictureTiling | None:
+    """The tiling rule of a released VLM whose image route tiles pictures, else None."""
+    if not model.pretrained_model:
+        return None
+    from kvideo.hf_folders import resolve_model_folder, video_vlm_geometry
+
+    folder = resolve_model_folder("model.path", model.path)
+    geometry = video_vlm_geometry("model.path", folder)
+    if geometry.model_type not in TILING_TYPES:
+        return None
+    # a tile's tokens: LLaVA's tiles are its full patch grid (only video frames are pooled)
+    llava = (geometry.image_size // geometry.patch_size) ** 2
+    tile_tokens = geometry.tokens_per_frame if geometry.model_type == "smolvlm" else llava
+    return PictureTiling(str(folder), geometry.model_type, video.max_frames, geometry.image_size, tile_tokens)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from kvideo.config.model import ModelConfig
+from kvideo.data.picture_tiles import image_processor
 from kvideo.hf_folders import resolve_model_folder, video_vlm_geometry, vlm_part_of
 from kvideo.model.blocks import recompute_in_backward, transformer_blocks
 from kvideo.model.hf_parts import quiet_transformers
@@ -81,7 +82,8 @@ def build_pretrained_vlm(cfg: ModelConfig, max_tokens_per_row: int | None = None
         tokenizer = AutoTokenizer.from_pretrained(
             folder, local_files_only=True, trust_remote_code=cfg.trust_remote_code
         )
-    model = PretrainedVLM(hf, geometry, tokenizer, max_tokens_per_row)
+    pictures = image_processor(str(folder)) if geometry.model_type == "smolvlm" else None
+    model = PretrainedVLM(hf, geometry, tokenizer, max_tokens_per_row, pictures)
     if cfg.activation_checkpointing:
         for block in transformer_blocks(model):
             recompute_in_backward(block)

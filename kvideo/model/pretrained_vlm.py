@@ -10,8 +10,8 @@ in front, and its ``save_pretrained`` writes the export. Per batch this module:
 * turns each clip's valid frames (cropped to their picture with ``video.resize=max_pixels``) into
   the model's video inputs (Qwen: ``kvideo.model.video_patches``, with the time one temporal
   patch really spans, Qwen2.5-VL's ``second_per_grid_ts``; LLaVA-OneVision and LLaVA-NeXT-Video:
-  the frames themselves, ``pooled_frame_inputs``; SmolVLM2 and InternVL3: each frame an image,
-  ``frame_image_inputs``);
+  the frames themselves, ``kvideo.model.llava_inputs``; SmolVLM2 and InternVL3: each frame an
+  image, ``kvideo.model.image_text_inputs``), and each picture into its family's image route;
 * splices ``<|vision_start|>``, one ``<|video_pad|>`` per merged patch and ``<|vision_end|>`` into
   the text at ``visual_at`` (each clip at its own, for records of several:
   ``kvideo.model.record_clips``) (Qwen3-VL: around each temporal patch, after its time as text), where
@@ -40,6 +40,8 @@ from torch import Tensor, nn
 from kvideo.data.tokenizer import IGNORE_INDEX
 from kvideo.hf_folders import VideoVlmGeometry
 from kvideo.model.generate import until_eos
+from kvideo.model.image_text_inputs import ImageTextClips, image_text_inputs
+from kvideo.model.llava_inputs import LlavaClips, llava_inputs
 from kvideo.model.loss import with_loss
 from kvideo.model.packing import (
     PackedRows,
@@ -57,7 +59,6 @@ from kvideo.model.qwen_inputs import QwenClips, qwen_inputs
 from kvideo.model.record_clips import RecordClips, record_clips
 from kvideo.model.video_inputs import VideoInputs
 from kvideo.model.video_patches import group_times
-from kvideo.model.video_text import internvl_image_text, internvl_video_text, smolvlm_video_text
 
 # transformers' modality ids (``ProcessorMixin.create_mm_token_type_ids``): 0 text, 1 image, 2 video
 IMAGE_TOKEN_TYPE = 1
@@ -75,10 +76,13 @@ class PretrainedVLM(nn.Module):
         geometry: VideoVlmGeometry,
         tokenizer: Any = None,
         max_tokens_per_row: int | None = None,
+        picture_processor: Any = None,
     ) -> None:
         """``tokenizer``: the model's own (transformers'), for the families that write time as
-        text (Qwen3-VL, SmolVLM2, InternVL3). ``max_tokens_per_row``: ``ModelSizes``'."""
+        text (Qwen3-VL, SmolVLM2, InternVL3). ``max_tokens_per_row``: ``ModelSizes``'.
+        ``picture_processor``: SmolVLM2's image processor (its rule for a picture's tiles)."""
         super().__init__()
+        self.picture_processor = picture_processor
         self.max_tokens_per_row = max_tokens_per_row  # None = padded
         self.hf = hf
         self.geometry = geometry
@@ -103,71 +107,40 @@ class PretrainedVLM(nn.Module):
         frame_times: Tensor,
         frame_region: Tensor | None,
         pictures: list[bool] | None = None,
+        picture_sizes: list[tuple[int, int]] | None = None,
+        rows: list[int] | None = None,
     ) -> VideoInputs:
         """The model's video (and image) keyword arguments for a batch of clips, and each clip's
         token ids in the text (``video_block``), or for SmolVLM2 and InternVL3 its text.
-        ``pictures``: which clips are pictures, which Qwen (``kvideo.model.qwen_inputs``) and
-        InternVL3 (its image text around the frame, the one tile its processor cuts a square
-        picture of the tower's size into) read through their image routes; the other families
-        read a picture as a one-frame video."""
+        ``pictures``: which clips are pictures, each read through its family's image route: Qwen's
+        (``kvideo.model.qwen_inputs``), LLaVA's (``kvideo.model.llava_inputs``: a picture's tiles,
+        sized by ``picture_sizes``; ``rows``: each clip's batch row), SmolVLM2's (its tiles, in its
+        rows and columns) and InternVL3's (its image text around the frame, the one tile its
+        processor cuts a square picture of the tower's size into)."""
         g = self.geometry
+        count = frames.shape[0]
+        flags = pictures or [False] * count
+        sizes = picture_sizes or [(0, 0)] * count
         if g.frames_as_images:
-            return self.frame_image_inputs(frames, frame_mask, frame_times, pictures)
+            texts = ImageTextClips(frames, frame_mask, frame_times, flags, sizes)
+            return image_text_inputs(texts, g, self.picture_processor)
         if g.image_size:
-            return self.pooled_frame_inputs(frames, frame_mask)
-        clips = QwenClips(frames, frame_mask, frame_times, frame_region, pictures)
-        return qwen_inputs(clips, g, self.video_block, self.picture_block)
+            llava = LlavaClips(frames, frame_mask, flags, sizes, rows or list(range(count)))
+            return llava_inputs(llava, g, self.inner_model())
+        qwen = QwenClips(frames, frame_mask, frame_times, frame_region, pictures)
+        return qwen_inputs(qwen, g, self.video_block, self.picture_block)
 
-    def pooled_frame_inputs(self, frames: Tensor, frame_mask: Tensor) -> VideoInputs:
-        """LLaVA-OneVision and LLaVA-NeXT-Video: ``pixel_values_videos`` (B, F, C, H, W), their
-        processors' layout after resize and normalization, and ``<video>`` once per pooled token
-        of each frame (plus once for LLaVA-OneVision's newline after the clip). The model takes
-        one frame count per batch, so a clip with fewer valid frames than the batch's most repeats
-        its last one (as Qwen's processor fills a temporal patch); one without any is black."""
-        counts = frame_mask.to(torch.bool).sum(dim=1)
-        most = max(1, int(counts.max()))
-        clips = []
-        for b in range(frames.shape[0]):
-            clip = frames[b][frame_mask[b].to(torch.bool)]
-            if clip.shape[0] == 0:
-                clip = torch.zeros_like(frames[b][:1])
-            clips.append(torch.cat([clip, clip[-1:].expand(most - clip.shape[0], -1, -1, -1)]))
-        g = self.geometry
-        block = [self.video_id] * (most * g.tokens_per_frame + g.tokens_after_clip)
-        each = [1] * frames.shape[0]
-        return VideoInputs(
-            {"pixel_values_videos": torch.stack(clips)}, [block] * len(each), {"pixel_values_videos": each}
+    def clip_inputs(self, clips: RecordClips) -> VideoInputs:
+        """``video_inputs`` of a batch's clips."""
+        return self.video_inputs(
+            clips.frames,
+            clips.frame_mask,
+            clips.frame_times,
+            clips.frame_region,
+            clips.pictures,
+            clips.picture_sizes,
+            clips.rows,
         )
-
-    def frame_image_inputs(
-        self, frames: Tensor, frame_mask: Tensor, frame_times: Tensor, pictures: list[bool] | None = None
-    ) -> VideoInputs:
-        """SmolVLM2 and InternVL3, each frame an image in text (``kvideo.model.video_text``), in
-        their processors' layouts after resize and normalization. SmolVLM2: ``pixel_values``
-        (B, F, C, H, W), each clip's valid frames, then all-zero frames up to the batch's most,
-        which the model drops as padding; its text tells the frames' display times. InternVL3:
-        ``pixel_values`` (sum of the clips' frames, C, H, W), every clip's valid frames in batch
-        order, as its processor concatenates them. A clip without frames keeps its black one."""
-        keep = frame_mask.to(torch.bool)
-        g = self.geometry
-        clips = [frames[b][keep[b]] if bool(keep[b].any()) else frames[b][:1] for b in range(frames.shape[0])]
-        if g.model_type == "internvl":  # a picture: its image text (one tile: kvideo's square frame)
-            texts = [
-                internvl_image_text(g.tokens_per_frame)
-                if pictures and pictures[b]
-                else internvl_video_text(clip.shape[0], g.tokens_per_frame)
-                for b, clip in enumerate(clips)
-            ]
-            frame_counts = [clip.shape[0] for clip in clips]
-            return VideoInputs({"pixel_values": torch.cat(clips)}, texts, {"pixel_values": frame_counts})
-        most = max(clip.shape[0] for clip in clips)
-        pixels = frames.new_zeros(frames.shape[0], most, *frames.shape[2:])
-        texts = []
-        for b, clip in enumerate(clips):
-            pixels[b, : clip.shape[0]] = clip
-            times = frame_times[b][keep[b]].tolist() if bool(keep[b].any()) else [0.0]
-            texts.append(smolvlm_video_text(times, g.tokens_per_frame))
-        return VideoInputs({"pixel_values": pixels}, texts, {"pixel_values": [1] * len(clips)})
 
     def video_block(self, grid: tuple[int, int, int], times: Tensor) -> list[int]:
         """A clip's ids in the text, as the model's processor writes them: Qwen2-VL and Qwen2.5-VL
@@ -265,6 +238,7 @@ class PretrainedVLM(nn.Module):
         frame_region: Tensor | None = None,
         text_len: Tensor | None = None,
         picture: Tensor | None = None,
+        picture_size: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """As the other families' ``forward``; ``visual_at`` is required (every row is a
         conversation; (B, K) for records of several visuals: ``record_clips``). Padded, the
@@ -272,11 +246,16 @@ class PretrainedVLM(nn.Module):
         real token, as kvideo's other models do. Packed (``max_tokens_per_row`` not None):
         ``packed_logits``."""
         clips = record_clips(
-            frames, frame_mask, frame_times, frame_region, visual_at, input_ids.shape[1], picture
+            frames,
+            frame_mask,
+            frame_times,
+            frame_region,
+            visual_at,
+            input_ids.shape[1],
+            picture,
+            picture_size,
         )
-        video = self.video_inputs(
-            clips.frames, clips.frame_mask, clips.frame_times, clips.frame_region, clips.pictures
-        )
+        video = self.clip_inputs(clips)
         ids, spliced_labels, lengths = self.spliced(input_ids, labels, clips.places, video.blocks, clips.rows)
         text_padding = input_ids.shape[1] - real_text(input_ids, text_len).sum(dim=1)
         real = torch.arange(ids.shape[1], device=ids.device)[None] < (lengths - text_padding)[:, None]
@@ -305,7 +284,7 @@ class PretrainedVLM(nn.Module):
         del inputs["attention_mask"]
         inputs["position_ids"] = restarting_positions(positions, packed)
         if self.geometry.model_type.startswith("qwen"):
-            rope, _ = self.qwen_model().get_rope_index(
+            rope, _ = self.inner_model().get_rope_index(
                 ids,
                 mm_token_type_ids=self.text_inputs(ids)["mm_token_type_ids"],
                 attention_mask=torch.ones_like(ids),  # as the padded forward's
@@ -323,9 +302,9 @@ class PretrainedVLM(nn.Module):
         out = self.hf(**inputs, **video_kwargs, logits_to_keep=keep, use_cache=False)
         return unpack_columns(out.logits, keep, slot, packed)
 
-    def qwen_model(self) -> Any:
-        """The Qwen model inside ``hf`` (under peft's wrappers when LoRA is on): the owner of
-        ``get_rope_index``."""
+    def inner_model(self) -> Any:
+        """The model inside ``hf`` (under peft's wrappers when LoRA is on): the owner of Qwen's
+        ``get_rope_index`` and LLaVA's ``pack_image_features``."""
         return getattr(self.hf, "get_base_model", lambda: self.hf)().model
 
     def text_inputs(self, ids: Tensor) -> dict[str, Tensor]:
@@ -339,7 +318,7 @@ class PretrainedVLM(nn.Module):
         return inputs
 
     @torch.no_grad()
-    def generate(  # noqa: PLR0913 (the families' one generate interface, plus ``picture``)
+    def generate(  # noqa: PLR0913 (the families' one generate interface, plus the picture inputs)
         self,
         frames: Tensor,
         frame_mask: Tensor,
@@ -353,6 +332,7 @@ class PretrainedVLM(nn.Module):
         stop_ids: list[int],
         synced: bool = False,
         picture: Tensor | None = None,
+        picture_size: Tensor | None = None,
     ) -> list[list[int]]:
         """Greedy answers after ``context_ids`` (a conversation up to its answer), through the
         model's own ``generate``, up to the first stop id (excluded). ``context_len`` (B,): each
@@ -360,11 +340,16 @@ class PretrainedVLM(nn.Module):
         left-padded after their video is spliced in, their padding masked, as a processor with
         ``padding_side="left"`` gives them to ``generate``."""
         clips = record_clips(
-            frames, frame_mask, frame_times, frame_region, visual_at, context_ids.shape[1], picture
+            frames,
+            frame_mask,
+            frame_times,
+            frame_region,
+            visual_at,
+            context_ids.shape[1],
+            picture,
+            picture_size,
         )
-        video = self.video_inputs(
-            clips.frames, clips.frame_mask, clips.frame_times, clips.frame_region, clips.pictures
-        )
+        video = self.clip_inputs(clips)
         blocks = video.blocks
         if context_len is None:
             ids, _, _ = self.spliced(context_ids, None, clips.places, blocks, clips.rows)

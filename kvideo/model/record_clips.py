@@ -20,7 +20,9 @@ class RecordClips:
     visual per sample is laid out.
     rows: the batch row each clip belongs to (N,), nondecreasing.
     places: each clip's place in its row's text (N,), increasing within a row.
-    pictures: which clips are pictures (N,), for the model's image route."""
+    pictures: which clips are pictures (N,), for the model's image route.
+    picture_sizes: each clip's picture size (N,), (height, width) as decoded, for the families
+        whose image route tiles a picture (``kvideo.data.picture_tiles``); (0, 0) otherwise."""
 
     frames: Tensor
     frame_mask: Tensor
@@ -29,6 +31,7 @@ class RecordClips:
     rows: list[int]
     places: list[int]
     pictures: list[bool]
+    picture_sizes: list[tuple[int, int]]
 
     def of_row(self, row: int) -> list[int]:
         """The clips of batch row ``row``, in order."""
@@ -47,16 +50,22 @@ def record_clips(
     visual_at: Tensor,
     text_width: int,
     picture: Tensor | None = None,
+    picture_size: Tensor | None = None,
 ) -> RecordClips:
     """The clips of a batch whose ``visual_at`` is (B,) (one each) or (B, K) (K slots each, the
     frames axis holding K clips). A slot placed at the text's end (``text_width``) is unused,
     except a sample's first, which every sample has (``kvideo.data.clip_dataset``). ``picture``
-    (B,) or (B, K) bool: which slots hold pictures (None = none)."""
+    (B,) or (B, K) bool: which slots hold pictures (None = none); ``picture_size`` (B, 2) or
+    (B, K, 2): their sizes (None = not tiled)."""
     batch = frames.shape[0]
     flags = [False] * visual_at.numel() if picture is None else [bool(p) for p in picture.flatten().tolist()]
+    sizes: list[tuple[int, int]] = [(0, 0)] * visual_at.numel()
+    if picture_size is not None:
+        sizes = [(int(h), int(w)) for h, w in picture_size.reshape(-1, 2).tolist()]
     if visual_at.dim() == 1:
+        rows = list(range(batch))
         return RecordClips(
-            frames, frame_mask, frame_times, frame_region, list(range(batch)), visual_at.tolist(), flags
+            frames, frame_mask, frame_times, frame_region, rows, visual_at.tolist(), flags, sizes
         )
     slots = visual_at.shape[1]
     used = [
@@ -79,4 +88,5 @@ def record_clips(
         [row for row, _ in used],
         [int(visual_at[row, slot]) for row, slot in used],
         [flags[i] for i in index],
+        [sizes[i] for i in index],
     )

@@ -1,7 +1,7 @@
 """The text SmolVLM2 and InternVL3 wrap a video's frames in, as their processors write it
 (``replace_video_token``). SmolVLM2's: an introduction naming the frame count in words and the
 video's length, then each frame as one image after ``Frame from mm:ss:``. InternVL3's: each frame
-as one image after ``FrameN:``, one a line; a picture: its image alone.
+as one image after ``FrameN:``, one a line; a picture: its image alone (SmolVLM2's: its tiles).
 
 The text goes into the conversation where the chat template rendered the video item, and the
 whole context is tokenized as one string (``PretrainedVLM.spliced``), as the processor does:
@@ -18,10 +18,7 @@ from datetime import timedelta
 
 from num2words import num2words
 
-# SmolVLM2's image markers (its tokenizer's fake_image_token, global_image_token, image_token)
-FAKE_IMAGE_TOKEN = "<fake_token_around_image>"
-GLOBAL_IMAGE_TOKEN = "<global-img>"
-IMAGE_TOKEN = "<image>"
+from kvideo.data.picture_tiles import FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, IMAGE_TOKEN
 
 
 def smolvlm_video_text(times: list[float], tokens_per_frame: int) -> str:

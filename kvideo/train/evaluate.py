@@ -106,6 +106,9 @@ def score_candidates(
                 extra["visual"] = (visual[0].index_select(0, sel), visual[1].index_select(0, sel))
         if frame_region is not None:
             extra["frame_region"] = frame_region.index_select(0, sel)
+        for key in ("picture", "picture_size"):  # a released VLM's image route (optional_inputs)
+            if key in batch:
+                extra[key] = batch[key].index_select(0, sel.to(batch[key].device))
         if visual_at is not None:
             extra["visual_at"] = visual_at[start : start + max_rows].to(device)
         if text_len is not None:

@@ -21,6 +21,8 @@ VLM_TYPES = (*QWEN_TYPES, "llava_onevision", "llava_next_video", "smolvlm", "int
 LLAVA_TOKENS = ("<image>", "<video>")
 SMOLVLM_TOKENS = ("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>")
 INTERNVL_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<video>")
+# LLaVA's anyres grids (model and image processor alike): a picture is its whole and up to 2 tiles.
+LLAVA_PINPOINTS = [[56, 56], [56, 112], [112, 56]]
 # The side of a frame whose patches tile it: 14 px patches merged 2 x 2 (Qwen2-VL, Qwen2.5-VL),
 # 16 px for Qwen3-VL.
 FRAME_SIDE = {
@@ -236,12 +238,15 @@ def save_tiny_llava_onevision(folder: Path, *, width: int = 64) -> Path:
         video_token_index=int(tokenizer.convert_tokens_to_ids("<video>")),
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
-        image_grid_pinpoints=[[56, 56]],
+        image_grid_pinpoints=LLAVA_PINPOINTS,
         tie_word_embeddings=True,
     )
     _save_model(LlavaOnevisionForConditionalGeneration(config), tokenizer, folder)
     processor = LlavaOnevisionImageProcessorPil(
-        size={"height": 56, "width": 56}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        size={"height": 56, "width": 56},
+        image_grid_pinpoints=LLAVA_PINPOINTS,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
     )
     processor.save_pretrained(folder)
     return folder
@@ -264,13 +269,13 @@ def save_tiny_llava_next_video(folder: Path, *, width: int = 64) -> Path:
         vision_feature_layer=-2,
         spatial_pool_stride=2,
         spatial_pool_mode="average",
-        image_grid_pinpoints=[[56, 56]],
+        image_grid_pinpoints=LLAVA_PINPOINTS,
     )
     _save_model(LlavaNextVideoForConditionalGeneration(config), tokenizer, folder)
     LlavaNextImageProcessorPil(
         size={"height": 56, "width": 56},
         crop_size={"height": 56, "width": 56},
-        image_grid_pinpoints=[[56, 56]],
+        image_grid_pinpoints=LLAVA_PINPOINTS,
         image_mean=[0.5] * 3,
         image_std=[0.5] * 3,
     ).save_pretrained(folder)
@@ -293,9 +298,9 @@ def save_tiny_smolvlm(folder: Path, *, width: int = 64) -> Path:
     )
     _save_model(SmolVLMForConditionalGeneration(config), tokenizer, folder, bos_token_id=None)
     SmolVLMImageProcessorPil(
-        size={"longest_edge": 56},
+        size={"longest_edge": 112},  # pictures: up to 2 x 2 tiles and the whole
         max_image_size={"longest_edge": 56},
-        do_image_splitting=False,
+        do_image_splitting=True,
         image_mean=[0.5] * 3,
         image_std=[0.5] * 3,
     ).save_pretrained(folder)

@@ -134,13 +134,14 @@ def several_visuals(records: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("family", ["builtin", "hf_vlm", "pretrained"])
+@pytest.mark.parametrize("family", ["builtin", "hf_vlm", "qwen2_5_vl", "llava_onevision"])
 def test_records_of_several_videos_and_pictures_train_and_answer(
     records: Path, tiny_hf_parts: tuple[Path, Path], tiny_vlms: dict[str, Path], tmp_path: Path, family: str
 ) -> None:
     """Records of two clips and a picture (``data.max_visuals=3``) train and are answered: the
     builtin model through the CLI (and ``kvideo-validate`` probes every visual), ``hf_vlm`` packed,
-    and a released Qwen2.5-VL (``model=pretrained``) through the CLI."""
+    and through the CLI a released Qwen2.5-VL and LLaVA-OneVision (``model=pretrained``; its
+    pictures cut into their ``anyres`` tiles in the data workers)."""
     corpus = several_visuals(records, tmp_path / "several")
     data = ["video/dataset=conversations", f"video.data_root={corpus}", "data.max_visuals=3"]
     if family == "hf_vlm":
@@ -152,8 +153,8 @@ def test_records_of_several_videos_and_pictures_train_and_answer(
         final = train(cfg, tmp_path / "run")
     else:
         model = (
-            [*pretrained_cli_overrides(tiny_vlms["qwen2_5_vl"]), "video.max_frames=4"]
-            if family == "pretrained"
+            [*pretrained_cli_overrides(tiny_vlms[family]), "video.max_frames=4"]
+            if family in tiny_vlms
             else [*TINY_CLI_OVERRIDES, "model.max_seq_len=320"]
         )
         result = run_train(
