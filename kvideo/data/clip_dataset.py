@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import Dataset
 
+from kvideo.data.picture_tiles import PictureTiles
 from kvideo.data.rows import ClipRow, video_source
 from kvideo.data.sharding import ShardLayout
 from kvideo.data.tokenizer import IGNORE_INDEX, encode_row
@@ -96,7 +97,9 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
     (K * F,), ``visual_at`` long (K,) (a row's unused slots at the text's end, no frame kept:
     ``kvideo.model.sequence``) and ``frame_region`` (K, 4). With ``settings.marks_pictures``, where
     some row names a picture, items also carry ``picture`` bool (per slot): which clips are
-    pictures (a released VLM reads them through its image route, ``kvideo.model.pretrained_vlm``).
+    pictures (a released VLM reads them through its image route, ``kvideo.model.pretrained_vlm``);
+    with ``settings.picture_tiling`` a picture's slots hold its image processor's tiles, cut from
+    its own size, and ``picture_size`` long (per slot, 2) its size as decoded (``PictureTiles``).
 
     ``on_device`` decoders (decord on GPU) return frames on the GPU; such a dataset must
     be read in the training process (see ``kvideo.data.loader``), never in forked workers.
@@ -222,7 +225,8 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         if self.in_flight is not None:
             self.in_flight.mark(index)
         first = self._decode_visual(index, video_source(row, retry_s=self.settings.data.remote_retry_s), row)
-        return [first, *(self._decode_visual(index, path) for path in row.more_visuals)]
+        clips = [first, *(self._decode_visual(index, path) for path in row.more_visuals)]
+        return clips if self.tiling is None else self._tiled(clips, (row.path, *row.more_visuals))
 
     def _decode_visual(self, index: int, source: VideoSource, row: ClipRow | None = None) -> DecodedClip:
         """One clip or picture of row ``index`` (``row``: the row's own segment applies)."""
@@ -278,7 +282,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         visuals = (self.rows[source].path, *self.rows[source].more_visuals)
         extra: dict[str, Any] = {}
         if self.tiling is not None:
-            clips, sizes = self._tiled(clips or [], visuals)
+            sizes = [clip.picture_size if isinstance(clip, PictureTiles) else (0, 0) for clip in clips or []]
             size = torch.tensor(sizes + [(0, 0)] * (self.visual_slots - len(sizes)), dtype=torch.long)
             extra["picture_size"] = size[0] if self.visual_slots == 1 else size
         frames, frame_mask, frame_times, regions = self._visual_frames(clips or [])
@@ -311,21 +315,21 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
             "caption": self.rows[source].caption,
         }
 
-    def _tiled(
-        self, clips: list[DecodedClip], visuals: tuple[str, ...]
-    ) -> tuple[list[DecodedClip], list[tuple[int, int]]]:
-        """A record's clips with its pictures as their tiles (``settings.picture_tiling``), and
-        each clip's picture size, (height, width) as decoded ((0, 0) for a video)."""
-        at = [k for k, path in enumerate(visuals[: len(clips)]) if is_image(path)]
-        sizes = [(0, 0)] * len(clips)
+    def _tiled(self, clips: list[DecodedClip], visuals: tuple[str, ...]) -> list[DecodedClip]:
+        """A record's clips with its pictures as their tiles (``settings.picture_tiling``); a
+        picture its image processor cannot cut is ``unreadable``, as one Pillow cannot read."""
+        at = [k for k, path in enumerate(visuals) if is_image(path)]
         if not at or self.tiling is None:
-            return clips, sizes
+            return clips
+        try:
+            tiles = self.tiling.tiles([clips[k].frames[0] for k in at])
+        except (ValueError, TypeError, OSError) as e:  # what transformers' image processors raise
+            raise DecodeError("unreadable", visuals[at[0]], f"its image processor: {e}") from None
         tiled = list(clips)
-        for k, tiles in zip(at, self.tiling.tiles([clips[k].frames[0] for k in at]), strict=True):
-            height, width = clips[k].frames.shape[1:3]
-            sizes[k] = (int(height), int(width))
-            tiled[k] = DecodedClip(tiles, [0.0] * len(tiles), clips[k].meta)
-        return tiled, sizes
+        for k, picture in zip(at, tiles, strict=True):
+            size = (int(clips[k].frames.shape[1]), int(clips[k].frames.shape[2]))
+            tiled[k] = PictureTiles(picture, [0.0] * len(picture), clips[k].meta, picture_size=size)
+        return tiled
 
     def _visual_frames(
         self, clips: list[DecodedClip]

@@ -1,10 +1,12 @@
 """A picture cut into the tiles a released VLM's image processor gives it (``model=pretrained``:
-LLaVA-OneVision, LLaVA-NeXT-Video, SmolVLM2).
+LLaVA-OneVision, LLaVA-NeXT-Video, SmolVLM2, InternVL3).
 
 These families read a picture from its own size, not from the tower's square: LLaVA's processors
 pick the best of the model's ``image_grid_pinpoints`` for the picture's aspect, cut it into tiles of
 the tower's size and put the whole picture, squashed, first (``anyres``); SmolVLM2's cuts it into
-rows and columns of tiles and puts the whole picture last. So the data workers run the model's own
+rows and columns of tiles and puts the whole picture last; InternVL3's crops it to the grid of at
+most ``max_patches`` tiles nearest its aspect, then adds a thumbnail of the whole (its processor
+always crops a picture: ``crop_to_patches``). So the data workers run the model's own
 image processor (``AutoImageProcessor``) on the decoded picture, with its rescaling and
 normalization left to the loader (they act per pixel, as kvideo's normalization does), and the
 tiles take the picture's frame slots: a visual's ``video.max_frames`` slots hold a video's frames or
@@ -16,7 +18,8 @@ The processor's own rules, and kvideo's two about slots:
 * LLaVA-OneVision gives each picture of a record of several one tile, the picture padded square in
   the mean colour (its processor's multi-image rule).
 * SmolVLM2 cuts a picture into at most ``k x k`` tiles and its whole, ``k * k + 1 <= max_frames``,
-  by lowering its ``size['longest_edge']`` to ``k`` tiles (its processor's own knob).
+  by lowering its ``size['longest_edge']`` to ``k`` tiles (its processor's own knob); InternVL3
+  into at most ``max_frames - 1`` tiles and the thumbnail, by lowering its ``max_patches``.
 * LLaVA's tile grid is the model's (its config's pinpoints): a run whose largest grid, plus the
   whole picture, does not fit ``video.max_frames`` is refused (``check_slots``).
 """
@@ -32,12 +35,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from kvideo.decode.types import DecodedClip
+
 # The released families whose image route tiles a picture from its own size.
-TILING_TYPES = ("llava_onevision", "llava_next_video", "smolvlm")
+TILING_TYPES = ("llava_onevision", "llava_next_video", "smolvlm", "internvl")
 # SmolVLM2's image markers (its tokenizer's fake_image_token, global_image_token, image_token)
 FAKE_IMAGE_TOKEN = "<fake_token_around_image>"
 GLOBAL_IMAGE_TOKEN = "<global-img>"
 IMAGE_TOKEN = "<image>"
+
+
+@dataclass
+class PictureTiles(DecodedClip):
+    """A picture as its image processor's tiles: ``frames`` (T, S, S, 3) uint8 in the processor's
+    order, each at time 0, and ``picture_size``, the (height, width) it was cut from."""
+
+    picture_size: tuple[int, int] = (0, 0)
 
 
 @cache
@@ -52,7 +65,8 @@ def image_processor(folder: str) -> Any:
 class PictureTiling:
     """folder: ``model.path`` (its ``preprocessor_config.json``); model_type: its family;
     slots: ``video.max_frames``, the frame slots a picture's tiles take; tile: the tower's side;
-    tile_tokens: the LM tokens of one tile (LLaVA's patch grid, SmolVLM2's pixel-shuffled one)."""
+    tile_tokens: the LM tokens of one tile (LLaVA's patch grid, SmolVLM2's and InternVL3's
+        pixel-shuffled one)."""
 
     folder: str
     model_type: str
@@ -67,6 +81,8 @@ class PictureTiling:
         kwargs["input_data_format"] = "channels_last"  # a picture 3 px high is not channels-first
         if self.model_type == "smolvlm":
             kwargs.update(smolvlm_limits(image_processor(self.folder), self.slots), return_row_col_info=True)
+        if self.model_type == "internvl":  # its processor's images_kwargs, the thumbnail in a slot
+            kwargs.update(internvl_limits(image_processor(self.folder), self.slots))
         return kwargs
 
     def most_tiles(self) -> int:
@@ -74,8 +90,11 @@ class PictureTiling:
         processor = image_processor(self.folder)
         if self.model_type == "smolvlm":
             limits = smolvlm_limits(processor, self.slots)
-            side = int(limits.get("size", {}).get("longest_edge", 0)) // self.tile
+            side = -(-int(limits.get("size", {}).get("longest_edge", 0)) // self.tile)
             return side * side + 1 if limits.get("do_image_splitting", True) and side > 1 else 1
+        if self.model_type == "internvl":
+            most = int(internvl_limits(processor, self.slots)["max_patches"])
+            return most + 1 if most > 1 else 1
         from transformers import AutoConfig
 
         pinpoints = AutoConfig.from_pretrained(self.folder).image_grid_pinpoints
@@ -89,6 +108,8 @@ class PictureTiling:
         features. SmolVLM2: its image text for the most rows and columns, in its tokens."""
         from transformers import AutoConfig, AutoTokenizer
 
+        if self.model_type == "internvl":  # <img>, its tiles' tokens, </img>
+            return self.most_tiles() * self.tile_tokens + 2
         if self.model_type == "smolvlm":
             side = math.isqrt(self.most_tiles() - 1)
             text = smolvlm_image_text(side, side, self.tile_tokens)
@@ -136,6 +157,9 @@ class PictureTiling:
             flat = [np.asarray(tile) for tile in pixels[0]]
             starts = np.cumsum([0, *counts])
             per_picture = [np.stack(flat[a:b]) for a, b in itertools.pairwise(starts)]
+        elif self.model_type == "internvl":  # every picture's tiles in turn
+            starts = np.cumsum([0, *out["num_patches"]])
+            per_picture = [np.stack(pixels[a:b]) for a, b in itertools.pairwise(starts)]
         else:
             per_picture = [np.asarray(tiles) for tiles in pixels]
         return [
@@ -157,6 +181,12 @@ def smolvlm_limits(processor: Any, slots: int) -> dict[str, Any]:
     return {"size": {"longest_edge": min(processor.size["longest_edge"], side * tile)}}
 
 
+def internvl_limits(processor: Any, slots: int) -> dict[str, Any]:
+    """InternVL3's processor settings: its processor's ``crop_to_patches``, with ``max_patches``
+    lowered so the tiles and the thumbnail fit ``slots``."""
+    return {"crop_to_patches": True, "max_patches": max(1, min(processor.max_patches, slots - 1))}
+
+
 def smolvlm_image_text(rows: int, cols: int, tokens_per_tile: int) -> str:
     """The text standing for a picture cut into ``rows`` x ``cols`` tiles and its whole (0 x 0:
     the whole alone): SmolVLM2's processor's own ``get_image_prompt_string``."""
@@ -175,7 +205,8 @@ def smolvlm_grid(processor: Any, picture_size: tuple[int, int], slots: int) -> t
 
 
 def _tile_side(processor: Any) -> int:
-    """The side of the processor's tiles: LLaVA's crop or resize size, SmolVLM2's max_image_size."""
+    """The side of the processor's tiles: LLaVA's crop or resize size (InternVL3's resize size),
+    SmolVLM2's max_image_size."""
     if hasattr(processor, "max_image_size"):
         return int(processor.max_image_size["longest_edge"])
     size = getattr(processor, "crop_size", None) or processor.size

@@ -80,5 +80,5 @@ def picture_tiling(video: VideoConfig, model: ModelConfig) -> PictureTiling | No
         return None
     # a tile's tokens: LLaVA's tiles are its full patch grid (only video frames are pooled)
     llava = (geometry.image_size // geometry.patch_size) ** 2
-    tile_tokens = geometry.tokens_per_frame if geometry.model_type == "smolvlm" else llava
+    tile_tokens = llava if geometry.model_type.startswith("llava") else geometry.tokens_per_frame
     return PictureTiling(str(folder), geometry.model_type, video.max_frames, geometry.image_size, tile_tokens)

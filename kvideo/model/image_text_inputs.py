@@ -6,9 +6,9 @@ SmolVLM2: ``pixel_values`` (N, F, C, H, W), each clip's valid frames, then all-z
 the batch's most, which the model drops as padding; a video's text tells its frames' display
 times; a picture is its tiles (``kvideo.data.picture_tiles``: its rows and columns, then the
 whole) in its image text. InternVL3: ``pixel_values`` (sum of the clips' frames, C, H, W), every
-clip's valid frames in batch order, as its processor concatenates them; a picture is its image
-text around its one tile (what its processor cuts a square picture of the tower's size into). A
-clip without frames keeps its black one.
+clip's valid frames in batch order, as its processor concatenates them; a picture is its tiles
+and thumbnail (``kvideo.data.picture_tiles``) in one image text. A clip without frames keeps its
+black one.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def image_text_inputs(
     valid = [frames[b][keep[b]] if bool(keep[b].any()) else frames[b][:1] for b in range(frames.shape[0])]
     if geometry.model_type == "internvl":
         texts = [
-            internvl_image_text(per_frame) if clips.pictures[b] else internvl_video_text(len(clip), per_frame)
+            internvl_image_text(per_frame, len(clip))
+            if clips.pictures[b]
+            else internvl_video_text(len(clip), per_frame)
             for b, clip in enumerate(valid)
         ]
         counts = [clip.shape[0] for clip in valid]

@@ -114,9 +114,8 @@ class PretrainedVLM(nn.Module):
         token ids in the text (``video_block``), or for SmolVLM2 and InternVL3 its text.
         ``pictures``: which clips are pictures, each read through its family's image route: Qwen's
         (``kvideo.model.qwen_inputs``), LLaVA's (``kvideo.model.llava_inputs``: a picture's tiles,
-        sized by ``picture_sizes``; ``rows``: each clip's batch row), SmolVLM2's (its tiles, in its
-        rows and columns) and InternVL3's (its image text around the frame, the one tile its
-        processor cuts a square picture of the tower's size into)."""
+        sized by ``picture_sizes``; ``rows``: each clip's batch row), SmolVLM2's and InternVL3's
+        (its tiles in its image text: ``kvideo.model.image_text_inputs``)."""
         g = self.geometry
         count = frames.shape[0]
         flags = pictures or [False] * count

@@ -330,8 +330,12 @@ def save_tiny_internvl(folder: Path, *, width: int = 64) -> Path:
         vision_feature_layer=-1,
     )
     _save_model(InternVLForConditionalGeneration(config), tokenizer, folder)
-    GotOcr2ImageProcessorPil(
-        size={"height": 56, "width": 56}, crop_to_patches=False, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    GotOcr2ImageProcessorPil(  # pictures: up to 6 tiles and the thumbnail (its processor crops)
+        size={"height": 56, "width": 56},
+        crop_to_patches=False,
+        max_patches=6,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
     ).save_pretrained(folder)
     return folder
 

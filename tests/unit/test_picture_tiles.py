@@ -1,5 +1,5 @@
-"""A picture takes LLaVA-OneVision's, LLaVA-NeXT-Video's and SmolVLM2's image route: cut from its
-own size into its image processor's tiles in the data workers (``kvideo.data.picture_tiles``),
+"""A picture takes LLaVA-OneVision's, LLaVA-NeXT-Video's, SmolVLM2's and InternVL3's image route: cut
+from its own size into its image processor's tiles in the data workers (``kvideo.data.picture_tiles``),
 kvideo's logits are those of the model fed as its processor feeds the picture (the image
 processor's own ``pixel_values``, ``image_sizes``, and the placeholder count its processor writes,
 computed here by the processor classes' own arithmetic)."""
@@ -27,7 +27,7 @@ from kvideo.model.pretrained_build import build_pretrained_vlm
 from tests.helpers import videos as V
 from tests.unit.test_pretrained_vlm import config
 
-TILED = ("llava_onevision", "llava_next_video", "smolvlm")
+TILED = ("llava_onevision", "llava_next_video", "smolvlm", "internvl")
 SLOTS = 8  # a visual's frame slots: SmolVLM2's 2 x 2 tiles and the whole fit
 TEXT_LEN = 40
 SMOLVLM_MARKS = ("<fake_token_around_image>", "<image>", "<global-img>")
@@ -88,6 +88,11 @@ def llava_count(kind: str, folder: Path, size: tuple[int, int], hf_config: Any) 
     return count - 1 if hf_config.vision_feature_select_strategy == "default" else count
 
 
+def internvl_text(model: Any, patches: int) -> str:
+    """InternVL3's processor's ``replace_image_token`` for a picture of ``patches`` tiles."""
+    return "<img>" + "<IMG_CONTEXT>" * model.geometry.tokens_per_frame * patches + "</img>"
+
+
 def retokenized(tokenizer: Any, ids: list[int], at: int, text: str) -> list[int]:
     """``ids`` with ``text`` at ``at``, the whole tokenized as one string (as the processor
     tokenizes the rendered conversation)."""
@@ -105,7 +110,12 @@ def reference_logits(kind: str, folder: Path, model: Any, batch: dict[str, Any],
     processor = AutoImageProcessor.from_pretrained(folder)
     at, ids = int(batch["visual_at"].flatten()[0]), batch["input_ids"][0].tolist()
     hf = model.hf.config
-    if kind == "smolvlm":
+    if kind == "internvl":  # its processor's images_kwargs: crop_to_patches
+        theirs = processor(images=[image], crop_to_patches=True, return_tensors="pt")
+        text = internvl_text(model, int(theirs["num_patches"][0]))
+        reference_ids = torch.tensor([retokenized(model.tokenizer, ids, at, text)])
+        inputs = {"pixel_values": theirs["pixel_values"]}
+    elif kind == "smolvlm":
         theirs = processor(images=[[image]], return_row_col_info=True, return_tensors="pt")
         rows, cols = theirs["rows"][0][0], theirs["cols"][0][0]
         text = get_image_prompt_string(rows, cols, model.geometry.tokens_per_frame, *SMOLVLM_MARKS)
@@ -150,7 +160,12 @@ def test_each_picture_of_a_record_gets_its_processors_tiles_and_count(tiny_vlms:
         assert tiles == ([1, 1] if kind == "llava_onevision" else [3, 3])
         processor = AutoImageProcessor.from_pretrained(folder)
         at, ids, hf = int(batch["visual_at"][0, 0]), batch["input_ids"][0].tolist(), model.hf.config
-        if kind == "smolvlm":
+        if kind == "internvl":
+            theirs = processor(images=images, crop_to_patches=True, return_tensors="pt")
+            text = "".join(internvl_text(model, int(n)) for n in theirs["num_patches"])
+            reference_ids = torch.tensor([retokenized(model.tokenizer, ids, at, text)])
+            inputs = {"pixel_values": theirs["pixel_values"]}
+        elif kind == "smolvlm":
             theirs = processor(images=[images], return_row_col_info=True, return_tensors="pt")
             text = "".join(
                 get_image_prompt_string(rows, cols, model.geometry.tokens_per_frame, *SMOLVLM_MARKS)
@@ -317,5 +332,5 @@ def test_a_pictures_tokens_never_exceed_the_budgets_bound(kind: str, tiny_vlms: 
             else len(block)
         )
     assert max(counts) <= tiling.most_tokens()
-    if kind != "smolvlm":
+    if kind.startswith("llava"):
         assert max(counts) == tiling.most_tokens()
