@@ -61,6 +61,14 @@ def image_processor(folder: str) -> Any:
     return AutoImageProcessor.from_pretrained(folder, backend="pil")  # the same tiles on every machine
 
 
+@cache
+def model_config(folder: str) -> Any:
+    """The model folder's transformers config (its class's defaults filled in), read once."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder)
+
+
 @dataclass(frozen=True)
 class PictureTiling:
     """folder: ``model.path`` (its ``preprocessor_config.json``); model_type: its family;
@@ -95,10 +103,12 @@ class PictureTiling:
         if self.model_type == "internvl":
             most = int(internvl_limits(processor, self.slots)["max_patches"])
             return most + 1 if most > 1 else 1
-        from transformers import AutoConfig
+        return 1 + max(rows * cols for rows, cols in self.llava_grids())
 
-        pinpoints = AutoConfig.from_pretrained(self.folder).image_grid_pinpoints
-        return 1 + max(int(h) // self.tile * (int(w) // self.tile) for h, w in pinpoints)
+    def llava_grids(self) -> list[tuple[int, int]]:
+        """LLaVA's tile grids, (rows, columns): the model config's ``image_grid_pinpoints``."""
+        pinpoints = model_config(self.folder).image_grid_pinpoints
+        return [(int(h) // self.tile, int(w) // self.tile) for h, w in pinpoints]
 
     def most_tokens(self) -> int:
         """The most LM tokens one picture can give, an upper bound for the token budget of
@@ -106,7 +116,7 @@ class PictureTiling:
         grid, its largest grid's tiles (their features unpadded at most; LLaVA-OneVision's
         ``anyres_max_N`` downscales any beyond 1.1**2 * N tiles' worth) and one newline per row of
         features. SmolVLM2: its image text for the most rows and columns, in its tokens."""
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if self.model_type == "internvl":  # <img>, its tiles' tokens, </img>
             return self.most_tiles() * self.tile_tokens + 2
@@ -115,14 +125,14 @@ class PictureTiling:
             text = smolvlm_image_text(side, side, self.tile_tokens)
             tokens = AutoTokenizer.from_pretrained(self.folder).encode(text, add_special_tokens=False)
             return len(tokens) + 2  # the text merges with its neighbours: a token more at each edge
-        config = AutoConfig.from_pretrained(self.folder)
         cap = math.inf  # LLaVA-NeXT-Video keeps every feature
         if self.model_type == "llava_onevision":
-            aspect = str(getattr(config, "vision_aspect_ratio", None) or "anyres_max_9")
+            aspect = str(getattr(model_config(self.folder), "vision_aspect_ratio", None) or "anyres_max_9")
             cap = 1.21 * int(aspect.removeprefix("anyres_max_")) * self.tile_tokens
         grid = math.isqrt(self.tile_tokens)
-        shapes = [(int(h) // self.tile, int(w) // self.tile) for h, w in config.image_grid_pinpoints]
-        return self.tile_tokens + max(int(min(self.tile_tokens * h * w, cap)) + grid * h for h, w in shapes)
+        return self.tile_tokens + max(
+            int(min(self.tile_tokens * rows * cols, cap)) + grid * rows for rows, cols in self.llava_grids()
+        )
 
     def check_slots(self) -> None:
         """Refuse, in one line, a run whose pictures' tiles cannot fit their frame slots, or whose

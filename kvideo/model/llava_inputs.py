@@ -20,6 +20,7 @@ each, which it reads through ``batch_num_images``.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, NamedTuple
 
 import torch
@@ -52,7 +53,6 @@ def llava_inputs(clips: LlavaClips, geometry: VideoVlmGeometry, model: Any) -> V
     ]
     videos = [b for b, picture in enumerate(clips.pictures) if not picture]
     pictures = [b for b, picture in enumerate(clips.pictures) if picture]
-    per_record = [sum(1 for p in pictures if clips.rows[p] == clips.rows[b]) for b in range(len(valid))]
     kwargs: dict[str, Tensor] = {}
     entries: dict[str, list[int]] = {}
     blocks: list[list[int]] = [[] for _ in valid]
@@ -80,9 +80,12 @@ def llava_inputs(clips: LlavaClips, geometry: VideoVlmGeometry, model: Any) -> V
             count = picture_features(model, valid[b].shape[0], grid, clips.picture_sizes[b])
             blocks[b] = [config.image_token_id] * count
         if geometry.model_type == "llava_onevision":  # a record's count, at its first picture
-            first = [b for b in pictures if b == min(p for p in pictures if clips.rows[p] == clips.rows[b])]
-            kwargs["batch_num_images"] = torch.tensor([per_record[b] for b in first], device=tiles.device)
-            entries["batch_num_images"] = [int(b in first) for b in range(len(valid))]
+            first: dict[int, int] = {}  # row -> its first picture
+            for b in pictures:
+                first.setdefault(clips.rows[b], b)
+            counts = Counter(clips.rows[b] for b in pictures)
+            kwargs["batch_num_images"] = torch.tensor([counts[row] for row in first], device=tiles.device)
+            entries["batch_num_images"] = [int(b in first.values()) for b in range(len(valid))]
     return VideoInputs(kwargs, blocks, entries)
 
 
